@@ -1,0 +1,13 @@
+"""OpenMOS: an open, modular mining operating system for Bitcoin SHA-256 miners.
+
+Layers, lowest first (a layer imports only the ones below it):
+
+- ``bitcoin``  pure primitives: hashing, headers, targets, merkle, version rolling
+- ``stratum``  Stratum V1 wire protocol, job model and asyncio client
+- ``hw``       hardware abstraction layer and backends (CPU, simulator)
+- ``pool``     the built-in local Stratum V1 pool (template chain, vardiff, validation)
+- ``miner``    the device agent: pool manager, work dispatch, nonce re-validation
+- ``cli``      the ``mos`` command line
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The ``mos`` command line: the top layer, may import everything below it."""

@@ -1,0 +1,54 @@
+"""Live terminal status for the agent and the local pool (rich)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+
+from openmos.miner.agent import MiningAgent
+from openmos.pool.server import LocalPool
+
+
+def si(value: float, unit: str = "H/s") -> str:
+    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {prefix}{unit}"
+    return f"{value:.1f} {unit}"
+
+
+def agent_panel(agent: MiningAgent) -> Panel:
+    stats = agent.stats
+    tel = agent.telemetry()
+    rates = Table.grid(padding=(0, 2))
+    rates.add_row("hashrate 5s", si(agent.hashrate.rate(5)), "1m", si(agent.hashrate.rate(60)),
+                  "15m", si(agent.hashrate.rate(900)))
+    rates.add_row("valid nonces", str(stats.valid_nonces), "HW errors", str(stats.hardware_errors),
+                  "block candidates", str(stats.block_candidates))
+    pools = Table(title="pools", expand=True)
+    for col in ("group", "url", "status", "diff", "accepted", "rejected", "stale", "queued/lost"):
+        pools.add_column(col)
+    for group in agent.pools.groups:
+        for conn in group.connections:
+            c = conn.counters
+            active = group.active is conn
+            diff = f"{conn.client.difficulty:.4g}" if conn.client is not None else "-"
+            pools.add_row(group.name, str(conn.url), ("[green]active" if active else conn.status), diff,
+                          str(c.accepted), str(c.rejected), str(c.stale), f"{len(conn.outbox)}/{conn.lost_shares}")
+    uptime = int(time.time() - stats.started_at)
+    source = "modelled" if tel.modelled else "measured (hash counters)"
+    return Panel(Group(rates, pools), title=f"OpenMOS agent · {tel.model} · up {uptime}s · hashrate {source}")
+
+
+def pool_panel(pool: LocalPool) -> Panel:
+    table = Table(expand=True)
+    for col in ("worker", "accepted", "rejected", "stale", "dup", "pool-verified rate", "best diff", "blocks"):
+        table.add_column(col)
+    for name, w in pool.workers.items():
+        table.add_row(name, str(w.accepted), str(w.rejected), str(w.stale), str(w.duplicate), si(w.hashrate()),
+                      f"{w.best_difficulty:.4g}", str(w.blocks))
+    title = (f"local pool {pool.url} · height {pool.chain.height} · network diff {pool.chain.network_difficulty:g}"
+             f" · blocks found {len(pool.blocks_found)}")
+    return Panel(table, title=title)

@@ -1,0 +1,215 @@
+"""``mos``: run the agent, the local pool, or both (demo)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.logging import RichHandler
+
+from openmos import __version__
+from openmos.cli.display import agent_panel, pool_panel
+from openmos.hw.factory import create_hardware
+from openmos.miner.agent import MiningAgent
+from openmos.miner.config import AgentConfig, ConfigError, PoolEndpoint, PoolGroupConfig
+from openmos.pool.server import LocalPool, PoolSettings
+from openmos.pool.vardiff import VardiffSettings
+
+log = logging.getLogger("openmos")
+
+EPILOG = """\
+examples:
+  mos demo                                   local pool + CPU agent, live status
+  mos pool --port 3333                       run only the local pool (any Stratum V1 miner can connect)
+  mos run --pool stratum+tcp://127.0.0.1:3333 --user me.rig1
+  mos run --config /etc/openmos/agent.toml   pools and hardware from a config file
+  mos config init agent.toml --pool stratum+tcp://pool.example:3333 --user me.rig1
+"""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mos", description="OpenMOS: open mining operating system for SHA-256 miners (no dev fee).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"openmos {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the device agent against your pools",
+                         description="Mine with the chosen hardware. Pools come from --config or --pool; "
+                                     "several --pool options form one failover group, first = primary.")
+    run.add_argument("--config", type=Path, help="agent TOML config (see `mos config init`)")
+    run.add_argument("--pool", action="append", default=[], metavar="URL",
+                     help="stratum+tcp://host:port or stratum+ssl://host:port (repeat for failover)")
+    run.add_argument("--user", default="openmos.worker", help="worker name (default: %(default)s)")
+    run.add_argument("--password", default="x")
+    run.add_argument("--hardware", default=None, help="cpu, cpu:N (default: cpu, one worker per core)")
+    run.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
+    run.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
+
+    pool = sub.add_parser("pool", help="run the built-in local Stratum V1 pool",
+                          description="A regtest-like local pool: locally generated chain, vardiff, version "
+                                      "rolling, share validation and block detection. No network needed.")
+    _add_pool_args(pool)
+    pool.add_argument("--no-status", action="store_true")
+    pool.add_argument("--duration", type=float, default=0)
+
+    demo = sub.add_parser("demo", help="local pool + CPU agent in one process, with live status",
+                          description="Starts the built-in pool on 127.0.0.1 and an agent mining real "
+                                      "SHA-256d shares on your CPU. Ctrl-C stops cleanly.")
+    _add_pool_args(demo, default_port=0)
+    demo.add_argument("--hardware", default="cpu", help="cpu or cpu:N (default: %(default)s)")
+    demo.add_argument("--no-status", action="store_true")
+    demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
+
+    cfg = sub.add_parser("config", help="create or check an agent config file")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    init = cfg_sub.add_parser("init", help="write a new config (atomically)")
+    init.add_argument("path", type=Path)
+    init.add_argument("--pool", action="append", required=True, metavar="URL")
+    init.add_argument("--user", required=True)
+    init.add_argument("--password", default="x")
+    init.add_argument("--hardware", default="cpu")
+    check = cfg_sub.add_parser("check", help="validate a config file and print it")
+    check.add_argument("path", type=Path)
+    return parser
+
+
+def _add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=default_port, help="0 = any free port (default: %(default)s)")
+    parser.add_argument("--difficulty", type=float, default=0.001, help="starting share difficulty")
+    parser.add_argument("--network-difficulty", type=float, default=0.1,
+                        help="difficulty of the local chain's blocks (default: %(default)s)")
+    parser.add_argument("--share-interval", type=float, default=3.0,
+                        help="vardiff target seconds per share (default: %(default)s)")
+
+
+def _pool_settings(args: argparse.Namespace) -> PoolSettings:
+    return PoolSettings(host=args.host, port=args.port, start_difficulty=args.difficulty,
+                        network_difficulty=args.network_difficulty,
+                        vardiff=VardiffSettings(target_interval=args.share_interval,
+                                                retarget_after=max(10.0, 4 * args.share_interval)))
+
+
+def _agent_config(args: argparse.Namespace) -> AgentConfig:
+    if args.config:
+        config = AgentConfig.load(args.config)
+        if args.hardware:
+            config = config.model_copy(update={"hardware": args.hardware})
+        return config
+    if not args.pool:
+        raise ConfigError("no pool given: pass --pool URL (repeatable) or --config FILE")
+    return AgentConfig.from_dict({
+        "hardware": args.hardware or "cpu",
+        "groups": [{"name": "default", "pools": [{"url": u, "user": args.user, "password": args.password}
+                                                 for u in args.pool]}],
+    }, source="command line")
+
+
+async def _serve(duration: float, live: Callable[[], Group] | None, show: bool) -> None:
+    """Wait for Ctrl-C / SIGTERM or the duration, refreshing the live panel."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if duration:
+        loop.call_later(duration, stop.set)
+    if live is not None and show:
+        with Live(live(), refresh_per_second=2, console=Console(stderr=True)) as panel:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                panel.update(live())
+    else:
+        await stop.wait()
+
+
+async def _run_agent(args: argparse.Namespace) -> int:
+    config = _agent_config(args)
+    agent = MiningAgent(config, create_hardware(config.hardware))
+    await agent.start()
+    try:
+        await _serve(args.duration, lambda: Group(agent_panel(agent)), not args.no_status)
+    finally:
+        await agent.stop()
+    return 0
+
+
+async def _run_pool(args: argparse.Namespace) -> int:
+    pool = LocalPool(_pool_settings(args))
+    await pool.start()
+    try:
+        await _serve(args.duration, lambda: Group(pool_panel(pool)), not args.no_status)
+    finally:
+        await pool.stop()
+    return 0
+
+
+async def _run_demo(args: argparse.Namespace) -> int:
+    pool = LocalPool(_pool_settings(args))
+    await pool.start()
+    config = AgentConfig.from_dict({
+        "hardware": args.hardware,
+        "groups": [{"name": "local", "pools": [{"url": pool.url, "user": "demo.cpu"}]}],
+    })
+    agent = MiningAgent(config, create_hardware(config.hardware))
+    await agent.start()
+    log.info("demo: mining real SHA-256d shares on the CPU against the local pool at %s. Ctrl-C stops.", pool.url)
+    try:
+        await _serve(args.duration, lambda: Group(agent_panel(agent), pool_panel(pool)), not args.no_status)
+    finally:
+        await agent.stop()
+        await pool.stop()
+    w = pool.workers.get("demo.cpu")
+    if w is not None:
+        print(f"demo finished: {w.accepted} shares accepted by the pool, {len(pool.blocks_found)} local blocks, "
+              f"{agent.stats.hardware_errors} hardware errors")
+    return 0
+
+
+def _config_command(args: argparse.Namespace) -> int:
+    if args.config_command == "init":
+        config = AgentConfig(hardware=args.hardware, groups=[PoolGroupConfig(
+            pools=[PoolEndpoint(url=u, user=args.user, password=args.password) for u in args.pool])])
+        config.save(args.path)
+        print(f"wrote {args.path}")
+    else:
+        print(AgentConfig.load(args.path).model_dump_json(indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+    commands: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+        "run": _run_agent, "pool": _run_pool, "demo": _run_demo}
+    try:
+        if args.command == "config":
+            return _config_command(args)
+        return asyncio.run(commands[args.command](args))
+    except ConfigError as exc:
+        print(f"mos: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"mos: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"mos: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Hardware abstraction layer: hashboards and chips behind one interface.
+
+Owns the work/nonce contract (``WorkItem`` in, ``NonceResult`` out), telemetry as real hardware exposes it
+(per-chip nonce/error counters, board temperatures, fans, input power) and the control surface (frequency,
+voltage, fans). Backends: ``cpu`` (really hashes with hashlib) and, later, the simulator and BM13xx driver.
+Imports ``openmos.bitcoin`` only -- never the agent, pool or anything above.
+"""
+
+from openmos.hw.interface import (
+    BoardTelemetry,
+    ChipTelemetry,
+    FanTelemetry,
+    HardwareTelemetry,
+    MiningHardware,
+    NonceSink,
+    UnsupportedControl,
+    WorkProvider,
+)
+from openmos.hw.work import NonceResult, WorkItem
+
+__all__ = [
+    "BoardTelemetry",
+    "ChipTelemetry",
+    "FanTelemetry",
+    "HardwareTelemetry",
+    "MiningHardware",
+    "NonceResult",
+    "NonceSink",
+    "UnsupportedControl",
+    "WorkItem",
+    "WorkProvider",
+]

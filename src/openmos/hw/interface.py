@@ -1,0 +1,108 @@
+"""The hardware interface every backend implements, and the telemetry it exposes.
+
+Telemetry holds only what real hardware can report. Backends whose numbers are modelled rather than
+measured (the simulator) say so through ``HardwareTelemetry.modelled``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from openmos.hw.work import NonceResult, WorkItem
+
+
+class UnsupportedControl(RuntimeError):
+    """The backend cannot do this (e.g. set voltage on a CPU)."""
+
+
+class WorkProvider(Protocol):
+    """Where hardware pulls work from (the agent)."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def next_work(self) -> WorkItem | None:
+        """A fresh, unique work item, or None when there is no job to mine yet."""
+        ...
+
+
+NonceSink = Callable[[NonceResult], None]
+
+
+@dataclass
+class ChipTelemetry:
+    index: int
+    frequency_mhz: float | None
+    nonces: int = 0  # valid nonces reported by the chip
+    errors: int = 0  # nonces that failed re-validation, or the chip's own error counter
+    hashes: float = 0.0  # hashes done, from the chip's hash counter where it has one
+    enabled: bool = True
+
+
+@dataclass
+class BoardTelemetry:
+    index: int
+    chips: list[ChipTelemetry]
+    temperatures_c: list[float] = field(default_factory=list)  # board sensors, in sensor order
+    voltage_v: float | None = None
+    enabled: bool = True
+
+    @property
+    def hashes(self) -> float:
+        return sum(c.hashes for c in self.chips)
+
+
+@dataclass
+class FanTelemetry:
+    index: int
+    rpm: int
+    duty_pct: float
+
+
+@dataclass
+class HardwareTelemetry:
+    model: str
+    boards: list[BoardTelemetry]
+    fans: list[FanTelemetry] = field(default_factory=list)
+    input_power_w: float | None = None
+    nominal_hashrate_ths: float | None = None
+    modelled: bool = False  # True when hashrate/power/temperatures come from a model, not sensors
+
+    @property
+    def hashes(self) -> float:
+        return sum(b.hashes for b in self.boards)
+
+
+class MiningHardware(abc.ABC):
+    """One miner's worth of hashing hardware."""
+
+    model: str = "unknown"
+
+    @abc.abstractmethod
+    async def start(self, provider: WorkProvider, sink: NonceSink) -> None:
+        """Begin pulling work from ``provider`` and pushing nonces into ``sink``."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop hashing and release the hardware."""
+
+    @abc.abstractmethod
+    def telemetry(self) -> HardwareTelemetry:
+        """A snapshot of counters and sensors."""
+
+    def record_error(self, board: int, chip: int) -> None:  # noqa: B027 - optional hook
+        """The agent found a nonce from this chip invalid (a hardware error)."""
+
+    async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
+        raise UnsupportedControl(f"{self.model} cannot set chip frequency")
+
+    async def set_board_voltage(self, board: int, volts: float) -> None:
+        raise UnsupportedControl(f"{self.model} cannot set board voltage")
+
+    async def set_fan_duty(self, duty_pct: float) -> None:
+        raise UnsupportedControl(f"{self.model} has no controllable fans")
+
+

@@ -1,0 +1,22 @@
+"""The device agent: turns pool jobs into hardware work and hardware nonces into shares.
+
+Owns pool groups with failover and quota split (``PoolManager``), work generation and per-nonce
+re-validation (``MiningAgent``), hashrate/share statistics and the agent's configuration. There is no fee
+pool anywhere: every share goes to a pool the user configured. Imports ``bitcoin``, ``stratum``, ``hw``.
+"""
+
+from openmos.miner.agent import AgentStats, FoundShare, MiningAgent
+from openmos.miner.config import AgentConfig, PoolEndpoint, PoolGroupConfig
+from openmos.miner.pool_manager import PoolConnection, PoolGroup, PoolManager
+
+__all__ = [
+    "AgentConfig",
+    "AgentStats",
+    "FoundShare",
+    "MiningAgent",
+    "PoolConnection",
+    "PoolEndpoint",
+    "PoolGroup",
+    "PoolGroupConfig",
+    "PoolManager",
+]

@@ -1,0 +1,201 @@
+"""The mining agent: pool jobs -> hardware work -> re-validated nonces -> shares.
+
+Every nonce a backend reports is hashed again here before anything is submitted; a nonce that does not
+meet the target it was issued with is a hardware error and is charged to the chip that produced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from openmos import __version__
+from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, hash_to_int
+from openmos.bitcoin.target import bits_to_target
+from openmos.hw.interface import HardwareTelemetry, MiningHardware
+from openmos.hw.work import NonceResult, WorkItem
+from openmos.miner.config import AgentConfig
+from openmos.miner.pool_manager import PoolConnection, PoolGroup, PoolManager
+from openmos.miner.stats import HashrateMeter
+from openmos.stratum.client import StratumClient, SubmitResult
+from openmos.stratum.job import Share, StratumJob
+
+log = logging.getLogger(__name__)
+
+WORK_HISTORY = 8192  # issued work items remembered for validating late nonces
+
+
+@dataclass
+class _JobContext:
+    group: PoolGroup
+    conn: PoolConnection
+    client: StratumClient
+    job: StratumJob
+    received_at: float
+    extranonce2: itertools.count[int] = field(default_factory=itertools.count)
+
+
+@dataclass(frozen=True)
+class _IssuedWork:
+    ctx: _JobContext
+    extranonce1: bytes
+    extranonce2: bytes
+    item: WorkItem
+    share_target: int
+    pool_difficulty: float
+
+
+@dataclass
+class FoundShare:
+    pool_url: str
+    extranonce1: bytes
+    share: Share
+    hash: bytes
+    found_at: float
+    block_candidate: bool
+    result: SubmitResult | None = None  # None until the pool answers (or while queued)
+
+
+@dataclass
+class AgentStats:
+    started_at: float = field(default_factory=time.time)
+    valid_nonces: int = 0
+    hardware_errors: int = 0
+    expired_nonces: int = 0  # nonces for work the agent no longer remembers
+    shares_found: int = 0
+    block_candidates: int = 0
+
+
+class MiningAgent:
+    """Drives one ``MiningHardware`` against the configured pool groups."""
+
+    def __init__(self, config: AgentConfig, hardware: MiningHardware) -> None:
+        self.config = config
+        self.hardware = hardware
+        self.stats = AgentStats()
+        self.found: deque[FoundShare] = deque(maxlen=10_000)
+        self.hashrate = HashrateMeter()
+        self.pools = PoolManager(config.groups, config.stratum, f"openmos/{__version__}",
+                                 self._on_job, self._on_switch)
+        self._generation = 0
+        self._jobs: dict[str, _JobContext] = {}
+        self._work: OrderedDict[int, _IssuedWork] = OrderedDict()
+        self._work_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sampler: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.stats.started_at = time.time()
+        self.pools.start()
+        await self.hardware.start(self, self._on_nonce)
+        self._sampler = asyncio.create_task(self._sample_loop(), name="agent-sampler")
+        log.info("agent started on %s with %d pool group(s)", self.hardware.model, len(self.pools.groups))
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        await self.hardware.stop()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        await self.pools.stop()
+        log.info("agent stopped")
+
+    async def _sample_loop(self) -> None:
+        while True:
+            self.hashrate.add(time.monotonic(), self.hardware.telemetry().hashes)
+            await asyncio.sleep(1.0)
+
+    def telemetry(self) -> HardwareTelemetry:
+        return self.hardware.telemetry()
+
+    # -- pool events ------------------------------------------------------------------------------
+
+    def _on_job(self, group: PoolGroup, conn: PoolConnection, client: StratumClient, job: StratumJob) -> None:
+        previous = self._jobs.get(group.name)
+        self._jobs[group.name] = _JobContext(group, conn, client, job, time.time())
+        if job.clean_jobs or previous is None or previous.client is not client:
+            self._generation += 1
+        log.debug("new job %s from %s (clean=%s)", job.job_id, conn.url, job.clean_jobs)
+
+    def _on_switch(self, group: PoolGroup) -> None:
+        ctx = self._jobs.get(group.name)
+        if ctx is not None and (group.active is not ctx.conn or ctx.client.closed.is_set()):
+            del self._jobs[group.name]
+            self._generation += 1
+
+    # -- WorkProvider -----------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def next_work(self) -> WorkItem | None:
+        group = self.pools.pick_group(lambda g: g.name in self._jobs)
+        if group is None:
+            return None
+        ctx = self._jobs[group.name]
+        client = ctx.client
+        size = client.extranonce2_size
+        en2 = (next(ctx.extranonce2) % (1 << (8 * size))).to_bytes(size, "big")
+        # ntime rolls forward with the wall clock, as every miner does; pools accept up to +2 h.
+        ntime = ctx.job.ntime + max(0, int(time.time() - ctx.received_at))
+        header = ctx.job.header(client.extranonce1, en2, ntime=ntime, nonce=0, version=ctx.job.version)
+        difficulty = client.difficulty
+        target = difficulty_to_target(difficulty)
+        item = WorkItem(next(self._work_ids), self._generation, header, client.version_mask, target)
+        self._work[item.work_id] = _IssuedWork(ctx, client.extranonce1, en2, item, target, difficulty)
+        while len(self._work) > WORK_HISTORY:
+            self._work.popitem(last=False)
+        return item
+
+    # -- nonces -----------------------------------------------------------------------------------
+
+    def _on_nonce(self, result: NonceResult) -> None:
+        issued = self._work.get(result.work_id)
+        if issued is None:
+            self.stats.expired_nonces += 1
+            return
+        item = issued.item
+        if (result.version ^ item.header.version) & ~item.version_mask & 0xFFFFFFFF:
+            self._hardware_error(result, "version bits outside the negotiated mask")
+            return
+        header = BlockHeader(result.version, item.header.prev_hash, item.header.merkle_root,
+                             item.header.ntime, item.header.bits, result.nonce)
+        digest = header.hash()
+        value = hash_to_int(digest)
+        if value > item.target:
+            self._hardware_error(result, "hash does not meet the work target")
+            return
+        self.stats.valid_nonces += 1
+        if value > issued.share_target:
+            return  # a valid ticket below pool difficulty: counts toward hashrate only
+        ctx = issued.ctx
+        share = Share(ctx.job.job_id, issued.extranonce2, header.ntime, result.nonce, result.version,
+                      ctx.job.version, item.version_mask, hash_difficulty(digest), issued.pool_difficulty)
+        block = value <= bits_to_target(header.bits)
+        found = FoundShare(str(ctx.conn.url), issued.extranonce1, share, digest, time.time(), block)
+        self.found.append(found)
+        self.stats.shares_found += 1
+        if block:
+            self.stats.block_candidates += 1
+            log.info("block candidate found: %s (pool %s)", header.hash_hex(), ctx.conn.url)
+        task = asyncio.get_running_loop().create_task(self._submit(ctx, issued.extranonce1, found))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _hardware_error(self, result: NonceResult, why: str) -> None:
+        self.stats.hardware_errors += 1
+        self.hardware.record_error(result.board, result.chip)
+        log.debug("hardware error on board %d chip %d: %s", result.board, result.chip, why)
+
+    async def _submit(self, ctx: _JobContext, extranonce1: bytes, found: FoundShare) -> None:
+        found.result = await ctx.group.submit(ctx.conn, extranonce1, found.share)

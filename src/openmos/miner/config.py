@@ -1,0 +1,102 @@
+"""Agent configuration: validated with pydantic, stored as TOML, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from openmos.stratum.url import PoolUrl
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message says where and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolEndpoint(_Model):
+    url: str = Field(description="stratum+tcp://host:port or stratum+ssl://host:port")
+    user: str = Field(min_length=1, max_length=256, description="worker name, usually wallet.worker")
+    password: str = Field(default="x", max_length=256)
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        PoolUrl.parse(value)  # raises ValueError with a clear message
+        return value
+
+    @field_validator("user", "password")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ch in value for ch in "\r\n\x00"):
+            raise ValueError("must not contain line breaks or NUL bytes")
+        return value
+
+
+class PoolGroupConfig(_Model):
+    name: str = Field(default="default", min_length=1, max_length=64)
+    quota: int = Field(default=1, ge=1, le=1000, description="share of work relative to other groups")
+    pools: list[PoolEndpoint] = Field(min_length=1, description="in priority order: first is primary")
+
+
+class StratumTuning(_Model):
+    response_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    stall_timeout_s: float = Field(default=180.0, gt=0, le=3600, description="no message for this long: failover")
+    fallback_interval_s: float = Field(default=60.0, gt=0, le=3600, description="how often to retry better pools")
+    retry_delay_s: float = Field(default=2.0, gt=0, le=300)
+    version_rolling: bool = True
+    allowed_reconnect_hosts: list[str] = Field(default_factory=list)
+
+
+class AgentConfig(_Model):
+    hardware: str = Field(default="cpu", description="cpu, cpu:N (N workers) or sim:MODEL")
+    groups: list[PoolGroupConfig] = Field(min_length=1)
+    stratum: StratumTuning = Field(default_factory=StratumTuning)
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist (create one with `mos config init`)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> AgentConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"{source}: {problems}") from None
+
+    def save(self, path: Path) -> None:
+        atomic_write(path, tomli_w.dumps(self.model_dump(mode="json")).encode())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` so that readers see either the old file or the new one, never a torn write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,264 @@
+"""Pool groups with failover inside a group and a quota split between groups.
+
+Inside a group the pools are in priority order: the agent mines on the first one that answers, fails over
+when it dies or stalls, and keeps probing the better ones so it falls back as soon as they return.
+Shares found for a pool that then went away are kept in that pool's outbox and re-sent if the pool
+resumes the same session (same extranonce1); otherwise they are counted as lost, never silently dropped
+or redirected -- a share is only valid for the session it was mined for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from openmos.miner.config import PoolEndpoint, PoolGroupConfig, StratumTuning
+from openmos.stratum.client import ClientOptions, PoolUnavailable, ShareCounters, StratumClient, SubmitResult
+from openmos.stratum.job import Share, StratumJob
+from openmos.stratum.url import PoolUrl
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 1024
+
+
+@dataclass
+class PendingShare:
+    share: Share
+    extranonce1: bytes
+    found_at: float
+
+
+@dataclass
+class PoolConnection:
+    """One configured pool endpoint and everything the agent knows about it."""
+
+    endpoint: PoolEndpoint
+    priority: int
+    url: PoolUrl = field(init=False)
+    client: StratumClient | None = None
+    session_id: str | None = None
+    outbox: deque[PendingShare] = field(default_factory=lambda: deque(maxlen=OUTBOX_LIMIT))
+    counters: ShareCounters = field(default_factory=ShareCounters)
+    lost_shares: int = 0  # found for a session the pool did not resume
+    resubmitted: int = 0
+    connects: int = 0
+    last_error: str = ""
+
+    def __post_init__(self) -> None:
+        self.url = PoolUrl.parse(self.endpoint.url)
+
+    @property
+    def alive(self) -> bool:
+        return self.client is not None and not self.client.closed.is_set() and self.client.authorized
+
+    @property
+    def status(self) -> str:
+        return "Alive" if self.alive else "Dead"
+
+
+JobListener = Callable[["PoolGroup", PoolConnection, StratumClient, StratumJob], None]
+
+
+class PoolGroup:
+    """Failover among the pools of one group."""
+
+    def __init__(self, config: PoolGroupConfig, tuning: StratumTuning, agent_name: str,
+                 on_job: JobListener, on_switch: Callable[[PoolGroup], None]) -> None:
+        self.config = config
+        self.tuning = tuning
+        self.agent_name = agent_name
+        self.connections = [PoolConnection(ep, i) for i, ep in enumerate(config.pools)]
+        self.active: PoolConnection | None = None
+        self.switches = 0
+        self.work_issued = 0
+        self._on_job = on_job
+        self._on_switch = on_switch
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def quota(self) -> int:
+        return self.config.quota
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name=f"pool-group {self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for conn in self.connections:
+            if conn.client is not None:
+                await conn.client.close("agent stopping")
+
+    def _options(self, conn: PoolConnection) -> ClientOptions:
+        return ClientOptions(
+            agent=self.agent_name,
+            version_mask=0x1FFFE000 if self.tuning.version_rolling else 0,
+            response_timeout=self.tuning.response_timeout_s,
+            allowed_reconnect_hosts=frozenset(self.tuning.allowed_reconnect_hosts),
+            session_id=conn.session_id,
+        )
+
+    async def _connect(self, conn: PoolConnection) -> StratumClient | None:
+        target = conn.client.reconnect_target if conn.client is not None else None
+        url = PoolUrl(target[0], target[1], conn.url.tls) if target else conn.url
+        client = StratumClient(
+            url, conn.endpoint.user, conn.endpoint.password, self._options(conn),
+            on_job=lambda c, job: self._job(conn, c, job),
+            on_close=lambda c, reason: self._wake.set(),
+        )
+        try:
+            await client.connect()
+        except PoolUnavailable as exc:
+            conn.last_error = str(exc)
+            log.warning("pool %s unavailable: %s", conn.url, exc)
+            return None
+        conn.connects += 1
+        return client
+
+    def _job(self, conn: PoolConnection, client: StratumClient, job: StratumJob) -> None:
+        if self.active is conn and conn.client is client:
+            self._on_job(self, conn, client, job)
+
+    async def _supervise(self) -> None:
+        retry = self.tuning.retry_delay_s
+        while True:
+            conn, client = await self._connect_best(len(self.connections))
+            if conn is None or client is None:
+                await asyncio.sleep(retry)
+                continue
+            self._activate(conn, client)
+            await self._hold(conn, client)
+
+    async def _connect_best(self, limit: int) -> tuple[PoolConnection | None, StratumClient | None]:
+        """Connect to the highest-priority pool among the first ``limit`` that answers."""
+        for conn in self.connections[:limit]:
+            client = await self._connect(conn)
+            if client is not None:
+                return conn, client
+        return None, None
+
+    def _activate(self, conn: PoolConnection, client: StratumClient) -> None:
+        previous = self.active
+        conn.client = client
+        self.active = conn
+        resumed = conn.session_id is not None and client.extranonce1.hex() == conn.session_id
+        conn.session_id = client.session_id
+        if previous is not conn:
+            self.switches += 1
+            log.info("group %s: mining on %s%s", self.name, conn.url,
+                     f" (was {previous.url})" if previous is not None else "")
+        self._on_switch(self)
+        if client.last_job is not None:
+            self._on_job(self, conn, client, client.last_job)
+        task = asyncio.create_task(self._flush_outbox(conn, client, resumed))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _hold(self, conn: PoolConnection, client: StratumClient) -> None:
+        """Stay on this pool until it dies or stalls, or a better pool comes back."""
+        while not client.closed.is_set():
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(self.tuning.fallback_interval_s, 1.0))
+            if client.closed.is_set():
+                break
+            if time.monotonic() - client.last_receive > self.tuning.stall_timeout_s:
+                await client.close(f"pool sent nothing for {self.tuning.stall_timeout_s:.0f} s (stalled)")
+                break
+            if conn.priority > 0 and self._fallback_due():
+                better, better_client = await self._connect_best(conn.priority)
+                if better is not None and better_client is not None:
+                    log.info("group %s: %s is back, falling back to it", self.name, better.url)
+                    await client.close(f"falling back to higher-priority pool {better.url}")
+                    self._activate(better, better_client)
+                    conn, client = better, better_client
+        conn.last_error = client.close_reason
+        log.warning("group %s: lost %s (%s); failing over", self.name, conn.url, client.close_reason)
+        if self.active is conn:
+            self.active = None
+            self._on_switch(self)
+
+    _last_probe: float = 0.0
+
+    def _fallback_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_probe >= self.tuning.fallback_interval_s:
+            self._last_probe = now
+            return True
+        return False
+
+    # -- shares -------------------------------------------------------------------------------------
+
+    async def submit(self, conn: PoolConnection, extranonce1: bytes, share: Share) -> SubmitResult | None:
+        """Submit to the pool the share was mined for; queue it if that session is not connected now."""
+        client = conn.client
+        if client is None or client.closed.is_set() or client.extranonce1 != extranonce1:
+            conn.outbox.append(PendingShare(share, extranonce1, time.time()))
+            return None
+        try:
+            result = await client.submit(share)
+        except ConnectionError:
+            conn.outbox.append(PendingShare(share, extranonce1, time.time()))
+            return None
+        conn.counters.record(result, share)
+        return result
+
+    async def _flush_outbox(self, conn: PoolConnection, client: StratumClient, resumed: bool) -> None:
+        pending = list(conn.outbox)
+        conn.outbox.clear()
+        for item in pending:
+            if item.extranonce1 != client.extranonce1:
+                conn.lost_shares += 1
+                continue
+            try:
+                result = await client.submit(item.share)
+            except ConnectionError:
+                conn.outbox.append(item)
+                continue
+            conn.resubmitted += 1
+            conn.counters.record(result, item.share)
+        if pending:
+            log.info("%s: re-sent %d queued shares after reconnect (session %s; %d lost)", conn.url,
+                     conn.resubmitted, "resumed" if resumed else "new", conn.lost_shares)
+
+
+class PoolManager:
+    """All pool groups. Picks which group the next piece of work is for, by quota."""
+
+    def __init__(self, groups: list[PoolGroupConfig], tuning: StratumTuning, agent_name: str,
+                 on_job: JobListener, on_switch: Callable[[PoolGroup], None]) -> None:
+        self.groups = [PoolGroup(g, tuning, agent_name, on_job, on_switch) for g in groups]
+
+    def start(self) -> None:
+        for group in self.groups:
+            group.start()
+
+    async def stop(self) -> None:
+        for group in self.groups:
+            await group.stop()
+
+    def pick_group(self, eligible: Callable[[PoolGroup], bool]) -> PoolGroup | None:
+        """Deficit round robin: the eligible group furthest behind its quota gets the next work item."""
+        candidates = [g for g in self.groups if eligible(g)]
+        if not candidates:
+            return None
+        group = min(candidates, key=lambda g: (g.work_issued / g.quota, self.groups.index(g)))
+        group.work_issued += 1
+        return group
+
+    def connections(self) -> list[PoolConnection]:
+        return [c for g in self.groups for c in g.connections]

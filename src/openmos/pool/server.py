@@ -1,0 +1,461 @@
+"""The local pool's Stratum V1 server.
+
+Every share is validated independently of the miner: the pool rebuilds the coinbase from its own
+coinb1/coinb2 and the session's extranonce1, folds its own merkle branch, applies the submitted version
+bits under the negotiated mask and hashes the header itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, hash_to_int
+from openmos.bitcoin.version import BIP320_MASK, apply_version_bits
+from openmos.pool.chain import BlockTemplate, TemplateChain
+from openmos.pool.vardiff import VardiffSettings, next_difficulty
+from openmos.stratum.job import StratumJob
+from openmos.stratum.protocol import (
+    MAX_LINE_BYTES,
+    Notification,
+    ProtocolError,
+    Request,
+    Response,
+    StratumErrorCode,
+    encode_notification,
+    encode_response,
+    error_triple,
+    hex_field,
+    parse_message,
+    read_line,
+    u32_field,
+)
+
+log = logging.getLogger(__name__)
+
+EXTRANONCE1_SIZE = 4
+MAX_NTIME_DRIFT = 7200  # seconds a share's ntime may run ahead of the pool clock (consensus rule)
+MAX_BAD_MESSAGES = 10  # a client sending this many unparseable lines is disconnected
+
+
+class ShareRejected(Exception):
+    def __init__(self, code: StratumErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    host: str = "127.0.0.1"
+    port: int = 3333  # 0 picks a free port
+    start_difficulty: float = 0.001
+    vardiff: VardiffSettings | None = field(default_factory=VardiffSettings)
+    network_difficulty: float = 0.05
+    version_mask: int = BIP320_MASK
+    extranonce2_size: int = 4
+    job_interval: float = 30.0
+    max_jobs: int = 32
+    idle_timeout: float = 900.0
+    password: str | None = None  # None: any password is accepted (local pool)
+    recent_shares: int = 10_000
+
+
+@dataclass
+class WorkerStats:
+    accepted: int = 0
+    rejected: int = 0
+    stale: int = 0
+    duplicate: int = 0
+    accepted_difficulty: float = 0.0
+    best_difficulty: float = 0.0
+    blocks: int = 0
+    first_share: float = 0.0
+    last_share: float = 0.0
+
+    def hashrate(self, now: float | None = None) -> float:
+        """Pool-verified hashrate (H/s) from accepted difficulty since the first share."""
+        now = time.time() if now is None else now
+        elapsed = now - self.first_share if self.first_share else 0.0
+        return self.accepted_difficulty * 2**32 / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class AcceptedShare:
+    worker: str
+    job_id: str
+    extranonce1: bytes
+    extranonce2: bytes
+    ntime: int
+    nonce: int
+    version: int
+    hash: bytes
+    difficulty: float  # achieved
+    target_difficulty: float  # required
+    is_block: bool
+
+
+@dataclass
+class _Job:
+    job_id: str
+    template: BlockTemplate
+    stratum: StratumJob
+
+
+@dataclass(eq=False)
+class _Session:
+    peer: str
+    writer: asyncio.StreamWriter
+    extranonce1: bytes = b""
+    subscribed: bool = False
+    workers: set[str] = field(default_factory=set)
+    version_mask: int = 0
+    difficulty: float = 0.0
+    job_difficulty: dict[str, float] = field(default_factory=dict)
+    window_start: float = 0.0
+    window_shares: int = 0
+    bad_messages: int = 0
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+
+class LocalPool:
+    """A Stratum V1 pool on a local template chain. ``await start()``; ``await stop()``."""
+
+    def __init__(self, settings: PoolSettings | None = None, chain: TemplateChain | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings or PoolSettings()
+        self.chain = chain or TemplateChain(network_difficulty=self.settings.network_difficulty,
+                                            extranonce_size=EXTRANONCE1_SIZE + self.settings.extranonce2_size,
+                                            clock=clock)
+        self.clock = clock
+        self.workers: dict[str, WorkerStats] = {}
+        self.accepted: deque[AcceptedShare] = deque(maxlen=self.settings.recent_shares)
+        self.rejections: dict[str, int] = {}
+        self.protocol_errors = 0
+        self.blocks_found: list[AcceptedShare] = []
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._seen: dict[str, set[tuple[bytes, bytes, int, int, int]]] = {}
+        self._sessions: set[_Session] = set()
+        self._active_en1: set[bytes] = set()
+        self._resumable: OrderedDict[str, bytes] = OrderedDict()
+        self._en1_counter = itertools.count(1)
+        self._job_counter = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._job_task: asyncio.Task[None] | None = None
+        self.port = self.settings.port
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._jobs:
+            self._new_job(clean=True)
+        self._server = await asyncio.start_server(
+            self._handle, self.settings.host, self.port, limit=MAX_LINE_BYTES, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._job_task = asyncio.create_task(self._job_loop(), name="pool-jobs")
+        log.info("local pool listening on stratum+tcp://%s:%d (share diff %g, network diff %g)",
+                 self.settings.host, self.port, self.settings.start_difficulty, self.chain.network_difficulty)
+
+    @property
+    def url(self) -> str:
+        return f"stratum+tcp://{self.settings.host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection. State (chain, jobs, sessions) survives a restart."""
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._sessions):
+            session.writer.close()
+        if self._job_task is not None:
+            self._job_task.cancel()
+        for task in [*self._tasks, *([self._job_task] if self._job_task else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        self._server = None
+        self._job_task = None
+
+    async def _job_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_interval)
+            self._new_job(clean=False)
+            self._broadcast_job()
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def _new_job(self, *, clean: bool) -> _Job:
+        template = self.chain.template()
+        job_id = f"{next(self._job_counter):x}"
+        stratum = StratumJob(job_id, template.prev_hash, template.coinb1, template.coinb2,
+                             template.merkle_branch, template.version, template.bits, template.ntime, clean)
+        if clean:
+            self._jobs.clear()
+            self._seen.clear()
+        job = _Job(job_id, template, stratum)
+        self._jobs[job_id] = job
+        self._seen[job_id] = set()
+        while len(self._jobs) > self.settings.max_jobs:
+            old, _ = self._jobs.popitem(last=False)
+            self._seen.pop(old, None)
+        return job
+
+    def _current_job(self) -> _Job:
+        return next(reversed(self._jobs.values()))
+
+    def _send_job(self, session: _Session, job: _Job) -> None:
+        session.job_difficulty[job.job_id] = session.difficulty
+        if len(session.job_difficulty) > self.settings.max_jobs * 2:
+            for key in [k for k in session.job_difficulty if k not in self._jobs]:
+                del session.job_difficulty[key]
+        session.send(encode_notification("mining.notify", job.stratum.to_notify_params()))
+
+    def _broadcast_job(self) -> None:
+        job = self._current_job()
+        for session in self._sessions:
+            if session.subscribed and session.workers:
+                self._maybe_retarget(session)
+                self._send_job(session, job)
+
+    # -- connection handling ----------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        peer = "%s:%s" % writer.get_extra_info("peername")[:2]
+        session = _Session(peer, writer, difficulty=self.settings.start_difficulty)
+        self._sessions.add(session)
+        log.info("pool: miner connected from %s", peer)
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(read_line(reader), self.settings.idle_timeout)
+                except TimeoutError:
+                    log.info("pool: %s idle for %.0f s, disconnecting", peer, self.settings.idle_timeout)
+                    break
+                except ProtocolError as exc:
+                    self.protocol_errors += 1
+                    log.warning("pool: %s sent an over-long line (%s); disconnecting", peer, exc)
+                    break
+                if line is None:
+                    break
+                try:
+                    msg = parse_message(line)
+                except ProtocolError as exc:
+                    self.protocol_errors += 1
+                    session.bad_messages += 1
+                    log.warning("pool: bad message from %s: %s", peer, exc)
+                    session.send(encode_response(None, None, error_triple(StratumErrorCode.OTHER, str(exc))))
+                    if session.bad_messages >= MAX_BAD_MESSAGES:
+                        break
+                    continue
+                if isinstance(msg, Request):
+                    self._handle_request(session, msg)
+                elif isinstance(msg, Notification):
+                    log.debug("pool: notification %s from %s ignored", msg.method, peer)
+                elif isinstance(msg, Response):
+                    pass  # answers to client.get_version / mining.ping
+                await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            log.info("pool: connection to %s lost: %s", peer, exc)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._sessions.discard(session)
+            if session.extranonce1:
+                self._active_en1.discard(session.extranonce1)
+                self._resumable[session.extranonce1.hex()] = session.extranonce1
+                while len(self._resumable) > 10_000:
+                    self._resumable.popitem(last=False)
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+            log.info("pool: miner %s disconnected", peer)
+
+    def _handle_request(self, session: _Session, req: Request) -> None:
+        handlers: dict[str, Callable[[_Session, list[Any]], Any]] = {
+            "mining.configure": self._on_configure,
+            "mining.subscribe": self._on_subscribe,
+            "mining.authorize": self._on_authorize,
+            "mining.submit": self._on_submit,
+            "mining.suggest_difficulty": self._on_suggest_difficulty,
+            "mining.extranonce.subscribe": lambda s, p: True,
+        }
+        handler = handlers.get(req.method)
+        if handler is None:
+            session.send(encode_response(req.id, None, error_triple(StratumErrorCode.OTHER,
+                                                                    f"unknown method {req.method}")))
+            return
+        try:
+            result = handler(session, req.params)
+        except ShareRejected as exc:
+            session.send(encode_response(req.id, None, error_triple(exc.code, str(exc))))
+            return
+        except ProtocolError as exc:
+            session.send(encode_response(req.id, None, error_triple(StratumErrorCode.OTHER, str(exc))))
+            return
+        session.send(encode_response(req.id, result))
+        if req.method == "mining.authorize" and result is True:
+            session.send(encode_notification("mining.set_difficulty", [session.difficulty]))
+            self._send_job(session, self._current_job())
+
+    def _on_configure(self, session: _Session, params: list[Any]) -> dict[str, Any]:
+        if len(params) < 2 or not isinstance(params[0], list) or not isinstance(params[1], dict):
+            raise ProtocolError("mining.configure needs [extensions, {parameters}]")
+        result: dict[str, Any] = {}
+        if "version-rolling" in params[0]:
+            requested = int.from_bytes(
+                hex_field(params[1].get("version-rolling.mask", "ffffffff"), "version-rolling.mask", size=4), "big"
+            )
+            session.version_mask = requested & self.settings.version_mask
+            result["version-rolling"] = session.version_mask != 0
+            result["version-rolling.mask"] = f"{session.version_mask:08x}"
+        for ext in params[0]:
+            if ext != "version-rolling" and isinstance(ext, str):
+                result[ext] = False
+        return result
+
+    def _on_subscribe(self, session: _Session, params: list[Any]) -> list[Any]:
+        if session.subscribed:
+            raise ProtocolError("already subscribed")
+        resume = params[1] if len(params) > 1 and isinstance(params[1], str) else None
+        en1 = self._resumable.get(resume) if resume else None
+        if en1 is None or en1 in self._active_en1:
+            en1 = next(self._en1_counter).to_bytes(EXTRANONCE1_SIZE, "big")
+        else:
+            log.info("pool: %s resumed session %s", session.peer, en1.hex())
+        self._resumable.pop(en1.hex(), None)
+        self._active_en1.add(en1)
+        session.extranonce1 = en1
+        session.subscribed = True
+        session.window_start = self.clock()
+        return [[["mining.set_difficulty", en1.hex()], ["mining.notify", en1.hex()]], en1.hex(),
+                self.settings.extranonce2_size]
+
+    def _on_authorize(self, session: _Session, params: list[Any]) -> bool:
+        if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 256:
+            raise ShareRejected(StratumErrorCode.UNAUTHORIZED, "worker name must be a non-empty string")
+        if self.settings.password is not None:
+            password = params[1] if len(params) > 1 else None
+            if password != self.settings.password:
+                raise ShareRejected(StratumErrorCode.UNAUTHORIZED, "wrong password")
+        if not session.subscribed:
+            raise ShareRejected(StratumErrorCode.NOT_SUBSCRIBED, "subscribe before authorizing")
+        session.workers.add(params[0])
+        self.workers.setdefault(params[0], WorkerStats())
+        return True
+
+    def _on_suggest_difficulty(self, session: _Session, params: list[Any]) -> bool:
+        if not params or isinstance(params[0], bool) or not isinstance(params[0], int | float) or params[0] <= 0:
+            raise ProtocolError("mining.suggest_difficulty needs a positive number")
+        vd = self.settings.vardiff
+        lo, hi = (vd.min_difficulty, vd.max_difficulty) if vd else (0.0, float("inf"))
+        session.difficulty = min(max(float(params[0]), lo), hi)
+        return True
+
+    # -- shares -----------------------------------------------------------------------------------
+
+    def _reject(self, worker: str, stats: WorkerStats | None, code: StratumErrorCode, why: str) -> ShareRejected:
+        self.rejections[why] = self.rejections.get(why, 0) + 1
+        if stats is not None:
+            if code == StratumErrorCode.JOB_NOT_FOUND:
+                stats.stale += 1
+            elif code == StratumErrorCode.DUPLICATE_SHARE:
+                stats.duplicate += 1
+            else:
+                stats.rejected += 1
+        return ShareRejected(code, why)
+
+    def _on_submit(self, session: _Session, params: list[Any]) -> bool:
+        if len(params) < 5:
+            raise ProtocolError(f"mining.submit needs at least 5 params, got {len(params)}")
+        worker = params[0]
+        if not isinstance(worker, str) or worker not in session.workers:
+            raise self._reject(str(worker), None, StratumErrorCode.UNAUTHORIZED, "unauthorized worker")
+        stats = self.workers[worker]
+        job_id = params[1]
+        job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise self._reject(worker, stats, StratumErrorCode.JOB_NOT_FOUND, "job not found (stale)")
+        en2 = hex_field(params[2], "extranonce2", size=self.settings.extranonce2_size)
+        ntime = u32_field(params[3], "ntime")
+        nonce = u32_field(params[4], "nonce")
+        version = job.template.version
+        if len(params) > 5 and params[5] is not None:
+            bits = u32_field(params[5], "version bits")
+            if bits & ~session.version_mask:
+                raise self._reject(worker, stats, StratumErrorCode.OTHER,
+                                   f"version bits {bits:08x} outside mask {session.version_mask:08x}")
+            version = apply_version_bits(version, bits, session.version_mask)
+        if ntime < job.template.ntime or ntime > self.clock() + MAX_NTIME_DRIFT:
+            raise self._reject(worker, stats, StratumErrorCode.OTHER, "ntime out of range")
+        key = (session.extranonce1, en2, ntime, nonce, version)
+        seen = self._seen[job_id]
+        if key in seen:
+            raise self._reject(worker, stats, StratumErrorCode.DUPLICATE_SHARE, "duplicate share")
+        header = job.stratum.header(session.extranonce1, en2, ntime=ntime, nonce=nonce, version=version)
+        digest = header.hash()
+        required = min(session.job_difficulty.get(job_id, session.difficulty), session.difficulty)
+        if hash_to_int(digest) > difficulty_to_target(required):
+            raise self._reject(worker, stats, StratumErrorCode.LOW_DIFFICULTY,
+                               f"low difficulty share ({hash_difficulty(digest):.6g} < {required:.6g})")
+        seen.add(key)
+        now = self.clock()
+        achieved = hash_difficulty(digest)
+        stats.accepted += 1
+        stats.accepted_difficulty += required
+        stats.best_difficulty = max(stats.best_difficulty, achieved)
+        stats.first_share = stats.first_share or now
+        stats.last_share = now
+        session.window_shares += 1
+        is_block = hash_to_int(digest) <= job.template.target
+        share = AcceptedShare(worker, job_id, session.extranonce1, en2, ntime, nonce, version, digest,
+                              achieved, required, is_block)
+        self.accepted.append(share)
+        if is_block:
+            self._found_block(share, header)
+        else:
+            self._maybe_retarget(session)
+        return True
+
+    def _found_block(self, share: AcceptedShare, header: BlockHeader) -> None:
+        if not self.chain.submit_block(header):
+            return
+        self.workers[share.worker].blocks += 1
+        self.blocks_found.append(share)
+        log.info("pool: BLOCK %d found by %s: %s", self.chain.height - 1, share.worker, header.hash_hex())
+        # Announce the new tip to everyone (after the current reply is queued).
+        asyncio.get_running_loop().call_soon(self._new_tip)
+
+    def _new_tip(self) -> None:
+        self._new_job(clean=True)
+        self._broadcast_job()
+
+    def _maybe_retarget(self, session: _Session) -> None:
+        # Shares on jobs sent before a retarget stay acceptable at min(old, new) difficulty, so no job
+        # needs re-issuing: the new difficulty rides on the next notify.
+        vd = self.settings.vardiff
+        if vd is None or not session.subscribed:
+            return
+        now = self.clock()
+        new = next_difficulty(session.difficulty, session.window_shares, now - session.window_start, vd)
+        if new is None:
+            return
+        log.debug("pool: %s difficulty %g -> %g", session.peer, session.difficulty, new)
+        session.difficulty = new
+        session.window_start, session.window_shares = now, 0
+        session.send(encode_notification("mining.set_difficulty", [new]))

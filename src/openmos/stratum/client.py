@@ -1,0 +1,362 @@
+"""Asyncio Stratum V1 client: one connection to one pool.
+
+The client negotiates version rolling (BIP310), subscribes (offering the previous session id so a pool
+that supports resumption hands back the same extranonce1), authorises, and then turns the pool's
+notifications into callbacks. It never raises on bad input from the pool: malformed lines are logged and
+counted, and a pool that keeps sending garbage or stops answering is disconnected so the pool manager can
+fail over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from openmos.bitcoin.version import BIP320_MASK
+from openmos.stratum.job import Share, StratumJob
+from openmos.stratum.protocol import (
+    MAX_LINE_BYTES,
+    Notification,
+    ProtocolError,
+    Request,
+    Response,
+    StratumErrorCode,
+    encode_request,
+    encode_response,
+    hex_field,
+    parse_message,
+    read_line,
+)
+from openmos.stratum.url import PoolUrl
+
+log = logging.getLogger(__name__)
+
+# After this many consecutive unparseable lines the pool is treated as broken.
+MAX_CONSECUTIVE_BAD_LINES = 5
+
+
+class PoolUnavailable(ConnectionError):
+    """The pool could not be reached or refused the handshake."""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    accepted: bool
+    reason: str = ""
+    stale: bool = False
+
+
+@dataclass
+class ShareCounters:
+    accepted: int = 0
+    rejected: int = 0
+    stale: int = 0
+    accepted_difficulty: float = 0.0
+    rejected_difficulty: float = 0.0
+    best_share: float = 0.0
+    last_share_time: float = 0.0
+    reject_reasons: Counter[str] = field(default_factory=Counter)
+
+    def record(self, result: SubmitResult, share: Share) -> None:
+        """Count one answered submit, credited at the pool difficulty the share was mined for."""
+        difficulty, share_difficulty = share.pool_difficulty, share.difficulty
+        self.last_share_time = time.time()
+        if result.accepted:
+            self.accepted += 1
+            self.accepted_difficulty += difficulty
+            self.best_share = max(self.best_share, share_difficulty)
+        elif result.stale:
+            self.stale += 1
+        else:
+            self.rejected += 1
+            self.rejected_difficulty += difficulty
+        if not result.accepted:
+            self.reject_reasons[result.reason] += 1
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    agent: str = "openmos/0.1"
+    version_mask: int = BIP320_MASK  # requested; 0 disables version rolling
+    suggest_difficulty: float | None = None
+    response_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    allowed_reconnect_hosts: frozenset[str] = frozenset()
+    session_id: str | None = None  # offered in mining.subscribe for session resumption
+    ssl_context: ssl.SSLContext | None = None
+
+
+def _is_stale(response: Response) -> bool:
+    code = response.error_code()
+    text = response.error_text().lower()
+    return code == StratumErrorCode.JOB_NOT_FOUND or "stale" in text or "job not found" in text
+
+
+class StratumClient:
+    """One Stratum V1 session. Create, ``await connect()``, then react to callbacks and ``submit``."""
+
+    def __init__(
+        self,
+        url: PoolUrl,
+        user: str,
+        password: str = "x",
+        options: ClientOptions | None = None,
+        *,
+        on_job: Callable[[StratumClient, StratumJob], None] | None = None,
+        on_difficulty: Callable[[StratumClient, float], None] | None = None,
+        on_close: Callable[[StratumClient, str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.user = user
+        self.password = password
+        self.options = options or ClientOptions()
+        self._on_job = on_job
+        self._on_difficulty = on_difficulty
+        self._on_close = on_close
+        self.extranonce1 = b""
+        self.extranonce2_size = 4
+        self.difficulty = 1.0
+        self.version_mask = 0
+        self.session_id: str | None = None
+        self.authorized = False
+        self.counters = ShareCounters()
+        self.bad_lines = 0
+        self.pool_messages: list[str] = []
+        self.reconnect_target: tuple[str, int] | None = None
+        self.close_reason = ""
+        self.last_job: StratumJob | None = None
+        self.last_receive = 0.0
+        self.closed = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._pending: dict[int | str, asyncio.Future[Response]] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._consecutive_bad = 0
+
+    # -- connection -------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the connection and complete configure/subscribe/authorize, or raise PoolUnavailable."""
+        ctx: ssl.SSLContext | None = None
+        if self.url.tls:
+            ctx = self.options.ssl_context or ssl.create_default_context()
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.url.host, self.url.port, ssl=ctx, limit=MAX_LINE_BYTES),
+                self.options.connect_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise PoolUnavailable(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
+        self.last_receive = time.monotonic()
+        self._read_task = asyncio.create_task(self._read_loop(), name=f"stratum-read {self.url}")
+        try:
+            await self._handshake()
+        except (ProtocolError, PoolUnavailable, TimeoutError, ConnectionError) as exc:
+            await self.close(f"handshake failed: {exc}")
+            raise PoolUnavailable(f"{self.url}: handshake failed: {exc}") from None
+
+    async def _handshake(self) -> None:
+        if self.options.version_mask:
+            resp = await self.call(
+                "mining.configure",
+                [["version-rolling"], {"version-rolling.mask": f"{self.options.version_mask:08x}",
+                                       "version-rolling.min-bit-count": 2}],
+            )
+            result = resp.result if isinstance(resp.result, dict) else {}
+            if resp.ok and result.get("version-rolling") is True:
+                mask = int(hex_field(result.get("version-rolling.mask", "0"), "version mask", size=4).hex(), 16)
+                self.version_mask = mask & self.options.version_mask
+            else:
+                log.info("%s: pool does not support version rolling; mining without it", self.url)
+        sub_params: list[Any] = [self.options.agent]
+        if self.options.session_id:
+            sub_params.append(self.options.session_id)
+        resp = await self.call("mining.subscribe", sub_params)
+        if not resp.ok or not isinstance(resp.result, list) or len(resp.result) < 3:
+            raise ProtocolError(f"mining.subscribe refused or malformed: {resp.error_text() or resp.result!r}")
+        self.extranonce1 = hex_field(resp.result[1], "extranonce1", max_size=32)
+        size = resp.result[2]
+        if not isinstance(size, int) or not 1 <= size <= 16:
+            raise ProtocolError(f"extranonce2_size must be 1..16, got {size!r}")
+        self.extranonce2_size = size
+        self.session_id = self._subscription_id(resp.result[0]) or self.extranonce1.hex()
+        resp = await self.call("mining.authorize", [self.user, self.password])
+        if not resp.ok or resp.result is not True:
+            raise ProtocolError(f"worker {self.user!r} not authorised: {resp.error_text()}")
+        self.authorized = True
+        if self.options.suggest_difficulty:
+            await self.send_notification_call("mining.suggest_difficulty", [self.options.suggest_difficulty])
+        await self.send_notification_call("mining.extranonce.subscribe", [])
+
+    @staticmethod
+    def _subscription_id(subscriptions: Any) -> str | None:
+        # [["mining.set_difficulty", id], ["mining.notify", id]] -- the notify id is the resumable session.
+        if isinstance(subscriptions, list):
+            for item in subscriptions:
+                if isinstance(item, list) and len(item) == 2 and item[0] == "mining.notify":
+                    return str(item[1])
+        return None
+
+    async def close(self, reason: str = "closed by agent") -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"connection closed: {reason}"))
+        self._pending.clear()
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+        task = self._read_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        log.info("%s: disconnected (%s)", self.url, reason)
+        if self._on_close:
+            self._on_close(self, reason)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        if self._writer is None or self.closed.is_set():
+            raise ConnectionError(f"not connected to {self.url}")
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def call(self, method: str, params: list[Any], timeout: float | None = None) -> Response:
+        msg_id = next(self._ids)
+        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = fut
+        try:
+            await self._write(encode_request(msg_id, method, params))
+            return await asyncio.wait_for(fut, timeout or self.options.response_timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{self.url}: no answer to {method} within "
+                               f"{timeout or self.options.response_timeout:.0f} s") from None
+        finally:
+            self._pending.pop(msg_id, None)
+
+    async def send_notification_call(self, method: str, params: list[Any]) -> None:
+        """A request whose answer we do not wait for (pools differ in whether they answer at all)."""
+        await self._write(encode_request(next(self._ids), method, params))
+
+    async def submit(self, share: Share) -> SubmitResult:
+        """Submit a share; a pool that does not answer in time is closed (so failover can happen)."""
+        try:
+            resp = await self.call("mining.submit", share.submit_params(self.user))
+        except TimeoutError as exc:
+            await self.close(str(exc))
+            raise ConnectionError(str(exc)) from None
+        if resp.ok and resp.result is True:
+            result = SubmitResult(True)
+        else:
+            result = SubmitResult(False, resp.error_text(), _is_stale(resp))
+            log.warning("%s: share %s: %s", self.url, "stale" if result.stale else "rejected", result.reason)
+        self.counters.record(result, share)
+        return result
+
+    # -- incoming ---------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        reason = "pool closed the connection"
+        try:
+            while True:
+                try:
+                    line = await read_line(self._reader)
+                except ProtocolError as exc:
+                    reason = f"protocol error: {exc}"
+                    log.warning("%s: %s; dropping connection", self.url, exc)
+                    break
+                if line is None:
+                    break
+                self.last_receive = time.monotonic()
+                try:
+                    await self._dispatch(parse_message(line))
+                    self._consecutive_bad = 0
+                except ProtocolError as exc:
+                    self.bad_lines += 1
+                    self._consecutive_bad += 1
+                    log.warning("%s: ignoring bad message (%s): %.200r", self.url, exc, line)
+                    if self._consecutive_bad >= MAX_CONSECUTIVE_BAD_LINES:
+                        reason = f"{self._consecutive_bad} bad messages in a row"
+                        break
+        except (ConnectionError, OSError) as exc:
+            reason = f"connection error: {exc}"
+        except asyncio.CancelledError:
+            return
+        await self.close(reason)
+
+    async def _dispatch(self, msg: Request | Notification | Response) -> None:
+        if isinstance(msg, Response):
+            fut = self._pending.get(msg.id) if msg.id is not None else None
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+            return
+        method, params = msg.method, msg.params
+        msg_id = msg.id if isinstance(msg, Request) else None
+        if method == "mining.notify":
+            job = StratumJob.from_notify(params)
+            self.last_job = job
+            if self._on_job:
+                self._on_job(self, job)
+        elif method == "mining.set_difficulty":
+            if not params or isinstance(params[0], bool) or not isinstance(params[0], int | float) \
+                    or not params[0] > 0:
+                raise ProtocolError(f"mining.set_difficulty needs a positive number, got {params!r}")
+            self.difficulty = float(params[0])
+            if self._on_difficulty:
+                self._on_difficulty(self, self.difficulty)
+        elif method == "mining.set_extranonce":
+            if len(params) < 2 or not isinstance(params[1], int) or not 1 <= params[1] <= 16:
+                raise ProtocolError(f"mining.set_extranonce needs [extranonce1, size], got {params!r}")
+            self.extranonce1 = hex_field(params[0], "extranonce1", max_size=32)
+            self.extranonce2_size = params[1]
+        elif method == "mining.set_version_mask":
+            if not params:
+                raise ProtocolError("mining.set_version_mask needs a mask")
+            mask = int.from_bytes(hex_field(params[0], "version mask", size=4), "big")
+            self.version_mask = mask & self.options.version_mask
+        elif method == "client.reconnect":
+            await self._handle_reconnect(params)
+        elif method == "client.show_message":
+            text = str(params[0])[:500] if params else ""
+            self.pool_messages.append(text)
+            log.info("%s says: %s", self.url, text)
+        elif method == "client.get_version":
+            if msg_id is not None:
+                await self._write(encode_response(msg_id, self.options.agent))
+        elif method == "mining.ping":
+            if msg_id is not None:
+                await self._write(encode_response(msg_id, "pong"))
+        else:
+            log.info("%s: unknown method %s ignored", self.url, method)
+            if msg_id is not None:
+                await self._write(encode_response(msg_id, None, [20, f"unknown method {method}", None]))
+
+    async def _handle_reconnect(self, params: list[Any]) -> None:
+        host = params[0] if params and isinstance(params[0], str) and params[0] else self.url.host
+        try:
+            port = int(params[1]) if len(params) > 1 and params[1] not in (None, "") else self.url.port
+        except (TypeError, ValueError):
+            raise ProtocolError(f"client.reconnect port is not a number: {params[1]!r}") from None
+        allowed = host == self.url.host or host in self.options.allowed_reconnect_hosts
+        if not allowed:
+            # BGP-hijack style redirection: never follow a pool to a host the operator did not list.
+            log.warning("%s: refused client.reconnect to unlisted host %s:%s", self.url, host, port)
+            return
+        self.reconnect_target = (host, port)
+        await self.close(f"pool asked to reconnect to {host}:{port}")
