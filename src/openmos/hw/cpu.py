@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -59,7 +60,7 @@ class CpuHardware(MiningHardware):
         self.crashed_chunks = 0
 
     async def start(self, provider: WorkProvider, sink: NonceSink) -> None:
-        self._executor = ProcessPoolExecutor(max_workers=self.workers)
+        self._executor = self._new_executor()
         self._tasks = [asyncio.create_task(self._run_chip(i, provider, sink), name=f"cpu-chip-{i}")
                        for i in range(self.workers)]
 
@@ -127,8 +128,13 @@ class CpuHardware(MiningHardware):
             start += count
         return True
 
+    def _new_executor(self) -> ProcessPoolExecutor:
+        # forkserver, not fork: forked workers would inherit this process's sockets (pool connections,
+        # API listeners) and keep them open after the parent closes them.
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"))
+
     def _restart_executor(self) -> None:
         old = self._executor
-        self._executor = ProcessPoolExecutor(max_workers=self.workers)
+        self._executor = self._new_executor()
         if old is not None:
             old.shutdown(wait=False, cancel_futures=True)

@@ -96,6 +96,7 @@ class AcceptedShare:
     nonce: int
     version: int
     hash: bytes
+    header: bytes  # the 80-byte header the pool hashed, so anyone can re-verify the share
     difficulty: float  # achieved
     target_difficulty: float  # required
     is_block: bool
@@ -424,7 +425,7 @@ class LocalPool:
         session.window_shares += 1
         is_block = hash_to_int(digest) <= job.template.target
         share = AcceptedShare(worker, job_id, session.extranonce1, en2, ntime, nonce, version, digest,
-                              achieved, required, is_block)
+                              header.serialize(), achieved, required, is_block)
         self.accepted.append(share)
         if is_block:
             self._found_block(share, header)

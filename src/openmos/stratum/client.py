@@ -211,6 +211,8 @@ class StratumClient:
             return
         self.close_reason = reason
         self.closed.set()
+        if self._on_close:
+            self._on_close(self, reason)
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(ConnectionError(f"connection closed: {reason}"))
@@ -225,8 +227,6 @@ class StratumClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         log.info("%s: disconnected (%s)", self.url, reason)
-        if self._on_close:
-            self._on_close(self, reason)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -298,6 +298,9 @@ class StratumClient:
             reason = f"connection error: {exc}"
         except asyncio.CancelledError:
             return
+        except Exception as exc:  # a bug behind a callback must not leave a silent half-dead session
+            log.exception("%s: internal error while handling pool message", self.url)
+            reason = f"internal error: {exc!r}"
         await self.close(reason)
 
     async def _dispatch(self, msg: Request | Notification | Response) -> None:

@@ -1,0 +1,214 @@
+"""The local pool, driven by a raw Stratum peer: validation, vardiff, resumption, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from conftest import easy_pool_settings
+from stratum_peer import RawPeer
+
+from openmos.bitcoin import difficulty_to_target
+from openmos.pool import LocalPool
+from openmos.pool.vardiff import VardiffSettings, next_difficulty
+from openmos.stratum import StratumJob
+
+DIFF = 1e-5  # ~43k hashes per share: fast to solve in the test itself
+
+
+def solve(job: StratumJob, en1: bytes, en2: bytes, difficulty: float, version: int | None = None,
+          skip: int = 0) -> int:
+    header = job.header(en1, en2, ntime=job.ntime, nonce=0, version=version or job.version)
+    target = difficulty_to_target(difficulty)
+    found = header.midstate().scan(header.tail12(), range(1 << 32), target)
+    for _ in range(skip):
+        next(found)
+    return next(found)[0]
+
+
+async def session(pool: LocalPool, *, configure: bool = True) -> tuple[RawPeer, bytes, StratumJob]:
+    peer = await RawPeer.connect(pool.port)
+    if configure:
+        resp = await peer.call(1, "mining.configure", [["version-rolling"], {"version-rolling.mask": "ffffffff"}])
+        assert resp["result"] == {"version-rolling": True, "version-rolling.mask": "1fffe000"}
+    sub = await peer.call(2, "mining.subscribe", ["test/1.0"])
+    en1 = bytes.fromhex(sub["result"][1])
+    assert sub["result"][2] == 4
+    auth = await peer.call(3, "mining.authorize", ["alice.rig", "x"])
+    assert auth["result"] is True
+    diff = await peer.notification("mining.set_difficulty")
+    assert diff["params"] == [DIFF]
+    notify = await peer.notification("mining.notify")
+    return peer, en1, StratumJob.from_notify(notify["params"])
+
+
+@pytest.fixture
+async def easy_pool() -> LocalPool:
+    p = LocalPool(easy_pool_settings(start_difficulty=DIFF))
+    await p.start()
+    yield p  # type: ignore[misc]
+    await p.stop()
+
+
+async def test_valid_share_accepted_and_verified(easy_pool: LocalPool) -> None:
+    peer, en1, job = await session(easy_pool)
+    en2 = b"\x00\x00\x00\x07"
+    nonce = solve(job, en1, en2, DIFF)
+    resp = await peer.call(10, "mining.submit", ["alice.rig", job.job_id, en2.hex(), f"{job.ntime:08x}",
+                                                  f"{nonce:08x}"])
+    assert resp["result"] is True, resp
+    share = easy_pool.accepted[-1]
+    assert (share.extranonce1, share.extranonce2, share.nonce) == (en1, en2, nonce)
+    assert easy_pool.workers["alice.rig"].accepted == 1
+    # duplicate
+    dup = await peer.call(11, "mining.submit", ["alice.rig", job.job_id, en2.hex(), f"{job.ntime:08x}",
+                                                 f"{nonce:08x}"])
+    assert dup["error"][0] == 22
+    await peer.close()
+
+
+async def test_version_rolled_share(easy_pool: LocalPool) -> None:
+    peer, en1, job = await session(easy_pool)
+    en2 = b"\x00\x00\x00\x01"
+    version = job.version | 0x00006000
+    nonce = solve(job, en1, en2, DIFF, version)
+    resp = await peer.call(10, "mining.submit", ["alice.rig", job.job_id, en2.hex(), f"{job.ntime:08x}",
+                                                  f"{nonce:08x}", "00006000"])
+    assert resp["result"] is True, resp
+    assert easy_pool.accepted[-1].version == version
+    bad = await peer.call(11, "mining.submit", ["alice.rig", job.job_id, en2.hex(), f"{job.ntime:08x}",
+                                                 f"{nonce:08x}", "e0000000"])
+    assert bad["error"][0] == 20 and "outside mask" in bad["error"][1]
+    await peer.close()
+
+
+async def test_bad_shares_rejected_with_reasons(easy_pool: LocalPool) -> None:
+    peer, en1, job = await session(easy_pool)
+    en2 = "00000002"
+    nonce = solve(job, en1, bytes.fromhex(en2), DIFF)
+    base = ["alice.rig", job.job_id, en2, f"{job.ntime:08x}", f"{nonce:08x}"]
+    cases = [
+        (["alice.rig", "nope", *base[2:]], 21, "stale"),
+        (["mallory", *base[1:]], 24, "unauthorized"),
+        ([*base[:2], "0002", *base[3:]], 20, "extranonce2 must be 4 bytes"),
+        ([*base[:3], f"{job.ntime - 1:08x}", base[4]], 20, "ntime out of range"),
+        ([*base[:4], f"{(nonce + 1) % (1 << 32):08x}"], 23, "low difficulty"),
+        ([*base[:4], "xyz"], 20, "nonce"),
+        (base[:3], 20, "at least 5 params"),
+    ]
+    for i, (params, code, text) in enumerate(cases):
+        resp = await peer.call(100 + i, "mining.submit", params)
+        assert resp["error"][0] == code, (params, resp)
+        assert text in resp["error"][1]
+    # The session still works after all that.
+    ok = await peer.call(200, "mining.submit", base)
+    assert ok["result"] is True
+    await peer.close()
+
+
+async def test_garbage_and_unknown_methods_do_not_kill_the_pool(easy_pool: LocalPool) -> None:
+    peer, en1, job = await session(easy_pool)
+    await peer.send_raw(b"this is not json\n")
+    err = await peer.response(None)
+    assert "malformed JSON" in err["error"][1]
+    resp = await peer.call(5, "mining.frobnicate", [])
+    assert "unknown method" in resp["error"][1]
+    resp = await peer.call(6, "mining.suggest_difficulty", ["high"])
+    assert resp["error"] is not None
+    # An over-long line gets this connection dropped...
+    await peer.send_raw(b"x" * (200 * 1024) + b"\n")
+    with pytest.raises((ConnectionError, json.JSONDecodeError, asyncio.IncompleteReadError)):
+        while True:
+            await peer.next_message()
+    # ...while the pool keeps serving everyone else.
+    other, _, _ = await session(easy_pool)
+    await other.close()
+    assert easy_pool.protocol_errors >= 2
+
+
+async def test_subscribe_then_authorize_order_enforced(easy_pool: LocalPool) -> None:
+    peer = await RawPeer.connect(easy_pool.port)
+    resp = await peer.call(1, "mining.authorize", ["bob", "x"])
+    assert resp["error"][0] == 25
+    await peer.close()
+
+
+async def test_password_checked_when_configured() -> None:
+    pool = LocalPool(easy_pool_settings(password="s3cret"))
+    await pool.start()
+    try:
+        peer = await RawPeer.connect(pool.port)
+        await peer.call(1, "mining.subscribe", [])
+        assert (await peer.call(2, "mining.authorize", ["bob", "wrong"]))["error"][0] == 24
+        assert (await peer.call(3, "mining.authorize", ["bob", "s3cret"]))["result"] is True
+        await peer.close()
+    finally:
+        await pool.stop()
+
+
+async def test_session_resumption_returns_same_extranonce1(easy_pool: LocalPool) -> None:
+    peer, en1, _ = await session(easy_pool)
+    await peer.close()
+    await asyncio.sleep(0.1)
+    again = await RawPeer.connect(easy_pool.port)
+    sub = await again.call(1, "mining.subscribe", ["test/1.0", en1.hex()])
+    assert sub["result"][1] == en1.hex()
+    other = await RawPeer.connect(easy_pool.port)
+    sub2 = await other.call(1, "mining.subscribe", ["test/1.0", en1.hex()])  # in use: a fresh one
+    assert sub2["result"][1] != en1.hex()
+    await again.close()
+    await other.close()
+
+
+async def test_block_found_advances_chain_and_sends_clean_job() -> None:
+    pool = LocalPool(easy_pool_settings(start_difficulty=DIFF, network_difficulty=DIFF))
+    await pool.start()
+    try:
+        peer, en1, job = await session(pool)
+        height = pool.chain.height
+        nonce = solve(job, en1, b"\x00\x00\x00\x09", DIFF)
+        resp = await peer.call(10, "mining.submit", ["alice.rig", job.job_id, "00000009", f"{job.ntime:08x}",
+                                                      f"{nonce:08x}"])
+        assert resp["result"] is True
+        assert pool.chain.height == height + 1 and len(pool.blocks_found) == 1
+        notify = await peer.notification("mining.notify")
+        new_job = StratumJob.from_notify(notify["params"])
+        assert new_job.clean_jobs and new_job.prev_hash == pool.blocks_found[0].hash
+        # The old job is gone: stale.
+        stale = await peer.call(11, "mining.submit", ["alice.rig", job.job_id, "0000000a",
+                                                       f"{job.ntime:08x}", f"{nonce:08x}"])
+        assert stale["error"][0] == 21
+        await peer.close()
+    finally:
+        await pool.stop()
+
+
+def test_vardiff_rules() -> None:
+    vd = VardiffSettings(target_interval=5, retarget_after=10, max_step=4)
+    assert next_difficulty(1.0, 10, 5.0, vd) is None  # not enough history
+    assert next_difficulty(1.0, 100, 20.0, vd) == 4.0  # way too many shares: capped step up
+    assert next_difficulty(1.0, 0, 60.0, vd) == 0.25  # none at all: step down
+    assert next_difficulty(1.0, 4, 20.0, vd) is None  # on target (one per 5 s)
+    two = next_difficulty(1.0, 8, 20.0, vd)
+    assert two is not None and abs(two - 2.0) < 1e-9
+    assert next_difficulty(1e-6, 0, 60.0, VardiffSettings(min_difficulty=1e-6)) is None
+
+
+async def test_vardiff_raises_difficulty_for_a_fast_miner() -> None:
+    vd = VardiffSettings(target_interval=5, retarget_after=0.2, max_step=4)
+    pool = LocalPool(easy_pool_settings(start_difficulty=DIFF, vardiff=vd))
+    await pool.start()
+    try:
+        peer, en1, job = await session(pool)
+        for i in range(3):
+            en2 = (i + 1).to_bytes(4, "big")
+            nonce = solve(job, en1, en2, DIFF)
+            await peer.call(10 + i, "mining.submit", ["alice.rig", job.job_id, en2.hex(), f"{job.ntime:08x}",
+                                                      f"{nonce:08x}"])
+            await asyncio.sleep(0.1)
+        msg = await peer.notification("mining.set_difficulty")
+        assert msg["params"][0] > DIFF
+        await peer.close()
+    finally:
+        await pool.stop()
