@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 
 from conftest import easy_pool_settings
-
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_to_int, sha256d
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.miner import AgentConfig, MiningAgent

@@ -6,13 +6,13 @@ import asyncio
 import json
 
 import pytest
-from conftest import easy_pool_settings
-from stratum_peer import RawPeer
 
+from conftest import easy_pool_settings
 from openmos.bitcoin import difficulty_to_target
 from openmos.pool import LocalPool
 from openmos.pool.vardiff import VardiffSettings, next_difficulty
 from openmos.stratum import StratumJob
+from stratum_peer import RawPeer
 
 DIFF = 1e-5  # ~43k hashes per share: fast to solve in the test itself
 
@@ -108,7 +108,7 @@ async def test_bad_shares_rejected_with_reasons(easy_pool: LocalPool) -> None:
 
 
 async def test_garbage_and_unknown_methods_do_not_kill_the_pool(easy_pool: LocalPool) -> None:
-    peer, en1, job = await session(easy_pool)
+    peer, _en1, _job = await session(easy_pool)
     await peer.send_raw(b"this is not json\n")
     err = await peer.response(None)
     assert "malformed JSON" in err["error"][1]

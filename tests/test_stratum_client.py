@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fake_pool import FakeConnection, FakePool
 
+from fake_pool import FakeConnection, FakePool
 from openmos.stratum import PoolUrl, StratumJob
 from openmos.stratum.client import ClientOptions, PoolUnavailable, StratumClient
 from openmos.stratum.job import Share
@@ -62,7 +62,7 @@ async def test_garbage_is_ignored_then_connection_dropped_when_persistent() -> N
             await conn.send(b"garbage\n")
         await asyncio.sleep(5)
 
-    pool, client, jobs, closed = await run_client(script)
+    pool, client, _jobs, closed = await run_client(script)
     await client.connect()
     await asyncio.sleep(0.1)
     assert client.bad_lines == 3 and not client.closed.is_set()  # ignored, still connected
@@ -160,7 +160,7 @@ async def test_reconnect_to_unlisted_host_refused_listed_followed() -> None:
         await asyncio.sleep(5)
 
     options = ClientOptions(allowed_reconnect_hosts=frozenset({"127.0.0.2"}))
-    pool, client, _, closed = await run_client(script, options)
+    pool, client, _, _closed = await run_client(script, options)
     await client.connect()
     await asyncio.sleep(0.1)
     assert not client.closed.is_set() and client.reconnect_target is None

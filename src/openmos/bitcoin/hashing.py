@@ -24,7 +24,7 @@ class Midstate:
     """The SHA-256 state after the first 64 header bytes; hashes the 16-byte tail cheaply."""
 
     head: bytes
-    _state: hashlib._Hash = field(repr=False, compare=False)  # noqa: SLF001
+    _state: hashlib._Hash = field(repr=False, compare=False)
 
     @classmethod
     def of(cls, header_head: bytes) -> Midstate:

@@ -58,10 +58,7 @@ def target_to_bits(target: int) -> int:
     if target <= 0:
         raise ValueError("target must be positive")
     size = (target.bit_length() + 7) // 8
-    if size <= 3:
-        mantissa = target << (8 * (3 - size))
-    else:
-        mantissa = target >> (8 * (size - 3))
+    mantissa = target << 8 * (3 - size) if size <= 3 else target >> 8 * (size - 3)
     if mantissa & 0x00800000:  # would read as negative: shift into the next exponent
         mantissa >>= 8
         size += 1

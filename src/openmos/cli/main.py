@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
-    commands: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    commands: dict[str, Callable[[argparse.Namespace], Coroutine[None, None, int]]] = {
         "run": _run_agent, "pool": _run_pool, "demo": _run_demo}
     try:
         if args.command == "config":

@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from openmos.bitcoin import BlockHeader, Midstate
+from openmos.bitcoin import BlockHeader
 from openmos.bitcoin.version import version_for_index
 from openmos.hw.interface import (
     BoardTelemetry,

@@ -237,7 +237,7 @@ class LocalPool:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        peer = "%s:%s" % writer.get_extra_info("peername")[:2]
+        peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
         session = _Session(peer, writer, difficulty=self.settings.start_difficulty)
         self._sessions.add(session)
         log.info("pool: miner connected from %s", peer)

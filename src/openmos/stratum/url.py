@@ -17,7 +17,7 @@ class PoolUrl:
     @classmethod
     def parse(cls, url: str) -> PoolUrl:
         if "://" not in url:
-            raise ValueError(f"pool URL {url!r} needs a scheme, e.g. stratum+tcp://host:3333")
+            raise ValueError(f"pool URL {url!r} needs a scheme, e.g. stratum+tcp://pool.example:3333")
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
             raise ValueError(

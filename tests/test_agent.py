@@ -1,0 +1,112 @@
+"""Agent behaviour with scripted hardware: nonce re-validation, HW errors, quota split, no fee pool."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from conftest import easy_pool_settings
+from test_end_to_end import wait_for
+
+from openmos.bitcoin import BlockHeader
+from openmos.hw import HardwareTelemetry, MiningHardware, NonceResult, NonceSink, WorkProvider
+from openmos.hw.interface import BoardTelemetry, ChipTelemetry
+from openmos.miner import AgentConfig, MiningAgent
+from openmos.pool import LocalPool
+
+
+class LyingHardware(MiningHardware):
+    """Finds real nonces, but also reports garbage ones from chip 1 and wrong version bits from chip 2."""
+
+    model = "test-lying"
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[int, int]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self, provider: WorkProvider, sink: NonceSink) -> None:
+        self.task = asyncio.create_task(self._run(provider, sink))
+
+    async def _run(self, provider: WorkProvider, sink: NonceSink) -> None:
+        while True:
+            work = provider.next_work()
+            if work is None:
+                await asyncio.sleep(0.02)
+                continue
+            header = work.header
+            mid = BlockHeader(header.version, header.prev_hash, header.merkle_root, header.ntime, header.bits, 0)
+            for nonce, _ in mid.midstate().scan(mid.tail12(), range(200_000), work.target):
+                sink(NonceResult(work.work_id, nonce, header.version, 0, 0))
+                sink(NonceResult(work.work_id, (nonce + 1) & 0xFFFFFFFF, header.version, 0, 1))
+                sink(NonceResult(work.work_id, nonce, header.version ^ 0x80000000, 0, 2))
+                sink(NonceResult(10**9, nonce, header.version, 0, 3))  # unknown work id
+                break
+            await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+
+    def telemetry(self) -> HardwareTelemetry:
+        return HardwareTelemetry(self.model, [BoardTelemetry(0, [ChipTelemetry(i, None) for i in range(4)])])
+
+    def record_error(self, board: int, chip: int) -> None:
+        self.errors.append((board, chip))
+
+
+def config(*groups: tuple[str, int, str]) -> AgentConfig:
+    return AgentConfig.from_dict({"groups": [
+        {"name": name, "quota": quota, "pools": [{"url": url, "user": f"{name}.w"}]} for name, quota, url in groups
+    ]})
+
+
+async def test_invalid_nonces_are_hardware_errors_never_submitted() -> None:
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.00002))
+    await pool.start()
+    hw = LyingHardware()
+    agent = MiningAgent(config(("main", 1, pool.url)), hw)
+    await agent.start()
+    try:
+        await wait_for(lambda: agent.stats.shares_found >= 5, 60, "shares")
+        await asyncio.sleep(0.2)
+    finally:
+        await agent.stop()
+        await pool.stop()
+    assert agent.stats.hardware_errors >= 10
+    assert {chip for _, chip in hw.errors} == {1, 2}  # charged to the chips that lied
+    assert agent.stats.expired_nonces >= 5
+    assert pool.rejections == {}, "nothing invalid reached the pool"
+    assert pool.workers["main.w"].accepted >= 5
+
+
+async def test_quota_split_between_groups() -> None:
+    a = LocalPool(easy_pool_settings(start_difficulty=0.00002))
+    b = LocalPool(easy_pool_settings(start_difficulty=0.00002))
+    await a.start()
+    await b.start()
+    agent = MiningAgent(config(("big", 3, a.url), ("small", 1, b.url)), LyingHardware())
+    await agent.start()
+    try:
+        await wait_for(lambda: agent.stats.shares_found >= 80, 60, "shares on both groups")
+    finally:
+        await agent.stop()
+        await a.stop()
+        await b.stop()
+    big, small = agent.pools.groups
+    ratio = big.work_issued / max(small.work_issued, 1)
+    assert 2.5 < ratio < 3.5, ratio
+    assert a.workers["big.w"].accepted > b.workers["small.w"].accepted > 0
+
+
+def test_no_fee_pool_in_the_code() -> None:
+    """Every share goes to the user's pools: no concrete pool address or fee switch in the package source."""
+    url = re.compile(r"stratum\+(?:tcp|ssl|tls)://([A-Za-z0-9.-]+):\d+")
+    src = Path(__file__).parents[1] / "src" / "openmos"
+    offenders = []
+    for path in src.rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            hosts = [h for h in url.findall(line) if h not in ("127.0.0.1", "localhost") and "example" not in h]
+            if hosts or re.search(r"dev_?fee|fee_?pool", line, re.IGNORECASE):
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+    assert not offenders, offenders
