@@ -22,6 +22,7 @@ from openmos.hw.work import NonceResult, WorkItem
 from openmos.miner.config import AgentConfig
 from openmos.miner.pool_manager import PoolConnection, PoolGroup, PoolManager
 from openmos.miner.stats import HashrateMeter
+from openmos.miner.validation import InvalidNonce, WorkValidator
 from openmos.stratum.client import StratumClient, SubmitResult
 from openmos.stratum.job import Share, StratumJob
 
@@ -48,6 +49,7 @@ class _IssuedWork:
     item: WorkItem
     share_target: int
     pool_difficulty: float
+    validator: WorkValidator
 
 
 @dataclass
@@ -152,7 +154,8 @@ class MiningAgent:
         difficulty = client.difficulty
         target = difficulty_to_target(difficulty)
         item = WorkItem(next(self._work_ids), self._generation, header, client.version_mask, target)
-        self._work[item.work_id] = _IssuedWork(ctx, client.extranonce1, en2, item, target, difficulty)
+        self._work[item.work_id] = _IssuedWork(ctx, client.extranonce1, en2, item, target, difficulty,
+                                               WorkValidator(item))
         while len(self._work) > WORK_HISTORY:
             self._work.popitem(last=False)
         return item
@@ -165,16 +168,14 @@ class MiningAgent:
             self.stats.expired_nonces += 1
             return
         item = issued.item
-        if (result.version ^ item.header.version) & ~item.version_mask & 0xFFFFFFFF:
-            self._hardware_error(result, "version bits outside the negotiated mask")
+        try:
+            digest = issued.validator.digest(result.nonce, result.version)
+        except InvalidNonce as exc:
+            self._hardware_error(result, str(exc))
             return
+        value = hash_to_int(digest)
         header = BlockHeader(result.version, item.header.prev_hash, item.header.merkle_root,
                              item.header.ntime, item.header.bits, result.nonce)
-        digest = header.hash()
-        value = hash_to_int(digest)
-        if value > item.target:
-            self._hardware_error(result, "hash does not meet the work target")
-            return
         self.stats.valid_nonces += 1
         if value > issued.share_target:
             return  # a valid ticket below pool difficulty: counts toward hashrate only

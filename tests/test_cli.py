@@ -1,0 +1,47 @@
+"""The ``mos`` command line: help, config init/check, clear errors, a short demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from openmos.cli.main import main
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("run", "pool", "demo", "config", "examples"):
+        assert word in out
+
+
+def test_config_init_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "agent.toml"
+    assert main(["config", "init", str(path), "--pool", "stratum+tcp://127.0.0.1:3333", "--user", "me.r1"]) == 0
+    assert main(["config", "check", str(path)]) == 0
+    assert '"user": "me.r1"' in capsys.readouterr().out
+
+
+def test_bad_config_exits_2_with_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("[[groups]]\nname = 'x'\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert "groups.0.pools" in capsys.readouterr().err
+    assert main(["run", "--pool", "ftp://x:1", "--no-status", "--duration", "1"]) == 2
+    assert main(["run", "--no-status"]) == 2
+
+
+def test_demo_runs_and_reports(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "openmos.cli.main", "demo", "--no-status", "--duration", "6", "--hardware", "cpu:1",
+         "--difficulty", "0.0001"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "demo finished:" in proc.stdout
+    accepted = int(proc.stdout.split("demo finished:")[1].split()[0])
+    assert accepted >= 1
