@@ -6,13 +6,13 @@ import asyncio
 import re
 from pathlib import Path
 
-from conftest import easy_pool_settings
 from openmos.bitcoin import BlockHeader
 from openmos.hw import HardwareTelemetry, MiningHardware, NonceResult, NonceSink, WorkProvider
 from openmos.hw.interface import BoardTelemetry, ChipTelemetry
 from openmos.miner import AgentConfig, MiningAgent
 from openmos.pool import LocalPool
-from test_end_to_end import wait_for
+
+from helpers import easy_pool_settings, wait_for
 
 
 class LyingHardware(MiningHardware):

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
-from conftest import easy_pool_settings
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_to_int, sha256d
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.miner import AgentConfig, MiningAgent
 from openmos.pool import LocalPool
 
-
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
+from helpers import easy_pool_settings, wait_for
 
 
 def agent_for(*urls: str, **stratum: object) -> MiningAgent:

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from conftest import easy_pool_settings
 from openmos.bitcoin import difficulty_to_target
 from openmos.pool import LocalPool
 from openmos.pool.vardiff import VardiffSettings, next_difficulty
 from openmos.stratum import StratumJob
+
+from helpers import easy_pool_settings
 from stratum_peer import RawPeer
 
 DIFF = 1e-5  # ~43k hashes per share: fast to solve in the test itself

@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 
-from fake_pool import FakeConnection, FakePool
 from openmos.stratum import PoolUrl, StratumJob
 from openmos.stratum.client import ClientOptions, PoolUnavailable, StratumClient
 from openmos.stratum.job import Share
+
+from fake_pool import FakeConnection, FakePool
 
 
 async def run_client(script, options: ClientOptions | None = None):  # type: ignore[no-untyped-def]

@@ -27,6 +27,7 @@ class PoolEndpoint(_Model):
     url: str = Field(description="stratum+tcp://host:port or stratum+ssl://host:port")
     user: str = Field(min_length=1, max_length=256, description="worker name, usually wallet.worker")
     password: str = Field(default="x", max_length=256)
+    tls_ca_file: str | None = Field(default=None, description="PEM CA bundle for stratum+ssl (default: system)")
 
     @field_validator("url")
     @classmethod
@@ -83,7 +84,7 @@ class AgentConfig(_Model):
             raise ConfigError(f"{source}: {problems}") from None
 
     def save(self, path: Path) -> None:
-        atomic_write(path, tomli_w.dumps(self.model_dump(mode="json")).encode())
+        atomic_write(path, tomli_w.dumps(self.model_dump(mode="json", exclude_none=True)).encode())
 
 
 def atomic_write(path: Path, data: bytes) -> None:

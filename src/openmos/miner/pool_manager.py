@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -110,6 +111,8 @@ class PoolGroup:
             response_timeout=self.tuning.response_timeout_s,
             allowed_reconnect_hosts=frozenset(self.tuning.allowed_reconnect_hosts),
             session_id=conn.session_id,
+            ssl_context=ssl.create_default_context(cafile=conn.endpoint.tls_ca_file) if conn.endpoint.tls_ca_file
+            else None,
         )
 
     async def _connect(self, conn: PoolConnection) -> StratumClient | None:

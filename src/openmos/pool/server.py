@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -65,6 +66,8 @@ class PoolSettings:
     idle_timeout: float = 900.0
     password: str | None = None  # None: any password is accepted (local pool)
     recent_shares: int = 10_000
+    tls_cert: str | None = None  # PEM certificate chain: serve stratum+ssl instead of plain TCP
+    tls_key: str | None = None
 
 
 @dataclass
@@ -160,8 +163,12 @@ class LocalPool:
     async def start(self) -> None:
         if not self._jobs:
             self._new_job(clean=True)
+        ctx = None
+        if self.settings.tls_cert:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
         self._server = await asyncio.start_server(
-            self._handle, self.settings.host, self.port, limit=MAX_LINE_BYTES, reuse_address=True
+            self._handle, self.settings.host, self.port, limit=MAX_LINE_BYTES, reuse_address=True, ssl=ctx
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._job_task = asyncio.create_task(self._job_loop(), name="pool-jobs")
@@ -170,7 +177,8 @@ class LocalPool:
 
     @property
     def url(self) -> str:
-        return f"stratum+tcp://{self.settings.host}:{self.port}"
+        scheme = "stratum+ssl" if self.settings.tls_cert else "stratum+tcp"
+        return f"{scheme}://{self.settings.host}:{self.port}"
 
     async def stop(self) -> None:
         """Stop listening and drop every connection. State (chain, jobs, sessions) survives a restart."""
