@@ -65,7 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="local pool + CPU agent in one process, with live status",
                           description="Starts the built-in pool on 127.0.0.1 and an agent mining real "
                                       "SHA-256d shares on your CPU. Ctrl-C stops cleanly.")
-    _add_pool_args(demo, default_port=0)
+    _add_pool_args(demo, default_port=0, network_difficulty=0.02)
     demo.add_argument("--hardware", default="cpu", help="cpu or cpu:N (default: %(default)s)")
     demo.add_argument("--no-status", action="store_true")
     demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
@@ -83,11 +83,11 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333) -> None:
+def _add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333, network_difficulty: float = 0.1) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=default_port, help="0 = any free port (default: %(default)s)")
     parser.add_argument("--difficulty", type=float, default=0.001, help="starting share difficulty")
-    parser.add_argument("--network-difficulty", type=float, default=0.1,
+    parser.add_argument("--network-difficulty", type=float, default=network_difficulty,
                         help="difficulty of the local chain's blocks (default: %(default)s)")
     parser.add_argument("--share-interval", type=float, default=3.0,
                         help="vardiff target seconds per share (default: %(default)s)")
