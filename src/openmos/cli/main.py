@@ -16,8 +16,9 @@ from rich.live import Live
 from rich.logging import RichHandler
 
 from openmos import __version__
+from openmos.cli import sim as sim_cli
 from openmos.cli.display import agent_panel, pool_panel
-from openmos.hw.factory import create_hardware
+from openmos.hw.factory import HARDWARE_HELP, create_hardware
 from openmos.miner.agent import MiningAgent
 from openmos.miner.config import AgentConfig, ConfigError, PoolEndpoint, PoolGroupConfig
 from openmos.pool.server import LocalPool, PoolSettings
@@ -31,6 +32,8 @@ examples:
   mos pool --port 3333                       run only the local pool (any Stratum V1 miner can connect)
   mos run --pool stratum+tcp://127.0.0.1:3333 --user me.rig1
   mos run --config /etc/openmos/agent.toml   pools and hardware from a config file
+  mos run --hardware sim:s21 --pool stratum+tcp://127.0.0.1:3333   a simulated S21 (modelled figures)
+  mos sim report s21                         simulator calibration vs nameplate, PNG of J/TH vs power
   mos config init agent.toml --pool stratum+tcp://pool.example:3333 --user me.rig1
 """
 
@@ -51,7 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="stratum+tcp://host:port or stratum+ssl://host:port (repeat for failover)")
     run.add_argument("--user", default="openmos.worker", help="worker name (default: %(default)s)")
     run.add_argument("--password", default="x")
-    run.add_argument("--hardware", default=None, help="cpu, cpu:N (default: cpu, one worker per core)")
+    run.add_argument("--hardware", default=None, help=f"{HARDWARE_HELP} (default: cpu, one worker per core)")
     run.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
     run.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
 
@@ -66,9 +69,11 @@ def _build_parser() -> argparse.ArgumentParser:
                           description="Starts the built-in pool on 127.0.0.1 and an agent mining real "
                                       "SHA-256d shares on your CPU. Ctrl-C stops cleanly.")
     _add_pool_args(demo, default_port=0, network_difficulty=0.02)
-    demo.add_argument("--hardware", default="cpu", help="cpu or cpu:N (default: %(default)s)")
+    demo.add_argument("--hardware", default="cpu", help=f"{HARDWARE_HELP} (default: %(default)s)")
     demo.add_argument("--no-status", action="store_true")
     demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
+
+    sim_cli.add_parser(sub)
 
     cfg = sub.add_parser("config", help="create or check an agent config file")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -197,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "config":
             return _config_command(args)
+        if args.command == "sim":
+            return sim_cli.run(args)
         return asyncio.run(commands[args.command](args))
     except ConfigError as exc:
         print(f"mos: configuration error: {exc}", file=sys.stderr)

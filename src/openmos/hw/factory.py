@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.hw.interface import MiningHardware
+from openmos.hw.sim.backend import SimHardware
+from openmos.hw.sim.models import MODELS
+
+HARDWARE_HELP = f"cpu, cpu:N (N hashing processes) or sim:MODEL with MODEL one of {', '.join(MODELS)}"
 
 
 def create_hardware(spec: str, *, seed: int = 0) -> MiningHardware:
@@ -12,4 +16,8 @@ def create_hardware(spec: str, *, seed: int = 0) -> MiningHardware:
         if arg and (not arg.isdigit() or int(arg) < 1):
             raise ValueError(f"cpu worker count must be a positive integer, got {arg!r}")
         return CpuHardware(CpuSettings(workers=int(arg) if arg else 0))
-    raise ValueError(f"unknown hardware {spec!r}: use cpu, cpu:N")
+    if kind == "sim":
+        if not arg:
+            raise ValueError(f"sim needs a model: {HARDWARE_HELP}")
+        return SimHardware(arg, seed=seed)
+    raise ValueError(f"unknown hardware {spec!r}: use {HARDWARE_HELP}")

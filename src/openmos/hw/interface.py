@@ -46,7 +46,8 @@ class ChipTelemetry:
 class BoardTelemetry:
     index: int
     chips: list[ChipTelemetry]
-    temperatures_c: list[float] = field(default_factory=list)  # board sensors, in sensor order
+    temperatures_c: list[float] = field(default_factory=list)  # PCB sensors, inlet side first
+    chip_temperatures_c: list[float] = field(default_factory=list)  # chip (die) sensors where the board has them
     voltage_v: float | None = None
     enabled: bool = True
 

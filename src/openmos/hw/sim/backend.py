@@ -1,0 +1,122 @@
+"""``SimHardware``: one simulated miner behind the hardware interface the agent uses.
+
+Two things happen side by side. The physical model steps in simulated time and drives everything that
+hardware would report -- hash and nonce counters, temperatures, fan RPM, input power -- all *modelled*, and
+telemetry says so. Shares, on the other hand, must be real: a CPU hashing backend really searches the
+work the agent hands out, and only nonces it actually found are reported, each attributed to a chip in
+proportion to that chip's modelled valid rate. A nonce from a chip the model says is erroring is corrupted
+on the way, so the agent's re-validation sees hardware errors where the model has them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import numpy as np
+
+from openmos.hw.cpu import CpuHardware, CpuSettings
+from openmos.hw.interface import (
+    BoardTelemetry,
+    ChipTelemetry,
+    FanTelemetry,
+    HardwareTelemetry,
+    MiningHardware,
+    NonceSink,
+    WorkProvider,
+)
+from openmos.hw.sim.clock import SimClock
+from openmos.hw.sim.fleet import FleetSim
+from openmos.hw.sim.models import get_model
+from openmos.hw.work import NonceResult
+
+MAX_SUBSTEP_S = 5.0
+
+
+class SimHardware(MiningHardware):
+    def __init__(self, model: str, *, seed: int = 0, clock: SimClock | None = None, t_inlet: float = 25.0,
+                 hash_workers: int = 1, tick_s: float = 0.5) -> None:
+        self._model = get_model(model)
+        self.model = f"{self._model.name} (simulated)"
+        self._fleet = FleetSim(self._model, miners=1, seed=seed, t_inlet=t_inlet)
+        self._clock = clock or SimClock(1.0)
+        self._tick_s = tick_s
+        self._cpu = CpuHardware(CpuSettings(workers=hash_workers))
+        self._rng = np.random.default_rng(seed + 7)
+        self._task: asyncio.Task[None] | None = None
+        self._last = 0.0
+        self.real_nonces = 0
+        self.corrupted_nonces = 0
+
+    @property
+    def clock(self) -> SimClock:
+        return self._clock
+
+    async def start(self, provider: WorkProvider, sink: NonceSink) -> None:
+        self._last = self._clock.now()
+        self._task = asyncio.create_task(self._physics_loop(), name="sim-physics")
+        await self._cpu.start(provider, lambda result: self._attribute(result, sink))
+
+    async def stop(self) -> None:
+        await self._cpu.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def advance(self) -> None:
+        """Step the model up to the clock's current time."""
+        now = self._clock.now()
+        remaining = now - self._last
+        while remaining > 1e-9:
+            dt = min(remaining, MAX_SUBSTEP_S)
+            self._fleet.step(dt)
+            remaining -= dt
+        self._last = now
+
+    async def _physics_loop(self) -> None:
+        while True:
+            self.advance()
+            await asyncio.sleep(self._tick_s)
+
+    def _attribute(self, result: NonceResult, sink: NonceSink) -> None:
+        """Give a really-found nonce to a chip, weighted by modelled nonce output; corrupt it if that chip errs."""
+        fleet = self._fleet
+        weights = (fleet.freq[0] * (fleet.board_enabled[0][:, None])).ravel()
+        if weights.sum() <= 0:
+            return  # every chip is off: the hardware found nothing
+        flat = int(self._rng.choice(weights.size, p=weights / weights.sum()))
+        board, chip = divmod(flat, self._model.chips_per_board)
+        p_error = float(fleet.error_fraction()[0, board, chip])
+        nonce = result.nonce
+        self.real_nonces += 1
+        if self._rng.random() < p_error:
+            nonce ^= 1 << int(self._rng.integers(32))
+            self.corrupted_nonces += 1
+        sink(NonceResult(result.work_id, nonce, result.version, board, chip))
+
+    # -- what hardware exposes ----------------------------------------------------------------------
+
+    def telemetry(self) -> HardwareTelemetry:
+        f, m = self._fleet, self._model
+        pcb, chip_t = f.read_board_temps(0)
+        boards = []
+        for b in range(m.boards):
+            chips = [ChipTelemetry(c, float(f.freq[0, b, c]), int(f.nonces[0, b, c]), int(f.errors[0, b, c]),
+                                   float(f.hashes[0, b, c]), bool(f.freq[0, b, c] > 0))
+                     for c in range(m.chips_per_board)]
+            boards.append(BoardTelemetry(b, chips, [float(t) for t in pcb[b]], [float(t) for t in chip_t[b]],
+                                         float(f.v_board[0, b]), bool(f.board_enabled[0, b])))
+        duty = float(f.duty[0]) * 100
+        fans = [FanTelemetry(i, rpm, duty) for i, rpm in enumerate(f.read_fan_rpm(0))]
+        return HardwareTelemetry(self.model, boards, fans, float(f.read_wall_power()[0]),
+                                 m.nominal_ths, modelled=True)
+
+    async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
+        self._fleet.set_frequency(0, board, chip, mhz)
+
+    async def set_board_voltage(self, board: int, volts: float) -> None:
+        self._fleet.set_board_voltage(0, board, volts)
+
+    async def set_fan_duty(self, duty_pct: float) -> None:
+        self._fleet.set_fan_duty(0, duty_pct / 100.0)
