@@ -19,6 +19,7 @@ from openmos.hw.sim.models import ChipType, MinerModel
 
 Array = NDArray[np.float64]
 CP_AIR = 1005.0  # J/(kg K)
+T_MAX_C = 200.0  # junction temperature beyond which the model stops growing leakage
 
 
 def voltage_factor(chip: ChipType, v_chip: Array | float) -> Array:
@@ -45,7 +46,9 @@ def error_fraction(chip: ChipType, freq: Array, f_crit: Array) -> Array:
 
 def chip_power(chip: ChipType, freq: Array, v_chip: Array | float, g: Array, t_junction: Array) -> Array:
     v2 = np.asarray(v_chip, dtype=np.float64) ** 2
-    return np.asarray(chip.c_dyn * v2 * freq + g * v2 * np.exp(chip.leak_temp_coeff * (t_junction - 60.0)))
+    # Leakage runaway is physical, but past T_MAX_C the silicon is gone; capping keeps the maths finite.
+    t = np.minimum(t_junction, T_MAX_C)
+    return np.asarray(chip.c_dyn * v2 * freq + g * v2 * np.exp(chip.leak_temp_coeff * (t - 60.0)))
 
 
 def hashrate_ghs(chip: ChipType, freq: Array) -> Array:
@@ -97,5 +100,5 @@ def steady_state(model: MinerModel, freq: Array, v_board: Array, g: Array, duty:
     for _ in range(iterations):
         p = chip_power(chip, freq, v_chip, g, t_j)
         board = p.sum(axis=-1, keepdims=True)
-        t_j = t_in + x * board / m_cp + rth * p
+        t_j = np.minimum(t_in + x * board / m_cp + rth * p, T_MAX_C)
     return chip_power(chip, freq, v_chip, g, t_j), t_j
