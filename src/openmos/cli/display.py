@@ -27,6 +27,14 @@ def agent_panel(agent: MiningAgent) -> Panel:
                   "15m", si(agent.hashrate.rate(900)))
     rates.add_row("valid nonces", str(stats.valid_nonces), "HW errors", str(stats.hardware_errors),
                   "block candidates", str(stats.block_candidates))
+    if tel.input_power_w is not None:
+        ths = agent.hashrate.rate(60) / 1e12
+        temps = [t for b in tel.boards for t in (b.chip_temperatures_c or b.temperatures_c)]
+        rates.add_row("power", f"{tel.input_power_w:,.0f} W", "J/TH", f"{tel.input_power_w / ths:.2f}" if ths else "-",
+                      "hottest sensor", f"{max(temps):.1f} C" if temps else "-")
+        if tel.fans:
+            rates.add_row("fans", " ".join(f"{f.rpm}" for f in tel.fans) + " rpm", "duty",
+                          f"{tel.fans[0].duty_pct:.0f} %", "", "")
     pools = Table(title="pools", expand=True)
     for col in ("group", "url", "status", "diff", "accepted", "rejected", "stale", "queued/lost"):
         pools.add_column(col)

@@ -163,9 +163,10 @@ async def _run_pool(args: argparse.Namespace) -> int:
 async def _run_demo(args: argparse.Namespace) -> int:
     pool = LocalPool(_pool_settings(args))
     await pool.start()
+    worker = "demo." + args.hardware.replace(":", "-")
     config = AgentConfig.from_dict({
         "hardware": args.hardware,
-        "groups": [{"name": "local", "pools": [{"url": pool.url, "user": "demo.cpu"}]}],
+        "groups": [{"name": "local", "pools": [{"url": pool.url, "user": worker}]}],
     })
     agent = MiningAgent(config, create_hardware(config.hardware))
     await agent.start()
@@ -175,7 +176,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
     finally:
         await agent.stop()
         await pool.stop()
-    w = pool.workers.get("demo.cpu")
+    w = pool.workers.get(worker)
     if w is not None:
         print(f"demo finished: {w.accepted} shares accepted by the pool, {len(pool.blocks_found)} local blocks, "
               f"{agent.stats.hardware_errors} hardware errors")
