@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from openmos.miner.config import AgentConfig, ConfigError, atomic_write
+from openmos.base import atomic_write
+from openmos.miner.config import AgentConfig, ConfigError
 
 GOOD = """
 hardware = "cpu:2"

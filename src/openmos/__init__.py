@@ -2,9 +2,11 @@
 
 Layers, lowest first (a layer imports only the ones below it):
 
+- ``base``     clocks and atomic file writes (used by every layer)
 - ``bitcoin``  pure primitives: hashing, headers, targets, merkle, version rolling
 - ``stratum``  Stratum V1 wire protocol, job model and asyncio client
 - ``hw``       hardware abstraction layer and backends (CPU, simulator)
+- ``tuning``   autotuner, performance targets and profiles, cooling and thermal protection (uses ``hw``)
 - ``pool``     the built-in local Stratum V1 pool (template chain, vardiff, validation)
 - ``miner``    the device agent: pool manager, work dispatch, nonce re-validation
 - ``cli``      the ``mos`` command line

@@ -40,6 +40,7 @@ class ChipTelemetry:
     errors: int = 0  # nonces that failed re-validation, or the chip's own error counter
     hashes: float = 0.0  # hashes done, from the chip's hash counter where it has one
     enabled: bool = True
+    ticket_difficulty: float = 1.0  # each reported nonce stands for this many difficulty-1 shares
 
 
 @dataclass
@@ -77,6 +78,25 @@ class HardwareTelemetry:
         return sum(b.hashes for b in self.boards)
 
 
+@dataclass(frozen=True)
+class HardwareLimits:
+    """What firmware knows about its hardware from the model's public data (EEPROM / datasheet)."""
+
+    boards: int
+    chips_per_board: int
+    fans: int
+    freq_min_mhz: float
+    freq_max_mhz: float
+    freq_step_mhz: float
+    stock_freq_mhz: float
+    volt_min: float  # per board
+    volt_max: float
+    volt_step: float
+    stock_voltage: float
+    hashes_per_mhz: float  # hashes per second per MHz per chip (small cores)
+    nameplate_power_w: float | None = None
+
+
 class MiningHardware(abc.ABC):
     """One miner's worth of hashing hardware."""
 
@@ -105,5 +125,16 @@ class MiningHardware(abc.ABC):
 
     async def set_fan_duty(self, duty_pct: float) -> None:
         raise UnsupportedControl(f"{self.model} has no controllable fans")
+
+    async def set_board_enabled(self, board: int, enabled: bool) -> None:
+        raise UnsupportedControl(f"{self.model} cannot switch hashboards")
+
+    async def set_ticket_difficulty(self, difficulty: float) -> None:
+        """How hard a nonce must be for a chip to report it (lower: more nonces, finer error statistics)."""
+        raise UnsupportedControl(f"{self.model} has a fixed ticket difficulty")
+
+    def limits(self) -> HardwareLimits | None:
+        """Control ranges, or None for hardware without tunable clocks (CPU)."""
+        return None
 
 

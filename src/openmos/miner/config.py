@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,6 +9,7 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from openmos.base.files import atomic_write
 from openmos.stratum.url import PoolUrl
 
 
@@ -85,19 +83,3 @@ class AgentConfig(_Model):
 
     def save(self, path: Path) -> None:
         atomic_write(path, tomli_w.dumps(self.model_dump(mode="json", exclude_none=True)).encode())
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` so that readers see either the old file or the new one, never a torn write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -20,6 +20,7 @@ from openmos.hw.interface import (
     BoardTelemetry,
     ChipTelemetry,
     FanTelemetry,
+    HardwareLimits,
     HardwareTelemetry,
     MiningHardware,
     NonceSink,
@@ -40,6 +41,7 @@ class SimHardware(MiningHardware):
         self.model = f"{self._model.name} (simulated)"
         self._fleet = FleetSim(self._model, miners=1, seed=seed, t_inlet=t_inlet)
         self._clock = clock or SimClock(1.0)
+        self._clock.on_advance(self.advance)
         self._tick_s = tick_s
         self._cpu = CpuHardware(CpuSettings(workers=hash_workers))
         self._rng = np.random.default_rng(seed + 7)
@@ -102,9 +104,9 @@ class SimHardware(MiningHardware):
         pcb, chip_t = f.read_board_temps(0)
         boards = []
         for b in range(m.boards):
-            chips = [ChipTelemetry(c, float(f.freq[0, b, c]), int(f.nonces[0, b, c]), int(f.errors[0, b, c]),
-                                   float(f.hashes[0, b, c]), bool(f.freq[0, b, c] > 0))
-                     for c in range(m.chips_per_board)]
+            freq, nonces, errors, hashes = f.freq[0, b], f.nonces[0, b], f.errors[0, b], f.hashes[0, b]
+            chips = [ChipTelemetry(c, float(freq[c]), int(nonces[c]), int(errors[c]), float(hashes[c]),
+                                   bool(freq[c] > 0), f.ticket_difficulty) for c in range(m.chips_per_board)]
             boards.append(BoardTelemetry(b, chips, [float(t) for t in pcb[b]], [float(t) for t in chip_t[b]],
                                          float(f.v_board[0, b]), bool(f.board_enabled[0, b])))
         duty = float(f.duty[0]) * 100
@@ -120,3 +122,34 @@ class SimHardware(MiningHardware):
 
     async def set_fan_duty(self, duty_pct: float) -> None:
         self._fleet.set_fan_duty(0, duty_pct / 100.0)
+
+    async def set_board_enabled(self, board: int, enabled: bool) -> None:
+        self._fleet.board_enabled[0, board] = enabled
+
+    async def set_ticket_difficulty(self, difficulty: float) -> None:
+        if not difficulty > 0:
+            raise ValueError("ticket difficulty must be positive")
+        self._fleet.ticket_difficulty = float(difficulty)
+
+    def set_inlet_temperature(self, celsius: float) -> None:
+        """Environment, not firmware: the air coming in (tests and benchmarks use it)."""
+        self._fleet.t_inlet[0] = celsius
+
+    def kill_chip(self, board: int, chip: int) -> None:
+        """Environment: a chip fails."""
+        self._fleet.kill_chip(0, board, chip)
+
+    def limits(self) -> HardwareLimits:
+        m = self._model
+        lo, hi = m.voltage_range
+        return HardwareLimits(m.boards, m.chips_per_board, m.fans, m.min_freq_mhz, m.max_freq_mhz, 6.25,
+                              m.stock_freq_mhz, lo, hi, 0.01 * m.domains, m.stock_board_voltage,
+                              m.chip.cores * 1e6, m.nameplate_w)
+
+    def modelled_truth(self) -> tuple[float, float]:
+        """(true wall power W, valid TH/s) from the model, for benchmark scoring only."""
+        return float(self._fleet.true_wall_power()[0]), float(self._fleet.valid_hashrate_ths()[0])
+
+    def oracle_view(self) -> FleetSim:
+        """The underlying fleet, for the oracle in benchmarks and tests. Firmware code must not call this."""
+        return self._fleet

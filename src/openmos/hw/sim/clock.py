@@ -1,9 +1,12 @@
-"""Simulated time: a clock that runs ``speed`` times faster than the wall clock, or is stepped by hand."""
+"""Simulated time: a clock that runs ``speed`` times faster than the wall clock, or is stepped by hand.
+
+It satisfies ``openmos.base.Clock``, so every control loop can run on it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 
 class SimClock:
@@ -15,12 +18,19 @@ class SimClock:
         self.speed = speed
         self._offset = start
         self._wall0 = time.monotonic()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_advance(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever a manual clock moves (a simulator steps its physics there)."""
+        self._listeners.append(listener)
 
     def now(self) -> float:
         return self._offset + (time.monotonic() - self._wall0) * self.speed
 
     def advance(self, seconds: float) -> None:
         self._offset += seconds
+        for listener in self._listeners:
+            listener()
 
     async def sleep(self, sim_seconds: float) -> None:
         """Sleep for a span of simulated time (instantly for a manual clock)."""

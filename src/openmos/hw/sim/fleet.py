@@ -122,7 +122,8 @@ class FleetSim:
         model, chip = self.model, self.model.chip
         freq = self._effective_freq()
         v_chip = (self.v_board / model.domains)[..., None]
-        self.chip_w = physics.chip_power(chip, freq, v_chip, self._g, self.t_j)
+        # A disabled board has its supply cut: no dynamic and no leakage power.
+        self.chip_w = physics.chip_power(chip, freq, v_chip, self._g, self.t_j) * self.board_enabled[..., None]
         board_w = self.chip_w.sum(axis=-1, keepdims=True) * self.board_enabled[..., None]
         m_cp = physics.airflow_kg_s(model, self.duty)[:, None, None] * physics.CP_AIR
         t_air = self.t_inlet[:, None, None] + physics.chip_positions(model) * board_w / m_cp
