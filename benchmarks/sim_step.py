@@ -15,13 +15,13 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import argparse
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from openmos.hw.sim import FleetSim, get_model  # noqa: E402
-from openmos.hw.sim.oracle import Oracle  # noqa: E402
+from openmos.hw.sim import FleetSim, get_model
+from openmos.hw.sim.oracle import Oracle
 
 
 def step_seconds(miners: int, steps: int) -> float:

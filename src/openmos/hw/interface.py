@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from openmos.base.clock import Clock, WallClock
 from openmos.hw.work import NonceResult, WorkItem
 
 
@@ -132,6 +133,11 @@ class MiningHardware(abc.ABC):
     async def set_ticket_difficulty(self, difficulty: float) -> None:
         """How hard a nonce must be for a chip to report it (lower: more nonces, finer error statistics)."""
         raise UnsupportedControl(f"{self.model} has a fixed ticket difficulty")
+
+    @property
+    def clock(self) -> Clock:
+        """The clock control loops should use with this hardware (simulators run faster than real time)."""
+        return WallClock()
 
     def limits(self) -> HardwareLimits | None:
         """Control ranges, or None for hardware without tunable clocks (CPU)."""

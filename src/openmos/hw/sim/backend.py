@@ -54,6 +54,10 @@ class SimHardware(MiningHardware):
     def clock(self) -> SimClock:
         return self._clock
 
+    def fail_fan(self, index: int) -> None:
+        """Environment: a fan stops (reads 0 rpm and moves no air)."""
+        self._fleet.fan_failed[0, index] = True
+
     async def start(self, provider: WorkProvider, sink: NonceSink) -> None:
         self._last = self._clock.now()
         self._task = asyncio.create_task(self._physics_loop(), name="sim-physics")
@@ -143,7 +147,7 @@ class SimHardware(MiningHardware):
         m = self._model
         lo, hi = m.voltage_range
         return HardwareLimits(m.boards, m.chips_per_board, m.fans, m.min_freq_mhz, m.max_freq_mhz, 6.25,
-                              m.stock_freq_mhz, lo, hi, 0.01 * m.domains, m.stock_board_voltage,
+                              m.stock_freq_mhz, lo, hi, 0.02, m.stock_board_voltage,
                               m.chip.cores * 1e6, m.nameplate_w)
 
     def modelled_truth(self) -> tuple[float, float]:

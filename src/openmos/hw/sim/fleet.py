@@ -61,6 +61,7 @@ class FleetSim:
         self.duty = np.full(miners, model.stock_fan_duty)
         self.t_inlet = np.full(miners, float(t_inlet))
         self.board_enabled = np.ones(shape[:2], dtype=bool)
+        self.fan_failed = np.zeros((miners, model.fans), dtype=bool)
         # Counters (what hardware reports).
         self.nonces = np.zeros(shape, dtype=np.int64)
         self.errors = np.zeros(shape, dtype=np.int64)
@@ -125,7 +126,8 @@ class FleetSim:
         # A disabled board has its supply cut: no dynamic and no leakage power.
         self.chip_w = physics.chip_power(chip, freq, v_chip, self._g, self.t_j) * self.board_enabled[..., None]
         board_w = self.chip_w.sum(axis=-1, keepdims=True) * self.board_enabled[..., None]
-        m_cp = physics.airflow_kg_s(model, self.duty)[:, None, None] * physics.CP_AIR
+        working = 1.0 - self.fan_failed.mean(axis=1)
+        m_cp = physics.airflow_kg_s(model, self.duty * np.maximum(working, 0.05))[:, None, None] * physics.CP_AIR
         t_air = self.t_inlet[:, None, None] + physics.chip_positions(model) * board_w / m_cp
         rth = physics.r_th(chip, self.duty)[:, None, None]
         a_sink = 1.0 - np.exp(-dt / TAU_SINK_S)
@@ -160,7 +162,8 @@ class FleetSim:
 
     def read_fan_rpm(self, miner: int) -> list[int]:
         rpm = self.model.fan_max_rpm * self.duty[miner]
-        return [int(rpm * (1 + 0.01 * self._noise.standard_normal()) + 0.5) for _ in range(self.model.fans)]
+        return [0 if self.fan_failed[miner, i] else int(rpm * (1 + 0.01 * self._noise.standard_normal()) + 0.5)
+                for i in range(self.model.fans)]
 
     # -- modelled truth for benchmarks and reports --------------------------------------------------------
 

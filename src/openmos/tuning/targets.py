@@ -1,0 +1,55 @@
+"""Performance targets: watts at the wall or terahashes, presets and relative steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class TargetKind(str, Enum):
+    POWER = "power"  # W at the wall
+    HASHRATE = "hashrate"  # TH/s of valid hashes
+
+
+# Presets as a fraction of the hardware's stock (nameplate) power, like LuxOS profiles / Braiins targets.
+PRESETS: dict[str, float] = {"eco": 0.70, "balanced": 0.85, "performance": 1.00}
+
+
+@dataclass(frozen=True)
+class PerformanceTarget:
+    kind: TargetKind
+    value: float
+
+    def __post_init__(self) -> None:
+        if not self.value > 0:
+            raise ValueError(f"{self.kind.value} target must be positive, got {self.value}")
+
+    @classmethod
+    def power(cls, watts: float) -> PerformanceTarget:
+        return cls(TargetKind.POWER, float(watts))
+
+    @classmethod
+    def hashrate(cls, ths: float) -> PerformanceTarget:
+        return cls(TargetKind.HASHRATE, float(ths))
+
+    @classmethod
+    def preset(cls, name: str, stock_power_w: float) -> PerformanceTarget:
+        try:
+            return cls.power(round(PRESETS[name] * stock_power_w))
+        except KeyError:
+            raise ValueError(f"unknown profile {name!r}; use {', '.join(PRESETS)} or a custom target") from None
+
+    def scaled(self, factor: float) -> PerformanceTarget:
+        return PerformanceTarget(self.kind, self.value * factor)
+
+    def step(self, percent: float) -> PerformanceTarget:
+        """A relative step, e.g. +5 or -10 (%)."""
+        return self.scaled(1 + percent / 100.0)
+
+    @property
+    def key(self) -> str:
+        unit = "W" if self.kind is TargetKind.POWER else "THs"
+        return f"{self.kind.value}-{self.value:.0f}{unit}"
+
+    def __str__(self) -> str:
+        return f"{self.value:,.0f} W" if self.kind is TargetKind.POWER else f"{self.value:,.1f} TH/s"
