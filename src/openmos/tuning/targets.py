@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class TargetKind(str, Enum):
+class TargetKind(StrEnum):
     POWER = "power"  # W at the wall
     HASHRATE = "hashrate"  # TH/s of valid hashes
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 BOLTZMANN_EV = 8.617e-5
 
 
-class CoolingMode(str, Enum):
+class CoolingMode(StrEnum):
     AUTO = "auto"  # PID on temperature
     MANUAL = "manual"  # fixed duty
     IMMERSION = "immersion"  # no fans
@@ -78,7 +78,7 @@ class Pid:
         return min(max(out, self.out_min), self.out_max)
 
 
-class ThermalAction(str, Enum):
+class ThermalAction(StrEnum):
     NONE = "none"
     STEP_DOWN = "step_down"
     STEP_UP = "step_up"
@@ -108,7 +108,7 @@ class ThermalGuard:
 
     @property
     def max_steps(self) -> int:
-        return int(round((1.0 - self.config.dps_min) / self.config.dps_step))
+        return round((1.0 - self.config.dps_min) / self.config.dps_step)
 
     def fan_duty(self, hottest_c: float, now: float) -> float | None:
         """Fan duty in percent for this reading (None when the mode has no fans)."""

@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from openmos.tuning.thermal import CoolingConfig, ThermalAction, ThermalGuard, a
 log = logging.getLogger(__name__)
 
 
-class TunerState(str, Enum):
+class TunerState(StrEnum):
     DISABLED = "DISABLED"
     TUNING = "TUNING"
     STABLE = "STABLE"
@@ -339,9 +339,9 @@ class Autotuner:
         if self.store is not None and not self.sweep_fmax:
             self._load_chip_model()
         profile = self.store.get(self.base_target.key) if self.store else None
-        if profile is not None and self.guard.scale == 1.0 and self.curtail_scale == 1.0:
-            if await self._try_profile(profile):
-                return
+        unscaled = self.guard.scale == 1.0 and self.curtail_scale == 1.0
+        if profile is not None and unscaled and await self._try_profile(profile):
+            return
         if not self.sweep_fmax:
             await self._learn()
         await self._converge()
