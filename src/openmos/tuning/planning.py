@@ -87,8 +87,14 @@ def frequencies(limits: HardwareLimits, fmax: FloatArray, margin: FloatArray, sc
 
 def plan_for(limits: HardwareLimits, voltages: list[float], fmax: list[FloatArray], margin: FloatArray,
              power: PowerModel, target_kind: str, target: float) -> Plan:
-    """The lowest board voltage whose chips, at their clean limits, can reach the target; then the scale."""
-    grid = np.arange(limits.volt_min, limits.volt_max + 1e-9, limits.volt_step)
+    """The lowest board voltage whose chips, at their clean limits, can reach the target; then the scale.
+
+    Never below the lowest swept voltage (less one step): chip limits fall faster than linearly toward the
+    threshold voltage, so extrapolating down would run chips past their limits. Lower targets are met by
+    scaling frequency at that voltage instead (always safe), or by sweeping lower first.
+    """
+    floor = max(limits.volt_min, min(voltages) - limits.volt_step)
+    grid = np.arange(floor, limits.volt_max + 1e-9, limits.volt_step)
     boards = limits.boards
     best: Plan | None = None
     for v in grid:

@@ -123,7 +123,14 @@ class ThermalGuard:
             return 100.0  # cool down as fast as possible
         return self.pid.update(hottest_c - cfg.fan_target_c, dt)
 
-    def assess(self, hottest_c: float, now: float) -> ThermalAction:
+    def _recovered(self, hottest_c: float, duty_pct: float | None) -> bool:
+        """Cool enough to give performance back: fans have headroom at target, or (no fans) well below it."""
+        cfg = self.config
+        if duty_pct is not None:
+            return hottest_c <= cfg.fan_target_c + cfg.dps_hysteresis_c and duty_pct <= 95.0
+        return hottest_c < cfg.fan_target_c - cfg.dps_hysteresis_c
+
+    def assess(self, hottest_c: float, now: float, duty_pct: float | None = None) -> ThermalAction:
         cfg, lim = self.config, self.config.limits
         if self.shutdown_at is not None:
             cooled = hottest_c < lim.target_c - 10
@@ -147,7 +154,7 @@ class ThermalGuard:
                 self.events.append(f"hot ({hottest_c:.1f} C): performance scaled to {self.scale:.0%}")
                 return ThermalAction.STEP_DOWN
             return ThermalAction.NONE
-        if self.dps_steps and hottest_c < cfg.fan_target_c - cfg.dps_hysteresis_c:
+        if self.dps_steps and self._recovered(hottest_c, duty_pct):
             self.cool_since = now if self.cool_since is None else self.cool_since
             if now - self.cool_since >= cfg.dps_recover_s and now - self.last_step_at >= cfg.dps_interval_s:
                 self.dps_steps -= 1
@@ -155,8 +162,8 @@ class ThermalGuard:
                 self.cool_since = None
                 self.events.append(f"recovered ({hottest_c:.1f} C): performance back to {self.scale:.0%}")
                 return ThermalAction.STEP_UP
-        else:
-            self.cool_since = None
+        elif hottest_c > cfg.fan_target_c + cfg.dps_hysteresis_c:
+            self.cool_since = None  # clearly warm again; a brief blip of fan duty does not reset the wait
         return ThermalAction.NONE
 
 

@@ -125,6 +125,7 @@ class Autotuner:
         self.voltage = np.full(limits.boards, limits.stock_voltage)
         self.margin = np.full(shape, self.options.start_margin)
         self.dead = np.zeros(shape, dtype=bool)
+        self.strikes = np.zeros(shape, dtype=np.int64)  # windows a chip spent mostly erring
         self.sweep_voltages: list[float] = []
         self.sweep_fmax: list[FloatArray] = []
         self.samples: list[tuple[float, float, float]] = []
@@ -245,7 +246,7 @@ class Autotuner:
             await self.hw.set_fan_duty(duty)
             self._duty = duty
         self.status.fan_duty_pct = duty
-        action = self.guard.assess(hottest, now)
+        action = self.guard.assess(hottest, now, duty)
         self.status.dps_steps = self.guard.dps_steps
         if self.cooling.lifetime_target_c is not None:
             self.status.hazard_ratio = arrhenius_hazard_ratio(self.cooling.limits.target_c, hottest)
@@ -344,7 +345,28 @@ class Autotuner:
             return
         if not self.sweep_fmax:
             await self._learn()
+        elif self._needs_lower_sweep():
+            await self._extra_sweep()
         await self._converge()
+
+    def _needs_lower_sweep(self) -> bool:
+        """A target far below what the swept voltages serve efficiently: learn the chips lower down."""
+        lim = self.limits
+        lowest = min(self.sweep_voltages)
+        return self._plan().scale < 0.9 and lowest - lim.volt_min >= 4 * lim.volt_step \
+            and self.guard.scale == 1.0 and self.curtail_scale == 1.0
+
+    async def _extra_sweep(self) -> None:
+        lim = self.limits
+        lowest = min(self.sweep_voltages)
+        plan = self._plan()
+        v = float(np.clip(lowest * plan.scale ** 0.25, lim.volt_min, lowest - 4 * lim.volt_step))
+        start = fmax_at(self.sweep_voltages, self.sweep_fmax, lowest) * (v / lowest) ** 2 * 0.94
+        fresh = await self._sweep(v, start, (20, 70))
+        self.sweep_voltages.append(v)
+        self.sweep_fmax.append(fresh)
+        self.power_model = PowerModel.fit(self.samples)
+        self._save_chip_model()
 
     async def _try_profile(self, profile: TunedProfile) -> bool:
         self._set_state(TunerState.TUNING, "verifying profile", f"applying saved profile {profile.target_key}")
@@ -445,16 +467,20 @@ class Autotuner:
         err = error_fraction(w.nonces, w.errors)
         enough = total >= 200
         active = ~self.dead & (self.freq > 0)
-        dying = active & enough & (err > opt.dead_error)
+        # A chip mostly erring first backs off hard; only one that keeps erring after that is dead.
+        erring = active & enough & (err > opt.dead_error)
+        self.strikes = np.where(erring, self.strikes + 1, 0)
+        dying = self.strikes >= 3
         self._mark_dead(dying)
-        high = active & ~dying & enough & (err > opt.trim_high)
+        self.margin = np.where(erring & ~dying, self.margin + 0.10, self.margin)
+        high = active & ~erring & enough & (err > opt.trim_high)
         # A chip that stays clean at (nearly) full scale may climb past its swept limit: sweeps step
         # coarsely. Below full scale a clean chip proves nothing about its limit.
         at_limit = self.plan is not None and self.plan.scale >= 0.98
         low = active & (total >= 1500) & (err < opt.trim_low) & (self.margin > -opt.max_overshoot) & at_limit
         self.margin = np.where(high, self.margin + 0.01, self.margin)
         self.margin = np.where(low, np.maximum(self.margin - 0.004, -opt.max_overshoot), self.margin)
-        return bool(dying.any() or high.any() or low.any())
+        return bool(erring.any() or high.any() or low.any())
 
     def _measured(self, w: _Window) -> float:
         return w.power_w if self.effective_target.kind is TargetKind.POWER else w.hashrate_ths

@@ -27,7 +27,7 @@ class ChipType:
 
 BM1362 = ChipType("BM1362", cores=514, stack=1, c_dyn=0.123, g_leak=7.3, r_th_full=2.4)
 BM1366 = ChipType("BM1366", cores=894, stack=4, c_dyn=0.0111, g_leak=0.55, r_th_full=2.6)
-BM1368 = ChipType("BM1368", cores=1276, stack=4, c_dyn=0.0142, g_leak=0.75, r_th_full=2.0)
+BM1368 = ChipType("BM1368", cores=1276, stack=4, c_dyn=0.0142, g_leak=0.75, r_th_full=2.4)
 BM1370 = ChipType("BM1370", cores=2040, stack=4, c_dyn=0.0178, g_leak=1.2, r_th_full=1.3)
 
 
@@ -84,7 +84,10 @@ class MinerModel:
 MODELS: dict[str, MinerModel] = {m.key: m for m in (
     MinerModel("s19jpro", "Antminer S19j Pro", BM1362, 3, 126, 42, 545.0, 13.42, 104.0, 3068.0, fans=4),
     MinerModel("s19xp", "Antminer S19 XP", BM1366, 3, 110, 11, 480.0, 13.23, 141.0, 3031.0, fans=4),
-    MinerModel("s21", "Antminer S21", BM1368, 3, 108, 12, 490.0, 13.70, 200.0, 3500.0, fans=4),
+    # Runs its fans harder at stock: with the public derating fact (440 MHz above 40 C ambient) in mind,
+    # little cooling headroom is left at 40 C inlet.  [A]
+    MinerModel("s21", "Antminer S21", BM1368, 3, 108, 12, 490.0, 13.67, 200.0, 3500.0, fans=4,
+               stock_fan_duty=0.85),
     MinerModel("s21pro", "Antminer S21 Pro", BM1370, 3, 65, 13, 590.0, 15.51, 234.0, 3510.0, fans=4),
     MinerModel("s21xp", "Antminer S21 XP", BM1370, 3, 91, 13, 490.0, 14.63, 270.0, 3645.0, fans=4),
     MinerModel("bitaxe-gamma", "Bitaxe Gamma", BM1370, 1, 1, 1, 525.0, 1.173, 1.07, 19.0, fans=1,
