@@ -256,3 +256,37 @@ def test_arrhenius_ratio() -> None:
     assert arrhenius_hazard_ratio(70, 70) == pytest.approx(1.0)
     assert 1.6 < arrhenius_hazard_ratio(60, 70) < 2.0  # ~1.6-2x per 10 C near 70 C
     assert arrhenius_hazard_ratio(65, 55) < 1
+
+
+async def test_agent_runs_the_tuner_on_simulated_hardware() -> None:
+    from helpers import easy_pool_settings, wait_for
+
+    from openmos.miner import AgentConfig, MiningAgent
+    from openmos.pool import LocalPool
+
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    await pool.start()
+    hw = SimHardware("s21", seed=15, clock=SimClock(speed=300.0), tick_s=0.05)
+    config = AgentConfig.from_dict({"groups": [{"pools": [{"url": pool.url, "user": "tuned.s21"}]}],
+                                    "performance": {"profile": "eco"}})
+    agent = MiningAgent(config, hw)
+    await agent.start()
+    try:
+        assert agent.tuner is not None
+        await wait_for(lambda: agent.tuner is not None and agent.tuner.status.state is TunerState.STABLE, 60,
+                       "the tuner to settle")
+        await wait_for(lambda: pool.workers.get("tuned.s21") is not None, 30, "shares")
+    finally:
+        await agent.stop()
+        await pool.stop()
+    assert abs(hw.modelled_truth()[0] / 2450 - 1) < 0.02
+
+
+def test_cpu_hardware_refuses_a_performance_target() -> None:
+    from openmos.hw.cpu import CpuHardware
+    from openmos.miner import AgentConfig, MiningAgent
+
+    config = AgentConfig.from_dict({"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "x"}]}],
+                                    "performance": {"power_w": 100}})
+    with pytest.raises(ValueError, match="no tunable clocks"):
+        MiningAgent(config, CpuHardware())

@@ -35,6 +35,10 @@ def agent_panel(agent: MiningAgent) -> Panel:
         if tel.fans:
             rates.add_row("fans", " ".join(f"{f.rpm}" for f in tel.fans) + " rpm", "duty",
                           f"{tel.fans[0].duty_pct:.0f} %", "", "")
+    if agent.tuner is not None:
+        st = agent.tuner.status
+        rates.add_row("tuner", f"{st.state.value} {st.percent:.0f} %", "target", st.effective_target,
+                      "phase", st.phase)
     pools = Table(title="pools", expand=True)
     for col in ("group", "url", "status", "diff", "accepted", "rejected", "stale", "queued/lost"):
         pools.add_column(col)

@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 
 from openmos import __version__
 from openmos.cli import sim as sim_cli
+from openmos.cli import tune as tune_cli
 from openmos.cli.display import agent_panel, pool_panel
 from openmos.hw.factory import HARDWARE_HELP, create_hardware
 from openmos.miner.agent import MiningAgent
@@ -34,6 +35,7 @@ examples:
   mos run --config /etc/openmos/agent.toml   pools and hardware from a config file
   mos run --hardware sim:s21 --pool stratum+tcp://127.0.0.1:3333   a simulated S21 (modelled figures)
   mos sim report s21                         simulator calibration vs nameplate, PNG of J/TH vs power
+  mos tune s21 --profile eco                 autotune a simulated S21 to 70 % power (simulated time)
   mos config init agent.toml --pool stratum+tcp://pool.example:3333 --user me.rig1
 """
 
@@ -55,6 +57,13 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--user", default="openmos.worker", help="worker name (default: %(default)s)")
     run.add_argument("--password", default="x")
     run.add_argument("--hardware", default=None, help=f"{HARDWARE_HELP} (default: cpu, one worker per core)")
+    perf = run.add_mutually_exclusive_group()
+    perf.add_argument("--power-target", type=float, metavar="W", help="autotune to this wall power")
+    perf.add_argument("--hashrate-target", type=float, metavar="THS", help="autotune to this valid hashrate")
+    perf.add_argument("--profile", choices=["eco", "balanced", "performance"], help="autotune to a preset")
+    run.add_argument("--sim-speed", type=float, default=1.0,
+                     help="simulated hardware only: simulated seconds per real second (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=0, help="simulated hardware only: which unit")
     run.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
     run.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
 
@@ -74,6 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
 
     sim_cli.add_parser(sub)
+    tune_cli.add_parser(sub)
 
     cfg = sub.add_parser("config", help="create or check an agent config file")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -106,14 +116,21 @@ def _pool_settings(args: argparse.Namespace) -> PoolSettings:
 
 
 def _agent_config(args: argparse.Namespace) -> AgentConfig:
+    perf = {k: v for k, v in (("power_w", args.power_target), ("hashrate_ths", args.hashrate_target),
+                              ("profile", args.profile)) if v is not None}
     if args.config:
         config = AgentConfig.load(args.config)
         if args.hardware:
             config = config.model_copy(update={"hardware": args.hardware})
+        if perf:
+            merged = {**config.performance.model_dump(), "power_w": None, "hashrate_ths": None, "profile": None,
+                      **perf}
+            config = AgentConfig.from_dict({**config.model_dump(), "performance": merged}, source=str(args.config))
         return config
     if not args.pool:
         raise ConfigError("no pool given: pass --pool URL (repeatable) or --config FILE")
     return AgentConfig.from_dict({
+        "performance": perf,
         "hardware": args.hardware or "cpu",
         "groups": [{"name": "default", "pools": [{"url": u, "user": args.user, "password": args.password}
                                                  for u in args.pool]}],
@@ -141,7 +158,7 @@ async def _serve(duration: float, live: Callable[[], Group] | None, show: bool) 
 
 async def _run_agent(args: argparse.Namespace) -> int:
     config = _agent_config(args)
-    agent = MiningAgent(config, create_hardware(config.hardware))
+    agent = MiningAgent(config, create_hardware(config.hardware, seed=args.seed, sim_speed=args.sim_speed))
     await agent.start()
     try:
         await _serve(args.duration, lambda: Group(agent_panel(agent)), not args.no_status)
@@ -205,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             return _config_command(args)
         if args.command == "sim":
             return sim_cli.run(args)
+        if args.command == "tune":
+            return tune_cli.run(args)
         return asyncio.run(commands[args.command](args))
     except ConfigError as exc:
         print(f"mos: configuration error: {exc}", file=sys.stderr)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.hw.interface import MiningHardware
 from openmos.hw.sim.backend import SimHardware
+from openmos.hw.sim.clock import SimClock
 from openmos.hw.sim.models import MODELS
 
 HARDWARE_HELP = f"cpu, cpu:N (N hashing processes) or sim:MODEL with MODEL one of {', '.join(MODELS)}"
 
 
-def create_hardware(spec: str, *, seed: int = 0) -> MiningHardware:
+def create_hardware(spec: str, *, seed: int = 0, sim_speed: float = 1.0) -> MiningHardware:
     kind, _, arg = spec.partition(":")
     if kind == "cpu":
         if arg and (not arg.isdigit() or int(arg) < 1):
@@ -19,5 +20,5 @@ def create_hardware(spec: str, *, seed: int = 0) -> MiningHardware:
     if kind == "sim":
         if not arg:
             raise ValueError(f"sim needs a model: {HARDWARE_HELP}")
-        return SimHardware(arg, seed=seed)
+        return SimHardware(arg, seed=seed, clock=SimClock(sim_speed))
     raise ValueError(f"unknown hardware {spec!r}: use {HARDWARE_HELP}")

@@ -13,18 +13,27 @@ import logging
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from openmos import __version__
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, hash_to_int
 from openmos.bitcoin.target import bits_to_target
 from openmos.hw.interface import HardwareTelemetry, MiningHardware
 from openmos.hw.work import NonceResult, WorkItem
-from openmos.miner.config import AgentConfig
+from openmos.miner.config import AgentConfig, PerformanceConfig
 from openmos.miner.pool_manager import PoolConnection, PoolGroup, PoolManager
 from openmos.miner.stats import HashrateMeter
 from openmos.miner.validation import InvalidNonce, WorkValidator
 from openmos.stratum.client import StratumClient, SubmitResult
 from openmos.stratum.job import Share, StratumJob
+from openmos.tuning import (
+    Autotuner,
+    CoolingConfig,
+    CoolingMode,
+    PerformanceTarget,
+    ProfileStore,
+    ThermalLimits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,27 @@ class MiningAgent:
         self._work_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sampler: asyncio.Task[None] | None = None
+        self.tuner = self._make_tuner(config.performance)
+        self._tuner_task: asyncio.Task[None] | None = None
+
+    def _make_tuner(self, perf: PerformanceConfig) -> Autotuner | None:
+        limits = self.hardware.limits()
+        if not perf.enabled:
+            return None
+        if limits is None:
+            raise ValueError(f"{self.hardware.model} has no tunable clocks: remove the performance target")
+        if perf.power_w is not None:
+            target = PerformanceTarget.power(perf.power_w)
+        elif perf.hashrate_ths is not None:
+            target = PerformanceTarget.hashrate(perf.hashrate_ths)
+        else:
+            assert perf.profile is not None
+            target = PerformanceTarget.preset(perf.profile, limits.nameplate_power_w or 0.0)
+        cooling = CoolingConfig(mode=CoolingMode(perf.cooling), manual_duty_pct=perf.manual_fan_pct,
+                                min_fans=perf.min_fans, lifetime_target_c=perf.lifetime_target_c,
+                                limits=ThermalLimits(perf.target_c, perf.hot_c, perf.dangerous_c))
+        store = ProfileStore(Path(perf.profile_store)) if perf.profile_store else None
+        return Autotuner(self.hardware, target, clock=self.hardware.clock, store=store, cooling=cooling)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -98,9 +128,16 @@ class MiningAgent:
         self.pools.start()
         await self.hardware.start(self, self._on_nonce)
         self._sampler = asyncio.create_task(self._sample_loop(), name="agent-sampler")
+        if self.tuner is not None:
+            self._tuner_task = asyncio.create_task(self.tuner.run(), name="autotuner")
         log.info("agent started on %s with %d pool group(s)", self.hardware.model, len(self.pools.groups))
 
     async def stop(self) -> None:
+        if self._tuner_task is not None and self.tuner is not None:
+            self.tuner.stop()
+            self._tuner_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tuner_task
         if self._sampler is not None:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from openmos.base.files import atomic_write
 from openmos.stratum.url import PoolUrl
@@ -56,10 +56,39 @@ class StratumTuning(_Model):
     allowed_reconnect_hosts: list[str] = Field(default_factory=list)
 
 
+class PerformanceConfig(_Model):
+    """Autotuning target and cooling. Only for hardware with tunable clocks (not the CPU backend)."""
+
+    power_w: float | None = Field(default=None, gt=0, description="wall power target")
+    hashrate_ths: float | None = Field(default=None, gt=0, description="valid hashrate target")
+    profile: Literal["eco", "balanced", "performance"] | None = None
+    cooling: Literal["auto", "manual", "immersion", "hydro"] = "auto"
+    manual_fan_pct: float = Field(default=70.0, ge=0, le=100)
+    target_c: float = Field(default=65.0, gt=0, lt=150)
+    hot_c: float = Field(default=75.0, gt=0, lt=150)
+    dangerous_c: float = Field(default=85.0, gt=0, lt=150)
+    min_fans: int = Field(default=1, ge=0, le=16)
+    lifetime_target_c: float | None = Field(default=None, gt=0, lt=150)
+    profile_store: str | None = Field(default=None, description="JSON file for tuned profiles")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PerformanceConfig:
+        if sum(x is not None for x in (self.power_w, self.hashrate_ths, self.profile)) > 1:
+            raise ValueError("give one of power_w, hashrate_ths or profile")
+        if not self.target_c < self.hot_c < self.dangerous_c:
+            raise ValueError("temperatures must satisfy target_c < hot_c < dangerous_c")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return any(x is not None for x in (self.power_w, self.hashrate_ths, self.profile))
+
+
 class AgentConfig(_Model):
     hardware: str = Field(default="cpu", description="cpu, cpu:N (N workers) or sim:MODEL")
     groups: list[PoolGroupConfig] = Field(min_length=1)
     stratum: StratumTuning = Field(default_factory=StratumTuning)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:

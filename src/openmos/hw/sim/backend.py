@@ -104,6 +104,7 @@ class SimHardware(MiningHardware):
     # -- what hardware exposes ----------------------------------------------------------------------
 
     def telemetry(self) -> HardwareTelemetry:
+        self.advance()  # the model is always read at the clock's current time
         f, m = self._fleet, self._model
         pcb, chip_t = f.read_board_temps(0)
         boards = []
@@ -119,15 +120,19 @@ class SimHardware(MiningHardware):
                                  m.nominal_ths, modelled=True)
 
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
+        self.advance()  # what ran until now ran at the old setting
         self._fleet.set_frequency(0, board, chip, mhz)
 
     async def set_board_voltage(self, board: int, volts: float) -> None:
+        self.advance()  # what ran until now ran at the old setting
         self._fleet.set_board_voltage(0, board, volts)
 
     async def set_fan_duty(self, duty_pct: float) -> None:
+        self.advance()  # what ran until now ran at the old setting
         self._fleet.set_fan_duty(0, duty_pct / 100.0)
 
     async def set_board_enabled(self, board: int, enabled: bool) -> None:
+        self.advance()  # what ran until now ran at the old setting
         self._fleet.board_enabled[0, board] = enabled
 
     async def set_ticket_difficulty(self, difficulty: float) -> None:
