@@ -9,8 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from openmos.hw.cpu import CpuHardware
 from openmos.hw.sim import SimClock
 from openmos.hw.sim.backend import SimHardware
+from openmos.miner import AgentConfig, MiningAgent
+from openmos.pool import LocalPool
 from openmos.tuning import (
     Autotuner,
     CoolingConfig,
@@ -21,6 +24,8 @@ from openmos.tuning import (
     TunerState,
 )
 from openmos.tuning.thermal import Pid, ThermalAction, ThermalGuard, arrhenius_hazard_ratio
+
+from helpers import easy_pool_settings, wait_for
 
 
 def rig(model: str = "s21", seed: int = 5, **kwargs: object) -> tuple[SimHardware, SimClock]:
@@ -259,11 +264,6 @@ def test_arrhenius_ratio() -> None:
 
 
 async def test_agent_runs_the_tuner_on_simulated_hardware() -> None:
-    from helpers import easy_pool_settings, wait_for
-
-    from openmos.miner import AgentConfig, MiningAgent
-    from openmos.pool import LocalPool
-
     pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
     await pool.start()
     hw = SimHardware("s21", seed=15, clock=SimClock(speed=300.0), tick_s=0.05)
@@ -283,9 +283,6 @@ async def test_agent_runs_the_tuner_on_simulated_hardware() -> None:
 
 
 def test_cpu_hardware_refuses_a_performance_target() -> None:
-    from openmos.hw.cpu import CpuHardware
-    from openmos.miner import AgentConfig, MiningAgent
-
     config = AgentConfig.from_dict({"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "x"}]}],
                                     "performance": {"power_w": 100}})
     with pytest.raises(ValueError, match="no tunable clocks"):
