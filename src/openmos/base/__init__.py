@@ -1,6 +1,7 @@
-"""Base utilities every layer may import: clocks and atomic file writes. Imports nothing from openmos."""
+"""Base utilities every layer may import: clocks, atomic file writes, allow lists. Imports nothing above."""
 
 from openmos.base.clock import Clock, WallClock
 from openmos.base.files import atomic_write
+from openmos.base.net import AllowList
 
-__all__ = ["Clock", "WallClock", "atomic_write"]
+__all__ = ["AllowList", "Clock", "WallClock", "atomic_write"]

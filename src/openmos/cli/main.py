@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.logging import RichHandler
 
 from openmos import __version__
+from openmos.api.service import DeviceApis
 from openmos.cli import sim as sim_cli
 from openmos.cli import tune as tune_cli
 from openmos.cli.display import agent_panel, pool_panel
@@ -64,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sim-speed", type=float, default=1.0,
                      help="simulated hardware only: simulated seconds per real second (default: %(default)s)")
     run.add_argument("--seed", type=int, default=0, help="simulated hardware only: which unit")
+    _add_api_args(run)
     run.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
     run.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
 
@@ -79,6 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                       "SHA-256d shares on your CPU. Ctrl-C stops cleanly.")
     _add_pool_args(demo, default_port=0, network_difficulty=0.02)
     demo.add_argument("--hardware", default="cpu", help=f"{HARDWARE_HELP} (default: %(default)s)")
+    _add_api_args(demo)
     demo.add_argument("--no-status", action="store_true")
     demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
 
@@ -96,6 +99,43 @@ def _build_parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", help="validate a config file and print it")
     check.add_argument("path", type=Path)
     return parser
+
+
+def _add_api_args(parser: argparse.ArgumentParser) -> None:
+    api = parser.add_argument_group("device APIs (cgminer 4028, REST + web page, Prometheus /metrics)")
+    api.add_argument("--api-port", type=int, default=None, help="cgminer API port (default 4028; 0 = any free)")
+    api.add_argument("--rest-port", type=int, default=None, help="REST/web port (default 8080; 0 = any free)")
+    api.add_argument("--api-host", default=None, help="listen address for both APIs (default 127.0.0.1)")
+    api.add_argument("--api-allow", action="append", default=None, metavar="W:IP/PREFIX",
+                     help="hosts allowed to run privileged cgminer commands (repeatable; no wildcards)")
+    api.add_argument("--auth-file", default=None, help="accounts file for the REST API")
+    api.add_argument("--no-api", action="store_true", help="run without the device APIs")
+
+
+def _with_api_args(config: AgentConfig, args: argparse.Namespace) -> AgentConfig:
+    updates = {k: v for k, v in (("cgminer_port", args.api_port), ("rest_port", args.rest_port),
+                                 ("cgminer_host", args.api_host), ("rest_host", args.api_host),
+                                 ("cgminer_allow", args.api_allow), ("auth_file", args.auth_file)) if v is not None}
+    if args.no_api:
+        updates["enabled"] = False
+    if not updates:
+        return config
+    doc = config.model_dump()
+    doc["api"] = {**doc["api"], **updates}
+    return AgentConfig.from_dict(doc, source="command line")
+
+
+async def _start_apis(agent: MiningAgent, config_path: Path | None) -> DeviceApis | None:
+    if not agent.config.api.enabled:
+        return None
+    apis = DeviceApis(agent, config_path=config_path)
+    try:
+        await apis.start()
+    except OSError as exc:
+        await apis.stop()
+        raise OSError(f"cannot start the device APIs: {exc} (choose other ports with --api-port/--rest-port, "
+                      "or --no-api)") from None
+    return apis
 
 
 def _add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333, network_difficulty: float = 0.1) -> None:
@@ -157,12 +197,16 @@ async def _serve(duration: float, live: Callable[[], Group] | None, show: bool) 
 
 
 async def _run_agent(args: argparse.Namespace) -> int:
-    config = _agent_config(args)
+    config = _with_api_args(_agent_config(args), args)
     agent = MiningAgent(config, create_hardware(config.hardware, seed=args.seed, sim_speed=args.sim_speed))
     await agent.start()
+    apis = None
     try:
+        apis = await _start_apis(agent, args.config)
         await _serve(args.duration, lambda: Group(agent_panel(agent)), not args.no_status)
     finally:
+        if apis is not None:
+            await apis.stop()
         await agent.stop()
     return 0
 
@@ -181,16 +225,20 @@ async def _run_demo(args: argparse.Namespace) -> int:
     pool = LocalPool(_pool_settings(args))
     await pool.start()
     worker = "demo." + args.hardware.replace(":", "-")
-    config = AgentConfig.from_dict({
+    config = _with_api_args(AgentConfig.from_dict({
         "hardware": args.hardware,
         "groups": [{"name": "local", "pools": [{"url": pool.url, "user": worker}]}],
-    })
+    }), args)
     agent = MiningAgent(config, create_hardware(config.hardware))
     await agent.start()
     log.info("demo: mining real SHA-256d shares on the CPU against the local pool at %s. Ctrl-C stops.", pool.url)
+    apis = None
     try:
+        apis = await _start_apis(agent, None)
         await _serve(args.duration, lambda: Group(agent_panel(agent), pool_panel(pool)), not args.no_status)
     finally:
+        if apis is not None:
+            await apis.stop()
         await agent.stop()
         await pool.stop()
     w = pool.workers.get(worker)

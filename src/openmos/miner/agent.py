@@ -99,6 +99,7 @@ class MiningAgent:
         self._work_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sampler: asyncio.Task[None] | None = None
+        self.paused = False
         self.tuner = self._make_tuner(config.performance)
         self._tuner_task: asyncio.Task[None] | None = None
 
@@ -148,9 +149,44 @@ class MiningAgent:
         await self.pools.stop()
         log.info("agent stopped")
 
+    async def pause(self) -> None:
+        """Stop hashing (hardware idles; with a tuner the boards are switched off), keep pool sessions."""
+        self.paused = True
+        self._generation += 1
+        if self.tuner is not None:
+            await self.tuner.sleep()
+        log.info("mining paused")
+
+    async def resume(self) -> None:
+        self.paused = False
+        self._generation += 1
+        if self.tuner is not None:
+            await self.tuner.wake()
+        log.info("mining resumed")
+
+    async def apply_pools(self, config: AgentConfig) -> None:
+        """Switch to the pool groups of a new configuration (the rest of it applies at the next start)."""
+        await self.pools.stop()
+        self.config = config
+        self.pools = PoolManager(config.groups, config.stratum, f"openmos/{__version__}", self._on_job,
+                                 self._on_switch)
+        self._jobs.clear()
+        self._generation += 1
+        self.pools.start()
+        log.info("applied new pool configuration (%d group(s))", len(config.groups))
+
+    async def restart(self) -> None:
+        """Reconnect every pool group (what cgminer's restart does for the pool side)."""
+        await self.pools.stop()
+        self._jobs.clear()
+        self._generation += 1
+        self.pools.start()
+        log.info("pool connections restarted")
+
     async def _sample_loop(self) -> None:
         while True:
-            self.hashrate.add(time.monotonic(), self.hardware.telemetry().hashes)
+            # Hash counters advance in the hardware's time (a simulator may run faster than real time).
+            self.hashrate.add(self.hardware.clock.now(), self.hardware.telemetry().hashes)
             await asyncio.sleep(1.0)
 
     def telemetry(self) -> HardwareTelemetry:
@@ -178,6 +214,8 @@ class MiningAgent:
         return self._generation
 
     def next_work(self) -> WorkItem | None:
+        if self.paused:
+            return None
         group = self.pools.pick_group(lambda g: g.name in self._jobs)
         if group is None:
             return None

@@ -10,6 +10,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from openmos.base.files import atomic_write
+from openmos.base.net import AllowList
 from openmos.stratum.url import PoolUrl
 
 
@@ -84,11 +85,30 @@ class PerformanceConfig(_Model):
         return any(x is not None for x in (self.power_w, self.hashrate_ths, self.profile))
 
 
+class ApiConfig(_Model):
+    """Device APIs. Defaults: everything on localhost, cgminer API read-only, REST writes need a token."""
+
+    cgminer_host: str = "127.0.0.1"
+    cgminer_port: int = Field(default=4028, ge=0, le=65535)
+    cgminer_allow: list[str] = Field(default_factory=list, description="W:ip/prefix entries for privileged commands")
+    rest_host: str = "127.0.0.1"
+    rest_port: int = Field(default=8080, ge=0, le=65535)
+    auth_file: str | None = Field(default=None, description="accounts file (created at owner setup)")
+    enabled: bool = True
+
+    @field_validator("cgminer_allow")
+    @classmethod
+    def _no_wildcards(cls, entries: list[str]) -> list[str]:
+        AllowList.parse(entries)
+        return entries
+
+
 class AgentConfig(_Model):
     hardware: str = Field(default="cpu", description="cpu, cpu:N (N workers) or sim:MODEL")
     groups: list[PoolGroupConfig] = Field(min_length=1)
     stratum: StratumTuning = Field(default_factory=StratumTuning)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:

@@ -50,6 +50,7 @@ class PoolConnection:
     resubmitted: int = 0
     connects: int = 0
     last_error: str = ""
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         self.url = PoolUrl.parse(self.endpoint.url)
@@ -147,8 +148,10 @@ class PoolGroup:
             await self._hold(conn, client)
 
     async def _connect_best(self, limit: int) -> tuple[PoolConnection | None, StratumClient | None]:
-        """Connect to the highest-priority pool among the first ``limit`` that answers."""
+        """Connect to the highest-priority enabled pool among the first ``limit`` that answers."""
         for conn in self.connections[:limit]:
+            if not conn.enabled:
+                continue
             client = await self._connect(conn)
             if client is not None:
                 return conn, client
@@ -182,6 +185,9 @@ class PoolGroup:
             if time.monotonic() - client.last_receive > self.tuning.stall_timeout_s:
                 await client.close(f"pool sent nothing for {self.tuning.stall_timeout_s:.0f} s (stalled)")
                 break
+            if not conn.enabled:
+                await client.close("pool disabled by the operator")
+                break
             if conn.priority > 0 and self._fallback_due():
                 better, better_client = await self._connect_best(conn.priority)
                 if better is not None and better_client is not None:
@@ -196,6 +202,39 @@ class PoolGroup:
             self._on_switch(self)
 
     _last_probe: float = 0.0
+
+    # -- operator changes (cgminer addpool / removepool / enablepool / ... and REST) ------------------
+
+    def _reprioritise(self) -> None:
+        for i, conn in enumerate(self.connections):
+            conn.priority = i
+        self._last_probe = 0.0  # re-evaluate the best pool at the next check
+        self._wake.set()
+
+    def add(self, endpoint: PoolEndpoint) -> PoolConnection:
+        conn = PoolConnection(endpoint, len(self.connections))
+        self.connections.append(conn)
+        self._reprioritise()
+        return conn
+
+    async def remove(self, conn: PoolConnection) -> None:
+        if len(self.connections) == 1:
+            raise ValueError("cannot remove the last pool of a group")
+        self.connections.remove(conn)
+        if conn.client is not None:
+            await conn.client.close("pool removed by the operator")
+        self._reprioritise()
+
+    def set_enabled(self, conn: PoolConnection, enabled: bool) -> None:
+        if not enabled and sum(c.enabled for c in self.connections) == 1 and conn.enabled:
+            raise ValueError("cannot disable the last enabled pool of a group")
+        conn.enabled = enabled
+        self._reprioritise()
+
+    def move_to(self, conn: PoolConnection, position: int) -> None:
+        self.connections.remove(conn)
+        self.connections.insert(max(0, min(position, len(self.connections))), conn)
+        self._reprioritise()
 
     def _fallback_due(self) -> bool:
         now = time.monotonic()
@@ -265,3 +304,12 @@ class PoolManager:
 
     def connections(self) -> list[PoolConnection]:
         return [c for g in self.groups for c in g.connections]
+
+    def locate(self, index: int) -> tuple[PoolGroup, PoolConnection]:
+        """The group and pool at a flat index (cgminer numbers pools across all groups)."""
+        for group in self.groups:
+            for conn in group.connections:
+                if index == 0:
+                    return group, conn
+                index -= 1
+        raise IndexError("no such pool")

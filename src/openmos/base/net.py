@@ -1,0 +1,36 @@
+"""Address allow lists (``W:10.0.0.5/32`` style), shared by config validation and the APIs."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class AllowList:
+    networks: tuple[Network, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: list[str]) -> AllowList:
+        """Parse entries; a wildcard (prefix length 0) is refused: privileged access must be explicit."""
+        nets: list[Network] = []
+        for entry in entries:
+            text = entry.removeprefix("W:").strip()
+            try:
+                net = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"allow entry {entry!r} is not an address or network") from None
+            if net.prefixlen == 0:
+                raise ValueError(f"allow entry {entry!r} would grant every address privileged access; "
+                                 "list the management hosts instead")
+            nets.append(net)
+        return cls(tuple(nets))
+
+    def permits(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)

@@ -1,0 +1,58 @@
+"""A running device for API tests: local pool + agent on a simulated S21 + cgminer and REST APIs, all on
+127.0.0.1 with free ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from openmos.api.service import DeviceApis
+from openmos.hw.sim import SimClock
+from openmos.hw.sim.backend import SimHardware
+from openmos.miner import AgentConfig, MiningAgent
+from openmos.pool import LocalPool
+
+from helpers import easy_pool_settings, wait_for
+
+
+@dataclass
+class Stack:
+    pool: LocalPool
+    agent: MiningAgent
+    apis: DeviceApis
+    hw: SimHardware
+
+    @property
+    def cgminer_port(self) -> int:
+        return self.apis.cgminer.port
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.apis.rest_port}"
+
+
+@asynccontextmanager
+async def running_device(allow: list[str] | None = None, performance: dict[str, Any] | None = None,
+                         auth_file: str | None = None) -> AsyncIterator[Stack]:
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    await pool.start()
+    hw = SimHardware("s21", seed=21, clock=SimClock(speed=30.0), tick_s=0.1)
+    config = AgentConfig.from_dict({
+        "groups": [{"name": "main", "pools": [{"url": pool.url, "user": "api.s21"}]}],
+        "performance": performance or {},
+        "api": {"cgminer_port": 0, "rest_port": 0, "cgminer_allow": allow or [], "auth_file": auth_file},
+    })
+    agent = MiningAgent(config, hw)
+    await agent.start()
+    apis = DeviceApis(agent)
+    await apis.start()
+    try:
+        await wait_for(lambda: agent.pools.groups[0].active is not None, 10, "pool connection")
+        await wait_for(lambda: agent.hashrate.rate(60) > 0, 10, "hashrate samples")
+        yield Stack(pool, agent, apis, hw)
+    finally:
+        await apis.stop()
+        await agent.stop()
+        await pool.stop()

@@ -1,0 +1,144 @@
+"""cgminer API on 4028: real pyasic client, access control, multi-commands, fuzzing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyasic.rpc.cgminer import CGMinerRPCAPI
+
+from api_stack import running_device
+from openmos.api.cgminer import ACCESS_DENIED, BadRequest, CgminerApi, parse_request
+from openmos.api.view import DeviceView
+from openmos.hw.cpu import CpuHardware
+from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner.config import ConfigError
+
+from helpers import wait_for
+
+
+async def raw_request(port: int, payload: bytes, source: str = "127.0.0.1") -> bytes:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(payload)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return data
+
+
+async def test_pyasic_client_reads_the_agent() -> None:
+    async with running_device() as dev:
+        await wait_for(lambda: dev.pool.workers.get("api.s21") is not None and
+                       dev.pool.workers["api.s21"].accepted >= 1, 60, "a share")
+        rpc = CGMinerRPCAPI("127.0.0.1", port=dev.cgminer_port)
+        summary = await rpc.summary()
+        pools = await rpc.pools()
+        stats = await rpc.stats()
+        devs = await rpc.devs()
+        version = await rpc.version()
+        both = await rpc.multicommand("summary", "devs")
+        conn = dev.agent.pools.groups[0].connections[0]
+        s = summary["SUMMARY"][0]
+        assert summary["STATUS"][0]["STATUS"] == "S" and summary["STATUS"][0]["Code"] == 11
+        assert s["Hashrate Source"] == "modelled"
+        assert s["MHS 1m"] * 1e6 == pytest.approx(dev.agent.hashrate.rate(60), rel=0.1)
+        assert 150e6 < s["MHS 1m"] < 260e6  # an S21's worth of modelled hashrate, in MH/s
+        assert 2000 < s["Power"] < 4500
+        p = pools["POOLS"][0]
+        assert (p["URL"], p["User"], p["Stratum Active"]) == (conn.endpoint.url, "api.s21", True)
+        assert p["Accepted"] <= conn.counters.accepted and p["Accepted"] >= 1
+        assert len(devs["DEVS"]) == 3 and devs["DEVS"][0]["Chips"] == 108
+        st_row = stats["STATS"][0]
+        assert st_row["fan_num"] == 4 and st_row["total_rateideal"] > 190_000
+        assert "OpenMOS" in version["VERSION"][0] and "CGMiner" not in json.dumps(version)
+        assert "summary" in both and "devs" in both
+
+
+async def test_privileged_commands_need_the_allow_list() -> None:
+    async with running_device(allow=["W:127.0.0.1/32"]) as dev:
+        denied = json.loads((await raw_request(dev.cgminer_port, b'{"command":"addpool","parameter":'
+                                               b'"stratum+tcp://127.0.0.1:1,x,x"}', source="127.0.0.2"))[:-1])
+        assert denied["STATUS"][0]["STATUS"] == "E" and denied["STATUS"][0]["Code"] == ACCESS_DENIED
+        assert len(dev.agent.pools.connections()) == 1
+        # Read-only commands still work from there.
+        ok = json.loads((await raw_request(dev.cgminer_port, b"summary", source="127.0.0.2"))[:-1])
+        assert ok["STATUS"][0]["STATUS"] == "S"
+        added = json.loads((await raw_request(dev.cgminer_port, b"addpool|stratum+tcp://127.0.0.1:9,me.b,x"))[:-1])
+        assert added["STATUS"][0]["STATUS"] == "S", added
+        assert [c.endpoint.user for c in dev.agent.pools.connections()] == ["api.s21", "me.b"]
+        bad = json.loads((await raw_request(dev.cgminer_port, b"addpool|ftp://x:1,me,x"))[:-1])
+        assert bad["STATUS"][0]["STATUS"] == "E" and "invalid pool" in bad["STATUS"][0]["Msg"]
+        removed = json.loads((await raw_request(dev.cgminer_port, b"removepool|1"))[:-1])
+        assert removed["STATUS"][0]["STATUS"] == "S"
+        last = json.loads((await raw_request(dev.cgminer_port, b"removepool|0"))[:-1])
+        assert last["STATUS"][0]["STATUS"] == "E"  # never remove the last pool
+        paused = json.loads((await raw_request(dev.cgminer_port, b'{"command":"pause"}'))[:-1])
+        assert paused["STATUS"][0]["STATUS"] == "S" and dev.agent.paused
+        await raw_request(dev.cgminer_port, b'{"command":"resume"}')
+        assert not dev.agent.paused
+
+
+async def test_default_is_read_only_even_for_localhost() -> None:
+    async with running_device() as dev:
+        reply = json.loads((await raw_request(dev.cgminer_port, b"pause"))[:-1])
+        assert reply["STATUS"][0]["Code"] == ACCESS_DENIED and not dev.agent.paused
+
+
+async def test_ascset_power_reaches_the_tuner() -> None:
+    async with running_device(allow=["127.0.0.1"], performance={"profile": "eco"}) as dev:
+        reply = json.loads((await raw_request(dev.cgminer_port, b"ascset|0,power,3000"))[:-1])
+        assert reply["STATUS"][0]["STATUS"] == "S", reply
+        assert dev.agent.tuner is not None and dev.agent.tuner.base_target.value == 3000
+        status = json.loads((await raw_request(dev.cgminer_port, b"tunerstatus"))[:-1])
+        assert status["TUNERSTATUS"][0]["Target"] == "3,000 W"
+
+
+async def test_garbage_gets_an_error_status_and_a_nul() -> None:
+    async with running_device() as dev:
+        for payload in (b"\xff\xfe{{{", b'{"command": 5}', b"nosuchcommand", b"summary+pause", b"x" * 20000):
+            raw = await raw_request(dev.cgminer_port, payload)
+            assert raw.endswith(b"\x00")
+            reply = json.loads(raw[:-1])
+            assert reply["STATUS"][0]["STATUS"] == "E"
+
+
+def test_wildcard_allow_refused_at_config_load() -> None:
+    base = {"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "x"}]}]}
+    for bad in (["W:0.0.0.0/0"], ["::/0"], ["not-an-ip"]):
+        with pytest.raises(ConfigError, match="api.cgminer_allow"):
+            AgentConfig.from_dict({**base, "api": {"cgminer_allow": bad}})
+
+
+_idle_agent = MiningAgent(AgentConfig.from_dict(
+    {"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "x"}]}]}), CpuHardware())
+_api = CgminerApi(DeviceView(_idle_agent))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200),
+                 st.text(max_size=100).map(str.encode),
+                 st.builds(lambda c, p: json.dumps({"command": c, "parameter": p}).encode(),
+                           st.sampled_from(["summary", "pools", "devs", "stats", "version", "check", "addpool",
+                                            "ascset", "x+y", "", "summary+devs"]),
+                           st.one_of(st.none(), st.text(max_size=30), st.integers())),))
+def test_fuzz_always_a_status_reply(payload: bytes) -> None:
+    try:
+        parse_request(payload)
+    except BadRequest:
+        pass
+    reply = asyncio.run(_api.respond(payload, "203.0.113.9"))
+    json.dumps(reply)
+    if "STATUS" in reply:
+        assert reply["STATUS"][0]["STATUS"] in ("S", "E")
+    else:  # multi-command: one STATUS per part
+        parts = [v for k, v in reply.items() if k != "id"]
+        assert parts and all(part[0]["STATUS"][0]["STATUS"] in ("S", "E") for part in parts)
