@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint  ## ruff + mypy + pytest
+browser:  ## Debian chromium for the web page tests (installed when missing and root)
+	scripts/ensure-chromium.sh
+
+test: lint browser  ## ruff + mypy + pytest
 	$(BIN)/pytest -q
 
 bench: $(STAMP)  ## every benchmark under benchmarks/

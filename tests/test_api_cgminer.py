@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyasic.rpc.cgminer import CGMinerRPCAPI
 
-from api_stack import running_device
 from openmos.api.cgminer import ACCESS_DENIED, BadRequest, CgminerApi, parse_request
 from openmos.api.view import DeviceView
 from openmos.hw.cpu import CpuHardware
 from openmos.miner import AgentConfig, MiningAgent
 from openmos.miner.config import ConfigError
 
+from api_stack import running_device
 from helpers import wait_for
 
 

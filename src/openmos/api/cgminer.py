@@ -22,7 +22,7 @@ from typing import Any
 from openmos import __version__
 from openmos.api.view import DeviceView
 from openmos.base.net import AllowList
-from openmos.miner.config import PoolEndpoint
+from openmos.miner.config import ConfigError, PoolEndpoint
 from openmos.tuning import PerformanceTarget
 
 log = logging.getLogger(__name__)
@@ -311,9 +311,9 @@ class CgminerApi:
         if len(parts) < 2:
             raise BadRequest(MISSING_PARAMETER, "addpool needs url,user[,password]")
         try:
-            endpoint = PoolEndpoint(url=parts[0], user=parts[1], password=parts[2] if len(parts) > 2 else "x")
-        except ValueError as exc:
-            raise BadRequest(INVALID_PARAMETER, f"invalid pool: {str(exc).splitlines()[-1]}") from None
+            endpoint = PoolEndpoint.checked(parts[0], parts[1], parts[2] if len(parts) > 2 else "x")
+        except ConfigError as exc:
+            raise BadRequest(INVALID_PARAMETER, f"invalid pool: {exc}") from None
         self.view.agent.pools.groups[0].add(endpoint)
         return self._ok("addpool", f"Added pool '{endpoint.url}'")
 

@@ -85,6 +85,32 @@ class LogBuffer(logging.Handler):
                            "message": record.getMessage()})
 
 
+def session(request: Request, authorization: Annotated[str | None, Header()] = None) -> Session:
+    """The caller's session from a bearer token (401 without one, 403 before the owner exists)."""
+    auth: AuthStore = request.app.state.auth
+    if not auth.has_owner:
+        raise HTTPException(403, "no owner account yet: create one with POST /api/v1/auth/setup")
+    token = authorization.removeprefix("Bearer ").strip() if authorization else None
+    try:
+        return auth.check(token)
+    except AuthError as exc:
+        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+def operator(s: Annotated[Session, Depends(session)], request: Request) -> Session:
+    """A session allowed to change the device; every such call goes to the audit log."""
+    if not s.role.allows(Role.OPERATOR):
+        raise HTTPException(403, f"role {s.role.value} may not change the device")
+    request.app.state.audit.append({"time": time.time(), "user": s.user, "method": request.method,
+                                    "path": request.url.path})
+    log.info("audit: %s %s by %s", request.method, request.url.path, s.user)
+    return s
+
+
+Operator = Annotated[Session, Depends(operator)]
+AnySession = Annotated[Session, Depends(session)]
+
+
 def create_app(view: DeviceView, auth: AuthStore, *, config_path: Path | None = None,
                logs: LogBuffer | None = None) -> FastAPI:
     app = FastAPI(title="OpenMOS device API", version=__version__,
@@ -92,25 +118,10 @@ def create_app(view: DeviceView, auth: AuthStore, *, config_path: Path | None = 
                               "Reads are open; writes need a bearer token (POST /api/v1/auth/login).")
     agent = view.agent
     audit: deque[dict[str, Any]] = deque(maxlen=1000)
+    app.state.auth = auth
+    app.state.audit = audit
     registry = registry_for(view)
 
-    def session(authorization: Annotated[str | None, Header()] = None) -> Session:
-        if not auth.has_owner:
-            raise HTTPException(403, "no owner account yet: create one with POST /api/v1/auth/setup")
-        token = authorization.removeprefix("Bearer ").strip() if authorization else None
-        try:
-            return auth.check(token)
-        except AuthError as exc:
-            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
-
-    def operator(s: Annotated[Session, Depends(session)], request: Request) -> Session:
-        if not s.role.allows(Role.OPERATOR):
-            raise HTTPException(403, f"role {s.role.value} may not change the device")
-        audit.append({"time": time.time(), "user": s.user, "method": request.method, "path": request.url.path})
-        log.info("audit: %s %s by %s", request.method, request.url.path, s.user)
-        return s
-
-    Operator = Annotated[Session, Depends(operator)]
 
     # -- auth -----------------------------------------------------------------------------------------
 
@@ -195,7 +206,7 @@ def create_app(view: DeviceView, auth: AuthStore, *, config_path: Path | None = 
         return list(logs.lines)[-limit:] if logs else []
 
     @app.get("/api/v1/audit", tags=["logs"])
-    async def get_audit(_: Annotated[Session, Depends(session)]) -> list[dict[str, Any]]:
+    async def get_audit(_: AnySession) -> list[dict[str, Any]]:
         return list(audit)
 
     @app.get("/api/v1/config", tags=["config"])
@@ -224,9 +235,9 @@ def create_app(view: DeviceView, auth: AuthStore, *, config_path: Path | None = 
     @app.post("/api/v1/pools", status_code=201, tags=["pools"])
     async def add_pool(body: NewPool, _: Operator) -> dict[str, Any]:
         try:
-            endpoint = PoolEndpoint(url=body.url, user=body.user, password=body.password)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc).splitlines()[-1].strip()) from None
+            endpoint = PoolEndpoint.checked(body.url, body.user, body.password)
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
         if body.group >= len(agent.pools.groups):
             raise HTTPException(404, f"no pool group {body.group}")
         conn = agent.pools.groups[body.group].add(endpoint)

@@ -6,7 +6,7 @@ another firmware) is used directly::
     miner = OpenMOSMiner("10.0.0.5")            # cgminer API on 4028
     data = await miner.get_data()               # hashrate, wattage, boards, fans, pools ...
     await miner.set_power_limit(3000)           # needs this host in the device's API allow list
-    await miner.send_pools([("stratum+tcp://pool:3333", "me.rig")])
+    await miner.send_pools([("stratum+tcp://pool.example:3333", "me.rig")])
     await miner.reboot()                        # restarts the pool side of the agent
 
 Everything goes through the device's cgminer-compatible API.

@@ -22,11 +22,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def describe(exc: ValidationError) -> str:
+    """One line per problem: 'field: message'."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
+
+
 class PoolEndpoint(_Model):
     url: str = Field(description="stratum+tcp://host:port or stratum+ssl://host:port")
     user: str = Field(min_length=1, max_length=256, description="worker name, usually wallet.worker")
     password: str = Field(default="x", max_length=256)
     tls_ca_file: str | None = Field(default=None, description="PEM CA bundle for stratum+ssl (default: system)")
+
+    @classmethod
+    def checked(cls, url: str, user: str, password: str = "x") -> PoolEndpoint:
+        """Build from untrusted input; ConfigError says what is wrong."""
+        try:
+            return cls(url=url, user=user, password=password)
+        except ValidationError as exc:
+            raise ConfigError(describe(exc)) from None
 
     @field_validator("url")
     @classmethod
@@ -125,10 +138,7 @@ class AgentConfig(_Model):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-            )
-            raise ConfigError(f"{source}: {problems}") from None
+            raise ConfigError(f"{source}: {describe(exc)}") from None
 
     def save(self, path: Path) -> None:
         atomic_write(path, tomli_w.dumps(self.model_dump(mode="json", exclude_none=True)).encode())
