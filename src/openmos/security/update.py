@@ -1,0 +1,191 @@
+"""Device side of signed updates: verify with python-tuf, install into the inactive A/B slot, boot it on
+trial, keep it only if the health check passes, otherwise revert.
+
+What is refused (each raises :class:`UpdateRejected` saying why): metadata not signed by the keys the
+trusted root names (or below threshold), expired metadata (a frozen mirror), metadata older than what the
+device already trusts (rollback), snapshot/targets that do not belong together (mix-and-match), a bundle
+whose hash or length differs, a bundle that is not (or no longer) listed, a version not newer than the
+installed one, and archive entries that would land outside the slot (path traversal, links, devices).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from tuf.api.exceptions import DownloadError, DownloadHTTPError, RepositoryError
+from tuf.ngclient.fetcher import FetcherInterface
+from tuf.ngclient.updater import Updater
+
+from openmos.base.files import atomic_write
+
+
+class UpdateRejected(Exception):
+    pass
+
+
+class FileFetcher(FetcherInterface):
+    """Serves ``file://`` URLs (a mounted release directory, USB stick, or a test fixture)."""
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        path = Path(unquote(urlparse(url).path))
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DownloadHTTPError(f"{url} not found", 404) from None  # "no newer root" is a 404
+        yield data
+
+
+@dataclass
+class SlotState:
+    active: str = "a"
+    trial: str | None = None
+    attempts: int = 0
+    installed: dict[str, dict[str, str]] = field(default_factory=dict)  # slot -> {target, version}
+    history: list[str] = field(default_factory=list)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version.split("."))
+    except ValueError:
+        raise UpdateRejected(f"bundle version {version!r} is not dotted numbers") from None
+
+
+class SlotInstaller:
+    """Two slots (a/b) under ``root``; a state file says which is active and which is on trial."""
+
+    def __init__(self, root: Path, max_attempts: int = 2) -> None:
+        self.root = root
+        self.max_attempts = max_attempts
+        self.state_path = root / "slots.json"
+        self.state = SlotState(**json.loads(self.state_path.read_text())) if self.state_path.exists() \
+            else SlotState()
+
+    def _save(self) -> None:
+        atomic_write(self.state_path, json.dumps(asdict(self.state), indent=1).encode())
+
+    @property
+    def inactive(self) -> str:
+        return "b" if self.state.active == "a" else "a"
+
+    def slot_dir(self, slot: str) -> Path:
+        return self.root / "slots" / slot
+
+    def installed_version(self) -> str | None:
+        return self.state.installed.get(self.state.active, {}).get("version")
+
+    def install(self, bundle: Path, target: str, version: str) -> str:
+        """Unpack into the inactive slot and mark it for a trial boot."""
+        current = self.installed_version()
+        if current is not None and _version_key(version) <= _version_key(current):
+            raise UpdateRejected(f"version {version} is not newer than installed {current} (downgrade refused)")
+        slot = self.inactive
+        dest = self.slot_dir(slot)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{slot}-", dir=self.root))
+        try:
+            safe_extract(bundle, staging)
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.state.installed[slot] = {"target": target, "version": version}
+        self.state.trial, self.state.attempts = slot, 0
+        self.state.history.append(f"installed {target} {version} into slot {slot} (trial)")
+        self._save()
+        return slot
+
+    def boot_slot(self) -> str:
+        """The slot to boot now. A trial slot gets ``max_attempts`` boots to confirm itself."""
+        if self.state.trial is None:
+            return self.state.active
+        self.state.attempts += 1
+        if self.state.attempts > self.max_attempts:
+            self.state.history.append(f"slot {self.state.trial} never confirmed healthy: reverted")
+            self.state.trial = None
+            self._save()
+            return self.state.active
+        self._save()
+        return self.state.trial
+
+    def confirm(self, healthy: bool) -> str:
+        """After booting the trial slot: keep it when healthy, revert otherwise. Returns the active slot."""
+        if self.state.trial is None:
+            return self.state.active
+        if healthy:
+            self.state.history.append(f"slot {self.state.trial} healthy: now active")
+            self.state.active = self.state.trial
+        else:
+            self.state.history.append(f"slot {self.state.trial} failed its health check: reverted")
+        self.state.trial = None
+        self._save()
+        return self.state.active
+
+
+def safe_extract(bundle: Path, dest: Path) -> None:
+    """Extract a .tar.gz refusing anything that could escape ``dest`` or is not a plain file/dir."""
+    with tarfile.open(bundle, "r:*") as tar:
+        for member in tar.getmembers():
+            name = member.name
+            target = (dest / name).resolve()
+            if name.startswith("/") or ".." in Path(name).parts or not target.is_relative_to(dest.resolve()):
+                raise UpdateRejected(f"bundle entry {name!r} would be written outside the slot")
+            if not (member.isfile() or member.isdir()):
+                raise UpdateRejected(f"bundle entry {name!r} is a link or device; refused")
+        tar.extractall(dest, filter="data")
+
+
+class DeviceUpdater:
+    """Check, verify and install updates from a TUF repository for this device."""
+
+    def __init__(self, state_dir: Path, repo_url: str, trusted_root: bytes, slots: SlotInstaller,
+                 fetcher: FetcherInterface | None = None) -> None:
+        self.meta_dir = state_dir / "tuf"
+        self.download_dir = state_dir / "downloads"
+        self.meta_dir.mkdir(parents=True, exist_ok=True)
+        self.download_dir.mkdir(parents=True, exist_ok=True)
+        self.repo_url = repo_url.rstrip("/")
+        # The root the device ships with is the trust anchor; once a newer root is verified it replaces it
+        # (only through the chain of signed roots, never from a bundle).
+        bootstrap = (self.meta_dir / "root.json").read_bytes() if (self.meta_dir / "root.json").exists() \
+            else trusted_root
+        self._updater = Updater(str(self.meta_dir), f"{self.repo_url}/metadata/", str(self.download_dir),
+                                f"{self.repo_url}/targets/", fetcher=fetcher or FileFetcher(),
+                                bootstrap=bootstrap)
+        self.slots = slots
+
+    def refresh(self) -> None:
+        try:
+            self._updater.refresh()
+        except (RepositoryError, DownloadError) as exc:
+            raise UpdateRejected(f"update metadata refused: {type(exc).__name__}: {exc}") from None
+
+    def install(self, target: str, health_check: Callable[[Path], bool]) -> str:
+        """Verify and install ``target``, trial-boot it and keep it only if ``health_check(slot_dir)`` passes."""
+        self.refresh()
+        info = self._updater.get_targetinfo(target)
+        if info is None:
+            raise UpdateRejected(f"{target!r} is not a signed, current release (unknown or revoked)")
+        custom = info.unrecognized_fields.get("custom", {})
+        version = str(custom.get("version", "0"))
+        try:
+            path = Path(self._updater.download_target(info))
+        except (RepositoryError, DownloadError) as exc:
+            raise UpdateRejected(f"bundle {target!r} failed verification: {type(exc).__name__}: {exc}") from None
+        self.slots.install(path, target, version)
+        slot = self.slots.boot_slot()
+        ok = False
+        try:
+            ok = bool(health_check(self.slots.slot_dir(slot)))
+        except Exception:  # a crashing health check is a failed one
+            ok = False
+        return self.slots.confirm(ok)
