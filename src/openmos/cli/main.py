@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 
 from openmos import __version__
 from openmos.api.service import DeviceApis
+from openmos.cli import security as security_cli
 from openmos.cli import sim as sim_cli
 from openmos.cli import tune as tune_cli
 from openmos.cli.display import agent_panel, pool_panel
@@ -25,6 +26,8 @@ from openmos.miner.agent import MiningAgent
 from openmos.miner.config import AgentConfig, ConfigError, PoolEndpoint, PoolGroupConfig
 from openmos.pool.server import LocalPool, PoolSettings
 from openmos.pool.vardiff import VardiffSettings
+from openmos.security.signing import SignatureError
+from openmos.security.update import UpdateRejected
 
 log = logging.getLogger("openmos")
 
@@ -37,6 +40,8 @@ examples:
   mos run --hardware sim:s21 --pool stratum+tcp://127.0.0.1:3333   a simulated S21 (modelled figures)
   mos sim report s21                         simulator calibration vs nameplate, PNG of J/TH vs power
   mos tune s21 --profile eco                 autotune a simulated S21 to 70 % power (simulated time)
+  mos scan --root / --baseline base.json --pubkey pub.pem   integrity and malware scan
+  mos release sign bundle.tar.gz --version 0.2.0 --repo r --keys k   publish a signed update
   mos config init agent.toml --pool stratum+tcp://pool.example:3333 --user me.rig1
 """
 
@@ -87,6 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sim_cli.add_parser(sub)
     tune_cli.add_parser(sub)
+    security_cli.add_parsers(sub)
 
     cfg = sub.add_parser("config", help="create or check an agent config file")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -272,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             return sim_cli.run(args)
         if args.command == "tune":
             return tune_cli.run(args)
+        if args.command in ("scan", "keygen", "release", "update"):
+            return security_cli.run(args)
         return asyncio.run(commands[args.command](args))
     except ConfigError as exc:
         print(f"mos: configuration error: {exc}", file=sys.stderr)
@@ -279,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"mos: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, UpdateRejected, SignatureError) as exc:
         print(f"mos: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
