@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test lint bench clean browser supply-chain
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,16 @@ demo: $(STAMP)  ## built-in local pool + CPU-backend agent, live status (Ctrl-C 
 	$(BIN)/mos demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy
 
 browser:  ## Debian chromium for the web page tests (installed when missing and root)
 	scripts/ensure-chromium.sh
 
-test: lint browser  ## ruff + mypy + pytest
+supply-chain: $(STAMP)  ## secrets, hard-coded wallets/pools, undeclared endpoints, pip-audit, SBOM
+	$(BIN)/python scripts/supply_chain.py
+
+test: lint browser supply-chain  ## ruff + mypy + supply-chain checks + pytest
 	$(BIN)/pytest -q
 
 bench: $(STAMP)  ## every benchmark under benchmarks/

@@ -182,3 +182,38 @@ def test_honest_pool_raises_no_alert(seed: int) -> None:
     device, shares = simulate_day(seed=seed)
     result = reconcile(device, shares, 65536.0)
     assert not result.alert, result.reason
+
+
+async def test_agent_scans_on_schedule_and_restores_pools(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    """The agent runs the scanner and the desired-pool check itself; REST shows the result."""
+    import httpx
+
+    from openmos.api.auth import AuthStore
+    from openmos.api.rest import create_app
+    from openmos.api.view import DeviceView
+    from openmos.hw.cpu import CpuHardware
+    from openmos.miner import AgentConfig, MiningAgent
+
+    root = clean_tree(tmp_path / "fs")
+    (tmp_path / "base.json").write_text(json.dumps(sign_document(build_baseline(root), keys[0])))
+    (tmp_path / "k.pub").write_bytes(keys[1])
+    infect(root)
+    config_path = tmp_path / "agent.toml"
+    good = {"groups": [{"name": "main", "quota": 1, "pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "me"}]}]}
+    hijacked = {"groups": [{"name": "main", "quota": 1,
+                            "pools": [{"url": "stratum+tcp://127.0.0.2:1", "user": "thief"}]}]}
+    config_path.write_text(tomli_w.dumps(hijacked))
+    (tmp_path / "desired.json").write_text(json.dumps(sign_document(good, keys[0])))
+    config = AgentConfig.from_dict({**hijacked, "security": {
+        "scan_root": str(root), "baseline": str(tmp_path / "base.json"), "pubkey": str(tmp_path / "k.pub"),
+        "declared_endpoints": ["10.0.0.5:3333"], "desired_pools": str(tmp_path / "desired.json"),
+        "config_path": str(config_path)}})
+    agent = MiningAgent(config, CpuHardware())
+    report = await agent.run_security_checks()
+    assert report is not None and report.worst() == "critical"
+    assert [c.endpoint.user for c in agent.pools.connections()] == ["me"]
+    await agent.pools.stop()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(DeviceView(agent), AuthStore(None))),
+                                 base_url="http://d") as client:
+        doc = (await client.get("/api/v1/security")).json()
+    assert doc["last_scan"]["worst"] == "critical" and doc["events"]

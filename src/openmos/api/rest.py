@@ -320,6 +320,25 @@ def create_app(view: DeviceView, auth: AuthStore, *, config_path: Path | None = 
             await agent.apply_pools(config)
         return {"saved": str(config_path), "applied": mode == "save_and_apply"}
 
+    def scan_doc() -> dict[str, Any]:
+        report = agent.last_scan
+        return {"configured": bool(agent.config.security.scan_root),
+                "last_scan": None if report is None else {
+                    "root": report.root, "started": report.started, "files_hashed": report.files_hashed,
+                    "worst": report.worst(), "findings": [asdict(f) for f in report.findings]},
+                "events": list(agent.security_events)}
+
+    @app.get("/api/v1/security", tags=["security"])
+    async def security() -> dict[str, Any]:
+        return scan_doc()
+
+    @app.post("/api/v1/security/scan", tags=["security"])
+    async def security_scan(_: Operator) -> dict[str, Any]:
+        if not agent.config.security.scan_root and not agent.config.security.desired_pools:
+            raise HTTPException(409, "no scan configured (security.scan_root / security.desired_pools)")
+        await agent.run_security_checks()
+        return scan_doc()
+
     # -- web page -------------------------------------------------------------------------------------
 
     web = resources.files("openmos.api").joinpath("web")

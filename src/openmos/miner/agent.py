@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -24,6 +25,8 @@ from openmos.miner.config import AgentConfig, PerformanceConfig
 from openmos.miner.pool_manager import PoolConnection, PoolGroup, PoolManager
 from openmos.miner.stats import HashrateMeter
 from openmos.miner.validation import InvalidNonce, WorkValidator
+from openmos.security.pools import enforce_pools
+from openmos.security.scanner import Scanner, ScanReport
 from openmos.stratum.client import StratumClient, SubmitResult
 from openmos.stratum.job import Share, StratumJob
 from openmos.tuning import (
@@ -100,6 +103,9 @@ class MiningAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sampler: asyncio.Task[None] | None = None
         self.paused = False
+        self.last_scan: ScanReport | None = None
+        self.security_events: deque[str] = deque(maxlen=200)
+        self._security_task: asyncio.Task[None] | None = None
         self.tuner = self._make_tuner(config.performance)
         self._tuner_task: asyncio.Task[None] | None = None
 
@@ -131,9 +137,15 @@ class MiningAgent:
         self._sampler = asyncio.create_task(self._sample_loop(), name="agent-sampler")
         if self.tuner is not None:
             self._tuner_task = asyncio.create_task(self.tuner.run(), name="autotuner")
+        if self.config.security.scan_root or self.config.security.desired_pools:
+            self._security_task = asyncio.create_task(self._security_loop(), name="security-scan")
         log.info("agent started on %s with %d pool group(s)", self.hardware.model, len(self.pools.groups))
 
     async def stop(self) -> None:
+        if self._security_task is not None:
+            self._security_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._security_task
         if self._tuner_task is not None and self.tuner is not None:
             self.tuner.stop()
             self._tuner_task.cancel()
@@ -148,6 +160,39 @@ class MiningAgent:
             await asyncio.wait(self._tasks, timeout=5)
         await self.pools.stop()
         log.info("agent stopped")
+
+    async def run_security_checks(self) -> ScanReport | None:
+        """One scheduled pass: restore tampered pool settings, then scan the filesystem (in a thread)."""
+        sec = self.config.security
+        if sec.desired_pools and sec.config_path and sec.pubkey:
+            envelope = json.loads(Path(sec.desired_pools).read_text())
+            restored = enforce_pools(Path(sec.config_path), envelope, Path(sec.pubkey).read_bytes())
+            if restored:
+                self.security_events.append(restored)
+                await self.apply_pools(AgentConfig.load(Path(sec.config_path)))
+        if not sec.scan_root:
+            return None
+        root = Path(sec.scan_root)
+        if sec.baseline and sec.pubkey:
+            scanner = Scanner.with_signed_baseline(root, json.loads(Path(sec.baseline).read_text()),
+                                                   Path(sec.pubkey).read_bytes(), set(sec.declared_endpoints))
+        else:
+            scanner = Scanner(root, None, set(sec.declared_endpoints))
+        report = await asyncio.to_thread(scanner.scan)
+        self.last_scan = report
+        for f in report.findings:
+            if f.severity in ("high", "critical"):
+                log.warning("security scan: %s %s at %s: %s", f.severity.upper(), f.check, f.path, f.detail)
+        return report
+
+    async def _security_loop(self) -> None:
+        while True:
+            try:
+                await self.run_security_checks()
+            except (OSError, ValueError) as exc:  # a broken baseline must not stop mining; say so loudly
+                log.error("security check failed: %s", exc)
+                self.security_events.append(f"check failed: {exc}")
+            await asyncio.sleep(self.config.security.interval_s)
 
     async def pause(self) -> None:
         """Stop hashing (hardware idles; with a tuner the boards are switched off), keep pool sessions."""

@@ -116,12 +116,25 @@ class ApiConfig(_Model):
         return entries
 
 
+class SecurityConfig(_Model):
+    """Scheduled integrity scan and signed desired pool state (see ``mos scan`` / ``mos keygen``)."""
+
+    scan_root: str | None = Field(default=None, description="filesystem root to scan on a schedule (e.g. /)")
+    baseline: str | None = Field(default=None, description="signed baseline JSON")
+    pubkey: str | None = Field(default=None, description="public key for the baseline and desired pools")
+    declared_endpoints: list[str] = Field(default_factory=list, description="ip[:port] the device may talk to")
+    interval_s: float = Field(default=3600.0, ge=10, le=7 * 86400)
+    desired_pools: str | None = Field(default=None, description="signed desired pool state JSON")
+    config_path: str | None = Field(default=None, description="this agent's config file, restored on tamper")
+
+
 class AgentConfig(_Model):
     hardware: str = Field(default="cpu", description="cpu, cpu:N (N workers) or sim:MODEL")
     groups: list[PoolGroupConfig] = Field(min_length=1)
     stratum: StratumTuning = Field(default_factory=StratumTuning)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:

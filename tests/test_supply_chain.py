@@ -1,0 +1,38 @@
+"""The supply-chain check itself catches what it is meant to catch."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+spec = importlib.util.spec_from_file_location("supply_chain", ROOT / "scripts" / "supply_chain.py")
+assert spec is not None and spec.loader is not None
+supply_chain = importlib.util.module_from_spec(spec)
+sys.modules["supply_chain"] = supply_chain
+spec.loader.exec_module(supply_chain)
+
+
+def test_base58_checksum_separates_addresses_from_words() -> None:
+    assert supply_chain.is_base58_address("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa")  # the genesis coinbase address
+    assert not supply_chain.is_base58_address("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb")
+    assert supply_chain.BECH32.search("send to bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq now")
+
+
+def test_repository_is_clean() -> None:
+    assert supply_chain.scan_sources() == []
+
+
+def test_planted_wallet_pool_and_endpoint_are_found(tmp_path: Path, monkeypatch: object) -> None:
+    bad = ROOT / "src" / "openmos" / "_planted_for_test.py"
+    bad.write_text('FEE = "stratum+tcp://fee.evilpool.com:3333"\nWALLET = "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa"\n'
+                   'PHONE_HOME = "https://auth.minerlink.com/check"\n')
+    try:
+        original = supply_chain.tracked_files
+        supply_chain.tracked_files = lambda: [*original(), bad]
+        found = " ".join(supply_chain.scan_sources())
+    finally:
+        supply_chain.tracked_files = original
+        bad.unlink()
+    assert "hard-coded pool" in found and "base58 address" in found and "auth.minerlink.com" in found
