@@ -1,0 +1,87 @@
+"""OpenADR 2.0b demand response: a VEN (openleadr client) that curtails the site on events and reports load.
+
+Signal mapping: SIMPLE level 0/1/2/3 (normal / moderate / high / emergency) -> run at 100/75/50/0 % of the
+site; LOAD_DISPATCH -> run at that many kW. The VEN opts in unless the operator's policy says otherwise
+(e.g. refuse moderate events while hashprice is high), and reports measured site power every interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from openleadr import OpenADRClient
+
+from openmos.energy.site import PowerMeter, Site
+
+log = logging.getLogger(__name__)
+
+SIMPLE_LEVELS = {0: 1.0, 1: 0.75, 2: 0.5, 3: 0.0}
+
+
+class DemandResponseVen:
+    def __init__(self, site: Site, meter: PowerMeter, vtn_url: str, ven_name: str = "openmos-site",
+                 opt_in: Callable[[dict[str, Any]], bool] | None = None, report_interval_s: float = 10.0) -> None:
+        self.site = site
+        self.meter = meter
+        self.opt_in = opt_in or (lambda event: True)
+        self.events: list[dict[str, Any]] = []
+        self.last_load_w: float | None = None
+        self._restore: asyncio.TimerHandle | None = None
+        self.client = OpenADRClient(ven_name=ven_name, vtn_url=vtn_url)
+        self.client.add_handler("on_event", self._on_event)
+        self.client.add_report(callback=self._measured_load, resource_id="site", measurement="real_power",
+                               sampling_rate=timedelta(seconds=report_interval_s), unit="W",
+                               report_duration=timedelta(hours=1))
+
+    async def start(self) -> None:
+        await self.client.run()
+
+    async def stop(self) -> None:
+        await self.client.stop()
+
+    async def _measured_load(self) -> float:
+        self.last_load_w = await self.meter.read_power_w()
+        return self.last_load_w
+
+    def fraction_for(self, event: dict[str, Any]) -> float | None:
+        for signal in event.get("event_signals", []):
+            name = str(signal.get("signal_name", "")).upper()
+            intervals = signal.get("intervals") or [{}]
+            payload = intervals[0].get("signal_payload")
+            if payload is None:
+                continue
+            if name == "SIMPLE":
+                return SIMPLE_LEVELS.get(int(payload), 0.0)
+            if name == "LOAD_DISPATCH" and self.site.nameplate_w:
+                return min(1.0, max(0.0, float(payload) * 1000.0 / self.site.nameplate_w))
+        return None
+
+    async def _on_event(self, event: dict[str, Any]) -> str:
+        self.events.append(event)
+        fraction = self.fraction_for(event)
+        if fraction is None:
+            log.warning("OpenADR event %s has no signal we act on; opting out", event.get("event_descriptor"))
+            return "optOut"
+        if not self.opt_in(event):
+            log.info("OpenADR event opted out by policy")
+            return "optOut"
+        period = event.get("active_period", {})
+        start = period.get("dtstart") or datetime.now(UTC)
+        duration = period.get("duration") or timedelta(hours=1)
+        delay = max(0.0, (start - datetime.now(UTC)).total_seconds())
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: loop.create_task(self._apply(fraction)))
+        if self._restore is not None:
+            self._restore.cancel()
+        self._restore = loop.call_later(delay + duration.total_seconds(),
+                                        lambda: loop.create_task(self._apply(1.0)))
+        log.info("OpenADR event: site to %.0f %% in %.0f s for %s", fraction * 100, delay, duration)
+        return "optIn"
+
+    async def _apply(self, fraction: float) -> None:
+        result = await self.site.set_fraction(fraction)
+        log.info("demand response: site at %.0f %% (%d devices acknowledged)", fraction * 100, result.acknowledged)

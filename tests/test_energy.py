@@ -1,0 +1,214 @@
+"""Energy: economics, optimiser, Modbus meter cap loop with failure fallback, OpenADR demand response."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from openleadr import OpenADRServer
+
+from openmos.energy.control import ControlChannelDevice
+from openmos.energy.demand import DemandResponseVen
+from openmos.energy.economics import (
+    FixedPrice,
+    PriceFeed,
+    TimeOfUse,
+    break_even_usd_per_kwh,
+    hashprice_usd_per_ph_day,
+    revenue_usd_per_th_hour,
+)
+from openmos.energy.modbus import ModbusPowerMeter
+from openmos.energy.optimizer import DispatchRules, FleetCurves, FleetState, dispatch
+from openmos.energy.simulate import hindsight_optimum, run_policy
+from openmos.energy.site import CapController, Site
+from openmos.energy.traces import synthetic_market
+from openmos.hw.sim.sitesim import SimulatedSite
+
+from helpers import wait_for
+
+
+def test_hashprice_and_break_even_match_the_reference_figures() -> None:
+    # 2025-26 scale: ~$45/PH/day at $100k BTC, 0.02 BTC fees, difficulty 1.3e14.
+    hp = hashprice_usd_per_ph_day(100_000, 1.3e14, fees_btc_per_block=0.02)
+    assert 45 < hp < 55
+    for jth, expected in ((13.5, 0.123), (17.5, 0.095), (21.5, 0.078), (29.5, 0.057)):
+        assert break_even_usd_per_kwh(40.0, jth) == pytest.approx(expected, abs=0.001)
+    assert revenue_usd_per_th_hour(48.0) == pytest.approx(0.002)
+    with pytest.raises(ValueError):
+        hashprice_usd_per_ph_day(1, 0)
+
+
+def test_price_sources(tmp_path: Path) -> None:
+    assert FixedPrice(0.05).price_usd_per_kwh(123) == 0.05
+    tou = TimeOfUse({0: 0.04, 7: 0.09, 17: 0.18, 21: 0.09})
+    assert [tou.price_usd_per_kwh(h * 3600) for h in (3, 8, 18, 22)] == [0.04, 0.09, 0.18, 0.09]
+    csv = tmp_path / "prices.csv"
+    csv.write_text("time,usd_per_kwh\n0,0.03\n3600,0.25\n")
+    feed = PriceFeed.from_csv(csv)
+    assert feed.price_usd_per_kwh(100) == 0.03 and feed.price_usd_per_kwh(4000) == 0.25
+    with pytest.raises(LookupError):
+        feed.price_usd_per_kwh(-1)
+    csv.write_text("0,0.03\n10,abc\n")
+    with pytest.raises(ValueError, match="prices.csv:2"):
+        PriceFeed.from_csv(csv)
+
+
+def two_models(n: int = 10) -> FleetCurves:
+    """Half efficient (15 J/TH at full power), half old (30 J/TH)."""
+    frac = np.linspace(0.5, 1.0, 6)
+    eff_p = 3500 * frac
+    eff_h = eff_p / (15 * (0.85 + 0.15 * frac))
+    old_p = 3100 * frac
+    old_h = old_p / (30 * (0.85 + 0.15 * frac))
+    return FleetCurves(np.vstack([np.tile(eff_p, (n, 1)), np.tile(old_p, (n, 1))]),
+                       np.vstack([np.tile(eff_h, (n, 1)), np.tile(old_h, (n, 1))]))
+
+
+def test_dispatch_prices_cap_and_efficiency_order() -> None:
+    curves = two_models()
+    rules = DispatchRules(min_on_s=0, min_off_s=0, ramp_w_per_s=1e9, wear_cost_usd=0)
+    state = FleetState.all_on(curves)
+    r = revenue_usd_per_th_hour(45.0)
+    cheap = dispatch(curves, state, 0, 300, r, 0.03, rules)
+    assert cheap.on.all() and np.allclose(cheap.power_w, curves.max_power_w)
+    mid = dispatch(curves, state, 0, 300, r, 0.08, rules)  # above the old machines' break-even only
+    assert mid.on[:10].all() and not mid.on[10:].any()
+    pricey = dispatch(curves, state, 0, 300, r, 0.50, rules)
+    assert not pricey.on.any()
+    cap = 0.6 * curves.max_power_w.sum()
+    capped = dispatch(curves, state, 0, 300, r, 0.03, rules, cap_w=cap)
+    assert capped.power_w.sum() <= cap + 1e-6
+    assert capped.power_w[:10].sum() > capped.power_w[10:].sum()  # the efficient machines run longest
+
+
+def test_dispatch_honours_min_times_ramp_and_wear() -> None:
+    curves = two_models(2)
+    rules = DispatchRules(min_on_s=1800, min_off_s=1800, ramp_w_per_s=1.0, wear_cost_usd=1.0)
+    r = revenue_usd_per_th_hour(45.0)
+    state = FleetState(np.ones(4, bool), np.zeros(4), curves.max_power_w.copy())
+    locked = dispatch(curves, state, 600, 300, r, 0.50, rules)  # switched on 10 min ago
+    assert locked.on.all()
+    assert np.all(locked.power_w >= curves.max_power_w - 300 * 1.0 - 1e-6)  # ramped, not dropped
+    off = dispatch(curves, state, 4000, 300, r, 0.50, rules)
+    assert not off.on.any()
+    back = dispatch(curves, off, 4300, 300, r, 0.01, rules)  # off only 5 min: must stay off
+    assert not back.on.any()
+
+
+def test_online_policy_close_to_hindsight_on_a_small_site() -> None:
+    curves = two_models(5)
+    market = synthetic_market(days=3, seed=4)
+    rules = DispatchRules()
+    online = run_policy(curves, market, rules)
+    always = run_policy(curves, market, rules, always_on=True)
+    best = hindsight_optimum(curves, market, rules)
+    assert online.profit <= best + 1e-6
+    assert online.profit >= 0.9 * best
+    assert online.profit > always.profit
+
+
+async def site_with_devices(n: int = 20, **kw: float) -> tuple[SimulatedSite, Site, list[ControlChannelDevice]]:
+    sim = SimulatedSite(np.full(n, 3500.0), **kw)
+    await sim.start()
+    devices = [await ControlChannelDevice.connect("127.0.0.1", sim.control_port, f"miner-{i}", 3500.0)
+               for i in range(n)]
+    return sim, Site(devices), devices
+
+
+async def test_meter_over_cap_steps_devices_down_then_meter_failure_holds() -> None:
+    sim, site, devices = await site_with_devices(meter_period_s=0.1, tau_s=0.2)
+    try:
+        meter = ModbusPowerMeter("127.0.0.1", sim.meter_port)
+        cap = 50_000.0  # 20 x 3.5 kW = 70 kW nameplate
+        alerts: list[str] = []
+        ctl = CapController(site, meter, cap, on_alert=alerts.append)
+        for _ in range(30):
+            await ctl.step()
+            await asyncio.sleep(0.3)
+            if ctl.last_reading_w is not None and ctl.last_reading_w <= cap and site.fraction < 0.8:
+                break
+        assert site.fraction < 0.75
+        await asyncio.sleep(1.0)
+        assert (await meter.read_power_w()) <= cap * 1.005
+        safe = ctl.last_safe_fraction
+        await sim.stop_meter()
+        for _ in range(3):
+            await ctl.step()
+        assert not ctl.meter_ok and alerts and "holding the last safe level" in alerts[0]
+        assert site.fraction <= safe  # never ramps up blind
+        assert np.allclose(sim.fraction, site.fraction)
+        await sim.start_meter(sim.meter_port)
+        await ctl.step()
+        assert ctl.meter_ok and "resumed" in alerts[-1]
+    finally:
+        for d in devices:
+            d.close()
+        await sim.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_openadr_event_reduces_load_and_reports_are_sent() -> None:
+    sim, site, devices = await site_with_devices(n=10, meter_period_s=0.2, tau_s=0.2)
+    port = free_port()
+    reports: list[float] = []
+    responses: list[str] = []
+    vtn = OpenADRServer(vtn_id="utility", http_host="127.0.0.1", http_port=port,
+                        requested_poll_freq=timedelta(seconds=1), verify_message_signatures=False)
+
+    async def register(info: dict[str, object]) -> tuple[str, str]:
+        return "site-ven", "reg-1"
+
+    # openleadr dispatches on these exact parameter names.
+    async def register_report(ven_id: str, resource_id: str, measurement: str, unit: str, scale: str,
+                              min_sampling_interval: timedelta, max_sampling_interval: timedelta
+                              ) -> tuple[object, timedelta]:
+        return (lambda data: reports.extend(v for _, v in data)), timedelta(seconds=1)
+
+    vtn.add_handler("on_create_party_registration", register)
+    vtn.add_handler("on_register_report", register_report)
+    await vtn.run_async()
+    ven = DemandResponseVen(site, ModbusPowerMeter("127.0.0.1", sim.meter_port),
+                            f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b", report_interval_s=1)
+    try:
+        await ven.start()
+        await wait_for(lambda: len(reports) >= 1, 20, "a load report at the VTN")
+        full = reports[-1]
+        assert full > 30_000
+        vtn.add_event(ven_id="site-ven", signal_name="simple", signal_type="level",
+                      intervals=[{"dtstart": datetime.now(UTC), "duration": timedelta(minutes=5),
+                                  "signal_payload": 2.0}],
+                      callback=lambda ven_id, event_id, opt_type: responses.append(opt_type))
+        await wait_for(lambda: site.fraction == 0.5, 20, "the site to curtail to 50 %")
+        await wait_for(lambda: bool(responses), 10, "the opt-in response")
+        assert responses == ["optIn"]
+        await wait_for(lambda: bool(reports) and reports[-1] < 0.6 * full, 20, "the reduced load to be reported")
+    finally:
+        await ven.stop()
+        await vtn.stop()
+        for d in devices:
+            d.close()
+        await sim.stop()
+
+
+async def test_fast_path_curtail_reaches_every_device() -> None:
+    sim, site, devices = await site_with_devices(n=200)
+    try:
+        result = await site.curtail_to_w(0.25 * site.nameplate_w)
+        assert result.acknowledged == 200 and not result.failed
+        assert np.allclose(sim.fraction, 0.25)
+        devices[3].close()  # one device unreachable: reported, not fatal
+        result = await site.set_fraction(1.0)
+        assert result.acknowledged == 199 and result.failed == ["miner-3"]
+    finally:
+        for d in devices:
+            d.close()
+        await sim.stop()
