@@ -53,7 +53,7 @@ def test_price_sources(tmp_path: Path) -> None:
     with pytest.raises(LookupError):
         feed.price_usd_per_kwh(-1)
     csv.write_text("0,0.03\n10,abc\n")
-    with pytest.raises(ValueError, match="prices.csv:2"):
+    with pytest.raises(ValueError, match=r"prices\.csv:2"):
         PriceFeed.from_csv(csv)
 
 

@@ -100,7 +100,7 @@ def dispatch(curves: FleetCurves, state: FleetState, now: float, dt: float, reve
         lo, hi = 0.0, 10.0  # $/kWh shadow price of the cap
         for _ in range(40):
             mid = (lo + hi) / 2
-            run_m, target_m = plan(mid)
+            _, target_m = plan(mid)
             if target_m.sum() > cap_w:
                 lo = mid
             else:
