@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 
 from openmos import __version__
 from openmos.api.service import DeviceApis
+from openmos.cli import energy as energy_cli
 from openmos.cli import security as security_cli
 from openmos.cli import sim as sim_cli
 from openmos.cli import tune as tune_cli
@@ -42,6 +43,7 @@ examples:
   mos tune s21 --profile eco                 autotune a simulated S21 to 70 % power (simulated time)
   mos scan --root / --baseline base.json --pubkey pub.pem   integrity and malware scan
   mos release sign bundle.tar.gz --version 0.2.0 --repo r --keys k   publish a signed update
+  mos energy report --miners 200             a simulated site month: profit vs always-on vs foresight, PNG
   mos config init agent.toml --pool stratum+tcp://pool.example:3333 --user me.rig1
 """
 
@@ -93,6 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sim_cli.add_parser(sub)
     tune_cli.add_parser(sub)
     security_cli.add_parsers(sub)
+    energy_cli.add_parser(sub)
 
     cfg = sub.add_parser("config", help="create or check an agent config file")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -278,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             return sim_cli.run(args)
         if args.command == "tune":
             return tune_cli.run(args)
+        if args.command == "energy":
+            return energy_cli.run(args)
         if args.command in ("scan", "keygen", "release", "update"):
             return security_cli.run(args)
         return asyncio.run(commands[args.command](args))

@@ -67,9 +67,13 @@ class Site:
         return CurtailResult(fraction * self.nameplate_w, len(results) - len(failed), failed,
                              time.perf_counter() - began)
 
-    async def curtail_to_w(self, watts: float) -> CurtailResult:
-        """The fast path: "curtail to X kW now" reaches every device of the site."""
-        return await self.set_fraction(watts / self.nameplate_w if self.nameplate_w else 0.0)
+    async def curtail_to_w(self, watts: float, margin: float = 0.02) -> CurtailResult:
+        """The fast path: "curtail to X kW now" reaches every device of the site.
+
+        It aims ``margin`` below X, so that the metered power actually settles under the cap rather than
+        approaching it from above.
+        """
+        return await self.set_fraction(watts * (1 - margin) / self.nameplate_w if self.nameplate_w else 0.0)
 
 
 @dataclass

@@ -127,3 +127,29 @@ class SimulatedSite:
             pass
         finally:
             writer.close()
+
+
+async def _serve(devices: int, seed: int) -> None:
+    import resource
+    import sys
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, devices + 512)), hard))
+    rng = np.random.default_rng(seed)
+    site = SimulatedSite(rng.choice([3500.0, 3068.0, 3645.0], size=devices), seed=seed)
+    await site.start()
+    print(json.dumps({"control_port": site.control_port, "meter_port": site.meter_port,
+                      "max_power_w": site.max_power_w.tolist()}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
+    await site.stop()
+
+
+def main() -> None:
+    """``python -m openmos.hw.sim.sitesim DEVICES [SEED]``: run a simulated site in its own process."""
+    import sys
+
+    asyncio.run(_serve(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+
+
+if __name__ == "__main__":
+    main()

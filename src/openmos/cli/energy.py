@@ -1,0 +1,70 @@
+"""``mos energy``: hashprice and break-even maths, and a simulated site report with plots."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from openmos.energy.economics import break_even_usd_per_kwh, hashprice_usd_per_ph_day
+from openmos.energy.optimizer import DispatchRules, FleetCurves
+from openmos.energy.report import daily_rows, plot_report
+from openmos.energy.simulate import hindsight_optimum, run_policy
+from openmos.energy.traces import synthetic_market
+from openmos.hw.sim import FleetSim, get_model
+from openmos.hw.sim.oracle import Oracle
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    energy = sub.add_parser("energy", help="hashprice, break-even prices and a simulated site report")
+    esub = energy.add_subparsers(dest="energy_command", required=True, metavar="ACTION")
+    hp = esub.add_parser("hashprice", help="hashprice and break-even electricity price")
+    hp.add_argument("--btc-price", type=float, required=True, help="USD")
+    hp.add_argument("--difficulty", type=float, required=True)
+    hp.add_argument("--fees", type=float, default=0.02, help="BTC of fees per block (default %(default)s)")
+    hp.add_argument("--jth", type=float, action="append", default=None, help="efficiencies to price (J/TH)")
+    rep = esub.add_parser("report", help="simulate a site over a synthetic price month; table and PNG")
+    rep.add_argument("--miners", type=int, default=200)
+    rep.add_argument("--days", type=int, default=30)
+    rep.add_argument("--model", default="s21")
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--plot", type=Path, default=Path("energy-report.png"))
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    if args.energy_command == "hashprice":
+        hp = hashprice_usd_per_ph_day(args.btc_price, args.difficulty, args.fees)
+        console.print(f"hashprice: ${hp:.2f} per PH/s per day")
+        table = Table("J/TH", "break-even $/kWh")
+        for jth in args.jth or [13.5, 17.5, 21.5, 29.5]:
+            table.add_row(f"{jth:g}", f"{break_even_usd_per_kwh(hp, jth):.4f}")
+        console.print(table)
+        return 0
+    model = get_model(args.model)
+    oracle = Oracle(FleetSim(model, miners=1, seed=args.seed, sample_counters=False))
+    stock = oracle.stock_uniform(model.stock_freq_mhz).wall_power_w
+    points = [oracle.best_at_power(f * stock) for f in np.linspace(0.5, 1.0, 8)]
+    rng = np.random.default_rng(args.seed)
+    scale = rng.lognormal(0.0, 0.02, (args.miners, 1))
+    curves = FleetCurves(np.tile([p.wall_power_w for p in points], (args.miners, 1)),
+                         np.tile([p.hashrate_ths for p in points], (args.miners, 1)) * scale)
+    market = synthetic_market(days=args.days, seed=args.seed)
+    rules = DispatchRules()
+    ledger = run_policy(curves, market, rules)
+    always = run_policy(curves, market, rules, always_on=True)
+    best = hindsight_optimum(curves, market, rules)
+    table = Table(title=f"{args.miners} simulated {model.name} over {args.days} days (modelled)")
+    for col in ("day", "used MWh", "curtailed MWh", "revenue $", "cost $", "profit $"):
+        table.add_column(col, justify="right")
+    for r in daily_rows(ledger):
+        table.add_row(f"{r['day']:.0f}", f"{r['energy_mwh']:.1f}", f"{r['curtailed_mwh']:.1f}", f"{r['revenue']:,.0f}",
+                      f"{r['cost']:,.0f}", f"{r['profit']:,.0f}")
+    console.print(table)
+    console.print(f"profit: OpenMOS ${ledger.profit:,.0f} · always-on ${always.profit:,.0f} · "
+                  f"perfect foresight ${best:,.0f} ({ledger.profit / best:.1%} of it)")
+    console.print(f"plot written to {plot_report(ledger, always, market, args.plot)}")
+    return 0
