@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from pathlib import Path
 
 import uvicorn
@@ -32,20 +33,21 @@ class DeviceApis:
         self._uvicorn = uvicorn.Server(uvicorn.Config(self.app, host=cfg.rest_host, port=cfg.rest_port,
                                                       log_level="warning", lifespan="off"))
         self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
 
     @property
     def rest_port(self) -> int:
-        servers = getattr(self._uvicorn, "servers", [])
-        if servers and servers[0].sockets:
-            return int(servers[0].sockets[0].getsockname()[1])
-        return self._uvicorn.config.port
+        return int(self._socket.getsockname()[1]) if self._socket is not None else self._uvicorn.config.port
 
     async def start(self) -> None:
+        cfg = self._uvicorn.config
+        # Bind here so a busy port is an OSError we can report (uvicorn itself would exit the process).
+        self._socket = socket.create_server((cfg.host, cfg.port), reuse_port=False)
         await self.cgminer.start()
-        self._task = asyncio.create_task(self._uvicorn.serve(), name="rest-api")
+        self._task = asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]), name="rest-api")
         while not self._uvicorn.started:
             if self._task.done():
-                self._task.result()  # raises the bind error
+                raise OSError(f"REST API failed to start: {self._task.exception()!r}")
             await asyncio.sleep(0.02)
         if not self.auth.has_owner:
             log.warning("no owner account yet: create one with POST /api/v1/auth/setup (there is no default "
@@ -58,4 +60,6 @@ class DeviceApis:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 5)
         await self.cgminer.stop()
+        if self._socket is not None:
+            self._socket.close()
         logging.getLogger("openmos").removeHandler(self.logs)

@@ -134,7 +134,8 @@ def _with_api_args(config: AgentConfig, args: argparse.Namespace) -> AgentConfig
     return AgentConfig.from_dict(doc, source="command line")
 
 
-async def _start_apis(agent: MiningAgent, config_path: Path | None) -> DeviceApis | None:
+async def _start_apis(agent: MiningAgent, config_path: Path | None, *, any_port_if_busy: bool = False
+                      ) -> DeviceApis | None:
     if not agent.config.api.enabled:
         return None
     apis = DeviceApis(agent, config_path=config_path)
@@ -142,6 +143,14 @@ async def _start_apis(agent: MiningAgent, config_path: Path | None) -> DeviceApi
         await apis.start()
     except OSError as exc:
         await apis.stop()
+        if any_port_if_busy:  # the demo must start anywhere: fall back to free ports and say so
+            log.warning("API ports busy (%s); using free ports instead", exc)
+            doc = agent.config.model_dump()
+            doc["api"] = {**doc["api"], "cgminer_port": 0, "rest_port": 0}
+            agent.config = AgentConfig.from_dict(doc)
+            apis = DeviceApis(agent, config_path=config_path)
+            await apis.start()
+            return apis
         raise OSError(f"cannot start the device APIs: {exc} (choose other ports with --api-port/--rest-port, "
                       "or --no-api)") from None
     return apis
@@ -243,7 +252,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
     log.info("demo: mining real SHA-256d shares on the CPU against the local pool at %s. Ctrl-C stops.", pool.url)
     apis = None
     try:
-        apis = await _start_apis(agent, None)
+        apis = await _start_apis(agent, None, any_port_if_busy=True)
         await _serve(args.duration, lambda: Group(agent_panel(agent), pool_panel(pool)), not args.no_status)
     finally:
         if apis is not None:
