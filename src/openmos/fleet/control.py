@@ -1,0 +1,121 @@
+"""The fleet controller: inventory over the bus, bulk actions on target queries, multi-party approval for
+dangerous actions, per-target results and an audit log of who did what."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openmos.base.files import atomic_write
+from openmos.fleet import keys
+from openmos.fleet.bus import FleetBus
+from openmos.security.signing import sign_document
+
+DANGEROUS = {"set_pools", "reboot", "install"}  # pool changes and firmware need N approvals
+
+
+@dataclass(frozen=True)
+class TargetQuery:
+    """Which devices an action is for: any of the given tags must match (site, model, container, ...)."""
+
+    site: str | None = None
+    model: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()
+
+    def matches(self, inv: dict[str, Any]) -> bool:
+        if self.site and inv.get("site") != self.site:
+            return False
+        if self.model and inv.get("model") != self.model:
+            return False
+        if self.devices and inv.get("device") not in self.devices:
+            return False
+        tags = inv.get("tags", {})
+        return all(tags.get(k) == v for k, v in self.tags.items())
+
+
+@dataclass
+class ActionRequest:
+    request_id: str
+    action: str
+    args: dict[str, Any]
+    target: TargetQuery
+    requested_by: str
+    approvals_needed: int
+    approvals: list[str] = field(default_factory=list)
+    state: str = "voting"  # voting -> ready -> done
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class ApprovalError(PermissionError):
+    pass
+
+
+class FleetController:
+    def __init__(self, bus: FleetBus, signing_key_pem: bytes, audit_path: Path, approvals_needed: int = 2) -> None:
+        self.bus = bus
+        self.signing_key = signing_key_pem
+        self.audit_path = audit_path
+        self.approvals_needed = approvals_needed
+        self.requests: dict[str, ActionRequest] = {}
+        self._ids = itertools.count(1)
+
+    def _audit(self, who: str, what: str, detail: dict[str, Any]) -> None:
+        line = json.dumps({"time": time.time(), "who": who, "what": what, **detail})
+        existing = self.audit_path.read_bytes() if self.audit_path.exists() else b""
+        atomic_write(self.audit_path, existing + line.encode() + b"\n")
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
+
+    async def inventory(self, site: str = "*") -> list[dict[str, Any]]:
+        replies = await self.bus.query(f"{keys.ROOT}/{site}/dev/*/inventory")
+        return sorted((doc for _, doc in replies), key=lambda d: (d.get("site", ""), d.get("device", "")))
+
+    def request(self, action: str, args: dict[str, Any], target: TargetQuery, user: str) -> ActionRequest:
+        needed = self.approvals_needed if action in DANGEROUS else 0
+        req = ActionRequest(f"req-{next(self._ids)}", action, args, target, user, needed)
+        req.state = "ready" if needed == 0 else "voting"
+        self.requests[req.request_id] = req
+        self._audit(user, "request", {"request": req.request_id, "action": action, "args": args,
+                                      "approvals_needed": needed})
+        return req
+
+    def approve(self, request_id: str, user: str) -> ActionRequest:
+        req = self.requests[request_id]
+        if user == req.requested_by:
+            raise ApprovalError("the requester cannot approve their own action")
+        if user in req.approvals:
+            raise ApprovalError(f"{user} already approved {request_id}")
+        req.approvals.append(user)
+        if len(req.approvals) >= req.approvals_needed:
+            req.state = "ready"
+        self._audit(user, "approve", {"request": request_id, "approvals": len(req.approvals)})
+        return req
+
+    def _signed(self, device: str, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        return sign_document({"device": device, "action": action, "args": args, "issued_at": time.time(),
+                              "nonce": secrets.token_hex(12)}, self.signing_key)
+
+    async def execute(self, request_id: str, user: str) -> dict[str, dict[str, Any]]:
+        """Run a request on every matching device; refuses until enough approvals are in."""
+        req = self.requests[request_id]
+        if req.state != "ready":
+            self._audit(user, "refused", {"request": request_id, "why": "not approved"})
+            raise ApprovalError(f"{request_id} needs {req.approvals_needed} approvals, has {len(req.approvals)}")
+        targets = [inv for inv in await self.inventory() if req.target.matches(inv)]
+        for inv in targets:
+            key = keys.command(inv["site"], inv["device"], req.action)
+            replies = await self.bus.query(key, self._signed(inv["device"], req.action, req.args))
+            req.results[inv["device"]] = replies[0][1] if replies else {"ok": False, "error": "no reply"}
+        req.state = "done"
+        ok = sum(1 for r in req.results.values() if r.get("ok"))
+        self._audit(user, "execute", {"request": request_id, "targets": len(targets), "ok": ok})
+        return req.results

@@ -1,0 +1,53 @@
+"""Key expressions of the fleet bus. Every name is ``openmos/<site>/...``; ``*`` matches one chunk and
+``**`` any number, so ``openmos/*/dev/*/telemetry`` is every device's telemetry at every site."""
+
+from __future__ import annotations
+
+import re
+
+ROOT = "openmos"
+_CHUNK = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _check(*chunks: str) -> None:
+    for chunk in chunks:
+        if chunk not in ("*", "**") and not _CHUNK.match(chunk):
+            raise ValueError(f"invalid key chunk {chunk!r}: use letters, digits, '_', '.', '-' (max 64)")
+
+
+def telemetry(site: str, device: str) -> str:
+    """Published by a device node every interval: status JSON (hashrate, power, temperatures, pools)."""
+    _check(site, device)
+    return f"{ROOT}/{site}/dev/{device}/telemetry"
+
+
+def events(site: str, device: str) -> str:
+    """Published on change: alerts, state transitions, security findings."""
+    _check(site, device)
+    return f"{ROOT}/{site}/dev/{device}/events"
+
+
+def inventory(site: str, device: str) -> str:
+    """Queryable: identity and hardware (model, serial, MAC, firmware, boards, location tags)."""
+    _check(site, device)
+    return f"{ROOT}/{site}/dev/{device}/inventory"
+
+
+def status(site: str, device: str) -> str:
+    """Queryable: the same status document as telemetry, on demand."""
+    _check(site, device)
+    return f"{ROOT}/{site}/dev/{device}/status"
+
+
+def command(site: str, device: str, action: str) -> str:
+    """Queryable: run ``action`` (JSON parameters in the query payload), reply with the result."""
+    _check(site, device, action)
+    return f"{ROOT}/{site}/dev/{device}/cmd/{action}"
+
+
+def parse_device_key(key: str) -> tuple[str, str, str]:
+    """(site, device, leaf) of a device key expression."""
+    parts = key.split("/")
+    if len(parts) < 5 or parts[0] != ROOT or parts[2] != "dev":
+        raise ValueError(f"not a device key: {key!r}")
+    return parts[1], parts[3], "/".join(parts[4:])

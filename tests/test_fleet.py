@@ -1,0 +1,140 @@
+"""Fleet bus over eclipse-zenoh on loopback: peers without a broker, signed commands, approvals, rollout."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from openmos.fleet import keys
+from openmos.fleet.bus import BusConfig, FleetBus
+from openmos.fleet.control import ApprovalError, FleetController, TargetQuery
+from openmos.fleet.node import DeviceNode
+from openmos.fleet.rollout import plan_cohorts, rollout
+from openmos.fleet.simdevice import SimulatedFleetDevice
+from openmos.security.signing import generate_keypair, sign_document
+
+from helpers import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def fleet_keys(tmp_path: Path) -> tuple[bytes, bytes]:
+    generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
+    return (tmp_path / "fleet.pem").read_bytes(), (tmp_path / "fleet.pub").read_bytes()
+
+
+@asynccontextmanager
+async def two_sites(public: bytes, devices_a: list[SimulatedFleetDevice], devices_b: list[SimulatedFleetDevice]
+                    ) -> AsyncIterator[tuple[FleetBus, FleetBus]]:
+    port_a, port_b = free_port(), free_port()
+    bus_a = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port_a}"]))
+    bus_b = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port_b}"], connect=[f"tcp/127.0.0.1:{port_a}"]))
+    await bus_a.open()
+    await bus_b.open()
+    nodes = [DeviceNode(bus_a, "north", d, [public], interval_s=0.5) for d in devices_a] + \
+            [DeviceNode(bus_b, "south", d, [public], interval_s=0.5) for d in devices_b]
+    for node in nodes:
+        await node.start()
+    try:
+        yield bus_a, bus_b
+    finally:
+        for node in nodes:
+            await node.stop()
+        await bus_b.close()
+        await bus_a.close()
+
+
+async def test_two_peers_see_each_others_devices_without_a_broker(fleet_keys: tuple[bytes, bytes],
+                                                                   tmp_path: Path) -> None:
+    a = [SimulatedFleetDevice("a1"), SimulatedFleetDevice("a2", model="s19jpro")]
+    b = [SimulatedFleetDevice("b1", model="s21xp")]
+    async with two_sites(fleet_keys[1], a, b) as (bus_a, bus_b):
+        seen_by_a = FleetController(bus_a, fleet_keys[0], tmp_path / "audit-a.jsonl")
+        seen_by_b = FleetController(bus_b, fleet_keys[0], tmp_path / "audit-b.jsonl")
+        await wait_for(lambda: True, 0.1, "")
+        inv_a = await seen_by_a.inventory()
+        inv_b = await seen_by_b.inventory()
+        assert [d["device"] for d in inv_a] == [d["device"] for d in inv_b] == ["a1", "a2", "b1"]
+        assert {d["site"] for d in inv_a} == {"north", "south"}
+        telemetry: dict[str, dict[str, object]] = {}
+        bus_b.subscribe(f"{keys.ROOT}/*/dev/*/telemetry", lambda k, doc: telemetry.__setitem__(k, doc))
+        await wait_for(lambda: len(telemetry) == 3, 10, "telemetry from all three devices")
+        assert telemetry[keys.telemetry("north", "a2")]["modelled"] is True
+
+
+async def test_commands_must_be_signed_fresh_and_unique(fleet_keys: tuple[bytes, bytes], tmp_path: Path) -> None:
+    dev = SimulatedFleetDevice("a1")
+    other_key = tmp_path / "other.pem"
+    generate_keypair(other_key, tmp_path / "other.pub")
+    async with two_sites(fleet_keys[1], [dev], []) as (bus_a, bus_b):
+        key = keys.command("north", "a1", "pause")
+        unsigned = await bus_b.query(key, {"device": "a1", "action": "pause"})
+        forged = await bus_b.query(key, sign_document({"device": "a1", "action": "pause", "issued_at": time.time(),
+                                                       "nonce": "n1"}, other_key.read_bytes()))
+        stale = await bus_b.query(key, sign_document({"device": "a1", "action": "pause", "issued_at": 0,
+                                                      "nonce": "n2"}, fleet_keys[0]))
+        assert all(not r[0][1]["ok"] for r in (unsigned, forged, stale))
+        assert not dev.paused
+        good = sign_document({"device": "a1", "action": "pause", "issued_at": time.time(), "nonce": "n3"},
+                             fleet_keys[0])
+        assert (await bus_b.query(key, good))[0][1]["ok"] and dev.paused
+        replay = await bus_b.query(key, good)
+        assert not replay[0][1]["ok"] and "replay" in replay[0][1]["error"]
+
+
+async def test_unapproved_dangerous_action_does_not_run(fleet_keys: tuple[bytes, bytes], tmp_path: Path) -> None:
+    devs = [SimulatedFleetDevice(f"a{i}", tags={"container": "c1" if i < 2 else "c2"}) for i in range(3)]
+    async with two_sites(fleet_keys[1], devs, []) as (_, bus_b):
+        ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=2)
+        new_pools = [{"url": "stratum+tcp://10.0.0.9:3333", "user": "new.worker"}]
+        req = ctl.request("set_pools", {"pools": new_pools}, TargetQuery(tags={"container": "c1"}), "alice")
+        with pytest.raises(ApprovalError):
+            await ctl.execute(req.request_id, "alice")
+        with pytest.raises(ApprovalError, match="own action"):
+            ctl.approve(req.request_id, "alice")
+        ctl.approve(req.request_id, "bob")
+        with pytest.raises(ApprovalError):
+            await ctl.execute(req.request_id, "alice")
+        assert all(d.pools[0]["user"] == "site.worker" for d in devs)  # nothing ran
+        ctl.approve(req.request_id, "carol")
+        results = await ctl.execute(req.request_id, "alice")
+        assert set(results) == {"a0", "a1"} and all(r["ok"] for r in results.values())
+        assert [d.pools[0]["user"] for d in devs] == ["new.worker", "new.worker", "site.worker"]
+        # A harmless action needs no vote; per-target results come back.
+        quick = ctl.request("set_power", {"watts": 2450}, TargetQuery(site="north"), "alice")
+        assert len(await ctl.execute(quick.request_id, "alice")) == 3
+        log = [(e["who"], e["what"]) for e in ctl.audit_log()]
+        assert ("alice", "refused") in log and ("bob", "approve") in log and ("alice", "execute") in log
+
+
+def test_cohort_plan() -> None:
+    devices = [f"d{i}" for i in range(50)]
+    cohorts = plan_cohorts(devices)
+    assert [len(c) for c in cohorts] == [1, 4, 45]
+    assert sum(cohorts, []) == devices
+
+
+async def test_rollout_with_failing_canary_halts_and_rolls_back(fleet_keys: tuple[bytes, bytes],
+                                                                tmp_path: Path) -> None:
+    devs = [SimulatedFleetDevice(f"a{i:02d}", bad_firmware=frozenset({"openmos 0.2.0-bad"})) for i in range(20)]
+    async with two_sites(fleet_keys[1], devs, []) as (_, bus_b):
+        ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=2)
+        report = await rollout(ctl, TargetQuery(site="north"), "openmos 0.2.0-bad", "alice", ["bob", "carol"],
+                               soak_s=0.2)
+        assert report.halted and report.failed == ["a00"] and report.rolled_back == ["a00"]
+        assert all(d.firmware == "openmos 0.1.0" for d in devs)  # canary restored, nobody else touched
+        assert sum(d.history.count("install") for d in devs[1:]) == 0
+        good = await rollout(ctl, TargetQuery(site="north"), "openmos 0.2.0", "alice", ["bob", "carol"],
+                             soak_s=0.2)
+        assert not good.halted and len(good.updated) == 20
+        assert all(d.firmware == "openmos 0.2.0" for d in devs)
