@@ -76,7 +76,7 @@ async def test_commands_must_be_signed_fresh_and_unique(fleet_keys: tuple[bytes,
     dev = SimulatedFleetDevice("a1")
     other_key = tmp_path / "other.pem"
     generate_keypair(other_key, tmp_path / "other.pub")
-    async with two_sites(fleet_keys[1], [dev], []) as (bus_a, bus_b):
+    async with two_sites(fleet_keys[1], [dev], []) as (_, bus_b):
         key = keys.command("north", "a1", "pause")
         unsigned = await bus_b.query(key, {"device": "a1", "action": "pause"})
         forged = await bus_b.query(key, sign_document({"device": "a1", "action": "pause", "issued_at": time.time(),
@@ -121,7 +121,7 @@ def test_cohort_plan() -> None:
     devices = [f"d{i}" for i in range(50)]
     cohorts = plan_cohorts(devices)
     assert [len(c) for c in cohorts] == [1, 4, 45]
-    assert sum(cohorts, []) == devices
+    assert [d for c in cohorts for d in c] == devices
 
 
 async def test_rollout_with_failing_canary_halts_and_rolls_back(fleet_keys: tuple[bytes, bytes],

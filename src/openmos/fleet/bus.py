@@ -86,7 +86,8 @@ class FleetBus:
                 params = json.loads(payload or b"{}")
             except ValueError:
                 params = {"_error": "payload is not JSON"}
-            future: concurrent.futures.Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(handler(str(query.key_expr), params), loop)
+            coro = handler(str(query.key_expr), params)
+            future: concurrent.futures.Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(coro, loop)
             try:
                 result = future.result(timeout_s)
             except Exception as exc:  # the handler's failure becomes the reply, not a crash
