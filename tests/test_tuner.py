@@ -98,6 +98,7 @@ async def test_hot_inlet_steps_down_then_recovers() -> None:
     for _ in range(40):
         await tuner.run_for(30)
     assert tuner.guard.dps_steps >= 1, tuner.status.events
+    assert any("re-tuning" in e for e in tuner.status.events)
     hot_power = hw.modelled_truth()[0]
     assert hot_power < target * 0.97
     assert tuner.status.state is not TunerState.ERROR

@@ -60,6 +60,7 @@ class TunerOptions:
     power_tolerance: float = 0.005
     dead_error: float = 0.5
     max_converge_windows: int = 60
+    retune_shift_c: float = 8.0  # re-tune when the hottest chip moved this far since the last tune
 
 
 @dataclass
@@ -139,6 +140,7 @@ class Autotuner:
         self._replan = False
         self._stopped = False
         self._board_on = np.ones(limits.boards, dtype=bool)
+        self._tuned_at_c: float | None = None
 
     # -- public control -------------------------------------------------------------------------------
 
@@ -501,6 +503,7 @@ class Autotuner:
         self._entered_stable(w)
 
     def _entered_stable(self, w: _Window) -> None:
+        self._tuned_at_c = w.hottest_c
         self._set_state(TunerState.STABLE, "holding", f"holding {self.effective_target}", percent=100.0)
         if self.store is not None and self.guard.scale == 1.0 and self.curtail_scale == 1.0:
             self.store.put(TunedProfile(self.base_target.key, [float(v) for v in self.voltage],
@@ -562,6 +565,10 @@ class Autotuner:
             self.plan = self._plan()
         w = await self._window(self.options.stable_window_s)
         await self._step(w)
+        if self._tuned_at_c is not None and abs(w.hottest_c - self._tuned_at_c) >= self.options.retune_shift_c:
+            # Leakage and chip limits move with temperature: re-check every chip and the power balance.
+            self._log_event(f"temperature shifted {w.hottest_c - self._tuned_at_c:+.1f} C since tuning: re-tuning")
+            self._replan = True
         self._emit()
 
     # -- persistence ----------------------------------------------------------------------------------
