@@ -138,3 +138,26 @@ async def test_rollout_with_failing_canary_halts_and_rolls_back(fleet_keys: tupl
                              soak_s=0.2)
         assert not good.halted and len(good.updated) == 20
         assert all(d.firmware == "openmos 0.2.0" for d in devs)
+
+
+async def test_poller_reads_every_device_and_reports_unreachable_ones() -> None:
+    from openmos.fleet.poller import poll_all
+    from openmos.fleet.simfarm import device_ip, serve
+    from openmos.integrations.pyasic_miner import OpenMOSMiner
+
+    servers = await serve(30)
+    try:
+        ips = [device_ip(i) for i in range(30)] + ["127.1.200.1"]  # the last one has nothing listening
+        seen: list[str] = []
+        snaps = await poll_all(ips, concurrency=8, timeout_s=2, progress=lambda s: seen.append(s.ip))
+        ok = [s for s in snaps if s.ok]
+        assert len(ok) == 30 and len(seen) == 31
+        assert not snaps[-1].ok and "Connect" in snaps[-1].error
+        s0 = ok[0]
+        assert s0.boards == 3 and s0.chips == 324 and 190 < s0.hashrate_ths < 210 and s0.pool_user == "site.w0"
+        # pyasic reads the same device to the same figures.
+        data = await OpenMOSMiner(device_ip(0)).get_data()
+        assert abs(float(data.hashrate) - s0.hashrate_ths) < 0.01 and data.wattage == round(s0.power_w or 0)
+    finally:
+        for s in servers:
+            s.close()
