@@ -19,8 +19,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy
 
-browser:  ## Debian chromium for the web page tests (installed when missing and root)
+browser:  ## Debian chromium and postgresql for the browser and store tests (installed when missing and root)
 	scripts/ensure-chromium.sh
+	scripts/ensure-postgres.sh
 
 supply-chain: $(STAMP)  ## secrets, hard-coded wallets/pools, undeclared endpoints, pip-audit, SBOM
 	$(BIN)/python scripts/supply_chain.py

@@ -1,0 +1,164 @@
+"""Inventory and telemetry store: SQLite by default, PostgreSQL for large sites -- one schema, one code path.
+
+Raw samples are rolled up into 5-minute, hourly and daily buckets; retention drops raw samples and fine
+rollups after configurable ages. Tags (site, container, rack, model, ...) live in their own table so
+per-tag aggregates are plain SQL on either database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+ROLLUPS = (300, 3600, 86400)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS devices (
+        device TEXT PRIMARY KEY, site TEXT NOT NULL, model TEXT, serial TEXT, mac TEXT, firmware TEXT,
+        ip TEXT, container TEXT, rack TEXT, slot TEXT, boards INTEGER, last_seen DOUBLE PRECISION,
+        info TEXT)""",
+    """CREATE TABLE IF NOT EXISTS device_tags (
+        device TEXT NOT NULL, tag TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (device, tag))""",
+    """CREATE TABLE IF NOT EXISTS samples (
+        device TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, hashrate_ths DOUBLE PRECISION,
+        power_w DOUBLE PRECISION, hottest_c DOUBLE PRECISION, online INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS samples_device_ts ON samples (device, ts)",
+    """CREATE TABLE IF NOT EXISTS rollups (
+        bucket_s INTEGER NOT NULL, bucket_start DOUBLE PRECISION NOT NULL, device TEXT NOT NULL,
+        hashrate_ths DOUBLE PRECISION, power_w DOUBLE PRECISION, hottest_c DOUBLE PRECISION,
+        samples INTEGER NOT NULL, online_share DOUBLE PRECISION,
+        PRIMARY KEY (bucket_s, bucket_start, device))""",
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    device: str
+    ts: float
+    hashrate_ths: float | None
+    power_w: float | None
+    hottest_c: float | None
+    online: bool
+
+
+class FleetStore:
+    """``FleetStore("sqlite:///path.db")``, ``FleetStore("sqlite://")`` (memory) or ``postgresql://...``."""
+
+    def __init__(self, url: str = "sqlite://") -> None:
+        self.url = url
+        if url.startswith("sqlite://"):
+            path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
+            self._conn: Any = sqlite3.connect(path if path == ":memory:" else "/" + path, check_same_thread=False)
+            self._param = "?"
+            self.kind = "sqlite"
+        elif url.startswith(("postgresql://", "postgres://")):
+            import psycopg
+
+            self._conn = psycopg.connect(url, autocommit=False)
+            self._param = "%s"
+            self.kind = "postgresql"
+        else:
+            raise ValueError(f"unsupported store URL {url!r}: use sqlite:///file.db or postgresql://...")
+        for statement in SCHEMA:
+            self._exec(statement)
+        self._conn.commit()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", self._param)
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur = self._conn.cursor()
+        cur.execute(self._sql(sql), tuple(params))
+        return cur
+
+    def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        cur = self._conn.cursor()
+        cur.executemany(self._sql(sql), [tuple(r) for r in rows])
+
+    # -- inventory ------------------------------------------------------------------------------------
+
+    def upsert_device(self, inv: dict[str, Any]) -> None:
+        tags: dict[str, str] = {str(k): str(v) for k, v in inv.get("tags", {}).items()}
+        cols = ("device", "site", "model", "serial", "mac", "firmware", "ip", "container", "rack", "slot",
+                "boards", "last_seen", "info")
+        values = [inv.get("device"), inv.get("site", ""), inv.get("model"), inv.get("serial"), inv.get("mac"),
+                  inv.get("firmware"), inv.get("ip"), tags.get("container"), tags.get("rack"), tags.get("slot"),
+                  inv.get("boards"), time.time(), json.dumps(inv, default=str)]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        self._exec(f"INSERT INTO devices ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                   f"ON CONFLICT (device) DO UPDATE SET {updates}", values)
+        self._exec("DELETE FROM device_tags WHERE device = ?", [inv["device"]])
+        all_tags = {"site": inv.get("site", ""), "model": inv.get("model") or "", **tags}
+        self._many("INSERT INTO device_tags (device, tag, value) VALUES (?, ?, ?)",
+                   [(inv["device"], k, v) for k, v in all_tags.items()])
+        self._conn.commit()
+
+    def devices(self, **tags: str) -> list[dict[str, Any]]:
+        """Devices whose tags match all of ``tags`` (e.g. site="north", container="c1")."""
+        sql = "SELECT d.device, d.site, d.model, d.serial, d.firmware, d.container, d.rack, d.last_seen FROM devices d"
+        params: list[Any] = []
+        for i, (tag, value) in enumerate(sorted(tags.items())):
+            sql += f" JOIN device_tags t{i} ON t{i}.device = d.device AND t{i}.tag = ? AND t{i}.value = ?"
+            params += [tag, value]
+        rows = self._exec(sql + " ORDER BY d.device", params).fetchall()
+        keys = ("device", "site", "model", "serial", "firmware", "container", "rack", "last_seen")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # -- telemetry ------------------------------------------------------------------------------------
+
+    def add_samples(self, samples: Iterable[Sample]) -> None:
+        self._many("INSERT INTO samples (device, ts, hashrate_ths, power_w, hottest_c, online) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", [(s.device, s.ts, s.hashrate_ths, s.power_w, s.hottest_c, int(s.online)) for s in samples])
+        self._conn.commit()
+
+    def rollup(self, until: float) -> int:
+        """Aggregate raw samples before ``until`` into every bucket size (idempotent: buckets are replaced)."""
+        written = 0
+        for bucket in ROLLUPS:
+            end = until - until % bucket
+            bstart = f"(CAST(ts / {bucket} AS INTEGER) * {bucket})" if self.kind == "sqlite" \
+                else f"(FLOOR(ts / {bucket}) * {bucket})"
+            rows = self._exec(
+                f"SELECT {bstart} AS b, device, AVG(hashrate_ths), AVG(power_w), MAX(hottest_c), COUNT(*), "
+                f"AVG(online) FROM samples WHERE ts < ? GROUP BY b, device", [end]).fetchall()
+            self._many(
+                "INSERT INTO rollups (bucket_s, bucket_start, device, hashrate_ths, power_w, hottest_c, samples, "
+                "online_share) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket_s, bucket_start, device) DO UPDATE "
+                "SET hashrate_ths = excluded.hashrate_ths, power_w = excluded.power_w, hottest_c = excluded.hottest_c, "
+                "samples = excluded.samples, online_share = excluded.online_share",
+                [(bucket, float(r[0]), r[1], r[2], r[3], r[4], r[5], float(r[6])) for r in rows])
+            written += len(rows)
+        self._conn.commit()
+        return written
+
+    def apply_retention(self, now: float, raw_s: float = 2 * 86400, five_min_s: float = 30 * 86400,
+                        hourly_s: float = 365 * 86400) -> None:
+        self._exec("DELETE FROM samples WHERE ts < ?", [now - raw_s])
+        self._exec("DELETE FROM rollups WHERE bucket_s = 300 AND bucket_start < ?", [now - five_min_s])
+        self._exec("DELETE FROM rollups WHERE bucket_s = 3600 AND bucket_start < ?", [now - hourly_s])
+        self._conn.commit()
+
+    def series(self, device: str, bucket_s: int) -> list[tuple[float, float, float]]:
+        rows = self._exec("SELECT bucket_start, hashrate_ths, power_w FROM rollups WHERE device = ? AND bucket_s = ? "
+                          "ORDER BY bucket_start", [device, bucket_s]).fetchall()
+        return [(float(r[0]), float(r[1] or 0), float(r[2] or 0)) for r in rows]
+
+    def aggregate_by_tag(self, tag: str, bucket_s: int, since: float) -> dict[str, dict[str, float]]:
+        """Per tag value, the latest bucket since ``since``: total hashrate and power (sum over devices of their
+        bucket averages) and J/TH."""
+        rows = self._exec(
+            "SELECT t.value, r.bucket_start, SUM(r.hashrate_ths), SUM(r.power_w) FROM rollups r "
+            "JOIN device_tags t ON t.device = r.device AND t.tag = ? WHERE r.bucket_s = ? AND r.bucket_start >= ? "
+            "GROUP BY t.value, r.bucket_start ORDER BY t.value, r.bucket_start", [tag, bucket_s, since]).fetchall()
+        out: dict[str, dict[str, float]] = {}
+        for value, _, ths, watts in rows:
+            out[value] = {"hashrate_ths": float(ths or 0), "power_w": float(watts or 0),
+                          "j_per_th": float(watts or 0) / float(ths) if ths else 0.0}
+        return out
