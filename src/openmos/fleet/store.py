@@ -114,8 +114,9 @@ class FleetStore:
     # -- telemetry ------------------------------------------------------------------------------------
 
     def add_samples(self, samples: Iterable[Sample]) -> None:
+        rows = [(s.device, s.ts, s.hashrate_ths, s.power_w, s.hottest_c, int(s.online)) for s in samples]
         self._many("INSERT INTO samples (device, ts, hashrate_ths, power_w, hottest_c, online) "
-                   "VALUES (?, ?, ?, ?, ?, ?)", [(s.device, s.ts, s.hashrate_ths, s.power_w, s.hottest_c, int(s.online)) for s in samples])
+                   "VALUES (?, ?, ?, ?, ?, ?)", rows)
         self._conn.commit()
 
     def rollup(self, until: float) -> int:
