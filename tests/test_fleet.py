@@ -161,3 +161,69 @@ async def test_poller_reads_every_device_and_reports_unreachable_ones() -> None:
     finally:
         for s in servers:
             s.close()
+
+
+async def test_pyasic_worker_drives_a_mock_bitaxe_over_its_vendor_api(fleet_keys: tuple[bytes, bytes],
+                                                                      tmp_path: Path) -> None:
+    """A third-party miner (ESP-Miner/AxeOS REST on loopback) read and controlled through pyasic on the bus."""
+    from aiohttp import web
+    from pyasic.miners.bitaxe.espminer.BM.BM1370 import BitAxeGamma
+
+    from openmos.fleet.workers.pyasic import PyasicWorker
+
+    patches: list[dict[str, object]] = []
+    restarts: list[bool] = []
+    info = {"power": 18.7, "hashRate": 1071.5, "expectedHashrate": 1071.0, "uptimeSeconds": 3600,
+            "smallCoreCount": 2040, "asicCount": 1, "frequency": 525, "temp": 58.5, "vrTemp": 49.0,
+            "voltage": 5100, "coreVoltage": 1150, "fanrpm": 3200, "fanspeed": 60, "hostname": "bitaxe-7",
+            "version": "v2.4.0", "macAddr": "aa:bb:cc:dd:ee:07", "stratumURL": "10.0.0.5", "stratumPort": 3333,
+            "stratumUser": "site.bitaxe7", "fallbackStratumURL": "", "fallbackStratumPort": 3333,
+            "fallbackStratumUser": "", "autofanspeed": 1, "sharesAccepted": 120, "sharesRejected": 1, "ASICModel": "BM1370"}
+
+    async def system_info(_: web.Request) -> web.Response:
+        return web.json_response(info)
+
+    async def asic(_: web.Request) -> web.Response:
+        return web.json_response({"ASICModel": "BM1370", "asicCount": 1, "defaultFrequency": 525})
+
+    async def patch(request: web.Request) -> web.Response:
+        patches.append(await request.json())
+        return web.json_response({})
+
+    async def restart(_: web.Request) -> web.Response:
+        restarts.append(True)
+        return web.json_response({})
+
+    app = web.Application()
+    app.add_routes([web.get("/api/system/info", system_info), web.get("/api/system/asic", asic),
+                    web.patch("/api/system", patch), web.post("/api/system/restart", restart)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.7", free_port())
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        miner = BitAxeGamma("127.0.0.7")
+        miner.web.port = port
+        worker = PyasicWorker(miner, "bitaxe-7", tags={"rack": "desk"})
+        status = await worker.refresh()
+        assert 1.0 < status["hashrate_ths"] < 1.2 and status["power_w"] == 19 and status["hottest_c"] == 58.5
+        async with two_sites(fleet_keys[1], [], []) as (bus_a, bus_b):
+            node = DeviceNode(bus_a, "desk", worker, [fleet_keys[1]], interval_s=0.5)
+            await node.start()
+            ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=1)
+            inventory = await ctl.inventory()
+            assert inventory[0]["device"] == "bitaxe-7" and inventory[0]["mac"] == "AA:BB:CC:DD:EE:07"
+            req = ctl.request("set_pools", {"pools": [{"url": "stratum+tcp://10.0.0.9:3333", "user": "me.bitaxe"}]},
+                              TargetQuery(devices=("bitaxe-7",)), "alice")
+            ctl.approve(req.request_id, "bob")
+            result = await ctl.execute(req.request_id, "alice")
+            assert result["bitaxe-7"]["ok"], result
+            assert patches and patches[-1].get("stratumUser") == "me.bitaxe"
+            reboot = ctl.request("reboot", {}, TargetQuery(devices=("bitaxe-7",)), "alice")
+            ctl.approve(reboot.request_id, "bob")
+            await ctl.execute(reboot.request_id, "alice")
+            assert restarts == [True]
+            await node.stop()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,7 @@
+"""Device workers: one folder per kind of device, each an implementation of ``fleet.node.DeviceAdapter``
+(inventory, status, actions), like Home Assistant integrations.
+
+- ``openmos``: an OpenMOS agent in this process, native on the fleet bus
+- ``pyasic``: third-party miners (stock Antminer, Whatsminer, Braiins OS, LuxOS, Vnish, Bitaxe ...) via pyasic
+- ``simulated``: modelled devices for tests and demos
+"""

@@ -1,0 +1,59 @@
+"""An OpenMOS agent on the fleet bus (native worker)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from openmos import __version__
+from openmos.api.view import DeviceView
+from openmos.miner.agent import MiningAgent
+from openmos.miner.config import AgentConfig
+from openmos.tuning import PerformanceTarget
+
+
+class AgentWorker:
+    def __init__(self, agent: MiningAgent, device_id: str, tags: dict[str, str] | None = None) -> None:
+        self.agent = agent
+        self.device_id = device_id
+        self.tags = tags or {}
+        self.view = DeviceView(agent)
+
+    def inventory(self) -> dict[str, Any]:
+        tel = self.agent.telemetry()
+        return {"model": self.agent.hardware.model, "firmware": f"openmos {__version__}", "tags": self.tags,
+                "boards": len(tel.boards), "chips": sum(len(b.chips) for b in tel.boards)}
+
+    def status(self) -> dict[str, Any]:
+        v = self.view
+        boards = v.boards()
+        temps = [t for b in boards for t in (b.chip_temperatures_c or b.temperatures_c)]
+        active = next((p for p in v.pools() if p.active), None)
+        return {"hashrate_ths": v.hashrate(60) / 1e12, "power_w": v.power_w, "hottest_c": max(temps, default=None),
+                "paused": self.agent.paused, "modelled": v.modelled, "healthy": not self.agent.paused,
+                "pools": [{"url": p.url, "user": p.user} for p in v.pools()],
+                "pool_url": active.url if active else None,
+                "tuner": self.agent.tuner.status.state.value if self.agent.tuner else None}
+
+    async def act(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        agent = self.agent
+        if action == "pause":
+            await agent.pause()
+        elif action == "resume":
+            await agent.resume()
+        elif action == "reboot":
+            await agent.restart()
+        elif action == "locate":
+            self.view.locate_until = time.time() + 60
+        elif action == "set_power":
+            if agent.tuner is None:
+                return {"ok": False, "error": "no autotuner on this hardware"}
+            await agent.tuner.set_target(PerformanceTarget.power(float(args["watts"])))
+        elif action == "set_pools":
+            doc = agent.config.model_dump()
+            doc["groups"] = [{"name": "fleet", "pools": [{"url": p["url"], "user": p["user"],
+                                                          "password": p.get("password", "x")} for p in args["pools"]]}]
+            await agent.apply_pools(AgentConfig.from_dict(doc, source="fleet set_pools"))
+        else:
+            return {"ok": False, "error": f"{action} is not supported by this agent"}
+        return {"action": action}
