@@ -178,7 +178,8 @@ async def test_pyasic_worker_drives_a_mock_bitaxe_over_its_vendor_api(fleet_keys
             "voltage": 5100, "coreVoltage": 1150, "fanrpm": 3200, "fanspeed": 60, "hostname": "bitaxe-7",
             "version": "v2.4.0", "macAddr": "aa:bb:cc:dd:ee:07", "stratumURL": "10.0.0.5", "stratumPort": 3333,
             "stratumUser": "site.bitaxe7", "fallbackStratumURL": "", "fallbackStratumPort": 3333,
-            "fallbackStratumUser": "", "autofanspeed": 1, "sharesAccepted": 120, "sharesRejected": 1, "ASICModel": "BM1370"}
+            "fallbackStratumUser": "", "autofanspeed": 1, "sharesAccepted": 120, "sharesRejected": 1,
+            "ASICModel": "BM1370"}
 
     async def system_info(_: web.Request) -> web.Response:
         return web.json_response(info)
