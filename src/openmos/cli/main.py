@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 from openmos import __version__
 from openmos.api.service import DeviceApis
 from openmos.cli import energy as energy_cli
+from openmos.cli import fleet as fleet_cli
 from openmos.cli import security as security_cli
 from openmos.cli import sim as sim_cli
 from openmos.cli import tune as tune_cli
@@ -44,6 +45,8 @@ examples:
   mos scan --root / --baseline base.json --pubkey pub.pem   integrity and malware scan
   mos release sign bundle.tar.gz --version 0.2.0 --repo r --keys k   publish a signed update
   mos energy report --miners 200             a simulated site month: profit vs always-on vs foresight, PNG
+  mos fleet demo                             1,000 simulated miners + the fleet dashboard on :8090
+  mos fleet scan 10.0.0.0/24                 find miners answering the cgminer API (progress bar)
   mos config init agent.toml --pool stratum+tcp://pool.example:3333 --user me.rig1
 """
 
@@ -96,6 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
     tune_cli.add_parser(sub)
     security_cli.add_parsers(sub)
     energy_cli.add_parser(sub)
+    fleet_cli.add_parser(sub)
 
     cfg = sub.add_parser("config", help="create or check an agent config file")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -292,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             return tune_cli.run(args)
         if args.command == "energy":
             return energy_cli.run(args)
+        if args.command == "fleet":
+            return fleet_cli.run(args)
         if args.command in ("scan", "keygen", "release", "update"):
             return security_cli.run(args)
         return asyncio.run(commands[args.command](args))

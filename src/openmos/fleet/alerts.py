@@ -1,0 +1,113 @@
+"""Fleet alerts: thresholds over the latest status of every device, a live list, and webhook hooks.
+
+Rules: chip temperature, hashrate drop against the device's own recent level, offline (no telemetry),
+wrong pool (not in the site's allowed pool list), efficiency regression (J/TH above the device's best).
+An alert is raised once, stays in the live list while the condition holds, and clears by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    max_temp_c: float = 80.0
+    hashrate_drop: float = 0.25  # fraction below the device's recent best
+    offline_after_s: float = 120.0
+    allowed_pools: frozenset[str] = frozenset()  # empty: not checked
+    efficiency_regression: float = 0.10  # J/TH this much above the device's best
+
+
+@dataclass
+class Alert:
+    device: str
+    kind: str
+    message: str
+    since: float
+    severity: str = "warning"
+
+
+@dataclass
+class AlertEngine:
+    rules: AlertRules = field(default_factory=AlertRules)
+    webhooks: list[str] = field(default_factory=list)
+    active: dict[tuple[str, str], Alert] = field(default_factory=dict)
+    history: list[Alert] = field(default_factory=list)
+    _best_rate: dict[str, float] = field(default_factory=dict)
+    _best_jth: dict[str, float] = field(default_factory=dict)
+    _last_seen: dict[str, float] = field(default_factory=dict)
+    _status: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def observe(self, device: str, status: dict[str, Any], now: float | None = None) -> None:
+        """Record a status document (telemetry) of ``device``."""
+        now = time.time() if now is None else now
+        self._last_seen[device] = now
+        rate = float(status.get("hashrate_ths") or 0.0)
+        power = status.get("power_w")
+        self._best_rate[device] = max(self._best_rate.get(device, 0.0), rate)
+        if rate > 0 and power:
+            jth = float(power) / rate
+            self._best_jth[device] = min(self._best_jth.get(device, jth), jth)
+        self._status[device] = status
+
+    def evaluate(self, now: float | None = None) -> tuple[list[Alert], list[Alert]]:
+        """(raised, cleared) since the last evaluation."""
+        now = time.time() if now is None else now
+        r = self.rules
+        current: dict[tuple[str, str], Alert] = {}
+        for device, seen in self._last_seen.items():
+            status = self._status.get(device, {})
+            if now - seen > r.offline_after_s:
+                current[(device, "offline")] = Alert(device, "offline", f"no telemetry for {now - seen:.0f} s", now,
+                                                     "critical")
+                continue
+            hottest = status.get("hottest_c")
+            if hottest is not None and hottest >= r.max_temp_c:
+                current[(device, "temperature")] = Alert(device, "temperature", f"chip at {hottest:.1f} C", now,
+                                                         "critical")
+            rate = float(status.get("hashrate_ths") or 0.0)
+            best = self._best_rate.get(device, 0.0)
+            if best > 0 and rate < best * (1 - r.hashrate_drop) and not status.get("paused"):
+                current[(device, "hashrate")] = Alert(device, "hashrate",
+                                                      f"{rate:.1f} TH/s, {1 - rate / best:.0%} below {best:.1f}", now)
+            pools = {p.get("url") for p in status.get("pools", []) if isinstance(p, dict)}
+            if r.allowed_pools and pools - r.allowed_pools:
+                unexpected = sorted(str(p) for p in pools - r.allowed_pools)
+                current[(device, "pool")] = Alert(device, "pool", f"unexpected pool(s): {unexpected}", now, "critical")
+            power = status.get("power_w")
+            if rate > 0 and power and device in self._best_jth:
+                jth = float(power) / rate
+                if jth > self._best_jth[device] * (1 + r.efficiency_regression):
+                    text = f"{jth:.2f} J/TH vs best {self._best_jth[device]:.2f}"
+                    current[(device, "efficiency")] = Alert(device, "efficiency", text, now)
+        raised = [a for k, a in current.items() if k not in self.active]
+        cleared = [a for k, a in self.active.items() if k not in current]
+        for key, alert in current.items():
+            self.active.setdefault(key, alert)
+        for alert in cleared:
+            del self.active[(alert.device, alert.kind)]
+        self.history += raised
+        return raised, cleared
+
+    async def notify(self, raised: list[Alert], cleared: list[Alert]) -> int:
+        """POST raised and cleared alerts to every webhook; returns deliveries that succeeded."""
+        if not (raised or cleared) or not self.webhooks:
+            return 0
+        body = {"raised": [a.__dict__ for a in raised], "cleared": [a.__dict__ for a in cleared]}
+        ok = 0
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for url in self.webhooks:
+                try:
+                    resp = await client.post(url, json=body)
+                    ok += resp.status_code < 300
+                except httpx.HTTPError as exc:
+                    log.warning("alert webhook %s failed: %s", url, exc)
+        return ok

@@ -1,0 +1,1 @@
+"""The fleet dashboard (FastAPI app + plain JS/SVG page)."""

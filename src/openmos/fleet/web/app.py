@@ -1,0 +1,130 @@
+"""Dashboard API and page: site overview, device explorer with filters, container heatmap, charts over
+time, alerts, and an action sidebar with approvals. Writes use the device API's accounts and roles."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from openmos.api.auth import AuthError, AuthStore
+from openmos.api.rest import Operator
+from openmos.fleet.control import ApprovalError, TargetQuery
+from openmos.fleet.service import FleetService
+
+
+class ActionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["pause", "resume", "set_power", "set_pools", "reboot", "locate", "install"]
+    args: dict[str, Any] = Field(default_factory=dict)
+    site: str | None = None
+    model: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    devices: list[str] = Field(default_factory=list)
+
+
+def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
+    app = FastAPI(title="OpenMOS fleet", description="Fleet overview, devices, alerts and approved bulk actions.")
+    app.state.auth = auth
+    app.state.audit = []
+
+    def device_rows(site: str | None, model: str | None, q: str | None) -> list[dict[str, Any]]:
+        now = time.time()
+        rows = []
+        for device, inv in sorted(service.inventory.items()):
+            latest = service.latest.get(device, {})
+            if (site and inv.get("site") != site) or (model and inv.get("model") != model):
+                continue
+            if q and q.lower() not in f"{device} {inv.get('model')} {inv.get('tags')}".lower():
+                continue
+            rows.append({"device": device, "site": inv.get("site"), "model": inv.get("model"),
+                         "tags": inv.get("tags", {}), "firmware": latest.get("firmware") or inv.get("firmware"),
+                         "hashrate_ths": latest.get("hashrate_ths"), "power_w": latest.get("power_w"),
+                         "hottest_c": latest.get("hottest_c"), "paused": latest.get("paused"),
+                         "online": bool(latest) and now - latest["received"] < service.alerts.rules.offline_after_s})
+        return rows
+
+    @app.post("/api/v1/auth/login")
+    async def login(body: dict[str, str]) -> dict[str, str]:
+        try:
+            return {"token": auth.login(str(body.get("user", "")), str(body.get("password", ""))), "type": "Bearer"}
+        except AuthError as exc:
+            raise HTTPException(401, str(exc)) from None
+
+    @app.get("/api/fleet/overview")
+    async def overview() -> dict[str, Any]:
+        return service.overview()
+
+    @app.get("/api/fleet/devices")
+    async def devices(site: str | None = None, model: str | None = None,
+                      q: Annotated[str | None, Query(max_length=100)] = None) -> list[dict[str, Any]]:
+        return device_rows(site, model, q)
+
+    @app.get("/api/fleet/heatmap")
+    async def heatmap(tag: str = "container") -> dict[str, list[dict[str, Any]]]:
+        grid: dict[str, list[dict[str, Any]]] = {}
+        for row in device_rows(None, None, None):
+            grid.setdefault(str(row["tags"].get(tag, "-")), []).append(
+                {"device": row["device"], "hottest_c": row["hottest_c"], "hashrate_ths": row["hashrate_ths"]})
+        return grid
+
+    @app.get("/api/fleet/series")
+    async def series(bucket: Literal[300, 3600, 86400] = 300, tag: str = "site") -> dict[str, Any]:
+        return service.store.aggregate_by_tag(tag, bucket, since=time.time() - 86400)
+
+    @app.get("/api/fleet/alerts")
+    async def alerts() -> dict[str, Any]:
+        return {"active": [asdict(a) for a in service.alerts.active.values()],
+                "recent": [asdict(a) for a in service.alerts.history[-50:]]}
+
+    @app.get("/api/fleet/requests")
+    async def requests() -> list[dict[str, Any]]:
+        return [{"request_id": r.request_id, "action": r.action, "args": r.args, "state": r.state,
+                 "requested_by": r.requested_by, "approvals": r.approvals, "needed": r.approvals_needed,
+                 "results": r.results} for r in service.controller.requests.values()]
+
+    @app.post("/api/fleet/requests", status_code=201)
+    async def create_request(body: ActionBody, s: Operator) -> dict[str, Any]:
+        target = TargetQuery(site=body.site, model=body.model, tags=body.tags, devices=tuple(body.devices))
+        req = service.controller.request(body.action, body.args, target, s.user)
+        return {"request_id": req.request_id, "state": req.state, "needed": req.approvals_needed}
+
+    @app.post("/api/fleet/requests/{request_id}/approve")
+    async def approve(request_id: str, s: Operator) -> dict[str, Any]:
+        if request_id not in service.controller.requests:
+            raise HTTPException(404, f"no request {request_id}")
+        try:
+            req = service.controller.approve(request_id, s.user)
+        except ApprovalError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"request_id": request_id, "state": req.state, "approvals": req.approvals}
+
+    @app.post("/api/fleet/requests/{request_id}/execute")
+    async def execute(request_id: str, s: Operator) -> dict[str, Any]:
+        if request_id not in service.controller.requests:
+            raise HTTPException(404, f"no request {request_id}")
+        try:
+            results = await service.controller.execute(request_id, s.user)
+        except ApprovalError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"request_id": request_id, "results": results}
+
+    web = resources.files("openmos.fleet.web")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(web.joinpath("index.html").read_text())
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: Literal["fleet.js", "style.css"]) -> Response:
+        if name == "style.css":  # one stylesheet for the device page and the dashboard
+            return Response(resources.files("openmos.api").joinpath("web", "style.css").read_text(),
+                            media_type="text/css")
+        return Response(web.joinpath(name).read_text(), media_type="text/javascript")
+
+    return app

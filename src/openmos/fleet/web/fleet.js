@@ -1,0 +1,113 @@
+// OpenMOS fleet dashboard: plain JS and SVG, no third-party code.
+"use strict";
+
+const history = { hashrate: [], power: [] };
+const MAX = 120;
+let token = sessionStorage.getItem("openmos-fleet-token");
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;  // never HTML: device names and tags come from devices
+  row.appendChild(td);
+  return td;
+}
+
+function chart(id, series) {
+  const svg = document.getElementById(id);
+  if (!series.length) return;
+  const lo = Math.min(...series), hi = Math.max(...series), span = hi - lo || Math.max(hi * 0.05, 1);
+  const pts = series.map((v, i) => `${((i / (MAX - 1)) * 300).toFixed(1)},${(95 - ((v - lo) / span) * 85).toFixed(1)}`);
+  svg.innerHTML = `<polyline points="${pts.join(" ")}"></polyline><text x="2" y="9">${hi.toFixed(1)}</text>` +
+    `<text x="2" y="99">${lo.toFixed(1)}</text>`;
+}
+
+async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  const text = await r.text();
+  document.getElementById("action-result").textContent = `${r.status} ${text.slice(0, 100)}`;
+  return r;
+}
+
+async function refresh() {
+  const o = await (await fetch("/api/fleet/overview")).json();
+  document.getElementById("summary").textContent = `${o.devices} devices, ${Object.keys(o.sites).length} site(s)`;
+  document.getElementById("source").textContent = o.modelled ? "figures modelled" : "figures measured";
+  document.getElementById("online").textContent = `${o.online} / ${o.devices}`;
+  document.getElementById("hashrate").textContent = `${(o.hashrate_ths / 1000).toFixed(2)} PH/s`;
+  document.getElementById("power").textContent = `${(o.power_w / 1e6).toFixed(2)} MW`;
+  document.getElementById("efficiency").textContent = o.j_per_th ? `${o.j_per_th.toFixed(2)} J/TH` : "–";
+  document.getElementById("alert-count").textContent = o.alerts;
+  history.hashrate.push(o.hashrate_ths); history.power.push(o.power_w / 1000);
+  for (const s of Object.values(history)) if (s.length > MAX) s.shift();
+  chart("chart-hashrate", history.hashrate);
+  chart("chart-power", history.power);
+
+  const filter = document.getElementById("filter").value;
+  const devices = await (await fetch(`/api/fleet/devices?q=${encodeURIComponent(filter)}`)).json();
+  const body = document.querySelector("#devices tbody");
+  body.innerHTML = "";
+  for (const d of devices.slice(0, 200)) {
+    const row = document.createElement("tr");
+    for (const v of [d.device, d.site, d.model, d.tags.container ?? "", (d.hashrate_ths ?? 0).toFixed(1),
+      (d.power_w ?? 0).toFixed(0), d.hottest_c == null ? "–" : d.hottest_c.toFixed(1),
+      !d.online ? "offline" : d.paused ? "paused" : "mining"]) cell(row, v);
+    body.appendChild(row);
+  }
+  document.getElementById("device-count").textContent = `${devices.length} shown (first 200 listed)`;
+
+  const grid = await (await fetch("/api/fleet/heatmap?tag=container")).json();
+  let svg = "", y = 0;
+  for (const [name, list] of Object.entries(grid).sort()) {
+    svg += `<text x="0" y="${y + 10}">${name.replace(/[<&>]/g, "")}</text>`;
+    list.forEach((d, i) => {
+      const t = d.hottest_c ?? 0, share = Math.min(1, Math.max(0, (t - 40) / 45));
+      svg += `<rect class="cell" x="${60 + (i % 100) * 9}" y="${y + Math.floor(i / 100) * 9}" width="8" height="8"` +
+        ` fill="hsl(${(120 - 120 * share).toFixed(0)},70%,45%)"><title>${d.device.replace(/[<&>]/g, "")}: ${t.toFixed(1)} °C</title></rect>`;
+    });
+    y += Math.ceil(list.length / 100) * 9 + 6;
+  }
+  document.getElementById("heatmap").innerHTML = `<svg viewBox="0 0 960 ${Math.max(y, 10)}">${svg}</svg>`;
+
+  const alerts = await (await fetch("/api/fleet/alerts")).json();
+  const ul = document.getElementById("alerts");
+  ul.innerHTML = "";
+  for (const a of alerts.active.slice(0, 50)) {
+    const li = document.createElement("li");
+    li.textContent = `${a.severity} · ${a.device} · ${a.kind}: ${a.message}`;
+    ul.appendChild(li);
+  }
+
+  const reqs = await (await fetch("/api/fleet/requests")).json();
+  const rb = document.querySelector("#requests tbody");
+  rb.innerHTML = "";
+  for (const r of reqs.slice(-20)) {
+    const row = document.createElement("tr");
+    for (const v of [r.request_id, r.action, r.requested_by, r.state, `${r.approvals.length}/${r.needed}`]) cell(row, v);
+    const td = cell(row, "");
+    for (const verb of ["approve", "execute"]) {
+      const b = document.createElement("button");
+      b.textContent = verb;
+      b.addEventListener("click", () => api("POST", `/api/fleet/requests/${r.request_id}/${verb}`).then(refresh));
+      td.appendChild(b);
+    }
+    rb.appendChild(row);
+  }
+}
+
+document.getElementById("login").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const r = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ user: document.getElementById("user").value, password: document.getElementById("password").value }) });
+  if (r.ok) { token = (await r.json()).token; sessionStorage.setItem("openmos-fleet-token", token); }
+  document.getElementById("login-state").textContent = r.ok ? "logged in" : `login failed (${r.status})`;
+});
+document.getElementById("request").addEventListener("click", () => {
+  const action = document.getElementById("action").value;
+  const args = action === "set_power" ? { watts: Number(document.getElementById("action-watts").value) } : {};
+  const site = document.getElementById("action-site").value || null;
+  api("POST", "/api/fleet/requests", { action, args, site }).then(refresh);
+});
+refresh();
+setInterval(refresh, 2000);

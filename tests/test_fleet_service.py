@@ -1,0 +1,184 @@
+"""Fleet service end to end: telemetry into the store, alerts with a webhook, the dashboard API and page,
+and `mos fleet scan` on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from aiohttp import web
+
+from openmos.api.auth import AuthStore, Role
+from openmos.cli.main import main
+from openmos.fleet.alerts import AlertRules
+from openmos.fleet.bus import BusConfig
+from openmos.fleet.node import DeviceNode
+from openmos.fleet.service import FleetService
+from openmos.fleet.simsite import FleetSimSite
+from openmos.fleet.web.app import create_fleet_app
+from openmos.security.signing import generate_keypair
+
+from helpers import wait_for
+
+OUTPUT = Path(__file__).parents[1] / "test-output"
+CHROMIUM = shutil.which("chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_site(tmp: Path, miners: int, webhooks: list[str] | None = None
+                     ) -> tuple[FleetService, FleetSimSite, list[DeviceNode]]:
+    generate_keypair(tmp / "fleet.pem", tmp / "fleet.pub")
+    service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{free_port()}"]), f"sqlite:///{tmp / 'fleet.db'}",
+                           (tmp / "fleet.pem").read_bytes(), tmp / "audit.jsonl",
+                           rules=AlertRules(max_temp_c=75.0), webhooks=webhooks, inventory_interval_s=1,
+                           flush_interval_s=0.3)
+    await service.start()
+    site = FleetSimSite(miners, per_container=10)
+    await site.start(step_s=0.5)
+    nodes = [DeviceNode(service.bus, site.site, w, [(tmp / "fleet.pub").read_bytes()], interval_s=0.5)
+             for w in site.workers]
+    for node in nodes:
+        await node.start()
+    return service, site, nodes
+
+
+async def stop_site(service: FleetService, site: FleetSimSite, nodes: list[DeviceNode]) -> None:
+    for node in nodes:
+        await node.stop()
+    await site.stop()
+    await service.stop()
+
+
+async def test_telemetry_store_alerts_and_webhook(tmp_path: Path) -> None:
+    hooks: list[dict[str, object]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        hooks.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.add_routes([web.post("/hook", hook)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    service, site, nodes = await start_site(tmp_path, 20, webhooks=[f"http://127.0.0.1:{port}/hook"])
+    try:
+        await wait_for(lambda: len(service.inventory) == 20 and len(service.latest) == 20, 20, "all devices")
+        overview = service.overview()
+        assert overview["online"] == 20 and overview["modelled"] and 3.5 < overview["hashrate_ths"] / 1000 < 4.5
+        assert len(service.store.devices(container="c01")) == 10
+        site.hottest[3] = 90.0  # one miner overheats (environment)
+        await wait_for(lambda: ("sim-00003", "temperature") in service.alerts.active, 10, "a temperature alert")
+        await wait_for(lambda: bool(hooks), 10, "the webhook")
+        assert hooks[0]["raised"][0]["device"] == "sim-00003"  # type: ignore[index]
+        await wait_for(lambda: service.store.rollup(1e12) > 0, 5, "rollups")
+    finally:
+        await stop_site(service, site, nodes)
+        await runner.cleanup()
+
+
+async def test_dashboard_api_roles_and_approvals(tmp_path: Path) -> None:
+    service, site, nodes = await start_site(tmp_path, 10)
+    auth = AuthStore(None)
+    auth.setup_owner("alice", "alice-password-1")
+    auth.add_user("bob", "bob-password-12", Role.OPERATOR)
+    auth.add_user("eve", "eve-password-12", Role.READONLY)
+    app = create_fleet_app(service, auth)
+    try:
+        await wait_for(lambda: len(service.inventory) == 10, 20, "inventory")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as c:
+            def h(user: str, pw: str) -> dict[str, str]:
+                return {"Authorization": f"Bearer {auth.login(user, pw)}"}
+            alice, bob, eve = h("alice", "alice-password-1"), h("bob", "bob-password-12"), h("eve", "eve-password-12")
+            assert (await c.get("/api/fleet/overview")).json()["devices"] == 10
+            assert len((await c.get("/api/fleet/devices", params={"q": "sim-0000"})).json()) == 10
+            body = {"action": "reboot", "site": "sim-site"}
+            assert (await c.post("/api/fleet/requests", json=body)).status_code == 401
+            assert (await c.post("/api/fleet/requests", json=body, headers=eve)).status_code == 403
+            assert (await c.post("/api/fleet/requests", json={"action": "format"}, headers=alice)).status_code == 422
+            rid = (await c.post("/api/fleet/requests", json=body, headers=alice)).json()["request_id"]
+            assert (await c.post(f"/api/fleet/requests/{rid}/execute", headers=alice)).status_code == 409
+            assert (await c.post(f"/api/fleet/requests/{rid}/approve", headers=alice)).status_code == 409
+            assert (await c.post(f"/api/fleet/requests/{rid}/approve", headers=bob)).status_code == 200
+            assert (await c.post(f"/api/fleet/requests/{rid}/execute", headers=alice)).status_code == 409  # 1 of 2
+            auth.add_user("carol", "carol-password-1", Role.OPERATOR)
+            carol = h("carol", "carol-password-1")
+            assert (await c.post(f"/api/fleet/requests/{rid}/approve", headers=carol)).status_code == 200
+            done = (await c.post(f"/api/fleet/requests/{rid}/execute", headers=alice)).json()
+            assert len(done["results"]) == 10 and all(r["ok"] for r in done["results"].values())
+            power = (await c.post("/api/fleet/requests", json={"action": "set_power", "args": {"watts": 1750},
+                                                                "devices": ["sim-00001"]}, headers=bob)).json()
+            assert power["state"] == "ready"
+            await c.post(f"/api/fleet/requests/{power['request_id']}/execute", headers=bob)
+            await asyncio.sleep(2.5)
+            assert service.latest["sim-00001"]["power_w"] < 0.7 * service.latest["sim-00002"]["power_w"]
+    finally:
+        await stop_site(service, site, nodes)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it as root)")
+async def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    OUTPUT.mkdir(exist_ok=True)
+    service, site, nodes = await start_site(tmp_path, 60)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_fleet_app(service, AuthStore(None)), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_for(lambda: len(service.latest) == 60 and len(service.inventory) == 60, 20, "telemetry")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+            await page.goto(f"http://127.0.0.1:{port}/")
+            await page.wait_for_function("document.getElementById('online').textContent === '60 / 60'")
+            await page.wait_for_function("document.querySelectorAll('#heatmap rect').length === 60")
+            await page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 60")
+            await page.fill("#filter", "sim-0001")
+            await page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 10")
+            assert "PH/s" in (await page.text_content("#hashrate") or "")
+            await page.screenshot(path=str(OUTPUT / "fleet-dashboard.png"), full_page=True)
+            await browser.close()
+    finally:
+        server.should_exit = True
+        await task
+        await stop_site(service, site, nodes)
+
+
+async def test_fleet_scan_finds_the_simulated_miners(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from openmos.fleet.simfarm import serve
+
+    servers = await serve(12)
+    try:
+        db = tmp_path / "scan.db"
+        code = await asyncio.to_thread(main, ["fleet", "scan", "127.1.0.0/28", "--timeout", "1",
+                                              "--store", f"sqlite:///{db}"])
+        assert code == 0
+    finally:
+        for s in servers:
+            s.close()
+    out = capsys.readouterr().out
+    assert "12 miner(s) on 127.1.0.0/28" in out
+    from openmos.fleet.store import FleetStore
+
+    assert len(FleetStore(f"sqlite:///{db}").devices()) == 12
+    assert json.dumps(out)  # printable
+
+
+def test_scan_refuses_huge_networks() -> None:
+    assert main(["fleet", "scan", "10.0.0.0/8"]) == 2
