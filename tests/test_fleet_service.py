@@ -182,3 +182,88 @@ async def test_fleet_scan_finds_the_simulated_miners(tmp_path: Path, capsys: pyt
 
 def test_scan_refuses_huge_networks() -> None:
     assert main(["fleet", "scan", "10.0.0.0/8"]) == 2
+
+
+async def test_dashboard_staged_rollout_with_progress(tmp_path: Path) -> None:
+    service, site, nodes = await start_site(tmp_path, 12)
+    auth = AuthStore(None)
+    auth.setup_owner("alice", "alice-password-1")
+    auth.add_user("bob", "bob-password-12", Role.OPERATOR)
+    auth.add_user("carol", "carol-password-1", Role.OPERATOR)
+    app = create_fleet_app(service, auth)
+    try:
+        await wait_for(lambda: len(service.inventory) == 12, 20, "inventory")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as c:
+            def h(user: str, pw: str) -> dict[str, str]:
+                return {"Authorization": f"Bearer {auth.login(user, pw)}"}
+            alice = h("alice", "alice-password-1")
+            rid = (await c.post("/api/fleet/requests", json={"action": "install", "args": {"version": "openmos 0.3.0"},
+                                                              "site": "sim-site"}, headers=alice)).json()["request_id"]
+            assert (await c.post(f"/api/fleet/requests/{rid}/rollout", headers=alice)).status_code == 409
+            await c.post(f"/api/fleet/requests/{rid}/approve", headers=h("bob", "bob-password-12"))
+            await c.post(f"/api/fleet/requests/{rid}/approve", headers=h("carol", "carol-password-1"))
+            started = await c.post(f"/api/fleet/requests/{rid}/rollout", params={"soak_s": 0.2}, headers=alice)
+            assert started.status_code == 202
+            for _ in range(100):
+                state = (await c.get("/api/fleet/rollouts")).json()[0]
+                if state["done"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert state["done"] and not state["halted"] and len(state["updated"]) == 12
+            assert state["progress"] == 1.0 and len(state["messages"]) == 3  # canary, 10 %, rest
+            assert all(fw == "openmos 0.3.0" for fw in site.firmware)
+    finally:
+        await stop_site(service, site, nodes)
+
+
+async def test_openmos_agent_installs_a_signed_bundle_over_the_bus(tmp_path: Path) -> None:
+    """A real agent on the bus verifies the signed bundle against its own root of trust before installing."""
+    import io
+    import tarfile
+
+    from openmos.fleet.control import FleetController, TargetQuery
+    from openmos.fleet.rollout import verified_package
+    from openmos.fleet.workers.openmos import AgentWorker
+    from openmos.hw.cpu import CpuHardware
+    from openmos.miner import AgentConfig, MiningAgent
+    from openmos.security.release import ReleaseRepository, generate_keys
+
+    generate_keys(tmp_path / "release-keys")
+    repo = ReleaseRepository(tmp_path / "repo", tmp_path / "release-keys")
+    root = repo.init()
+    bundle = tmp_path / "openmos-0.2.0.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        info = tarfile.TarInfo("bin/openmos-agent")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"agent"))
+    repo.publish(bundle, custom={"version": "0.2.0"})
+    repo_url = f"file://{tmp_path / 'repo'}"
+    package = verified_package(repo_url, root.read_bytes(), bundle.name, tmp_path / "controller-state")
+    assert package["version"] == "0.2.0" and len(package["sha256"]) == 64
+    config = AgentConfig.from_dict({"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "x"}]}],
+                                    "update": {"repo": repo_url, "root_of_trust": str(root),
+                                               "state_dir": str(tmp_path / "device")}})
+    worker = AgentWorker(MiningAgent(config, CpuHardware()), "agent-1", {"rack": "r1"})
+    generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
+    from openmos.fleet.bus import FleetBus
+
+    bus = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{free_port()}"]))
+    await bus.open()
+    node = DeviceNode(bus, "lab", worker, [(tmp_path / "fleet.pub").read_bytes()])
+    await node.start()
+    try:
+        ctl = FleetController(bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "audit.jsonl", approvals_needed=1)
+        req = ctl.request("install", {"version": "0.2.0", **package}, TargetQuery(devices=("agent-1",)), "alice")
+        ctl.approve(req.request_id, "bob")
+        result = (await ctl.execute(req.request_id, "alice"))["agent-1"]
+        assert result["ok"] and result["active_slot"] == "b", result
+        assert (tmp_path / "device" / "slots" / "b" / "bin" / "openmos-agent").read_bytes() == b"agent"
+        # A bundle that is not in the signed repository is refused by the device itself.
+        bad = ctl.request("install", {"version": "6.6.6", "target": "evil.tar.gz"}, TargetQuery(devices=("agent-1",)),
+                          "alice")
+        ctl.approve(bad.request_id, "bob")
+        refused = (await ctl.execute(bad.request_id, "alice"))["agent-1"]
+        assert not refused["ok"] and "not a signed" in refused["error"]
+    finally:
+        await node.stop()
+        await bus.close()

@@ -6,10 +6,12 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from openmos.fleet import keys
 from openmos.fleet.control import FleetController, TargetQuery
+from openmos.security.update import DeviceUpdater, SlotInstaller
 
 
 @dataclass
@@ -37,16 +39,22 @@ def plan_cohorts(devices: list[str], shares: tuple[float, ...] = (0.0, 0.10, 1.0
 
 async def rollout(controller: FleetController, target: TargetQuery, version: str, user: str, approvers: list[str],
                   *, soak_s: float = 5.0, healthy: Callable[[dict[str, Any]], bool] | None = None,
-                  progress: Callable[[str, float], None] | None = None) -> RolloutReport:
+                  progress: Callable[[str, float], None] | None = None,
+                  package: dict[str, str] | None = None) -> RolloutReport:
     """Install ``version`` cohort by cohort; stop at the first cohort whose health gate fails and put the
-    failed cohort back on its previous firmware."""
+    failed cohort back on its previous firmware.
+
+    ``package`` names the signed bundle (TUF target, sha256, from :func:`verified_package`); devices verify
+    it against their own root of trust before installing.
+    """
     healthy = healthy or (lambda status: bool(status.get("healthy")) and status.get("hashrate_ths", 0) > 0)
     inventory = [inv for inv in await controller.inventory() if target.matches(inv)]
     devices = [inv["device"] for inv in inventory]
     site_of = {inv["device"]: inv["site"] for inv in inventory}
     report = RolloutReport(version, plan_cohorts(devices))
     for n, cohort in enumerate(report.cohorts, 1):
-        req = controller.request("install", {"version": version}, TargetQuery(devices=tuple(cohort)), user)
+        req = controller.request("install", {"version": version, **(package or {})},
+                                 TargetQuery(devices=tuple(cohort)), user)
         for approver in approvers[: req.approvals_needed]:
             controller.approve(req.request_id, approver)
         results = await controller.execute(req.request_id, user)
@@ -75,3 +83,10 @@ async def rollout(controller: FleetController, target: TargetQuery, version: str
         report.updated += cohort
     report.reason = f"{len(report.updated)} devices on {version}"
     return report
+
+
+def verified_package(repo_url: str, trusted_root: bytes, target: str, state_dir: Path) -> dict[str, str]:
+    """Check a bundle against the release repository's signed metadata before rolling it out."""
+    updater = DeviceUpdater(state_dir, repo_url, trusted_root, SlotInstaller(state_dir / "unused-slots"))
+    _, version, sha256 = updater.verify(target)
+    return {"target": target, "version": version, "sha256": sha256}

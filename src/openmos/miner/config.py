@@ -128,6 +128,14 @@ class SecurityConfig(_Model):
     config_path: str | None = Field(default=None, description="this agent's config file, restored on tamper")
 
 
+class UpdateConfig(_Model):
+    """Where signed updates come from (``mos release``) and the root of trust this device ships with."""
+
+    repo: str | None = Field(default=None, description="file:// path (or mirror) of the TUF release repository")
+    root_of_trust: str | None = Field(default=None, description="the root.json shipped with the device")
+    state_dir: str | None = Field(default=None, description="A/B slots and trusted metadata")
+
+
 class AgentConfig(_Model):
     hardware: str = Field(default="cpu", description="cpu, cpu:N (N workers) or sim:MODEL")
     groups: list[PoolGroupConfig] = Field(min_length=1)
@@ -135,6 +143,7 @@ class AgentConfig(_Model):
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:

@@ -169,8 +169,8 @@ class DeviceUpdater:
         except (RepositoryError, DownloadError) as exc:
             raise UpdateRejected(f"update metadata refused: {type(exc).__name__}: {exc}") from None
 
-    def install(self, target: str, health_check: Callable[[Path], bool]) -> str:
-        """Verify and install ``target``, trial-boot it and keep it only if ``health_check(slot_dir)`` passes."""
+    def verify(self, target: str) -> tuple[Path, str, str]:
+        """Download ``target`` and check it against the signed metadata: (path, version, sha256)."""
         self.refresh()
         info = self._updater.get_targetinfo(target)
         if info is None:
@@ -181,6 +181,11 @@ class DeviceUpdater:
             path = Path(self._updater.download_target(info))
         except (RepositoryError, DownloadError) as exc:
             raise UpdateRejected(f"bundle {target!r} failed verification: {type(exc).__name__}: {exc}") from None
+        return path, version, str(info.hashes.get("sha256", ""))
+
+    def install(self, target: str, health_check: Callable[[Path], bool]) -> str:
+        """Verify and install ``target``, trial-boot it and keep it only if ``health_check(slot_dir)`` passes."""
+        path, version, _ = self.verify(target)
         self.slots.install(path, target, version)
         slot = self.slots.boot_slot()
         ok = False

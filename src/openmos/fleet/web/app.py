@@ -3,6 +3,7 @@ time, alerts, and an action sidebar with approvals. Writes use the device API's 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict
 from importlib import resources
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmos.api.auth import AuthError, AuthStore
 from openmos.api.rest import Operator
 from openmos.fleet.control import ApprovalError, TargetQuery
+from openmos.fleet.rollout import rollout
 from openmos.fleet.service import FleetService
 
 
@@ -113,6 +115,43 @@ def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
         except ApprovalError as exc:
             raise HTTPException(409, str(exc)) from None
         return {"request_id": request_id, "results": results}
+
+    rollouts: dict[str, dict[str, Any]] = {}
+    app.state.rollouts = rollouts
+    app.state.tasks = set()
+
+    @app.post("/api/fleet/requests/{request_id}/rollout", status_code=202)
+    async def start_rollout(request_id: str, s: Operator, soak_s: float = 30.0) -> dict[str, Any]:
+        """Run an approved ``install`` request as a staged rollout (canary, 10 %, all) with health gates."""
+        req = service.controller.requests.get(request_id)
+        if req is None:
+            raise HTTPException(404, f"no request {request_id}")
+        if req.action != "install" or req.state != "ready":
+            raise HTTPException(409, "a rollout needs an approved install request")
+        state: dict[str, Any] = {"request_id": request_id, "version": req.args.get("version"), "progress": 0.0,
+                                 "messages": [], "done": False}
+        rollouts[request_id] = state
+
+        def progress(message: str, fraction: float) -> None:
+            state["messages"].append(message)
+            state["progress"] = fraction
+
+        async def run() -> None:
+            report = await rollout(service.controller, req.target, str(req.args["version"]), s.user, req.approvals,
+                                   soak_s=soak_s, progress=progress,
+                                   package={k: str(v) for k, v in req.args.items() if k in ("target", "sha256")})
+            state.update(done=True, halted=report.halted, reason=report.reason, updated=report.updated,
+                         failed=report.failed, rolled_back=report.rolled_back)
+            req.state = "done"
+
+        task = asyncio.get_running_loop().create_task(run())
+        app.state.tasks.add(task)
+        task.add_done_callback(app.state.tasks.discard)
+        return state
+
+    @app.get("/api/fleet/rollouts")
+    async def list_rollouts() -> list[dict[str, Any]]:
+        return list(rollouts.values())
 
     web = resources.files("openmos.fleet.web")
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from openmos import __version__
 from openmos.api.view import DeviceView
 from openmos.miner.agent import MiningAgent
 from openmos.miner.config import AgentConfig
+from openmos.security.update import DeviceUpdater, SlotInstaller, UpdateRejected
 from openmos.tuning import PerformanceTarget
 
 
@@ -54,6 +57,23 @@ class AgentWorker:
             doc["groups"] = [{"name": "fleet", "pools": [{"url": p["url"], "user": p["user"],
                                                           "password": p.get("password", "x")} for p in args["pools"]]}]
             await agent.apply_pools(AgentConfig.from_dict(doc, source="fleet set_pools"))
+        elif action == "install":
+            return await self._install(str(args["target"]))
         else:
             return {"ok": False, "error": f"{action} is not supported by this agent"}
         return {"action": action}
+
+    async def _install(self, target: str) -> dict[str, Any]:
+        """Verify the signed bundle against this device's own root of trust and install it A/B."""
+        upd = self.agent.config.update
+        if not (upd.repo and upd.root_of_trust and upd.state_dir):
+            return {"ok": False, "error": "updates are not configured on this agent ([update] repo/root/state)"}
+        state = Path(upd.state_dir)
+        slots = SlotInstaller(state)
+        previous = slots.installed_version() or __version__
+        updater = DeviceUpdater(state, upd.repo, Path(upd.root_of_trust).read_bytes(), slots)
+        try:
+            active = await asyncio.to_thread(updater.install, target, lambda slot: any(slot.iterdir()))
+        except UpdateRejected as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"previous": previous, "active_slot": active, "history": slots.state.history[-2:]}
