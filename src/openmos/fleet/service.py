@@ -84,6 +84,7 @@ class FleetService:
             await self.alerts.notify(raised, cleared)
             if time.time() - last_rollup > 60:
                 await asyncio.to_thread(self.store.rollup, time.time())
+                await asyncio.to_thread(self.store.apply_retention, time.time())
                 last_rollup = time.time()
 
     def overview(self) -> dict[str, Any]:
