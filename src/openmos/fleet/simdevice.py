@@ -15,7 +15,7 @@ class SimulatedFleetDevice:
     model: str = "s21"
     tags: dict[str, str] = field(default_factory=dict)
     firmware: str = "openmos 0.1.0"
-    pools: list[dict[str, str]] = field(default_factory=lambda: [{"url": "stratum+tcp://10.0.0.5:3333",
+    pools: list[dict[str, str]] = field(default_factory=lambda: [{"url": "stratum+tcp://pool.example:3333",
                                                                   "user": "site.worker"}])
     bad_firmware: frozenset[str] = frozenset()  # versions that break this unit (for rollout tests)
     fraction: float = 1.0

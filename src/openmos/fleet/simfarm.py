@@ -41,7 +41,7 @@ class SimulatedDevice:
                          "MHS 5m": mhs, "MHS 15m": mhs, "Accepted": self.accepted, "Rejected": 3,
                          "Hardware Errors": 1, "Stale": 0, "Power": self.watts, "Hashrate Source": "modelled",
                          "Paused": False}],
-            "pools": [{"POOL": 0, "URL": "stratum+tcp://10.0.0.5:3333", "User": f"site.w{self.index}",
+            "pools": [{"POOL": 0, "URL": "stratum+tcp://pool.example:3333", "User": f"site.w{self.index}",
                        "Status": "Alive", "Priority": 0, "Quota": 1, "Accepted": self.accepted, "Rejected": 3,
                        "Stale": 0, "Stratum Active": True}],
             "devs": [{"ASC": b, "ID": b, "Name": "OMOS", "Enabled": "Y", "Status": "Alive", "Temperature": 62.0 + b,

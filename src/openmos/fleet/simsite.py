@@ -74,7 +74,7 @@ class SimMinerWorker:
         s, i = self.site, self.index
         return {"hashrate_ths": float(s.ths[i]), "power_w": float(s.watts[i]), "hottest_c": float(s.hottest[i]),
                 "paused": bool(s.paused[i]), "firmware": s.firmware[i], "modelled": True,
-                "healthy": not s.paused[i], "pools": [{"url": "stratum+tcp://10.0.0.5:3333",
+                "healthy": not s.paused[i], "pools": [{"url": "stratum+tcp://pool.example:3333",
                                                       "user": f"site.{self.device_id}"}]}
 
     async def act(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
