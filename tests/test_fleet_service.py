@@ -36,7 +36,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def start_site(tmp: Path, miners: int, webhooks: list[str] | None = None
+async def start_site(tmp: Path, miners: int, webhooks: list[str] | None = None, stepping: bool = True
                      ) -> tuple[FleetService, FleetSimSite, list[DeviceNode]]:
     generate_keypair(tmp / "fleet.pem", tmp / "fleet.pub")
     service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{free_port()}"]), f"sqlite:///{tmp / 'fleet.db'}",
@@ -45,7 +45,8 @@ async def start_site(tmp: Path, miners: int, webhooks: list[str] | None = None
                            flush_interval_s=0.3)
     await service.start()
     site = FleetSimSite(miners, per_container=10)
-    await site.start(step_s=0.5)
+    if stepping:  # without stepping, a test sets the modelled figures itself
+        await site.start(step_s=0.5)
     nodes = [DeviceNode(service.bus, site.site, w, [(tmp / "fleet.pub").read_bytes()], interval_s=0.5)
              for w in site.workers]
     for node in nodes:
@@ -73,7 +74,7 @@ async def test_telemetry_store_alerts_and_webhook(tmp_path: Path) -> None:
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    service, site, nodes = await start_site(tmp_path, 20, webhooks=[f"http://127.0.0.1:{port}/hook"])
+    service, site, nodes = await start_site(tmp_path, 20, webhooks=[f"http://127.0.0.1:{port}/hook"], stepping=False)
     try:
         await wait_for(lambda: len(service.inventory) == 20 and len(service.latest) == 20, 20, "all devices")
         overview = service.overview()
