@@ -20,8 +20,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 browser:  ## Debian chromium and postgresql for the browser and store tests (installed when missing and root)
-	scripts/ensure-chromium.sh
-	scripts/ensure-postgres.sh
+	scripts/ensure-debian.sh chromium chromium "the browser tests"
+	scripts/ensure-debian.sh initdb postgresql "the PostgreSQL store tests"
 
 supply-chain: $(STAMP)  ## secrets, hard-coded wallets/pools, undeclared endpoints, pip-audit, SBOM
 	$(BIN)/python scripts/supply_chain.py

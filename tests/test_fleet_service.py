@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -90,19 +91,28 @@ async def test_telemetry_store_alerts_and_webhook(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
-async def test_dashboard_api_roles_and_approvals(tmp_path: Path) -> None:
-    service, site, nodes = await start_site(tmp_path, 10)
+def accounts() -> tuple[AuthStore, Callable[[str], dict[str, str]]]:
+    """alice (admin), bob and carol (operators), eve (read-only); ``bearer(user)`` logs one in."""
     auth = AuthStore(None)
     auth.setup_owner("alice", "alice-password-1")
-    auth.add_user("bob", "bob-password-12", Role.OPERATOR)
-    auth.add_user("eve", "eve-password-12", Role.READONLY)
+    for user, role in (("bob", Role.OPERATOR), ("carol", Role.OPERATOR), ("eve", Role.READONLY)):
+        auth.add_user(user, f"{user}-password-12", role)
+    passwords = {"alice": "alice-password-1"}
+
+    def bearer(user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {auth.login(user, passwords.get(user, f'{user}-password-12'))}"}
+
+    return auth, bearer
+
+
+async def test_dashboard_api_roles_and_approvals(tmp_path: Path) -> None:
+    service, site, nodes = await start_site(tmp_path, 10)
+    auth, bearer = accounts()
     app = create_fleet_app(service, auth)
     try:
         await wait_for(lambda: len(service.inventory) == 10, 20, "inventory")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as c:
-            def h(user: str, pw: str) -> dict[str, str]:
-                return {"Authorization": f"Bearer {auth.login(user, pw)}"}
-            alice, bob, eve = h("alice", "alice-password-1"), h("bob", "bob-password-12"), h("eve", "eve-password-12")
+            alice, bob, eve = bearer("alice"), bearer("bob"), bearer("eve")
             assert (await c.get("/api/fleet/overview")).json()["devices"] == 10
             assert len((await c.get("/api/fleet/devices", params={"q": "sim-0000"})).json()) == 10
             body = {"action": "reboot", "site": "sim-site"}
@@ -114,8 +124,7 @@ async def test_dashboard_api_roles_and_approvals(tmp_path: Path) -> None:
             assert (await c.post(f"/api/fleet/requests/{rid}/approve", headers=alice)).status_code == 409
             assert (await c.post(f"/api/fleet/requests/{rid}/approve", headers=bob)).status_code == 200
             assert (await c.post(f"/api/fleet/requests/{rid}/execute", headers=alice)).status_code == 409  # 1 of 2
-            auth.add_user("carol", "carol-password-1", Role.OPERATOR)
-            carol = h("carol", "carol-password-1")
+            carol = bearer("carol")
             assert (await c.post(f"/api/fleet/requests/{rid}/approve", headers=carol)).status_code == 200
             done = (await c.post(f"/api/fleet/requests/{rid}/execute", headers=alice)).json()
             assert len(done["results"]) == 10 and all(r["ok"] for r in done["results"].values())
@@ -187,22 +196,17 @@ def test_scan_refuses_huge_networks() -> None:
 
 async def test_dashboard_staged_rollout_with_progress(tmp_path: Path) -> None:
     service, site, nodes = await start_site(tmp_path, 12)
-    auth = AuthStore(None)
-    auth.setup_owner("alice", "alice-password-1")
-    auth.add_user("bob", "bob-password-12", Role.OPERATOR)
-    auth.add_user("carol", "carol-password-1", Role.OPERATOR)
+    auth, bearer = accounts()
     app = create_fleet_app(service, auth)
     try:
         await wait_for(lambda: len(service.inventory) == 12, 20, "inventory")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as c:
-            def h(user: str, pw: str) -> dict[str, str]:
-                return {"Authorization": f"Bearer {auth.login(user, pw)}"}
-            alice = h("alice", "alice-password-1")
+            alice = bearer("alice")
             rid = (await c.post("/api/fleet/requests", json={"action": "install", "args": {"version": "openmos 0.3.0"},
                                                               "site": "sim-site"}, headers=alice)).json()["request_id"]
             assert (await c.post(f"/api/fleet/requests/{rid}/rollout", headers=alice)).status_code == 409
-            await c.post(f"/api/fleet/requests/{rid}/approve", headers=h("bob", "bob-password-12"))
-            await c.post(f"/api/fleet/requests/{rid}/approve", headers=h("carol", "carol-password-1"))
+            await c.post(f"/api/fleet/requests/{rid}/approve", headers=bearer("bob"))
+            await c.post(f"/api/fleet/requests/{rid}/approve", headers=bearer("carol"))
             started = await c.post(f"/api/fleet/requests/{rid}/rollout", params={"soak_s": 0.2}, headers=alice)
             assert started.status_code == 202
             for _ in range(100):
