@@ -59,6 +59,9 @@ def test_rollups_retention_and_tag_aggregates(store: FleetStore) -> None:
     by_site = store.aggregate_by_tag("site", 3600, since=day)
     assert by_site["north"]["hashrate_ths"] == pytest.approx(400.0)
     assert by_site["south"]["j_per_th"] == pytest.approx(30.0)
+    totals = store.totals_series(3600, since=day)
+    assert [round(h) for _, h, _ in totals] == [500, 500]
+    assert [round(h) for _, h, _ in store.totals_series(3600, since=day, site="north")] == [400, 400]
     store.rollup(until=day + 7200)  # idempotent
     assert len(store.series("a1", 300)) == 24
     store.apply_retention(now=day + 40 * 86400)

@@ -151,6 +151,17 @@ class FleetStore:
                           "ORDER BY bucket_start", [device, bucket_s]).fetchall()
         return [(float(r[0]), float(r[1] or 0), float(r[2] or 0)) for r in rows]
 
+    def totals_series(self, bucket_s: int, since: float, **tags: str) -> list[tuple[float, float, float]]:
+        """(bucket start, total TH/s, total W) over time for every device matching ``tags``."""
+        sql = "SELECT r.bucket_start, SUM(r.hashrate_ths), SUM(r.power_w) FROM rollups r"
+        params: list[Any] = []
+        for i, (tag, value) in enumerate(sorted(tags.items())):
+            sql += f" JOIN device_tags t{i} ON t{i}.device = r.device AND t{i}.tag = ? AND t{i}.value = ?"
+            params += [tag, value]
+        rows = self._exec(sql + " WHERE r.bucket_s = ? AND r.bucket_start >= ? GROUP BY r.bucket_start "
+                          "ORDER BY r.bucket_start", [*params, bucket_s, since]).fetchall()
+        return [(float(r[0]), float(r[1] or 0), float(r[2] or 0)) for r in rows]
+
     def aggregate_by_tag(self, tag: str, bucket_s: int, since: float) -> dict[str, dict[str, float]]:
         """Per tag value, the latest bucket since ``since``: total hashrate and power (sum over devices of their
         bucket averages) and J/TH."""

@@ -76,7 +76,15 @@ def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
         return grid
 
     @app.get("/api/fleet/series")
-    async def series(bucket: Literal[300, 3600, 86400] = 300, tag: str = "site") -> dict[str, Any]:
+    async def series(bucket: Literal[300, 3600, 86400] = 300, days: float = 1.0, site: str | None = None
+                     ) -> list[dict[str, float]]:
+        """Fleet totals over time from the store's rollups (history that survives a page reload)."""
+        tags = {"site": site} if site else {}
+        rows = await asyncio.to_thread(service.store.totals_series, bucket, time.time() - days * 86400, **tags)
+        return [{"time": t, "hashrate_ths": h, "power_w": w} for t, h, w in rows]
+
+    @app.get("/api/fleet/by-tag")
+    async def by_tag(tag: str = "site", bucket: Literal[300, 3600, 86400] = 3600) -> dict[str, Any]:
         return service.store.aggregate_by_tag(tag, bucket, since=time.time() - 86400)
 
     @app.get("/api/fleet/alerts")

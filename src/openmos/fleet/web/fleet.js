@@ -39,6 +39,8 @@ async function refresh() {
   document.getElementById("power").textContent = `${(o.power_w / 1e6).toFixed(2)} MW`;
   document.getElementById("efficiency").textContent = o.j_per_th ? `${o.j_per_th.toFixed(2)} J/TH` : "–";
   document.getElementById("alert-count").textContent = o.alerts;
+  document.getElementById("pools").textContent =
+    Object.entries(o.pools).map(([url, n]) => `${url} (${n})`).join(" · ") || "–";
   history.hashrate.push(o.hashrate_ths); history.power.push(o.power_w / 1000);
   for (const s of Object.values(history)) if (s.length > MAX) s.shift();
   chart("chart-hashrate", history.hashrate);
@@ -109,5 +111,10 @@ document.getElementById("request").addEventListener("click", () => {
   const site = document.getElementById("action-site").value || null;
   api("POST", "/api/fleet/requests", { action, args, site }).then(refresh);
 });
-refresh();
+async function loadHistory() {
+  // Earlier history from the store's 5-minute rollups, then live points on top.
+  const rows = await (await fetch("/api/fleet/series?bucket=300&days=1")).json();
+  for (const r of rows.slice(-MAX / 2)) { history.hashrate.push(r.hashrate_ths); history.power.push(r.power_w / 1000); }
+}
+loadHistory().then(refresh);
 setInterval(refresh, 2000);
