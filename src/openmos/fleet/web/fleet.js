@@ -88,13 +88,27 @@ async function refresh() {
     const row = document.createElement("tr");
     for (const v of [r.request_id, r.action, r.requested_by, r.state, `${r.approvals.length}/${r.needed}`]) cell(row, v);
     const td = cell(row, "");
-    for (const verb of ["approve", "execute"]) {
+    const verbs = r.action === "install" ? ["approve", "rollout"] : ["approve", "execute"];
+    for (const verb of verbs) {
       const b = document.createElement("button");
       b.textContent = verb;
       b.addEventListener("click", () => api("POST", `/api/fleet/requests/${r.request_id}/${verb}`).then(refresh));
       td.appendChild(b);
     }
     rb.appendChild(row);
+  }
+
+  const rollouts = await (await fetch("/api/fleet/rollouts")).json();
+  const box = document.getElementById("rollouts");
+  box.innerHTML = "";
+  for (const ro of rollouts) {
+    const p = document.createElement("p");
+    const state = ro.done ? (ro.halted ? `HALTED: ${ro.reason}` : ro.reason) : (ro.messages.at(-1) ?? "starting");
+    p.textContent = `rollout ${ro.request_id} → ${ro.version}: ${(100 * ro.progress).toFixed(0)} % · ${state}`;
+    const bar = document.createElement("progress");
+    bar.max = 1; bar.value = ro.progress;
+    p.prepend(bar);
+    box.appendChild(p);
   }
 }
 
