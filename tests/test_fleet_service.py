@@ -263,6 +263,10 @@ async def test_openmos_agent_installs_a_signed_bundle_over_the_bus(tmp_path: Pat
         result = (await ctl.execute(req.request_id, "alice"))["agent-1"]
         assert result["ok"] and result["active_slot"] == "b", result
         assert (tmp_path / "device" / "slots" / "b" / "bin" / "openmos-agent").read_bytes() == b"agent"
+        # The scanner is callable fleet-wide: without a configured scan root the agent says so.
+        scan = ctl.request("scan", {}, TargetQuery(devices=("agent-1",)), "alice")
+        reply = (await ctl.execute(scan.request_id, "alice"))["agent-1"]
+        assert not reply["ok"] and "no scan configured" in reply["error"]
         # A bundle that is not in the signed repository is refused by the device itself.
         bad = ctl.request("install", {"version": "6.6.6", "target": "evil.tar.gz"}, TargetQuery(devices=("agent-1",)),
                           "alice")

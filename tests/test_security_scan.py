@@ -217,3 +217,44 @@ async def test_agent_scans_on_schedule_and_restores_pools(tmp_path: Path, keys: 
                                  base_url="http://d") as client:
         doc = (await client.get("/api/v1/security")).json()
     assert doc["last_scan"]["worst"] == "critical" and doc["events"]
+
+
+async def test_scan_runs_fleet_wide_as_a_bulk_action(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    import socket
+
+    from openmos.fleet.bus import BusConfig, FleetBus
+    from openmos.fleet.control import FleetController, TargetQuery
+    from openmos.fleet.node import DeviceNode
+    from openmos.fleet.workers.openmos import AgentWorker
+    from openmos.hw.cpu import CpuHardware
+    from openmos.miner import AgentConfig, MiningAgent
+
+    roots = []
+    workers = []
+    for i in range(2):
+        root = clean_tree(tmp_path / f"fs{i}")
+        if i == 1:
+            infect(root)
+        roots.append(root)
+        config = AgentConfig.from_dict({"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "x"}]}],
+                                        "security": {"scan_root": str(root), "declared_endpoints": ["10.0.0.5"]}})
+        workers.append(AgentWorker(MiningAgent(config, CpuHardware()), f"miner-{i}"))
+    generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bus = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port}"]))
+    await bus.open()
+    nodes = [DeviceNode(bus, "lab", w, [(tmp_path / "fleet.pub").read_bytes()]) for w in workers]
+    for node in nodes:
+        await node.start()
+    try:
+        ctl = FleetController(bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "audit.jsonl")
+        req = ctl.request("scan", {}, TargetQuery(site="lab"), "alice")
+        results = await ctl.execute(req.request_id, "alice")
+        assert results["miner-0"]["ok"] and results["miner-0"]["worst"] in ("info", "medium")
+        assert results["miner-1"]["ok"] and results["miner-1"]["worst"] == "critical"
+    finally:
+        for node in nodes:
+            await node.stop()
+        await bus.close()

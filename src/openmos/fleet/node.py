@@ -20,7 +20,7 @@ from openmos.security.signing import SignatureError, verify_document
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_AGE_S = 60.0
-ACTIONS = ("pause", "resume", "set_power", "set_pools", "reboot", "locate", "install")
+ACTIONS = ("pause", "resume", "set_power", "set_pools", "reboot", "locate", "install", "scan")
 
 
 class DeviceAdapter(Protocol):

@@ -22,7 +22,7 @@ from openmos.fleet.service import FleetService
 
 class ActionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    action: Literal["pause", "resume", "set_power", "set_pools", "reboot", "locate", "install"]
+    action: Literal["pause", "resume", "set_power", "set_pools", "reboot", "locate", "install", "scan"]
     args: dict[str, Any] = Field(default_factory=dict)
     site: str | None = None
     model: str | None = None

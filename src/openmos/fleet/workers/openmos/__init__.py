@@ -59,6 +59,12 @@ class AgentWorker:
             await agent.apply_pools(AgentConfig.from_dict(doc, source="fleet set_pools"))
         elif action == "install":
             return await self._install(str(args["target"]))
+        elif action == "scan":  # the integrity / malware scan, fleet-wide as a bulk action
+            report = await agent.run_security_checks()
+            if report is None:
+                return {"ok": False, "error": "no scan configured on this agent ([security] scan_root)"}
+            return {"worst": report.worst(), "findings": [f.__dict__ for f in report.findings][:50],
+                    "files_hashed": report.files_hashed}
         else:
             return {"ok": False, "error": f"{action} is not supported by this agent"}
         return {"action": action}
