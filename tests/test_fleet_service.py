@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -276,3 +277,29 @@ async def test_openmos_agent_installs_a_signed_bundle_over_the_bus(tmp_path: Pat
     finally:
         await node.stop()
         await bus.close()
+
+
+async def test_site_curtail_fast_path_over_the_bus(tmp_path: Path) -> None:
+    """One signed publication reaches every device of the site; each acknowledges; power follows."""
+    service, site, nodes = await start_site(tmp_path, 100)
+    try:
+        await wait_for(lambda: len(service.latest) == 100, 20, "telemetry")
+        before = float(site.watts.sum())
+        devices = {w.device_id for w in site.workers}
+        acked, seconds = await service.controller.curtail_site(site.site, 0.5, devices, "grid-operator")
+        assert acked == devices and seconds < 2.0
+        await asyncio.sleep(1.5)  # the stepper applies the new frequencies
+        assert float(site.watts.sum()) < 0.65 * before
+        # A forged curtail (not signed by the fleet key) is ignored by every device.
+        from openmos.security.signing import sign_document
+
+        generate_keypair(tmp_path / "evil.pem", tmp_path / "evil.pub")
+        forged = sign_document({"device": "*", "action": "curtail", "args": {"fraction": 0.0},
+                                "issued_at": time.time(), "nonce": "x1"},
+                               (tmp_path / "evil.pem").read_bytes())
+        service.bus.publish(f"openmos/{site.site}/site/curtail", forged)
+        await asyncio.sleep(1.5)
+        assert float(site.watts.sum()) > 0.3 * before and all(n.refused for n in nodes)
+        assert any(e["what"] == "curtail" for e in service.controller.audit_log())
+    finally:
+        await stop_site(service, site, nodes)

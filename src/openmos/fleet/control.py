@@ -3,6 +3,8 @@ dangerous actions, per-target results and an audit log of who did what."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
 import secrets
@@ -103,6 +105,30 @@ class FleetController:
     def _signed(self, device: str, action: str, args: dict[str, Any]) -> dict[str, Any]:
         return sign_document({"device": device, "action": action, "args": args, "issued_at": time.time(),
                               "nonce": secrets.token_hex(12)}, self.signing_key)
+
+    async def curtail_site(self, site: str, fraction: float, devices: set[str], user: str,
+                           timeout_s: float = 5.0) -> tuple[set[str], float]:
+        """The fast path: one signed publication to every device of ``site``; returns (acknowledged, seconds)."""
+        signed = self._signed("*", "curtail", {"fraction": fraction})
+        nonce = signed["signed"]["nonce"]
+        acked: set[str] = set()
+        done = asyncio.Event()
+
+        def on_event(key: str, doc: dict[str, Any]) -> None:
+            if doc.get("ack") == nonce:
+                acked.add(keys.parse_device_key(key)[1])
+                if devices <= acked:
+                    done.set()
+
+        self.bus.subscribe(f"{keys.ROOT}/{site}/dev/*/events", on_event)
+        await asyncio.sleep(0.2)  # let the subscription reach the peers before publishing
+        began = time.perf_counter()
+        self.bus.publish(keys.site_curtail(site), signed)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout_s)
+        elapsed = time.perf_counter() - began
+        self._audit(user, "curtail", {"site": site, "fraction": fraction, "acknowledged": len(acked)})
+        return acked, elapsed
 
     async def execute(self, request_id: str, user: str) -> dict[str, dict[str, Any]]:
         """Run a request on every matching device; refuses until enough approvals are in."""

@@ -51,3 +51,9 @@ def parse_device_key(key: str) -> tuple[str, str, str]:
     if len(parts) < 5 or parts[0] != ROOT or parts[2] != "dev":
         raise ValueError(f"not a device key: {key!r}")
     return parts[1], parts[3], "/".join(parts[4:])
+
+
+def site_curtail(site: str) -> str:
+    """Publication: a signed "run at this fraction now" for every device of the site (the fast path)."""
+    _check(site)
+    return f"{ROOT}/{site}/site/curtail"

@@ -44,6 +44,7 @@ class DeviceNode:
         self.refused: list[str] = []
         self._nonces: OrderedDict[str, float] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         dev = self.device.device_id
@@ -51,6 +52,7 @@ class DeviceNode:
         self.bus.serve(keys.status(self.site, dev), self._status)
         for action in ACTIONS:
             self.bus.serve(keys.command(self.site, dev, action), self._command)
+        self.bus.subscribe(keys.site_curtail(self.site), self._on_curtail)
         self._task = asyncio.create_task(self._publish_loop())
 
     async def stop(self) -> None:
@@ -66,6 +68,23 @@ class DeviceNode:
 
     async def _inventory(self, key: str, params: dict[str, Any]) -> dict[str, Any]:
         return {"site": self.site, "device": self.device.device_id, **self.device.inventory()}
+
+    def _on_curtail(self, key: str, envelope: dict[str, Any]) -> None:
+        """Site-wide curtailment: one signed publication reaches every device; each acknowledges on events."""
+        try:
+            doc = self._verify(envelope)
+            fraction = float(doc["args"]["fraction"])
+        except (SignatureError, KeyError, TypeError, ValueError) as exc:
+            self.refused.append(f"curtail: {exc}")
+            return
+        task = asyncio.get_running_loop().create_task(self._curtail(fraction, str(doc["nonce"])))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _curtail(self, fraction: float, nonce: str) -> None:
+        result = await self.device.act("curtail", {"fraction": fraction})
+        self.bus.publish(keys.events(self.site, self.device.device_id),
+                         {"ack": nonce, "fraction": fraction, "ok": result.get("ok", True)})
 
     async def _status(self, key: str, params: dict[str, Any]) -> dict[str, Any]:
         return {"site": self.site, "device": self.device.device_id, **self.device.status()}

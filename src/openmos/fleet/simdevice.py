@@ -48,6 +48,8 @@ class SimulatedFleetDevice:
             self.paused = False
         elif action == "set_power":
             self.fraction = min(1.0, max(0.0, float(args["watts"]) / get_model(self.model).nameplate_w))
+        elif action == "curtail":
+            self.fraction = min(1.0, max(0.0, float(args["fraction"])))
         elif action == "set_pools":
             self.pools = [{"url": str(p["url"]), "user": str(p["user"])} for p in args["pools"]]
         elif action == "install":

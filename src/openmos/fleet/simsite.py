@@ -87,6 +87,8 @@ class SimMinerWorker:
             s.set_fraction(i, 1.0)
         elif action == "set_power":
             s.set_fraction(i, float(args["watts"]) / s.model.nameplate_w)
+        elif action == "curtail":
+            s.set_fraction(i, float(args["fraction"]))
         elif action == "install":
             previous, s.firmware[i] = s.firmware[i], str(args["version"])
             return {"previous": previous}

@@ -12,7 +12,7 @@ from openmos.api.view import DeviceView
 from openmos.miner.agent import MiningAgent
 from openmos.miner.config import AgentConfig
 from openmos.security.update import DeviceUpdater, SlotInstaller, UpdateRejected
-from openmos.tuning import PerformanceTarget
+from openmos.tuning import PerformanceTarget, TunerState
 
 
 class AgentWorker:
@@ -48,6 +48,19 @@ class AgentWorker:
             await agent.restart()
         elif action == "locate":
             self.view.locate_until = time.time() + 60
+        elif action == "curtail":  # the site fast path: quick ramp, no re-tune
+            fraction = float(args["fraction"])
+            if agent.tuner is not None:
+                if fraction <= 0:
+                    await agent.tuner.sleep()
+                else:
+                    if agent.tuner.status.state is TunerState.SLEEPING:
+                        await agent.tuner.wake()
+                    await agent.tuner.curtail(min(fraction, 1.0))
+            elif fraction == 0:
+                await agent.pause()
+            else:
+                await agent.resume()
         elif action == "set_power":
             if agent.tuner is None:
                 return {"ok": False, "error": "no autotuner on this hardware"}
