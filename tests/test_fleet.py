@@ -228,3 +228,28 @@ async def test_pyasic_worker_drives_a_mock_bitaxe_over_its_vendor_api(fleet_keys
             await node.stop()
     finally:
         await runner.cleanup()
+
+
+async def test_pyasic_worker_reads_and_curtails_a_mock_luxos_miner() -> None:
+    """A second vendor through pyasic: LuxOS's cgminer-style API with session-gated curtail (sleep)."""
+    from pyasic.miners.antminer.luxos.X21.S21 import LUXMinerS21
+
+    from openmos.fleet.workers.pyasic import PyasicWorker
+
+    from mock_luxos import MockLuxOS
+
+    mock = MockLuxOS()
+    await mock.start()
+    try:
+        miner = LUXMinerS21("127.0.0.8")
+        miner.rpc.port = mock.port
+        worker = PyasicWorker(miner, "lux-1")
+        status = await worker.refresh()
+        assert 190 < status["hashrate_ths"] < 200 and status["power_w"] == 3480 and status["boards"] == 3
+        assert status["pools"][0]["user"] == "lux.rig" and status["hottest_c"] is not None
+        assert worker.inventory()["vendor_api"] == "LUXMinerS21"  # (pyasic 0.79 does not parse LuxOS MACs)
+        result = await worker.act("pause", {})
+        assert result.get("ok", True) and mock.sleeping and "logon" in mock.commands
+        assert (await worker.refresh())["hashrate_ths"] == 0
+    finally:
+        await mock.stop()
