@@ -1,0 +1,59 @@
+"""The layering the package docstrings promise: lower layers never import higher ones."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).parents[1] / "src" / "openmos"
+
+# Which openmos sub-packages each layer may import (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    "base": set(),
+    "bitcoin": set(),
+    "stratum": {"bitcoin"},
+    "hw": {"base", "bitcoin"},
+    "security": {"base"},
+    "tuning": {"base", "hw"},
+    "pool": {"bitcoin", "stratum"},
+    "energy": {"base"},
+    "miner": {"base", "bitcoin", "stratum", "hw", "tuning", "security"},
+    "api": {"base", "bitcoin", "stratum", "hw", "tuning", "security", "miner"},
+    "integrations": set(),
+    "fleet": {"base", "hw", "security", "miner", "api", "tuning"},
+    "cli": {"base", "bitcoin", "stratum", "hw", "security", "tuning", "pool", "energy", "miner", "api",
+            "integrations", "fleet"},
+}
+
+
+def imported_layers(path: Path) -> set[str]:
+    layers = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "openmos" and len(parts) > 1:
+                layers.add(parts[1])
+    return layers
+
+
+def test_every_layer_imports_only_what_it_may() -> None:
+    problems = []
+    for layer, allowed in ALLOWED.items():
+        for path in (SRC / layer).rglob("*.py"):
+            bad = imported_layers(path) - allowed - {layer}
+            if bad:
+                problems.append(f"{path.relative_to(SRC)} imports {sorted(bad)}")
+    assert not problems, problems
+
+
+def test_every_layer_is_listed_and_documented() -> None:
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == set(ALLOWED)
+    for name in packages:
+        doc = ast.get_docstring(ast.parse((SRC / name / "__init__.py").read_text()))
+        assert doc and len(doc) > 40, f"openmos.{name} needs a docstring saying what it owns"
