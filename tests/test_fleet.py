@@ -160,7 +160,7 @@ async def test_poller_reads_every_device_and_reports_unreachable_ones() -> None:
         assert abs(float(data.hashrate) - s0.hashrate_ths) < 0.01 and data.wattage == round(s0.power_w or 0)
     finally:
         for s in servers:
-            s.close()
+            await s.stop()
 
 
 async def test_pyasic_worker_drives_a_mock_bitaxe_over_its_vendor_api(fleet_keys: tuple[bytes, bytes],

@@ -182,7 +182,7 @@ async def test_fleet_scan_finds_the_simulated_miners(tmp_path: Path, capsys: pyt
         assert code == 0
     finally:
         for s in servers:
-            s.close()
+            await s.stop()
     out = capsys.readouterr().out
     assert "12 miner(s) on 127.1.0.0/28" in out
     from openmos.fleet.store import FleetStore

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from openmos import __version__
 from openmos.api.view import DeviceView
@@ -394,10 +394,15 @@ def _mean(values: list[float | None]) -> float:
     return sum(nums) / len(nums) if nums else 0.0
 
 
-class CgminerServer:
-    """asyncio TCP server in front of :class:`CgminerApi`."""
+class Responder(Protocol):
+    async def respond(self, raw: bytes, peer: str) -> dict[str, Any]: ...
 
-    def __init__(self, api: CgminerApi, host: str = "127.0.0.1", port: int = 4028) -> None:
+
+class CgminerServer:
+    """asyncio TCP server speaking the cgminer wire format in front of a responder (:class:`CgminerApi`, or
+    a simulated device)."""
+
+    def __init__(self, api: Responder, host: str = "127.0.0.1", port: int = 4028) -> None:
         self.api = api
         self.host = host
         self.port = port
@@ -406,8 +411,9 @@ class CgminerServer:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("cgminer API on %s:%d (privileged for %s)", self.host, self.port,
-                 ", ".join(str(n) for n in self.api.allow.networks) or "nobody")
+        allow = getattr(self.api, "allow", None)
+        networks = ", ".join(str(n) for n in allow.networks) if allow is not None else ""
+        log.info("cgminer API on %s:%d (privileged for %s)", self.host, self.port, networks or "nobody")
 
     async def stop(self) -> None:
         if self._server is not None:

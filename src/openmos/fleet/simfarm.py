@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from openmos import __version__
-from openmos.api.cgminer import parse_request
+from openmos.api.cgminer import CgminerServer, parse_request
 
 MODELS = (("Antminer S21 (simulated)", 200.0, 3500.0, 108), ("Antminer S19j Pro (simulated)", 104.0, 3068.0, 126))
 
@@ -58,31 +58,23 @@ class SimulatedDevice:
             return {"STATUS": [{"STATUS": "E", "Code": 14, "Msg": "Invalid command"}], "id": 1}
         return {"STATUS": status, command.upper(): rows[command], "id": 1}
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def respond(self, raw: bytes, peer: str) -> dict[str, Any]:
         try:
-            raw = await asyncio.wait_for(reader.read(8192), 5)
-            try:
-                req = parse_request(raw)
-                if len(req.commands) == 1:
-                    reply = self.section(req.commands[0])
-                else:
-                    reply = {c: [self.section(c)] for c in req.commands} | {"id": 1}
-            except ValueError:
-                reply = {"STATUS": [{"STATUS": "E", "Code": 23, "Msg": "invalid request"}], "id": 1}
-            writer.write(json.dumps(reply).encode() + b"\x00")
-            await writer.drain()
-        except (ConnectionError, TimeoutError):
-            pass
-        finally:
-            writer.close()
+            req = parse_request(raw)
+        except ValueError:
+            return {"STATUS": [{"STATUS": "E", "Code": 23, "Msg": "invalid request"}], "id": 1}
+        if len(req.commands) == 1:
+            return self.section(req.commands[0])
+        return {c: [self.section(c)] for c in req.commands} | {"id": 1}
 
 
-async def serve(count: int, port: int = 4028) -> list[asyncio.Server]:
+async def serve(count: int, port: int = 4028) -> list[CgminerServer]:
     rng = np.random.default_rng(0)
     servers = []
     for i in range(count):
-        device = SimulatedDevice(i, rng)
-        servers.append(await asyncio.start_server(device.handle, device_ip(i), port, backlog=64))
+        server = CgminerServer(SimulatedDevice(i, rng), device_ip(i), port)
+        await server.start()
+        servers.append(server)
     return servers
 
 
@@ -93,7 +85,7 @@ async def _main(count: int) -> None:
     print(json.dumps({"devices": count}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for s in servers:
-        s.close()
+        await s.stop()
 
 
 if __name__ == "__main__":
