@@ -6,11 +6,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from openmos.base.net import free_local_port
 
 
 def _bin(name: str) -> str | None:
@@ -35,9 +36,7 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(root, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     data = os.path.join(root, "data")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_local_port()
     subprocess.run([*as_user, initdb, "-D", data, "-U", "openmos", "--auth=trust", "-E", "UTF8"], check=True,
                    capture_output=True)
     subprocess.run([*as_user, pg_ctl, "-D", data, "-w", "-l", os.path.join(root, "log"), "-o",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from openleadr import OpenADRServer
 
+from openmos.base.net import free_local_port
 from openmos.energy.control import ControlChannelDevice
 from openmos.energy.demand import DemandResponseVen
 from openmos.energy.economics import (
@@ -150,15 +150,10 @@ async def test_meter_over_cap_steps_devices_down_then_meter_failure_holds() -> N
         await sim.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 async def test_openadr_event_reduces_load_and_reports_are_sent() -> None:
     sim, site, devices = await site_with_devices(n=10, meter_period_s=0.2, tau_s=0.2)
-    port = free_port()
+    port = free_local_port()
     reports: list[float] = []
     responses: list[str] = []
     vtn = OpenADRServer(vtn_id="utility", http_host="127.0.0.1", http_port=port,
@@ -231,7 +226,7 @@ async def test_container_limits_feed_the_optimiser() -> None:
                 if 0 <= 2 * i + j - start < len(regs):
                     regs[2 * i + j - start] = w
 
-    port = free_port()
+    port = free_local_port()
     server = ModbusTcpServer(SimDevice(id=1, simdata=[SimData(0, count=8, values=0, datatype=DataType.REGISTERS)],
                                        action=action), address=("127.0.0.1", port))
     task = asyncio.create_task(server.serve_forever())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from openmos.base.net import free_local_port
 from openmos.fleet import keys
 from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.control import ApprovalError, FleetController, TargetQuery
@@ -21,12 +21,6 @@ from openmos.security.signing import generate_keypair, sign_document
 from helpers import wait_for
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def fleet_keys(tmp_path: Path) -> tuple[bytes, bytes]:
     generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
@@ -36,7 +30,7 @@ def fleet_keys(tmp_path: Path) -> tuple[bytes, bytes]:
 @asynccontextmanager
 async def two_sites(public: bytes, devices_a: list[SimulatedFleetDevice], devices_b: list[SimulatedFleetDevice]
                     ) -> AsyncIterator[tuple[FleetBus, FleetBus]]:
-    port_a, port_b = free_port(), free_port()
+    port_a, port_b = free_local_port(), free_local_port()
     bus_a = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port_a}"]))
     bus_b = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port_b}"], connect=[f"tcp/127.0.0.1:{port_a}"]))
     await bus_a.open()
@@ -200,7 +194,7 @@ async def test_pyasic_worker_drives_a_mock_bitaxe_over_its_vendor_api(fleet_keys
                     web.patch("/api/system", patch), web.post("/api/system/restart", restart)])
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.7", free_port())
+    site = web.TCPSite(runner, "127.0.0.7", free_local_port())
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import uvicorn
 from aiohttp import web
 
 from openmos.api.auth import AuthStore, Role
+from openmos.base.net import free_local_port
 from openmos.cli.main import main
 from openmos.fleet.alerts import AlertRules
 from openmos.fleet.bus import BusConfig
@@ -32,16 +32,11 @@ OUTPUT = Path(__file__).parents[1] / "test-output"
 CHROMIUM = shutil.which("chromium")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 async def start_site(tmp: Path, miners: int, webhooks: list[str] | None = None, stepping: bool = True
                      ) -> tuple[FleetService, FleetSimSite, list[DeviceNode]]:
     generate_keypair(tmp / "fleet.pem", tmp / "fleet.pub")
-    service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{free_port()}"]), f"sqlite:///{tmp / 'fleet.db'}",
+    service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{free_local_port()}"]), f"sqlite:///{tmp / 'fleet.db'}",
                            (tmp / "fleet.pem").read_bytes(), tmp / "audit.jsonl",
                            rules=AlertRules(max_temp_c=75.0), webhooks=webhooks, inventory_interval_s=1,
                            flush_interval_s=0.3)
@@ -74,7 +69,7 @@ async def test_telemetry_store_alerts_and_webhook(tmp_path: Path) -> None:
     app.add_routes([web.post("/hook", hook)])
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
+    port = free_local_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     service, site, nodes = await start_site(tmp_path, 20, webhooks=[f"http://127.0.0.1:{port}/hook"], stepping=False)
     try:
@@ -145,7 +140,7 @@ async def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
 
     OUTPUT.mkdir(exist_ok=True)
     service, site, nodes = await start_site(tmp_path, 60)
-    port = free_port()
+    port = free_local_port()
     server = uvicorn.Server(uvicorn.Config(create_fleet_app(service, AuthStore(None)), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
@@ -253,7 +248,7 @@ async def test_openmos_agent_installs_a_signed_bundle_over_the_bus(tmp_path: Pat
     generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
     from openmos.fleet.bus import FleetBus
 
-    bus = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{free_port()}"]))
+    bus = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{free_local_port()}"]))
     await bus.open()
     node = DeviceNode(bus, "lab", worker, [(tmp_path / "fleet.pub").read_bytes()])
     await node.start()

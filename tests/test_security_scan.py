@@ -220,8 +220,7 @@ async def test_agent_scans_on_schedule_and_restores_pools(tmp_path: Path, keys: 
 
 
 async def test_scan_runs_fleet_wide_as_a_bulk_action(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
-    import socket
-
+    from openmos.base.net import free_local_port
     from openmos.fleet.bus import BusConfig, FleetBus
     from openmos.fleet.control import FleetController, TargetQuery
     from openmos.fleet.node import DeviceNode
@@ -240,10 +239,7 @@ async def test_scan_runs_fleet_wide_as_a_bulk_action(tmp_path: Path, keys: tuple
                                         "security": {"scan_root": str(root), "declared_endpoints": ["10.0.0.5"]}})
         workers.append(AgentWorker(MiningAgent(config, CpuHardware()), f"miner-{i}"))
     generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    bus = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port}"]))
+    bus = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{free_local_port()}"]))
     await bus.open()
     nodes = [DeviceNode(bus, "lab", w, [(tmp_path / "fleet.pub").read_bytes()]) for w in workers]
     for node in nodes:

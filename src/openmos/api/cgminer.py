@@ -377,14 +377,13 @@ class CgminerApi:
         if agent.tuner is None:
             raise BadRequest(INVALID_PARAMETER, "no autotuner on this hardware")
         limits = agent.hardware.limits()
-        if option == "power":
-            target = PerformanceTarget.power(float(value))
-        elif option == "hashrate":
-            target = PerformanceTarget.hashrate(float(value))
-        elif option == "profile":
-            target = PerformanceTarget.preset(value, (limits.nameplate_power_w if limits else None) or 0.0)
-        else:
+        if option not in ("power", "hashrate", "profile"):
             raise BadRequest(INVALID_PARAMETER, f"unknown ascset option {option!r}")
+        target = PerformanceTarget.choose(
+            power_w=float(value) if option == "power" else None,
+            hashrate_ths=float(value) if option == "hashrate" else None,
+            profile=value if option == "profile" else None,
+            nameplate_w=(limits.nameplate_power_w if limits else None) or 0.0)
         await agent.tuner.set_target(target)
         return self._ok("ascset", f"target set to {target}")
 

@@ -274,15 +274,12 @@ def create_app(view: DeviceView, auth: AuthStore, *, config_path: Path | None = 
         if tuner is None:
             raise HTTPException(409, "this hardware has no autotuner (no tunable clocks or no target configured)")
         limits = agent.hardware.limits()
-        if body.power_w is not None:
-            target = PerformanceTarget.power(body.power_w)
-        elif body.hashrate_ths is not None:
-            target = PerformanceTarget.hashrate(body.hashrate_ths)
-        elif body.profile is not None:
-            target = PerformanceTarget.preset(body.profile, (limits.nameplate_power_w if limits else 0) or 0)
-        else:
-            assert body.step_percent is not None
+        if body.step_percent is not None:
             target = tuner.base_target.step(body.step_percent)
+        else:
+            target = PerformanceTarget.choose(power_w=body.power_w, hashrate_ths=body.hashrate_ths,
+                                              profile=body.profile,
+                                              nameplate_w=(limits.nameplate_power_w if limits else 0) or 0)
         await tuner.set_target(target)
         return {"target": str(target)}
 

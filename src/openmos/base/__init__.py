@@ -2,6 +2,6 @@
 
 from openmos.base.clock import Clock, WallClock
 from openmos.base.files import atomic_write
-from openmos.base.net import AllowList
+from openmos.base.net import AllowList, free_local_port
 
-__all__ = ["AllowList", "Clock", "WallClock", "atomic_write"]
+__all__ = ["AllowList", "Clock", "WallClock", "atomic_write", "free_local_port"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -34,3 +35,10 @@ class AllowList:
         except ValueError:
             return False
         return any(ip in net for net in self.networks)
+
+
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for servers that need the number before binding)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

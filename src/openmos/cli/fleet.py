@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import ipaddress
 import secrets
-import socket
 import tempfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from openmos.api.auth import AuthStore, Role
+from openmos.base.net import free_local_port
 from openmos.fleet.bus import BusConfig
 from openmos.fleet.node import DeviceNode
 from openmos.fleet.poller import poll_all
@@ -74,16 +74,10 @@ async def _scan(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def run_demo(miners: int, port: int, duration: float, console: Console) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="openmos-fleet-demo-"))
     generate_keypair(workdir / "fleet.pem", workdir / "fleet.pub")
-    bus_port = _free_port()
+    bus_port = free_local_port()
     service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{bus_port}"]), f"sqlite:///{workdir / 'fleet.db'}",
                            (workdir / "fleet.pem").read_bytes(), workdir / "audit.jsonl", inventory_interval_s=10)
     await service.start()

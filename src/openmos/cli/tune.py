@@ -33,11 +33,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def target_from(args: argparse.Namespace, nameplate_w: float) -> PerformanceTarget:
-    if args.power:
-        return PerformanceTarget.power(args.power)
-    if args.hashrate:
-        return PerformanceTarget.hashrate(args.hashrate)
-    return PerformanceTarget.preset(args.profile, nameplate_w)
+    return PerformanceTarget.choose(power_w=args.power, hashrate_ths=args.hashrate, profile=args.profile,
+                                    nameplate_w=nameplate_w)
 
 
 async def _tune(args: argparse.Namespace, console: Console) -> int:

@@ -115,13 +115,8 @@ class MiningAgent:
             return None
         if limits is None:
             raise ValueError(f"{self.hardware.model} has no tunable clocks: remove the performance target")
-        if perf.power_w is not None:
-            target = PerformanceTarget.power(perf.power_w)
-        elif perf.hashrate_ths is not None:
-            target = PerformanceTarget.hashrate(perf.hashrate_ths)
-        else:
-            assert perf.profile is not None
-            target = PerformanceTarget.preset(perf.profile, limits.nameplate_power_w or 0.0)
+        target = PerformanceTarget.choose(power_w=perf.power_w, hashrate_ths=perf.hashrate_ths,
+                                          profile=perf.profile, nameplate_w=limits.nameplate_power_w or 0.0)
         cooling = CoolingConfig(mode=CoolingMode(perf.cooling), manual_duty_pct=perf.manual_fan_pct,
                                 min_fans=perf.min_fans, lifetime_target_c=perf.lifetime_target_c,
                                 limits=ThermalLimits(perf.target_c, perf.hot_c, perf.dangerous_c))

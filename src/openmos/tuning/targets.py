@@ -39,6 +39,18 @@ class PerformanceTarget:
         except KeyError:
             raise ValueError(f"unknown profile {name!r}; use {', '.join(PRESETS)} or a custom target") from None
 
+    @classmethod
+    def choose(cls, *, power_w: float | None = None, hashrate_ths: float | None = None,
+               profile: str | None = None, nameplate_w: float = 0.0) -> PerformanceTarget:
+        """The one target given: a wall power, a hashrate, or a preset profile of ``nameplate_w``."""
+        if power_w is not None:
+            return cls.power(power_w)
+        if hashrate_ths is not None:
+            return cls.hashrate(hashrate_ths)
+        if profile is not None:
+            return cls.preset(profile, nameplate_w)
+        raise ValueError("give a power, hashrate or profile target")
+
     def scaled(self, factor: float) -> PerformanceTarget:
         return PerformanceTarget(self.kind, self.value * factor)
 

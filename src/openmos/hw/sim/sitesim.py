@@ -18,6 +18,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from openmos.base.net import free_local_port
+
 
 class SimulatedSite:
     def __init__(self, max_power_w: np.ndarray, *, tau_s: float = 0.5, meter_period_s: float = 1.0,
@@ -52,11 +54,7 @@ class SimulatedSite:
         await self.start_meter(meter_port)
 
     async def start_meter(self, port: int = 0) -> None:
-        if port == 0:
-            with contextlib.closing(__import__("socket").socket()) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.meter_port = port
+        self.meter_port = port = port or free_local_port()
         self._publish()
         self._meter = ModbusTcpServer(self._device, address=("127.0.0.1", port))
         self._meter_task = asyncio.create_task(self._meter.serve_forever())
