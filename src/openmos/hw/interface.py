@@ -96,6 +96,9 @@ class HardwareLimits:
     stock_voltage: float
     hashes_per_mhz: float  # hashes per second per MHz per chip (small cores)
     nameplate_power_w: float | None = None
+    freq_grid_mhz: tuple[float, ...] = ()  # frequencies the PLL can make, ascending (empty: any, in freq_step)
+    settle_s: float = 0.0  # after a change, how long until counters and power show it (PLL, VR slew, meter)
+    psu_max_w: float | None = None  # rated PSU output at the wall
 
 
 class MiningHardware(abc.ABC):

@@ -1,21 +1,26 @@
 """Chip-level autotuning, performance targets and profiles, cooling and thermal protection.
 
-Owns the ``Autotuner`` (per-chip frequency at per-board voltage for a power or hashrate target), the
+Owns the ``Autotuner`` (per-chip frequency at per-board voltage for a power, hashrate or J/TH target):
+``tuner`` (state machine), ``measurement`` (windows of counters and power), ``sweep`` (per-chip limits),
+``planning`` (power model, plans), ``convergence`` (closed loop, trims), ``persistence`` (chip model and
+profiles to the store), ``state`` (options, status, decision log); plus the
 profile store, the efficiency curve, fan control (auto PID / manual / immersion / hydro), dynamic
 performance scaling and emergency shutdown. It sees hardware only through ``openmos.hw.MiningHardware``
 (counters, sensors, power, controls): it never imports the simulator. Imports ``base`` and ``hw``.
 """
 
 from openmos.tuning.profiles import ProfileStore, TunedProfile
+from openmos.tuning.state import Decision, TunerOptions, TunerState, TunerStatus
 from openmos.tuning.targets import PRESETS, PerformanceTarget, TargetKind
 from openmos.tuning.thermal import CoolingConfig, CoolingMode, ThermalLimits
-from openmos.tuning.tuner import Autotuner, TunerOptions, TunerState, TunerStatus
+from openmos.tuning.tuner import Autotuner
 
 __all__ = [
     "PRESETS",
     "Autotuner",
     "CoolingConfig",
     "CoolingMode",
+    "Decision",
     "PerformanceTarget",
     "ProfileStore",
     "TargetKind",

@@ -16,11 +16,6 @@ from openmos.hw.interface import HardwareLimits
 FloatArray = NDArray[np.float64]
 
 
-def error_fraction(nonces: NDArray[np.int64], errors: NDArray[np.int64]) -> FloatArray:
-    total = nonces + errors
-    return np.where(total > 0, errors / np.maximum(total, 1), 0.0).astype(np.float64)
-
-
 @dataclass(frozen=True)
 class PowerModel:
     """wall W = a * sum_b V_b^2 F_b + b * sum_b V_b^2 + c, with F_b the sum of chip MHz on board b."""
@@ -79,10 +74,30 @@ class Plan:
     predicted_ths: float
 
 
+def snap_down(limits: HardwareLimits, freq: FloatArray) -> FloatArray:
+    """Each frequency rounded down to one the PLL can make (0 stays 0: chip off). Down is the safe side."""
+    f = np.asarray(freq, dtype=np.float64)
+    if not limits.freq_grid_mhz:
+        return f
+    grid = np.asarray(limits.freq_grid_mhz)
+    idx = np.clip(np.searchsorted(grid, f + 1e-9, side="right") - 1, 0, len(grid) - 1)
+    return np.asarray(np.where(f > 0, grid[idx], 0.0))
+
+
+def snap_up(limits: HardwareLimits, freq: FloatArray) -> FloatArray:
+    """Each frequency rounded up to the next one the PLL can make (for climbing sweeps)."""
+    f = np.asarray(freq, dtype=np.float64)
+    if not limits.freq_grid_mhz:
+        return f
+    grid = np.asarray(limits.freq_grid_mhz)
+    idx = np.clip(np.searchsorted(grid, f - 1e-9, side="left"), 0, len(grid) - 1)
+    return np.asarray(np.where(f > 0, grid[idx], 0.0))
+
+
 def frequencies(limits: HardwareLimits, fmax: FloatArray, margin: FloatArray, scale: float) -> FloatArray:
     f = fmax * (1.0 - margin) * scale
     f = np.clip(f, limits.freq_min_mhz, limits.freq_max_mhz)
-    return np.where(fmax > 0, f, 0.0)
+    return snap_down(limits, np.where(fmax > 0, f, 0.0))
 
 
 def plan_for(limits: HardwareLimits, voltages: list[float], fmax: list[FloatArray], margin: FloatArray,
@@ -118,3 +133,52 @@ def plan_for(limits: HardwareLimits, voltages: list[float], fmax: list[FloatArra
             return plan
     assert best is not None
     return best  # the target is out of reach: the highest voltage at full clean speed
+
+
+@dataclass
+class Knowledge:
+    """What the tuner has learned about one unit: chip limits per swept voltage, trims, dead chips, power.
+
+    Everything is from the tuner's own measurements; it is also what the profile store persists.
+    """
+
+    limits: HardwareLimits
+    margin: FloatArray  # per-chip trim: fraction below the swept limit
+    dead: NDArray[np.bool_]
+    sweep_voltages: list[float]
+    sweep_fmax: list[FloatArray]
+    power_model: PowerModel | None = None
+    samples: list[tuple[float, float, float]] | None = None  # (sum V^2 F, sum V^2, wall W) per window
+
+    @classmethod
+    def empty(cls, limits: HardwareLimits, start_margin: float) -> Knowledge:
+        shape = (limits.boards, limits.chips_per_board)
+        return cls(limits, np.full(shape, start_margin), np.zeros(shape, dtype=bool), [], [], None, [])
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.sweep_fmax) and self.power_model is not None
+
+    def add_sample(self, v_board: FloatArray, freq: FloatArray, wall_w: float, kept: int) -> None:
+        v2 = v_board**2
+        samples = self.samples if self.samples is not None else []
+        samples.append((float((v2 * freq.sum(axis=1)).sum()), float(v2.sum()), wall_w))
+        self.samples = samples[-kept:]
+
+    def refit(self) -> None:
+        if self.samples:
+            self.power_model = PowerModel.fit(self.samples)
+
+    def plan(self, target_kind: str, target: float) -> Plan:
+        assert self.power_model is not None
+        live = [np.where(self.dead, 0.0, f) for f in self.sweep_fmax]
+        return plan_for(self.limits, self.sweep_voltages, live, self.margin, self.power_model, target_kind, target)
+
+    def at(self, voltage: float, scale: float = 1.0) -> Plan:
+        """The plan at a given board voltage and scale of every chip's clean limit."""
+        assert self.power_model is not None
+        top = np.where(self.dead, 0.0, fmax_at(self.sweep_voltages, self.sweep_fmax, voltage))
+        freq = frequencies(self.limits, top, self.margin, scale)
+        vb = np.full(self.limits.boards, voltage)
+        return Plan(voltage, scale, freq, self.power_model.predict(vb, freq),
+                    float(freq.sum() * self.limits.hashes_per_mhz / 1e12))

@@ -9,6 +9,7 @@ from enum import StrEnum
 class TargetKind(StrEnum):
     POWER = "power"  # W at the wall
     HASHRATE = "hashrate"  # TH/s of valid hashes
+    EFFICIENCY = "efficiency"  # "max hashrate at J/TH <= X": value is the J/TH ceiling at the wall
 
 
 # Presets as a fraction of the hardware's stock (nameplate) power, like LuxOS profiles / Braiins targets.
@@ -21,7 +22,7 @@ class PerformanceTarget:
     value: float
 
     def __post_init__(self) -> None:
-        if not self.value > 0:
+        if not (self.value > 0 and self.value < float("inf")):
             raise ValueError(f"{self.kind.value} target must be positive, got {self.value}")
 
     @classmethod
@@ -31,6 +32,11 @@ class PerformanceTarget:
     @classmethod
     def hashrate(cls, ths: float) -> PerformanceTarget:
         return cls(TargetKind.HASHRATE, float(ths))
+
+    @classmethod
+    def efficiency(cls, j_per_th: float) -> PerformanceTarget:
+        """The most hashrate whose wall J/TH stays at or under ``j_per_th``."""
+        return cls(TargetKind.EFFICIENCY, float(j_per_th))
 
     @classmethod
     def preset(cls, name: str, stock_power_w: float) -> PerformanceTarget:
@@ -60,8 +66,12 @@ class PerformanceTarget:
 
     @property
     def key(self) -> str:
+        if self.kind is TargetKind.EFFICIENCY:
+            return f"efficiency-{self.value:.2f}JTH"
         unit = "W" if self.kind is TargetKind.POWER else "THs"
         return f"{self.kind.value}-{self.value:.0f}{unit}"
 
     def __str__(self) -> str:
+        if self.kind is TargetKind.EFFICIENCY:
+            return f"max hashrate at <= {self.value:.2f} J/TH"
         return f"{self.value:,.0f} W" if self.kind is TargetKind.POWER else f"{self.value:,.1f} TH/s"

@@ -1,19 +1,18 @@
-"""The autotuner: per-chip frequency at per-board voltage for a power or hashrate target.
+"""The autotuner's state machine: per-chip frequency at per-board voltage for a power, hashrate or J/TH goal.
 
-How it learns a unit (only from counters, sensors and input power):
+How it learns a unit (only from counters, sensors and input power; see ``measurement``):
 1. lower the ticket difficulty so every chip reports enough nonces for error statistics;
-2. sweep at the stock voltage: all chips climb in small frequency steps together; each chip stops at the
-   last step where its error fraction stayed clean -- its limit at that voltage. Weak chips that already
-   err at the start walk down; chips that err everywhere are dead and switched off;
-3. sweep again at a second voltage near where the target will need it, giving every chip a limit curve;
-4. plan: the lowest voltage whose chips, just under their limits, can reach the target, then one scale
-   for all chips; a wall-power model fitted to every window measured so far predicts the scale;
-5. converge in closed loop on measured power (or measured valid hashrate), trimming single chips that err
-   and nudging up chips that never do; then hold it there (STABLE), re-checking every window.
-
+2. sweep at the stock voltage, then at a second voltage near where the goal will need it (``sweep``):
+   every chip's clean limit, on the PLL's frequency grid;
+3. plan the lowest voltage whose chips, just under their limits, reach the goal (``planning``);
+4. converge in closed loop on measured power or valid hashrate, trimming single chips (``convergence``);
+   then hold it there (STABLE), re-checking every window: chips that age or warm up start to err and are
+   trimmed, the power model is refitted on recent windows only, a large temperature shift re-tunes;
+5. above stock (overclocking) a governor keeps the plan inside the PSU rating and backs off before the
+   cooling guard's "hot" level is reached with the fans near full.
 Cooling runs underneath on every tick: fan PID, dynamic performance scaling when hot, emergency shutdown
-when dangerous. The learned chip model and a profile per target are saved, so a reboot or a new target
-needs no new sweep.
+when dangerous. The chip model and a profile per target are saved (``persistence``). Every decision is
+logged with its reason and kept in ``status.decisions``.
 """
 
 from __future__ import annotations
@@ -21,86 +20,29 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 
 from openmos.base.clock import Clock
 from openmos.hw.interface import HardwareLimits, HardwareTelemetry, MiningHardware, UnsupportedControl
-from openmos.tuning.planning import FloatArray, Plan, PowerModel, error_fraction, fmax_at, frequencies, plan_for
-from openmos.tuning.profiles import ChipModel, ProfileStore, TunedProfile
+from openmos.tuning.convergence import correct, efficiency_power, efficiency_start, trim
+from openmos.tuning.measurement import Meter, Window, error_fraction, hottest
+from openmos.tuning.persistence import load_knowledge, make_profile, profile_verified, save_knowledge
+from openmos.tuning.planning import FloatArray, Knowledge, Plan, fmax_at
+from openmos.tuning.profiles import ProfileStore, TunedProfile
+from openmos.tuning.state import CurvePoint, TunerOptions, TunerState, TunerStatus
+from openmos.tuning.sweep import MAX_SWEEP_WINDOWS, Sweep
 from openmos.tuning.targets import PerformanceTarget, TargetKind
 from openmos.tuning.thermal import CoolingConfig, ThermalAction, ThermalGuard, arrhenius_hazard_ratio
 
 log = logging.getLogger(__name__)
 
-
-class TunerState(StrEnum):
-    DISABLED = "DISABLED"
-    TUNING = "TUNING"
-    STABLE = "STABLE"
-    ERROR = "ERROR"
-    SLEEPING = "SLEEPING"
-
-
-@dataclass(frozen=True)
-class TunerOptions:
-    nonces_per_s: float = 60.0  # per chip, chooses the ticket difficulty
-    window_s: float = 10.0  # measurement window while tuning
-    stable_window_s: float = 30.0  # measurement window once stable
-    tick_s: float = 2.0  # cooling control period
-    sweep_step: float = 0.02  # relative frequency step in sweeps
-    err_ok: float = 0.005  # keep climbing below this error fraction
-    err_bad: float = 0.02  # past the limit above this
-    trim_high: float = 0.008  # a chip above this error fraction steps down
-    trim_low: float = 0.0015  # a chip below this (with enough counts) may step up
-    max_overshoot: float = 0.06  # how far past its swept limit a chip that never errs may climb
-    start_margin: float = 0.01
-    power_tolerance: float = 0.005
-    dead_error: float = 0.5
-    max_converge_windows: int = 60
-    retune_shift_c: float = 8.0  # re-tune when the hottest chip moved this far since the last tune
-
-
-@dataclass
-class TunerStatus:
-    state: TunerState = TunerState.DISABLED
-    phase: str = "idle"
-    percent: float = 0.0
-    message: str = ""
-    target: str = ""
-    effective_target: str = ""
-    power_w: float = 0.0
-    hashrate_ths: float = 0.0
-    hottest_c: float = 0.0
-    fan_duty_pct: float | None = None
-    dps_steps: int = 0
-    board_voltage: list[float] = field(default_factory=list)
-    dead_chips: list[tuple[int, int]] = field(default_factory=list)
-    hazard_ratio: float | None = None  # modelled chip failure-rate ratio vs running at the normal target
-    events: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    power_w: float
-    hashrate_ths: float
-    j_per_th: float
-    source: str  # "measured" (a profile that ran) or "estimated" (from the learned chip model)
+GOVERNOR_STEP = 0.02  # overclock governor: share of the goal given up per hot window
+GOVERNOR_RECOVER_S = 900.0  # cool for this long before giving 1 % back
 
 
 class _Interrupted(Exception):
     """Cooling shut the miner down (or the target changed) in the middle of a tuning phase."""
-
-
-@dataclass
-class _Window:
-    nonces: np.ndarray
-    errors: np.ndarray
-    power_w: float
-    hashrate_ths: float
-    hottest_c: float
 
 
 class Autotuner:
@@ -122,36 +64,60 @@ class Autotuner:
         self.status = TunerStatus(target=str(target))
         self._progress = progress
         shape = (limits.boards, limits.chips_per_board)
+        self.knowledge = Knowledge.empty(limits, self.options.start_margin)
         self.freq = np.full(shape, limits.stock_freq_mhz)
         self.voltage = np.full(limits.boards, limits.stock_voltage)
-        self.margin = np.full(shape, self.options.start_margin)
-        self.dead = np.zeros(shape, dtype=bool)
         self.strikes = np.zeros(shape, dtype=np.int64)  # windows a chip spent mostly erring
-        self.sweep_voltages: list[float] = []
-        self.sweep_fmax: list[FloatArray] = []
-        self.samples: list[tuple[float, float, float]] = []
-        self.power_model: PowerModel | None = None
         self.plan: Plan | None = None
         self.curtail_scale = 1.0
-        self.ticket = 1.0
-        self._last_counts: tuple[np.ndarray, np.ndarray] | None = None
-        self._last_time = 0.0
+        self.governor = 1.0  # overclock governor's share of the goal
+        self._governor_cool_since: float | None = None
+        self._efficiency_w: float | None = None  # power goal serving a J/TH ceiling
+        self.meter = Meter(hw, clock, self._tick)
         self._duty: float | None = None
         self._replan = False
         self._stopped = False
+        self._changed_at = -math.inf
         self._board_on = np.ones(limits.boards, dtype=bool)
         self._tuned_at_c: float | None = None
 
-    # -- public control -------------------------------------------------------------------------------
+    # -- goals ----------------------------------------------------------------------------------------
+
+    @property
+    def dead(self) -> np.ndarray:
+        return self.knowledge.dead
+
+    @property
+    def settle_s(self) -> float:
+        return self.limits.settle_s if self.options.settle_s is None else self.options.settle_s
+
+    @property
+    def power_cap_w(self) -> float | None:
+        cap = self.limits.psu_max_w
+        return cap * self.options.psu_headroom if cap else None
 
     @property
     def effective_target(self) -> PerformanceTarget:
-        return self.base_target.scaled(self.guard.scale * self.curtail_scale)
+        """What the closed loop aims at now: a power or hashrate goal after DPS, curtailment and governor."""
+        base = self.base_target
+        if base.kind is TargetKind.EFFICIENCY:
+            base = PerformanceTarget.power(self._efficiency_w or self._nameplate_w())
+        goal = base.scaled(self.guard.scale * self.curtail_scale * self.governor)
+        cap = self.power_cap_w
+        if cap is not None and goal.kind is TargetKind.POWER and goal.value > cap:
+            return PerformanceTarget.power(cap)
+        return goal
+
+    def _nameplate_w(self) -> float:
+        return self.limits.nameplate_power_w or 1000.0
 
     async def set_target(self, target: PerformanceTarget) -> None:
         """Switch target. With a learned chip model this is a re-plan, not a re-tune."""
         self.base_target = target
         self.status.target = str(target)
+        self._efficiency_w = None
+        self.governor = 1.0
+        self._decide("new target", f"operator set {target}")
         self._replan = True
 
     async def curtail(self, fraction: float) -> None:
@@ -159,7 +125,8 @@ class Autotuner:
         if not 0.0 < fraction <= 1.5:
             raise ValueError("curtail fraction must be within (0, 1.5]")
         self.curtail_scale = fraction
-        if self.plan is not None and self.power_model is not None:
+        self._decide("curtail", f"requested {fraction:.0%} of the target")
+        if self.plan is not None and self.knowledge.ready:
             await self._apply_plan(self._plan())
         self._replan = True
 
@@ -204,54 +171,38 @@ class Autotuner:
     async def _prepare(self) -> None:
         lim = self.limits
         rate = lim.stock_freq_mhz * lim.hashes_per_mhz / 2**32  # difficulty-1 nonces per s per chip
-        self.ticket = float(2 ** max(0, math.floor(math.log2(max(rate / self.options.nonces_per_s, 1.0)))))
+        ticket = float(2 ** max(0, math.floor(math.log2(max(rate / self.options.nonces_per_s, 1.0)))))
         try:
-            await self.hw.set_ticket_difficulty(self.ticket)
+            await self.hw.set_ticket_difficulty(ticket)
         except UnsupportedControl:
             tel = self.hw.telemetry()
-            self.ticket = tel.boards[0].chips[0].ticket_difficulty if tel.boards else 1.0
+            ticket = tel.boards[0].chips[0].ticket_difficulty if tel.boards else 1.0
+        self.meter.ticket = ticket
         if not self.cooling.has_fans:
             self._duty = None
-        self._snapshot()
 
-    # -- measurement ----------------------------------------------------------------------------------
-
-    def _counts(self, tel: HardwareTelemetry) -> tuple[np.ndarray, np.ndarray]:
-        nonces = np.array([[c.nonces for c in b.chips] for b in tel.boards], dtype=np.int64)
-        errors = np.array([[c.errors for c in b.chips] for b in tel.boards], dtype=np.int64)
-        return nonces, errors
-
-    def _snapshot(self) -> HardwareTelemetry:
-        tel = self.hw.telemetry()
-        self._last_counts = self._counts(tel)
-        self._last_time = self.clock.now()
-        return tel
-
-    @staticmethod
-    def _hottest(tel: HardwareTelemetry) -> float:
-        temps = [t for b in tel.boards if b.enabled for t in (b.chip_temperatures_c or b.temperatures_c)]
-        return max(temps) if temps else 0.0
+    # -- cooling and measurement ----------------------------------------------------------------------
 
     async def _tick(self) -> tuple[HardwareTelemetry, float]:
         """One cooling period: sleep, read sensors, drive fans, act on temperature."""
         await self.clock.sleep(self.options.tick_s)
         tel = self.hw.telemetry()
         now = self.clock.now()
-        hottest = self._hottest(tel)
-        self.status.hottest_c = hottest
+        hot = hottest(tel)
+        self.status.hottest_c = hot
         if self.cooling.has_fans and self.guard.shutdown_at is None:
             spinning = sum(1 for f in tel.fans if f.rpm > 0)
             if spinning < min(self.cooling.min_fans, self.limits.fans) and self._duty is not None:
                 await self._shutdown(f"only {spinning} fans spinning, {self.cooling.min_fans} required")
-        duty = self.guard.fan_duty(hottest, now)
+        duty = self.guard.fan_duty(hot, now)
         if duty is not None and (self._duty is None or abs(duty - self._duty) >= 0.5):
             await self.hw.set_fan_duty(duty)
             self._duty = duty
         self.status.fan_duty_pct = duty
-        action = self.guard.assess(hottest, now, duty)
+        action = self.guard.assess(hot, now, duty)
         self.status.dps_steps = self.guard.dps_steps
         if self.cooling.lifetime_target_c is not None:
-            self.status.hazard_ratio = arrhenius_hazard_ratio(self.cooling.limits.target_c, hottest)
+            self.status.hazard_ratio = arrhenius_hazard_ratio(self.cooling.limits.target_c, hot)
         if action is ThermalAction.SHUTDOWN:
             await self._shutdown(self.guard.events[-1])
         elif action is ThermalAction.RESTART:
@@ -265,9 +216,9 @@ class Autotuner:
         elif action in (ThermalAction.STEP_DOWN, ThermalAction.STEP_UP):
             self._log_event(self.guard.events[-1])
             self.status.effective_target = str(self.effective_target)
-            if self.plan is not None and self.power_model is not None:
+            if self.plan is not None and self.knowledge.ready:
                 await self._apply_plan(self._plan())  # quick ramp: re-plan from the chip model
-        return tel, hottest
+        return tel, hot
 
     async def _shutdown(self, why: str) -> None:
         for b in range(self.limits.boards):
@@ -279,40 +230,28 @@ class Autotuner:
         self._set_state(TunerState.ERROR, "shutdown", why)
         raise _Interrupted
 
-    async def _window(self, seconds: float) -> _Window:
-        self._snapshot()
-        start = self.clock.now()
-        powers: list[float] = []
-        hottest = 0.0
-        tel = None
-        while self.clock.now() - start < seconds - 1e-9:
-            tel, hot = await self._tick()
-            hottest = max(hottest, hot)
-            if tel.input_power_w is not None:
-                powers.append(tel.input_power_w)
-        assert tel is not None and self._last_counts is not None
-        nonces, errors = self._counts(tel)
-        d_n, d_e = nonces - self._last_counts[0], errors - self._last_counts[1]
-        dt = self.clock.now() - start
-        ths = float(d_n.sum() * self.ticket * 2**32 / dt / 1e12) if dt > 0 else 0.0
-        power = float(np.mean(powers)) if powers else 0.0
-        vb2 = self.voltage**2
-        if self._board_on.all():
-            self.samples.append((float((vb2 * self.freq.sum(axis=1)).sum()), float(vb2.sum()), power))
-            self.samples = self.samples[-400:]
-        self.status.power_w, self.status.hashrate_ths = power, ths
-        return _Window(d_n, d_e, power, ths, hottest)
+    async def _window(self, seconds: float) -> Window:
+        settle = max(0.0, self.settle_s - (self.clock.now() - self._changed_at))
+        w = await self.meter.window(seconds, settle)
+        if self._board_on.all() and w.power_w > 0:
+            self.knowledge.add_sample(self.voltage, self.freq, w.power_w, self.options.samples_kept)
+        self.status.power_w, self.status.hashrate_ths = w.power_w, w.hashrate_ths
+        return w
 
     # -- controls -------------------------------------------------------------------------------------
 
-    async def _apply(self, voltage: np.ndarray, freq: np.ndarray) -> None:
+    async def _apply(self, voltage: FloatArray, freq: FloatArray) -> None:
+        changed_any = False
         for b in range(self.limits.boards):
             if abs(voltage[b] - self.voltage[b]) > 1e-6:
                 await self.hw.set_board_voltage(b, float(voltage[b]))
                 self.voltage[b] = voltage[b]
+                changed_any = True
         changed = np.argwhere(np.abs(freq - self.freq) > 0.05)
         for b, c in changed:
             await self.hw.set_chip_frequency(int(b), int(c), float(freq[b, c]))
+        if changed_any or len(changed):
+            self._changed_at = self.clock.now()
         self.freq = freq.copy()
         self.status.board_voltage = [round(float(v), 3) for v in self.voltage]
 
@@ -320,178 +259,150 @@ class Autotuner:
         self.plan = plan
         await self._apply(np.full(self.limits.boards, plan.voltage), np.where(self.dead, 0.0, plan.freq))
 
-    def _plan(self, voltage: float | None = None, scale: float | None = None) -> Plan:
-        assert self.power_model is not None
-        target = self.effective_target
-        if voltage is None:
-            return plan_for(self.limits, self.sweep_voltages, self.sweep_fmax, self.margin, self.power_model,
-                            target.kind.value, target.value)
-        top = fmax_at(self.sweep_voltages, self.sweep_fmax, voltage)
-        top = np.where(self.dead, 0.0, top)
-        k = 1.0 if scale is None else scale
-        freq = frequencies(self.limits, top, self.margin, k)
-        vb = np.full(self.limits.boards, voltage)
-        return Plan(voltage, k, freq, self.power_model.predict(vb, freq),
-                    float(freq.sum() * self.limits.hashes_per_mhz / 1e12))
+    def _plan(self) -> Plan:
+        goal = self.effective_target
+        plan = self.knowledge.plan(goal.kind.value, goal.value)
+        cap = self.power_cap_w
+        if cap is not None and plan.predicted_power_w > cap:
+            self._decide("cap at PSU rating", f"{goal} needs ~{plan.predicted_power_w:,.0f} W, over the "
+                         f"{cap:,.0f} W the PSU allows: planning at the cap")
+            plan = self.knowledge.plan("power", cap)
+        return plan
 
     # -- tuning phases --------------------------------------------------------------------------------
 
     async def _tune(self) -> None:
         self._replan = False
-        self._set_state(TunerState.TUNING, "starting", f"tuning for {self.effective_target}")
-        if self.store is not None and not self.sweep_fmax:
-            self._load_chip_model()
+        self._set_state(TunerState.TUNING, "starting", f"tuning for {self.base_target}")
+        if self.store is not None and not self.knowledge.sweep_fmax and load_knowledge(self.store, self.knowledge):
+            self._decide("load chip model", "a saved chip model exists for this unit: no sweep needed")
         profile = self.store.get(self.base_target.key) if self.store else None
         unscaled = self.guard.scale == 1.0 and self.curtail_scale == 1.0
-        if profile is not None and unscaled and await self._try_profile(profile):
+        if profile is not None and unscaled and self.base_target.kind is not TargetKind.EFFICIENCY \
+                and await self._try_profile(profile):
             return
-        if not self.sweep_fmax:
+        if not self.knowledge.sweep_fmax:
             await self._learn()
         elif self._needs_lower_sweep():
             await self._extra_sweep()
+        if self.base_target.kind is TargetKind.EFFICIENCY and self._efficiency_w is None:
+            self._start_efficiency()
         await self._converge()
+
+    def _efficiency_bounds(self) -> tuple[float, float]:
+        top = self.power_cap_w or 1.3 * self._nameplate_w()
+        return 0.3 * self._nameplate_w(), top
+
+    def _start_efficiency(self) -> None:
+        lo, hi = self._efficiency_bounds()
+        self._efficiency_w, why = efficiency_start(self.knowledge, self.base_target.value, lo, hi)
+        self._decide("efficiency power goal", why)
 
     def _needs_lower_sweep(self) -> bool:
         """A target far below what the swept voltages serve efficiently: learn the chips lower down."""
         lim = self.limits
-        lowest = min(self.sweep_voltages)
+        lowest = min(self.knowledge.sweep_voltages)
         return self._plan().scale < 0.9 and lowest - lim.volt_min >= 4 * lim.volt_step \
             and self.guard.scale == 1.0 and self.curtail_scale == 1.0
 
     async def _extra_sweep(self) -> None:
-        lim = self.limits
-        lowest = min(self.sweep_voltages)
-        plan = self._plan()
-        v = float(np.clip(lowest * plan.scale ** 0.25, lim.volt_min, lowest - 4 * lim.volt_step))
-        start = fmax_at(self.sweep_voltages, self.sweep_fmax, lowest) * (v / lowest) ** 2 * 0.94
+        lim, kn = self.limits, self.knowledge
+        lowest = min(kn.sweep_voltages)
+        v = float(np.clip(lowest * self._plan().scale ** 0.25, lim.volt_min, lowest - 4 * lim.volt_step))
+        v = self._on_volt_grid(v)
+        self._decide("extra sweep", f"the goal needs scale < 0.9 at {lowest:.2f} V: learning limits at {v:.2f} V")
+        start = fmax_at(kn.sweep_voltages, kn.sweep_fmax, lowest) * (v / lowest) ** 2 * 0.94
         fresh = await self._sweep(v, start, (20, 70))
-        self.sweep_voltages.append(v)
-        self.sweep_fmax.append(fresh)
-        self.power_model = PowerModel.fit(self.samples)
-        self._save_chip_model()
+        kn.sweep_voltages.append(v)
+        kn.sweep_fmax.append(fresh)
+        kn.refit()
+        self._save_knowledge()
+
+    def _on_volt_grid(self, v: float) -> float:
+        lim = self.limits
+        steps = round((v - lim.volt_min) / lim.volt_step) if lim.volt_step > 0 else 0
+        return float(np.clip(lim.volt_min + steps * lim.volt_step, lim.volt_min, lim.volt_max))
 
     async def _try_profile(self, profile: TunedProfile) -> bool:
         self._set_state(TunerState.TUNING, "verifying profile", f"applying saved profile {profile.target_key}")
         freq = np.array(profile.freq_mhz)
-        self.dead |= freq == 0
+        if freq.shape != self.freq.shape or len(profile.board_voltage) != self.limits.boards:
+            self._decide("reject profile", "saved profile is for another board layout")
+            return False
+        self.knowledge.dead |= freq == 0
         await self._apply(np.array(profile.board_voltage), freq)
         window = await self._window(self.options.stable_window_s)
-        ok = abs(window.power_w / profile.measured_power_w - 1) < 0.02
-        if ok and self.power_model is not None:
+        if profile_verified(profile, window.power_w) and self.knowledge.ready:
             self.plan = Plan(float(np.mean(profile.board_voltage)), 1.0, freq, profile.measured_power_w,
                              profile.measured_hashrate_ths)
             self._set_state(TunerState.STABLE, "holding", "saved profile verified, no re-tuning needed",
                             percent=100.0)
             return True
-        log.info("saved profile %s did not verify (%.0f W vs %.0f W); re-planning", profile.target_key,
-                 window.power_w, profile.measured_power_w)
+        self._decide("re-plan", f"saved profile {profile.target_key} did not verify ({window.power_w:.0f} W vs "
+                     f"{profile.measured_power_w:.0f} W)")
         return False
 
     async def _learn(self) -> None:
-        lim = self.limits
+        lim, kn = self.limits, self.knowledge
+        self._decide("sweep", f"no chip model: learning every chip's limit at stock {lim.stock_voltage:.2f} V")
         first = await self._sweep(lim.stock_voltage, self.freq * 0 + 0.85 * lim.stock_freq_mhz, (0, 40))
-        self.sweep_voltages, self.sweep_fmax = [lim.stock_voltage], [first]
-        self.power_model = PowerModel.fit(self.samples)
-        # Second sweep where the target will need it: guess with P_dyn ~ V^4 (f_max rising ~ V^2).
-        target = self.effective_target
-        at_stock = self._plan(lim.stock_voltage, 1.0)
-        want = target.value / (at_stock.predicted_power_w if target.kind is TargetKind.POWER
-                               else at_stock.predicted_ths)
+        kn.sweep_voltages, kn.sweep_fmax = [lim.stock_voltage], [first]
+        kn.refit()
+        # Second sweep where the goal will need it: guess with P_dyn ~ V^4 (f_max rising ~ V^2).
+        if self.base_target.kind is TargetKind.EFFICIENCY:
+            want = 0.8
+        else:
+            goal = self.effective_target
+            at_stock = kn.at(lim.stock_voltage, 1.0)
+            reach = at_stock.predicted_power_w if goal.kind is TargetKind.POWER else at_stock.predicted_ths
+            want = goal.value / reach if reach > 0 else 1.0
         guess = lim.stock_voltage * max(min(want, 1.3), 0.3) ** 0.25
         steps = round((guess - lim.stock_voltage) / lim.volt_step)
         if abs(steps) < 4:
             steps = -4 if guess <= lim.stock_voltage or lim.stock_voltage + 4 * lim.volt_step > lim.volt_max \
                 else 4
         v2 = float(np.clip(lim.stock_voltage + steps * lim.volt_step, lim.volt_min, lim.volt_max))
+        self._decide("second sweep", f"the goal needs ~{want:.0%} of the stock-voltage reach: "
+                     f"learning limits at {v2:.2f} V too")
         start = first * (v2 / lim.stock_voltage) ** 2 * 0.94
         second = await self._sweep(v2, start, (40, 70))
-        self.sweep_voltages.append(v2)
-        self.sweep_fmax.append(second)
-        self.power_model = PowerModel.fit(self.samples)
-        self._save_chip_model()
+        kn.sweep_voltages.append(v2)
+        kn.sweep_fmax.append(second)
+        kn.refit()
+        self._save_knowledge()
 
     async def _sweep(self, voltage: float, start: FloatArray, span: tuple[float, float]) -> FloatArray:
         """Every chip's highest clean frequency at ``voltage`` (0 for chips that never run clean)."""
-        opt, lim = self.options, self.limits
         self.status.phase = f"sweep at {voltage:.2f} V"
-        freq = np.where(self.dead, 0.0, np.clip(start, lim.freq_min_mhz, lim.freq_max_mhz))
-        good = np.zeros_like(freq)  # last frequency that ran clean
-        done = self.dead.copy()
-        fmax = np.zeros_like(freq)
-        await self._apply(np.full(lim.boards, voltage), freq)
-        for _ in range(80):
-            if done.all():
+        sweep = Sweep.start(self.limits, voltage, start, self.dead)
+        await self._apply(np.full(self.limits.boards, voltage), sweep.freq)
+        for _ in range(MAX_SWEEP_WINDOWS):
+            if sweep.done.all():
                 break
-            w = await self._window(opt.window_s)
-            err = error_fraction(w.nonces, w.errors)
-            live = ~done
-            clean = live & (err <= opt.err_ok)
-            edge = live & (err > opt.err_ok) & (err <= opt.err_bad)
-            bad = live & (err > opt.err_bad)
-            good = np.where(clean | edge, freq, good)
-            fmax = np.where(edge, freq, fmax)
-            done |= edge
-            # Past the limit: settle on the last clean step; a chip never clean walks down instead.
-            had_good = bad & (good > 0)
-            fmax = np.where(had_good, good, fmax)
-            done |= had_good
-            walk_down = bad & (good == 0)
-            freq = np.where(had_good | edge, np.where(had_good, good, freq), freq)
-            freq = np.where(walk_down, freq * (1 - 3 * opt.sweep_step), freq)
-            gone = walk_down & (freq < lim.freq_min_mhz)
+            w = await self._window(self.options.window_s)
+            gone = sweep.update(error_fraction(w.nonces, w.errors), self.limits, self.options)
             self._mark_dead(gone)
-            done |= gone
-            climbing = clean & ~done
-            freq = np.where(climbing, freq * (1 + opt.sweep_step), freq)
-            capped = climbing & (freq >= lim.freq_max_mhz)
-            fmax = np.where(capped, lim.freq_max_mhz, fmax)
-            done |= capped
-            freq = np.clip(np.where(self.dead, 0.0, freq), 0.0, lim.freq_max_mhz)
-            freq = np.where(self.dead, 0.0, np.maximum(freq, np.where(self.dead, 0, lim.freq_min_mhz)))
-            await self._apply(np.full(lim.boards, voltage), freq)
-            self.status.percent = span[0] + (span[1] - span[0]) * float(done.mean())
+            await self._apply(np.full(self.limits.boards, voltage), np.where(self.dead, 0.0, sweep.freq))
+            self.status.percent = span[0] + (span[1] - span[0]) * float(sweep.done.mean())
             self._emit()
-        fmax = np.where(done, fmax, good)
-        return np.where(self.dead, 0.0, fmax)
+        return sweep.result(self.dead)
 
     def _mark_dead(self, mask: np.ndarray) -> None:
         new = mask & ~self.dead
         if new.any():
             for b, c in np.argwhere(new):
                 self._log_event(f"chip {b}:{c} isolated (errors at every frequency)")
-            self.dead |= mask
+            self.knowledge.dead |= mask
             self.status.dead_chips = [(int(b), int(c)) for b, c in np.argwhere(self.dead)]
-
-    def _trim(self, w: _Window) -> bool:
-        """Per-chip error trimming and dead-chip isolation; True if anything changed."""
-        opt = self.options
-        total = w.nonces + w.errors
-        err = error_fraction(w.nonces, w.errors)
-        enough = total >= 200
-        active = ~self.dead & (self.freq > 0)
-        # A chip mostly erring first backs off hard; only one that keeps erring after that is dead.
-        erring = active & enough & (err > opt.dead_error)
-        self.strikes = np.where(erring, self.strikes + 1, 0)
-        dying = self.strikes >= 3
-        self._mark_dead(dying)
-        self.margin = np.where(erring & ~dying, self.margin + 0.10, self.margin)
-        high = active & ~erring & enough & (err > opt.trim_high)
-        # A chip that stays clean at (nearly) full scale may climb past its swept limit: sweeps step
-        # coarsely. Below full scale a clean chip proves nothing about its limit.
-        at_limit = self.plan is not None and self.plan.scale >= 0.98
-        low = active & (total >= 1500) & (err < opt.trim_low) & (self.margin > -opt.max_overshoot) & at_limit
-        self.margin = np.where(high, self.margin + 0.01, self.margin)
-        self.margin = np.where(low, np.maximum(self.margin - 0.004, -opt.max_overshoot), self.margin)
-        return bool(erring.any() or high.any() or low.any())
-
-    def _measured(self, w: _Window) -> float:
-        return w.power_w if self.effective_target.kind is TargetKind.POWER else w.hashrate_ths
 
     async def _converge(self) -> None:
         self._set_state(TunerState.TUNING, "converging", f"closing in on {self.effective_target}")
         plan = self._plan()
+        self._decide("plan", f"{plan.voltage:.2f} V, chips at {plan.scale:.1%} of their clean limits, "
+                     f"predicted {plan.predicted_power_w:,.0f} W / {plan.predicted_ths:.1f} TH/s")
         await self._apply_plan(plan)
         calm = 0
+        w: Window | None = None
         for i in range(self.options.max_converge_windows):
             w = await self._window(self.options.window_s)
             within, trimmed = await self._step(w)
@@ -500,70 +411,51 @@ class Autotuner:
                 break
             self.status.percent = max(self.status.percent, 70 + 30 * min(i / 20, 0.95))
             self._emit()
+        assert w is not None
         self._entered_stable(w)
 
-    def _entered_stable(self, w: _Window) -> None:
+    def _entered_stable(self, w: Window) -> None:
         self._tuned_at_c = w.hottest_c
         self._set_state(TunerState.STABLE, "holding", f"holding {self.effective_target}", percent=100.0)
-        if self.store is not None and self.guard.scale == 1.0 and self.curtail_scale == 1.0:
-            self.store.put(TunedProfile(self.base_target.key, [float(v) for v in self.voltage],
-                                        self.freq.round(2).tolist(), w.power_w, w.hashrate_ths))
-            self._save_chip_model()
+        unscaled = self.guard.scale == 1.0 and self.curtail_scale == 1.0 and self.governor == 1.0
+        if self.store is not None and unscaled and self.base_target.kind is not TargetKind.EFFICIENCY:
+            self.store.put(make_profile(self.base_target.key, self.voltage, self.freq, w.power_w, w.hashrate_ths))
+            self._save_knowledge()
 
-    def _correct(self, w: _Window) -> bool:
-        """One step of the closed loop on the target. True when already within tolerance."""
-        target = self.effective_target.value
-        measured = self._measured(w)
-        if measured <= 0:
-            return False
-        error = (target - measured) / target
-        assert self.plan is not None and self.power_model is not None
-        if abs(error) <= self.options.power_tolerance:
-            # On target. If the refined chip limits now reach it at a lower voltage, go there (it is cheaper).
-            lower = self._plan()
-            if lower.voltage < self.plan.voltage - 1e-9 and lower.scale <= 0.99:
-                self.plan = lower
-                return False
-            return True
-        if self.effective_target.kind is TargetKind.POWER:
-            share = self.power_model.dynamic_share(self.voltage, self.freq)
-            k = self.plan.scale * (1 + error / max(share, 0.3))
-        else:
-            k = self.plan.scale * (1 + error)
-        volt = self.plan.voltage
-        lim = self.limits
-        if k > 1.0 and volt + lim.volt_step <= lim.volt_max + 1e-9:
-            volt, k = self._rebalance(volt + lim.volt_step)
-        elif k < 0.9 and volt - lim.volt_step >= lim.volt_min - 1e-9:
-            volt, k = self._rebalance(volt - lim.volt_step)
-        self.plan = self._plan(volt, min(k, 1.0))
-        return False
-
-    async def _step(self, w: _Window) -> tuple[bool, bool]:
-        """Trim chips and correct toward the target from one window, then apply. (within target, trimmed)"""
-        trimmed = self._trim(w)
-        within = self._correct(w)
+    async def _step(self, w: Window) -> tuple[bool, bool]:
+        """Trim chips and correct toward the goal from one window, then apply. (within goal, trimmed)"""
+        kn = self.knowledge
+        at_limit = self.plan is not None and self.plan.scale >= 0.98
+        t = trim(kn, self.strikes, self.freq, w, self.options, at_limit)
+        kn.margin, self.strikes = t.margin, t.strikes
+        self._mark_dead(t.dying)
+        if t.changed:
+            self._decide("trim", t.reason)
+        kn.refit()
+        if self.base_target.kind is TargetKind.EFFICIENCY and self._efficiency_w is not None:
+            lo, hi = self._efficiency_bounds()
+            self._efficiency_w, why = efficiency_power(kn, self.base_target.value, self._efficiency_w, w,
+                                                       self.options, lo, hi)
+            if why:
+                self._decide("efficiency", why)
+        goal = self.effective_target
+        measured = w.power_w if goal.kind is TargetKind.POWER else w.hashrate_ths
         assert self.plan is not None
-        if trimmed and within:
-            self.plan = self._plan(self.plan.voltage, self.plan.scale)  # same point, new per-chip margins
-        if trimmed or not within:
+        c = correct(kn, self.plan, goal.kind.value, goal.value, measured, self.voltage, self.freq, self.options)
+        self.plan = c.plan
+        if not c.within:
+            self._decide("correct", c.reason)
+        if t.changed and c.within:
+            self.plan = kn.at(self.plan.voltage, self.plan.scale)  # same point, new per-chip margins
+        if t.changed or not c.within:
             await self._apply_plan(self.plan)
-        return within, trimmed
-
-    def _rebalance(self, volt: float) -> tuple[float, float]:
-        """Scale at a new voltage that keeps the measured operating point (the model predicts the ratio)."""
-        assert self.power_model is not None and self.plan is not None
-        target = self.effective_target
-        candidate = self._plan(volt, 1.0)
-        now = self.power_model.predict(self.voltage, self.freq) if target.kind is TargetKind.POWER \
-            else float(self.freq.sum() * self.limits.hashes_per_mhz / 1e12)
-        full = candidate.predicted_power_w if target.kind is TargetKind.POWER else candidate.predicted_ths
-        return volt, (now / full if full > 0 else 1.0)
+        return c.within, t.changed
 
     async def _hold(self) -> None:
         if self.plan is None:
             self.plan = self._plan()
         w = await self._window(self.options.stable_window_s)
+        self._govern(w)
         await self._step(w)
         if self._tuned_at_c is not None and abs(w.hottest_c - self._tuned_at_c) >= self.options.retune_shift_c:
             # Leakage and chip limits move with temperature: re-check every chip and the power balance.
@@ -571,30 +463,44 @@ class Autotuner:
             self._replan = True
         self._emit()
 
-    # -- persistence ----------------------------------------------------------------------------------
+    def _overclocking(self) -> bool:
+        """A goal above the unit's stock operation (or a J/TH ceiling, which may lead there)."""
+        lim, target = self.limits, self.base_target
+        if target.kind is TargetKind.POWER:
+            return target.value > self._nameplate_w()
+        if target.kind is TargetKind.HASHRATE:
+            stock = lim.stock_freq_mhz * lim.hashes_per_mhz * lim.boards * lim.chips_per_board / 1e12
+            return target.value > stock
+        return True
 
-    def _save_chip_model(self) -> None:
-        if self.store is None or self.power_model is None:
-            return
-        pm = self.power_model
-        self.store.put_chip_model(ChipModel(
-            [float(v) for v in self.sweep_voltages], [f.round(2).tolist() for f in self.sweep_fmax],
-            [pm.a, pm.b, pm.c], [[int(b), int(c)] for b, c in np.argwhere(self.dead)],
-            self.margin.round(4).tolist()))
+    def _govern(self, w: Window) -> None:
+        """Above stock: back off before the guard's "hot" level while fans are near full; give it back once cool.
 
-    def _load_chip_model(self) -> None:
-        assert self.store is not None
-        model = self.store.chip_model()
-        if model is None:
+        At or below stock the cooling guard's dynamic performance scaling is the (configured) answer to heat.
+        """
+        if not self._overclocking() and self.governor == 1.0:
             return
-        self.sweep_voltages = list(model.sweep_voltages)
-        self.sweep_fmax = [np.array(f, dtype=np.float64) for f in model.fmax_mhz]
-        self.power_model = PowerModel(*model.power_coeffs)
-        for b, c in model.dead:
-            self.dead[b, c] = True
-        if model.margin:
-            self.margin = np.array(model.margin, dtype=np.float64)
-        self._log_event("loaded the saved chip model: no sweep needed")
+        hot = self.cooling.limits.hot_c - self.options.thermal_headroom_c
+        duty = self.status.fan_duty_pct
+        near_full = duty is None or duty >= 90.0
+        now = self.clock.now()
+        if w.hottest_c >= hot and near_full and self.governor > 0.5:
+            self.governor = max(0.5, self.governor - GOVERNOR_STEP)
+            self._governor_cool_since = None
+            self._decide("thermal governor", f"hottest {w.hottest_c:.1f} C within {self.options.thermal_headroom_c:g}"
+                         f" C of hot with fans at {duty or 0:.0f} %: goal at {self.governor:.0%}")
+        elif self.governor < 1.0 and w.hottest_c < hot - 3.0 and not near_full:
+            self._governor_cool_since = self._governor_cool_since or now
+            if now - self._governor_cool_since >= GOVERNOR_RECOVER_S:
+                self.governor = min(1.0, self.governor + 0.01)
+                self._governor_cool_since = now
+                self._decide("thermal governor", f"cool for {GOVERNOR_RECOVER_S / 60:.0f} min: goal back to "
+                             f"{self.governor:.0%}")
+        self.status.governor_scale = self.governor
+
+    def _save_knowledge(self) -> None:
+        if self.store is not None:
+            save_knowledge(self.store, self.knowledge)
 
     # -- reporting ------------------------------------------------------------------------------------
 
@@ -602,11 +508,10 @@ class Autotuner:
         """Power, hashrate and J/TH from 50 % to 110 % of nameplate power (6-20 points)."""
         points = min(max(points, 6), 20)
         out: list[CurvePoint] = []
-        if self.power_model is not None and self.sweep_fmax:
-            stock = self.limits.nameplate_power_w or self._plan(self.limits.stock_voltage, 1.0).predicted_power_w
+        if self.knowledge.ready:
+            stock = self.limits.nameplate_power_w or self.knowledge.at(self.limits.stock_voltage).predicted_power_w
             for frac in np.linspace(0.5, 1.1, points):
-                p = plan_for(self.limits, self.sweep_voltages, self.sweep_fmax, self.margin, self.power_model,
-                             "power", float(frac * stock))
+                p = self.knowledge.plan("power", float(frac * stock))
                 if p.predicted_ths > 0:
                     out.append(CurvePoint(p.predicted_power_w, p.predicted_ths,
                                           p.predicted_power_w / p.predicted_ths, "estimated"))
@@ -623,8 +528,12 @@ class Autotuner:
         log.info("tuner %s (%s): %s", state.value, phase, message)
         self._emit()
 
+    def _decide(self, action: str, reason: str) -> None:
+        self.status.decide(self.clock.now(), action, reason)
+
     def _log_event(self, text: str) -> None:
         self.status.events = [*self.status.events[-19:], text]
+        self._decide("event", text)
         log.warning("tuner: %s", text)
 
     def _emit(self) -> None:

@@ -1,0 +1,153 @@
+"""Convergence: the closed loop from one measured window to the next plan, as pure functions.
+
+- ``trim``: per-chip error trimming (a chip that errs steps down, one that never errs at full scale may climb
+  a little past its coarse swept limit) and dead-chip isolation;
+- ``correct``: one step toward the power or hashrate goal: scale every chip's clean limit, and move the board
+  voltage a step when the scale leaves its useful range (the learned power model predicts the ratio);
+- ``efficiency_power``: for the profile "max hashrate at J/TH <= X", the power goal that keeps measured J/TH
+  just under the ceiling.
+Each returns what it decided and why, for the tuner's decision log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from openmos.tuning.measurement import IntArray, Window, error_fraction
+from openmos.tuning.planning import FloatArray, Knowledge, Plan
+from openmos.tuning.state import TunerOptions
+from openmos.tuning.sweep import BoolArray
+
+MIN_COUNTS = 200  # nonces + errors before a chip's error fraction is trusted
+CLIMB_COUNTS = 1500  # before a clean chip may climb
+
+
+@dataclass(frozen=True)
+class TrimResult:
+    margin: FloatArray
+    strikes: IntArray
+    dying: BoolArray  # chips that kept erring after backing off: isolate
+    changed: bool
+    reason: str
+
+
+def trim(knowledge: Knowledge, strikes: IntArray, freq: FloatArray, w: Window, opt: TunerOptions,
+         at_limit: bool) -> TrimResult:
+    """Per-chip margins from one window's error counts."""
+    total = w.nonces + w.errors
+    err = error_fraction(w.nonces, w.errors)
+    enough = total >= MIN_COUNTS
+    active = ~knowledge.dead & (freq > 0)
+    margin = knowledge.margin
+    # A chip mostly erring first backs off hard; only one that keeps erring after that is dead.
+    erring = active & enough & (err > opt.dead_error)
+    strikes = np.where(erring, strikes + 1, 0)
+    dying = strikes >= 3
+    margin = np.where(erring & ~dying, margin + 0.10, margin)
+    high = active & ~erring & enough & (err > opt.trim_high)
+    # A chip that stays clean at (nearly) full scale may climb past its swept limit: sweeps step coarsely.
+    # Below full scale a clean chip proves nothing about its limit.
+    low = active & (total >= CLIMB_COUNTS) & (err < opt.trim_low) & (margin > -opt.max_overshoot) & at_limit
+    margin = np.where(high, margin + 0.01, margin)
+    margin = np.where(low, np.maximum(margin - 0.004, -opt.max_overshoot), margin)
+    parts = []
+    if erring.any():
+        parts.append(f"{int(erring.sum())} chips mostly erring backed off 10 %")
+    if high.any():
+        parts.append(f"{int(high.sum())} chips over {opt.trim_high:.1%} errors stepped down 1 %")
+    if low.any():
+        parts.append(f"{int(low.sum())} clean chips at full scale climbed 0.4 %")
+    return TrimResult(margin, strikes.astype(np.int64), dying, bool(erring.any() or high.any() or low.any()),
+                      "; ".join(parts))
+
+
+@dataclass(frozen=True)
+class Correction:
+    plan: Plan
+    within: bool  # already within tolerance of the goal
+    reason: str
+
+
+def correct(knowledge: Knowledge, plan: Plan, kind: str, goal: float, measured: float, v_board: FloatArray,
+            freq: FloatArray, opt: TunerOptions) -> Correction:
+    """One closed-loop step toward ``goal`` (W or TH/s) from the ``measured`` value of the last window."""
+    assert knowledge.power_model is not None
+    lim = knowledge.limits
+    if measured <= 0:
+        return Correction(plan, False, "nothing measured yet")
+    error = (goal - measured) / goal
+    if abs(error) <= opt.power_tolerance:
+        # On target. If the refined chip limits now reach it at a lower voltage, go there (it is cheaper).
+        lower = knowledge.plan(kind, goal)
+        if lower.voltage < plan.voltage - 1e-9 and lower.scale <= 0.99:
+            return Correction(lower, False, f"on target; chips now reach it at {lower.voltage:.2f} V (cheaper)")
+        return Correction(plan, True, f"within {opt.power_tolerance:.1%} of the goal")
+    if kind == "power":
+        share = knowledge.power_model.dynamic_share(v_board, freq)
+        k = plan.scale * (1 + error / max(share, 0.3))
+    else:
+        k = plan.scale * (1 + error)
+    volt = plan.voltage
+    why = f"measured {measured:,.4g} vs goal {goal:,.4g} ({-error:+.2%}): scale {plan.scale:.3f} -> "
+    if k > 1.0 and volt + lim.volt_step <= lim.volt_max + 1e-9:
+        volt, k = _rebalance(knowledge, kind, volt + lim.volt_step, v_board, freq)
+        why += f"voltage up a step to {volt:.2f} V"
+    elif k < 0.9 and volt - lim.volt_step >= lim.volt_min - 1e-9:
+        volt, k = _rebalance(knowledge, kind, volt - lim.volt_step, v_board, freq)
+        why += f"voltage down a step to {volt:.2f} V"
+    else:
+        why += f"{min(k, 1.0):.3f}"
+    return Correction(knowledge.at(volt, min(k, 1.0)), False, why)
+
+
+def _rebalance(knowledge: Knowledge, kind: str, volt: float, v_board: FloatArray,
+               freq: FloatArray) -> tuple[float, float]:
+    """Scale at a new voltage that keeps the measured operating point (the model predicts the ratio)."""
+    assert knowledge.power_model is not None
+    candidate = knowledge.at(volt, 1.0)
+    if kind == "power":
+        now, full = knowledge.power_model.predict(v_board, freq), candidate.predicted_power_w
+    else:
+        now, full = float(freq.sum() * knowledge.limits.hashes_per_mhz / 1e12), candidate.predicted_ths
+    return volt, (now / full if full > 0 else 1.0)
+
+
+def predicted_j_per_th(knowledge: Knowledge, watts: float) -> float:
+    plan = knowledge.plan("power", watts)
+    return plan.predicted_power_w / plan.predicted_ths if plan.predicted_ths > 0 else float("inf")
+
+
+def efficiency_start(knowledge: Knowledge, ceiling: float, lo_w: float, hi_w: float) -> tuple[float, str]:
+    """The highest planned power whose predicted J/TH is at or under ``ceiling`` (model only)."""
+    powers = np.linspace(lo_w, hi_w, 40)
+    jth = np.array([predicted_j_per_th(knowledge, float(p)) for p in powers])
+    ok = jth <= ceiling
+    if not ok.any():
+        best = float(powers[int(np.argmin(jth))])
+        return best, (f"J/TH ceiling {ceiling:.2f} is below the best predicted {jth.min():.2f}: "
+                      f"running at the most efficient point, {best:,.0f} W")
+    watts = float(powers[ok].max())
+    return watts, f"highest power predicted to stay under {ceiling:.2f} J/TH: {watts:,.0f} W"
+
+
+def efficiency_power(knowledge: Knowledge, ceiling: float, power_goal: float, w: Window,
+                     opt: TunerOptions, lo_w: float, hi_w: float) -> tuple[float, str | None]:
+    """Next power goal from a window's measured J/TH against the ceiling (None reason: no change)."""
+    measured = w.j_per_th
+    if not np.isfinite(measured) or w.power_w <= 0:
+        return power_goal, None
+    aim = ceiling * (1 - opt.efficiency_tolerance)
+    error = (aim - measured) / aim  # > 0: room to spend more power
+    if -opt.efficiency_tolerance / 2 <= error <= opt.efficiency_tolerance:
+        return power_goal, None
+    # Elasticity of J/TH with power, from the learned model around the present goal.
+    j0 = predicted_j_per_th(knowledge, power_goal)
+    j1 = predicted_j_per_th(knowledge, power_goal * 1.05)
+    elasticity = np.log(j1 / j0) / np.log(1.05) if np.isfinite(j0) and np.isfinite(j1) and j0 > 0 else 0.0
+    step = error / max(float(elasticity), 0.25)
+    step = float(np.clip(step, -0.08, 0.05))
+    new = float(np.clip(power_goal * (1 + step), lo_w, hi_w))
+    return new, (f"measured {measured:.3f} J/TH vs ceiling {ceiling:.3f}: power goal "
+                 f"{power_goal:,.0f} -> {new:,.0f} W")

@@ -1,0 +1,84 @@
+"""Measurement: what a span of time showed -- per-chip nonces and errors, input power, valid hashrate.
+
+Only counters, sensors and the input power reading are used. Each window first lets the last change settle
+(PLL relock, voltage slew, power-meter lag: the hardware says how long in ``HardwareLimits.settle_s``), so
+a window never mixes the old setting with the new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from openmos.base.clock import Clock
+from openmos.hw.interface import HardwareTelemetry, MiningHardware
+
+IntArray = NDArray[np.int64]
+Tick = Callable[[], Awaitable[tuple[HardwareTelemetry, float]]]
+
+
+@dataclass(frozen=True)
+class Window:
+    nonces: IntArray  # (boards, chips) valid nonces in the window
+    errors: IntArray
+    power_w: float  # mean input power reading
+    hashrate_ths: float  # valid hashrate from the counters
+    hottest_c: float  # hottest sensor seen during the window
+    seconds: float
+
+    @property
+    def j_per_th(self) -> float:
+        return self.power_w / self.hashrate_ths if self.hashrate_ths > 0 else float("inf")
+
+
+def counts(tel: HardwareTelemetry) -> tuple[IntArray, IntArray]:
+    nonces = np.array([[c.nonces for c in b.chips] for b in tel.boards], dtype=np.int64)
+    errors = np.array([[c.errors for c in b.chips] for b in tel.boards], dtype=np.int64)
+    return nonces, errors
+
+
+def hottest(tel: HardwareTelemetry) -> float:
+    temps = [t for b in tel.boards if b.enabled for t in (b.chip_temperatures_c or b.temperatures_c)]
+    finite = [t for t in temps if np.isfinite(t)]
+    return max(finite) if finite else 0.0
+
+
+def error_fraction(nonces: IntArray, errors: IntArray) -> NDArray[np.float64]:
+    total = nonces + errors
+    return np.where(total > 0, errors / np.maximum(total, 1), 0.0).astype(np.float64)
+
+
+class Meter:
+    """Measures windows of counters and power on one miner, driving the cooling tick while it waits."""
+
+    def __init__(self, hw: MiningHardware, clock: Clock, tick: Tick) -> None:
+        self.hw = hw
+        self.clock = clock
+        self._tick = tick
+        self.ticket = 1.0  # difficulty each counted nonce stands for
+
+    async def window(self, seconds: float, settle_s: float = 0.0) -> Window:
+        """Wait ``settle_s`` (cooling keeps running), then measure for ``seconds``."""
+        start = self.clock.now()
+        while self.clock.now() - start < settle_s - 1e-9:
+            await self._tick()
+        first = self.hw.telemetry()
+        n0, e0 = counts(first)
+        start = self.clock.now()
+        powers: list[float] = []
+        hot = 0.0
+        tel = first
+        while self.clock.now() - start < seconds - 1e-9:
+            tel, h = await self._tick()
+            hot = max(hot, h)
+            if tel.input_power_w is not None and np.isfinite(tel.input_power_w):
+                powers.append(tel.input_power_w)
+        n1, e1 = counts(tel)
+        d_n, d_e = np.maximum(n1 - n0, 0), np.maximum(e1 - e0, 0)  # a counter reset is not negative work
+        dt = self.clock.now() - start
+        ths = float(d_n.sum() * self.ticket * 2**32 / dt / 1e12) if dt > 0 else 0.0
+        power = float(np.mean(powers)) if powers else 0.0
+        return Window(d_n, d_e, power, ths, hot, dt)
