@@ -1,0 +1,354 @@
+"""Every Common and Mining sub-protocol message (sv2-spec sections 3.6 and 5.3), as frozen dataclasses.
+
+Each field is annotated with its SV2 data type; ``encode_payload`` / ``decode_payload`` walk those
+annotations, so the field order here *is* the wire order. ``MESSAGES`` maps (extension type, message type)
+to the class; Job Declaration and Template Distribution messages can be registered the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, TypeVar, get_type_hints
+
+from openmos.stratum.v2.codec import (
+    B0_32,
+    B0_64K,
+    B0_255,
+    BOOL,
+    FLOAT32,
+    OPTION,
+    SEQ0_64K,
+    SEQ0_255,
+    STR0_255,
+    U8,
+    U16,
+    U32,
+    U64,
+    U256,
+    Codec,
+    Reader,
+    Sv2CodecError,
+)
+
+# SetupConnection.protocol
+PROTOCOL_MINING = 0
+PROTOCOL_JOB_DECLARATION = 1
+PROTOCOL_TEMPLATE_DISTRIBUTION = 2
+
+# SetupConnection.flags for the Mining Protocol (client -> server)
+REQUIRES_STANDARD_JOBS = 1 << 0
+REQUIRES_WORK_SELECTION = 1 << 1
+REQUIRES_VERSION_ROLLING = 1 << 2
+# SetupConnection.Success.flags (server -> client)
+REQUIRES_FIXED_VERSION = 1 << 0
+REQUIRES_EXTENDED_CHANNELS = 1 << 1
+
+
+class Message:
+    """Base of every SV2 message: ``MSG_TYPE``, ``CHANNEL_MSG`` bit, ``EXTENSION`` and the field codecs."""
+
+    MSG_TYPE: ClassVar[int]
+    CHANNEL_MSG: ClassVar[bool]
+    EXTENSION: ClassVar[int] = 0
+    FIELDS: ClassVar[tuple[tuple[str, Codec[Any]], ...]]
+
+
+M = TypeVar("M", bound=type[Message])
+
+MESSAGES: dict[tuple[int, int], type[Message]] = {}
+
+
+def register(msg_type: int, *, channel: bool, extension: int = 0) -> Any:
+    """Class decorator: record the wire identity and the field codecs of a message dataclass."""
+
+    def wrap(cls: M) -> M:
+        hints = get_type_hints(cls, include_extras=True)
+        fields = []
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            meta = getattr(hints[f.name], "__metadata__", ())
+            codec = next((m for m in meta if isinstance(m, Codec)), None)
+            if codec is None:
+                raise TypeError(f"{cls.__name__}.{f.name} has no SV2 type annotation")
+            fields.append((f.name, codec))
+        cls.MSG_TYPE, cls.CHANNEL_MSG, cls.EXTENSION, cls.FIELDS = msg_type, channel, extension, tuple(fields)
+        key = (extension, msg_type)
+        if key in MESSAGES:
+            raise TypeError(f"message type {key} registered twice")
+        MESSAGES[key] = cls
+        return cls
+
+    return wrap
+
+
+def encode_payload(msg: Message) -> bytes:
+    out = bytearray()
+    for name, codec in msg.FIELDS:
+        try:
+            codec.write(out, getattr(msg, name))
+        except Sv2CodecError as exc:
+            raise Sv2CodecError(f"{type(msg).__name__}.{name}: {exc}") from None
+    return bytes(out)
+
+
+def decode_payload(cls: type[Message], payload: bytes) -> Message:
+    r = Reader(payload)
+    values = {}
+    for name, codec in cls.FIELDS:
+        try:
+            values[name] = codec.read(r)
+        except Sv2CodecError as exc:
+            raise Sv2CodecError(f"{cls.__name__}.{name}: {exc}") from None
+    if r.remaining():
+        # Extensions may append TLV fields; a core message with unnegotiated trailing bytes is malformed.
+        raise Sv2CodecError(f"{cls.__name__}: {r.remaining()} unexpected trailing bytes")
+    msg: Message = cls(**values)
+    return msg
+
+
+# -- Common protocol (3.6) ------------------------------------------------------------------------------
+
+
+@register(0x00, channel=False)
+@dataclass(frozen=True)
+class SetupConnection(Message):
+    protocol: Annotated[int, U8]
+    min_version: Annotated[int, U16]
+    max_version: Annotated[int, U16]
+    flags: Annotated[int, U32]
+    endpoint_host: Annotated[str, STR0_255]
+    endpoint_port: Annotated[int, U16]
+    vendor: Annotated[str, STR0_255]
+    hardware_version: Annotated[str, STR0_255]
+    firmware: Annotated[str, STR0_255]
+    device_id: Annotated[str, STR0_255]
+
+
+@register(0x01, channel=False)
+@dataclass(frozen=True)
+class SetupConnectionSuccess(Message):
+    used_version: Annotated[int, U16]
+    flags: Annotated[int, U32]
+
+
+@register(0x02, channel=False)
+@dataclass(frozen=True)
+class SetupConnectionError(Message):
+    flags: Annotated[int, U32]
+    error_code: Annotated[str, STR0_255]
+
+
+@register(0x03, channel=True)
+@dataclass(frozen=True)
+class ChannelEndpointChanged(Message):
+    channel_id: Annotated[int, U32]
+
+
+@register(0x04, channel=False)
+@dataclass(frozen=True)
+class Reconnect(Message):
+    new_host: Annotated[str, STR0_255]
+    new_port: Annotated[int, U16]
+
+
+# -- Mining protocol (5.3) ------------------------------------------------------------------------------
+
+
+@register(0x10, channel=False)
+@dataclass(frozen=True)
+class OpenStandardMiningChannel(Message):
+    request_id: Annotated[int, U32]
+    user_identity: Annotated[str, STR0_255]
+    nominal_hash_rate: Annotated[float, FLOAT32]
+    max_target: Annotated[bytes, U256]
+
+
+@register(0x11, channel=False)
+@dataclass(frozen=True)
+class OpenStandardMiningChannelSuccess(Message):
+    request_id: Annotated[int, U32]
+    channel_id: Annotated[int, U32]
+    target: Annotated[bytes, U256]
+    extranonce_prefix: Annotated[bytes, B0_32]
+    group_channel_id: Annotated[int, U32]
+
+
+@register(0x12, channel=False)
+@dataclass(frozen=True)
+class OpenMiningChannelError(Message):
+    request_id: Annotated[int, U32]
+    error_code: Annotated[str, STR0_255]
+
+
+@register(0x13, channel=False)
+@dataclass(frozen=True)
+class OpenExtendedMiningChannel(Message):
+    request_id: Annotated[int, U32]
+    user_identity: Annotated[str, STR0_255]
+    nominal_hash_rate: Annotated[float, FLOAT32]
+    max_target: Annotated[bytes, U256]
+    min_extranonce_size: Annotated[int, U16]
+
+
+@register(0x14, channel=False)
+@dataclass(frozen=True)
+class OpenExtendedMiningChannelSuccess(Message):
+    request_id: Annotated[int, U32]
+    channel_id: Annotated[int, U32]
+    target: Annotated[bytes, U256]
+    extranonce_size: Annotated[int, U16]
+    extranonce_prefix: Annotated[bytes, B0_32]
+    group_channel_id: Annotated[int, U32]
+
+
+@register(0x15, channel=True)
+@dataclass(frozen=True)
+class NewMiningJob(Message):
+    channel_id: Annotated[int, U32]
+    job_id: Annotated[int, U32]
+    min_ntime: Annotated[int | None, OPTION(U32)]
+    version: Annotated[int, U32]
+    merkle_root: Annotated[bytes, U256]
+
+
+@register(0x16, channel=True)
+@dataclass(frozen=True)
+class UpdateChannel(Message):
+    channel_id: Annotated[int, U32]
+    nominal_hash_rate: Annotated[float, FLOAT32]
+    maximum_target: Annotated[bytes, U256]
+
+
+@register(0x17, channel=True)
+@dataclass(frozen=True)
+class UpdateChannelError(Message):
+    channel_id: Annotated[int, U32]
+    error_code: Annotated[str, STR0_255]
+
+
+@register(0x18, channel=True)
+@dataclass(frozen=True)
+class CloseChannel(Message):
+    channel_id: Annotated[int, U32]
+    reason_code: Annotated[str, STR0_255]
+
+
+@register(0x19, channel=True)
+@dataclass(frozen=True)
+class SetExtranoncePrefix(Message):
+    channel_id: Annotated[int, U32]
+    extranonce_prefix: Annotated[bytes, B0_32]
+
+
+@register(0x1A, channel=True)
+@dataclass(frozen=True)
+class SubmitSharesStandard(Message):
+    channel_id: Annotated[int, U32]
+    sequence_number: Annotated[int, U32]
+    job_id: Annotated[int, U32]
+    nonce: Annotated[int, U32]
+    ntime: Annotated[int, U32]
+    version: Annotated[int, U32]
+
+
+@register(0x1B, channel=True)
+@dataclass(frozen=True)
+class SubmitSharesExtended(Message):
+    channel_id: Annotated[int, U32]
+    sequence_number: Annotated[int, U32]
+    job_id: Annotated[int, U32]
+    nonce: Annotated[int, U32]
+    ntime: Annotated[int, U32]
+    version: Annotated[int, U32]
+    extranonce: Annotated[bytes, B0_32]
+
+
+@register(0x1C, channel=True)
+@dataclass(frozen=True)
+class SubmitSharesSuccess(Message):
+    channel_id: Annotated[int, U32]
+    last_sequence_number: Annotated[int, U32]
+    new_submits_accepted_count: Annotated[int, U32]
+    new_shares_sum: Annotated[int, U64]
+
+
+@register(0x1D, channel=True)
+@dataclass(frozen=True)
+class SubmitSharesError(Message):
+    channel_id: Annotated[int, U32]
+    sequence_number: Annotated[int, U32]
+    error_code: Annotated[str, STR0_255]
+
+
+@register(0x1F, channel=True)
+@dataclass(frozen=True)
+class NewExtendedMiningJob(Message):
+    channel_id: Annotated[int, U32]
+    job_id: Annotated[int, U32]
+    min_ntime: Annotated[int | None, OPTION(U32)]
+    version: Annotated[int, U32]
+    version_rolling_allowed: Annotated[bool, BOOL]
+    merkle_path: Annotated[tuple[bytes, ...], SEQ0_255(U256)]
+    coinbase_tx_prefix: Annotated[bytes, B0_64K]
+    coinbase_tx_suffix: Annotated[bytes, B0_64K]
+
+
+@register(0x20, channel=True)
+@dataclass(frozen=True)
+class SetNewPrevHash(Message):
+    channel_id: Annotated[int, U32]
+    job_id: Annotated[int, U32]
+    prev_hash: Annotated[bytes, U256]
+    min_ntime: Annotated[int, U32]
+    nbits: Annotated[int, U32]
+
+
+@register(0x21, channel=True)
+@dataclass(frozen=True)
+class SetTarget(Message):
+    channel_id: Annotated[int, U32]
+    maximum_target: Annotated[bytes, U256]
+
+
+@register(0x22, channel=True)
+@dataclass(frozen=True)
+class SetCustomMiningJob(Message):
+    channel_id: Annotated[int, U32]
+    request_id: Annotated[int, U32]
+    mining_job_token: Annotated[bytes, B0_255]
+    version: Annotated[int, U32]
+    prev_hash: Annotated[bytes, U256]
+    min_ntime: Annotated[int, U32]
+    nbits: Annotated[int, U32]
+    coinbase_tx_version: Annotated[int, U32]
+    coinbase_prefix: Annotated[bytes, B0_255]
+    coinbase_tx_input_nsequence: Annotated[int, U32]
+    coinbase_tx_outputs: Annotated[bytes, B0_64K]
+    coinbase_tx_locktime: Annotated[int, U32]
+    merkle_path: Annotated[tuple[bytes, ...], SEQ0_255(U256)]
+
+
+@register(0x23, channel=True)
+@dataclass(frozen=True)
+class SetCustomMiningJobSuccess(Message):
+    channel_id: Annotated[int, U32]
+    request_id: Annotated[int, U32]
+    job_id: Annotated[int, U32]
+
+
+@register(0x24, channel=True)
+@dataclass(frozen=True)
+class SetCustomMiningJobError(Message):
+    channel_id: Annotated[int, U32]
+    request_id: Annotated[int, U32]
+    error_code: Annotated[str, STR0_255]
+
+
+@register(0x25, channel=False)
+@dataclass(frozen=True)
+class SetGroupChannel(Message):
+    group_channel_id: Annotated[int, U32]
+    channel_ids: Annotated[tuple[int, ...], SEQ0_64K(U32)]
+
+
+COMMON_AND_MINING: tuple[type[Message], ...] = tuple(MESSAGES.values())
