@@ -6,14 +6,27 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyasic.rpc.cgminer import CGMinerRPCAPI
 
-from openmos.api.cgminer import ACCESS_DENIED, BadRequest, CgminerApi, parse_request
+from openmos.api.cgminer import (
+    ACCESS_DENIED,
+    BUSY,
+    INVALID_JSON,
+    TIMEOUT,
+    UNSUPPORTED,
+    BadRequest,
+    CgminerApi,
+    CgminerServer,
+    parse_request,
+)
 from openmos.api.view import DeviceView
+from openmos.base.net import AllowList
 from openmos.hw.cpu import CpuHardware
 from openmos.miner import AgentConfig, MiningAgent
 from openmos.miner.config import ConfigError
@@ -58,7 +71,7 @@ async def test_pyasic_client_reads_the_agent() -> None:
         assert (p["URL"], p["User"], p["Stratum Active"]) == (conn.endpoint.url, "api.s21", True)
         assert p["Accepted"] <= conn.counters.accepted and p["Accepted"] >= 1
         assert len(devs["DEVS"]) == 3 and devs["DEVS"][0]["Chips"] == 108
-        st_row = stats["STATS"][0]
+        st_row = stats["STATS"][1]
         assert st_row["fan_num"] == 4 and st_row["total_rateideal"] > 190_000
         assert "OpenMOS" in version["VERSION"][0] and "CGMiner" not in json.dumps(version)
         assert "summary" in both and "devs" in both
@@ -114,9 +127,17 @@ async def test_garbage_gets_an_error_status_and_a_nul() -> None:
 
 def test_wildcard_allow_refused_at_config_load() -> None:
     base = {"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "x"}]}]}
-    for bad in (["W:0.0.0.0/0"], ["::/0"], ["not-an-ip"]):
+    # Wildcards, wildcards in halves, and anything wider than a /24 (IPv6 /120).
+    for bad in (["W:0.0.0.0/0"], ["::/0"], ["not-an-ip"], ["W:0.0.0.0/1", "W:128.0.0.0/1"], ["10.0.0.0/8"],
+                ["192.168.1.0/23"], ["fd00::/64"], ["2001:db8::/119"]):
         with pytest.raises(ConfigError, match=r"api\.cgminer_allow"):
             AgentConfig.from_dict({**base, "api": {"cgminer_allow": bad}})
+
+
+def test_narrow_allow_entries_are_accepted() -> None:
+    base = {"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "x"}]}]}
+    cfg = AgentConfig.from_dict({**base, "api": {"cgminer_allow": ["W:192.168.1.0/24", "10.0.0.5", "fd00::/120"]}})
+    assert len(cfg.api.cgminer_allow) == 3
 
 
 _idle_agent = MiningAgent(AgentConfig.from_dict(
@@ -141,3 +162,115 @@ def test_fuzz_always_a_status_reply(payload: bytes) -> None:
     else:  # multi-command: one STATUS per part
         parts = [v for k, v in reply.items() if k != "id"]
         assert parts and all(part[0]["STATUS"][0]["STATUS"] in ("S", "E") for part in parts)
+
+
+async def _open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def _reply(reader: asyncio.StreamReader) -> dict[str, Any]:
+    raw = await asyncio.wait_for(reader.read(), 30)
+    assert raw.endswith(b"\x00"), raw[:200]
+    reply: dict[str, Any] = json.loads(raw[:-1])
+    return reply
+
+
+@contextlib.asynccontextmanager
+async def idle_server(**kwargs: Any) -> AsyncIterator[CgminerServer]:
+    server = CgminerServer(CgminerApi(DeviceView(_idle_agent)), "127.0.0.1", 0, **kwargs)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_deeply_nested_json_gets_a_cgminer_error_not_a_recursion_error() -> None:
+    nested = b'{"command":' + b"[" * 3000 + b"]" * 3000 + b"}"  # ~6 kB, deeper than json.loads recurses
+    async with idle_server() as server:
+        for payload in (nested, b"{" * 6000, b'{"command":"summary","parameter":' + b"{" * 5000):
+            reader, writer = await _open(server.port)
+            writer.write(payload)
+            await writer.drain()
+            reply = await _reply(reader)
+            writer.close()
+            assert reply["STATUS"][0]["STATUS"] == "E" and reply["STATUS"][0]["Code"] == INVALID_JSON
+            assert "nested" in reply["STATUS"][0]["Msg"]
+        # The pure parser refuses the same without recursing.
+        with pytest.raises(BadRequest, match="nested"):
+            parse_request(nested)
+        # Oversize: refused as soon as the limit is passed, with a reply.
+        reader, writer = await _open(server.port)
+        writer.write(b'{"command":"' + b"a" * 20000)
+        reply = await _reply(reader)
+        writer.close()
+        assert reply["STATUS"][0]["Code"] == INVALID_JSON and "longer" in reply["STATUS"][0]["Msg"]
+        reader, writer = await _open(server.port)
+        writer.write(b'{"command":"summary"}')
+        assert (await _reply(reader))["STATUS"][0]["STATUS"] == "S"  # still serving
+
+
+async def test_slowloris_is_cut_by_the_connection_deadline() -> None:
+    """One byte every 0.2 s never completes a request: the server answers TIMEOUT and closes at its deadline
+    (5 s by default) instead of holding the connection for as long as the client likes."""
+    async with idle_server() as server:
+        reader, writer = await _open(server.port)
+        sent = 0
+        closed = False
+        writer.write(b'{"command":')
+        for _ in range(300):  # up to 60 s of dribbling
+            try:
+                writer.write(b" ")
+                await writer.drain()
+            except (ConnectionError, OSError):
+                closed = True
+                break
+            sent += 1
+            try:
+                data = await asyncio.wait_for(reader.read(), 0.2)
+            except TimeoutError:
+                continue
+            closed = True
+            assert data.endswith(b"\x00") and json.loads(data[:-1])["STATUS"][0]["Code"] == TIMEOUT
+            break
+        writer.close()
+        assert closed, f"still connected after {sent} bytes"
+        assert sent < 150 and server.timed_out == 1
+
+
+async def test_connections_beyond_the_cap_are_answered_busy() -> None:
+    async with idle_server(max_connections=4) as server:
+        idle = [await _open(server.port) for _ in range(4)]
+        await wait_for(lambda: server.active == 4, 10, "four open connections")
+        reader, writer = await _open(server.port)
+        writer.write(b"summary")
+        reply = await _reply(reader)
+        assert reply["STATUS"][0]["Code"] == BUSY and server.refused_busy == 1
+        for _, w in idle:
+            w.close()
+        await wait_for(lambda: server.active == 0, 10, "idle connections closed")
+        reader, writer = await _open(server.port)
+        writer.write(b"summary")
+        assert (await _reply(reader))["STATUS"][0]["STATUS"] == "S"
+
+
+UNSUPPORTED_OR_BAD = [
+    "ascset|0,freq,500", "ascset|0,power,3000", "ascset|0,hashrate,100", "ascset|0,profile,eco",
+    "ascset|0,freq,nan", "ascset|0,freq,1e400", "ascset|0,freq,-5", "ascset|0,power,1e-300", "ascset|9,freq,500",
+    "ascset|x,freq,500", "ascset|0,volt,13", "ascset|", "ascset|,,", "switchpool|99", "switchpool|-1",
+    "enablepool|1e9", "poolpriority|a,b", "poolpriority|5", "removepool|", "addpool|", "addpool|x,y,z",
+    "addpool|stratum+tcp://bad host:1,u,p", "check|",
+]
+
+
+@pytest.mark.parametrize("payload", UNSUPPORTED_OR_BAD)
+async def test_every_unsupported_or_bad_control_is_a_clean_cgminer_error(payload: str) -> None:
+    """On the CPU backend (no tunable clocks, no tuner): an error STATUS that says why, never an exception
+    (which the server would have to answer as "internal error")."""
+    api = CgminerApi(DeviceView(_idle_agent), AllowList.parse(["127.0.0.1"]))
+    reply = await api.respond(payload.encode(), "127.0.0.1")
+    row = reply["STATUS"][0]
+    assert row["STATUS"] == "E", reply
+    assert "internal" not in row["Msg"].lower()
+    if payload in ("ascset|0,freq,500", "ascset|0,power,3000"):
+        assert row["Code"] == UNSUPPORTED and ("not supported" in row["Msg"] or "no autotuner" in row["Msg"])

@@ -7,6 +7,8 @@ import socket
 from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MIN_PREFIX_V4 = 24
+MIN_PREFIX_V6 = 120
 
 
 @dataclass(frozen=True)
@@ -15,7 +17,8 @@ class AllowList:
 
     @classmethod
     def parse(cls, entries: list[str]) -> AllowList:
-        """Parse entries; a wildcard (prefix length 0) is refused: privileged access must be explicit."""
+        """Parse entries. Anything wider than a /24 (IPv6: /120) is refused like a wildcard: privileged access
+        is for named management hosts, and ``0.0.0.0/1`` + ``128.0.0.0/1`` is a wildcard in two halves."""
         nets: list[Network] = []
         for entry in entries:
             text = entry.removeprefix("W:").strip()
@@ -23,9 +26,10 @@ class AllowList:
                 net = ipaddress.ip_network(text, strict=False)
             except ValueError:
                 raise ValueError(f"allow entry {entry!r} is not an address or network") from None
-            if net.prefixlen == 0:
-                raise ValueError(f"allow entry {entry!r} would grant every address privileged access; "
-                                 "list the management hosts instead")
+            narrowest = MIN_PREFIX_V4 if net.version == 4 else MIN_PREFIX_V6
+            if net.prefixlen < narrowest:
+                raise ValueError(f"allow entry {entry[:64]!r} is wider than /{narrowest} and would grant a whole "
+                                 "network privileged access; list the management hosts instead")
             nets.append(net)
         return cls(tuple(nets))
 

@@ -44,8 +44,7 @@ class PoolEndpoint(_Model):
     @field_validator("url")
     @classmethod
     def _valid_url(cls, value: str) -> str:
-        PoolUrl.parse(value)  # raises ValueError with a clear message
-        return value
+        return str(PoolUrl.parse(value))  # stored normalised; ValueError says what is wrong
 
     @field_validator("user", "password")
     @classmethod

@@ -1,104 +1,47 @@
-"""cgminer-compatible TCP API (port 4028): what pyasic, Awesome Miner, Foreman and friends speak.
-
-One request per connection: JSON ``{"command": "summary", "parameter": "..."}`` or plain ``cmd|param``;
-read-only commands combine with ``+``. Replies are JSON with a STATUS array and end with a NUL byte, then
-the server closes. The identity reported is OpenMOS -- never another firmware's.
+"""cgminer API command handlers: one method per command, answering from the agent's ``DeviceView``.
 
 Access: read-only commands for anyone who can connect (the default listen address is 127.0.0.1);
-privileged commands only for addresses in an explicit allow list (``W:127.0.0.1/32``). A wildcard entry
-(``0.0.0.0/0``, ``::/0``) is refused when the configuration is loaded.
+privileged commands only for addresses in an explicit allow list (``W:127.0.0.1/32``); wildcards and
+anything wider than a /24 are refused when the configuration is loaded.
+
+Dialect: the rows follow cgminer, plus the fields of the LuxOS dialect of the cgminer API (Luxor's
+published API: a two-row ``stats`` with ``chain_rate``/``temp_chip``/``temp_pcb``, ``power``, ``fans``), so
+stock pyasic reads a device fully. The version row names that dialect; the firmware it reports is OpenMOS.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import time
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from openmos import __version__
+from openmos.api.cgminer.protocol import (
+    ACCESS_DENIED,
+    API_VERSION,
+    CODES,
+    INVALID_COMMAND,
+    INVALID_PARAMETER,
+    MISSING_PARAMETER,
+    PRIVILEGED,
+    READ_ONLY,
+    UNSUPPORTED,
+    BadRequest,
+    error_reply,
+    parse_request,
+    status,
+)
 from openmos.api.view import DeviceView
 from openmos.base.net import AllowList
+from openmos.hw.interface import UnsupportedControl
 from openmos.miner.config import ConfigError, PoolEndpoint
 from openmos.tuning import PerformanceTarget
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 8192
-READ_TIMEOUT_S = 5.0
-API_VERSION = "3.7"
-
-READ_ONLY = ("version", "config", "summary", "pools", "devs", "edevs", "devdetails", "stats", "estats",
-             "fans", "temps", "tunerstatus", "coin", "check", "asccount")
-PRIVILEGED = ("addpool", "removepool", "switchpool", "enablepool", "disablepool", "poolpriority", "pause",
-              "resume", "restart", "ascset")
-
-# Status codes (cgminer's numbering where it has one).
-CODES = {
-    "pools": 7, "devs": 9, "summary": 11, "version": 22, "config": 33, "stats": 70, "coin": 78,
-    "devdetails": 69, "asccount": 104, "check": 72, "edevs": 9, "estats": 70, "fans": 202, "temps": 201,
-    "tunerstatus": 203, "addpool": 55, "removepool": 68, "switchpool": 27, "enablepool": 47,
-    "disablepool": 48, "poolpriority": 73, "pause": 204, "resume": 205, "restart": 7, "ascset": 120,
-}
-INVALID_COMMAND = 14
-MISSING_PARAMETER = 15
-INVALID_PARAMETER = 16
-INVALID_JSON = 23
-ACCESS_DENIED = 45
-
-
-@dataclass(frozen=True)
-class Request:
-    commands: list[str]
-    parameter: str | None
-    json_style: bool
-
-
-class BadRequest(ValueError):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def parse_request(raw: bytes) -> Request:
-    """Decode a request (pure; BadRequest explains what is wrong)."""
-    if len(raw) > MAX_REQUEST_BYTES:
-        raise BadRequest(INVALID_JSON, f"request longer than {MAX_REQUEST_BYTES} bytes")
-    text = raw.decode("utf-8", errors="replace").strip().rstrip("\x00").strip()
-    if not text:
-        raise BadRequest(INVALID_COMMAND, "empty request")
-    if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            raise BadRequest(INVALID_JSON, "invalid JSON") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("command"), str):
-            raise BadRequest(INVALID_JSON, 'JSON request needs a "command" string')
-        param = obj.get("parameter")
-        if (param is not None and not isinstance(param, str | int | float)) or isinstance(param, bool):
-            raise BadRequest(INVALID_PARAMETER, "parameter must be a string or a number")
-        command, parameter, json_style = obj["command"], None if param is None else str(param), True
-    else:
-        command, _, rest = text.partition("|")
-        parameter, json_style = (rest if rest else None), False
-    commands = [c.strip().lower() for c in command.split("+")]
-    if not all(c and c.isascii() and c.replace("_", "").isalnum() and len(c) <= 32 for c in commands):
-        raise BadRequest(INVALID_COMMAND, "invalid command name")
-    if len(commands) > 1 and any(c in PRIVILEGED for c in commands):
-        raise BadRequest(INVALID_COMMAND, "privileged commands cannot be combined with +")
-    return Request(commands, parameter, json_style)
-
-
-def status(kind: str, code: int, msg: str) -> list[dict[str, Any]]:
-    return [{"STATUS": kind, "When": int(time.time()), "Code": code, "Msg": msg,
-             "Description": f"OpenMOS {__version__}"}]
-
-
-def error_reply(code: int, msg: str) -> dict[str, Any]:
-    return {"STATUS": status("E", code, msg), "id": 1}
+DIALECT = "LUXminer-compatible cgminer API, served by OpenMOS"
 
 
 Handler = Callable[[str | None], Awaitable[dict[str, Any]]]
@@ -138,8 +81,10 @@ class CgminerApi:
             result: dict[str, Any] = await handler(parameter)
         except BadRequest as exc:
             return error_reply(exc.code, str(exc))
-        except (ValueError, IndexError) as exc:
-            return error_reply(INVALID_PARAMETER, f"{command}: {exc}")
+        except UnsupportedControl as exc:
+            return error_reply(UNSUPPORTED, f"{command}: not supported here ({exc})")
+        except (ValueError, IndexError, OverflowError) as exc:
+            return error_reply(INVALID_PARAMETER, f"{command}: {str(exc)[:120]}")
         result.setdefault("id", 1)
         return result
 
@@ -154,7 +99,8 @@ class CgminerApi:
 
     async def _r_version(self, _: str | None) -> dict[str, Any]:
         return self._ok("version", "OpenMOS versions", "VERSION",
-                        [{"OpenMOS": __version__, "API": API_VERSION, "Type": self.view.agent.hardware.model}])
+                        [{"OpenMOS": __version__, "API": API_VERSION, "Type": self.view.agent.hardware.model,
+                          "Miner": f"OpenMOS {__version__}", "Dialect": DIALECT}])
 
     async def _r_config(self, _: str | None) -> dict[str, Any]:
         boards = self.view.boards()
@@ -241,11 +187,15 @@ class CgminerApi:
         return self._ok("devdetails", "Device Details", "DEVDETAILS", rows)
 
     async def _r_stats(self, _: str | None) -> dict[str, Any]:
+        """Two rows like cgminer-based Antminer firmwares: [0] identity, [1] figures."""
         v = self.view
-        row: dict[str, Any] = {"STATS": 0, "ID": "OMOS0", "Elapsed": v.uptime_s, "Type": v.agent.hardware.model,
+        ident = {"STATS": 0, "ID": "OMOS0", "Type": v.agent.hardware.model, "Miner": f"OpenMOS {__version__}",
+                 "CompileTime": "", "Elapsed": v.uptime_s}
+        row: dict[str, Any] = {"STATS": 1, "ID": "OMOS1", "Elapsed": v.uptime_s, "Type": v.agent.hardware.model,
                                "Miner": f"OpenMOS {__version__}", "GHS 5s": v.hashrate(5) / 1e9,
                                "GHS av": v.hashrate(900) / 1e9, "miner_count": len(v.boards()),
-                               "fan_num": len(v.fans()), "Hashrate Source": "modelled" if v.modelled else "measured"}
+                               "fan_num": len(v.fans()), "Hashrate Source": "modelled" if v.modelled else "measured",
+                               "rate_unit": "GH"}
         tel = v.agent.telemetry()
         if tel.nominal_hashrate_ths:
             row["total_rateideal"] = tel.nominal_hashrate_ths * 1000  # GH/s
@@ -255,11 +205,20 @@ class CgminerApi:
             n = b.index + 1
             row[f"chain_rate{n}"] = b.hashrate_ths * 1000
             row[f"chain_acn{n}"] = sum(1 for c in b.chips if c.enabled)
+            row[f"chain_acs{n}"] = "".join("o" if c.enabled else "x" for c in b.chips)
             row[f"chain_hw{n}"] = b.hardware_errors
-            row[f"temp_pcb{n}"] = max(b.temperatures_c) if b.temperatures_c else 0
-            row[f"temp_chip{n}"] = max(b.chip_temperatures_c) if b.chip_temperatures_c else 0
+            # Four sensor positions as "a-b-c-d" (whole degrees), the hottest reading at each: what readers of
+            # this dialect average to one board and one chip temperature.
+            row[f"temp_pcb{n}"] = _four(b.temperatures_c)
+            row[f"temp_chip{n}"] = _four(b.chip_temperatures_c)
             row[f"chain_vol{n}"] = b.voltage_v or 0
-        return self._ok("stats", "CGMiner stats", "STATS", [row])
+        return self._ok("stats", "CGMiner stats", "STATS", [ident, row])
+
+    async def _r_power(self, _: str | None) -> dict[str, Any]:
+        watts = self.view.power_w
+        return self._ok("power", "Power", "POWER", [{
+            "Watts": round(watts) if watts is not None else 0, "PSU": watts is not None,
+            "Source": "modelled" if self.view.modelled else "measured"}])
 
     async def _r_estats(self, p: str | None) -> dict[str, Any]:
         return await self._r_stats(p)
@@ -370,88 +329,42 @@ class CgminerApi:
             n = int(board)
             if not 0 <= n < len(agent.telemetry().boards):
                 raise BadRequest(INVALID_PARAMETER, f"no board {n}")
+            mhz = _number(value, "frequency (MHz)", 2000)
             chips = len(agent.telemetry().boards[n].chips)
             for chip in range(chips):
-                await agent.hardware.set_chip_frequency(n, chip, float(value))
-            return self._ok("ascset", f"ASC {n} frequency set to {float(value):g} MHz")
-        if agent.tuner is None:
-            raise BadRequest(INVALID_PARAMETER, "no autotuner on this hardware")
-        limits = agent.hardware.limits()
+                await agent.hardware.set_chip_frequency(n, chip, mhz)
+            return self._ok("ascset", f"ASC {n} frequency set to {mhz:g} MHz")
         if option not in ("power", "hashrate", "profile"):
-            raise BadRequest(INVALID_PARAMETER, f"unknown ascset option {option!r}")
+            raise BadRequest(INVALID_PARAMETER, "unknown ascset option (freq, power, hashrate or profile)")
+        if agent.tuner is None:
+            raise BadRequest(UNSUPPORTED, f"ascset {option}: this hardware has no autotuner")
+        limits = agent.hardware.limits()
         target = PerformanceTarget.choose(
-            power_w=float(value) if option == "power" else None,
-            hashrate_ths=float(value) if option == "hashrate" else None,
+            power_w=_number(value, "power (W)", 100_000) if option == "power" else None,
+            hashrate_ths=_number(value, "hashrate (TH/s)", 100_000) if option == "hashrate" else None,
             profile=value if option == "profile" else None,
             nameplate_w=(limits.nameplate_power_w if limits else None) or 0.0)
         await agent.tuner.set_target(target)
         return self._ok("ascset", f"target set to {target}")
 
 
+def _number(text: str, what: str, upper: float) -> float:
+    """A finite, positive number no larger than ``upper`` (NaN, inf, 1e400 and negatives are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(INVALID_PARAMETER, f"{what} must be a number") from None
+    if not math.isfinite(value) or not 0 < value <= upper:
+        raise BadRequest(INVALID_PARAMETER, f"{what} must be between 0 and {upper:g}")
+    return value
+
+
+def _four(values: list[float]) -> str:
+    """The hottest reading, in whole degrees, at four positions (0 when the board has no such sensor)."""
+    hottest = max((v for v in values if math.isfinite(v)), default=0.0)
+    return "-".join([str(round(hottest))] * 4)
+
+
 def _mean(values: list[float | None]) -> float:
     nums = [v for v in values if v is not None]
     return sum(nums) / len(nums) if nums else 0.0
-
-
-class Responder(Protocol):
-    async def respond(self, raw: bytes, peer: str) -> dict[str, Any]: ...
-
-
-class CgminerServer:
-    """asyncio TCP server speaking the cgminer wire format in front of a responder (:class:`CgminerApi`, or
-    a simulated device)."""
-
-    def __init__(self, api: Responder, host: str = "127.0.0.1", port: int = 4028) -> None:
-        self.api = api
-        self.host = host
-        self.port = port
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-        allow = getattr(self.api, "allow", None)
-        networks = ", ".join(str(n) for n in allow.networks) if allow is not None else ""
-        log.info("cgminer API on %s:%d (privileged for %s)", self.host, self.port, networks or "nobody")
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _read_request(self, reader: asyncio.StreamReader) -> bytes:
-        data = b""
-        while len(data) <= MAX_REQUEST_BYTES:
-            try:
-                chunk = await asyncio.wait_for(reader.read(4096), READ_TIMEOUT_S if not data else 0.25)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            data += chunk
-            text = data.strip().rstrip(b"\x00")
-            if text.startswith(b"{"):
-                try:
-                    json.loads(text)
-                    break
-                except ValueError:
-                    continue
-            elif text:
-                break  # plain cmd|param arrives in one write
-        return data
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")[0]
-        try:
-            raw = await self._read_request(reader)
-            try:
-                reply = await self.api.respond(raw, peer)
-            except Exception:  # a bug must not take the API down: answer with an error STATUS
-                log.exception("cgminer api: internal error on %.80r", raw)
-                reply = error_reply(INVALID_COMMAND, "internal error")
-            writer.write(json.dumps(reply).encode() + b"\x00")
-            await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
