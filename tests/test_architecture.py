@@ -10,18 +10,19 @@ SRC = Path(__file__).parents[1] / "src" / "openmos"
 # Which openmos sub-packages each layer may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "base": set(),
+    "control": set(),
     "bitcoin": set(),
     "stratum": {"bitcoin"},
-    "hw": {"base", "bitcoin"},
+    "hw": {"base", "bitcoin", "control"},
     "security": {"base"},
-    "tuning": {"base", "hw"},
+    "tuning": {"base", "hw", "control"},
     "pool": {"bitcoin", "stratum"},
-    "energy": {"base"},
-    "miner": {"base", "bitcoin", "stratum", "hw", "tuning", "security"},
-    "api": {"base", "bitcoin", "stratum", "hw", "tuning", "security", "miner"},
+    "energy": {"base", "control"},
+    "miner": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security"},
+    "api": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner"},
     "integrations": set(),
-    "fleet": {"base", "hw", "security", "miner", "api", "tuning"},
-    "cli": {"base", "bitcoin", "stratum", "hw", "security", "tuning", "pool", "energy", "miner", "api",
+    "fleet": {"base", "control", "hw", "security", "miner", "api", "tuning"},
+    "cli": {"base", "control", "bitcoin", "stratum", "hw", "security", "tuning", "pool", "energy", "miner", "api",
             "integrations", "fleet"},
 }
 

@@ -202,7 +202,7 @@ async def test_pyasic_worker_drives_a_mock_bitaxe_over_its_vendor_api(fleet_keys
         miner.web.port = port
         worker = PyasicWorker(miner, "bitaxe-7", tags={"rack": "desk"})
         status = await worker.refresh()
-        assert 1.0 < status["hashrate_ths"] < 1.2 and status["power_w"] == 19 and status["hottest_c"] == 58.5
+        assert 1.0 < status.hashrate_ths < 1.2 and status.power_w == 19 and status.hottest_c == 58.5
         async with two_sites(fleet_keys[1], [], []) as (bus_a, bus_b):
             node = DeviceNode(bus_a, "desk", worker, [fleet_keys[1]], interval_s=0.5)
             await node.start()
@@ -239,11 +239,11 @@ async def test_pyasic_worker_reads_and_curtails_a_mock_luxos_miner() -> None:
         miner.rpc.port = mock.port
         worker = PyasicWorker(miner, "lux-1")
         status = await worker.refresh()
-        assert 190 < status["hashrate_ths"] < 200 and status["power_w"] == 3480 and status["boards"] == 3
-        assert status["pools"][0]["user"] == "lux.rig" and status["hottest_c"] is not None
+        assert 190 < status.hashrate_ths < 200 and status.power_w == 3480 and worker.info().boards == 3
+        assert status.pools[0].user == "lux.rig" and status.hottest_c is not None
         assert worker.inventory()["vendor_api"] == "LUXMinerS21"  # (pyasic 0.79 does not parse LuxOS MACs)
         result = await worker.act("pause", {})
         assert result.get("ok", True) and mock.sleeping and "logon" in mock.commands
-        assert (await worker.refresh())["hashrate_ths"] == 0
+        assert (await worker.refresh()).hashrate_ths == 0
     finally:
         await mock.stop()

@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 
 from openmos import __version__
+from openmos.control import Capabilities, ControlSurface, DeviceData, DeviceInfo, PoolInfo, SetTarget
+from openmos.fleet.simdevice import target_watts
+from openmos.fleet.workers.edge import BusEdge
 from openmos.hw.sim import FleetSim, get_model
 
 
@@ -56,42 +59,59 @@ class FleetSimSite:
         self.fleet.board_enabled[miner] = fraction > 0
 
 
-class SimMinerWorker:
+class SimMinerWorker(ControlSurface, BusEdge):
+    """One miner of a ``FleetSimSite`` on the control surface (modelled)."""
+
+    fleet_actions = ("install",)
+
     def __init__(self, site: FleetSimSite, index: int) -> None:
+        super().__init__(f"sim-{index:05d}")
+        self.target_w = site.model.nameplate_w
         self.site = site
         self.index = index
-        self.device_id = f"sim-{index:05d}"
         c = index // site.per_container
         self.tags = {"container": f"c{c + 1:02d}", "rack": f"r{(index % site.per_container) // 20 + 1}",
                      "slot": str(index % 20 + 1)}
 
-    def inventory(self) -> dict[str, Any]:
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(curtail=True, curtail_watts=True, target=True, locate=True, reboot=True)
+
+    def full_power_w(self) -> float:
+        return self.target_w
+
+    def info(self) -> DeviceInfo:
         m = self.site.model
-        return {"model": m.key, "name": f"{m.name} (simulated)", "firmware": self.site.firmware[self.index],
-                "tags": self.tags, "serial": f"SIM{self.index:08d}", "boards": m.boards}
+        return DeviceInfo(self.device_id, m.key, self.site.firmware[self.index], name=f"{m.name} (simulated)",
+                          serial=f"SIM{self.index:08d}", boards=m.boards, chips=m.boards * m.chips_per_board,
+                          tags=self.tags)
 
-    def status(self) -> dict[str, Any]:
+    def get_data(self) -> DeviceData:
         s, i = self.site, self.index
-        return {"hashrate_ths": float(s.ths[i]), "power_w": float(s.watts[i]), "hottest_c": float(s.hottest[i]),
-                "paused": bool(s.paused[i]), "firmware": s.firmware[i], "modelled": True,
-                "healthy": not s.paused[i], "pools": [{"url": "stratum+tcp://pool.example:3333",
-                                                      "user": f"site.{self.device_id}"}]}
+        return DeviceData(self.device_id, self.state, float(s.ths[i]), float(s.watts[i]),
+                          hottest_c=float(s.hottest[i]), curtail_fraction=self.fraction,
+                          full_power_w=self.target_w, firmware=s.firmware[i], modelled=True,
+                          healthy=not (self.held or self.sleeping), locate=self.locating,
+                          pools=(PoolInfo("stratum+tcp://pool.example:3333", f"site.{self.device_id}", True),))
 
-    async def act(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def fleet_action(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
         s, i = self.site, self.index
-        if action == "pause":
-            s.paused[i] = True
-            s.set_fraction(i, 0.0)
-        elif action == "resume":
-            s.paused[i] = False
-            s.set_fraction(i, 1.0)
-        elif action == "set_power":
-            s.set_fraction(i, float(args["watts"]) / s.model.nameplate_w)
-        elif action == "curtail":
-            s.set_fraction(i, float(args["fraction"]))
-        elif action == "install":
-            previous, s.firmware[i] = s.firmware[i], str(args["version"])
-            return {"previous": previous}
-        elif action not in ("locate", "reboot"):
-            return {"ok": False, "error": f"{action} not supported by the simulator"}
-        return {"action": action}
+        previous, s.firmware[i] = s.firmware[i], str(args.get("version", ""))[:64]
+        return {"previous": previous}
+
+    async def _stop(self, hold: bool) -> None:
+        self.site.paused[self.index] = True
+        self.site.set_fraction(self.index, 0.0)
+
+    async def _run(self, fraction: float) -> None:
+        self.site.paused[self.index] = False
+        self.site.set_fraction(self.index, fraction * self.target_w / self.site.model.nameplate_w)
+
+    async def _set_target(self, command: SetTarget) -> str:
+        self.target_w = target_watts(command, self.site.model)
+        if not (self.held or self.sleeping):
+            await self._run(self.fraction)
+        return f"target {self.target_w:.0f} W (modelled)"
+
+    async def _reboot(self) -> str:
+        return "rebooted (modelled)"

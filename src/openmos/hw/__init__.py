@@ -3,7 +3,8 @@
 Owns the work/nonce contract (``WorkItem`` in, ``NonceResult`` out), telemetry as real hardware exposes it
 (per-chip nonce/error counters, board temperatures, fans, input power) and the control surface (frequency,
 voltage, fans). Backends: ``cpu`` (really hashes with hashlib) and, later, the simulator and BM13xx driver.
-Imports ``openmos.bitcoin`` only -- never the agent, pool or anything above.
+Imports ``openmos.bitcoin`` and ``openmos.control`` (its ``UnsupportedControl``) -- never the agent, pool or
+anything above.
 """
 
 from openmos.hw.interface import (

@@ -12,11 +12,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from openmos.base.clock import Clock, WallClock
+from openmos.control.errors import UnsupportedControl as UnsupportedControl  # what a backend raises for "cannot"
 from openmos.hw.work import NonceResult, WorkItem
-
-
-class UnsupportedControl(RuntimeError):
-    """The backend cannot do this (e.g. set voltage on a CPU)."""
 
 
 class WorkProvider(Protocol):

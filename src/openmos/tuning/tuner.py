@@ -144,6 +144,8 @@ class Autotuner:
         if self.plan is not None:
             await self._apply_plan(self.plan)
             self._set_state(TunerState.STABLE, "holding", "woken: last plan restored")
+        elif self.status.state is TunerState.SLEEPING:  # slept before any plan existed: tune now
+            self._set_state(TunerState.TUNING, "waking", "woken before a plan existed: tuning")
 
     def stop(self) -> None:
         self._stopped = True
