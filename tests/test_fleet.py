@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from openmos.base.net import free_local_port
 from openmos.fleet import keys
 from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.control import ApprovalError, FleetController, TargetQuery
+from openmos.fleet.enroll import EnrollmentRegistry
 from openmos.fleet.node import DeviceNode
 from openmos.fleet.rollout import plan_cohorts, rollout
 from openmos.fleet.simdevice import SimulatedFleetDevice
@@ -29,7 +31,7 @@ def fleet_keys(tmp_path: Path) -> tuple[bytes, bytes]:
 
 @asynccontextmanager
 async def two_sites(public: bytes, devices_a: list[SimulatedFleetDevice], devices_b: list[SimulatedFleetDevice]
-                    ) -> AsyncIterator[tuple[FleetBus, FleetBus]]:
+                    ) -> AsyncIterator[tuple[FleetBus, FleetBus, EnrollmentRegistry]]:
     port_a, port_b = free_local_port(), free_local_port()
     bus_a = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port_a}"]))
     bus_b = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port_b}"], connect=[f"tcp/127.0.0.1:{port_a}"]))
@@ -37,10 +39,12 @@ async def two_sites(public: bytes, devices_a: list[SimulatedFleetDevice], device
     await bus_b.open()
     nodes = [DeviceNode(bus_a, "north", d, [public], interval_s=0.5) for d in devices_a] + \
             [DeviceNode(bus_b, "south", d, [public], interval_s=0.5) for d in devices_b]
+    registry = EnrollmentRegistry(None)
     for node in nodes:
         await node.start()
+        registry.pin(node.site, node.device.device_id, node.public_key)
     try:
-        yield bus_a, bus_b
+        yield bus_a, bus_b, registry
     finally:
         for node in nodes:
             await node.stop()
@@ -52,9 +56,9 @@ async def test_two_peers_see_each_others_devices_without_a_broker(fleet_keys: tu
                                                                    tmp_path: Path) -> None:
     a = [SimulatedFleetDevice("a1"), SimulatedFleetDevice("a2", model="s19jpro")]
     b = [SimulatedFleetDevice("b1", model="s21xp")]
-    async with two_sites(fleet_keys[1], a, b) as (bus_a, bus_b):
-        seen_by_a = FleetController(bus_a, fleet_keys[0], tmp_path / "audit-a.jsonl")
-        seen_by_b = FleetController(bus_b, fleet_keys[0], tmp_path / "audit-b.jsonl")
+    async with two_sites(fleet_keys[1], a, b) as (bus_a, bus_b, registry):
+        seen_by_a = FleetController(bus_a, fleet_keys[0], tmp_path / "audit-a.jsonl", registry=registry)
+        seen_by_b = FleetController(bus_b, fleet_keys[0], tmp_path / "audit-b.jsonl", registry=registry)
         await wait_for(lambda: True, 0.1, "")
         inv_a = await seen_by_a.inventory()
         inv_b = await seen_by_b.inventory()
@@ -63,33 +67,37 @@ async def test_two_peers_see_each_others_devices_without_a_broker(fleet_keys: tu
         telemetry: dict[str, dict[str, object]] = {}
         bus_b.subscribe(f"{keys.ROOT}/*/dev/*/telemetry", lambda k, doc: telemetry.__setitem__(k, doc))
         await wait_for(lambda: len(telemetry) == 3, 10, "telemetry from all three devices")
-        assert telemetry[keys.telemetry("north", "a2")]["modelled"] is True
+        assert telemetry[keys.telemetry("north", "a2")]["signed"]["body"]["modelled"] is True  # type: ignore[index]
 
 
 async def test_commands_must_be_signed_fresh_and_unique(fleet_keys: tuple[bytes, bytes], tmp_path: Path) -> None:
     dev = SimulatedFleetDevice("a1")
     other_key = tmp_path / "other.pem"
     generate_keypair(other_key, tmp_path / "other.pub")
-    async with two_sites(fleet_keys[1], [dev], []) as (_, bus_b):
+    async with two_sites(fleet_keys[1], [dev], []) as (_, bus_b, _registry):
         key = keys.command("north", "a1", "pause")
-        unsigned = await bus_b.query(key, {"device": "a1", "action": "pause"})
-        forged = await bus_b.query(key, sign_document({"device": "a1", "action": "pause", "issued_at": time.time(),
-                                                       "nonce": "n1"}, other_key.read_bytes()))
-        stale = await bus_b.query(key, sign_document({"device": "a1", "action": "pause", "issued_at": 0,
-                                                      "nonce": "n2"}, fleet_keys[0]))
-        assert all(not r[0][1]["ok"] for r in (unsigned, forged, stale))
+        def body(replies: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+            result: dict[str, Any] = replies[0][1]["signed"]["body"]
+            return result
+
+        cmd = {"site": "north", "device": "a1", "action": "pause"}
+        unsigned = await bus_b.query(key, cmd)
+        forged = await bus_b.query(key, sign_document({**cmd, "issued_at": time.time(), "nonce": "nonce-01"},
+                                                      other_key.read_bytes()))
+        stale = await bus_b.query(key, sign_document({**cmd, "issued_at": 0, "nonce": "nonce-02"}, fleet_keys[0]))
+        assert all(not body(r)["ok"] for r in (unsigned, forged, stale))
         assert not dev.paused
-        good = sign_document({"device": "a1", "action": "pause", "issued_at": time.time(), "nonce": "n3"},
-                             fleet_keys[0])
-        assert (await bus_b.query(key, good))[0][1]["ok"] and dev.paused
+        good = sign_document({**cmd, "issued_at": time.time(), "nonce": "nonce-03"}, fleet_keys[0])
+        assert body(await bus_b.query(key, good))["ok"] and dev.paused
         replay = await bus_b.query(key, good)
-        assert not replay[0][1]["ok"] and "replay" in replay[0][1]["error"]
+        assert not body(replay)["ok"] and "replay" in body(replay)["error"]
 
 
 async def test_unapproved_dangerous_action_does_not_run(fleet_keys: tuple[bytes, bytes], tmp_path: Path) -> None:
     devs = [SimulatedFleetDevice(f"a{i}", tags={"container": "c1" if i < 2 else "c2"}) for i in range(3)]
-    async with two_sites(fleet_keys[1], devs, []) as (_, bus_b):
-        ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=2)
+    async with two_sites(fleet_keys[1], devs, []) as (_, bus_b, registry):
+        ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=2,
+                              registry=registry)
         new_pools = [{"url": "stratum+tcp://10.0.0.9:3333", "user": "new.worker"}]
         req = ctl.request("set_pools", {"pools": new_pools}, TargetQuery(tags={"container": "c1"}), "alice")
         with pytest.raises(ApprovalError):
@@ -121,8 +129,9 @@ def test_cohort_plan() -> None:
 async def test_rollout_with_failing_canary_halts_and_rolls_back(fleet_keys: tuple[bytes, bytes],
                                                                 tmp_path: Path) -> None:
     devs = [SimulatedFleetDevice(f"a{i:02d}", bad_firmware=frozenset({"openmos 0.2.0-bad"})) for i in range(20)]
-    async with two_sites(fleet_keys[1], devs, []) as (_, bus_b):
-        ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=2)
+    async with two_sites(fleet_keys[1], devs, []) as (_, bus_b, registry):
+        ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=2,
+                              registry=registry)
         report = await rollout(ctl, TargetQuery(site="north"), "openmos 0.2.0-bad", "alice", ["bob", "carol"],
                                soak_s=0.2)
         assert report.halted and report.failed == ["a00"] and report.rolled_back == ["a00"]
@@ -203,10 +212,12 @@ async def test_pyasic_worker_drives_a_mock_bitaxe_over_its_vendor_api(fleet_keys
         worker = PyasicWorker(miner, "bitaxe-7", tags={"rack": "desk"})
         status = await worker.refresh()
         assert 1.0 < status.hashrate_ths < 1.2 and status.power_w == 19 and status.hottest_c == 58.5
-        async with two_sites(fleet_keys[1], [], []) as (bus_a, bus_b):
+        async with two_sites(fleet_keys[1], [], []) as (bus_a, bus_b, registry):
             node = DeviceNode(bus_a, "desk", worker, [fleet_keys[1]], interval_s=0.5)
             await node.start()
-            ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=1)
+            registry.pin("desk", "bitaxe-7", node.public_key)
+            ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=1,
+                                  registry=registry)
             inventory = await ctl.inventory()
             assert inventory[0]["device"] == "bitaxe-7" and inventory[0]["mac"] == "AA:BB:CC:DD:EE:07"
             req = ctl.request("set_pools", {"pools": [{"url": "stratum+tcp://10.0.0.9:3333", "user": "me.bitaxe"}]},

@@ -20,6 +20,7 @@ from openmos.base.net import free_local_port
 from openmos.cli.main import main
 from openmos.fleet.alerts import AlertRules
 from openmos.fleet.bus import BusConfig
+from openmos.fleet.enroll import EnrollmentRegistry
 from openmos.fleet.node import DeviceNode
 from openmos.fleet.service import FleetService
 from openmos.fleet.simsite import FleetSimSite
@@ -39,7 +40,7 @@ async def start_site(tmp: Path, miners: int, webhooks: list[str] | None = None, 
     service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{free_local_port()}"]), f"sqlite:///{tmp / 'fleet.db'}",
                            (tmp / "fleet.pem").read_bytes(), tmp / "audit.jsonl",
                            rules=AlertRules(max_temp_c=75.0), webhooks=webhooks, inventory_interval_s=1,
-                           flush_interval_s=0.3)
+                           flush_interval_s=0.3, registry=EnrollmentRegistry(None))
     await service.start()
     site = FleetSimSite(miners, per_container=10)
     if stepping:  # without stepping, a test sets the modelled figures itself
@@ -48,6 +49,7 @@ async def start_site(tmp: Path, miners: int, webhooks: list[str] | None = None, 
              for w in site.workers]
     for node in nodes:
         await node.start()
+        service.registry.pin(site.site, node.device.device_id, node.public_key)
     return service, site, nodes
 
 
@@ -252,8 +254,11 @@ async def test_openmos_agent_installs_a_signed_bundle_over_the_bus(tmp_path: Pat
     await bus.open()
     node = DeviceNode(bus, "lab", worker, [(tmp_path / "fleet.pub").read_bytes()])
     await node.start()
+    registry = EnrollmentRegistry(None)
+    registry.pin("lab", "agent-1", node.public_key)
     try:
-        ctl = FleetController(bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "audit.jsonl", approvals_needed=1)
+        ctl = FleetController(bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "audit.jsonl", approvals_needed=1,
+                              registry=registry)
         req = ctl.request("install", {"version": "0.2.0", **package}, TargetQuery(devices=("agent-1",)), "alice")
         ctl.approve(req.request_id, "bob")
         result = (await ctl.execute(req.request_id, "alice"))["agent-1"]

@@ -223,6 +223,7 @@ async def test_scan_runs_fleet_wide_as_a_bulk_action(tmp_path: Path, keys: tuple
     from openmos.base.net import free_local_port
     from openmos.fleet.bus import BusConfig, FleetBus
     from openmos.fleet.control import FleetController, TargetQuery
+    from openmos.fleet.enroll import EnrollmentRegistry
     from openmos.fleet.node import DeviceNode
     from openmos.fleet.workers.openmos import AgentWorker
     from openmos.hw.cpu import CpuHardware
@@ -244,8 +245,11 @@ async def test_scan_runs_fleet_wide_as_a_bulk_action(tmp_path: Path, keys: tuple
     nodes = [DeviceNode(bus, "lab", w, [(tmp_path / "fleet.pub").read_bytes()]) for w in workers]
     for node in nodes:
         await node.start()
+    registry = EnrollmentRegistry(None)
+    for node in nodes:
+        registry.pin("lab", node.device.device_id, node.public_key)
     try:
-        ctl = FleetController(bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "audit.jsonl")
+        ctl = FleetController(bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "audit.jsonl", registry=registry)
         req = ctl.request("scan", {}, TargetQuery(site="lab"), "alice")
         results = await ctl.execute(req.request_id, "alice")
         assert results["miner-0"]["ok"] and results["miner-0"]["worst"] in ("info", "medium")

@@ -1,4 +1,5 @@
-"""``mos fleet``: scan a network for miners, and a one-command simulated site with the dashboard."""
+"""``mos fleet``: the fleet CA and device enrollment, scanning a network for miners, and a one-command
+simulated site with the dashboard."""
 
 from __future__ import annotations
 
@@ -10,25 +11,53 @@ import tempfile
 from pathlib import Path
 
 import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from openmos.api.auth import AuthStore, Role
 from openmos.base.net import free_local_port
-from openmos.fleet.bus import BusConfig
+from openmos.fleet.bus import BusConfig, FleetBus
+from openmos.fleet.enroll import EnrollmentRegistry, fingerprint
 from openmos.fleet.node import DeviceNode
+from openmos.fleet.pki import ROLES, FleetCA, FleetDir
 from openmos.fleet.poller import poll_all
 from openmos.fleet.service import FleetService
 from openmos.fleet.simsite import FleetSimSite
 from openmos.fleet.store import FleetStore
 from openmos.fleet.web.app import create_fleet_app
-from openmos.security.signing import generate_keypair
+
+KEY_HELP = "fleet directory made by `mos fleet init` (CA, controller keys, enrollment state)"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    fleet = sub.add_parser("fleet", help="fleet control plane: scan, simulated site demo with dashboard")
+    fleet = sub.add_parser("fleet", help="fleet control plane: CA and enrollment, scan, simulated site demo")
     fsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    init = fsub.add_parser("init", help="create the fleet CA, the controller's TLS identity and command key",
+                           description="Creates DIR/ca (the fleet CA), DIR/controller (TLS certificate and the "
+                                       "ed25519 command key) and DIR/enrollment.json. See docs/fleet-keys.md.")
+    init.add_argument("dir", type=Path, help="where to create the fleet keys (kept 0700, keys 0600)")
+    token = fsub.add_parser("token", help="a one-time enrollment token for one device (shown once)")
+    token.add_argument("dir", type=Path, help=KEY_HELP)
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds the token stays valid (default 1 h)")
+    token.add_argument("--site", default=None, help="only valid for a device of this site")
+    lst = fsub.add_parser("enrollments", help="list enrolled devices and requests waiting for approval")
+    lst.add_argument("dir", type=Path, help=KEY_HELP)
+    for name, text in (("approve", "enroll a waiting device (compare its key fingerprint first)"),
+                       ("reject", "drop a waiting enrollment request"),
+                       ("revoke", "unpin an enrolled device: nothing it sends is believed any more")):
+        cmd = fsub.add_parser(name, help=text)
+        cmd.add_argument("dir", type=Path, help=KEY_HELP)
+        cmd.add_argument("device", help="SITE/DEVICE, as listed by `mos fleet enrollments`")
+    issue = fsub.add_parser("issue", help="issue a TLS certificate and key for a bus node (provisioning)")
+    issue.add_argument("dir", type=Path, help=KEY_HELP)
+    issue.add_argument("--role", choices=ROLES, required=True,
+                       help="controller, device, or enrollee (may only ask to enroll; valid 1 day)")
+    issue.add_argument("--site", default="")
+    issue.add_argument("--device", default="")
+    issue.add_argument("--out", type=Path, required=True, help="directory for ca.crt, node.crt, node.key")
     scan = fsub.add_parser("scan", help="find miners answering the cgminer API on a network (progress bar)")
     scan.add_argument("network", help="e.g. 10.0.0.0/24 (at most a /16)")
     scan.add_argument("--port", type=int, default=4028)
@@ -74,39 +103,113 @@ async def _scan(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _enrollment_command(args: argparse.Namespace, console: Console) -> int:
+    fleet_dir = FleetDir(args.dir)
+    if args.fleet_command == "init":
+        fleet_dir.init()
+        console.print(f"fleet CA and controller keys created in {args.dir} (private keys 0600). "
+                      f"Keep {fleet_dir.ca_key} offline once devices are enrolled. Next: `mos fleet token "
+                      f"{args.dir}` for each device, or approve requests with `mos fleet approve`.")
+        return 0
+    if not fleet_dir.exists():
+        raise FileNotFoundError(f"no fleet CA in {args.dir}: run `mos fleet init {args.dir}` first")
+    registry = EnrollmentRegistry(fleet_dir.enrollment)
+    if args.fleet_command == "token":
+        token = registry.issue_token(args.ttl, args.site)
+        where = f" for site {args.site}" if args.site else ""
+        console.print(f"one-time enrollment token (valid {args.ttl:.0f} s{where}, shown once):")
+        console.print(token, markup=False, highlight=False)
+        return 0
+    if args.fleet_command == "issue":
+        ident = fleet_dir.ca().issue(args.role, args.site, args.device)
+        args.out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (args.out / "ca.crt").write_bytes(ident.ca_pem)
+        (args.out / "node.crt").write_bytes(ident.cert_pem)
+        key = args.out / "node.key"
+        key.touch(mode=0o600)
+        key.write_bytes(ident.key_pem)
+        console.print(f"{args.role} certificate written to {args.out} (node.key is 0600: move it to the node)")
+        return 0
+    if args.fleet_command == "enrollments":
+        table = Table(title=f"enrollment state in {fleet_dir.enrollment}")
+        for col in ("device", "state", "key fingerprint", "via"):
+            table.add_column(col)
+        for name, entry in sorted(registry.enrolled.items()):
+            table.add_row(name, "enrolled", fingerprint(entry.public_key), entry.via)
+        for name, waiting in sorted(registry.pending.items()):
+            table.add_row(name, "waiting", fingerprint(waiting.public_key), "-")
+        console.print(table)
+        return 0
+    site, _, device = args.device.partition("/")
+    if not site or not device:
+        raise ValueError(f"name the device as SITE/DEVICE, not {args.device!r}")
+    try:
+        getattr(registry, args.fleet_command)(site, device)
+    except KeyError as exc:
+        console.print(f"[red]{exc.args[0]}[/red]")
+        return 1
+    console.print(f"{args.device}: {args.fleet_command} done")
+    return 0
+
+
 async def run_demo(miners: int, port: int, duration: float, console: Console) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="openmos-fleet-demo-"))
-    generate_keypair(workdir / "fleet.pem", workdir / "fleet.pub")
+    """A simulated site over mutual TLS. Every key lives in memory only; the database and audit log go to a
+    temporary directory that is removed at exit, so nothing is left behind."""
+    with tempfile.TemporaryDirectory(prefix="openmos-fleet-demo-") as tmp:
+        await _demo(Path(tmp), miners, port, duration, console)
+
+
+async def _demo(workdir: Path, miners: int, port: int, duration: float, console: Console) -> None:
+    ca = FleetCA.create()
+    command_key = Ed25519PrivateKey.generate()
+    command_pem = command_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption())
+    command_pub = command_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                        serialization.PublicFormat.SubjectPublicKeyInfo)
     bus_port = free_local_port()
-    service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{bus_port}"]), f"sqlite:///{workdir / 'fleet.db'}",
-                           (workdir / "fleet.pem").read_bytes(), workdir / "audit.jsonl", inventory_interval_s=10)
+    endpoint = f"tls/127.0.0.1:{bus_port}"
+    registry = EnrollmentRegistry(None)
+    service = FleetService(BusConfig(listen=[endpoint], tls=ca.issue("controller"), role="controller"),
+                           f"sqlite:///{workdir / 'fleet.db'}", command_pem, workdir / "audit.jsonl",
+                           inventory_interval_s=10, registry=registry, ca=ca, command_key_pem=command_pub)
     await service.start()
+    # The simulated site is one bus node with a device certificate, connecting to the controller over mTLS.
+    site_bus = FleetBus(BusConfig(connect=[endpoint], tls=ca.issue("device", "sim-site"), role="device"))
+    await site_bus.open()
     site = FleetSimSite(miners)
     await site.start()
-    trusted = [(workdir / "fleet.pub").read_bytes()]
-    nodes = [DeviceNode(service.bus, site.site, w, trusted, interval_s=5.0) for w in site.workers]
-    for node in nodes:
-        await node.start()
-    auth = AuthStore(workdir / "auth.json")
-    password = secrets.token_urlsafe(12)  # no default password: a fresh one for this demo, shown once
-    auth.setup_owner("admin", password)
-    auth.add_user("approver", password + "-2", Role.OPERATOR)
-    server = uvicorn.Server(uvicorn.Config(create_fleet_app(service, auth), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    console.print(f"fleet demo: {miners} simulated miners (modelled) on a zenoh bus at tcp/127.0.0.1:{bus_port}")
-    console.print(f"dashboard: http://127.0.0.1:{port}  ·  users: admin / {password}  and  approver / {password}-2")
-    task = asyncio.create_task(server.serve())
+    nodes = [DeviceNode(site_bus, site.site, w, [command_pub], interval_s=5.0) for w in site.workers]
     try:
-        if duration:
-            await asyncio.sleep(duration)
-        else:
+        for node in nodes:
+            await node.start()
+        # Each simulated device enrolls its own key over the bus with a one-time token.
+        tokens = [registry.issue_token(300, site.site) for _ in nodes]
+        replies = await asyncio.gather(*(n.enroll(t, timeout_s=30) for n, t in zip(nodes, tokens, strict=True)))
+        enrolled = sum(r.get("status") == "enrolled" for r in replies)
+        auth = AuthStore(None)  # accounts in memory: the demo writes no password hashes to disk
+        admin_password, approver_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+        auth.setup_owner("admin", admin_password)
+        auth.add_user("approver", approver_password, Role.OPERATOR)
+        server = uvicorn.Server(uvicorn.Config(create_fleet_app(service, auth), host="127.0.0.1", port=port,
+                                               log_level="warning", lifespan="off"))
+        console.print(f"fleet demo: {miners} simulated miners (modelled), {enrolled} enrolled with one-time tokens, "
+                      f"on a zenoh bus with mutual TLS at {endpoint}")
+        console.print(f"dashboard: http://127.0.0.1:{port}  ·  users: admin / {admin_password}  and  "
+                      f"approver / {approver_password}", markup=False, highlight=False)
+        task = asyncio.create_task(server.serve())
+        try:
+            if duration:
+                await asyncio.wait({task}, timeout=duration)
+            else:
+                await task
+        finally:
+            server.should_exit = True
             await task
     finally:
-        server.should_exit = True
-        await task
         for node in nodes:
             await node.stop()
         await site.stop()
+        await site_bus.close()
         await service.stop()
 
 
@@ -114,5 +217,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if args.fleet_command == "scan":
         return asyncio.run(_scan(args, console))
+    if args.fleet_command != "demo":
+        return _enrollment_command(args, console)
     asyncio.run(run_demo(args.miners, args.port, args.duration, console))
     return 0

@@ -2,27 +2,90 @@
 
 Nodes listen on an endpoint and connect to the peers they are told about; multicast scouting is off by
 default so nothing leaves the configured links. Zenoh calls back on its own threads; this wrapper hands
-every message to the asyncio loop.
+every message to the asyncio loop, bounded: payloads over ``MAX_PAYLOAD`` and a backlog over
+``MAX_BACKLOG`` are dropped and counted, never queued without limit.
+
+With a ``TlsIdentity`` the session speaks only zenoh's TLS with mutual authentication against the fleet CA
+(plain TCP is refused), and zenoh's access control lets each role (by certificate common name) send only
+what that role may send: devices publish telemetry/events under their site and answer queries; only a
+controller queries devices, publishes site commands and answers enrollment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
+import logging
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import zenoh
+
+from openmos.fleet.messages import BusMetrics, MessageRejected, decode
+from openmos.fleet.pki import TlsIdentity, common_name
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG = 50_000  # messages handed to the loop but not yet handled
+
+# (message, key expression) a device may send to a controller, and a controller to a device.
+DEVICE_SENDS = [("put", "openmos/*/dev/*/telemetry"), ("put", "openmos/*/dev/*/events"),
+                ("declare_queryable", "openmos/*/dev/**"), ("reply", "openmos/*/dev/**"),
+                ("declare_subscriber", "openmos/*/site/**"), ("query", "openmos/*/enroll/*")]
+CONTROLLER_SENDS = [("declare_subscriber", "openmos/*/dev/**"), ("query", "openmos/*/dev/**"),
+                    ("put", "openmos/*/site/**"), ("declare_queryable", "openmos/*/enroll/*"),
+                    ("reply", "openmos/*/enroll/*")]
+ENROLLEE_SENDS = [("query", "openmos/*/enroll/*")]
+ENROLLEE_RECEIVES = [("declare_queryable", "openmos/*/enroll/*"), ("reply", "openmos/*/enroll/*")]
+
+Role = Literal["controller", "device", "enrollee"]
+
+
+def _rules(prefix: str, flow: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    by_message: dict[str, list[str]] = {}
+    for message, key in pairs:
+        by_message.setdefault(message, []).append(key)
+    return [{"id": f"{prefix}-{flow}-{message}", "messages": [message], "flows": [flow], "permission": "allow",
+             "key_exprs": keys} for message, keys in by_message.items()]
+
+
+def access_control(role: Role) -> dict[str, Any]:
+    """zenoh ``access_control`` for a node of ``role``: default deny, per-peer-role allow lists."""
+    rules: list[dict[str, Any]] = []
+    policies: list[dict[str, Any]] = []
+    subjects = [{"id": r, "cert_common_names": [common_name(r)]} for r in ("controller", "device", "enrollee")]
+
+    def allow(subject: str, ingress: list[tuple[str, str]], egress: list[tuple[str, str]]) -> None:
+        these = _rules(subject, "ingress", ingress) + _rules(subject, "egress", egress)
+        rules.extend(these)
+        policies.append({"id": f"{subject}-policy", "rules": [r["id"] for r in these], "subjects": [subject]})
+
+    if role == "controller":
+        everything = [(m, "openmos/**") for m in ("put", "declare_subscriber", "query", "declare_queryable",
+                                                   "reply")]
+        allow("controller", everything, everything)
+        allow("device", DEVICE_SENDS, CONTROLLER_SENDS)
+        allow("enrollee", ENROLLEE_SENDS, ENROLLEE_RECEIVES)
+    elif role == "device":
+        allow("controller", CONTROLLER_SENDS, DEVICE_SENDS)
+    else:
+        allow("controller", ENROLLEE_RECEIVES, ENROLLEE_SENDS)
+    return {"enabled": True, "default_permission": "deny", "rules": rules, "subjects": subjects,
+            "policies": policies}
 
 
 @dataclass(frozen=True)
 class BusConfig:
-    listen: list[str] = field(default_factory=list)  # e.g. ["tcp/127.0.0.1:7447"]
+    listen: list[str] = field(default_factory=list)  # e.g. ["tls/127.0.0.1:7447"]
     connect: list[str] = field(default_factory=list)  # peers or routers
     mode: str = "peer"  # "peer" on a LAN; "client" behind a router between sites
     multicast_scouting: bool = False
+    tls: TlsIdentity | None = None  # mutual TLS against the fleet CA, plain TCP refused
+    role: Role | None = None  # with ``tls``: zenoh access control for this role
 
     def to_zenoh(self) -> zenoh.Config:
         conf = zenoh.Config()
@@ -30,6 +93,13 @@ class BusConfig:
         conf.insert_json5("listen/endpoints", json.dumps(self.listen))
         conf.insert_json5("connect/endpoints", json.dumps(self.connect))
         conf.insert_json5("scouting/multicast/enabled", json.dumps(self.multicast_scouting))
+        if self.tls is not None:
+            if any(not e.startswith("tls/") for e in self.listen + self.connect):
+                raise ValueError("with TLS every endpoint must be tls/<host>:<port>")
+            conf.insert_json5("transport/link/protocols", json.dumps(["tls"]))
+            conf.insert_json5("transport/link/tls", json.dumps(self.tls.zenoh_tls()))
+            if self.role is not None:
+                conf.insert_json5("access_control", json.dumps(access_control(self.role)))
         return conf
 
 
@@ -37,41 +107,77 @@ QueryHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, dict[str, Any
 
 
 class FleetBus:
-    def __init__(self, config: BusConfig) -> None:
+    def __init__(self, config: BusConfig, metrics: BusMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or BusMetrics()
         self._session: Any = None
         self._declared: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = threading.Event()
+        self._backlog = 0
+        self._backlog_lock = threading.Lock()
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._closing.clear()
         self._session = await asyncio.to_thread(zenoh.open, self.config.to_zenoh())
 
     async def close(self) -> None:
-        for obj in self._declared:
-            obj.undeclare()
-        self._declared.clear()
-        if self._session is not None:
-            await asyncio.to_thread(self._session.close)
-            self._session = None
+        """Stop delivering first (callbacks return at once), then undeclare and close the session."""
+        self._closing.set()
+        declared, self._declared = self._declared, []
+        session, self._session = self._session, None
+
+        def shut() -> None:
+            for obj in declared:
+                obj.undeclare()
+            if session is not None:
+                session.close()
+
+        await asyncio.to_thread(shut)
 
     @property
     def zid(self) -> str:
         return str(self._session.zid())
 
+    def peers(self) -> list[str]:
+        return [str(z) for z in self._session.info.peers_zid()]
+
     def publish(self, key: str, doc: dict[str, Any]) -> None:
-        self._session.put(key, json.dumps(doc).encode())
+        if self._session is not None:
+            self._session.put(key, json.dumps(doc, separators=(",", ":")).encode())
 
-    def subscribe(self, key: str, callback: Callable[[str, dict[str, Any]], None]) -> None:
+    def _deliver(self, callback: Callable[..., None], *args: Any) -> None:
+        """Hand one message to the loop (from a zenoh thread), dropping it if the loop is far behind."""
         loop = self._loop
-        assert loop is not None
+        if loop is None or self._closing.is_set():
+            return
+        with self._backlog_lock:
+            if self._backlog >= MAX_BACKLOG:
+                self.metrics.drop("overload")
+                return
+            self._backlog += 1
 
+        def run() -> None:
+            with self._backlog_lock:
+                self._backlog -= 1
+            if not self._closing.is_set():
+                callback(*args)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
+            loop.call_soon_threadsafe(run)
+
+    def subscribe(self, key: str, callback: Callable[[str, Any], None]) -> None:
+        """``callback(key, decoded JSON)`` on the loop; oversized or non-JSON payloads are dropped and counted."""
         def on_sample(sample: Any) -> None:
+            if self._closing.is_set():
+                return
             try:
-                doc = json.loads(sample.payload.to_bytes())
-            except ValueError:
-                return  # a malformed message is dropped, never fatal
-            loop.call_soon_threadsafe(callback, str(sample.key_expr), doc)
+                doc = decode(sample.payload.to_bytes())
+            except MessageRejected as exc:
+                self.metrics.drop(exc.reason)
+                return
+            self._deliver(callback, str(sample.key_expr), doc)
 
         self._declared.append(self._session.declare_subscriber(key, on_sample))
 
@@ -80,37 +186,62 @@ class FleetBus:
         loop = self._loop
         assert loop is not None
 
+        concrete = "*" not in key
+
         def on_query(query: Any) -> None:
+            if self._closing.is_set():
+                return
+            # A reply names the concrete key it comes from (the device's own), not the query's wildcard.
+            reply_key = key if concrete else str(query.key_expr)
             payload = query.payload.to_bytes() if query.payload is not None else b"{}"
             try:
-                params = json.loads(payload or b"{}")
-            except ValueError:
-                params = {"_error": "payload is not JSON"}
-            coro = handler(str(query.key_expr), params)
-            future: concurrent.futures.Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(coro, loop)
+                params = decode(payload or b"{}")
+            except MessageRejected as exc:
+                self.metrics.drop(exc.reason)
+                params = {"_error": exc.reason}
+            if not isinstance(params, dict):
+                params = {"_error": "payload is not an object"}
+            try:
+                future: concurrent.futures.Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(
+                    handler(reply_key, params), loop)
+            except RuntimeError:  # loop closed
+                return
             try:
                 result = future.result(timeout_s)
             except Exception as exc:  # the handler's failure becomes the reply, not a crash
-                result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            query.reply(str(query.key_expr), json.dumps(result).encode())
+                future.cancel()
+                result = {"ok": False, "error": f"handler failed: {type(exc).__name__}"}
+            if self._closing.is_set():
+                return
+            try:
+                query.reply(reply_key, json.dumps(result, separators=(",", ":")).encode())
+            except Exception as exc:  # zenoh refuses replies (ACL, closing): log, never crash
+                log.debug("fleet bus: reply on %s not sent: %s", query.key_expr, exc)
 
         self._declared.append(self._session.declare_queryable(key, on_query))
 
-    async def query(self, selector: str, params: dict[str, Any] | None = None, timeout_s: float = 3.0
-                    ) -> list[tuple[str, dict[str, Any]]]:
-        """All replies to ``selector`` (which may match many devices)."""
-        payload = json.dumps(params or {}).encode()
+    async def query(self, selector: str, params: dict[str, Any] | None = None, timeout_s: float = 3.0,
+                    max_replies: int = 200_000) -> list[tuple[str, Any]]:
+        """Replies to ``selector`` (which may match many devices), decoded; bad ones dropped and counted."""
+        payload = json.dumps(params or {}, separators=(",", ":")).encode()
+        session = self._session
+        if session is None:
+            return []
 
-        def run() -> list[tuple[str, dict[str, Any]]]:
-            out = []
-            replies = self._session.get(selector, payload=payload, timeout=timeout_s, target=zenoh.QueryTarget.ALL,
-                                        consolidation=zenoh.ConsolidationMode.NONE)
+        def run() -> list[tuple[str, Any]]:
+            out: list[tuple[str, Any]] = []
+            replies = session.get(selector, payload=payload, timeout=timeout_s, target=zenoh.QueryTarget.ALL,
+                                  consolidation=zenoh.ConsolidationMode.NONE)
             for reply in replies:
-                if reply.ok is not None:
-                    try:
-                        out.append((str(reply.ok.key_expr), json.loads(reply.ok.payload.to_bytes())))
-                    except ValueError:
-                        continue
+                if reply.ok is None:
+                    continue
+                if len(out) >= max_replies:
+                    self.metrics.drop("too_many_replies")
+                    continue
+                try:
+                    out.append((str(reply.ok.key_expr), decode(reply.ok.payload.to_bytes())))
+                except MessageRejected as exc:
+                    self.metrics.drop(exc.reason)
             return out
 
         return await asyncio.to_thread(run)

@@ -16,6 +16,9 @@ from typing import Any
 from openmos.base.files import atomic_write
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
+from openmos.fleet.enroll import EnrollmentRegistry
+from openmos.fleet.messages import MessageRejected
+from openmos.fleet.trust import DeviceVerifier
 from openmos.security.signing import sign_document
 
 DANGEROUS = {"set_pools", "reboot", "install"}  # pool changes and firmware need N approvals
@@ -59,8 +62,11 @@ class ApprovalError(PermissionError):
 
 
 class FleetController:
-    def __init__(self, bus: FleetBus, signing_key_pem: bytes, audit_path: Path, approvals_needed: int = 2) -> None:
+    def __init__(self, bus: FleetBus, signing_key_pem: bytes, audit_path: Path, approvals_needed: int = 2, *,
+                 registry: EnrollmentRegistry | None = None, verifier: DeviceVerifier | None = None) -> None:
         self.bus = bus
+        self.registry = registry or EnrollmentRegistry(None)
+        self.verifier = verifier or DeviceVerifier(self.registry, bus.metrics)
         self.signing_key = signing_key_pem
         self.audit_path = audit_path
         self.approvals_needed = approvals_needed
@@ -77,9 +83,30 @@ class FleetController:
             return []
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
 
+    async def _verified_query(self, selector: str, kind: str, params: dict[str, Any] | None = None,
+                              request: str | None = None, timeout_s: float = 3.0
+                              ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Replies signed by the enrolled key of the device they claim to be, answering this very query."""
+        nonce = request or secrets.token_hex(12)
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for key, envelope in await self.bus.query(selector, params or {"nonce": nonce}, timeout_s=timeout_s):
+            try:
+                doc, body = self.verifier.check(key, envelope, (kind,), request=nonce)
+            except MessageRejected:
+                continue
+            out.setdefault((doc.site, doc.device), {"site": doc.site, "device": doc.device,
+                                                    **body.model_dump(exclude_none=True)})
+        return out
+
     async def inventory(self, site: str = "*") -> list[dict[str, Any]]:
-        replies = await self.bus.query(f"{keys.ROOT}/{site}/dev/*/inventory")
-        return sorted((doc for _, doc in replies), key=lambda d: (d.get("site", ""), d.get("device", "")))
+        """Inventory of the enrolled devices that answer (a reply not signed by its device's key is dropped)."""
+        found = await self._verified_query(f"{keys.ROOT}/{site}/dev/*/inventory", "inventory")
+        return [found[k] for k in sorted(found)]
+
+    async def status(self, site: str, device: str) -> dict[str, Any] | None:
+        """A device's current status (verified), or None if it did not answer in its own name."""
+        found = await self._verified_query(keys.status(site, device), "status")
+        return found.get((site, device))
 
     def request(self, action: str, args: dict[str, Any], target: TargetQuery, user: str) -> ActionRequest:
         needed = self.approvals_needed if action in DANGEROUS else 0
@@ -102,21 +129,26 @@ class FleetController:
         self._audit(user, "approve", {"request": request_id, "approvals": len(req.approvals)})
         return req
 
-    def _signed(self, device: str, action: str, args: dict[str, Any]) -> dict[str, Any]:
-        return sign_document({"device": device, "action": action, "args": args, "issued_at": time.time(),
-                              "nonce": secrets.token_hex(12)}, self.signing_key)
+    def _signed(self, site: str, device: str, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A command: site and device inside the signature, so it means nothing at another site."""
+        return sign_document({"site": site, "device": device, "action": action, "args": args,
+                              "issued_at": time.time(), "nonce": secrets.token_hex(12)}, self.signing_key)
 
     async def curtail_site(self, site: str, fraction: float, devices: set[str], user: str,
                            timeout_s: float = 5.0) -> tuple[set[str], float]:
         """The fast path: one signed publication to every device of ``site``; returns (acknowledged, seconds)."""
-        signed = self._signed("*", "curtail", {"fraction": fraction})
+        signed = self._signed(site, "*", "curtail", {"fraction": fraction})
         nonce = signed["signed"]["nonce"]
         acked: set[str] = set()
         done = asyncio.Event()
 
-        def on_event(key: str, doc: dict[str, Any]) -> None:
-            if doc.get("ack") == nonce:
-                acked.add(keys.parse_device_key(key)[1])
+        def on_event(key: str, envelope: Any) -> None:
+            try:
+                doc, body = self.verifier.check(key, envelope, ("event",))
+            except MessageRejected:
+                return
+            if getattr(body, "ack", None) == nonce:
+                acked.add(doc.device)
                 if devices <= acked:
                     done.set()
 
@@ -138,9 +170,14 @@ class FleetController:
             raise ApprovalError(f"{request_id} needs {req.approvals_needed} approvals, has {len(req.approvals)}")
         targets = [inv for inv in await self.inventory() if req.target.matches(inv)]
         for inv in targets:
-            key = keys.command(inv["site"], inv["device"], req.action)
-            replies = await self.bus.query(key, self._signed(inv["device"], req.action, req.args))
-            req.results[inv["device"]] = replies[0][1] if replies else {"ok": False, "error": "no reply"}
+            site, device = inv["site"], inv["device"]
+            command = self._signed(site, device, req.action, req.args)
+            replies = await self._verified_query(keys.command(site, device, req.action), "reply", command,
+                                                 request=command["signed"]["nonce"], timeout_s=10.0)
+            req.results[device] = replies.get((site, device)) or {
+                "ok": False, "error": "no reply signed by the device's enrolled key"}
+            req.results[device].pop("site", None)
+            req.results[device].pop("device", None)
         req.state = "done"
         ok = sum(1 for r in req.results.values() if r.get("ok"))
         self._audit(user, "execute", {"request": request_id, "targets": len(targets), "ok": ok})

@@ -45,6 +45,12 @@ def command(site: str, device: str, action: str) -> str:
     return f"{ROOT}/{site}/dev/{device}/cmd/{action}"
 
 
+def enroll(site: str, device: str) -> str:
+    """Queryable (controller): a device's signed enrollment request; the reply says enrolled/pending/refused."""
+    _check(site, device)
+    return f"{ROOT}/{site}/enroll/{device}"
+
+
 def parse_device_key(key: str) -> tuple[str, str, str]:
     """(site, device, leaf) of a device key expression."""
     parts = key.split("/")

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openmos.fleet import keys
 from openmos.fleet.control import FleetController, TargetQuery
 from openmos.security.update import DeviceUpdater, SlotInstaller
 
@@ -62,8 +61,8 @@ async def rollout(controller: FleetController, target: TargetQuery, version: str
         await asyncio.sleep(soak_s)
         sick = []
         for dev in cohort:
-            replies = await controller.bus.query(keys.status(site_of[dev], dev))
-            if not replies or not healthy(replies[0][1]):
+            status = await controller.status(site_of[dev], dev)
+            if status is None or not healthy(status):
                 sick.append(dev)
         if progress:
             progress(f"cohort {n}/{len(report.cohorts)}: {len(cohort) - len(sick)}/{len(cohort)} healthy",

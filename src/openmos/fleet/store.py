@@ -7,12 +7,35 @@ per-tag aggregates are plain SQL on either database.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(method: Callable[P, R]) -> Callable[P, R]:
+    """One statement sequence at a time on the connection: callers on several threads (the service's database
+    thread, the dashboard's requests) never interleave transactions."""
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        self = args[0]
+        assert isinstance(self, FleetStore)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the fleet store is closed")
+            try:
+                return method(*args, **kwargs)
+            except Exception:
+                self._conn.rollback()  # never leave a half transaction open for the next caller
+                raise
+    return wrapper
 
 ROLLUPS = (300, 3600, 86400)
 
@@ -50,6 +73,8 @@ class FleetStore:
 
     def __init__(self, url: str = "sqlite://") -> None:
         self.url = url
+        self._lock = threading.RLock()
+        self._closed = False
         if url.startswith("sqlite://"):
             path = url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
             self._conn: Any = sqlite3.connect(path if path == ":memory:" else "/" + path, check_same_thread=False)
@@ -68,7 +93,10 @@ class FleetStore:
         self._conn.commit()
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", self._param)
@@ -84,6 +112,7 @@ class FleetStore:
 
     # -- inventory ------------------------------------------------------------------------------------
 
+    @_locked
     def upsert_device(self, inv: dict[str, Any]) -> None:
         tags: dict[str, str] = {str(k): str(v) for k, v in inv.get("tags", {}).items()}
         cols = ("device", "site", "model", "serial", "mac", "firmware", "ip", "container", "rack", "slot",
@@ -100,6 +129,7 @@ class FleetStore:
                    [(inv["device"], k, v) for k, v in all_tags.items()])
         self._conn.commit()
 
+    @_locked
     def devices(self, **tags: str) -> list[dict[str, Any]]:
         """Devices whose tags match all of ``tags`` (e.g. site="north", container="c1")."""
         sql = "SELECT d.device, d.site, d.model, d.serial, d.firmware, d.container, d.rack, d.last_seen FROM devices d"
@@ -113,12 +143,14 @@ class FleetStore:
 
     # -- telemetry ------------------------------------------------------------------------------------
 
+    @_locked
     def add_samples(self, samples: Iterable[Sample]) -> None:
         rows = [(s.device, s.ts, s.hashrate_ths, s.power_w, s.hottest_c, int(s.online)) for s in samples]
         self._many("INSERT INTO samples (device, ts, hashrate_ths, power_w, hottest_c, online) "
                    "VALUES (?, ?, ?, ?, ?, ?)", rows)
         self._conn.commit()
 
+    @_locked
     def rollup(self, until: float) -> int:
         """Aggregate raw samples before ``until`` into every bucket size (idempotent: buckets are replaced)."""
         written = 0
@@ -139,6 +171,7 @@ class FleetStore:
         self._conn.commit()
         return written
 
+    @_locked
     def apply_retention(self, now: float, raw_s: float = 2 * 86400, five_min_s: float = 30 * 86400,
                         hourly_s: float = 365 * 86400) -> None:
         self._exec("DELETE FROM samples WHERE ts < ?", [now - raw_s])
@@ -146,11 +179,13 @@ class FleetStore:
         self._exec("DELETE FROM rollups WHERE bucket_s = 3600 AND bucket_start < ?", [now - hourly_s])
         self._conn.commit()
 
+    @_locked
     def series(self, device: str, bucket_s: int) -> list[tuple[float, float, float]]:
         rows = self._exec("SELECT bucket_start, hashrate_ths, power_w FROM rollups WHERE device = ? AND bucket_s = ? "
                           "ORDER BY bucket_start", [device, bucket_s]).fetchall()
         return [(float(r[0]), float(r[1] or 0), float(r[2] or 0)) for r in rows]
 
+    @_locked
     def totals_series(self, bucket_s: int, since: float, **tags: str) -> list[tuple[float, float, float]]:
         """(bucket start, total TH/s, total W) over time for every device matching ``tags``."""
         sql = "SELECT r.bucket_start, SUM(r.hashrate_ths), SUM(r.power_w) FROM rollups r"
@@ -162,6 +197,7 @@ class FleetStore:
                           "ORDER BY r.bucket_start", [*params, bucket_s, since]).fetchall()
         return [(float(r[0]), float(r[1] or 0), float(r[2] or 0)) for r in rows]
 
+    @_locked
     def aggregate_by_tag(self, tag: str, bucket_s: int, since: float) -> dict[str, dict[str, float]]:
         """Per tag value, the latest bucket since ``since``: total hashrate and power (sum over devices of their
         bucket averages) and J/TH."""
