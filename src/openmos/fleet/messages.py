@@ -61,6 +61,12 @@ class DeviceStatus(_Lenient):
     pool_url: Annotated[str, Field(max_length=256)] | None = None
     tuner: Text | None = None
     time: Unix | None = None
+    state: Annotated[str, Field(max_length=32)] | None = None
+    curtail_fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    full_power_w: Watts | None = None
+    target: Text | None = None
+    locate: bool = False
+    message: Annotated[str, Field(max_length=500)] | None = None
 
 
 def _check_tags(tags: dict[str, str]) -> dict[str, str]:
