@@ -23,6 +23,7 @@ from openmos.hw.interface import HardwareTelemetry, MiningHardware
 from openmos.hw.work import NonceResult, WorkItem
 from openmos.miner.config import AgentConfig, PerformanceConfig
 from openmos.miner.pool_manager import PoolConnection, PoolGroup, PoolManager
+from openmos.miner.safety import SafetyMonitor, has_sensors
 from openmos.miner.stats import HashrateMeter
 from openmos.miner.validation import InvalidNonce, WorkValidator
 from openmos.security.pools import enforce_pools
@@ -39,6 +40,12 @@ from openmos.tuning import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _cooling(perf: PerformanceConfig) -> CoolingConfig:
+    return CoolingConfig(mode=CoolingMode(perf.cooling), manual_duty_pct=perf.manual_fan_pct, min_fans=perf.min_fans,
+                         lifetime_target_c=perf.lifetime_target_c,
+                         limits=ThermalLimits(perf.target_c, perf.hot_c, perf.dangerous_c))
 
 WORK_HISTORY = 8192  # issued work items remembered for validating late nonces
 
@@ -108,6 +115,8 @@ class MiningAgent:
         self._security_task: asyncio.Task[None] | None = None
         self.tuner = self._make_tuner(config.performance)
         self._tuner_task: asyncio.Task[None] | None = None
+        self.safety_hold = False  # the safety monitor shut the hardware down
+        self.safety = self._make_safety(config.performance)
 
     def _make_tuner(self, perf: PerformanceConfig) -> Autotuner | None:
         limits = self.hardware.limits()
@@ -117,11 +126,28 @@ class MiningAgent:
             raise ValueError(f"{self.hardware.model} has no tunable clocks: remove the performance target")
         target = PerformanceTarget.choose(power_w=perf.power_w, hashrate_ths=perf.hashrate_ths,
                                           profile=perf.profile, nameplate_w=limits.nameplate_power_w or 0.0)
-        cooling = CoolingConfig(mode=CoolingMode(perf.cooling), manual_duty_pct=perf.manual_fan_pct,
-                                min_fans=perf.min_fans, lifetime_target_c=perf.lifetime_target_c,
-                                limits=ThermalLimits(perf.target_c, perf.hot_c, perf.dangerous_c))
         store = ProfileStore(Path(perf.profile_store)) if perf.profile_store else None
-        return Autotuner(self.hardware, target, clock=self.hardware.clock, store=store, cooling=cooling)
+        return Autotuner(self.hardware, target, clock=self.hardware.clock, store=store, cooling=_cooling(perf))
+
+    def _make_safety(self, perf: PerformanceConfig) -> SafetyMonitor | None:
+        """Any hardware with sensors gets a safety monitor, with or without a tuner."""
+        if not has_sensors(self.hardware.telemetry()):
+            return None
+        return SafetyMonitor(self.hardware, _cooling(perf), clock=self.hardware.clock,
+                             tuner_active=self.tuner_running, on_trip=self._on_safety_trip)
+
+    def tuner_running(self) -> bool:
+        """True while an autotuner task is alive (False when there is none, it stopped or it crashed)."""
+        return self._tuner_task is not None and not self._tuner_task.done()
+
+    def _tuner_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("autotuner crashed (%s); the safety monitor keeps protecting the hardware",
+                      task.exception(), exc_info=task.exception())
+
+    def _on_safety_trip(self, tripped: bool) -> None:
+        self.safety_hold = tripped
+        self._generation += 1
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -132,6 +158,9 @@ class MiningAgent:
         self._sampler = asyncio.create_task(self._sample_loop(), name="agent-sampler")
         if self.tuner is not None:
             self._tuner_task = asyncio.create_task(self.tuner.run(), name="autotuner")
+            self._tuner_task.add_done_callback(self._tuner_done)
+        if self.safety is not None:
+            self.safety.start()
         if self.config.security.scan_root or self.config.security.desired_pools:
             self._security_task = asyncio.create_task(self._security_loop(), name="security-scan")
         log.info("agent started on %s with %d pool group(s)", self.hardware.model, len(self.pools.groups))
@@ -144,8 +173,10 @@ class MiningAgent:
         if self._tuner_task is not None and self.tuner is not None:
             self.tuner.stop()
             self._tuner_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a crash was logged when it happened
                 await self._tuner_task
+        if self.safety is not None:
+            await self.safety.stop()
         if self._sampler is not None:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -254,7 +285,7 @@ class MiningAgent:
         return self._generation
 
     def next_work(self) -> WorkItem | None:
-        if self.paused:
+        if self.paused or self.safety_hold:
             return None
         group = self.pools.pick_group(lambda g: g.name in self._jobs)
         if group is None:

@@ -26,7 +26,8 @@ from openmos.control import (
 )
 from openmos.miner.agent import MiningAgent
 from openmos.miner.config import AgentConfig, ConfigError
-from openmos.tuning import PerformanceTarget, TargetKind, TunerState
+from openmos.miner.safety import set_uniform_clock
+from openmos.tuning import CoolingMode, PerformanceTarget, TargetKind, TunerState
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ class AgentControl(ControlSurface):
         limits = self.agent.hardware.limits()
         tuned = self.agent.tuner is not None
         return Capabilities(curtail=limits is not None, curtail_watts=self.full_power_w() is not None,
-                            target=tuned, pools=True, cooling=False, locate=True, reboot=True,
-                            frequency=limits is not None and not tuned)
+                            target=tuned, pools=True, cooling=not tuned and self.agent.safety is not None,
+                            locate=True, reboot=True, frequency=limits is not None and not tuned)
 
     # -- readings ---------------------------------------------------------------------------------------
 
@@ -63,6 +64,9 @@ class AgentControl(ControlSurface):
             return tuner.base_target.value
         limits = self.agent.hardware.limits()
         return limits.nameplate_power_w if limits is not None else None
+
+    def protecting(self) -> str | None:
+        return self.agent.safety.tripped if self.agent.safety is not None else None
 
     def pools(self) -> tuple[PoolInfo, ...]:
         return tuple(PoolInfo(conn.endpoint.url, conn.endpoint.user, group.active is conn)
@@ -115,13 +119,12 @@ class AgentControl(ControlSurface):
         return True
 
     async def _scale_clocks(self, fraction: float) -> None:
-        limits = self.agent.hardware.limits()
-        if limits is None:
-            raise UnsupportedControl(f"{self.agent.hardware.model} has no clocks to curtail: sleep or resume it")
-        mhz = min(limits.freq_max_mhz, max(limits.freq_min_mhz, limits.stock_freq_mhz * fraction))
-        for b in range(limits.boards):
-            for c in range(limits.chips_per_board):
-                await self.agent.hardware.set_chip_frequency(b, c, mhz)
+        safety = self.agent.safety
+        if safety is not None:  # it combines the curtail with its thermal throttle
+            safety.requested = fraction
+            await safety.apply_clocks()
+        else:
+            await set_uniform_clock(self.agent.hardware, fraction)
         self._scale = fraction
 
     async def _set_target(self, command: SetTarget) -> str:
@@ -150,7 +153,12 @@ class AgentControl(ControlSurface):
         return f"{len(command.pools)} pool(s) applied"
 
     async def _set_cooling(self, command: SetCooling) -> str:
-        raise UnsupportedControl("cooling is set in [performance] of the configuration")
+        if self.agent.tuner is not None:
+            raise UnsupportedControl("the autotuner drives the fans: set cooling in [performance] of the config")
+        if self.agent.safety is None:
+            raise UnsupportedControl(f"{self.agent.hardware.model} has no fans or sensors")
+        self.agent.safety.set_cooling(CoolingMode(command.mode), command.duty_pct)
+        return f"cooling {command.mode}"
 
     async def _reboot(self) -> str:
         await self.agent.restart()
