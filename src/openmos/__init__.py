@@ -6,7 +6,8 @@ Layers, lowest first (a layer imports only the ones below it):
 - ``control``  the one typed device control surface (commands, status, ``UnsupportedControl``)
 - ``bitcoin``  pure primitives: hashing, headers, targets, merkle, version rolling
 - ``stratum``  Stratum V1 wire protocol, job model and asyncio client
-- ``hw``       hardware abstraction layer and backends (CPU, simulator)
+- ``hw``       hardware abstraction layer and backends (CPU, simulator, BM13xx chips on Bitaxe and serial boards)
+- ``emulator`` wire-level BM13xx / Bitaxe emulator on ptys (independent of ``hw``: imports ``base`` only)
 - ``tuning``   autotuner, performance targets and profiles, cooling and thermal protection (uses ``hw``)
 - ``pool``     the built-in local Stratum V1 pool (template chain, vardiff, validation)
 - ``miner``    the device agent: pool manager, work dispatch, nonce re-validation

@@ -1,0 +1,1 @@
+"""Byte transports to hashing hardware: serial ports (pyserial, asyncio) and the bitaxe-raw control protocol."""

@@ -1,0 +1,194 @@
+"""The BM13xx driver against the independent wire-level emulator, over ptys."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from openmos.bitcoin import BlockHeader, difficulty_to_target
+from openmos.emulator.devices import EmulatedBitaxe, EmulatedSerialChain
+from openmos.hw.bm13xx.backend import Bm13xxHardware
+from openmos.hw.bm13xx.chain import ChainError
+from openmos.hw.factory import create_hardware
+from openmos.hw.transport.serial import DeviceNotFound
+from openmos.hw.work import NonceResult, WorkItem
+from openmos.miner import AgentConfig, MiningAgent
+from openmos.pool import LocalPool
+
+from helpers import easy_pool_settings, wait_for
+
+SHIFT = 20  # the emulator's chips treat difficulty 1 as 2**-20 so Python-speed SHA-256d finds nonces
+FAST = f"diff1_shift={SHIFT}&ticket=4&ramp_step=0.005&job_interval=1"
+
+
+class Provider:
+    generation = 0
+
+    def __init__(self, target_difficulty: float = 2.0 ** -SHIFT) -> None:
+        self.n = 0
+        self.target = difficulty_to_target(target_difficulty)
+
+    def next_work(self) -> WorkItem:
+        self.n += 1
+        header = BlockHeader(0x20000000, bytes(range(32)), bytes(range(32, 64)), 1_700_000_000 + self.n,
+                             0x1D00FFFF, 0)
+        return WorkItem(self.n, 0, header, 0x1FFFE000, self.target)
+
+
+def bitaxe_hw(ports: tuple[str, str], extra: str = "") -> Bm13xxHardware:
+    hw = create_hardware(f"bitaxe:{ports[0]},{ports[1]}?{FAST}{extra}")
+    assert isinstance(hw, Bm13xxHardware)
+    return hw
+
+
+def test_emulator_imports_no_driver_code() -> None:
+    src = Path(__file__).parents[1] / "src" / "openmos" / "emulator"
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(n.startswith("openmos.hw") for n in names), f"{path.name} imports {names}"
+
+
+async def test_bitaxe_one_chip_pll_readback_nonces_and_vr_fault_power_off() -> None:
+    emu = EmulatedBitaxe("bitaxe-gamma", hashrate=40_000, diff1_shift=SHIFT)
+    ports = await emu.start()
+    hw = bitaxe_hw(ports)
+    got: list[NonceResult] = []
+    try:
+        await hw.start(Provider(), got.append)
+        chain = hw.chains[0]
+        assert len(chain.chips) == 1
+        assert await chain.read_frequencies() == {0: 525.0}
+        assert emu.chain.chips[0].mhz == 525.0
+        await hw.set_chain_frequencies(0, [hw.quantise_frequency(401.0)])
+        assert await chain.read_frequencies() == {0: hw.quantise_frequency(401.0)}
+        await wait_for(lambda: len(got) >= 3, 60, "3 nonces from the emulated BM1370")
+        assert all(r.version & ~0x1FFFE000 == 0x20000000 for r in got)
+        tel = hw.telemetry()
+        assert tel.boards[0].chips[0].nonces >= 3 and tel.boards[0].chip_temperatures_c
+        assert tel.fans and tel.fans[0].rpm > 0 and tel.input_power_w and tel.input_power_w > 0
+        assert not tel.modelled
+        # A regulator fault: the chip goes into reset and the regulator off within a second.
+        emu.inject_vr_fault()
+        began = time.monotonic()
+        await wait_for(lambda: bool(emu.events.regulator_off_at and emu.events.reset_asserted_at), 5,
+                       "the safe power-off")
+        assert emu.events.reset_asserted_at[-1] - began < 1.0
+        assert emu.events.regulator_off_at[-1] - began < 1.0
+        assert not emu.vr.on and not emu.reset_released and emu.emc.duty_pct == 100.0
+        assert hw.stats.emergency_stops == 1 and "over-current" in hw.stats.last_fault
+        assert not hw.telemetry().boards[0].enabled
+    finally:
+        await hw.stop()
+        await emu.stop()
+
+
+async def test_four_chip_chain_enumerates_sets_frequencies_in_one_batch_and_survives_faults(
+        caplog: pytest.LogCaptureFixture) -> None:
+    emu = EmulatedSerialChain("bm1366", 4, hashrate=20_000, diff1_shift=SHIFT)
+    path = await emu.start()
+    hw = create_hardware(f"bm13xx:{path}?chip=BM1366&chips=4&baud=1000000&{FAST}")
+    assert isinstance(hw, Bm13xxHardware)
+    got: list[NonceResult] = []
+    try:
+        await hw.start(Provider(), got.append)
+        chain = hw.chains[0]
+        assert [c.address for c in chain.chips] == [0x00, 0x40, 0x80, 0xC0]
+        assert [c.address for c in emu.chain.chips] == [0x00, 0x40, 0x80, 0xC0]
+        assert emu.chain.baud() > 1_000_000 and emu.line.misrate_bytes == 0  # the baud switch took
+        wanted = [300.0, 350.0, 400.0, 450.0]
+        sent_before = chain.stats.frames_sent
+        set_to = await hw.set_chain_frequencies(0, wanted)
+        assert set_to == [hw.quantise_frequency(f) for f in wanted]
+        assert await chain.read_frequencies() == dict(enumerate(set_to))
+        assert [c.mhz for c in emu.chain.chips] == set_to
+        assert chain.stats.frames_sent > sent_before
+        await wait_for(lambda: len({r.chip for r in got}) >= 2, 60, "nonces from two chips")
+        # CRC errors and a dropped byte on the line: counted, and mining goes on.
+        caplog.set_level(logging.WARNING)
+        emu.chain.faults.crc_error_every = 2
+        emu.chain.faults.drop_byte_next = 2
+        await wait_for(lambda: chain.decoder.stats.crc_errors >= 2, 60, "corrupted frames")
+        emu.chain.faults.crc_error_every = 0
+        n = len(got)
+        await wait_for(lambda: len(got) >= n + 2, 60, "nonces after the corruption")
+        # A chip stops answering: reads time out, it is reported disabled, the others keep hashing.
+        emu.chain.chips[2].dead = True
+        await chain.read_counters()
+        assert not chain.chips[2].responding and chain.chips[0].responding
+        assert not hw.telemetry().boards[0].chips[2].enabled
+        n = len(got)
+        await wait_for(lambda: len(got) >= n + 2, 60, "nonces with a dead chip")
+        assert hw.stats.version_errors == 0
+    finally:
+        await hw.stop()
+        await emu.stop()
+
+
+async def test_unknown_chip_ids_and_garbage_are_counted_not_fatal() -> None:
+    emu = EmulatedSerialChain("bm1368", 2, diff1_shift=SHIFT)
+    path = await emu.start()
+    hw = create_hardware(f"bm13xx:{path}?chip=BM1366&{FAST}")
+    assert isinstance(hw, Bm13xxHardware)
+    try:
+        with pytest.raises(ChainError, match="no BM1366 answered"):
+            await hw.start(Provider(), lambda r: None)
+        assert hw.chains == [] and not hw.powered
+    finally:
+        await hw.stop()
+        await emu.stop()
+
+
+async def test_garbage_on_a_live_chain_is_counted() -> None:
+    emu = EmulatedSerialChain("bm1370", 1, diff1_shift=SHIFT)
+    path = await emu.start()
+    hw = create_hardware(f"bm13xx:{path}?chip=BM1370&{FAST}")
+    assert isinstance(hw, Bm13xxHardware)
+    try:
+        await hw.start(Provider(), lambda r: None)
+        chain = hw.chains[0]
+        assert emu.port is not None
+        # garbage, then a truncated reply
+        emu.port.write(bytes(range(256)) + b"\xaa\x55\x13\x70")
+        await wait_for(lambda: chain.decoder.stats.garbage_bytes >= 200, 10, "garbage counted")
+        assert await chain.read_frequencies() == {0: 525.0}  # still talking
+    finally:
+        await hw.stop()
+        await emu.stop()
+
+
+async def test_missing_device_path_is_a_clear_error() -> None:
+    hw = create_hardware("bitaxe:/dev/does-not-exist-ctl,/dev/does-not-exist-data")
+    with pytest.raises(DeviceNotFound, match="/dev/does-not-exist-ctl"):
+        await hw.start(Provider(), lambda r: None)
+    hw = create_hardware("bm13xx:/dev/no-such-uart?chip=BM1366&chips=4")
+    with pytest.raises(DeviceNotFound, match="/dev/no-such-uart"):
+        await hw.start(Provider(), lambda r: None)
+    for bad in ("bitaxe:/dev/x", "bm13xx:/dev/x", "bm13xx:/dev/x?chip=BM9999", "bitaxe:a,b?freq=nan",
+                "bitaxe:a,b?freq=-1", "bitaxe:a,b?bogus=1", "bitaxe:a,b?model=delta", "bm13xx:/nope/board.toml"):
+        with pytest.raises((ValueError, FileNotFoundError)):
+            create_hardware(bad)
+
+
+async def test_agent_mines_shares_accepted_by_the_local_pool() -> None:
+    emu = EmulatedBitaxe("bitaxe-gamma", hashrate=40_000, diff1_shift=SHIFT)
+    ports = await emu.start()
+    pool = LocalPool(easy_pool_settings(start_difficulty=2.0 ** -14))
+    await pool.start()
+    config = AgentConfig.from_dict({"groups": [{"name": "main", "pools": [{"url": pool.url, "user": "e2e.bitaxe"}]}],
+                                    "stratum": {"retry_delay_s": 0.2}})
+    agent = MiningAgent(config, bitaxe_hw(ports))
+    await agent.start()
+    try:
+        await wait_for(lambda: len(pool.accepted) >= 1, 120, "a share from the emulated Bitaxe")
+    finally:
+        await agent.stop()
+        await pool.stop()
+        await emu.stop()
+    assert agent.stats.hardware_errors == 0
+    assert pool.workers["e2e.bitaxe"].accepted >= 1
