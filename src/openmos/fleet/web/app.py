@@ -58,6 +58,22 @@ def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
         except AuthError as exc:
             raise HTTPException(401, str(exc)) from None
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus text: bus messages accepted by kind and dropped by reason, enrollment state."""
+        snap = service.bus.metrics.snapshot()
+        lines = ["# HELP openmos_fleet_bus_accepted_total Bus messages believed (signed by the enrolled key, valid).",
+                 "# TYPE openmos_fleet_bus_accepted_total counter"]
+        lines += [f'openmos_fleet_bus_accepted_total{{kind="{k}"}} {v}' for k, v in sorted(snap["accepted"].items())]
+        lines += ["# HELP openmos_fleet_bus_dropped_total Bus messages dropped, by reason.",
+                  "# TYPE openmos_fleet_bus_dropped_total counter"]
+        lines += [f'openmos_fleet_bus_dropped_total{{reason="{k}"}} {v}' for k, v in sorted(snap["dropped"].items())]
+        lines += ["# TYPE openmos_fleet_devices_enrolled gauge",
+                  f"openmos_fleet_devices_enrolled {len(service.registry.enrolled)}",
+                  "# TYPE openmos_fleet_enrollments_pending gauge",
+                  f"openmos_fleet_enrollments_pending {len(service.registry.pending)}"]
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
     @app.get("/api/fleet/overview")
     async def overview() -> dict[str, Any]:
         return service.overview()

@@ -1,0 +1,450 @@
+"""The fleet bus under attack: every test performs an attack from issue 12 and fails if it works.
+
+Zenoh runs on loopback only, multicast scouting off, with the fleet's own mutual TLS where the transport
+is under test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import re
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from rich.console import Console
+
+from openmos.api.auth import AuthStore
+from openmos.base.net import free_local_port
+from openmos.fleet import keys
+from openmos.fleet.bus import BusConfig, FleetBus
+from openmos.fleet.control import TargetQuery
+from openmos.fleet.enroll import EnrollmentRegistry
+from openmos.fleet.envelope import DeviceKey
+from openmos.fleet.node import DeviceNode
+from openmos.fleet.pki import FleetCA, FleetDir, make_csr, new_key
+from openmos.fleet.service import FleetService
+from openmos.fleet.simdevice import SimulatedFleetDevice
+from openmos.fleet.web.app import create_fleet_app
+from openmos.security.signing import sign_document
+
+from helpers import wait_for
+
+
+@dataclass
+class Fleet:
+    ca: FleetCA
+    endpoint: str
+    service: FleetService
+    site_bus: FleetBus
+    nodes: list[DeviceNode]
+    command_pem: bytes
+    command_pub: bytes
+
+
+def command_keys() -> tuple[bytes, bytes]:
+    key = Ed25519PrivateKey.generate()
+    return (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()),
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+@asynccontextmanager
+async def tls_fleet(tmp: Path, devices: dict[str, list[str]], **service_kw: Any) -> AsyncIterator[Fleet]:
+    """A controller (mTLS listener) and one device-certified bus per site, each device enrolled by token."""
+    ca = FleetCA.create()
+    command_pem, command_pub = command_keys()
+    endpoint = f"tls/127.0.0.1:{free_local_port()}"
+    registry = service_kw.pop("registry", None) or EnrollmentRegistry(None)
+    service = FleetService(BusConfig(listen=[endpoint], tls=ca.issue("controller"), role="controller"),
+                           service_kw.pop("store", "sqlite://"), command_pem, tmp / "audit.jsonl",
+                           registry=registry, ca=ca, command_key_pem=command_pub, flush_interval_s=0.2,
+                           inventory_interval_s=0.5, **service_kw)
+    await service.start()
+    buses: list[FleetBus] = []
+    nodes: list[DeviceNode] = []
+    for site, names in devices.items():
+        bus = FleetBus(BusConfig(connect=[endpoint], tls=ca.issue("device", site), role="device"))
+        await bus.open()
+        buses.append(bus)
+        for name in names:
+            node = DeviceNode(bus, site, SimulatedFleetDevice(name), [command_pub], interval_s=0.3)
+            await node.start()
+            nodes.append(node)
+    try:
+        for node in nodes:
+            reply = await node.enroll(registry.issue_token(60, node.site), timeout_s=10)
+            assert reply["status"] == "enrolled", reply
+        yield Fleet(ca, endpoint, service, buses[0] if buses else service.bus, nodes, command_pem, command_pub)
+    finally:
+        for node in nodes:
+            await node.stop()
+        for bus in buses:
+            await bus.close()
+        await service.stop()
+
+
+def dropped(service: FleetService, reason: str) -> int:
+    return service.bus.metrics.snapshot()["dropped"].get(reason, 0)
+
+
+async def quiet(seconds: float) -> None:
+    """Give a message that should *not* arrive the time it would need if it could."""
+    await asyncio.sleep(seconds)
+
+
+# -- transport: mutual TLS and access control -------------------------------------------------------------
+
+
+async def test_peers_without_a_fleet_certificate_cannot_join_the_bus(tmp_path: Path) -> None:
+    async with tls_fleet(tmp_path, {"north": ["a1", "a2"]}) as fleet:
+        await wait_for(lambda: len(fleet.service.latest) == 2, 20, "telemetry over mTLS")
+        port = fleet.endpoint.rsplit(":", 1)[1]
+        intruders = [
+            FleetBus(BusConfig(connect=[f"tcp/127.0.0.1:{port}"])),  # plain TCP
+            FleetBus(BusConfig(connect=[fleet.endpoint], tls=FleetCA.create().issue("controller"))),  # other CA
+        ]
+        legit = FleetBus(BusConfig(connect=[fleet.endpoint], tls=fleet.ca.issue("controller"), role="controller"))
+        for bus in (*intruders, legit):
+            await bus.open()
+        try:
+            await wait_for(lambda: bool(legit.peers()), 10, "the legitimate controller peer to connect")
+            probe = keys.enroll("north", "probe")  # the controller answers this to any fleet-certified peer
+            assert (await legit.query(probe, timeout_s=5.0))[0][1]["status"] == "refused"
+            for bus in intruders:
+                assert bus.peers() == []
+                assert await bus.query(probe, timeout_s=1.0) == []
+                bus.publish(keys.site_curtail("north"), {"signed": {}, "signature": ""})
+            await quiet(1.0)
+            assert all(not n.refused for n in fleet.nodes)  # nothing even reached the devices
+        finally:
+            for bus in (*intruders, legit):
+                await bus.close()
+
+
+async def test_a_device_certificate_cannot_read_inventory_or_command_devices(tmp_path: Path) -> None:
+    """zenoh access control: a node with a valid *device* certificate may only do what devices do."""
+    async with tls_fleet(tmp_path, {"north": ["a1"]}) as fleet:
+        rogue = FleetBus(BusConfig(connect=[fleet.endpoint], tls=fleet.ca.issue("device", "north"), role="device"))
+        await rogue.open()
+        try:
+            await wait_for(lambda: bool(rogue.peers()), 10, "the device-certified peer to connect")
+            assert await rogue.query("openmos/*/dev/*/inventory", {"nonce": "stolen-inventory"}, timeout_s=1) == []
+            assert await rogue.query(keys.command("north", "a1", "pause"), timeout_s=1) == []
+            device = fleet.nodes[0].device
+            captured = sign_document({"site": "north", "device": "*", "action": "curtail", "args": {"fraction": 0.0},
+                                      "issued_at": time.time(), "nonce": "rogue-curtail-1"}, fleet.command_pem)
+            rogue.publish(keys.site_curtail("north"), captured)  # even a validly signed one: wrong sender
+            await quiet(1.0)
+            assert isinstance(device, SimulatedFleetDevice) and device.fraction == 1.0
+        finally:
+            await rogue.close()
+
+
+async def test_enrollment_over_mtls_issues_a_device_certificate_from_a_csr(tmp_path: Path) -> None:
+    """An enrollee certificate only reaches enrollment; the device's own key gets a device certificate."""
+    async with tls_fleet(tmp_path, {}) as fleet:
+        enrollee = FleetBus(BusConfig(connect=[fleet.endpoint], tls=fleet.ca.issue("enrollee"), role="enrollee"))
+        await enrollee.open()
+        try:
+            await wait_for(lambda: bool(enrollee.peers()), 10, "the enrollee to connect")
+            assert await enrollee.query("openmos/*/dev/*/inventory", timeout_s=1) == []  # enrollment only
+            node = DeviceNode(enrollee, "south", SimulatedFleetDevice("b7"), [fleet.command_pub])
+            tls_key = new_key()
+            token = fleet.service.registry.issue_token(60, "south")
+            reply = await node.enroll(token, csr=make_csr(tls_key, "device"), timeout_s=10)
+            assert reply["status"] == "enrolled" and "command_key" in reply
+            cert = x509.load_pem_x509_certificate(reply["certificate"].encode())
+            assert cert.subject.rfc4514_string() == "CN=openmos-device"
+            uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert "openmos://south/b7" in uris.get_values_for_type(x509.UniformResourceIdentifier)
+            assert (await node.enroll(token))["status"] == "enrolled"  # idempotent for the same key
+            again = DeviceNode(enrollee, "south", SimulatedFleetDevice("b8"), [fleet.command_pub])
+            assert (await again.enroll(token))["reason"] == "bad_token"  # one-time
+        finally:
+            await enrollee.close()
+
+
+# -- application layer: enrolled keys, schemas, site binding -----------------------------------------------
+
+
+@asynccontextmanager
+async def plain_fleet(tmp: Path, sites: dict[str, list[str]]) -> AsyncIterator[tuple[FleetService, list[DeviceNode]]]:
+    """One service and its devices on a single loopback session: the attacker is a node already on the bus
+    (a stolen device certificate), so only the application layer stands in the way."""
+    command_pem, command_pub = command_keys()
+    service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{free_local_port()}"]), "sqlite://", command_pem,
+                           tmp / "audit.jsonl", registry=EnrollmentRegistry(None), flush_interval_s=0.2,
+                           inventory_interval_s=0.5)
+    await service.start()
+    nodes = [DeviceNode(service.bus, site, SimulatedFleetDevice(name), [command_pub], interval_s=0.3)
+             for site, names in sites.items() for name in names]
+    for node in nodes:
+        service.registry.pin(node.site, node.device.device_id, node.public_key)
+        await node.start()
+    try:
+        yield service, nodes
+    finally:
+        for node in nodes:
+            await node.stop()
+        await service.stop()
+
+
+def attacker_telemetry(attacker: DeviceKey, site: str, device: str, body: dict[str, Any], seq: int) -> dict[str, Any]:
+    return attacker.sign({"kind": "telemetry", "site": site, "device": device, "ts": time.time(), "seq": seq,
+                          "body": body})
+
+
+async def test_spoofed_and_ghost_telemetry_never_reaches_the_dashboard(tmp_path: Path) -> None:
+    async with plain_fleet(tmp_path, {"north": [f"d{i}" for i in range(5)]}) as (service, _):
+        await wait_for(lambda: len(service.latest) == 5, 20, "real telemetry")
+        before = service.overview()
+        attacker = DeviceKey()
+        evil = {"hashrate_ths": 9_999.0, "power_w": 1.0, "pools": [{"url": "stratum+tcp://evil.example:3333",
+                                                                    "user": "thief"}]}
+        seq = time.time_ns()
+        for i in range(200):  # in a real device's name, signed by another key
+            forged = attacker_telemetry(attacker, "north", "d1", evil, seq + i)
+            service.bus.publish(keys.telemetry("north", "d1"), forged)
+        for i in range(2000):  # ghosts: unenrolled devices
+            service.bus.publish(keys.telemetry("north", f"ghost-{i}"),
+                                attacker_telemetry(attacker, "north", f"ghost-{i}", evil, seq + i))
+        service.bus.publish(keys.telemetry("north", "d2"), {"hashrate_ths": 9_999.0})  # unsigned
+        await wait_for(lambda: dropped(service, "not_enrolled") == 2000, 20, "the ghosts to be dropped")
+        await wait_for(lambda: dropped(service, "bad_signature") == 200, 20, "the forgeries to be dropped")
+        await quiet(1.0)
+        after = service.overview()
+        assert after["online"] == 5 and after["devices"] == before["devices"] == 5
+        assert after["hashrate_ths"] < 5 * 300 and "stratum+tcp://evil.example:3333" not in after["pools"]
+        assert not any(d.startswith("ghost") for d in service.latest) and dropped(service, "unsigned") >= 1
+        assert not any(a.kind == "pool" for a in service.alerts.active.values())
+
+
+async def test_malformed_telemetry_from_an_enrolled_key_is_dropped_and_counted(tmp_path: Path) -> None:
+    """``"hashrate_ths": "abc"`` (and NaN, 1e400, negatives, deep nesting, huge bodies) never 500 the overview."""
+    async with plain_fleet(tmp_path, {"north": ["d0"]}) as (service, nodes):
+        node = nodes[0]
+        await wait_for(lambda: "d0" in service.latest, 20, "real telemetry")
+        bad_bodies: list[dict[str, Any]] = [{"hashrate_ths": "abc"}, {"hashrate_ths": math.nan},
+                                            {"power_w": math.inf}, {"power_w": -5.0}, {"hottest_c": 1e300},
+                                            {"pools": [{"url": "x"}] * 50}, {"pools": "stratum+tcp://x"},
+                                            {"paused": "yes"}, {"hashrate_ths": [1.0]}]
+        await node.stop()  # only the attacker's messages from now on
+        for body in bad_bodies:
+            service.bus.publish(keys.telemetry("north", "d0"), node.sign("telemetry", body))
+        service.bus.publish(keys.telemetry("north", "d0"), node.sign("telemetry", {"x": "y" * 100_000}))  # too big
+        nested = "[" * 50_000 + "]" * 50_000
+        service.bus._session.put(keys.telemetry("north", "d0"), nested[:60_000].encode())  # deep nesting
+        service.bus._session.put(keys.telemetry("north", "d0"), b'{"signed": 1e400}')
+        await wait_for(lambda: dropped(service, "schema") >= len(bad_bodies), 20, "schema drops")
+        await wait_for(lambda: dropped(service, "too_large") >= 1 and dropped(service, "not_json") >= 1, 20,
+                       "size and JSON drops")
+        latest = service.latest["d0"]
+        assert isinstance(latest["hashrate_ths"], float) and latest["hashrate_ths"] > 100
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_fleet_app(service, AuthStore(None))),
+                                     base_url="http://fleet") as client:
+            overview = await client.get("/api/fleet/overview")
+            assert overview.status_code == 200 and overview.json()["bus_dropped"] >= len(bad_bodies) + 2
+            assert (await client.get("/api/fleet/devices")).status_code == 200
+            metrics = (await client.get("/metrics")).text
+        count = re.search(r'openmos_fleet_bus_dropped_total\{reason="schema"\} (\d+)', metrics)
+        assert count and int(count.group(1)) >= len(bad_bodies)
+        rows = await service.db(service.store.devices)
+        assert all(r["device"] == "d0" for r in rows)
+
+
+async def test_replayed_telemetry_is_dropped(tmp_path: Path) -> None:
+    async with plain_fleet(tmp_path, {"north": ["d0"]}) as (service, _nodes):
+        captured: list[Any] = []
+        service.bus.subscribe(keys.telemetry("north", "d0"), lambda _, doc: captured.append(doc))
+        await wait_for(lambda: len(captured) >= 2, 20, "telemetry to capture")
+        for doc in captured[:2]:
+            service.bus.publish(keys.telemetry("north", "d0"), doc)
+        await wait_for(lambda: dropped(service, "replay") >= 2, 20, "the replays to be dropped")
+
+
+async def test_a_reply_in_a_devices_name_is_not_recorded_as_its_result(tmp_path: Path) -> None:
+    async with plain_fleet(tmp_path, {"north": ["d0"]}) as (service, nodes):
+        ctl = service.controller
+        await wait_for(lambda: "d0" in service.inventory, 20, "inventory")
+        genuine = await service.bus.query(keys.inventory("north", "d0"), {"nonce": "captured-query-1"})
+        await nodes[0].stop()
+        await service.bus.close()  # the real device goes away; an impostor answers in its name
+        await service.bus.open()
+        attacker = DeviceKey()
+        impostor = DeviceNode(service.bus, "north", SimulatedFleetDevice("d0"), [], identity=attacker)
+        await impostor.start()
+        inventory = await ctl.inventory()
+        assert inventory == []
+        req = ctl.request("locate", {}, TargetQuery(devices=("d0",)), "alice")
+        ctl.requests[req.request_id].state = "ready"
+        results = await ctl._verified_query(keys.command("north", "d0", "locate"), "reply",
+                                            ctl._signed("north", "d0", "locate", {}))
+        assert results == {}
+        await impostor.stop()
+
+        async def replay(key: str, params: dict[str, Any]) -> dict[str, Any]:
+            return genuine[0][1]  # a genuine, correctly signed reply to an *earlier* query
+
+        service.bus.serve(keys.inventory("north", "d0"), replay)
+        assert await ctl.inventory() == []
+        assert dropped(service, "bad_signature") >= 1 and dropped(service, "wrong_request") >= 1
+
+
+async def test_a_command_captured_at_one_site_is_refused_at_another(tmp_path: Path) -> None:
+    async with plain_fleet(tmp_path, {"site-a": ["sim-00011"], "site-b": ["sim-00011"]}) as (service, nodes):
+        ctl = service.controller
+        command = ctl._signed("site-a", "sim-00011", "pause", {})
+        at_a, at_b = nodes
+        replies = await service.bus.query(keys.command("site-b", "sim-00011", "pause"), command)
+        assert replies and replies[0][1]["signed"]["body"]["ok"] is False
+        assert "site" in replies[0][1]["signed"]["body"]["error"]
+        assert isinstance(at_b.device, SimulatedFleetDevice) and not at_b.device.paused
+        curtail = ctl._signed("site-a", "*", "curtail", {"fraction": 0.0})
+        service.bus.publish(keys.site_curtail("site-b"), curtail)
+        await wait_for(lambda: bool(at_b.refused), 10, "site B to refuse the curtail")
+        assert isinstance(at_a.device, SimulatedFleetDevice) and at_b.device.fraction == 1.0
+        ok = await service.bus.query(keys.command("site-a", "sim-00011", "pause"), command)
+        assert ok[0][1]["signed"]["body"]["ok"] and at_a.device.paused and not at_b.device.paused
+
+
+# -- enrollment ---------------------------------------------------------------------------------------------
+
+
+def enroll_request(key: DeviceKey, site: str, device: str, token: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"public_key": key.public_b64}
+    if token:
+        body["token"] = token
+    return key.sign({"kind": "enroll", "site": site, "device": device, "ts": time.time(), "seq": 1, "body": body})
+
+
+async def test_twenty_thousand_ghost_enrollments_are_not_accepted(tmp_path: Path) -> None:
+    registry = EnrollmentRegistry(tmp_path / "enrollment.json", max_pending=500)
+    async with plain_fleet(tmp_path, {"north": ["d0"]}) as (service, _):
+        service.registry = service.controller.registry = service.verifier.registry = registry
+        registry.pin("north", "d0", _[0].public_key)
+        ghost_key = DeviceKey()
+        statuses: dict[str, int] = {}
+        over_the_bus = await asyncio.gather(*(service.bus.query(keys.enroll("north", f"ghost-{i}"),
+                                                                enroll_request(ghost_key, "north", f"ghost-{i}"))
+                                              for i in range(200)))
+        for replies in over_the_bus:
+            status = replies[0][1]["status"]
+            statuses[status] = statuses.get(status, 0) + 1
+        for i in range(200, 20_000):  # the rest straight into the handler (the bus adds nothing but time)
+            reply = await service._on_enroll(keys.enroll("north", f"ghost-{i}"),
+                                             enroll_request(ghost_key, "north", f"ghost-{i}"))
+            statuses[reply["status"]] = statuses.get(reply["status"], 0) + 1
+        assert statuses.get("enrolled", 0) == 0 and len(registry.pending) <= 500
+        assert statuses["refused"] >= 19_500
+        assert len(json.loads((tmp_path / "enrollment.json").read_bytes())["pending"]) <= 500
+        await quiet(1.0)
+        overview = service.overview()
+        assert overview["online"] == 1 and overview["enrolled"] == 1 and overview["alerts"] == 0
+        # A device with a one-time token still gets in during the flood; its key is then pinned.
+        real = DeviceKey()
+        token = registry.issue_token(60, "north")
+        assert (await service._on_enroll(keys.enroll("north", "new-1"), enroll_request(real, "north", "new-1", token))
+                )["status"] == "enrolled"
+        other = await service._on_enroll(keys.enroll("north", "new-1"), enroll_request(DeviceKey(), "north", "new-1"))
+        assert other["reason"] == "key_conflict"
+        forged = enroll_request(real, "north", "new-2")
+        forged["signed"]["body"]["public_key"] = DeviceKey().public_b64  # not signed by the key it enrolls
+        assert (await service._on_enroll(keys.enroll("north", "new-2"), forged))["status"] == "refused"
+        wrong_site = await service._on_enroll(keys.enroll("south", "new-3"), enroll_request(real, "north", "new-3"))
+        assert wrong_site["status"] == "refused"
+
+
+def test_operator_approval_pins_the_key_across_processes(tmp_path: Path) -> None:
+    fleet_dir = FleetDir(tmp_path / "fleet")
+    fleet_dir.init()
+    controller_view = EnrollmentRegistry(fleet_dir.enrollment)
+    device = DeviceKey()
+    assert controller_view.request("north", "d9", device.public_b64) == "pending"
+    assert not controller_view.is_enrolled("north", "d9")
+    from openmos.cli.main import main
+
+    assert main(["fleet", "approve", str(fleet_dir.root), "north/d9"]) == 0  # another process, same file
+    controller_view.refresh(force=True)
+    assert controller_view.is_enrolled("north", "d9")
+    with pytest.raises(Exception, match="another key"):
+        controller_view.request("north", "d9", DeviceKey().public_b64)
+    assert main(["fleet", "revoke", str(fleet_dir.root), "north/d9"]) == 0
+    controller_view.refresh(force=True)
+    assert controller_view.key_for("north", "d9") is None
+    for path in (fleet_dir.ca_key, fleet_dir.controller_key, fleet_dir.command_key):
+        assert path.stat().st_mode & 0o077 == 0, path
+    with pytest.raises(FileExistsError):
+        fleet_dir.init()
+
+
+# -- shutdown and the demo ----------------------------------------------------------------------------------
+
+
+async def test_clean_shutdown_during_a_flood(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    store = f"sqlite:///{tmp_path / 'fleet.db'}"
+    async with tls_fleet(tmp_path, {"north": [f"d{i}" for i in range(20)]}, store=store) as fleet:
+        service = fleet.service
+        await wait_for(lambda: len(service.latest) == 20, 20, "telemetry")
+        stop = threading.Event()
+        flooders = [fleet.nodes[i] for i in range(5)]
+        ghost = DeviceKey()
+
+        def flood() -> None:  # zenoh puts from a thread, as fast as they go
+            seq = 0
+            while not stop.is_set():
+                for node in flooders:
+                    fleet.site_bus.publish(keys.telemetry("north", node.device.device_id),
+                                           node.sign("telemetry", node.device.status()))
+                seq += 1
+                fleet.site_bus.publish(keys.telemetry("north", f"ghost-{seq}"),
+                                       attacker_telemetry(ghost, "north", f"ghost-{seq}", {}, seq))
+
+        threads = [threading.Thread(target=flood, daemon=True) for _ in range(2)]
+        for t in threads:
+            t.start()
+        def dashboard_reads() -> None:
+            for _ in range(50):
+                with contextlib.suppress(RuntimeError):  # "the fleet store is closed" once stop() ran
+                    service.store.totals_series(300, 0)
+
+        reader = asyncio.create_task(asyncio.to_thread(dashboard_reads))
+        await wait_for(lambda: dropped(service, "not_enrolled") > 500, 30, "the flood to arrive")
+        await asyncio.wait_for(service.stop(), 30)  # under load: no hang, no nested transaction
+        stop.set()
+        for t in threads:
+            t.join(10)
+        await asyncio.gather(reader, return_exceptions=True)
+    assert not [r for r in caplog.records if "transaction" in r.getMessage() or r.exc_info]
+
+
+async def test_demo_leaves_no_key_material_and_gives_independent_passwords(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from openmos.cli.fleet import run_demo
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    console = Console(record=True, width=300)
+    await run_demo(30, free_local_port(), 3.0, console)
+    text = console.export_text()
+    found = re.search(r"admin / (\S+)\s+and\s+approver / (\S+)", text)
+    assert found, text
+    admin, approver = found.groups()
+    assert len(admin) >= 16 and len(approver) >= 16 and admin not in approver and approver not in admin
+    assert "30 enrolled" in text and "mutual TLS" in text
+    assert list(scratch.iterdir()) == []  # nothing left behind, keys were never written
