@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -192,3 +193,50 @@ async def test_agent_mines_shares_accepted_by_the_local_pool() -> None:
         await emu.stop()
     assert agent.stats.hardware_errors == 0
     assert pool.workers["e2e.bitaxe"].accepted >= 1
+
+
+def test_hw_list_finds_bitaxe_raw_by_vid_pid(tmp_path: Path) -> None:
+    from openmos.hw.board.usb import find_usb_boards
+
+    dev = tmp_path / "1-2"
+    dev.mkdir()
+    (dev / "idVendor").write_text("c0de\n")
+    (dev / "idProduct").write_text("cafe\n")
+    (dev / "serial").write_text("AX123\n")
+    for iface, tty in (("1-2:1.0", "ttyACM0"), ("1-2:1.2", "ttyACM1")):
+        (dev / iface / "tty" / tty).mkdir(parents=True)
+    other = tmp_path / "1-3"
+    other.mkdir()
+    (other / "idVendor").write_text("046d\n")
+    (other / "idProduct").write_text("c077\n")
+    [board] = find_usb_boards(tmp_path)
+    assert board.ports == ("/dev/ttyACM0", "/dev/ttyACM1") and board.serial == "AX123"
+    assert board.hardware_spec == "bitaxe:/dev/ttyACM0,/dev/ttyACM1"
+    assert find_usb_boards(tmp_path / "missing") == []
+
+
+async def test_mos_emulate_prints_a_spec_the_driver_can_use() -> None:
+    import os
+    import re
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "openmos.cli.main", "emulate", "chain", "--chip", "bm1370", "--chips", "2",
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "400"})
+    try:
+        assert proc.stdout is not None
+        text = ""
+        while "--hardware" not in text:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, "mos emulate exited early"
+            text += line.decode()
+        spec = re.search(r"--hardware '([^']+)'", text)
+        assert spec is not None
+        hw = create_hardware(spec.group(1) + "&ramp_step=0.005")
+        assert isinstance(hw, Bm13xxHardware)
+        await hw.bring_up()
+        assert len(hw.chains[0].chips) == 2
+        await hw.stop()
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -19,6 +19,7 @@ from openmos import __version__
 from openmos.api.service import DeviceApis
 from openmos.cli import energy as energy_cli
 from openmos.cli import fleet as fleet_cli
+from openmos.cli import hardware as hardware_cli
 from openmos.cli import security as security_cli
 from openmos.cli import sim as sim_cli
 from openmos.cli import tune as tune_cli
@@ -100,6 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
     security_cli.add_parsers(sub)
     energy_cli.add_parser(sub)
     fleet_cli.add_parser(sub)
+    hardware_cli.add_parsers(sub)
 
     cfg = sub.add_parser("config", help="create or check an agent config file")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -290,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "config":
             return _config_command(args)
+        if args.command == "hw":
+            return hardware_cli.run_hw(args)
+        if args.command == "emulate":
+            return hardware_cli.run_emulate(args)
         if args.command == "sim":
             return sim_cli.run(args)
         if args.command == "tune":

@@ -1,0 +1,91 @@
+"""``mos hw list`` (known USB boards by VID/PID) and ``mos emulate`` (the wire-level BM13xx emulator on ptys)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+from rich.console import Console
+from rich.table import Table
+
+from openmos.emulator.chip import MODELS as EMU_CHIPS
+from openmos.emulator.devices import BOARDS, EmulatedBitaxe, EmulatedSerialChain
+from openmos.hw.board.usb import find_usb_boards
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hw = sub.add_parser("hw", help="find BM13xx boards attached by USB")
+    hw_sub = hw.add_subparsers(dest="hw_command", required=True, metavar="ACTION")
+    hw_sub.add_parser("list", help="list known USB boards (by VID/PID) and the --hardware spec to use")
+    emu = sub.add_parser(
+        "emulate", help="emulate BM13xx hardware on pty serial ports (for testing without a board)",
+        description="Serves emulated hardware on pty pairs and prints the --hardware spec for `mos run`. The "
+                    "emulated chips hash real SHA-256d at a reduced rate; their difficulty 1 is 2**-SHIFT so "
+                    "that Python speed still finds nonces (pass the printed diff1_shift to the driver). "
+                    "Temperatures and power are modelled.")
+    emu.add_argument("device", choices=[*BOARDS, "chain"], help="a Bitaxe model, or a bare serial chain")
+    emu.add_argument("--chip", default="bm1366", choices=list(EMU_CHIPS), help="chain only: chip type")
+    emu.add_argument("--chips", type=int, default=4, help="chain only: chips on the chain (default: %(default)s)")
+    emu.add_argument("--hashrate", type=float, default=20_000.0,
+                     help="emulated hashes per second per chip at stock frequency (default: %(default)s)")
+    emu.add_argument("--diff1-shift", type=int, default=20, help="emulated difficulty scale (default: %(default)s)")
+    emu.add_argument("--crc-error-every", type=int, default=0, help="fault: corrupt every N-th reply")
+    emu.add_argument("--dead-chip", type=int, action="append", default=[], help="fault: this chip never answers")
+    emu.add_argument("--vr-fault-after", type=float, default=None,
+                     help="fault (Bitaxe): regulator over-current after this many seconds")
+    emu.add_argument("--stuck-fan", action="store_true", help="fault (Bitaxe): the fan does not turn")
+
+
+def run_hw(args: argparse.Namespace) -> int:
+    console = Console()
+    boards = find_usb_boards()
+    if not boards:
+        console.print("No known BM13xx USB board found (looked for VID:PID "
+                      "c0de:cafe bitaxe-raw, 303a:1001 ESP32-S3). Check the cable, or try `mos emulate`.")
+        return 1
+    table = Table("VID:PID", "board", "serial", "ports", "--hardware")
+    for b in boards:
+        table.add_row(f"{b.vid:04x}:{b.pid:04x}", b.description, b.serial, " ".join(b.ports), b.hardware_spec or "")
+    console.print(table)
+    return 0
+
+
+def run_emulate(args: argparse.Namespace) -> int:
+    if not 1 <= args.chips <= 256 or not 0 <= args.diff1_shift <= 32 or not args.hashrate > 0:
+        raise ValueError("--chips must be 1..256, --diff1-shift 0..32, --hashrate positive")
+    return asyncio.run(_emulate(args))
+
+
+async def _emulate(args: argparse.Namespace) -> int:
+    console = Console()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    opts = f"diff1_shift={args.diff1_shift}"
+    device: EmulatedBitaxe | EmulatedSerialChain
+    if args.device == "chain":
+        device = EmulatedSerialChain(args.chip, args.chips, hashrate=args.hashrate, diff1_shift=args.diff1_shift)
+        path = await device.start()
+        spec = f"bm13xx:{path}?chip={args.chip.upper()}&chips={args.chips}&{opts}"
+    else:
+        device = EmulatedBitaxe(args.device, hashrate=args.hashrate, diff1_shift=args.diff1_shift)
+        control, data = await device.start()
+        device.emc.stuck_fan = args.stuck_fan
+        spec = f"bitaxe:{control},{data}?model={args.device.split('-')[1]}&{opts}"
+    chain = device.chain
+    chain.faults.crc_error_every = args.crc_error_every
+    for index in args.dead_chip:
+        if 0 <= index < len(chain.chips):
+            chain.chips[index].dead = True
+    console.print(f"Emulating [bold]{args.device}[/bold] ({chain.model.name} x {len(chain.chips)}, "
+                  f"{args.hashrate:g} H/s per chip, modelled thermals). Mine with:\n"
+                  f"  mos run --hardware '{spec}' --pool stratum+tcp://127.0.0.1:3333\nCtrl-C to stop.")
+    if args.vr_fault_after is not None and isinstance(device, EmulatedBitaxe):
+        loop.call_later(args.vr_fault_after, device.inject_vr_fault)
+    await stop.wait()
+    await device.stop()
+    return 0
