@@ -22,6 +22,7 @@ from openmos.cli import fleet as fleet_cli
 from openmos.cli import hardware as hardware_cli
 from openmos.cli import security as security_cli
 from openmos.cli import sim as sim_cli
+from openmos.cli import sv2 as sv2_cli
 from openmos.cli import tune as tune_cli
 from openmos.cli.display import agent_panel, pool_panel
 from openmos.hw.factory import HARDWARE_HELP, create_hardware
@@ -38,6 +39,8 @@ EPILOG = """\
 examples:
   mos demo                                   local pool + CPU agent, live status
   mos pool --port 3333                       run only the local pool (any Stratum V1 miner can connect)
+  mos pool keygen --authority-key pool.key  a Stratum V2 authority key pair (prints the public key)
+  mos pool --sv2-port 3336 --authority-key pool.key   also serve encrypted Stratum V2
   mos run --pool stratum+tcp://127.0.0.1:3333 --user me.rig1
   mos run --config /etc/openmos/agent.toml   pools and hardware from a config file
   mos run --hardware sim:s21 --pool stratum+tcp://127.0.0.1:3333   a simulated S21 (modelled figures)
@@ -65,7 +68,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                      "several --pool options form one failover group, first = primary.")
     run.add_argument("--config", type=Path, help="agent TOML config (see `mos config init`)")
     run.add_argument("--pool", action="append", default=[], metavar="URL",
-                     help="stratum+tcp://host:port or stratum+ssl://host:port (repeat for failover)")
+                     help="stratum+tcp://host:port, stratum+ssl://host:port or "
+                          "stratum2+tcp://host:port/AUTHORITY_PUBKEY (repeat for failover)")
     run.add_argument("--user", default="openmos.worker", help="worker name (default: %(default)s)")
     run.add_argument("--password", default="x")
     run.add_argument("--hardware", default=None, help=f"{HARDWARE_HELP} (default: cpu, one worker per core)")
@@ -80,10 +84,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
     run.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
 
-    pool = sub.add_parser("pool", help="run the built-in local Stratum V1 pool",
+    pool = sub.add_parser("pool", help="run the built-in local pool (Stratum V1, and V2 with --sv2-port)",
                           description="A regtest-like local pool: locally generated chain, vardiff, version "
                                       "rolling, share validation and block detection. No network needed.")
     _add_pool_args(pool)
+    sv2_cli.add_pool_args(pool)
     pool.add_argument("--no-status", action="store_true")
     pool.add_argument("--duration", type=float, default=0)
 
@@ -236,11 +241,17 @@ async def _run_agent(args: argparse.Namespace) -> int:
 
 
 async def _run_pool(args: argparse.Namespace) -> int:
+    if args.action == "keygen":
+        return sv2_cli.keygen(args)
     pool = LocalPool(_pool_settings(args))
     await pool.start()
+    v2 = None
     try:
+        v2 = await sv2_cli.start_pool_v2(pool, args)
         await _serve(args.duration, lambda: Group(pool_panel(pool)), not args.no_status)
     finally:
+        if v2 is not None:
+            await v2.stop()
         await pool.stop()
     return 0
 

@@ -28,8 +28,9 @@ from openmos.miner.stats import HashrateMeter
 from openmos.miner.validation import InvalidNonce, WorkValidator
 from openmos.security.pools import enforce_pools
 from openmos.security.scanner import Scanner, ScanReport
-from openmos.stratum.client import StratumClient, SubmitResult
+from openmos.stratum.client import SubmitResult
 from openmos.stratum.job import Share, StratumJob
+from openmos.stratum.session import PoolSession
 from openmos.tuning import (
     Autotuner,
     CoolingConfig,
@@ -54,7 +55,7 @@ WORK_HISTORY = 8192  # issued work items remembered for validating late nonces
 class _JobContext:
     group: PoolGroup
     conn: PoolConnection
-    client: StratumClient
+    client: PoolSession
     job: StratumJob
     received_at: float
     extranonce2: itertools.count[int] = field(default_factory=itertools.count)
@@ -265,7 +266,7 @@ class MiningAgent:
 
     # -- pool events ------------------------------------------------------------------------------
 
-    def _on_job(self, group: PoolGroup, conn: PoolConnection, client: StratumClient, job: StratumJob) -> None:
+    def _on_job(self, group: PoolGroup, conn: PoolConnection, client: PoolSession, job: StratumJob) -> None:
         previous = self._jobs.get(group.name)
         self._jobs[group.name] = _JobContext(group, conn, client, job, time.time())
         if job.clean_jobs or previous is None or previous.client is not client:

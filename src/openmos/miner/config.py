@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from openmos.base.files import atomic_write
 from openmos.base.net import AllowList
-from openmos.stratum.url import PoolUrl
+from openmos.stratum.v2.url import parse_pool_url
 
 
 class ConfigError(ValueError):
@@ -28,7 +28,8 @@ def describe(exc: ValidationError) -> str:
 
 
 class PoolEndpoint(_Model):
-    url: str = Field(description="stratum+tcp://host:port or stratum+ssl://host:port")
+    url: str = Field(description="stratum+tcp://host:port, stratum+ssl://host:port or "
+                              "stratum2+tcp://host:port/AUTHORITY_PUBKEY (Stratum V2)")
     user: str = Field(min_length=1, max_length=256, description="worker name, usually wallet.worker")
     password: str = Field(default="x", max_length=256)
     tls_ca_file: str | None = Field(default=None, description="PEM CA bundle for stratum+ssl (default: system)")
@@ -44,7 +45,7 @@ class PoolEndpoint(_Model):
     @field_validator("url")
     @classmethod
     def _valid_url(cls, value: str) -> str:
-        return str(PoolUrl.parse(value))  # stored normalised; ValueError says what is wrong
+        return str(parse_pool_url(value))  # V1 or V2, stored normalised; ValueError says what is wrong
 
     @field_validator("user", "password")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 import time
@@ -21,7 +22,10 @@ from dataclasses import dataclass, field
 from openmos.miner.config import PoolEndpoint, PoolGroupConfig, StratumTuning
 from openmos.stratum.client import ClientOptions, PoolUnavailable, ShareCounters, StratumClient, SubmitResult
 from openmos.stratum.job import Share, StratumJob
+from openmos.stratum.session import PoolSession
 from openmos.stratum.url import PoolUrl
+from openmos.stratum.v2.client import Sv2Client
+from openmos.stratum.v2.url import Sv2PoolUrl, parse_pool_url
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,8 @@ class PoolConnection:
 
     endpoint: PoolEndpoint
     priority: int
-    url: PoolUrl = field(init=False)
-    client: StratumClient | None = None
+    url: PoolUrl | Sv2PoolUrl = field(init=False)
+    client: PoolSession | None = None
     session_id: str | None = None
     outbox: deque[PendingShare] = field(default_factory=lambda: deque(maxlen=OUTBOX_LIMIT))
     counters: ShareCounters = field(default_factory=ShareCounters)
@@ -53,7 +57,7 @@ class PoolConnection:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        self.url = PoolUrl.parse(self.endpoint.url)
+        self.url = parse_pool_url(self.endpoint.url)
 
     @property
     def alive(self) -> bool:
@@ -64,7 +68,7 @@ class PoolConnection:
         return "Alive" if self.alive else "Dead"
 
 
-JobListener = Callable[["PoolGroup", PoolConnection, StratumClient, StratumJob], None]
+JobListener = Callable[["PoolGroup", PoolConnection, PoolSession, StratumJob], None]
 
 
 class PoolGroup:
@@ -116,14 +120,21 @@ class PoolGroup:
             else None,
         )
 
-    async def _connect(self, conn: PoolConnection) -> StratumClient | None:
+    async def _connect(self, conn: PoolConnection) -> PoolSession | None:
         target = conn.client.reconnect_target if conn.client is not None else None
-        url = PoolUrl(target[0], target[1], conn.url.tls) if target else conn.url
-        client = StratumClient(
-            url, conn.endpoint.user, conn.endpoint.password, self._options(conn),
-            on_job=lambda c, job: self._job(conn, c, job),
-            on_close=lambda c, reason: self._wake.set(),
-        )
+        client: PoolSession
+        if isinstance(conn.url, Sv2PoolUrl):  # same authority key after a Reconnect
+            url2 = dataclasses.replace(conn.url, host=target[0], port=target[1]) if target else conn.url
+            client = Sv2Client(url2, conn.endpoint.user, conn.endpoint.password, self._options(conn),
+                               on_job=lambda c, job: self._job(conn, c, job),
+                               on_close=lambda c, reason: self._wake.set())
+        else:
+            url = PoolUrl(target[0], target[1], conn.url.tls) if target else conn.url
+            client = StratumClient(
+                url, conn.endpoint.user, conn.endpoint.password, self._options(conn),
+                on_job=lambda c, job: self._job(conn, c, job),
+                on_close=lambda c, reason: self._wake.set(),
+            )
         try:
             await client.connect()
         except PoolUnavailable as exc:
@@ -133,7 +144,7 @@ class PoolGroup:
         conn.connects += 1
         return client
 
-    def _job(self, conn: PoolConnection, client: StratumClient, job: StratumJob) -> None:
+    def _job(self, conn: PoolConnection, client: PoolSession, job: StratumJob) -> None:
         if self.active is conn and conn.client is client:
             self._on_job(self, conn, client, job)
 
@@ -147,7 +158,7 @@ class PoolGroup:
             self._activate(conn, client)
             await self._hold(conn, client)
 
-    async def _connect_best(self, limit: int) -> tuple[PoolConnection | None, StratumClient | None]:
+    async def _connect_best(self, limit: int) -> tuple[PoolConnection | None, PoolSession | None]:
         """Connect to the highest-priority enabled pool among the first ``limit`` that answers."""
         for conn in self.connections[:limit]:
             if not conn.enabled:
@@ -157,7 +168,7 @@ class PoolGroup:
                 return conn, client
         return None, None
 
-    def _activate(self, conn: PoolConnection, client: StratumClient) -> None:
+    def _activate(self, conn: PoolConnection, client: PoolSession) -> None:
         previous = self.active
         conn.client = client
         self.active = conn
@@ -174,7 +185,7 @@ class PoolGroup:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _hold(self, conn: PoolConnection, client: StratumClient) -> None:
+    async def _hold(self, conn: PoolConnection, client: PoolSession) -> None:
         """Stay on this pool until it dies or stalls, or a better pool comes back."""
         while not client.closed.is_set():
             self._wake.clear()
@@ -259,7 +270,7 @@ class PoolGroup:
         conn.counters.record(result, share)
         return result
 
-    async def _flush_outbox(self, conn: PoolConnection, client: StratumClient, resumed: bool) -> None:
+    async def _flush_outbox(self, conn: PoolConnection, client: PoolSession, resumed: bool) -> None:
         pending = list(conn.outbox)
         conn.outbox.clear()
         for item in pending:

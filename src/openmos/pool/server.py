@@ -112,6 +112,9 @@ class _Job:
     stratum: StratumJob
 
 
+PoolJob = _Job  # what other front ends (the Stratum V2 server) see of a job
+
+
 @dataclass(eq=False)
 class _Session:
     peer: str
@@ -157,6 +160,7 @@ class LocalPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._job_task: asyncio.Task[None] | None = None
         self.port = self.settings.port
+        self.job_listeners: list[Callable[[PoolJob], None]] = []  # other front ends (Stratum V2)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -225,6 +229,26 @@ class LocalPool:
     def _current_job(self) -> _Job:
         return next(reversed(self._jobs.values()))
 
+    def current_job(self) -> PoolJob:
+        if not self._jobs:
+            self._new_job(clean=True)
+        return self._current_job()
+
+    def find_job(self, job_id: str) -> PoolJob | None:
+        return self._jobs.get(job_id)
+
+    def new_extranonce1(self) -> bytes:
+        """A fresh extranonce1, unique across every front end of this pool."""
+        en1 = next(self._en1_counter).to_bytes(EXTRANONCE1_SIZE, "big")
+        self._active_en1.add(en1)
+        return en1
+
+    def release_extranonce1(self, en1: bytes) -> None:
+        self._active_en1.discard(en1)
+
+    def register_worker(self, worker: str) -> WorkerStats:
+        return self.workers.setdefault(worker, WorkerStats())
+
     def _send_job(self, session: _Session, job: _Job) -> None:
         session.job_difficulty[job.job_id] = session.difficulty
         if len(session.job_difficulty) > self.settings.max_jobs * 2:
@@ -238,6 +262,8 @@ class LocalPool:
             if session.subscribed and session.workers:
                 self._maybe_retarget(session)
                 self._send_job(session, job)
+        for listener in self.job_listeners:
+            listener(job)
 
     # -- connection handling ----------------------------------------------------------------------
 
@@ -410,15 +436,24 @@ class LocalPool:
                 raise self._reject(worker, stats, StratumErrorCode.OTHER,
                                    f"version bits {bits:08x} outside mask {session.version_mask:08x}")
             version = apply_version_bits(version, bits, session.version_mask)
+        required = min(session.job_difficulty.get(job_id, session.difficulty), session.difficulty)
+        share = self.accept_share(worker, stats, job, session.extranonce1, en2, ntime, nonce, version, required)
+        session.window_shares += 1
+        if not share.is_block:
+            self._maybe_retarget(session)
+        return True
+
+    def accept_share(self, worker: str, stats: WorkerStats, job: PoolJob, en1: bytes, en2: bytes, ntime: int,
+                     nonce: int, version: int, required: float) -> AcceptedShare:
+        """Validate one share of any front end (header rebuilt and hashed here); ShareRejected says why."""
         if ntime < job.template.ntime or ntime > self.clock() + MAX_NTIME_DRIFT:
             raise self._reject(worker, stats, StratumErrorCode.OTHER, "ntime out of range")
-        key = (session.extranonce1, en2, ntime, nonce, version)
-        seen = self._seen[job_id]
+        key = (en1, en2, ntime, nonce, version)
+        seen = self._seen[job.job_id]
         if key in seen:
             raise self._reject(worker, stats, StratumErrorCode.DUPLICATE_SHARE, "duplicate share")
-        header = job.stratum.header(session.extranonce1, en2, ntime=ntime, nonce=nonce, version=version)
+        header = job.stratum.header(en1, en2, ntime=ntime, nonce=nonce, version=version)
         digest = header.hash()
-        required = min(session.job_difficulty.get(job_id, session.difficulty), session.difficulty)
         if hash_to_int(digest) > difficulty_to_target(required):
             raise self._reject(worker, stats, StratumErrorCode.LOW_DIFFICULTY,
                                f"low difficulty share ({hash_difficulty(digest):.6g} < {required:.6g})")
@@ -430,16 +465,13 @@ class LocalPool:
         stats.best_difficulty = max(stats.best_difficulty, achieved)
         stats.first_share = stats.first_share or now
         stats.last_share = now
-        session.window_shares += 1
         is_block = hash_to_int(digest) <= job.template.target
-        share = AcceptedShare(worker, job_id, session.extranonce1, en2, ntime, nonce, version, digest,
+        share = AcceptedShare(worker, job.job_id, en1, en2, ntime, nonce, version, digest,
                               header.serialize(), achieved, required, is_block)
         self.accepted.append(share)
         if is_block:
             self._found_block(share, header)
-        else:
-            self._maybe_retarget(session)
-        return True
+        return share
 
     def _found_block(self, share: AcceptedShare, header: BlockHeader) -> None:
         if not self.chain.submit_block(header):

@@ -1,0 +1,409 @@
+"""The local pool's Stratum V2 front end: the same chain, jobs, vardiff and share validation as V1.
+
+Each connection runs the Noise NX handshake as responder, presenting a static key certified by the pool's
+authority key (``mos pool keygen``). Standard channels get header-only jobs (``NewMiningJob`` with the
+merkle root computed for the channel's extranonce prefix); extended channels (proxies) get
+``NewExtendedMiningJob`` with the coinbase halves and merkle path. Shares go through
+``LocalPool.accept_share`` -- the very function V1 submits use -- so workers are counted identically on
+both protocols. Every message is hostile until validated: a malformed message is answered or counted,
+repeated garbage or a MAC failure closes the connection, and per-connection channel counts are capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+from openmos.bitcoin import difficulty_to_target, target_to_difficulty
+from openmos.bitcoin.hashing import sha256d
+from openmos.bitcoin.merkle import merkle_root_from_branch
+from openmos.pool.server import LocalPool, PoolJob, ShareRejected, WorkerStats
+from openmos.pool.vardiff import next_difficulty
+from openmos.stratum.protocol import StratumErrorCode
+from openmos.stratum.v2.codec import Sv2CodecError, int_to_u256, u256_to_int
+from openmos.stratum.v2.messages import (
+    PROTOCOL_MINING,
+    REQUIRES_FIXED_VERSION,
+    REQUIRES_STANDARD_JOBS,
+    REQUIRES_VERSION_ROLLING,
+    REQUIRES_WORK_SELECTION,
+    CloseChannel,
+    Message,
+    NewExtendedMiningJob,
+    NewMiningJob,
+    OpenExtendedMiningChannel,
+    OpenExtendedMiningChannelSuccess,
+    OpenMiningChannelError,
+    OpenStandardMiningChannel,
+    OpenStandardMiningChannelSuccess,
+    SetCustomMiningJob,
+    SetCustomMiningJobError,
+    SetNewPrevHash,
+    SetTarget,
+    SetupConnection,
+    SetupConnectionError,
+    SetupConnectionSuccess,
+    SubmitSharesError,
+    SubmitSharesExtended,
+    SubmitSharesStandard,
+    SubmitSharesSuccess,
+    UpdateChannel,
+    UpdateChannelError,
+)
+from openmos.stratum.v2.noise import KeyPair, NoiseError, encode_authority_key, issue_server_identity
+from openmos.stratum.v2.transport import Sv2Connection, accept_connection
+
+log = logging.getLogger(__name__)
+
+BIP323_MASK = 0x1FFFFFE0
+MAX_CHANNELS_PER_CONNECTION = 256
+MAX_BAD_MESSAGES = 10
+ERROR_CODES = {
+    StratumErrorCode.JOB_NOT_FOUND: "stale-share",
+    StratumErrorCode.DUPLICATE_SHARE: "duplicate-share",
+    StratumErrorCode.LOW_DIFFICULTY: "difficulty-too-low",
+    StratumErrorCode.UNAUTHORIZED: "unauthorized",
+}
+
+
+@dataclass(eq=False)
+class _Channel:
+    channel_id: int
+    worker: str
+    stats: WorkerStats
+    extranonce1: bytes
+    extended: bool
+    extranonce_size: int  # bytes the client rolls (extended channels); 0 for standard
+    difficulty: float
+    max_target: int
+    nominal_hash_rate: float = 0.0
+    prev_hash: bytes = b""
+    job_difficulty: dict[str, float] = field(default_factory=dict)
+    window_start: float = 0.0
+    window_shares: int = 0
+    accepted: int = 0
+    rejected: int = 0
+
+
+@dataclass(eq=False)
+class _Connection:
+    conn: Sv2Connection
+    setup: SetupConnection | None = None
+    channels: dict[int, _Channel] = field(default_factory=dict)
+    bad_messages: int = 0
+
+
+class Sv2PoolServer:
+    """Stratum V2 beside a running ``LocalPool``. ``await start()``; ``await stop()``."""
+
+    def __init__(self, pool: LocalPool, authority_secret: bytes, host: str = "127.0.0.1", port: int = 0,
+                 cert_validity_s: int = 86_400, setup_timeout: float = 10.0) -> None:
+        self.pool = pool
+        self.authority = KeyPair.from_secret(authority_secret)
+        self.static, self.certificate = issue_server_identity(authority_secret, cert_validity_s)
+        self.host = host
+        self.port = port
+        self.setup_timeout = setup_timeout
+        self.connections: set[_Connection] = set()
+        self.handshake_failures = 0
+        self.protocol_errors = 0
+        self._channel_ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def authority_key(self) -> str:
+        return encode_authority_key(self.authority.xonly)
+
+    @property
+    def url(self) -> str:
+        return f"stratum2+tcp://{self.host}:{self.port}/{self.authority_key}"
+
+    async def start(self) -> None:
+        self.pool.job_listeners.append(self._on_job)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("local pool speaks Stratum V2 on %s", self.url)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.pool.job_listeners.remove(self._on_job)
+        if self._server is not None:
+            self._server.close()
+        for c in list(self.connections):
+            c.conn.writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        self._server = None
+
+    # -- connections ------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
+        state: _Connection | None = None
+        try:
+            try:
+                conn = await accept_connection(reader, writer, self.static, self.certificate,
+                                               timeout=self.setup_timeout)
+            except (NoiseError, TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
+                self.handshake_failures += 1
+                log.info("pool v2: handshake with %s failed: %s", peer, exc or type(exc).__name__)
+                return
+            state = _Connection(conn)
+            self.connections.add(state)
+            log.info("pool v2: %s connected (encrypted)", peer)
+            await self._serve(state, peer)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if state is not None:
+                self.connections.discard(state)
+                for channel in state.channels.values():
+                    self.pool.release_extranonce1(channel.extranonce1)
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _serve(self, state: _Connection, peer: str) -> None:
+        conn = state.conn
+        while True:
+            try:
+                timeout = self.setup_timeout if state.setup is None else self.pool.settings.idle_timeout
+                msg = await asyncio.wait_for(conn.recv(), timeout)
+            except Sv2CodecError as exc:
+                self.protocol_errors += 1
+                state.bad_messages += 1
+                log.warning("pool v2: malformed message from %s: %s", peer, exc)
+                if state.bad_messages >= MAX_BAD_MESSAGES or state.setup is None:
+                    return
+                continue
+            except NoiseError as exc:
+                self.protocol_errors += 1
+                log.warning("pool v2: %s: %s; closing", peer, exc)
+                return
+            except TimeoutError:
+                log.info("pool v2: %s idle, disconnecting", peer)
+                return
+            except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                log.info("pool v2: %s disconnected", peer)
+                return
+            if msg is None:
+                continue
+            if not self._dispatch(state, msg):
+                await conn.writer.drain()
+                return
+            await conn.writer.drain()
+
+    def _dispatch(self, state: _Connection, msg: Message) -> bool:
+        """Handle one message; False closes the connection."""
+        if state.setup is None:
+            return self._on_setup(state, msg)
+        if isinstance(msg, SubmitSharesStandard | SubmitSharesExtended):
+            self._on_submit(state, msg)
+        elif isinstance(msg, OpenStandardMiningChannel | OpenExtendedMiningChannel):
+            self._on_open(state, msg)
+        elif isinstance(msg, UpdateChannel):
+            self._on_update(state, msg)
+        elif isinstance(msg, CloseChannel):
+            channel = state.channels.pop(msg.channel_id, None)
+            if channel is not None:
+                self.pool.release_extranonce1(channel.extranonce1)
+        elif isinstance(msg, SetCustomMiningJob):
+            state.conn.write(SetCustomMiningJobError(msg.channel_id, msg.request_id, "work-selection-disabled"))
+        else:
+            self.protocol_errors += 1
+            state.bad_messages += 1
+            log.info("pool v2: unexpected %s ignored", type(msg).__name__)
+            return state.bad_messages < MAX_BAD_MESSAGES
+        return True
+
+    def _on_setup(self, state: _Connection, msg: Message) -> bool:
+        if not isinstance(msg, SetupConnection):
+            self.protocol_errors += 1
+            return False  # SetupConnection MUST be the first message
+        if msg.protocol != PROTOCOL_MINING or not msg.min_version <= 2 <= msg.max_version:
+            state.conn.write(SetupConnectionError(0, "unsupported-protocol" if msg.protocol != PROTOCOL_MINING
+                                                  else "protocol-version-mismatch"))
+            return False
+        fixed = self.pool.settings.version_mask == 0
+        unsupported = msg.flags & (REQUIRES_WORK_SELECTION | (REQUIRES_VERSION_ROLLING if fixed else 0))
+        if unsupported:
+            state.conn.write(SetupConnectionError(unsupported, "unsupported-feature-flags"))
+            return False
+        state.setup = msg
+        state.conn.write(SetupConnectionSuccess(2, REQUIRES_FIXED_VERSION if fixed else 0))
+        return True
+
+    # -- channels ---------------------------------------------------------------------------------
+
+    def _on_open(self, state: _Connection, msg: OpenStandardMiningChannel | OpenExtendedMiningChannel) -> None:
+        conn = state.conn
+        extended = isinstance(msg, OpenExtendedMiningChannel)
+        setup = state.setup
+        assert setup is not None
+        if extended and setup.flags & REQUIRES_STANDARD_JOBS:
+            conn.write(OpenMiningChannelError(msg.request_id, "standard-jobs-required-by-setup"))
+            return
+        if not msg.user_identity or any(ord(c) < 32 for c in msg.user_identity):
+            conn.write(OpenMiningChannelError(msg.request_id, "invalid-user-identity"))
+            return
+        if len(state.channels) >= MAX_CHANNELS_PER_CONNECTION:
+            conn.write(OpenMiningChannelError(msg.request_id, "too-many-channels"))
+            return
+        size = self.pool.settings.extranonce2_size
+        if isinstance(msg, OpenExtendedMiningChannel) and msg.min_extranonce_size > size:
+            conn.write(OpenMiningChannelError(msg.request_id, "min-extranonce-size-too-large"))
+            return
+        max_target = u256_to_int(msg.max_target)
+        difficulty = self.pool.settings.start_difficulty
+        if max_target <= 0:
+            conn.write(OpenMiningChannelError(msg.request_id, "max-target-out-of-range"))
+            return
+        difficulty = max(difficulty, target_to_difficulty(max_target))
+        channel = _Channel(next(self._channel_ids) & 0xFFFFFFFF, msg.user_identity,
+                           self.pool.register_worker(msg.user_identity), self.pool.new_extranonce1(), extended,
+                           size if extended else 0, difficulty, max_target,
+                           msg.nominal_hash_rate if msg.nominal_hash_rate >= 0 else 0.0,
+                           window_start=self.pool.clock())
+        state.channels[channel.channel_id] = channel
+        target = int_to_u256(min(difficulty_to_target(difficulty), (1 << 256) - 1))
+        if isinstance(msg, OpenExtendedMiningChannel):
+            conn.write(OpenExtendedMiningChannelSuccess(msg.request_id, channel.channel_id, target, size,
+                                                        channel.extranonce1, 0))
+        else:
+            conn.write(OpenStandardMiningChannelSuccess(msg.request_id, channel.channel_id, target,
+                                                        self._prefix(channel), 0))
+        log.info("pool v2: %s channel %d for %s", "extended" if extended else "standard", channel.channel_id,
+                 channel.worker)
+        self._send_job(state, channel, self.pool.current_job(), activate_prev=True)
+
+    def _prefix(self, channel: _Channel) -> bytes:
+        """A standard channel's extranonce_prefix: the whole extranonce (its en1 + zero en2)."""
+        return channel.extranonce1 + bytes(self.pool.settings.extranonce2_size)
+
+    def _on_update(self, state: _Connection, msg: UpdateChannel) -> None:
+        channel = state.channels.get(msg.channel_id)
+        if channel is None:
+            state.conn.write(UpdateChannelError(msg.channel_id, "invalid-channel-id"))
+            return
+        channel.nominal_hash_rate = msg.nominal_hash_rate if msg.nominal_hash_rate >= 0 else 0.0
+        requested = u256_to_int(msg.maximum_target)
+        if requested <= 0:
+            state.conn.write(UpdateChannelError(msg.channel_id, "max-target-out-of-range"))
+            return
+        channel.max_target = requested
+        if difficulty_to_target(channel.difficulty) > requested:  # MUST honour a lower maximum target
+            self._retarget(state, channel, target_to_difficulty(requested))
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def _on_job(self, job: PoolJob) -> None:
+        for state in list(self.connections):
+            for channel in state.channels.values():
+                self._maybe_vardiff(state, channel)
+                self._send_job(state, channel, job, activate_prev=False)
+
+    def _send_job(self, state: _Connection, channel: _Channel, job: PoolJob, *, activate_prev: bool) -> None:
+        t = job.template
+        job_id = int(job.job_id, 16) & 0xFFFFFFFF
+        new_prev = activate_prev or t.prev_hash != channel.prev_hash
+        channel.prev_hash = t.prev_hash
+        channel.job_difficulty[job.job_id] = channel.difficulty
+        if len(channel.job_difficulty) > self.pool.settings.max_jobs * 2:
+            for key in [k for k in channel.job_difficulty if self.pool.find_job(k) is None]:
+                del channel.job_difficulty[key]
+        min_ntime = None if new_prev else t.ntime
+        conn = state.conn
+        if channel.extended:
+            rolling = self.pool.settings.version_mask != 0
+            conn.write(NewExtendedMiningJob(channel.channel_id, job_id, min_ntime, t.version, rolling,
+                                            t.merkle_branch, t.coinb1, t.coinb2))
+        else:
+            coinbase = t.coinb1 + self._prefix(channel) + t.coinb2
+            root = merkle_root_from_branch(sha256d(coinbase), t.merkle_branch)
+            conn.write(NewMiningJob(channel.channel_id, job_id, min_ntime, t.version, root))
+        if new_prev:
+            conn.write(SetNewPrevHash(channel.channel_id, job_id, t.prev_hash, t.ntime, t.bits))
+
+    # -- shares -----------------------------------------------------------------------------------
+
+    def _on_submit(self, state: _Connection, msg: SubmitSharesStandard | SubmitSharesExtended) -> None:
+        conn = state.conn
+        channel = state.channels.get(msg.channel_id)
+        if channel is None:
+            conn.write(SubmitSharesError(msg.channel_id, msg.sequence_number, "invalid-channel-id"))
+            return
+        if isinstance(msg, SubmitSharesExtended) != channel.extended:
+            conn.write(SubmitSharesError(msg.channel_id, msg.sequence_number, "wrong-submit-for-channel-type"))
+            return
+        job = self.pool.find_job(f"{msg.job_id:x}")
+        if job is None:
+            self.pool.rejections["job not found (stale)"] = self.pool.rejections.get("job not found (stale)", 0) + 1
+            channel.stats.stale += 1
+            channel.rejected += 1
+            conn.write(SubmitSharesError(msg.channel_id, msg.sequence_number, "stale-share"))
+            return
+        mask = BIP323_MASK if self.pool.settings.version_mask else 0
+        if (msg.version ^ job.template.version) & ~mask & 0xFFFFFFFF:
+            channel.stats.rejected += 1
+            channel.rejected += 1
+            conn.write(SubmitSharesError(msg.channel_id, msg.sequence_number, "invalid-version"))
+            return
+        size = self.pool.settings.extranonce2_size
+        if isinstance(msg, SubmitSharesExtended):
+            if len(msg.extranonce) != channel.extranonce_size:
+                channel.stats.rejected += 1
+                channel.rejected += 1
+                conn.write(SubmitSharesError(msg.channel_id, msg.sequence_number, "invalid-extranonce-size"))
+                return
+            en2 = msg.extranonce
+        else:
+            en2 = bytes(size)
+        required = min(channel.job_difficulty.get(job.job_id, channel.difficulty), channel.difficulty)
+        try:
+            share = self.pool.accept_share(channel.worker, channel.stats, job, channel.extranonce1, en2, msg.ntime,
+                                           msg.nonce, msg.version, required)
+        except ShareRejected as exc:
+            channel.rejected += 1
+            conn.write(SubmitSharesError(msg.channel_id, msg.sequence_number, ERROR_CODES.get(exc.code, str(exc))))
+            return
+        channel.accepted += 1
+        channel.window_shares += 1
+        conn.write(SubmitSharesSuccess(msg.channel_id, msg.sequence_number, 1, max(0, round(required))))
+        if not share.is_block:
+            self._maybe_vardiff(state, channel)
+
+    def _maybe_vardiff(self, state: _Connection, channel: _Channel) -> None:
+        vd = self.pool.settings.vardiff
+        if vd is None:
+            return
+        now = self.pool.clock()
+        new = next_difficulty(channel.difficulty, channel.window_shares, now - channel.window_start, vd)
+        if new is not None:
+            self._retarget(state, channel, new)
+
+    def _retarget(self, state: _Connection, channel: _Channel, difficulty: float) -> None:
+        difficulty = max(difficulty, target_to_difficulty(channel.max_target))
+        channel.difficulty = difficulty
+        channel.window_start, channel.window_shares = self.pool.clock(), 0
+        target = min(difficulty_to_target(difficulty), channel.max_target)
+        state.conn.write(SetTarget(channel.channel_id, int_to_u256(target)))
+
+
+def generate_authority_key() -> tuple[bytes, str]:
+    """A new authority secret and its public key in URL form."""
+    pair = KeyPair.generate()
+    return pair.secret, encode_authority_key(pair.xonly)
+
+
