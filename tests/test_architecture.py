@@ -12,7 +12,7 @@ ALLOWED: dict[str, set[str]] = {
     "base": set(),
     "control": set(),
     "bitcoin": set(),
-    "stratum": {"bitcoin"},
+    "stratum": {"base", "bitcoin"},
     "hw": {"base", "bitcoin", "control"},
     "emulator": {"base"},  # wire-level hardware emulator: shares no code with the hw drivers
     "security": {"base"},

@@ -41,7 +41,7 @@ async def test_handshake_and_notifications() -> None:
     assert client.extranonce1 == bytes.fromhex("ffff0002") and client.extranonce2_size == 8
     assert client.difficulty == 0.5 and client.session_id == "s1"
     assert jobs and jobs[0].job_id == "j1"
-    assert client.pool_messages == ["maintenance at 5"]
+    assert list(client.pool_messages) == ["maintenance at 5"]
     conn = pool.connections[0]
     methods = [m.get("method") for m in conn.received]
     assert methods[:3] == ["mining.configure", "mining.subscribe", "mining.authorize"]

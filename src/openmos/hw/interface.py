@@ -143,4 +143,11 @@ class MiningHardware(abc.ABC):
         """Control ranges, or None for hardware without tunable clocks (CPU)."""
         return None
 
+    def expected_hashrate(self) -> float | None:
+        """Hashes per second behind the nonces this backend reports (for share-rate and difficulty sizing).
+
+        None when unknown. A simulator reports the rate of the real hashing that finds its nonces.
+        """
+        return None
+
 

@@ -2,6 +2,12 @@
 
 Every nonce a backend reports is hashed again here before anything is submitted; a nonce that does not
 meet the target it was issued with is a hardware error and is charged to the chip that produced it.
+
+Job switching follows the meaning of a job, not only its flag: a job whose previous-block hash differs
+from the current one invalidates all outstanding work at once (a pool may announce a new tip with
+``clean_jobs=false``), and nonces found for a superseded block are dropped, never submitted. The
+difficulty mined at is the pool's, raised by the share-rate governor when it would flood; submits in
+flight are capped.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ from openmos.bitcoin.target import bits_to_target
 from openmos.hw.interface import HardwareTelemetry, MiningHardware
 from openmos.hw.work import NonceResult, WorkItem
 from openmos.miner.config import AgentConfig, PerformanceConfig
-from openmos.miner.pool_manager import PoolConnection, PoolGroup, PoolManager
+from openmos.miner.governor import governed_difficulty
+from openmos.miner.pool_manager import PoolConnection, PoolGroup, PoolManager, SessionPolicy
 from openmos.miner.safety import SafetyMonitor, has_sensors
 from openmos.miner.stats import HashrateMeter
 from openmos.miner.validation import InvalidNonce, WorkValidator
 from openmos.security.pools import enforce_pools
 from openmos.security.scanner import Scanner, ScanReport
 from openmos.stratum.client import SubmitResult
+from openmos.stratum.difficulty import DifficultyRange, seconds_per_share, suggested_difficulty
 from openmos.stratum.job import Share, StratumJob
 from openmos.stratum.session import PoolSession
 from openmos.tuning import (
@@ -49,6 +57,7 @@ def _cooling(perf: PerformanceConfig) -> CoolingConfig:
                          limits=ThermalLimits(perf.target_c, perf.hot_c, perf.dangerous_c))
 
 WORK_HISTORY = 8192  # issued work items remembered for validating late nonces
+MAX_PENDING_SUBMITS = 256  # shares waiting for a pool answer; beyond this new shares are dropped and counted
 
 
 @dataclass
@@ -91,6 +100,9 @@ class AgentStats:
     expired_nonces: int = 0  # nonces for work the agent no longer remembers
     shares_found: int = 0
     block_candidates: int = 0
+    superseded_nonces: int = 0  # found for a block the pool has moved past: dropped, never submitted
+    dropped_shares: int = 0  # over the submit-queue cap
+    work_errors: int = 0  # jobs that could not be turned into work (logged)
 
 
 class MiningAgent:
@@ -102,8 +114,10 @@ class MiningAgent:
         self.stats = AgentStats()
         self.found: deque[FoundShare] = deque(maxlen=10_000)
         self.hashrate = HashrateMeter()
+        self.expected_hashrate = hardware.expected_hashrate()
+        self.policy = self._session_policy(self.expected_hashrate)
         self.pools = PoolManager(config.groups, config.stratum, f"openmos/{__version__}",
-                                 self._on_job, self._on_switch)
+                                 self._on_job, self._on_switch, self.policy)
         self._generation = 0
         self._jobs: dict[str, _JobContext] = {}
         self._work: OrderedDict[int, _IssuedWork] = OrderedDict()
@@ -118,6 +132,12 @@ class MiningAgent:
         self._tuner_task: asyncio.Task[None] | None = None
         self.safety_hold = False  # the safety monitor shut the hardware down
         self.safety = self._make_safety(config.performance)
+
+    @staticmethod
+    def _session_policy(hashrate: float | None) -> SessionPolicy:
+        if not hashrate:
+            return SessionPolicy()
+        return SessionPolicy(suggested_difficulty(hashrate), DifficultyRange.for_hashrate(hashrate))
 
     def _make_tuner(self, perf: PerformanceConfig) -> Autotuner | None:
         limits = self.hardware.limits()
@@ -183,8 +203,11 @@ class MiningAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
         await self.hardware.stop()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        if self._tasks:  # answers to shares in flight: wait briefly, then give up on them
+            await asyncio.wait(self._tasks, timeout=3)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pools.stop()
         log.info("agent stopped")
 
@@ -241,7 +264,7 @@ class MiningAgent:
         await self.pools.stop()
         self.config = config
         self.pools = PoolManager(config.groups, config.stratum, f"openmos/{__version__}", self._on_job,
-                                 self._on_switch)
+                                 self._on_switch, self.policy)
         self._jobs.clear()
         self._generation += 1
         self.pools.start()
@@ -269,8 +292,12 @@ class MiningAgent:
     def _on_job(self, group: PoolGroup, conn: PoolConnection, client: PoolSession, job: StratumJob) -> None:
         previous = self._jobs.get(group.name)
         self._jobs[group.name] = _JobContext(group, conn, client, job, time.time())
-        if job.clean_jobs or previous is None or previous.client is not client:
+        new_block = previous is not None and previous.job.prev_hash != job.prev_hash
+        if job.clean_jobs or new_block or previous is None or previous.client is not client:
             self._generation += 1
+        if new_block and not job.clean_jobs:
+            log.info("%s: new block announced without clean_jobs (job %s); abandoning all older work",
+                     conn.url, job.job_id)
         log.debug("new job %s from %s (clean=%s)", job.job_id, conn.url, job.clean_jobs)
 
     def _on_switch(self, group: PoolGroup) -> None:
@@ -293,19 +320,44 @@ class MiningAgent:
             return None
         ctx = self._jobs[group.name]
         client = ctx.client
-        size = client.extranonce2_size
-        en2 = (next(ctx.extranonce2) % (1 << (8 * size))).to_bytes(size, "big")
-        # ntime rolls forward with the wall clock, as every miner does; pools accept up to +2 h.
-        ntime = ctx.job.ntime + max(0, int(time.time() - ctx.received_at))
-        header = ctx.job.header(client.extranonce1, en2, ntime=ntime, nonce=0, version=ctx.job.version)
-        difficulty = client.difficulty
-        target = difficulty_to_target(difficulty)
+        try:
+            size = client.extranonce2_size
+            en2 = (next(ctx.extranonce2) % (1 << (8 * size))).to_bytes(size, "big")
+            # ntime rolls forward with the wall clock, as every miner does; pools accept up to +2 h.
+            ntime = min(ctx.job.ntime + max(0, int(time.time() - ctx.received_at)), 0xFFFFFFFF)
+            header = ctx.job.header(client.extranonce1, en2, ntime=ntime, nonce=0, version=ctx.job.version)
+            difficulty = client.difficulty
+            target = difficulty_to_target(governed_difficulty(difficulty, self.share_hashrate(),
+                                                              self.config.stratum.max_share_rate))
+        except (ValueError, OverflowError, ArithmeticError) as exc:  # never let one job stop all hashing
+            self.stats.work_errors += 1
+            log.error("cannot make work from job %s of %s: %s; dropping that job", ctx.job.job_id, ctx.conn.url,
+                      exc)
+            del self._jobs[group.name]
+            return None
         item = WorkItem(next(self._work_ids), self._generation, header, client.version_mask, target)
         self._work[item.work_id] = _IssuedWork(ctx, client.extranonce1, en2, item, target, difficulty,
                                                WorkValidator(item))
         while len(self._work) > WORK_HISTORY:
             self._work.popitem(last=False)
         return item
+
+    def share_hashrate(self) -> float | None:
+        """Hashes/s behind the reported nonces: the backend's own figure, else the measured rate."""
+        expected = self.hardware.expected_hashrate()
+        if expected:
+            return expected
+        measured = self.hashrate.rate(60.0)
+        return measured or None
+
+    def difficulty_advice(self, difficulty: float) -> str | None:
+        """A hint for the operator when the pool's difficulty means a very long wait between shares."""
+        rate = self.share_hashrate()
+        wait = seconds_per_share(rate, difficulty) if rate else 0.0
+        if wait > 3600:
+            return (f"pool difficulty {difficulty:g} means one share every {wait / 3600:.1f} h on this hardware; "
+                    f"ask for less with --suggest-difficulty (e.g. {suggested_difficulty(rate or 1):g})")
+        return None
 
     # -- nonces -----------------------------------------------------------------------------------
 
@@ -327,6 +379,10 @@ class MiningAgent:
         if value > issued.share_target:
             return  # a valid ticket below pool difficulty: counts toward hashrate only
         ctx = issued.ctx
+        current = self._jobs.get(ctx.group.name)
+        if current is not None and current.job.prev_hash != ctx.job.prev_hash:
+            self.stats.superseded_nonces += 1  # the pool has moved to a new block: worthless, never sent
+            return
         share = Share(ctx.job.job_id, issued.extranonce2, header.ntime, result.nonce, result.version,
                       ctx.job.version, item.version_mask, hash_difficulty(digest), issued.pool_difficulty)
         block = value <= bits_to_target(header.bits)
@@ -336,9 +392,17 @@ class MiningAgent:
         if block:
             self.stats.block_candidates += 1
             log.info("block candidate found: %s (pool %s)", header.hash_hex(), ctx.conn.url)
+        if len(self._tasks) >= MAX_PENDING_SUBMITS:
+            self.stats.dropped_shares += 1
+            return
         task = asyncio.get_running_loop().create_task(self._submit(ctx, issued.extranonce1, found))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._submitted)
+
+    def _submitted(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("submitting a share failed: %r", task.exception())
 
     def _hardware_error(self, result: NonceResult, why: str) -> None:
         self.stats.hardware_errors += 1
@@ -346,4 +410,4 @@ class MiningAgent:
         log.debug("hardware error on board %d chip %d: %s", result.board, result.chip, why)
 
     async def _submit(self, ctx: _JobContext, extranonce1: bytes, found: FoundShare) -> None:
-        found.result = await ctx.group.submit(ctx.conn, extranonce1, found.share)
+        found.result = await ctx.group.submit(ctx.conn, extranonce1, found.share, ctx.job.prev_hash)

@@ -64,10 +64,27 @@ class PoolGroupConfig(_Model):
 class StratumTuning(_Model):
     response_timeout_s: float = Field(default=10.0, gt=0, le=300)
     stall_timeout_s: float = Field(default=180.0, gt=0, le=3600, description="no message for this long: failover")
-    fallback_interval_s: float = Field(default=60.0, gt=0, le=3600, description="how often to retry better pools")
-    retry_delay_s: float = Field(default=2.0, gt=0, le=300)
+    fallback_interval_s: float = Field(default=15.0, gt=0, le=3600,
+                                       description="how often to check whether a better pool is back")
+    retry_delay_s: float = Field(default=2.0, gt=0, le=300, description="first back-off after a pool failed")
+    max_backoff_s: float = Field(default=600.0, gt=0, le=86400, description="back-off doubles up to this")
     version_rolling: bool = True
     allowed_reconnect_hosts: list[str] = Field(default_factory=list)
+    suggest_difficulty: float | None = Field(
+        default=None, ge=0, le=1e18, allow_inf_nan=False,
+        description="start difficulty asked of the pool (mining.suggest_difficulty); unset: derived from the "
+                    "hardware's hashrate (a share every ~5 s); 0: do not ask")
+    difficulty_suffix: Literal["none", "user", "password"] = Field(
+        default="none", description="also offer the suggested difficulty as worker+DIFF (user) or d=DIFF "
+                                    "(password), for pools that read it there instead")
+    max_share_rate: float = Field(default=5.0, gt=0, le=1000, allow_inf_nan=False,
+                                  description="governor: mine at a difficulty that keeps shares/s at most this")
+    max_bad_messages: int = Field(default=20, ge=1, le=100_000,
+                                  description="a session with this many bad pool messages fails over")
+    job_timeout_s: float = Field(default=30.0, gt=0, le=3600,
+                                 description="a pool that sends no valid job this long after connecting fails over")
+    max_reject_ratio: float = Field(default=0.5, gt=0, le=1,
+                                    description="rejected/(accepted+rejected) above this (after 20 shares): failover")
 
 
 class PerformanceConfig(_Model):

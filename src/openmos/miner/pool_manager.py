@@ -2,9 +2,13 @@
 
 Inside a group the pools are in priority order: the agent mines on the first one that answers, fails over
 when it dies or stalls, and keeps probing the better ones so it falls back as soon as they return.
+Failover is also on *quality*: a pool that sends too many bad messages, no valid job soon after
+connecting, or rejects too many shares is marked bad for a back-off period that doubles each time it
+fails again (reset after a healthy session), and the next pool gets the work.
 Shares found for a pool that then went away are kept in that pool's outbox and re-sent if the pool
 resumes the same session (same extranonce1); otherwise they are counted as lost, never silently dropped
-or redirected -- a share is only valid for the session it was mined for.
+or redirected -- a share is only valid for the session it was mined for. A share whose block has been
+superseded (the pool announced a new previous-block hash) is never sent.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from openmos.base.logs import LogLimiter
 from openmos.miner.config import PoolEndpoint, PoolGroupConfig, StratumTuning
+from openmos.miner.governor import TokenBucket
 from openmos.stratum.client import ClientOptions, PoolUnavailable, ShareCounters, StratumClient, SubmitResult
+from openmos.stratum.difficulty import DifficultyRange
 from openmos.stratum.job import Share, StratumJob
 from openmos.stratum.session import PoolSession
 from openmos.stratum.url import PoolUrl
@@ -30,6 +37,17 @@ from openmos.stratum.v2.url import Sv2PoolUrl, parse_pool_url
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1024
+HEALTHY_AFTER_S = 30.0  # a session that ran this long with valid jobs and no quality problem resets back-off
+REJECT_RATIO_MIN_SHARES = 20
+SUBMIT_BURST = 50.0  # token-bucket burst above the governed share rate
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """What the agent derives from its hardware for every pool session."""
+
+    suggest_difficulty: float | None = None  # asked of the pool at connect; None: do not ask
+    difficulty_range: DifficultyRange = field(default_factory=DifficultyRange)  # outside it: refused
 
 
 @dataclass
@@ -37,6 +55,7 @@ class PendingShare:
     share: Share
     extranonce1: bytes
     found_at: float
+    prev_hash: bytes
 
 
 @dataclass
@@ -55,6 +74,15 @@ class PoolConnection:
     connects: int = 0
     last_error: str = ""
     enabled: bool = True
+    tip: bytes = b""  # previous-block hash of the newest job from this pool's current session
+    stale_dropped: int = 0  # shares for a superseded block, never sent
+    throttled: int = 0  # shares over the submit rate limit, dropped
+    quality_failures: int = 0
+    backoff_s: float = 0.0  # current back-off after a failure (doubles, reset by a healthy session)
+    bad_until: float = 0.0  # monotonic time before which this pool is not tried
+
+    def in_backoff(self, now: float) -> bool:
+        return now < self.bad_until
 
     def __post_init__(self) -> None:
         self.url = parse_pool_url(self.endpoint.url)
@@ -75,10 +103,14 @@ class PoolGroup:
     """Failover among the pools of one group."""
 
     def __init__(self, config: PoolGroupConfig, tuning: StratumTuning, agent_name: str,
-                 on_job: JobListener, on_switch: Callable[[PoolGroup], None]) -> None:
+                 on_job: JobListener, on_switch: Callable[[PoolGroup], None],
+                 policy: SessionPolicy | None = None) -> None:
         self.config = config
         self.tuning = tuning
         self.agent_name = agent_name
+        self.policy = policy or SessionPolicy()
+        self.submit_limit = TokenBucket(rate=3 * tuning.max_share_rate, burst=SUBMIT_BURST)
+        self._log = LogLimiter(log, interval=10.0, burst=10)
         self.connections = [PoolConnection(ep, i) for i, ep in enumerate(config.pools)]
         self.active: PoolConnection | None = None
         self.switches = 0
@@ -109,29 +141,48 @@ class PoolGroup:
             if conn.client is not None:
                 await conn.client.close("agent stopping")
 
+    @property
+    def suggest_difficulty(self) -> float | None:
+        """The start difficulty asked of pools: the configured one, else the hardware-derived one (0: none)."""
+        configured = self.tuning.suggest_difficulty
+        value = self.policy.suggest_difficulty if configured is None else configured
+        return value or None
+
+    def _credentials(self, conn: PoolConnection) -> tuple[str, str]:
+        """Worker name and password, with the suggested difficulty in them if the operator asked for that."""
+        user, password, diff = conn.endpoint.user, conn.endpoint.password, self.suggest_difficulty
+        if diff is not None and self.tuning.difficulty_suffix == "user":
+            user = f"{user}+{diff:g}"
+        elif diff is not None and self.tuning.difficulty_suffix == "password":
+            password = f"d={diff:g}" if password in ("", "x") else f"{password},d={diff:g}"
+        return user, password
+
     def _options(self, conn: PoolConnection) -> ClientOptions:
         return ClientOptions(
             agent=self.agent_name,
             version_mask=0x1FFFE000 if self.tuning.version_rolling else 0,
+            suggest_difficulty=self.suggest_difficulty,
             response_timeout=self.tuning.response_timeout_s,
             allowed_reconnect_hosts=frozenset(self.tuning.allowed_reconnect_hosts),
             session_id=conn.session_id,
             ssl_context=ssl.create_default_context(cafile=conn.endpoint.tls_ca_file) if conn.endpoint.tls_ca_file
             else None,
+            difficulty_range=self.policy.difficulty_range,
         )
 
     async def _connect(self, conn: PoolConnection) -> PoolSession | None:
         target = conn.client.reconnect_target if conn.client is not None else None
         client: PoolSession
+        user, password = self._credentials(conn)
         if isinstance(conn.url, Sv2PoolUrl):  # same authority key after a Reconnect
             url2 = dataclasses.replace(conn.url, host=target[0], port=target[1]) if target else conn.url
-            client = Sv2Client(url2, conn.endpoint.user, conn.endpoint.password, self._options(conn),
+            client = Sv2Client(url2, user, password, self._options(conn),
                                on_job=lambda c, job: self._job(conn, c, job),
                                on_close=lambda c, reason: self._wake.set())
         else:
             url = PoolUrl(target[0], target[1], conn.url.tls) if target else conn.url
             client = StratumClient(
-                url, conn.endpoint.user, conn.endpoint.password, self._options(conn),
+                url, user, password, self._options(conn),
                 on_job=lambda c, job: self._job(conn, c, job),
                 on_close=lambda c, reason: self._wake.set(),
             )
@@ -139,39 +190,73 @@ class PoolGroup:
             await client.connect()
         except PoolUnavailable as exc:
             conn.last_error = str(exc)
-            log.warning("pool %s unavailable: %s", conn.url, exc)
+            if client.connected_at:  # it answered the connection, then failed the handshake: a quality failure
+                conn.quality_failures += 1
+                self._back_off(conn, str(exc), self.tuning.max_backoff_s)
+            else:  # unreachable: retry at least every fallback interval so a recovered pool is used soon
+                self._back_off(conn, str(exc), self.tuning.fallback_interval_s)
             return None
         conn.connects += 1
         return client
 
+    def _back_off(self, conn: PoolConnection, why: str, cap: float) -> None:
+        """Do not try this pool again for a while; the wait doubles with every consecutive failure."""
+        conn.backoff_s = min(cap, max(self.tuning.retry_delay_s, 2 * conn.backoff_s))
+        conn.bad_until = time.monotonic() + conn.backoff_s
+        self._log.log(logging.WARNING, f"backoff {conn.url}", "pool %s: %s; not retried for %.0f s",
+                      conn.url, why, conn.backoff_s)
+
     def _job(self, conn: PoolConnection, client: PoolSession, job: StratumJob) -> None:
+        if conn.client is client:
+            conn.tip = job.prev_hash
         if self.active is conn and conn.client is client:
             self._on_job(self, conn, client, job)
 
     async def _supervise(self) -> None:
-        retry = self.tuning.retry_delay_s
         while True:
             conn, client = await self._connect_best(len(self.connections))
             if conn is None or client is None:
-                await asyncio.sleep(retry)
+                await asyncio.sleep(self._idle_wait())
                 continue
             self._activate(conn, client)
             await self._hold(conn, client)
 
+    def _idle_wait(self) -> float:
+        """No pool could be used: wait until the first back-off ends (at least a moment, at most retry)."""
+        now = time.monotonic()
+        waits = [c.bad_until - now for c in self.connections if c.enabled and c.in_backoff(now)]
+        if len(waits) < sum(c.enabled for c in self.connections):
+            return self.tuning.retry_delay_s
+        return min(max(0.05, min(waits)), self.tuning.max_backoff_s)
+
     async def _connect_best(self, limit: int) -> tuple[PoolConnection | None, PoolSession | None]:
-        """Connect to the highest-priority enabled pool among the first ``limit`` that answers."""
+        """Connect to the highest-priority usable pool among the first ``limit`` that answers."""
         for conn in self.connections[:limit]:
-            if not conn.enabled:
+            if not conn.enabled or conn.in_backoff(time.monotonic()):
                 continue
             client = await self._connect(conn)
             if client is not None:
                 return conn, client
         return None, None
 
+    def quality_problem(self, client: PoolSession) -> str | None:
+        """Why this session should be abandoned for the next pool, or None while it is fine."""
+        tuning = self.tuning
+        if client.bad_lines >= tuning.max_bad_messages:
+            return f"{client.bad_lines} bad messages from the pool"
+        if client.jobs_received == 0 and time.monotonic() - client.connected_at > tuning.job_timeout_s:
+            return f"no valid job within {tuning.job_timeout_s:.0f} s of connecting"
+        answered = client.counters.accepted + client.counters.rejected
+        if answered >= REJECT_RATIO_MIN_SHARES and client.counters.rejected / answered > tuning.max_reject_ratio:
+            return (f"pool rejected {client.counters.rejected} of {answered} shares "
+                    f"(over {tuning.max_reject_ratio:.0%})")
+        return None
+
     def _activate(self, conn: PoolConnection, client: PoolSession) -> None:
         previous = self.active
         conn.client = client
         self.active = conn
+        conn.tip = client.last_job.prev_hash if client.last_job is not None else b""
         resumed = conn.session_id is not None and client.extranonce1.hex() == conn.session_id
         conn.session_id = client.session_id
         if previous is not conn:
@@ -196,6 +281,11 @@ class PoolGroup:
             if time.monotonic() - client.last_receive > self.tuning.stall_timeout_s:
                 await client.close(f"pool sent nothing for {self.tuning.stall_timeout_s:.0f} s (stalled)")
                 break
+            problem = self.quality_problem(client)
+            if problem is not None:
+                client.failed_quality = True
+                await client.close(problem)
+                break
             if not conn.enabled:
                 await client.close("pool disabled by the operator")
                 break
@@ -207,10 +297,23 @@ class PoolGroup:
                     self._activate(better, better_client)
                     conn, client = better, better_client
         conn.last_error = client.close_reason
+        self._judge_session(conn, client)
         log.warning("group %s: lost %s (%s); failing over", self.name, conn.url, client.close_reason)
         if self.active is conn:
             self.active = None
             self._on_switch(self)
+
+    def _judge_session(self, conn: PoolConnection, client: PoolSession) -> None:
+        """After a session ends: a bad or short-lived one backs the pool off; a healthy one clears that."""
+        lasted = time.monotonic() - client.connected_at
+        if client.failed_quality:
+            conn.quality_failures += 1
+            self._back_off(conn, f"quality failure ({client.close_reason})", self.tuning.max_backoff_s)
+        elif client.reconnect_target is not None or (client.jobs_received and lasted >= HEALTHY_AFTER_S):
+            conn.backoff_s = conn.bad_until = 0.0
+        else:
+            self._back_off(conn, f"session ended after {lasted:.1f} s ({client.close_reason})",
+                           self.tuning.max_backoff_s)
 
     _last_probe: float = 0.0
 
@@ -256,19 +359,43 @@ class PoolGroup:
 
     # -- shares -------------------------------------------------------------------------------------
 
-    async def submit(self, conn: PoolConnection, extranonce1: bytes, share: Share) -> SubmitResult | None:
-        """Submit to the pool the share was mined for; queue it if that session is not connected now."""
+    async def submit(self, conn: PoolConnection, extranonce1: bytes, share: Share,
+                     prev_hash: bytes) -> SubmitResult | None:
+        """Submit to the pool the share was mined for; queue it if that session is not connected now.
+
+        The superseded-block check runs in the same step as the write, so once the pool's new tip has
+        been read no share for the old one can leave.
+        """
         client = conn.client
         if client is None or client.closed.is_set() or client.extranonce1 != extranonce1:
-            conn.outbox.append(PendingShare(share, extranonce1, time.time()))
+            conn.outbox.append(PendingShare(share, extranonce1, time.time(), prev_hash))
+            return None
+        if prev_hash != conn.tip:
+            conn.stale_dropped += 1
+            return None
+        if not self.submit_limit.take(time.monotonic()):
+            conn.throttled += 1
+            self._log.log(logging.WARNING, "throttled", "%s: share rate over %.0f/s; share dropped",
+                          conn.url, self.submit_limit.rate)
             return None
         try:
             result = await client.submit(share)
         except ConnectionError:
-            conn.outbox.append(PendingShare(share, extranonce1, time.time()))
+            conn.outbox.append(PendingShare(share, extranonce1, time.time(), prev_hash))
             return None
         conn.counters.record(result, share)
+        self._log_result(conn, share, result)
         return result
+
+    def _log_result(self, conn: PoolConnection, share: Share, result: SubmitResult) -> None:
+        c = conn.counters
+        if result.accepted:
+            self._log.log(logging.INFO, "accepted", "%s: share accepted (difficulty %.4g of %.4g; %d accepted, "
+                          "%d rejected)", conn.url, share.difficulty, share.pool_difficulty, c.accepted,
+                          c.rejected + c.stale)
+        else:
+            self._log.log(logging.INFO, "rejected", "%s: share %s: %s (%d accepted, %d rejected)", conn.url,
+                          "stale" if result.stale else "rejected", result.reason, c.accepted, c.rejected + c.stale)
 
     async def _flush_outbox(self, conn: PoolConnection, client: PoolSession, resumed: bool) -> None:
         pending = list(conn.outbox)
@@ -276,6 +403,9 @@ class PoolGroup:
         for item in pending:
             if item.extranonce1 != client.extranonce1:
                 conn.lost_shares += 1
+                continue
+            if item.prev_hash != conn.tip:
+                conn.stale_dropped += 1
                 continue
             try:
                 result = await client.submit(item.share)
@@ -293,8 +423,9 @@ class PoolManager:
     """All pool groups. Picks which group the next piece of work is for, by quota."""
 
     def __init__(self, groups: list[PoolGroupConfig], tuning: StratumTuning, agent_name: str,
-                 on_job: JobListener, on_switch: Callable[[PoolGroup], None]) -> None:
-        self.groups = [PoolGroup(g, tuning, agent_name, on_job, on_switch) for g in groups]
+                 on_job: JobListener, on_switch: Callable[[PoolGroup], None],
+                 policy: SessionPolicy | None = None) -> None:
+        self.groups = [PoolGroup(g, tuning, agent_name, on_job, on_switch, policy) for g in groups]
 
     def start(self) -> None:
         for group in self.groups:

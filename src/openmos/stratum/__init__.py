@@ -1,7 +1,8 @@
 """Stratum V1: wire format, job model and the asyncio client.
 
 Owns JSON-RPC line framing (with a line-length cap), message validation with clear errors, the
-``StratumJob`` model (how a job becomes a header) and ``StratumClient``. Imports ``openmos.bitcoin`` only.
+``StratumJob`` model (how a job becomes a header), checks on pool difficulties and ``StratumClient``.
+Imports ``openmos.bitcoin`` and ``openmos.base`` only.
 """
 
 from openmos.stratum.job import Share, StratumJob

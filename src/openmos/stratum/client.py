@@ -15,12 +15,14 @@ import itertools
 import logging
 import ssl
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openmos.base.logs import LogLimiter
 from openmos.bitcoin.version import BIP320_MASK
+from openmos.stratum.difficulty import BadDifficulty, DifficultyRange, check_difficulty
 from openmos.stratum.job import Share, StratumJob
 from openmos.stratum.protocol import (
     MAX_LINE_BYTES,
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # After this many consecutive unparseable lines the pool is treated as broken.
 MAX_CONSECUTIVE_BAD_LINES = 5
+MAX_POOL_MESSAGES = 20  # client.show_message texts kept
 
 
 class PoolUnavailable(ConnectionError):
@@ -92,6 +95,7 @@ class ClientOptions:
     allowed_reconnect_hosts: frozenset[str] = frozenset()
     session_id: str | None = None  # offered in mining.subscribe for session resumption
     ssl_context: ssl.SSLContext | None = None
+    difficulty_range: DifficultyRange = field(default_factory=DifficultyRange)  # outside it: refused
 
 
 def _is_stale(response: Response) -> bool:
@@ -129,9 +133,14 @@ class StratumClient:
         self.authorized = False
         self.counters = ShareCounters()
         self.bad_lines = 0
-        self.pool_messages: list[str] = []
+        self.difficulty_rejections = 0  # set_difficulty values refused (non-finite, out of range)
+        self.jobs_received = 0
+        self.connected_at = 0.0
+        self.pool_messages: deque[str] = deque(maxlen=MAX_POOL_MESSAGES)
+        self._log = LogLimiter(log)
         self.reconnect_target: tuple[str, int] | None = None
         self.close_reason = ""
+        self.failed_quality = False  # closed because the pool sent garbage (not merely went away)
         self.last_job: StratumJob | None = None
         self.last_receive = 0.0
         self.closed = asyncio.Event()
@@ -156,7 +165,7 @@ class StratumClient:
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise PoolUnavailable(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
-        self.last_receive = time.monotonic()
+        self.last_receive = self.connected_at = time.monotonic()
         self._read_task = asyncio.create_task(self._read_loop(), name=f"stratum-read {self.url}")
         try:
             await self._handshake()
@@ -248,6 +257,8 @@ class StratumClient:
                                f"{timeout or self.options.response_timeout:.0f} s") from None
         finally:
             self._pending.pop(msg_id, None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # close() may have failed it while the write was failing: mark it seen
 
     async def send_notification_call(self, method: str, params: list[Any]) -> None:
         """A request whose answer we do not wait for (pools differ in whether they answer at all)."""
@@ -263,8 +274,7 @@ class StratumClient:
         if resp.ok and resp.result is True:
             result = SubmitResult(True)
         else:
-            result = SubmitResult(False, resp.error_text(), _is_stale(resp))
-            log.warning("%s: share %s: %s", self.url, "stale" if result.stale else "rejected", result.reason)
+            result = SubmitResult(False, resp.error_text()[:200], _is_stale(resp))
         self.counters.record(result, share)
         return result
 
@@ -279,6 +289,7 @@ class StratumClient:
                     line = await read_line(self._reader)
                 except ProtocolError as exc:
                     reason = f"protocol error: {exc}"
+                    self.failed_quality = True
                     log.warning("%s: %s; dropping connection", self.url, exc)
                     break
                 if line is None:
@@ -290,9 +301,11 @@ class StratumClient:
                 except ProtocolError as exc:
                     self.bad_lines += 1
                     self._consecutive_bad += 1
-                    log.warning("%s: ignoring bad message (%s): %.200r", self.url, exc, line)
+                    self._log.log(logging.WARNING, "bad-message", "%s: ignoring bad message (%s): %.200r",
+                                  self.url, exc, line)
                     if self._consecutive_bad >= MAX_CONSECUTIVE_BAD_LINES:
                         reason = f"{self._consecutive_bad} bad messages in a row"
+                        self.failed_quality = True
                         break
         except (ConnectionError, OSError) as exc:
             reason = f"connection error: {exc}"
@@ -314,13 +327,18 @@ class StratumClient:
         if method == "mining.notify":
             job = StratumJob.from_notify(params)
             self.last_job = job
+            self.jobs_received += 1
             if self._on_job:
                 self._on_job(self, job)
         elif method == "mining.set_difficulty":
-            if not params or isinstance(params[0], bool) or not isinstance(params[0], int | float) \
-                    or not params[0] > 0:
-                raise ProtocolError(f"mining.set_difficulty needs a positive number, got {params!r}")
-            self.difficulty = float(params[0])
+            if not params:
+                raise ProtocolError("mining.set_difficulty needs a difficulty")
+            try:
+                difficulty = check_difficulty(params[0], self.options.difficulty_range)
+            except BadDifficulty as exc:
+                self.difficulty_rejections += 1
+                raise ProtocolError(f"mining.set_difficulty refused, keeping {self.difficulty:g}: {exc}") from None
+            self.difficulty = difficulty
             if self._on_difficulty:
                 self._on_difficulty(self, self.difficulty)
         elif method == "mining.set_extranonce":
@@ -338,7 +356,7 @@ class StratumClient:
         elif method == "client.show_message":
             text = str(params[0])[:500] if params else ""
             self.pool_messages.append(text)
-            log.info("%s says: %s", self.url, text)
+            self._log.log(logging.INFO, "show-message", "%s says: %s", self.url, text)
         elif method == "client.get_version":
             if msg_id is not None:
                 await self._write(encode_response(msg_id, self.options.agent))
@@ -346,7 +364,7 @@ class StratumClient:
             if msg_id is not None:
                 await self._write(encode_response(msg_id, "pong"))
         else:
-            log.info("%s: unknown method %s ignored", self.url, method)
+            self._log.log(logging.INFO, "unknown-method", "%s: unknown method %.60s ignored", self.url, method)
             if msg_id is not None:
                 await self._write(encode_response(msg_id, None, [20, f"unknown method {method}", None]))
 

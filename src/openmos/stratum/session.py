@@ -27,6 +27,16 @@ class PoolSession(Protocol):
     last_job: StratumJob | None
     last_receive: float
     reconnect_target: tuple[str, int] | None
+    # health, for failover on quality: valid jobs so far, when the connection was made (monotonic; 0 before),
+    # and whether the session was closed because the pool sent garbage
+    jobs_received: int
+    connected_at: float
+    failed_quality: bool
+
+    @property
+    def bad_lines(self) -> int:
+        """Messages from the pool that were refused (malformed, out of range, out of place)."""
+        ...
 
     async def connect(self) -> None: ...
 

@@ -148,6 +148,10 @@ class SimHardware(MiningHardware):
         """Environment: a chip fails."""
         self._fleet.kill_chip(0, board, chip)
 
+    def expected_hashrate(self) -> float:
+        """The real hashing behind the simulated chips' nonces (the CPU), not the modelled TH/s."""
+        return self._cpu.expected_hashrate()
+
     def limits(self) -> HardwareLimits:
         m = self._model
         lo, hi = m.voltage_range

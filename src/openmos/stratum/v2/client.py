@@ -106,6 +106,9 @@ class Sv2Client:
         self.channel_id: int | None = None
         self.counters = ShareCounters()
         self.bad_messages = 0
+        self.jobs_received = 0  # pool-session health, read by the pool manager's quality failover
+        self.connected_at = 0.0
+        self.failed_quality = False
         self.reconnect_target: tuple[str, int] | None = None
         self.close_reason = ""
         self.last_job: StratumJob | None = None
@@ -131,7 +134,7 @@ class Sv2Client:
             raise PoolUnavailable(f"{self.url}: {exc}") from None
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             raise PoolUnavailable(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
-        self.last_receive = time.monotonic()
+        self.last_receive = self.connected_at = time.monotonic()
         try:
             await asyncio.wait_for(self._setup(self.conn), self.options.response_timeout)
         except (Sv2CodecError, NoiseError, PoolUnavailable, TimeoutError, OSError,
@@ -241,6 +244,11 @@ class Sv2Client:
             code = msg.error_code
             fut.set_result(SubmitResult(False, code, any(s in code.lower() for s in STALE_CODES)))
 
+    @property
+    def bad_lines(self) -> int:
+        """Malformed or out-of-place messages this session (the name the pool manager reads)."""
+        return self.bad_messages
+
     # -- incoming ---------------------------------------------------------------------------------
 
     async def _read_loop(self, conn: Sv2Connection) -> None:
@@ -256,6 +264,7 @@ class Sv2Client:
                     log.warning("%s: ignoring malformed message: %s", self.url, exc)
                     if self._consecutive_bad >= MAX_CONSECUTIVE_BAD:
                         reason = f"{self._consecutive_bad} malformed messages in a row"
+                        self.failed_quality = True
                         break
                     continue
                 self.last_receive = time.monotonic()
@@ -345,6 +354,7 @@ class Sv2Client:
         stratum = StandardJob(str(job.job_id), prev.prev_hash, b"", b"", (), job.version, prev.nbits, ntime,
                               clean, fixed_merkle_root=job.merkle_root)
         self.last_job = stratum
+        self.jobs_received += 1
         if self._on_job:
             self._on_job(self, stratum)
 

@@ -1,0 +1,144 @@
+"""A scripted hostile/quirky Stratum V1 pool for agent tests.
+
+It answers the handshake like a normal pool, accepts every share (recording which job it was for and
+when), and lets a test push whatever it likes down the wire: new tips without the clean flag, absurd
+difficulties, garbage, floods. ``sync()`` sends a ``mining.ping`` and waits for the answer: the agent reads
+its socket in order, so once the pong is back every earlier message has been processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PREV_A = "11" * 32
+PREV_B = "22" * 32
+
+
+def notify(job_id: str, prev: str = PREV_A, clean: bool = True, ntime: str = "5f5e1000") -> list[Any]:
+    return [job_id, prev, "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff",
+            "ffffffff0100f2052a01000000160014000000000000000000000000000000000000000000000000", [],
+            "20000000", "207fffff", ntime, clean]
+
+
+@dataclass
+class Submit:
+    job_id: str
+    params: list[Any]
+    after_sync: int  # how many sync() round trips had completed when it arrived
+
+
+@dataclass
+class HostileSession:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    submits: list[Submit] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    syncs: int = 0
+    _pongs: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(10_000))
+
+    async def send(self, obj: dict[str, Any] | bytes) -> None:
+        self.writer.write(obj if isinstance(obj, bytes) else json.dumps(obj).encode() + b"\n")
+        await self.writer.drain()
+
+    async def notify(self, params: list[Any]) -> None:
+        await self.send({"id": None, "method": "mining.notify", "params": params})
+
+    async def set_difficulty(self, raw: str) -> None:
+        """``raw`` is the JSON text of the value, so 1e400 and NaN go out exactly as a hostile pool sends them."""
+        await self.send(f'{{"id":null,"method":"mining.set_difficulty","params":[{raw}]}}\n'.encode())
+
+    async def sync(self, timeout: float = 30.0) -> None:
+        msg_id = next(self._ids)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs[msg_id] = fut
+        await self.send({"id": msg_id, "method": "mining.ping", "params": []})
+        await asyncio.wait_for(fut, timeout)
+
+    def jobs_submitted(self, job_id: str, after_sync: int = 0) -> int:
+        return sum(1 for s in self.submits if s.job_id == job_id and s.after_sync >= after_sync)
+
+    async def serve(self, difficulty: str = "0.001", job: list[Any] | None = None, *, send_job: bool = True,
+                    accept: bool = True) -> None:
+        """Handshake, then answer pings and submits until the agent hangs up."""
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                return
+            msg = json.loads(line)
+            self.received.append(msg)
+            method, msg_id = msg.get("method"), msg.get("id")
+            if method is None:
+                fut = self._pongs.pop(msg_id, None)
+                if fut is not None and not fut.done():
+                    self.syncs += 1
+                    fut.set_result(None)
+            elif method == "mining.configure":
+                await self.send({"id": msg_id, "result": {"version-rolling": True,
+                                                          "version-rolling.mask": "1fffe000"}, "error": None})
+            elif method == "mining.subscribe":
+                await self.send({"id": msg_id, "result": [[["mining.notify", "s1"]], "abcd0001", 4],
+                                 "error": None})
+            elif method == "mining.authorize":
+                await self.send({"id": msg_id, "result": True, "error": None})
+                await self.set_difficulty(difficulty)
+                if send_job:
+                    await self.notify(job or notify("a1"))
+            elif method == "mining.submit":
+                self.submits.append(Submit(msg["params"][1], msg["params"], self.syncs))
+                error = None if accept else [23, "Low difficulty share", None]
+                await self.send({"id": msg_id, "result": accept, "error": error})
+
+
+class HostilePool:
+    """Listens on loopback; each connection is served by ``handler`` (default: a normal ``serve()``)."""
+
+    def __init__(self, **serve_args: Any) -> None:
+        self.serve_args = serve_args
+        self.sessions: list[HostileSession] = []
+        self.new_session = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.garbage = False
+
+    @property
+    def url(self) -> str:
+        return f"stratum+tcp://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = HostileSession(reader, writer)
+        self.sessions.append(session)
+        self.new_session.set()
+        try:
+            if self.garbage:
+                while True:  # accepts the connection, then only talks nonsense
+                    await session.send(b"\x00garbage, not JSON\n")
+                    await asyncio.sleep(0.01)
+            await session.serve(**self.serve_args)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def session(self, index: int = 0, timeout: float = 30.0) -> HostileSession:
+        while len(self.sessions) <= index:
+            self.new_session.clear()
+            await asyncio.wait_for(self.new_session.wait(), timeout)
+        return self.sessions[index]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for s in self.sessions:
+                s.writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
