@@ -214,7 +214,7 @@ async def test_agent_scans_on_schedule_and_restores_pools(tmp_path: Path, keys: 
     assert [c.endpoint.user for c in agent.pools.connections()] == ["me"]
     await agent.pools.stop()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(DeviceView(agent), AuthStore(None))),
-                                 base_url="http://d") as client:
+                                 base_url="http://localhost") as client:
         doc = (await client.get("/api/v1/security")).json()
     assert doc["last_scan"]["worst"] == "critical" and doc["events"]
 

@@ -10,26 +10,40 @@ from pathlib import Path
 
 import uvicorn
 
-from openmos.api.auth import AuthStore
+from openmos.api.app import create_app
+from openmos.api.auth import AuthError, AuthStore
 from openmos.api.cgminer import CgminerApi, CgminerServer
-from openmos.api.rest import LogBuffer, create_app
+from openmos.api.logs import LogBuffer
 from openmos.api.view import DeviceView
+from openmos.base.files import state_dir
 from openmos.base.net import AllowList
 from openmos.miner.agent import MiningAgent
+from openmos.miner.config import ConfigError
 
 log = logging.getLogger(__name__)
 
 
+ACCOUNTS_FILE = "accounts.json"
+
+
 class DeviceApis:
-    def __init__(self, agent: MiningAgent, *, config_path: Path | None = None) -> None:
+    """The cgminer API and the REST API + web page of one agent. Accounts live in ``api.auth_file`` or, by
+    default, in ``accounts.json`` of the agent's state directory (``--state-dir`` / ``$OPENMOS_STATE_DIR``)."""
+
+    def __init__(self, agent: MiningAgent, *, config_path: Path | None = None, state: Path | None = None) -> None:
         cfg = agent.config.api
         self.view = DeviceView(agent)
         self.logs = LogBuffer()
         logging.getLogger("openmos").addHandler(self.logs)
-        self.auth = AuthStore(Path(cfg.auth_file) if cfg.auth_file else None)
+        self.accounts_path = Path(cfg.auth_file) if cfg.auth_file else (state or state_dir()) / ACCOUNTS_FILE
+        try:
+            self.auth = AuthStore(self.accounts_path)
+        except AuthError as exc:
+            raise ConfigError(str(exc)) from None
         self.cgminer = CgminerServer(CgminerApi(self.view, AllowList.parse(cfg.cgminer_allow)), cfg.cgminer_host,
                                      cfg.cgminer_port)
-        self.app = create_app(self.view, self.auth, config_path=config_path, logs=self.logs)
+        self.app = create_app(self.view, self.auth, config_path=config_path, logs=self.logs,
+                              allowed_hosts=[*cfg.allowed_hosts, *([cfg.rest_host] if cfg.rest_host else [])])
         self._uvicorn = uvicorn.Server(uvicorn.Config(self.app, host=cfg.rest_host, port=cfg.rest_port,
                                                       log_level="warning", lifespan="off"))
         self._task: asyncio.Task[None] | None = None
@@ -51,7 +65,7 @@ class DeviceApis:
             await asyncio.sleep(0.02)
         if not self.auth.has_owner:
             log.warning("no owner account yet: create one with POST /api/v1/auth/setup (there is no default "
-                        "password); until then every write is refused")
+                        "password; it will be kept in %s); until then every write is refused", self.accounts_path)
         log.info("REST API and web page on http://%s:%d", self._uvicorn.config.host, self.rest_port)
 
     async def stop(self) -> None:

@@ -20,15 +20,15 @@ class AllowList:
         """Parse entries. Anything wider than a /24 (IPv6: /120) is refused like a wildcard: privileged access
         is for named management hosts, and ``0.0.0.0/1`` + ``128.0.0.0/1`` is a wildcard in two halves."""
         nets: list[Network] = []
-        for entry in entries:
+        for number, entry in enumerate(entries, 1):
             text = entry.removeprefix("W:").strip()
             try:
                 net = ipaddress.ip_network(text, strict=False)
             except ValueError:
-                raise ValueError(f"allow entry {entry!r} is not an address or network") from None
+                raise ValueError(f"allow entry {number} is not an address or network (W:ip or W:ip/prefix)") from None
             narrowest = MIN_PREFIX_V4 if net.version == 4 else MIN_PREFIX_V6
             if net.prefixlen < narrowest:
-                raise ValueError(f"allow entry {entry[:64]!r} is wider than /{narrowest} and would grant a whole "
+                raise ValueError(f"allow entry {number} ({net}) is wider than /{narrowest} and would grant a whole "
                                  "network privileged access; list the management hosts instead")
             nets.append(net)
         return cls(tuple(nets))

@@ -128,7 +128,11 @@ def _add_api_args(parser: argparse.ArgumentParser) -> None:
     api.add_argument("--api-host", default=None, help="listen address for both APIs (default 127.0.0.1)")
     api.add_argument("--api-allow", action="append", default=None, metavar="W:IP/PREFIX",
                      help="hosts allowed to run privileged cgminer commands (repeatable; no wildcards)")
-    api.add_argument("--auth-file", default=None, help="accounts file for the REST API")
+    api.add_argument("--auth-file", default=None,
+                     help="accounts file for the REST API (default: accounts.json in --state-dir)")
+    api.add_argument("--state-dir", type=Path, default=None,
+                     help="where the agent keeps accounts across restarts (default: $OPENMOS_STATE_DIR, "
+                          "/var/lib/openmos as root, else ~/.local/state/openmos)")
     api.add_argument("--no-api", action="store_true", help="run without the device APIs")
 
 
@@ -145,11 +149,11 @@ def _with_api_args(config: AgentConfig, args: argparse.Namespace) -> AgentConfig
     return AgentConfig.from_dict(doc, source="command line")
 
 
-async def _start_apis(agent: MiningAgent, config_path: Path | None, *, any_port_if_busy: bool = False
-                      ) -> DeviceApis | None:
+async def _start_apis(agent: MiningAgent, config_path: Path | None, *, any_port_if_busy: bool = False,
+                      state: Path | None = None) -> DeviceApis | None:
     if not agent.config.api.enabled:
         return None
-    apis = DeviceApis(agent, config_path=config_path)
+    apis = DeviceApis(agent, config_path=config_path, state=state)
     try:
         await apis.start()
     except OSError as exc:
@@ -159,7 +163,7 @@ async def _start_apis(agent: MiningAgent, config_path: Path | None, *, any_port_
             doc = agent.config.model_dump()
             doc["api"] = {**doc["api"], "cgminer_port": 0, "rest_port": 0}
             agent.config = AgentConfig.from_dict(doc)
-            apis = DeviceApis(agent, config_path=config_path)
+            apis = DeviceApis(agent, config_path=config_path, state=state)
             await apis.start()
             return apis
         raise OSError(f"cannot start the device APIs: {exc} (choose other ports with --api-port/--rest-port, "
@@ -231,7 +235,7 @@ async def _run_agent(args: argparse.Namespace) -> int:
     await agent.start()
     apis = None
     try:
-        apis = await _start_apis(agent, args.config)
+        apis = await _start_apis(agent, args.config, state=args.state_dir)
         await _serve(args.duration, lambda: Group(agent_panel(agent)), not args.no_status)
     finally:
         if apis is not None:
@@ -269,7 +273,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
     log.info("demo: mining real SHA-256d shares on the CPU against the local pool at %s. Ctrl-C stops.", pool.url)
     apis = None
     try:
-        apis = await _start_apis(agent, None, any_port_if_busy=True)
+        apis = await _start_apis(agent, None, any_port_if_busy=True, state=args.state_dir)
         await _serve(args.duration, lambda: Group(agent_panel(agent), pool_panel(pool)), not args.no_status)
     finally:
         if apis is not None:

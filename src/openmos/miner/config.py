@@ -123,7 +123,11 @@ class ApiConfig(_Model):
     cgminer_allow: list[str] = Field(default_factory=list, description="W:ip/prefix entries for privileged commands")
     rest_host: str = "127.0.0.1"
     rest_port: int = Field(default=8080, ge=0, le=65535)
-    auth_file: str | None = Field(default=None, description="accounts file (created at owner setup)")
+    auth_file: str | None = Field(default=None, description="accounts file (default: accounts.json in the agent's "
+                                                             "state directory); only an admin may change it")
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=32,
+                                     description="extra host names the web page and REST API answer to (IP "
+                                                 "addresses, localhost and this machine's name always work)")
     enabled: bool = True
 
     @field_validator("cgminer_allow")
