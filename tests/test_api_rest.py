@@ -132,7 +132,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it as root)")
 async def test_web_page_shows_live_values_in_a_real_browser() -> None:
-    from playwright.async_api import async_playwright
+    """The page works under its own Content-Security-Policy (no eval, no inline code): waits use locators,
+    which do not evaluate strings in the page, and any CSP violation the browser reports fails the test."""
+    from playwright.async_api import async_playwright, expect
 
     OUTPUT.mkdir(exist_ok=True)
     async with running_device() as dev, async_playwright() as pw:
@@ -141,13 +143,16 @@ async def test_web_page_shows_live_values_in_a_real_browser() -> None:
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         try:
             page = await browser.new_page(viewport={"width": 1200, "height": 900})
+            violations: list[str] = []
+            page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text
+                    else None)
             await page.goto(dev.rest_url + "/")
-            await page.wait_for_function("document.getElementById('hashrate').textContent.includes('TH/s')")
-            await page.wait_for_function("document.querySelectorAll('#heatmap rect').length === 324")
+            await expect(page.locator("#hashrate")).to_contain_text("TH/s", timeout=15000)
+            await expect(page.locator("#heatmap rect")).to_have_count(324, timeout=15000)
             first = await page.text_content("#power")
-            await page.wait_for_function(
-                f"document.getElementById('power').textContent !== {json.dumps(first)}", timeout=15000)
-            await page.wait_for_function("document.querySelector('#chart-power polyline') !== null")
+            await expect(page.locator("#power")).not_to_have_text(first or "", timeout=15000)
+            await expect(page.locator("#chart-power polyline")).to_have_count(1, timeout=15000)
+            assert not violations, violations
             assert "OpenMOS" in (await page.text_content("#hardware") or "")
             assert await page.text_content("#pools tbody td:nth-child(3)") == "api.s21"
             await page.screenshot(path=str(OUTPUT / "web-page.png"), full_page=True)
