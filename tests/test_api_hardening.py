@@ -62,7 +62,8 @@ async def raw_http(port: int, head: bytes, body: bytes = b"", timeout: float = 3
 
 
 def owner_store(path: Path | None = None) -> tuple[AuthStore, str]:
-    auth = AuthStore(path)
+    """An owner account; the login throttle's clock stands still, so backoffs never expire mid-test."""
+    auth = AuthStore(path, LoginThrottle(clock=lambda: 1000.0))
     auth.setup_owner("admin", OWNER)
     return auth, auth.login("admin", OWNER)
 
