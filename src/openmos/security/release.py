@@ -9,6 +9,8 @@ noticed; every publish bumps versions so a replayed older release is refused.
 from __future__ import annotations
 
 import shutil
+import tarfile
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from tuf.api.metadata import Timestamp as TimestampRole
 from tuf.api.serialization.json import JSONSerializer
 
 from openmos.base.files import atomic_write
+from openmos.security.update import parse_version
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 EXPIRY = {"root": timedelta(days=365), "targets": timedelta(days=90), "snapshot": timedelta(days=7),
@@ -53,6 +56,19 @@ def load_signers(key_dir: Path, role: str) -> list[CryptoSigner]:
     if not signers:
         raise FileNotFoundError(f"no {role} keys in {key_dir} (create them with `mos release init`)")
     return signers
+
+
+def check_bundle(bundle: Path) -> None:
+    """A bundle is a (gzipped) tar of the slot tree with an executable ``bin/openmos-agent``: refuse to sign
+    anything else, since devices would only reject it after download."""
+    try:
+        with tarfile.open(bundle, "r:*") as tar:
+            agent = next((m for m in tar.getmembers() if m.name.lstrip("./") == "bin/openmos-agent"), None)
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
+        raise ValueError(f"{bundle} is not a tar archive ({type(exc).__name__}); a bundle is a .tar.gz of the "
+                         "slot tree") from None
+    if agent is None or not agent.isfile():
+        raise ValueError(f"{bundle} is not a tar archive of a slot: it has no bin/openmos-agent file")
 
 
 class ReleaseRepository:
@@ -115,6 +131,11 @@ class ReleaseRepository:
     def publish(self, bundle: Path, name: str | None = None, custom: dict[str, str] | None = None) -> TargetFile:
         """Sign ``bundle`` into the repository as target ``name`` (default: its file name)."""
         name = name or bundle.name
+        if custom and "version" in custom:
+            parse_version(custom["version"])  # "latest" would be signed, then block every later update
+        check_bundle(bundle)
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"target name {name!r} must be a plain file name")
         dest = self.targets_dir / name
         shutil.copyfile(bundle, dest)
         target = TargetFile.from_file(name, str(dest))

@@ -8,16 +8,20 @@ declared. Findings carry a severity and a reason; nothing is deleted, the operat
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import os
+import json
+import re
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from openmos.security.persistence import CLASSES, SUSPICIOUS, PersistenceClass
+from openmos.security.rootfs import RootFS, printable
 from openmos.security.signing import verify_document
 
 # Indicators from real attacks on Antminer control boards (shared/reference/security.md).
@@ -35,12 +39,58 @@ IOC_HOSTS = {
 IOC_PORTS = {7000: "Antbleed phone-home port"}
 OVERSIZE = {"usr/bin/ntpd": 1_500_000}  # trojanised ntpd seen several times larger than the real one
 KNOWN_CONFIGS = ("bmminer.conf", "cgminer.conf", "agent.toml", "openmos.toml", "network.conf")
-PERSISTENCE_GLOBS = ("etc/crontab", "etc/cron.d/*", "var/spool/cron/crontabs/*", "etc/rc.local", "etc/init.d/*",
-                     "etc/systemd/system/*", "root/.ssh/authorized_keys", "home/*/.ssh/authorized_keys",
-                     "etc/profile.d/*")
+POOL_CONFIGS = ("config/cgminer.conf", "config/bmminer.conf", "etc/cgminer.conf", "etc/bmminer.conf",
+                "opt/cgminer.conf", "opt/bmminer.conf")
+DNSMASQ_FILES = ("etc/dnsmasq.conf", "etc/dnsmasq.d/*")
 BASELINE_DIRS = ("usr/bin", "usr/sbin", "bin", "sbin", "lib", "etc", "config", "opt/openmos")
-TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/")
+TEMP_DIRS = ("tmp", "var/tmp", "dev/shm")
 SEVERITY_ORDER = {"critical": 3, "high": 2, "medium": 1, "info": 0}
+HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")
+
+
+def _host_text(host: str) -> str:
+    """A host name or address taken from a hostile file, shown only if it is one."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return host.lower() if HOSTNAME.match(host) else "<not a host name>"
+
+
+def _ioc_host(host: str) -> str | None:
+    host = host.lower().rstrip(".")
+    for bad, why in IOC_HOSTS.items():
+        if host == bad or host.endswith("." + bad):
+            return why
+    return None
+
+
+def _normal_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address with IPv4-mapped IPv6 (``::ffff:127.0.0.1``) folded to IPv4; None for a host name."""
+    try:
+        addr = ipaddress.ip_address(text.strip("[]").split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def _split_endpoint(entry: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]:port``, ``v6`` or ``:port`` -> (normalised host or "", port)."""
+    entry = entry.strip()
+    port: int | None = None
+    host = entry
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    elif entry.count(":") == 1:
+        host, _, p = entry.partition(":")
+        if not p.isdigit():
+            raise ValueError(f"endpoint {entry!r}: port must be a number")
+        port = int(p)
+    addr = _normal_ip(host)
+    return (str(addr) if addr is not None else host.lower().rstrip(".")), port
 
 
 @dataclass(frozen=True)
@@ -65,35 +115,31 @@ class ScanReport:
         return [f for f in self.findings if f.check == check]
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _walk(root: Path, rel_dirs: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
-    for rel in rel_dirs:
-        base = root / rel
-        if not base.is_dir():
-            continue
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                path = Path(dirpath) / name
-                if path.is_symlink() or not path.is_file():
-                    continue
-                yield path.relative_to(root).as_posix(), path
-
-
 def build_baseline(root: Path, dirs: tuple[str, ...] = BASELINE_DIRS) -> dict[str, Any]:
-    """Hashes of every regular file under ``dirs`` (sign it with signing.sign_document)."""
-    files = {rel: sha256_file(path) for rel, path in _walk(root, dirs)}
-    for pattern in PERSISTENCE_GLOBS:  # persistence points outside those dirs (e.g. ~/.ssh) too
-        for path in root.glob(pattern):
-            if path.is_file() and not path.is_symlink():
-                files[path.relative_to(root).as_posix()] = sha256_file(path)
+    """Hashes of every regular file (and the target of every link) under ``dirs`` and at every persistence
+    point; sign it with signing.sign_document."""
+    fs = RootFS(root)
+    files: dict[str, str] = {}
+    for rel_dir in dirs:
+        for rel, _st in fs.walk(rel_dir):
+            digest = fs.digest(rel)
+            if digest is not None:
+                files[rel] = digest
+    for rel in _persistence_points(fs):  # persistence points outside those dirs (e.g. ~/.ssh) too
+        digest = fs.digest(rel)
+        if digest is not None:
+            files[rel] = digest
     return {"created": int(time.time()), "dirs": list(dirs), "files": files}
+
+
+def _persistence_points(fs: RootFS) -> Iterator[str]:
+    seen: set[str] = set()
+    for cls in CLASSES:
+        for pattern in cls.patterns:
+            for rel in fs.glob(pattern):
+                if rel not in seen:
+                    seen.add(rel)
+                    yield rel
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -106,152 +152,262 @@ def _edit_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
-def _parse_proc_net(path: Path) -> Iterator[tuple[str, int, str]]:
-    """(remote ip, remote port, state hex) from /proc/net/tcp or tcp6."""
-    try:
-        lines = path.read_text().splitlines()[1:]
-    except OSError:
-        return
-    for line in lines:
+def _parse_proc_net(text: str) -> Iterator[tuple[str, int, str]]:
+    """(remote ip, remote port, state hex) from /proc/net/tcp or tcp6; malformed lines are skipped."""
+    for line in text.splitlines()[1:]:
         parts = line.split()
-        if len(parts) < 4 or ":" not in parts[2]:
+        if len(parts) < 4 or parts[2].count(":") != 1:
             continue
         addr_hex, port_hex = parts[2].split(":")
-        raw = bytes.fromhex(addr_hex)
+        try:
+            raw = bytes.fromhex(addr_hex)
+            port = int(port_hex, 16)
+        except ValueError:
+            continue
         if len(raw) == 4:
             ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
-        else:  # tcp6: four little-endian 32-bit words
+        elif len(raw) == 16:  # tcp6: four little-endian 32-bit words
             ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
-        yield ip, int(port_hex, 16), parts[3]
+        else:
+            continue
+        if 0 <= port <= 65535:
+            yield ip, port, parts[3]
 
 
 @dataclass
 class Scanner:
+    """Scan ``root``. ``declared_endpoints`` are the pools and services this device may talk to:
+    ``host``, ``host:port``, ``[v6]:port`` or ``:port`` (any host on that port)."""
+
     root: Path
     baseline: dict[str, Any] | None = None
-    declared_endpoints: set[str] = field(default_factory=set)  # "ip", "ip:port" or ":port"
+    declared_endpoints: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.fs = RootFS(self.root)
+        self._declared = {_split_endpoint(e) for e in self.declared_endpoints}
+        self._known: dict[str, str] = dict((self.baseline or {}).get("files", {}))
 
     @classmethod
     def with_signed_baseline(cls, root: Path, envelope: dict[str, Any], public_pem: bytes,
                              declared_endpoints: set[str] | None = None) -> Scanner:
-        return cls(root, verify_document(envelope, public_pem), declared_endpoints or set())
+        baseline = verify_document(envelope, public_pem)
+        if not isinstance(baseline.get("files"), dict):
+            raise ValueError("the signed baseline has no file list")
+        return cls(root, baseline, declared_endpoints or set())
 
     def scan(self) -> ScanReport:
         report = ScanReport(str(self.root))
-        for check in (self._iocs, self._hosts, self._lookalikes, self._oversize, self._persistence,
-                      self._baseline, self._processes, self._connections):
+        for check in (self._iocs, self._hosts, self._dnsmasq, self._lookalikes, self._pool_configs,
+                      self._oversize, self._persistence, self._temp_executables, self._baseline,
+                      self._processes, self._connections):
             report.findings.extend(check(report))
         return report
+
+    def _unchanged(self, rel: str) -> bool:
+        """True when a baseline is loaded and ``rel`` is in it with the same content (or link target)."""
+        return rel in self._known and self._known[rel] == self.fs.digest(rel)
+
+    def declared(self, host: str, port: int | None) -> bool:
+        addr = _normal_ip(host)
+        host = str(addr) if addr is not None else host.lower().rstrip(".")
+        return any((h == host and p in (None, port)) or (h == "" and p == port) for h, p in self._declared)
 
     # -- checks ---------------------------------------------------------------------------------------
 
     def _iocs(self, _: ScanReport) -> Iterator[Finding]:
         for rel, why in IOC_FILES.items():
-            if (self.root / rel).exists() or (self.root / rel).is_symlink():
+            if self.fs.lstat(rel) is not None:
                 yield Finding("ioc-file", "critical", rel, why)
 
     def _hosts(self, _: ScanReport) -> Iterator[Finding]:
         for rel in ("etc/hosts", "etc/resolv.conf"):
-            path = self.root / rel
-            if not path.is_file():
+            text = self.fs.text(rel)
+            if text is None:
                 continue
-            for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-                text = line.split("#", 1)[0].lower()
-                for host, why in IOC_HOSTS.items():
-                    if host in text:
-                        yield Finding("ioc-host", "critical", f"{rel}:{n}", f"{host}: {why}")
+            for n, line in enumerate(text.splitlines(), 1):
+                for word in line.split("#", 1)[0].lower().split()[1:]:
+                    why = _ioc_host(word)
+                    if why:
+                        yield Finding("ioc-host", "critical", f"{rel}:{n}", f"{_host_text(word)}: {why}")
+
+    def _dnsmasq(self, _: ScanReport) -> Iterator[Finding]:
+        """``address=/domain/ip`` and ``server=/domain/ip`` answer a name with the attacker's choice."""
+        for pattern in DNSMASQ_FILES:
+            for rel in self.fs.glob(pattern):
+                text = self.fs.text(rel)
+                if text is None:
+                    continue
+                signed = self._unchanged(rel)
+                for n, line in enumerate(text.splitlines(), 1):
+                    key, sep, value = line.split("#", 1)[0].strip().partition("=")
+                    if not sep or key.strip() not in ("address", "server", "local") or not value.startswith("/"):
+                        continue
+                    fields = value.split("/")
+                    domains, answer = [d for d in fields[1:-1] if d], fields[-1]
+                    shown = ", ".join(_host_text(d) if d != "#" else "every name" for d in domains[:3]) or "?"
+                    answer_text = _host_text(answer.split("#")[0]) if answer else "no answer (blocked)"
+                    if any(_ioc_host(d) for d in domains):
+                        yield Finding("dns-redirect", "critical", f"{rel}:{n}",
+                                      f"dnsmasq redirects {shown} (a known malware host) to {answer_text}")
+                    elif not signed:
+                        state = "not in the signed baseline" if self.baseline is not None else "no baseline"
+                        yield Finding("dns-redirect", "high", f"{rel}:{n}",
+                                      f"dnsmasq answers {shown} with {answer_text} ({state}): pool and update "
+                                      "names can be hijacked this way")
 
     def _lookalikes(self, _: ScanReport) -> Iterator[Finding]:
-        config = self.root / "config"
-        if not config.is_dir():
-            return
-        for path in config.iterdir():
-            name = path.name
+        for name in self.fs.listdir("config"):
             if name in KNOWN_CONFIGS:
                 continue
             for known in KNOWN_CONFIGS:
                 if _edit_distance(name.lower(), known) <= 2:
-                    yield Finding("lookalike-config", "high", f"config/{name}",
+                    yield Finding("lookalike-config", "high", f"config/{printable(name)}",
                                   f"looks like {known} (malware hides pool settings in look-alike files)")
                     break
 
+    def _pool_configs(self, _: ScanReport) -> Iterator[Finding]:
+        """Stock cgminer/bmminer configs: every pool must be one the operator declared."""
+        for rel in POOL_CONFIGS:
+            data = self.fs.read(rel)
+            if data is None:
+                continue
+            try:
+                doc = json.loads(data)
+            except (ValueError, RecursionError):
+                yield Finding("pool-config", "medium", rel, "not valid JSON; the miner may ignore or misread it")
+                continue
+            pools = doc.get("pools") if isinstance(doc, dict) else None
+            for i, pool in enumerate(pools if isinstance(pools, list) else []):
+                url = pool.get("url") if isinstance(pool, dict) else None
+                if not isinstance(url, str):
+                    continue
+                try:
+                    parts = urlsplit(url if "://" in url else "stratum+tcp://" + url)
+                    host, port = parts.hostname or "", parts.port
+                except ValueError:
+                    yield Finding("pool-config", "high", f"{rel}#pools[{i}]", "pool URL is malformed")
+                    continue
+                where = f"{_host_text(host)}:{port if port is not None else '?'}"
+                why = _ioc_host(host)
+                if why:
+                    yield Finding("pool-config", "critical", f"{rel}#pools[{i}]", f"pool {where}: {why}")
+                elif not self._declared:
+                    yield Finding("pool-config", "medium", f"{rel}#pools[{i}]",
+                                  f"pool {where} configured; declare your pools (--allow-endpoint) so a foreign "
+                                  "one is reported as such")
+                elif not self.declared(host, port):
+                    yield Finding("pool-config", "high", f"{rel}#pools[{i}]",
+                                  f"foreign pool {where}: not one of the declared endpoints (hashrate hijack)")
+
     def _oversize(self, _: ScanReport) -> Iterator[Finding]:
         for rel, limit in OVERSIZE.items():
-            path = self.root / rel
-            if path.is_file() and path.stat().st_size > limit:
-                yield Finding("oversize-binary", "high", rel, f"{path.stat().st_size} bytes > {limit} expected")
+            st = self.fs.lstat(rel)
+            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > limit:
+                yield Finding("oversize-binary", "high", rel, f"{st.st_size} bytes > {limit} expected")
 
     def _persistence(self, _: ScanReport) -> Iterator[Finding]:
-        known = (self.baseline or {}).get("files", {})
-        for pattern in PERSISTENCE_GLOBS:
-            for path in self.root.glob(pattern):
-                if not path.is_file():
+        for cls in CLASSES:
+            seen: set[str] = set()
+            for pattern in cls.patterns:
+                for rel in self.fs.glob(pattern):
+                    if rel in seen or self._unchanged(rel):
+                        continue
+                    seen.add(rel)
+                    finding = self._persistence_finding(cls, rel)
+                    if finding is not None:
+                        yield finding
+
+    def _persistence_finding(self, cls: PersistenceClass, rel: str) -> Finding | None:
+        """Severity and reason for one persistence point that is not vouched for by a baseline. The file
+        is described (line counts, link target), never quoted: it may be a link to a secret."""
+        st = self.fs.lstat(rel)
+        if st is None or stat.S_ISDIR(st.st_mode):
+            return None
+        check = f"persistence:{cls.name}"
+        state = ("changed since" if rel in self._known else "not in") + " the signed baseline" \
+            if self.baseline is not None else "no baseline to compare with"
+        if stat.S_ISLNK(st.st_mode):
+            target = self.fs.readlink(rel) or ""
+            bad = bool(SUSPICIOUS.search(target))
+            severity = "critical" if bad and self.baseline is not None else "high" if bad or self.baseline \
+                is not None else "info"
+            return Finding(check, severity, rel, f"{cls.what}: symbolic link to {printable(target)} ({state}; "
+                                                 "not followed)")
+        if not stat.S_ISREG(st.st_mode):
+            return Finding(check, "high", rel, f"{cls.what}: not a regular file (FIFO, device or socket)")
+        text = self.fs.text(rel) or ""
+        lines = text.splitlines()
+        active = [n for n, ln in enumerate(lines, 1) if cls.active(ln)]
+        suspicious = [n for n in active if SUSPICIOUS.search(lines[n - 1])]
+        if not active:
+            return None
+        detail = f"{cls.what}: {len(active)} active line(s)"
+        if suspicious:
+            detail += f", line(s) {', '.join(map(str, suspicious[:5]))} fetch or run code from a network or " \
+                      "temporary location"
+        if self.baseline is None:
+            return Finding(check, "high" if suspicious else cls.unknown, rel, f"{detail} ({state}; review them)")
+        return Finding(check, "critical" if suspicious else "high", rel, f"{detail} ({state})")
+
+    def _temp_executables(self, _: ScanReport) -> Iterator[Finding]:
+        """Nothing legitimate on a miner runs from world-writable scratch space."""
+        for rel_dir in TEMP_DIRS:
+            for rel, st in self.fs.walk(rel_dir):
+                if not stat.S_ISREG(st.st_mode):
                     continue
-                rel = path.relative_to(self.root).as_posix()
-                content = path.read_text(errors="replace")
-                active = [ln for ln in content.splitlines() if ln.strip() and not ln.strip().startswith("#")
-                          and ln.strip() != "exit 0"]
-                if rel in known and known[rel] == sha256_file(path):
+                head = self.fs.read(rel, 4) or b""
+                kind = "ELF binary" if head == b"\x7fELF" else "script" if head[:2] == b"#!" else None
+                if kind is None and not st.st_mode & 0o111:
                     continue
-                if self.baseline is None:
-                    if active:
-                        yield Finding("persistence", "medium", rel, f"{len(active)} active line(s); no baseline to "
-                                      "compare with, review them")
-                    continue
-                state = "changed since" if rel in known else "not in"
-                yield Finding("persistence", "high", rel, f"persistence point {state} the signed baseline: "
-                              + "; ".join(active[:3])[:200])
+                yield Finding("temp-executable", "critical" if kind == "ELF binary" else "high", rel,
+                              f"{kind or 'executable file'} (mode {stat.filemode(st.st_mode)}, {st.st_size} bytes) "
+                              "in a temporary directory")
 
     def _baseline(self, report: ScanReport) -> Iterator[Finding]:
         if self.baseline is None:
             return
-        known: dict[str, str] = self.baseline["files"]
-        dirs = tuple(self.baseline.get("dirs", BASELINE_DIRS))
+        dirs = tuple(d for d in self.baseline.get("dirs", BASELINE_DIRS) if isinstance(d, str))
         seen = set()
-        for rel, path in _walk(self.root, dirs):
-            seen.add(rel)
-            report.files_hashed += 1
-            digest = sha256_file(path)
-            if rel not in known:
-                yield Finding("integrity", "high", rel, "file not in the signed baseline")
-            elif known[rel] != digest:
-                yield Finding("integrity", "critical", rel, "file differs from the signed baseline")
-        for rel in sorted(set(known) - seen):
-            if not (self.root / rel).is_file():  # persistence files outside ``dirs`` are checked separately
-                yield Finding("integrity", "medium", rel, "file from the signed baseline is missing")
+        for rel_dir in dirs:
+            for rel, _st in self.fs.walk(rel_dir):
+                digest = self.fs.digest(rel)
+                if digest is None:
+                    continue
+                seen.add(rel)
+                report.files_hashed += 1
+                if rel not in self._known:
+                    yield Finding("integrity", "high", rel, "file not in the signed baseline")
+                elif self._known[rel] != digest:
+                    yield Finding("integrity", "critical", rel, "file differs from the signed baseline")
+        for rel in sorted(set(self._known) - seen):
+            try:
+                if self.fs.lstat(rel) is None:  # persistence files outside ``dirs`` are checked separately
+                    yield Finding("integrity", "medium", printable(rel), "file from the signed baseline is missing")
+            except ValueError:
+                continue
 
     def _processes(self, _: ScanReport) -> Iterator[Finding]:
-        proc = self.root / "proc"
-        if not proc.is_dir():
-            return
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
+        for name in self.fs.listdir("proc"):
+            if not name.isdigit():
                 continue
-            exe = entry / "exe"
-            try:
-                target = os.readlink(exe)
-            except OSError:
+            target = self.fs.readlink(f"proc/{name}/exe")
+            if target is None:
                 continue
-            if target.startswith(TEMP_DIRS) or target.endswith(" (deleted)"):
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip() \
-                    if (entry / "cmdline").exists() else ""
-                yield Finding("process", "critical", f"proc/{entry.name}",
-                              f"running from {target} ({cmdline[:120]})")
-
-    def _declared(self, ip: str, port: int) -> bool:
-        return f"{ip}:{port}" in self.declared_endpoints or ip in self.declared_endpoints \
-            or f":{port}" in self.declared_endpoints
+            if target.startswith(tuple(f"/{d}/" for d in TEMP_DIRS)) or target.endswith(" (deleted)"):
+                yield Finding("process", "critical", f"proc/{name}", f"running from {printable(target)}")
 
     def _connections(self, _: ScanReport) -> Iterator[Finding]:
         for name in ("tcp", "tcp6"):
-            for ip, port, state in _parse_proc_net(self.root / "proc" / "net" / name):
+            text = self.fs.text(f"proc/net/{name}")
+            for ip, port, state in _parse_proc_net(text or ""):
                 if state != "01":  # ESTABLISHED only; listening sockets are the APIs
                     continue
-                addr = ipaddress.ip_address(ip)
-                if addr.is_loopback or (addr.is_unspecified):
+                addr = _normal_ip(ip)
+                if addr is None or addr.is_loopback or addr.is_unspecified:
                     continue
                 if port in IOC_PORTS:
-                    yield Finding("egress", "critical", f"proc/net/{name}", f"{ip}:{port}: {IOC_PORTS[port]}")
-                elif not self._declared(ip, port):
+                    yield Finding("egress", "critical", f"proc/net/{name}", f"{addr}:{port}: {IOC_PORTS[port]}")
+                elif not self.declared(str(addr), port):
                     yield Finding("egress", "high", f"proc/net/{name}",
-                                  f"connection to undeclared endpoint {ip}:{port}")
+                                  f"connection to undeclared endpoint {addr}:{port}")

@@ -11,9 +11,11 @@ installed one, and archive entries that would land outside the slot (path traver
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,11 +53,22 @@ class SlotState:
     history: list[str] = field(default_factory=list)
 
 
+VERSION = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$")
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    """``1.2.3`` -> (1, 2, 3). Anything else (``latest``, ``1.2-rc``, ``-1``) raises ValueError: versions are
+    compared to refuse downgrades, so a name that cannot be ordered must never be signed or installed."""
+    if not isinstance(version, str) or not VERSION.match(version):
+        raise ValueError(f"version {str(version)[:40]!r} is not 1 to 4 dotted numbers (e.g. 0.2.0)")
+    return tuple(int(p) for p in version.split("."))
+
+
 def _version_key(version: str) -> tuple[int, ...]:
     try:
-        return tuple(int(p) for p in version.split("."))
-    except ValueError:
-        raise UpdateRejected(f"bundle version {version!r} is not dotted numbers") from None
+        return parse_version(version)
+    except ValueError as exc:
+        raise UpdateRejected(f"bundle {exc}") from None
 
 
 class SlotInstaller:
@@ -83,8 +96,12 @@ class SlotInstaller:
 
     def install(self, bundle: Path, target: str, version: str) -> str:
         """Unpack into the inactive slot and mark it for a trial boot."""
+        new = _version_key(version)
         current = self.installed_version()
-        if current is not None and _version_key(version) <= _version_key(current):
+        if current is not None and not VERSION.match(current):  # written before versions were validated
+            self.state.history.append(f"installed version {current[:40]!r} is not a version; ignored")
+            current = None
+        if current is not None and new <= _version_key(current):
             raise UpdateRejected(f"version {version} is not newer than installed {current} (downgrade refused)")
         slot = self.inactive
         dest = self.slot_dir(slot)
@@ -133,15 +150,18 @@ class SlotInstaller:
 
 def safe_extract(bundle: Path, dest: Path) -> None:
     """Extract a .tar.gz refusing anything that could escape ``dest`` or is not a plain file/dir."""
-    with tarfile.open(bundle, "r:*") as tar:
-        for member in tar.getmembers():
-            name = member.name
-            target = (dest / name).resolve()
-            if name.startswith("/") or ".." in Path(name).parts or not target.is_relative_to(dest.resolve()):
-                raise UpdateRejected(f"bundle entry {name!r} would be written outside the slot")
-            if not (member.isfile() or member.isdir()):
-                raise UpdateRejected(f"bundle entry {name!r} is a link or device; refused")
-        tar.extractall(dest, filter="data")
+    try:
+        with tarfile.open(bundle, "r:*") as tar:
+            for member in tar.getmembers():
+                name = member.name
+                target = (dest / name).resolve()
+                if name.startswith("/") or ".." in Path(name).parts or not target.is_relative_to(dest.resolve()):
+                    raise UpdateRejected(f"bundle entry {name!r} would be written outside the slot")
+                if not (member.isfile() or member.isdir()):
+                    raise UpdateRejected(f"bundle entry {name!r} is a link or device; refused")
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
+        raise UpdateRejected(f"bundle {bundle.name} is not a readable tar archive ({type(exc).__name__})") from None
 
 
 class DeviceUpdater:
@@ -158,9 +178,13 @@ class DeviceUpdater:
         # (only through the chain of signed roots, never from a bundle).
         bootstrap = (self.meta_dir / "root.json").read_bytes() if (self.meta_dir / "root.json").exists() \
             else trusted_root
-        self._updater = Updater(str(self.meta_dir), f"{self.repo_url}/metadata/", str(self.download_dir),
-                                f"{self.repo_url}/targets/", fetcher=fetcher or FileFetcher(),
-                                bootstrap=bootstrap)
+        try:
+            self._updater = Updater(str(self.meta_dir), f"{self.repo_url}/metadata/", str(self.download_dir),
+                                    f"{self.repo_url}/targets/", fetcher=fetcher or FileFetcher(),
+                                    bootstrap=bootstrap)
+        except (RepositoryError, ValueError) as exc:
+            raise UpdateRejected(f"the root of trust is not valid TUF root metadata (JSON signed by the release "
+                                 f"root keys): {type(exc).__name__}") from None
         self.slots = slots
 
     def refresh(self) -> None:
@@ -176,7 +200,8 @@ class DeviceUpdater:
         if info is None:
             raise UpdateRejected(f"{target!r} is not a signed, current release (unknown or revoked)")
         custom = info.unrecognized_fields.get("custom", {})
-        version = str(custom.get("version", "0"))
+        version = str(custom.get("version", "")) if isinstance(custom, dict) else ""
+        _version_key(version)  # before downloading: a release without an orderable version is refused
         try:
             path = Path(self._updater.download_target(info))
         except (RepositoryError, DownloadError) as exc:
@@ -184,13 +209,18 @@ class DeviceUpdater:
         return path, version, str(info.hashes.get("sha256", ""))
 
     def install(self, target: str, health_check: Callable[[Path], bool]) -> str:
-        """Verify and install ``target``, trial-boot it and keep it only if ``health_check(slot_dir)`` passes."""
+        """Verify and install ``target``, trial-boot it and keep it only if ``health_check(slot_dir)`` passes
+        (normally an :class:`~openmos.security.health.AgentHealthGate`)."""
         path, version, _ = self.verify(target)
         self.slots.install(path, target, version)
         slot = self.slots.boot_slot()
         ok = False
         try:
             ok = bool(health_check(self.slots.slot_dir(slot)))
-        except Exception:  # a crashing health check is a failed one
+        except Exception as exc:  # a crashing health check is a failed one
+            self.slots.state.history.append(f"health check crashed: {type(exc).__name__}")
             ok = False
+        reason = getattr(getattr(health_check, "last", None), "reason", None)
+        if isinstance(reason, str):
+            self.slots.state.history.append(f"health gate on slot {slot}: {reason}")
         return self.slots.confirm(ok)

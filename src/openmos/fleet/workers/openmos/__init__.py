@@ -11,6 +11,7 @@ from openmos import __version__
 from openmos.fleet.workers.edge import BusEdge
 from openmos.miner.agent import MiningAgent
 from openmos.miner.control import AgentControl
+from openmos.security.health import AgentHealthGate
 from openmos.security.update import DeviceUpdater, SlotInstaller, UpdateRejected
 
 
@@ -37,9 +38,21 @@ class AgentWorker(AgentControl, BusEdge):
         state = Path(upd.state_dir)
         slots = SlotInstaller(state)
         previous = slots.installed_version() or __version__
-        updater = DeviceUpdater(state, upd.repo, Path(upd.root_of_trust).read_bytes(), slots)
+        # The trial agent runs with this agent's config; this one pauses meanwhile (the hardware is shared).
+        trial_config = state / "trial-agent.toml"
+        self.agent.config.save(trial_config)
+        pools = {p.url for g in self.agent.config.groups for p in g.pools}
+        gate = AgentHealthGate(trial_config, pools, deadline_s=upd.health_deadline_s, log_dir=state)
+        was_paused = self.agent.paused
         try:
-            active = await asyncio.to_thread(updater.install, target, lambda slot: any(slot.iterdir()))
+            updater = DeviceUpdater(state, upd.repo, Path(upd.root_of_trust).read_bytes(), slots)
+            if not was_paused:
+                await self.agent.pause()
+            active = await asyncio.to_thread(updater.install, target, gate)
         except UpdateRejected as exc:
             return {"ok": False, "error": str(exc)}
-        return {"previous": previous, "active_slot": active, "history": slots.state.history[-2:]}
+        finally:
+            if not was_paused:
+                await self.agent.resume()
+        return {"previous": previous, "active_slot": active, "history": slots.state.history[-3:],
+                "health": gate.last.reason if gate.last else None}
