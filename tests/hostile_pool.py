@@ -105,6 +105,7 @@ class HostilePool:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.garbage = False
+        self.flood = False  # after the handshake: absurd difficulties and fresh jobs as fast as the socket takes
 
     @property
     def url(self) -> str:
@@ -123,11 +124,26 @@ class HostilePool:
                 while True:  # accepts the connection, then only talks nonsense
                     await session.send(b"\x00garbage, not JSON\n")
                     await asyncio.sleep(0.01)
-            await session.serve(**self.serve_args)
+            if self.flood:
+                flood = asyncio.create_task(self._flood(session))
+                try:
+                    await session.serve(**self.serve_args)
+                finally:
+                    flood.cancel()
+            else:
+                await session.serve(**self.serve_args)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
+
+    @staticmethod
+    async def _flood(session: HostileSession) -> None:
+        while not any(m.get("method") == "mining.authorize" for m in session.received):
+            await asyncio.sleep(0.01)
+        for n in itertools.count():
+            await session.set_difficulty("1e-300")
+            await session.notify(notify(f"f{n}", clean=n % 2 == 0))
 
     async def session(self, index: int = 0, timeout: float = 30.0) -> HostileSession:
         while len(self.sessions) <= index:

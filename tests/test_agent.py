@@ -33,12 +33,17 @@ class LyingHardware(MiningHardware):
                 continue
             header = work.header
             mid = BlockHeader(header.version, header.prev_hash, header.merkle_root, header.ntime, header.bits, 0)
-            for nonce, _ in mid.midstate().scan(mid.tail12(), range(200_000), work.target):
-                sink(NonceResult(work.work_id, nonce, header.version, 0, 0))
-                sink(NonceResult(work.work_id, (nonce + 1) & 0xFFFFFFFF, header.version, 0, 1))
-                sink(NonceResult(work.work_id, nonce, header.version ^ 0x80000000, 0, 2))
-                sink(NonceResult(10**9, nonce, header.version, 0, 3))  # unknown work id
-                break
+            midstate, tail = mid.midstate(), mid.tail12()
+            for start in range(0, 200_000, 5_000):  # in slices, so the event loop keeps answering the pools
+                hit = next(iter(midstate.scan(tail, range(start, start + 5_000), work.target)), None)
+                if hit is not None:
+                    nonce = hit[0]
+                    sink(NonceResult(work.work_id, nonce, header.version, 0, 0))
+                    sink(NonceResult(work.work_id, (nonce + 1) & 0xFFFFFFFF, header.version, 0, 1))
+                    sink(NonceResult(work.work_id, nonce, header.version ^ 0x80000000, 0, 2))
+                    sink(NonceResult(10**9, nonce, header.version, 0, 3))  # unknown work id
+                    break
+                await asyncio.sleep(0)
             await asyncio.sleep(0)
 
     async def stop(self) -> None:

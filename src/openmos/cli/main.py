@@ -80,6 +80,17 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sim-speed", type=float, default=1.0,
                      help="simulated hardware only: simulated seconds per real second (default: %(default)s)")
     run.add_argument("--seed", type=int, default=0, help="simulated hardware only: which unit")
+    stratum = run.add_argument_group("pool behaviour (override the config's [stratum] section)")
+    stratum.add_argument("--suggest-difficulty", type=float, metavar="D",
+                         help="start difficulty to ask pools for (mining.suggest_difficulty); default: one share "
+                              "every ~5 s on this hardware; 0: do not ask")
+    stratum.add_argument("--difficulty-suffix", choices=["none", "user", "password"],
+                         help="also put it in the worker name (user+D) or password (d=D), for pools that read it "
+                              "there")
+    stratum.add_argument("--fallback-interval", type=float, metavar="S",
+                         help="seconds between checks whether a better pool is back (default 15)")
+    stratum.add_argument("--max-share-rate", type=float, metavar="N",
+                         help="share-rate governor: at most ~N shares/s whatever the pool difficulty (default 5)")
     _add_api_args(run)
     run.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
     run.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
@@ -210,6 +221,18 @@ def _agent_config(args: argparse.Namespace) -> AgentConfig:
     }, source="command line")
 
 
+def _with_stratum_args(config: AgentConfig, args: argparse.Namespace) -> AgentConfig:
+    updates = {k: v for k, v in (("suggest_difficulty", args.suggest_difficulty),
+                                 ("difficulty_suffix", args.difficulty_suffix),
+                                 ("fallback_interval_s", args.fallback_interval),
+                                 ("max_share_rate", args.max_share_rate)) if v is not None}
+    if not updates:
+        return config
+    doc = config.model_dump()
+    doc["stratum"] = {**doc["stratum"], **updates}
+    return AgentConfig.from_dict(doc, source="command line")
+
+
 async def _serve(duration: float, live: Callable[[], Group] | None, show: bool) -> None:
     """Wait for Ctrl-C / SIGTERM or the duration, refreshing the live panel."""
     stop = asyncio.Event()
@@ -230,7 +253,7 @@ async def _serve(duration: float, live: Callable[[], Group] | None, show: bool) 
 
 
 async def _run_agent(args: argparse.Namespace) -> int:
-    config = _with_api_args(_agent_config(args), args)
+    config = _with_api_args(_with_stratum_args(_agent_config(args), args), args)
     agent = MiningAgent(config, create_hardware(config.hardware, seed=args.seed, sim_speed=args.sim_speed))
     await agent.start()
     apis = None
