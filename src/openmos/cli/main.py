@@ -290,6 +290,7 @@ async def _run_demo(args: argparse.Namespace) -> int:
     config = _with_api_args(AgentConfig.from_dict({
         "hardware": args.hardware,
         "groups": [{"name": "local", "pools": [{"url": pool.url, "user": worker}]}],
+        "stratum": {"suggest_difficulty": 0},  # the demo pool's --difficulty is the operator's choice
     }), args)
     agent = MiningAgent(config, create_hardware(config.hardware))
     await agent.start()
