@@ -39,7 +39,7 @@ def test_bad_config_exits_2_with_message(tmp_path: Path, capsys: pytest.CaptureF
 def test_demo_runs_and_reports(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "openmos.cli.main", "demo", "--no-status", "--duration", "6", "--hardware", "cpu:1",
-         "--no-api", "--difficulty", "0.0001"],
+         "--no-api", "--difficulty", "0.00002"],
         capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "demo finished:" in proc.stdout
