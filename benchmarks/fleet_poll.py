@@ -19,8 +19,8 @@ import sys
 import time
 
 from openmos.fleet.poller import poll_all
-from openmos.fleet.simfarm import device_ip
 from openmos.integrations.pyasic_miner import OpenMOSMiner
+from openmos.testbed.farm import device_ip
 
 
 async def pyasic_poll(ips: list[str], concurrency: int) -> tuple[int, float]:
@@ -44,7 +44,7 @@ async def pyasic_poll(ips: list[str], concurrency: int) -> tuple[int, float]:
 async def run(devices: int, pyasic_devices: int, concurrency: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, concurrency * 4 + 512)), hard))
-    farm = await asyncio.create_subprocess_exec(sys.executable, "-m", "openmos.fleet.simfarm", str(devices),
+    farm = await asyncio.create_subprocess_exec(sys.executable, "-m", "openmos.testbed.farm", str(devices),
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     assert farm.stdout is not None and farm.stdin is not None
     json.loads(await farm.stdout.readline())

@@ -22,9 +22,11 @@ ALLOWED: dict[str, set[str]] = {
     "miner": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security"},
     "api": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner"},
     "integrations": set(),
-    "fleet": {"base", "control", "hw", "security", "miner", "api", "tuning"},
-    "cli": {"base", "control", "bitcoin", "stratum", "hw", "security", "tuning", "pool", "energy", "miner", "api",
-            "integrations", "fleet", "emulator"},
+    "fleet": {"base", "control", "hw", "security", "miner", "api", "tuning", "energy"},
+    "testbed": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner", "api", "fleet",
+                "energy"},
+    "cli": {"base", "control", "testbed", "bitcoin", "stratum", "hw", "security", "tuning", "pool", "energy",
+            "miner", "api", "integrations", "fleet", "emulator"},
 }
 
 

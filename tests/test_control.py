@@ -21,13 +21,13 @@ from openmos.control import (
     command_from_wire,
     to_wire,
 )
-from openmos.fleet.simdevice import SimulatedFleetDevice
-from openmos.fleet.simsite import FleetSimSite
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.hw.sim import SimClock
 from openmos.hw.sim.backend import SimHardware
 from openmos.miner import AgentConfig, MiningAgent
 from openmos.miner.control import AgentControl
+from openmos.testbed.device import SimulatedFleetDevice
+from openmos.testbed.site import FleetSimSite
 from openmos.tuning import TunerState
 
 POOLS = [{"name": "main", "pools": [{"url": "stratum+tcp://127.0.0.1:3333", "user": "t.1"}]}]

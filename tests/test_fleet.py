@@ -17,8 +17,8 @@ from openmos.fleet.control import ApprovalError, FleetController, TargetQuery
 from openmos.fleet.enroll import EnrollmentRegistry
 from openmos.fleet.node import DeviceNode
 from openmos.fleet.rollout import plan_cohorts, rollout
-from openmos.fleet.simdevice import SimulatedFleetDevice
 from openmos.security.signing import generate_keypair, sign_document
+from openmos.testbed.device import SimulatedFleetDevice
 
 from helpers import wait_for
 
@@ -145,8 +145,8 @@ async def test_rollout_with_failing_canary_halts_and_rolls_back(fleet_keys: tupl
 
 async def test_poller_reads_every_device_and_reports_unreachable_ones() -> None:
     from openmos.fleet.poller import poll_all
-    from openmos.fleet.simfarm import device_ip, serve
     from openmos.integrations.pyasic_miner import OpenMOSMiner
+    from openmos.testbed.farm import device_ip, serve
 
     servers = await serve(30)
     try:

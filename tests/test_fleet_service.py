@@ -23,9 +23,9 @@ from openmos.fleet.bus import BusConfig
 from openmos.fleet.enroll import EnrollmentRegistry
 from openmos.fleet.node import DeviceNode
 from openmos.fleet.service import FleetService
-from openmos.fleet.simsite import FleetSimSite
 from openmos.fleet.web.app import create_fleet_app
 from openmos.security.signing import generate_keypair
+from openmos.testbed.site import FleetSimSite
 
 from helpers import wait_for
 
@@ -169,7 +169,7 @@ async def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
 
 
 async def test_fleet_scan_finds_the_simulated_miners(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from openmos.fleet.simfarm import serve
+    from openmos.testbed.farm import serve
 
     servers = await serve(12)
     try:

@@ -11,6 +11,8 @@ Layers, lowest first (a layer imports only the ones below it):
 - ``tuning``   autotuner, performance targets and profiles, cooling and thermal protection (uses ``hw``)
 - ``pool``     the built-in local Stratum V1 pool (template chain, vardiff, validation)
 - ``miner``    the device agent: pool manager, work dispatch, nonce re-validation
+- ``testbed``  simulated devices, sites (with a Modbus site meter) and cgminer farms on the control surface
+               (physics stays in ``hw.sim``)
 - ``cli``      the ``mos`` command line
 """
 

@@ -25,9 +25,9 @@ from openmos.fleet.node import DeviceNode
 from openmos.fleet.pki import ROLES, FleetCA, FleetDir
 from openmos.fleet.poller import poll_all
 from openmos.fleet.service import FleetService
-from openmos.fleet.simsite import FleetSimSite
 from openmos.fleet.store import FleetStore
 from openmos.fleet.web.app import create_fleet_app
+from openmos.testbed.site import FleetSimSite
 
 KEY_HELP = "fleet directory made by `mos fleet init` (CA, controller keys, enrollment state)"
 

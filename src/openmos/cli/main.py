@@ -49,6 +49,7 @@ examples:
   mos scan --root / --baseline base.json --pubkey pub.pem   integrity and malware scan
   mos release sign bundle.tar.gz --version 0.2.0 --repo r --keys k   publish a signed update
   mos energy report --miners 200             a simulated site month: profit vs always-on vs foresight, PNG
+  mos energy run --config site.toml          the energy service: prices, meter, cap, OpenADR -> fleet devices
   mos fleet demo                             1,000 simulated miners + the fleet dashboard on :8090
   mos fleet scan 10.0.0.0/24                 find miners answering the cgminer API (progress bar)
   mos config init agent.toml --pool stratum+tcp://pool.example:3333 --user me.rig1

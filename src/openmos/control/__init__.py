@@ -40,7 +40,16 @@ from openmos.control.commands import (
     command_name,
 )
 from openmos.control.errors import InvalidCommand, UnsupportedControl
-from openmos.control.status import Ack, Capabilities, DeviceData, DeviceInfo, PoolInfo, RunState, to_wire
+from openmos.control.status import (
+    Ack,
+    Capabilities,
+    CurvePoint,
+    DeviceData,
+    DeviceInfo,
+    PoolInfo,
+    RunState,
+    to_wire,
+)
 from openmos.control.surface import ControlSurface, DeviceControl
 
 __all__ = [
@@ -49,6 +58,7 @@ __all__ = [
     "Command",
     "ControlSurface",
     "Curtail",
+    "CurvePoint",
     "DeviceControl",
     "DeviceData",
     "DeviceInfo",

@@ -42,6 +42,15 @@ class PoolInfo:
 
 
 @dataclass(frozen=True)
+class CurvePoint:
+    """One point of a device's efficiency curve: what its tuner measured (or estimated from its chip model)."""
+
+    power_w: float
+    hashrate_ths: float
+    source: str = "measured"  # measured | estimated | assumed (no tuner: flat J/TH from nameplate)
+
+
+@dataclass(frozen=True)
 class DeviceInfo:
     device_id: str
     model: str
@@ -54,6 +63,7 @@ class DeviceInfo:
     chips: int = 0
     tags: dict[str, str] = field(default_factory=dict)
     vendor_api: str | None = None  # for third-party miners: the pyasic class that drives them
+    curve: tuple[CurvePoint, ...] = ()  # efficiency curve, sorted by power (empty: unknown)
 
 
 @dataclass(frozen=True)

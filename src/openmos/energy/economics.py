@@ -29,6 +29,11 @@ def break_even_usd_per_kwh(hashprice_ph_day: float, j_per_th: float) -> float:
 
 
 class PriceSource(Protocol):
+    @property
+    def published_ahead(self) -> bool:
+        """True for tariffs known in advance; False for real-time prices known only afterwards."""
+        ...
+
     def price_usd_per_kwh(self, when: float) -> float:
         """Price in force at unix time ``when``."""
         ...
@@ -37,6 +42,7 @@ class PriceSource(Protocol):
 @dataclass(frozen=True)
 class FixedPrice:
     usd_per_kwh: float
+    published_ahead: bool = True
 
     def price_usd_per_kwh(self, when: float) -> float:
         return self.usd_per_kwh
@@ -47,6 +53,7 @@ class TimeOfUse:
     """Hour-of-day tariff: ``{start_hour: price}``, e.g. {0: 0.04, 7: 0.09, 17: 0.18, 21: 0.09} (UTC hours)."""
 
     schedule: dict[int, float]
+    published_ahead: bool = True
 
     def __post_init__(self) -> None:
         if not self.schedule or any(not 0 <= h < 24 for h in self.schedule):
@@ -65,6 +72,7 @@ class PriceFeed:
 
     times: list[float] = field(default_factory=list)
     prices: list[float] = field(default_factory=list)
+    published_ahead: bool = False  # a real-time price is known only once its interval has run
 
     @classmethod
     def from_csv(cls, path: Path) -> PriceFeed:

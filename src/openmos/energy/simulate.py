@@ -39,21 +39,25 @@ class SiteLedger:
 
 
 def run_policy(curves: FleetCurves, market: MarketTrace, rules: DispatchRules, *, always_on: bool = False,
-               cap_w: float | None = None) -> SiteLedger:
+               cap_w: float | None = None, peek: bool = False) -> SiteLedger:
+    """Run the optimiser over the trace. Interval i is decided on interval i-1's price and hashprice (what a
+    real-time market has published by then) and settled at interval i's price. ``peek=True`` lets the policy
+    see interval i's own price -- not achievable live, reported only to show what the information costs."""
     ledger = SiteLedger(market.step_s)
     state = FleetState.all_on(curves)
     full = float(curves.max_power_w.sum())
     dt = market.step_s
     for i in range(market.steps):
         now = i * dt
+        known = i if peek else i - 1
         r = revenue_usd_per_th_hour(float(market.hashprice_usd_per_ph_day[i]))
         c = float(market.price_usd_per_kwh[i])
-        if not always_on:
-            new = dispatch(curves, state, now, dt, r, c, rules, cap_w)
+        wear = 0.0
+        if not always_on and known >= 0:
+            r_known = revenue_usd_per_th_hour(float(market.hashprice_usd_per_ph_day[known]))
+            new = dispatch(curves, state, now, dt, r_known, float(market.price_usd_per_kwh[known]), rules, cap_w)
             wear = float((new.on & ~state.on).sum()) * rules.wear_cost_usd
             state = new
-        else:
-            wear = 0.0
         revenue, cost, energy = profit_usd(curves, state.power_w, dt, r, c)
         ledger.add(int(now // 86400), revenue, cost, energy, full / 1000 * dt / 3600 - energy, wear)
     return ledger

@@ -1,32 +1,35 @@
-"""The site controller: devices, the curtailment fast path, and the cap loop on a real meter."""
+"""The site: its devices (reached through a ``SiteLink``), the curtailment fast path, and the cap loop on a
+real meter.
+
+A ``SiteLink`` is how energy reaches devices: ``LocalLink`` drives control surfaces in this process (an
+agent's ``AgentControl``, pyasic workers), ``openmos.fleet.energy.FleetLink`` drives them over the signed
+fleet bus. Either way a device gets the same typed ``Curtail`` command (``openmos.control``): a fraction
+for the site-wide fast path, watts for the optimiser, and 0 means sleep.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from openmos.control import Command, Curtail, CurvePoint, DeviceControl, InvalidCommand, UnsupportedControl
 from openmos.energy.modbus import DeviceUnavailable
 
 log = logging.getLogger(__name__)
 
 
-class SiteDevice(Protocol):
-    """A miner as the site sees it."""
+@dataclass(frozen=True)
+class SiteMember:
+    """A device as the site sees it: its full power and the efficiency curve its tuner measured."""
 
     device_id: str
-    max_power_w: float
-
-    async def set_power_fraction(self, fraction: float) -> bool:
-        """Run at ``fraction`` of full power (0 = sleep). True when the device acknowledged."""
-        ...
-
-
-class PowerMeter(Protocol):
-    async def read_power_w(self) -> float: ...
+    full_power_w: float
+    curve: tuple[CurvePoint, ...] = ()
 
 
 @dataclass
@@ -37,35 +40,93 @@ class CurtailResult:
     seconds: float
 
 
-class Site:
-    def __init__(self, devices: Sequence[SiteDevice], concurrency: int = 2000) -> None:
-        self.devices = list(devices)
-        self.fraction = 1.0
+class SiteLink(Protocol):
+    def members(self) -> list[SiteMember]: ...
+
+    def nameplate_w(self) -> float:
+        """Sum of the members' full power."""
+        ...
+
+    async def curtail_all(self, fraction: float) -> CurtailResult:
+        """Every device to ``fraction`` of its full target at once (0 = sleep); waits for the acks."""
+        ...
+
+    async def set_watts(self, watts: Mapping[str, float]) -> CurtailResult:
+        """Each named device to its own wall power (0 = sleep); waits for the acks."""
+        ...
+
+
+class PowerMeter(Protocol):
+    async def read_power_w(self) -> float: ...
+
+
+class LocalLink:
+    """Control surfaces in this process (agents, pyasic workers, simulated devices)."""
+
+    def __init__(self, devices: Sequence[DeviceControl], concurrency: int = 2000, timeout_s: float = 5.0) -> None:
+        self.devices = {d.device_id: d for d in devices}
+        self.timeout_s = timeout_s
         self._limit = asyncio.Semaphore(concurrency)
+
+    def _full(self) -> dict[str, float]:
+        out = {}
+        for d in self.devices.values():
+            full = d.get_data().full_power_w
+            if full and full > 0:
+                out[d.device_id] = full
+        return out
+
+    def members(self) -> list[SiteMember]:
+        return [SiteMember(i, w, self.devices[i].info().curve) for i, w in self._full().items()]
+
+    def nameplate_w(self) -> float:
+        return sum(self._full().values())
+
+    async def _send(self, commands: Mapping[str, Command], requested_w: float) -> CurtailResult:
+        began = time.perf_counter()
+
+        async def one(device_id: str, command: Command) -> bool:
+            async with self._limit:
+                try:
+                    ack = await asyncio.wait_for(self.devices[device_id].execute(command), self.timeout_s)
+                except (TimeoutError, ConnectionError, OSError, UnsupportedControl, InvalidCommand) as exc:
+                    log.info("energy: %s refused or did not answer: %s", device_id, exc)
+                    return False
+                return ack.ok
+
+        ids = list(commands)
+        results = await asyncio.gather(*(one(i, commands[i]) for i in ids))
+        failed = [i for i, ok in zip(ids, results, strict=True) if not ok]
+        return CurtailResult(requested_w, len(ids) - len(failed), failed, time.perf_counter() - began)
+
+    async def curtail_all(self, fraction: float) -> CurtailResult:
+        return await self._send({i: Curtail(fraction=fraction) for i in self.devices}, fraction * self.nameplate_w())
+
+    async def set_watts(self, watts: Mapping[str, float]) -> CurtailResult:
+        known = {i: w for i, w in watts.items() if i in self.devices}
+        return await self._send({i: Curtail(watts=w) for i, w in known.items()}, sum(known.values()))
+
+
+class Site:
+    """The site's devices as one controllable load; ``fraction`` is the last site-wide limit in force."""
+
+    def __init__(self, link: SiteLink) -> None:
+        self.link = link
+        self.fraction = 1.0
 
     @property
     def nameplate_w(self) -> float:
-        return sum(d.max_power_w for d in self.devices)
+        return self.link.nameplate_w()
 
     async def set_fraction(self, fraction: float) -> CurtailResult:
         """Send every device the same fraction at once and wait for the acknowledgements."""
-        fraction = min(max(fraction, 0.0), 1.0)
+        fraction = min(max(fraction, 0.0), 1.0) if math.isfinite(fraction) else 0.0
         self.fraction = fraction
-        began = time.perf_counter()
-
-        async def one(device: SiteDevice) -> bool:
-            async with self._limit:
-                try:
-                    return await asyncio.wait_for(device.set_power_fraction(fraction), 5.0)
-                except (TimeoutError, ConnectionError, OSError):
-                    return False
-
-        results = await asyncio.gather(*(one(d) for d in self.devices))
-        failed = [d.device_id for d, ok in zip(self.devices, results, strict=True) if not ok]
-        if failed:
-            log.warning("curtail: %d device(s) did not acknowledge: %s", len(failed), ", ".join(failed[:10]))
-        return CurtailResult(fraction * self.nameplate_w, len(results) - len(failed), failed,
-                             time.perf_counter() - began)
+        result = await self.link.curtail_all(fraction)
+        if result.failed:
+            log.warning("curtail: %d device(s) did not acknowledge: %s", len(result.failed),
+                        ", ".join(result.failed[:10]))
+        return result
 
     async def curtail_to_w(self, watts: float, margin: float = 0.02) -> CurtailResult:
         """The fast path: "curtail to X kW now" reaches every device of the site.
@@ -73,7 +134,16 @@ class Site:
         It aims ``margin`` below X, so that the metered power actually settles under the cap rather than
         approaching it from above.
         """
-        return await self.set_fraction(watts * (1 - margin) / self.nameplate_w if self.nameplate_w else 0.0)
+        full = self.nameplate_w
+        return await self.set_fraction(watts * (1 - margin) / full if full else 0.0)
+
+    async def dispatch(self, watts: Mapping[str, float]) -> CurtailResult:
+        """The optimiser's plan: each device at its own power."""
+        result = await self.link.set_watts(watts)
+        if result.failed:
+            log.warning("dispatch: %d device(s) did not acknowledge: %s", len(result.failed),
+                        ", ".join(result.failed[:10]))
+        return result
 
 
 @dataclass
@@ -105,6 +175,8 @@ class CapController:
         """One control step; returns the fraction now in force."""
         try:
             measured = await self.meter.read_power_w()
+            if not math.isfinite(measured) or measured < 0:
+                raise DeviceUnavailable(f"meter reading {measured!r} is not a power")
         except DeviceUnavailable as exc:
             if self.meter_ok:
                 self._alert(f"meter stopped answering ({exc}); holding the last safe level "

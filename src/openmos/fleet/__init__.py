@@ -1,6 +1,7 @@
 """Fleet control plane (work in progress): the peer-to-peer bus (eclipse-zenoh), device nodes, fast
 polling of device APIs, bulk actions with approvals, staged rollouts.
 
-Top layer beside ``api``: imports ``miner``, ``api`` views, ``security`` and below, never the reverse.
+Top layer beside ``api``: imports ``miner``, ``api`` views, ``security``, ``energy`` (``FleetLink``, the
+energy layer's way onto the bus) and below, never the reverse.
 The key-expression schema in ``keys`` is the public, vendor-neutral API of the fleet (docs/fleet-keys.md).
 """

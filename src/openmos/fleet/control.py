@@ -72,6 +72,8 @@ class FleetController:
         self.approvals_needed = approvals_needed
         self.requests: dict[str, ActionRequest] = {}
         self._ids = itertools.count(1)
+        self._ack_sites: set[str] = set()
+        self._ack_waiters: dict[str, tuple[set[str], set[str], asyncio.Event]] = {}
 
     def _audit(self, who: str, what: str, detail: dict[str, Any]) -> None:
         line = json.dumps({"time": time.time(), "who": who, "what": what, **detail})
@@ -134,6 +136,37 @@ class FleetController:
         return sign_document({"site": site, "device": device, "action": action, "args": args,
                               "issued_at": time.time(), "nonce": secrets.token_hex(12)}, self.signing_key)
 
+    async def command(self, site: str, device: str, action: str, args: dict[str, Any], user: str,
+                      timeout_s: float = 5.0) -> dict[str, Any]:
+        """One signed command to one device (harmless actions only: no approval flow); its verified reply."""
+        if action in DANGEROUS:
+            raise ApprovalError(f"{action} needs approvals: use request/approve/execute")
+        signed = self._signed(site, device, action, args)
+        replies = await self._verified_query(keys.command(site, device, action), "reply", signed,
+                                             request=signed["signed"]["nonce"], timeout_s=timeout_s)
+        return replies.get((site, device)) or {"ok": False, "error": "no reply signed by the device's enrolled key"}
+
+    def _follow_acks(self, site: str) -> None:
+        """One events subscription per site for every curtailment (a second one would see each ack as a
+        replay of the first, since the verifier tracks each device's sequence numbers)."""
+        if site in self._ack_sites:
+            return
+        self._ack_sites.add(site)
+
+        def on_event(key: str, envelope: Any) -> None:
+            try:
+                doc, body = self.verifier.check(key, envelope, ("event",))
+            except MessageRejected:
+                return
+            waiter = self._ack_waiters.get(str(getattr(body, "ack", "")))
+            if waiter is not None:
+                acked, devices, done = waiter
+                acked.add(doc.device)
+                if devices <= acked:
+                    done.set()
+
+        self.bus.subscribe(f"{keys.ROOT}/{site}/dev/*/events", on_event)
+
     async def curtail_site(self, site: str, fraction: float, devices: set[str], user: str,
                            timeout_s: float = 5.0) -> tuple[set[str], float]:
         """The fast path: one signed publication to every device of ``site``; returns (acknowledged, seconds)."""
@@ -141,23 +174,17 @@ class FleetController:
         nonce = signed["signed"]["nonce"]
         acked: set[str] = set()
         done = asyncio.Event()
-
-        def on_event(key: str, envelope: Any) -> None:
-            try:
-                doc, body = self.verifier.check(key, envelope, ("event",))
-            except MessageRejected:
-                return
-            if getattr(body, "ack", None) == nonce:
-                acked.add(doc.device)
-                if devices <= acked:
-                    done.set()
-
-        self.bus.subscribe(f"{keys.ROOT}/{site}/dev/*/events", on_event)
-        await asyncio.sleep(0.2)  # let the subscription reach the peers before publishing
+        if site not in self._ack_sites:
+            self._follow_acks(site)
+            await asyncio.sleep(0.2)  # let the subscription reach the peers before publishing
+        self._ack_waiters[nonce] = (acked, devices, done)
         began = time.perf_counter()
-        self.bus.publish(keys.site_curtail(site), signed)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), timeout_s)
+        try:
+            self.bus.publish(keys.site_curtail(site), signed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout_s)
+        finally:
+            del self._ack_waiters[nonce]
         elapsed = time.perf_counter() - began
         self._audit(user, "curtail", {"site": site, "fraction": fraction, "acknowledged": len(acked)})
         return acked, elapsed

@@ -26,8 +26,10 @@ Watts = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)]
 Celsius = Annotated[float, Field(ge=-60, le=250, allow_inf_nan=False)]
 Unix = Annotated[float, Field(ge=0, le=1e11, allow_inf_nan=False)]
 Nonce = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-DEVICE_ACTIONS = ("pause", "resume", "set_power", "set_pools", "reboot", "locate", "install", "scan")
-Action = Literal["pause", "resume", "set_power", "set_pools", "reboot", "locate", "install", "scan", "curtail"]
+DEVICE_ACTIONS = ("pause", "resume", "set_power", "set_pools", "reboot", "locate", "install", "scan", "curtail",
+                  "sleep")
+Action = Literal["pause", "resume", "set_power", "set_pools", "reboot", "locate", "install", "scan", "curtail",
+                 "sleep"]
 
 
 class _Strict(BaseModel):
@@ -75,6 +77,14 @@ def _check_tags(tags: dict[str, str]) -> dict[str, str]:
     return tags
 
 
+class CurveEntry(_Lenient):
+    """One point of a device's efficiency curve (from its tuner)."""
+
+    power_w: Watts
+    hashrate_ths: Ths
+    source: Annotated[str, Field(max_length=16)] = "measured"
+
+
 class DeviceInventory(_Lenient):
     model: Text | None = None
     name: Text | None = None
@@ -88,6 +98,7 @@ class DeviceInventory(_Lenient):
     chips: Annotated[int, Field(ge=0, le=100_000)] | None = None
     chips_per_board: Annotated[int, Field(ge=0, le=10_000)] | None = None
     tags: dict[str, str] = {}
+    curve: Annotated[list[CurveEntry], Field(max_length=32)] = []
 
     _tags = field_validator("tags")(_check_tags)
 

@@ -121,6 +121,14 @@ class MiningHardware(abc.ABC):
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
         raise UnsupportedControl(f"{self.model} cannot set chip frequency")
 
+    async def set_board_frequency(self, board: int, mhz: float) -> None:
+        """Every chip of one board at ``mhz`` (backends that can do it in one call override this)."""
+        limits = self.limits()
+        if limits is None:
+            raise UnsupportedControl(f"{self.model} cannot set chip frequency")
+        for chip in range(limits.chips_per_board):
+            await self.set_chip_frequency(board, chip, mhz)
+
     async def set_board_voltage(self, board: int, volts: float) -> None:
         raise UnsupportedControl(f"{self.model} cannot set board voltage")
 

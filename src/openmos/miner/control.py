@@ -14,6 +14,7 @@ from openmos import __version__
 from openmos.control import (
     Capabilities,
     ControlSurface,
+    CurvePoint,
     DeviceData,
     DeviceInfo,
     InvalidCommand,
@@ -56,7 +57,15 @@ class AgentControl(ControlSurface):
         tel = self.agent.telemetry()
         return DeviceInfo(self.device_id, self.agent.hardware.model, f"openmos {__version__}",
                           name=self.agent.hardware.model, boards=len(tel.boards),
-                          chips=sum(len(b.chips) for b in tel.boards), tags=dict(self.tags))
+                          chips=sum(len(b.chips) for b in tel.boards), tags=dict(self.tags), curve=self.curve())
+
+    def curve(self) -> tuple[CurvePoint, ...]:
+        """The efficiency curve the tuner measured (profiles that ran) and estimated (its chip model)."""
+        tuner = self.agent.tuner
+        if tuner is None:
+            return ()
+        return tuple(CurvePoint(p.power_w, p.hashrate_ths, p.source) for p in tuner.efficiency_curve(10)
+                     if p.power_w > 0 and p.hashrate_ths > 0)
 
     def full_power_w(self) -> float | None:
         tuner = self.agent.tuner
@@ -184,6 +193,5 @@ class AgentControl(ControlSurface):
         if command.board >= limits.boards:
             raise InvalidCommand(f"board must be 0..{limits.boards - 1} (or -1 for all)")
         for b in boards:
-            for c in range(limits.chips_per_board):
-                await self.agent.hardware.set_chip_frequency(b, c, command.mhz)
+            await self.agent.hardware.set_board_frequency(b, command.mhz)
         return f"board {'all' if command.board == -1 else command.board} at {command.mhz:g} MHz"

@@ -42,8 +42,7 @@ async def set_uniform_clock(hw: MiningHardware, factor: float) -> None:
         raise UnsupportedControl(f"{hw.model} has no clocks to scale")
     mhz = min(limits.freq_max_mhz, max(limits.freq_min_mhz, limits.stock_freq_mhz * factor))
     for b in range(limits.boards):
-        for c in range(limits.chips_per_board):
-            await hw.set_chip_frequency(b, c, mhz)
+        await hw.set_board_frequency(b, mhz)
 
 
 def has_sensors(tel: HardwareTelemetry) -> bool:

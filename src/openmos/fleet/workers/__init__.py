@@ -4,5 +4,6 @@ dictionaries), like Home Assistant integrations.
 
 - ``openmos``: an OpenMOS agent in this process, native on the fleet bus
 - ``pyasic``: third-party miners (stock Antminer, Whatsminer, Braiins OS, LuxOS, Vnish, Bitaxe ...) via pyasic
-- ``simulated``: modelled devices for tests and demos
+
+Simulated devices (modelled) implement the same surface in ``openmos.testbed``.
 """

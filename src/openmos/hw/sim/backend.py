@@ -28,10 +28,17 @@ from openmos.hw.interface import (
 )
 from openmos.hw.sim.clock import SimClock
 from openmos.hw.sim.fleet import FleetSim
-from openmos.hw.sim.models import get_model
+from openmos.hw.sim.models import MinerModel, get_model
 from openmos.hw.work import NonceResult
 
 MAX_SUBSTEP_S = 5.0
+
+
+def limits_for(m: MinerModel) -> HardwareLimits:
+    """What firmware knows of a simulated model (its public data), for every simulated hardware view."""
+    lo, hi = m.voltage_range
+    return HardwareLimits(m.boards, m.chips_per_board, m.fans, m.min_freq_mhz, m.max_freq_mhz, 6.25,
+                          m.stock_freq_mhz, lo, hi, 0.02, m.stock_board_voltage, m.chip.cores * 1e6, m.nameplate_w)
 
 
 class SimHardware(MiningHardware):
@@ -153,11 +160,11 @@ class SimHardware(MiningHardware):
         return self._cpu.expected_hashrate()
 
     def limits(self) -> HardwareLimits:
-        m = self._model
-        lo, hi = m.voltage_range
-        return HardwareLimits(m.boards, m.chips_per_board, m.fans, m.min_freq_mhz, m.max_freq_mhz, 6.25,
-                              m.stock_freq_mhz, lo, hi, 0.02, m.stock_board_voltage,
-                              m.chip.cores * 1e6, m.nameplate_w)
+        return limits_for(self._model)
+
+    async def set_board_frequency(self, board: int, mhz: float) -> None:
+        self.advance()  # what ran until now ran at the old setting
+        self._fleet.set_frequency(0, board, slice(None), mhz)
 
     def modelled_truth(self) -> tuple[float, float]:
         """(true wall power W, valid TH/s) from the model, for benchmark scoring only."""

@@ -9,6 +9,7 @@ from typing import Any
 from openmos.control import (
     Capabilities,
     ControlSurface,
+    CurvePoint,
     DeviceData,
     DeviceInfo,
     InvalidCommand,
@@ -38,7 +39,7 @@ class SimulatedFleetDevice(ControlSurface, BusEdge):
 
     def __init__(self, device_id: str, model: str = "s21", tags: dict[str, str] | None = None,
                  firmware: str = "openmos 0.1.0", pools: list[dict[str, str]] | None = None,
-                 bad_firmware: frozenset[str] = frozenset()) -> None:
+                 bad_firmware: frozenset[str] = frozenset(), curve: tuple[CurvePoint, ...] = ()) -> None:
         super().__init__(device_id)
         self.model = model
         self.tags = tags or {}
@@ -47,6 +48,7 @@ class SimulatedFleetDevice(ControlSurface, BusEdge):
         self.bad_firmware = bad_firmware  # versions that break this unit (for rollout tests)
         self.target_w = get_model(model).nameplate_w
         self.history: list[str] = []
+        self.curve = curve  # an efficiency curve as a tuner would report it (tests give one)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -67,7 +69,7 @@ class SimulatedFleetDevice(ControlSurface, BusEdge):
         m = get_model(self.model)
         return DeviceInfo(self.device_id, self.model, self.firmware, name=m.name,
                           serial=f"SIM{zlib.crc32(self.device_id.encode()) % 10**8:08d}", boards=m.boards,
-                          chips=m.boards * m.chips_per_board, tags=self.tags)
+                          chips=m.boards * m.chips_per_board, tags=self.tags, curve=self.curve)
 
     def get_data(self) -> DeviceData:
         m = get_model(self.model)

@@ -1,6 +1,6 @@
 """Many simulated miners on the network for fleet tests and benchmarks: each has its own loopback
 address (127.1.x.y) and answers the cgminer API on port 4028 with modelled figures, like a LAN of
-OpenMOS devices. Run it in its own process: ``python -m openmos.fleet.simfarm N``.
+OpenMOS devices. Run it in its own process: ``python -m openmos.testbed.farm N``.
 """
 
 from __future__ import annotations
