@@ -36,8 +36,8 @@ from openmos.fleet.enroll import EnrollmentRegistry
 from openmos.fleet.messages import DeviceStatus, MessageRejected
 from openmos.fleet.node import DeviceNode
 from openmos.fleet.pki import FleetCA
-from openmos.fleet.simdevice import SimulatedFleetDevice
 from openmos.fleet.trust import DeviceVerifier
+from openmos.testbed.device import SimulatedFleetDevice
 
 SITE = "bench"
 

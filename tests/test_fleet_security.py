@@ -37,9 +37,9 @@ from openmos.fleet.envelope import DeviceKey
 from openmos.fleet.node import DeviceNode
 from openmos.fleet.pki import FleetCA, FleetDir, make_csr, new_key
 from openmos.fleet.service import FleetService
-from openmos.fleet.simdevice import SimulatedFleetDevice
 from openmos.fleet.web.app import create_fleet_app
 from openmos.security.signing import sign_document
+from openmos.testbed.device import SimulatedFleetDevice
 
 from helpers import wait_for
 
