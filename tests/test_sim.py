@@ -10,7 +10,11 @@ import pytest
 from openmos.cli.main import main
 from openmos.hw.sim import MODELS, FleetSim, SimClock, get_model, physics
 from openmos.hw.sim.backend import SimHardware
+from openmos.hw.sim.faults import FaultEvent, FaultKind
+from openmos.hw.sim.fleet import linear11
 from openmos.hw.sim.oracle import Oracle
+from openmos.hw.sim.pll import pll_grid
+from openmos.hw.sim.realism import InletCurve, Realism
 from openmos.hw.sim.report import calibrate
 from openmos.miner import AgentConfig, MiningAgent
 from openmos.pool import LocalPool
@@ -38,7 +42,8 @@ def test_power_does_not_fall_when_chips_error() -> None:
     assert fleet.true_wall_power()[0] >= before_w * 0.999
     # Overclocking far past f_crit: every hash is wrong, and power still rises with frequency.
     fleet.set_frequency(0, 0, slice(None), 900.0)
-    fleet.step(1.0)
+    for _ in range(10):  # the PLL ramps there in 6.25 MHz steps
+        fleet.step(1.0)
     assert fleet.error_fraction()[0, 0].mean() > 0.99
     assert fleet.true_wall_power()[0] > before_w * 1.2
 
@@ -172,3 +177,179 @@ def test_sim_report_cli(tmp_path: Path) -> None:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["sim", "list"]) == 0
     assert main(["sim", "report", "s99"]) == 2
+
+
+# -- the hard simulator's effects (all modelled) -------------------------------------------------------
+
+
+def test_limits_fall_with_die_temperature() -> None:
+    cool = FleetSim(get_model("s21"), miners=1, seed=20, t_inlet=10.0)
+    hot = FleetSim(get_model("s21"), miners=1, seed=20, t_inlet=40.0)
+    for fleet in (cool, hot):
+        fleet.set_frequency(0, 0, slice(None), 530.0)
+        fleet.settle(1800)
+    assert hot.t_j.mean() > cool.t_j.mean() + 20
+    assert hot.f_crit().mean() < cool.f_crit().mean() * 0.97
+    assert hot.error_fraction()[0, 0].mean() > cool.error_fraction()[0, 0].mean() + 0.05
+    ideal = FleetSim(get_model("s21"), miners=1, seed=20, t_inlet=40.0, realism=Realism.ideal())
+    ideal.settle(1800)
+    np.testing.assert_allclose(ideal.f_crit(), FleetSim(get_model("s21"), miners=1, seed=20, t_inlet=10.0,
+                                                        realism=Realism.ideal()).f_crit())
+
+
+@pytest.mark.parametrize("key", ["s21", "s21pro", "s19jpro"])
+def test_pll_grid_and_voltage_steps(key: str) -> None:
+    model = get_model(key)
+    grid = pll_grid(model.chip)
+    lo_fb, hi_fb = model.chip.fb_div
+    # Every grid point is 25 MHz x fb / (ref x pd1 x pd2) with the chip's divider ranges.
+    combos = {round(25.0 * fb / (ref * p1 * p2), 3) for fb in range(lo_fb, hi_fb + 1) for ref in (1, 2)
+              for p1 in range(2, 8) for p2 in range(1, p1)}
+    assert set(grid) <= combos and len(grid) > 100
+    fleet = FleetSim(model, miners=1, seed=1)
+    fleet.set_frequency(0, 0, 3, 501.234)
+    assert fleet.freq[0, 0, 3] in grid and abs(fleet.freq[0, 0, 3] - 501.234) < 3.2
+    fleet.set_board_voltage(0, 1, model.stock_board_voltage + 0.0137)
+    lo, _ = model.voltage_range
+    steps = (fleet.v_board[0, 1] - lo) / model.volt_step
+    assert abs(steps - round(steps)) < 1e-6
+    for bad in (float("nan"), float("inf"), 1e400, -5.0, 1e-300):
+        with pytest.raises(ValueError):
+            fleet.set_frequency(0, 0, 0, bad)
+    for bad_v in (float("nan"), float("inf"), -1.0, 1e6):
+        with pytest.raises(ValueError):
+            fleet.set_board_voltage(0, 0, bad_v)
+    with pytest.raises(ValueError):
+        fleet.set_fan_duty(0, float("nan"))
+
+
+def test_bm1370_grid_uses_its_own_divider_range() -> None:
+    assert pll_grid(get_model("s21pro").chip) != pll_grid(get_model("s21").chip)
+
+
+def test_changes_show_only_after_settling() -> None:
+    fleet = FleetSim(get_model("s21"), miners=1, seed=21, ticket_difficulty=1.0)
+    fleet.settle(600, dt=5)
+    before = fleet.read_wall_power()[0]
+    fleet.set_frequency(0, slice(None), slice(None), 600.0)  # type: ignore[arg-type]
+    fleet.step(0.5)  # the PLL ramps up 6.25 MHz per 100 ms: half a second in, not there yet
+    assert fleet.hidden().k.shape == fleet.freq.shape
+    ran = fleet.hashes.copy()
+    fleet.step(0.5)
+    per_s_early = (fleet.hashes - ran).sum() / 0.5
+    for _ in range(20):
+        fleet.step(0.25)
+    ran = fleet.hashes.copy()
+    fleet.step(0.5)
+    per_s_late = (fleet.hashes - ran).sum() / 0.5
+    assert per_s_late > per_s_early * 1.05
+    # The power reading lags the truth (first-order, ~1 s) and steps in LINEAR11 quanta.
+    fleet.set_board_voltage(0, slice(None), fleet.model.stock_board_voltage * 1.08)  # type: ignore[arg-type]
+    fleet.step(0.2)
+    true_now = fleet.true_wall_power()[0]
+    assert fleet.read_wall_power()[0] < true_now * 0.99
+    assert before < true_now
+
+
+def test_linear11_quantisation() -> None:
+    values = np.array([3500.3, 3501.1, 19.37, 0.0314])
+    q = linear11(values)
+    assert q[0] == q[1] == 3500.0  # 4 W steps above 2046 W
+    assert abs(q[2] - 19.37) <= 2**-6 and q[3] > 0
+
+
+def test_power_meter_is_biased_per_unit_but_stable() -> None:
+    errors = []
+    for seed in range(8):
+        fleet = FleetSim(get_model("s21"), miners=1, seed=seed, sample_counters=False)
+        fleet.settle(120, dt=10)
+        readings = [fleet.read_wall_power()[0] for _ in range(200)]
+        errors.append(np.mean(readings) / fleet.true_wall_power()[0] - 1)
+    assert max(abs(e) for e in errors) < 0.015  # gain within 2.5 sigma of 0.4 %, plus the offset
+    assert np.std(errors) > 0.001  # each unit's meter has its own error: not unbiased white noise
+
+
+def test_psu_efficiency_varies_with_load_and_temperature() -> None:
+    model = get_model("s21")
+    eff = physics.psu_efficiency(model, np.array([0.2, 0.5, 0.8, 1.0]) * model.psu_max_w * 0.94, 25.0)
+    assert eff[1] > eff[2] > eff[3] and eff[1] > eff[0]
+    assert eff[2] == pytest.approx(model.psu_efficiency, abs=1e-9)
+    assert physics.psu_efficiency(model, 3000.0, 40.0) < physics.psu_efficiency(model, 3000.0, 10.0)
+
+
+def test_ageing_moves_limits_leakage_and_thermal_resistance() -> None:
+    fleet = FleetSim(get_model("s21"), miners=1, seed=22, sample_counters=False,
+                     realism=Realism(ageing_speedup=365.0 * 24))  # an hour ages a year
+    new = fleet.hidden()
+    fleet.settle(3 * 3600, dt=60)
+    old = fleet.hidden()
+    assert (old.k < new.k).all() and (old.g > new.g).all() and (old.rth_scale > 1.05).all()
+    # Hotter chips age faster (Arrhenius).
+    hot = fleet.t_j[0] > np.percentile(fleet.t_j[0], 90)
+    cool = fleet.t_j[0] < np.percentile(fleet.t_j[0], 10)
+    loss = 1 - old.k[0] / new.k[0]
+    assert loss[hot].mean() > loss[cool].mean()
+
+
+def test_injected_faults_and_ground_truth_log() -> None:
+    fleet = FleetSim(get_model("s21"), miners=2, seed=23, ticket_difficulty=1.0)
+    fleet.settle(300, dt=10)
+    fleet.drop_domain(0, 1, 2)
+    fleet.wear_fan(0, 3, days=0.5)
+    fleet.stick_sensor(1, 0, 1)
+    fleet.kill_chip(1, 2, 7)
+    n0, e0 = fleet.nonces.copy(), fleet.errors.copy()
+    t_stuck = fleet.read_board_temps(1)[1][0, 1]
+    fleet.set_frequency(1, 0, slice(None), 300.0)  # cools board 0 of miner 1: a live sensor would follow
+    for _ in range(12 * 60):
+        fleet.step(60.0)
+    silent = slice(2 * 9, 3 * 9)
+    assert (fleet.nonces[0, 1, silent] == n0[0, 1, silent]).all()
+    assert (fleet.errors[0, 1, silent] == e0[0, 1, silent]).all()
+    assert fleet.read_fan_rpm(0)[3] < 0.4 * fleet.read_fan_rpm(0)[0]
+    assert fleet.read_board_temps(1)[1][0, 1] == t_stuck
+    assert fleet.nonces[1, 2, 7] == n0[1, 2, 7] and fleet.errors[1, 2, 7] > e0[1, 2, 7]
+    kinds = [(e.miner, e.kind) for e in fleet.events]
+    assert kinds == [(0, FaultKind.DOMAIN_DROP), (0, FaultKind.FAN_WEAR), (1, FaultKind.SENSOR_STUCK),
+                     (1, FaultKind.CHIP_DEAD)]
+    assert all(e.injected for e in fleet.events)
+    assert fleet.hidden().dead[0, 1, silent].all()  # the oracle counts silent chips as producing nothing
+
+
+def test_random_faults_are_logged_and_reproducible() -> None:
+    def run() -> list[FaultEvent]:
+        fleet = FleetSim(get_model("s21"), miners=20, seed=24, sample_counters=False,
+                         realism=Realism(fault_speedup=365.0 * 24 * 6))  # an hour: six years of faults
+        for _ in range(60):
+            fleet.step(60.0)
+        return fleet.events
+
+    first = run()
+    assert [str(e) for e in first] == [str(e) for e in run()]
+    assert not any(e.injected for e in first)
+    assert {FaultKind.CHIP_DEAD, FaultKind.FAN_WEAR, FaultKind.SENSOR_STUCK} <= {e.kind for e in first}
+
+
+def test_inlet_follows_a_day_curve() -> None:
+    curve = InletCurve(mean_c=25.0, day_amplitude_c=6.0, peak_hour=15.0)
+    fleet = FleetSim(get_model("s21"), miners=1, seed=25, sample_counters=False, realism=Realism(inlet=curve))
+    temps = []
+    for _ in range(24):
+        fleet.step(3600.0)
+        temps.append(float(fleet.t_inlet[0]))
+    assert max(temps) == pytest.approx(31.0, abs=0.5) and min(temps) == pytest.approx(19.0, abs=0.5)
+    assert 13 <= int(np.argmax(temps)) <= 15  # warmest mid-afternoon
+    seasons = InletCurve(mean_c=15.0, day_amplitude_c=0.0, season_amplitude_c=10.0, start_day=200.0)
+    assert seasons.at(0.0) == pytest.approx(25.0) and seasons.at(182.5 * 86400) == pytest.approx(5.0)
+
+
+def test_best_uniform_baseline_sits_between_stock_and_oracle() -> None:
+    oracle = Oracle(FleetSim(get_model("s21"), miners=1, seed=26))
+    stock_w = oracle.stock_uniform(490).wall_power_w
+    stock = oracle.stock_at_power(0.7 * stock_w)
+    uniform = oracle.best_uniform_at_power(0.7 * stock_w)
+    best = oracle.best_at_power(0.7 * stock_w)
+    assert uniform.wall_power_w <= 0.7 * stock_w * 1.001
+    assert best.j_per_th < uniform.j_per_th < stock.j_per_th
+    assert len(set(uniform.freq.ravel())) == 1 and len(set(uniform.board_voltage)) == 1
+    assert uniform.board_voltage[0] < get_model("s21").stock_board_voltage  # voltage scaling pays

@@ -156,8 +156,8 @@ async def test_quick_ramp_curtail_sleep_wake() -> None:
     tuner = Autotuner(hw, PerformanceTarget.power(target), clock=clock)
     await settle(tuner, clock)
     await tuner.curtail(0.5)
-    clock.advance(2.0)
-    assert hw.modelled_truth()[0] < target * 0.6  # within one 2 s tick, no re-tune
+    clock.advance(4.0)
+    assert hw.modelled_truth()[0] < target * 0.6  # within seconds (supply slew), no re-tune
     await tuner.run_for(120)
     assert abs(hw.modelled_truth()[0] / (target * 0.5) - 1) < 0.02
     await tuner.curtail(1.0)
@@ -274,7 +274,7 @@ async def test_agent_runs_the_tuner_on_simulated_hardware() -> None:
     await agent.start()
     try:
         assert agent.tuner is not None
-        await wait_for(lambda: agent.tuner is not None and agent.tuner.status.state is TunerState.STABLE, 60,
+        await wait_for(lambda: agent.tuner is not None and agent.tuner.status.state is TunerState.STABLE, 180,
                        "the tuner to settle")
         await wait_for(lambda: pool.workers.get("tuned.s21") is not None, 30, "shares")
     finally:

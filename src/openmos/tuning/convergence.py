@@ -34,16 +34,20 @@ class TrimResult:
 
 
 def trim(knowledge: Knowledge, strikes: IntArray, freq: FloatArray, w: Window, opt: TunerOptions,
-         at_limit: bool) -> TrimResult:
+         at_limit: bool, ticket: float = 1.0) -> TrimResult:
     """Per-chip margins from one window's error counts."""
     total = w.nonces + w.errors
     err = error_fraction(w.nonces, w.errors)
     enough = total >= MIN_COUNTS
     active = ~knowledge.dead & (freq > 0)
     margin = knowledge.margin
+    # A chip that answers nothing where dozens of nonces were due has dropped off the chain (or its domain
+    # has): no margin helps; a few such windows in a row and it is isolated.
+    expected = freq * knowledge.limits.hashes_per_mhz * w.seconds / (ticket * 2**32)
+    silent = active & (expected >= 30) & (total == 0)
     # A chip mostly erring first backs off hard; only one that keeps erring after that is dead.
     erring = active & enough & (err > opt.dead_error)
-    strikes = np.where(erring, strikes + 1, 0)
+    strikes = np.where(erring | silent, strikes + 1, 0)
     dying = strikes >= 3
     margin = np.where(erring & ~dying, margin + 0.10, margin)
     high = active & ~erring & enough & (err > opt.trim_high)
@@ -53,13 +57,16 @@ def trim(knowledge: Knowledge, strikes: IntArray, freq: FloatArray, w: Window, o
     margin = np.where(high, margin + 0.01, margin)
     margin = np.where(low, np.maximum(margin - 0.004, -opt.max_overshoot), margin)
     parts = []
+    if silent.any():
+        parts.append(f"{int(silent.sum())} chips silent (no nonces, no errors)")
     if erring.any():
         parts.append(f"{int(erring.sum())} chips mostly erring backed off 10 %")
     if high.any():
         parts.append(f"{int(high.sum())} chips over {opt.trim_high:.1%} errors stepped down 1 %")
     if low.any():
         parts.append(f"{int(low.sum())} clean chips at full scale climbed 0.4 %")
-    return TrimResult(margin, strikes.astype(np.int64), dying, bool(erring.any() or high.any() or low.any()),
+    return TrimResult(margin, strikes.astype(np.int64), dying,
+                      bool(erring.any() or silent.any() or high.any() or low.any()),
                       "; ".join(parts))
 
 

@@ -393,7 +393,7 @@ class Autotuner:
         new = mask & ~self.dead
         if new.any():
             for b, c in np.argwhere(new):
-                self._log_event(f"chip {b}:{c} isolated (errors at every frequency)")
+                self._log_event(f"chip {b}:{c} isolated (errors at every frequency, or silent)")
             self.knowledge.dead |= mask
             self.status.dead_chips = [(int(b), int(c)) for b, c in np.argwhere(self.dead)]
 
@@ -428,7 +428,7 @@ class Autotuner:
         """Trim chips and correct toward the goal from one window, then apply. (within goal, trimmed)"""
         kn = self.knowledge
         at_limit = self.plan is not None and self.plan.scale >= 0.98
-        t = trim(kn, self.strikes, self.freq, w, self.options, at_limit)
+        t = trim(kn, self.strikes, self.freq, w, self.options, at_limit, self.meter.ticket)
         kn.margin, self.strikes = t.margin, t.strikes
         self._mark_dead(t.dying)
         if t.changed:

@@ -27,26 +27,35 @@ from openmos.hw.interface import (
     WorkProvider,
 )
 from openmos.hw.sim.clock import SimClock
+from openmos.hw.sim.faults import FaultEvent
 from openmos.hw.sim.fleet import FleetSim
 from openmos.hw.sim.models import MinerModel, get_model
+from openmos.hw.sim.pll import pll_grid
+from openmos.hw.sim.realism import Realism
 from openmos.hw.work import NonceResult
 
 MAX_SUBSTEP_S = 5.0
 
 
-def limits_for(m: MinerModel) -> HardwareLimits:
-    """What firmware knows of a simulated model (its public data), for every simulated hardware view."""
+def limits_for(m: MinerModel, realism: Realism | None = None) -> HardwareLimits:
+    """What firmware knows of a simulated model (its public data), for every simulated hardware view:
+    the PLL grid and supply steps, how long a change takes to show, the PSU rating."""
     lo, hi = m.voltage_range
+    real = realism or Realism()
+    settle = 3 * m.meter_tau_s + 1.0 if real.settling or real.meter_errors else 0.0
+    grid = pll_grid(m.chip, m.min_freq_mhz, m.max_freq_mhz) if real.pll_grid else ()
     return HardwareLimits(m.boards, m.chips_per_board, m.fans, m.min_freq_mhz, m.max_freq_mhz, 6.25,
-                          m.stock_freq_mhz, lo, hi, 0.02, m.stock_board_voltage, m.chip.cores * 1e6, m.nameplate_w)
+                          m.stock_freq_mhz, lo, hi, m.volt_step if real.pll_grid else 0.02,
+                          m.stock_board_voltage, m.chip.cores * 1e6, m.nameplate_w,
+                          freq_grid_mhz=grid, settle_s=settle, psu_max_w=m.psu_max_w)
 
 
 class SimHardware(MiningHardware):
     def __init__(self, model: str, *, seed: int = 0, clock: SimClock | None = None, t_inlet: float = 25.0,
-                 hash_workers: int = 1, tick_s: float = 0.5) -> None:
-        self._model = get_model(model)
+                 hash_workers: int = 1, tick_s: float = 0.5, realism: Realism | None = None) -> None:
+        self._fleet = FleetSim(get_model(model), miners=1, seed=seed, t_inlet=t_inlet, realism=realism)
+        self._model = self._fleet.model
         self.model = f"{self._model.name} (simulated)"
-        self._fleet = FleetSim(self._model, miners=1, seed=seed, t_inlet=t_inlet)
         self._clock = clock or SimClock(1.0)
         self._clock.on_advance(self.advance)
         self._tick_s = tick_s
@@ -63,7 +72,23 @@ class SimHardware(MiningHardware):
 
     def fail_fan(self, index: int) -> None:
         """Environment: a fan stops (reads 0 rpm and moves no air)."""
-        self._fleet.fan_failed[0, index] = True
+        self._fleet.stop_fan(0, index)
+
+    def drop_domain(self, board: int, domain: int) -> None:
+        """Environment: a voltage domain's chips stop answering."""
+        self._fleet.drop_domain(0, board, domain)
+
+    def wear_fan(self, index: int, days: float | None = None) -> None:
+        """Environment: a fan bearing starts to wear (speed falls over days)."""
+        self._fleet.wear_fan(0, index, days)
+
+    def stick_sensor(self, board: int, sensor: int) -> None:
+        """Environment: a chip-temperature sensor freezes at its present reading."""
+        self._fleet.stick_sensor(0, board, sensor)
+
+    def fault_events(self) -> list[FaultEvent]:
+        """Ground-truth fault log (for scoring maintenance tools; firmware must not read it)."""
+        return list(self._fleet.events)
 
     async def start(self, provider: WorkProvider, sink: NonceSink) -> None:
         self._last = self._clock.now()
@@ -160,7 +185,7 @@ class SimHardware(MiningHardware):
         return self._cpu.expected_hashrate()
 
     def limits(self) -> HardwareLimits:
-        return limits_for(self._model)
+        return limits_for(self._model, self._fleet.realism)
 
     async def set_board_frequency(self, board: int, mhz: float) -> None:
         self.advance()  # what ran until now ran at the old setting

@@ -5,7 +5,12 @@ For a multiplier ``lam`` (GH/s given up per W saved), every chip's optimal frequ
 hashrate against marginal power does not depend on the chip, only on ``a``. Each board then picks the
 voltage on a fine grid that maximises ``H - lam P``, and ``lam`` is bisected until the steady-state wall
 power (leakage at the temperatures it causes, fans and PSU included) meets the target.
-Frequencies are continuous here: real PLLs have ~6 MHz steps, so the oracle is a slight over-estimate.
+Frequencies are snapped down to the PLL grid and voltages come from the supply's steps, so every oracle
+point can really be set. The chip limits use the temperatures and the supply-path drop of the last solution
+(one refresh); the final score is always the exact steady state of ``evaluate``.
+
+``best_uniform_at_power`` is the strongest simple baseline: one frequency for every chip and one voltage for
+every board, both chosen for the best J/TH at the power (uniform frequency *with* voltage scaling).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from openmos.hw.sim.models import MinerModel
 from openmos.hw.sim.physics import Array
 
 VOLTAGE_STEPS = 160
+UNIFORM_BISECTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -50,15 +56,25 @@ def _optimal_ratio(a: Array, width: float) -> Array:
     return np.asarray((lo + hi) / 2)
 
 
-def evaluate(model: MinerModel, k: Array, g: Array, dead: np.ndarray, v_board: Array, freq: Array,
-             duty: float, t_inlet: float) -> OperatingPoint:
-    """Steady-state wall power and valid hashrate of one miner at given settings (shape (boards, chips))."""
-    chip_w, _ = physics.steady_state(model, freq, v_board, g, duty, t_inlet)
-    fcrit = physics.critical_frequency(model.chip, k, (v_board / model.domains)[:, None])
+def evaluate_many(model: MinerModel, k: Array, g: Array, dead: np.ndarray, v_board: Array, freq: Array,
+                  duty: float, t_inlet: float, rth_scale: Array | float = 1.0,
+                  airflow_scale: float = 1.0) -> tuple[Array, Array]:
+    """Steady-state (wall W, valid TH/s) for settings of shape (..., boards, chips) / (..., boards)."""
+    steady = physics.steady_state(model, freq, v_board, g, duty, t_inlet, rth_scale=rth_scale,
+                                  airflow_scale=airflow_scale)
+    fcrit = physics.critical_frequency(model.chip, k, steady.v_chip, steady.t_j)
     p = np.where(dead, 1.0, physics.error_fraction(model.chip, freq, fcrit))
-    ths = float((physics.hashrate_ghs(model.chip, freq) * (1 - p)).sum() / 1000.0)
-    wall = float(physics.wall_power_w(model, chip_w.sum(), duty))
-    return OperatingPoint(v_board, freq, wall, ths)
+    ths = (physics.hashrate_ghs(model.chip, freq) * (1 - p)).sum(axis=(-2, -1)) / 1000.0
+    wall = physics.wall_power_w(model, steady.chip_w.sum(axis=(-2, -1)), duty, t_inlet)
+    return np.asarray(wall), np.asarray(ths)
+
+
+def evaluate(model: MinerModel, k: Array, g: Array, dead: np.ndarray, v_board: Array, freq: Array,
+             duty: float, t_inlet: float, rth_scale: Array | float = 1.0,
+             airflow_scale: float = 1.0) -> OperatingPoint:
+    """Steady-state wall power and valid hashrate of one miner at given settings (shape (boards, chips))."""
+    wall, ths = evaluate_many(model, k, g, dead, v_board, freq, duty, t_inlet, rth_scale, airflow_scale)
+    return OperatingPoint(v_board, freq, float(wall), float(ths))
 
 
 class Oracle:
@@ -68,16 +84,33 @@ class Oracle:
         hidden = fleet.hidden()
         self.model = fleet.model
         self.k, self.g, self.dead = hidden.k[miner], hidden.g[miner], hidden.dead[miner]
+        self.rth_scale = hidden.rth_scale[miner]
+        self.airflow = float(hidden.airflow_scale[miner])
         self.duty = float(fleet.duty[miner])
         self.t_inlet = float(fleet.t_inlet[miner])
+        self.grid = np.asarray(fleet.grid)
         lo, hi = self.model.voltage_range
-        self.voltages = np.linspace(lo, hi, VOLTAGE_STEPS)
+        self.voltages = np.array(sorted({fleet.snap_voltage(v) for v in np.linspace(lo, hi, VOLTAGE_STEPS)}))
+        self.voltages = self.voltages[(self.voltages >= lo - 1e-9) & (self.voltages <= hi + 1e-9)]
         stock = self.stock_uniform(self.model.stock_freq_mhz)
-        _, self._t_j = physics.steady_state(self.model, stock.freq, stock.board_voltage, self.g, self.duty,
-                                            self.t_inlet)
+        self._refresh(stock)
+
+    def _refresh(self, point: OperatingPoint) -> None:
+        """Temperatures and string voltages of a solution, for the next round of chip limits."""
+        steady = physics.steady_state(self.model, point.freq, point.board_voltage, self.g, self.duty, self.t_inlet,
+                                      rth_scale=self.rth_scale, airflow_scale=self.airflow)
+        self._t_j = steady.t_j
+        self._drop = point.board_voltage[:, None] / self.model.domains - steady.v_chip  # (boards, 1)
+
+    def _snap_down(self, freq: Array) -> Array:
+        if not len(self.grid):
+            return freq
+        idx = np.clip(np.searchsorted(self.grid, freq + 1e-9, side="right") - 1, 0, len(self.grid) - 1)
+        return np.asarray(np.where(freq > 0, self.grid[idx], 0.0))
 
     def _evaluate(self, v_board: Array, freq: Array) -> OperatingPoint:
-        return evaluate(self.model, self.k, self.g, self.dead, v_board, freq, self.duty, self.t_inlet)
+        return evaluate(self.model, self.k, self.g, self.dead, v_board, freq, self.duty, self.t_inlet,
+                        self.rth_scale, self.airflow)
 
     def stock_uniform(self, freq_mhz: float) -> OperatingPoint:
         """Stock-style operation: every chip at one frequency, stock board voltage."""
@@ -87,24 +120,44 @@ class Oracle:
 
     def stock_at_power(self, wall_w: float) -> OperatingPoint:
         """Uniform underclock (stock low-power mode) that draws ``wall_w``."""
-        lo, hi = self.model.min_freq_mhz, self.model.max_freq_mhz
-        for _ in range(50):
+        m = self.model
+        return self._uniform_at_power(np.array([m.stock_board_voltage]), wall_w)
+
+    def best_uniform_at_power(self, wall_w: float) -> OperatingPoint:
+        """The best single frequency for every chip at the best single board voltage, drawing ``wall_w``."""
+        return self._uniform_at_power(self.voltages, wall_w)
+
+    def _uniform_at_power(self, voltages: Array, wall_w: float) -> OperatingPoint:
+        """For each voltage, the uniform frequency (on the PLL grid) drawing at most ``wall_w``; the best one."""
+        m = self.model
+        shape = (len(voltages), m.boards, m.chips_per_board)
+        vb = np.repeat(voltages[:, None], m.boards, axis=1)
+        lo = np.full(len(voltages), m.min_freq_mhz)
+        hi = np.full(len(voltages), m.max_freq_mhz)
+        for _ in range(UNIFORM_BISECTIONS):
             mid = (lo + hi) / 2
-            if self.stock_uniform(mid).wall_power_w > wall_w:
-                hi = mid
-            else:
-                lo = mid
-        return self.stock_uniform(lo)
+            wall, _ = evaluate_many(m, self.k, self.g, self.dead, vb, np.broadcast_to(mid[:, None, None], shape),
+                                    self.duty, self.t_inlet, self.rth_scale, self.airflow)
+            over = wall > wall_w
+            hi = np.where(over, mid, hi)
+            lo = np.where(over, lo, mid)
+        f = self._snap_down(lo)
+        freq = np.broadcast_to(f[:, None, None], shape)
+        wall, ths = evaluate_many(m, self.k, self.g, self.dead, vb, freq, self.duty, self.t_inlet, self.rth_scale,
+                                  self.airflow)
+        ok = wall <= wall_w * 1.0005
+        best = int(np.argmax(np.where(ok, ths, -1.0)))
+        return OperatingPoint(vb[best].copy(), np.array(freq[best]), float(wall[best]), float(ths[best]))
 
     def settings_for(self, lam: float) -> tuple[Array, Array]:
         """Per-board voltage and per-chip frequency maximising H - lam P at this multiplier."""
         m, chip = self.model, self.model.chip
         v = self.voltages[:, None, None]  # (V, 1, 1) against (boards, chips)
-        v_chip = v / m.domains
-        fcrit = physics.critical_frequency(chip, self.k[None], v_chip)
+        v_chip = v / m.domains - self._drop[None]  # (V, boards, 1)
+        fcrit = physics.critical_frequency(chip, self.k[None], v_chip, self._t_j[None])
         a = lam * chip.c_dyn * v_chip**2 * 1000.0 / chip.cores
-        ratio = _optimal_ratio(np.broadcast_to(a, (len(self.voltages), 1, 1)), chip.error_width)
-        freq = np.clip(ratio * fcrit, m.min_freq_mhz, m.max_freq_mhz)
+        ratio = _optimal_ratio(np.broadcast_to(a, v_chip.shape), chip.error_width)
+        freq = self._snap_down(np.clip(ratio * fcrit, m.min_freq_mhz, m.max_freq_mhz))
         p = physics.error_fraction(chip, freq, fcrit)
         gain = physics.hashrate_ghs(chip, freq) * (1 - p) - lam * physics.chip_power(chip, freq, v_chip,
                                                                                       self.g[None], self._t_j[None])
@@ -121,22 +174,33 @@ class Oracle:
     def _solve(self, metric: str, target: float) -> OperatingPoint:
         lo, hi = 1e-4, 1e3  # GH/s per W, log-bisected
         best: OperatingPoint | None = None
+        if metric == "hashrate":
+            # Hashrate is not monotone in lam: far past stock, hot chips lose their limits and valid hashrate
+            # collapses. Walk down from the cheap end to the first lam that reaches the target, then bisect.
+            for lam in np.logspace(3, -1, 33):
+                point = self._evaluate(*self.settings_for(float(lam)))
+                if point.hashrate_ths > target:
+                    lo, best = float(lam), point
+                    break
+                hi = float(lam)
         for _ in range(60):
             lam = float(np.sqrt(lo * hi))
             point = self._evaluate(*self.settings_for(lam))
             value = point.wall_power_w if metric == "power" else point.hashrate_ths
             if value > target:
                 lo = lam  # too much: value more power (raise lam)
+                if metric == "hashrate":
+                    best = point  # the least hashrate still at or above the target so far
             else:
                 hi = lam
-                best = point
+                if metric == "power":
+                    best = point
             if hi / lo < 1.0005:
                 break
         if best is None:
             raise ValueError(f"{metric} target {target:g} is below what {self.model.name} can reach")
         # Refresh leakage temperatures for the chosen point once and re-solve around it.
-        _, self._t_j = physics.steady_state(self.model, best.freq, best.board_voltage, self.g, self.duty,
-                                            self.t_inlet)
+        self._refresh(best)
         return best
 
     def best_at_power(self, wall_w: float) -> OperatingPoint:
