@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from openmos.api.auth import AuthError, TooManyAttempts
-from openmos.hw.interface import UnsupportedControl
+from openmos.control import InvalidCommand, UnsupportedControl
 from openmos.miner.config import ConfigError
 
 log = logging.getLogger("openmos.api.rest")
@@ -61,6 +61,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ConfigError)
     async def _config(_: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse({"detail": _short(str(exc), 1000)}, status_code=422)
+
+    @app.exception_handler(InvalidCommand)
+    async def _invalid_command(_: Request, exc: InvalidCommand) -> JSONResponse:
+        return JSONResponse({"detail": _short(str(exc))}, status_code=422)
 
     @app.exception_handler(UnsupportedControl)
     async def _unsupported(_: Request, exc: UnsupportedControl) -> JSONResponse:

@@ -49,4 +49,22 @@ class PerformanceRequest(Body):
 
 
 class CurtailRequest(Body):
-    fraction: float = Field(gt=0, le=1.5, allow_inf_nan=False, description="share of the target to run at (1 = full)")
+    fraction: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False,
+                                   description="share of the target to run at (1 = full, 0 = sleep)")
+    watts: float | None = Field(default=None, ge=0, le=1e6, allow_inf_nan=False,
+                                description="wall power to run at (0 = sleep)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CurtailRequest:
+        if (self.fraction is None) == (self.watts is None):
+            raise ValueError("give exactly one of fraction or watts")
+        return self
+
+
+class PoolsReplace(Body):
+    pools: list[NewPool] = Field(min_length=1, max_length=8)
+
+
+class CoolingRequest(Body):
+    mode: Literal["auto", "manual", "immersion", "hydro"] = "auto"
+    duty_pct: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)

@@ -19,6 +19,7 @@ from openmos.base.files import state_dir
 from openmos.base.net import AllowList
 from openmos.miner.agent import MiningAgent
 from openmos.miner.config import ConfigError
+from openmos.miner.control import AgentControl
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,10 @@ class DeviceApis:
     """The cgminer API and the REST API + web page of one agent. Accounts live in ``api.auth_file`` or, by
     default, in ``accounts.json`` of the agent's state directory (``--state-dir`` / ``$OPENMOS_STATE_DIR``)."""
 
-    def __init__(self, agent: MiningAgent, *, config_path: Path | None = None, state: Path | None = None) -> None:
+    def __init__(self, agent: MiningAgent, *, config_path: Path | None = None, state: Path | None = None,
+                 control: AgentControl | None = None) -> None:
         cfg = agent.config.api
-        self.view = DeviceView(agent)
+        self.view = DeviceView(agent, control=control)  # pass the fleet worker's surface to share its state
         self.logs = LogBuffer()
         logging.getLogger("openmos").addHandler(self.logs)
         self.accounts_path = Path(cfg.auth_file) if cfg.auth_file else (state or state_dir()) / ACCOUNTS_FILE

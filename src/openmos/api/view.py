@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from openmos import __version__
 from openmos.miner.agent import MiningAgent
+from openmos.miner.control import AgentControl
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,14 @@ class PoolView:
 
 
 class DeviceView:
-    """Live figures of one agent. Hashrate windows come from the hardware's hash counters."""
+    """Live figures of one agent (hashrate windows come from the hardware's hash counters) and its control
+    surface, through which every API changes the device."""
 
-    def __init__(self, agent: MiningAgent, started_at: float | None = None) -> None:
+    def __init__(self, agent: MiningAgent, started_at: float | None = None, control: AgentControl | None = None
+                 ) -> None:
         self.agent = agent
         self.started_at = started_at or time.time()
-        self.locate_until = 0.0
+        self.control = control or AgentControl(agent)
 
     @property
     def version(self) -> str:

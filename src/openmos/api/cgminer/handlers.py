@@ -35,9 +35,17 @@ from openmos.api.cgminer.protocol import (
 )
 from openmos.api.view import DeviceView
 from openmos.base.net import AllowList
-from openmos.hw.interface import UnsupportedControl
+from openmos.control import (
+    Command,
+    Curtail,
+    Pause,
+    Reboot,
+    Resume,
+    SetFrequency,
+    SetTarget,
+    UnsupportedControl,
+)
 from openmos.miner.config import ConfigError, PoolEndpoint
-from openmos.tuning import PerformanceTarget
 
 log = logging.getLogger(__name__)
 
@@ -306,46 +314,47 @@ class CgminerApi:
             group.move_to(conn, position)
         return self._ok("poolpriority", "Changed pool priorities")
 
+    # Device controls go through the control surface, like REST, the fleet and energy.
+
+    async def _control(self, command: Command, name: str, msg: str) -> dict[str, Any]:
+        ack = await self.view.control.execute(command)
+        return self._ok(name, f"{msg}: {ack.message}" if ack.message else msg)
+
     async def _w_pause(self, _: str | None) -> dict[str, Any]:
-        await self.view.agent.pause()
-        return self._ok("pause", "Mining paused")
+        return await self._control(Pause(), "pause", "Mining paused")
 
     async def _w_resume(self, _: str | None) -> dict[str, Any]:
-        await self.view.agent.resume()
-        return self._ok("resume", "Mining resumed")
+        return await self._control(Resume(), "resume", "Mining resumed")
 
     async def _w_restart(self, _: str | None) -> dict[str, Any]:
-        await self.view.agent.restart()
-        return self._ok("restart", "Restarting pool connections")
+        return await self._control(Reboot(), "restart", "Restarting pool connections")
 
     async def _w_ascset(self, p: str | None) -> dict[str, Any]:
-        """``N,freq,MHz`` (all chips of board N), ``0,power,W``, ``0,hashrate,THs`` or ``0,profile,eco``."""
+        """``N,freq,MHz`` (all chips of board N; -1 all boards), ``0,power,W``, ``0,hashrate,THs``,
+        ``0,profile,eco`` or ``0,curtail,FRACTION`` (0 = sleep)."""
         parts = (p or "").split(",")
         if len(parts) != 3:
             raise BadRequest(MISSING_PARAMETER, "ascset needs N,option,value")
         board, option, value = parts[0].strip(), parts[1].strip().lower(), parts[2].strip()
-        agent = self.view.agent
+        command: Command
         if option == "freq":
-            n = int(board)
-            if not 0 <= n < len(agent.telemetry().boards):
-                raise BadRequest(INVALID_PARAMETER, f"no board {n}")
-            mhz = _number(value, "frequency (MHz)", 2000)
-            chips = len(agent.telemetry().boards[n].chips)
-            for chip in range(chips):
-                await agent.hardware.set_chip_frequency(n, chip, mhz)
-            return self._ok("ascset", f"ASC {n} frequency set to {mhz:g} MHz")
-        if option not in ("power", "hashrate", "profile"):
-            raise BadRequest(INVALID_PARAMETER, "unknown ascset option (freq, power, hashrate or profile)")
-        if agent.tuner is None:
-            raise BadRequest(UNSUPPORTED, f"ascset {option}: this hardware has no autotuner")
-        limits = agent.hardware.limits()
-        target = PerformanceTarget.choose(
-            power_w=_number(value, "power (W)", 100_000) if option == "power" else None,
-            hashrate_ths=_number(value, "hashrate (TH/s)", 100_000) if option == "hashrate" else None,
-            profile=value if option == "profile" else None,
-            nameplate_w=(limits.nameplate_power_w if limits else None) or 0.0)
-        await agent.tuner.set_target(target)
-        return self._ok("ascset", f"target set to {target}")
+            if not board.lstrip("-").isdigit() or len(board) > 5:
+                raise BadRequest(INVALID_PARAMETER, "ascset freq needs a board number")
+            command = SetFrequency(int(board), _number(value, "frequency (MHz)", 10_000))
+        elif option == "power":
+            command = SetTarget(power_w=_number(value, "power (W)", 1e6))
+        elif option == "hashrate":
+            command = SetTarget(hashrate_ths=_number(value, "hashrate (TH/s)", 1e5))
+        elif option == "profile":
+            command = SetTarget(profile=value)
+        elif option == "curtail":
+            try:
+                command = Curtail(fraction=float(value))
+            except (ValueError, OverflowError):
+                raise BadRequest(INVALID_PARAMETER, "curtail needs a fraction between 0 and 1") from None
+        else:
+            raise BadRequest(INVALID_PARAMETER, "unknown ascset option (freq, power, hashrate, profile, curtail)")
+        return await self._control(command, "ascset", f"ascset {option} done")
 
 
 def _number(text: str, what: str, upper: float) -> float:

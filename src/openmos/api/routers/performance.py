@@ -1,4 +1,5 @@
-"""``/api/v1/performance``: the tuner's state and curve; set a target; curtail (operator)."""
+"""``/api/v1/performance``: the tuner's state and curve; set a target; curtail or sleep (operator). Changes go
+through the device control surface (``openmos.control``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from fastapi import APIRouter, HTTPException
 
 from openmos.api.deps import Ctx, Operator
 from openmos.api.models import CurtailRequest, PerformanceRequest
-from openmos.tuning import PerformanceTarget
+from openmos.control import Curtail, SetTarget, UnsupportedControl, to_wire
+from openmos.tuning import TargetKind
 
 router = APIRouter(prefix="/api/v1/performance", tags=["performance"])
 
@@ -27,25 +29,25 @@ async def performance(ctx: Ctx) -> dict[str, Any]:
 
 @router.put("")
 async def set_performance(body: PerformanceRequest, ctx: Ctx, _: Operator) -> dict[str, Any]:
-    agent = ctx.view.agent
-    tuner = agent.tuner
-    if tuner is None:
-        raise HTTPException(409, NO_TUNER)
-    limits = agent.hardware.limits()
+    tuner = ctx.view.agent.tuner
     if body.step_percent is not None:
-        target = tuner.base_target.step(body.step_percent)
+        if tuner is None:
+            raise HTTPException(409, NO_TUNER)
+        stepped = tuner.base_target.step(body.step_percent)
+        if stepped.kind is TargetKind.POWER:
+            command = SetTarget(power_w=stepped.value)
+        elif stepped.kind is TargetKind.HASHRATE:
+            command = SetTarget(hashrate_ths=stepped.value)
+        else:
+            raise UnsupportedControl("a relative step needs a power or hashrate target")
     else:
-        target = PerformanceTarget.choose(power_w=body.power_w, hashrate_ths=body.hashrate_ths,
-                                          profile=body.profile,
-                                          nameplate_w=(limits.nameplate_power_w if limits else 0) or 0)
-    await tuner.set_target(target)
-    return {"target": str(target)}
+        command = SetTarget(power_w=body.power_w, hashrate_ths=body.hashrate_ths, profile=body.profile)
+    ack = await ctx.view.control.execute(command)
+    return {"target": str(tuner.base_target) if tuner else None, **to_wire(ack)}
 
 
 @router.post("/curtail")
 async def curtail(body: CurtailRequest, ctx: Ctx, _: Operator) -> dict[str, Any]:
-    tuner = ctx.view.agent.tuner
-    if tuner is None:
-        raise HTTPException(409, NO_TUNER)
-    await tuner.curtail(body.fraction)
-    return {"fraction": body.fraction}
+    """Run at a fraction of the target (1 = full) or at a wall power; 0 (fraction or watts) is sleep."""
+    ack = await ctx.view.control.execute(Curtail(fraction=body.fraction, watts=body.watts))
+    return {"fraction": ctx.view.control.fraction, **to_wire(ack)}

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from openmos.api.deps import Ctx, Operator
-from openmos.api.models import NewPool, PoolPatch
+from openmos.api.models import NewPool, PoolPatch, PoolsReplace
+from openmos.control import PoolSpec, SetPools, to_wire
 from openmos.miner.config import PoolEndpoint
 
 router = APIRouter(prefix="/api/v1/pools", tags=["pools"])
@@ -28,6 +29,14 @@ async def add_pool(body: NewPool, ctx: Ctx, _: Operator) -> dict[str, Any]:
         raise HTTPException(404, f"no pool group {body.group}")
     conn = agent.pools.groups[body.group].add(endpoint)
     return {"url": conn.endpoint.url, "priority": conn.priority}
+
+
+@router.put("")
+async def replace_pools(body: PoolsReplace, ctx: Ctx, _: Operator) -> dict[str, Any]:
+    """Replace every pool with this list (one failover group, first = primary), through the control surface."""
+    specs = tuple(PoolSpec(PoolEndpoint.checked(p.url, p.user, p.password).url, p.user, p.password)
+                  for p in body.pools)
+    return to_wire(await ctx.view.control.execute(SetPools(specs)))
 
 
 @router.patch("/{index}")

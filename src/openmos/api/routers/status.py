@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -15,8 +14,10 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from openmos import __version__
-from openmos.api.deps import AnySession, Ctx
+from openmos.api.deps import AnySession, Ctx, Operator
+from openmos.api.models import CoolingRequest
 from openmos.api.view import DeviceView
+from openmos.control import SetCooling, to_wire
 
 router = APIRouter()
 
@@ -41,7 +42,8 @@ def status_doc(view: DeviceView) -> dict[str, Any]:
         "tuner": asdict(tuner.status) if tuner else None,
         "pools": [asdict(p) for p in pools],
         "fans": [{"index": i, "rpm": rpm, "duty_pct": duty} for i, rpm, duty in view.fans()],
-        "locate": view.locate_until > time.time(),
+        "locate": view.control.locating,
+        "control": to_wire(view.control.get_data()),
     }
 
 
@@ -90,6 +92,12 @@ async def cooling(ctx: Ctx) -> dict[str, Any]:
             "mode": tuner.cooling.mode.value if tuner else None,
             "limits": asdict(tuner.cooling.limits) if tuner else None,
             "dps_steps": tuner.guard.dps_steps if tuner else 0}
+
+
+@router.put("/api/v1/cooling", tags=["cooling"])
+async def set_cooling(body: CoolingRequest, ctx: Ctx, _: Operator) -> dict[str, Any]:
+    """Fan mode (and duty for ``manual``) while no autotuner drives the fans."""
+    return to_wire(await ctx.view.control.execute(SetCooling(body.mode, body.duty_pct)))
 
 
 @router.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)
