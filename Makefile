@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean browser supply-chain
+.PHONY: demo test lint bench clean browser supply-chain fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ supply-chain: $(STAMP)  ## secrets, hard-coded wallets/pools, undeclared endpoin
 
 test: lint browser supply-chain  ## ruff + mypy + supply-chain checks + pytest
 	$(BIN)/pytest -q
+
+fuzz: $(STAMP)  ## 100,000 hypothesis cases over every Stratum V1 field the agent parses (CI runs 10,000)
+	FUZZ_EXAMPLES=100000 $(BIN)/pytest -q tests/test_stratum_fuzz.py
 
 bench: $(STAMP)  ## every benchmark under benchmarks/
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

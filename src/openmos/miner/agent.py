@@ -122,6 +122,7 @@ class MiningAgent:
         self._jobs: dict[str, _JobContext] = {}
         self._work: OrderedDict[int, _IssuedWork] = OrderedDict()
         self._work_ids = itertools.count(1)
+        self._advised: dict[str, float] = {}  # the last pool difficulty checked per group
         self._tasks: set[asyncio.Task[None]] = set()
         self._sampler: asyncio.Task[None] | None = None
         self.paused = False
@@ -335,6 +336,11 @@ class MiningAgent:
                       exc)
             del self._jobs[group.name]
             return None
+        if self._advised.get(group.name) != difficulty:  # say once per new value when it means a long wait
+            self._advised[group.name] = difficulty
+            advice = self.difficulty_advice(difficulty)
+            if advice is not None:
+                log.warning("%s: %s", ctx.conn.url, advice)
         item = WorkItem(next(self._work_ids), self._generation, header, client.version_mask, target)
         self._work[item.work_id] = _IssuedWork(ctx, client.extranonce1, en2, item, target, difficulty,
                                                WorkValidator(item))

@@ -1,0 +1,315 @@
+"""Soak: one simulated S21 for hours of simulated time against two quirky pools and a hostile network.
+
+The agent mines a simulated S21 (hashrate, power and temperatures are *modelled*; shares are real SHA-256d
+found by the simulator's CPU hashing) against a primary and a backup local pool, each behind a fault proxy.
+The pools announce new blocks with ``clean_jobs=false`` (legal, and the trap of issue 11). Every simulated
+minute the proxies push a new difficulty (and now and then a hostile one: 1e400, NaN, 0, 1e-300); every
+simulated hour the primary pool is killed and restarted, the network stalls, and a reconnect storm drops
+every connection several times in a row. Timeouts, back-offs and the pools run in real time; the
+simulated clock runs ``--speed`` times faster.
+
+Figures: shares found / accepted / rejected / never sent (superseded block) / lost, old-block shares the
+pools accepted (zero expected), failover times after a pool kill (< 2 s expected) and after a stall
+(includes the stall timeout), fallback time after the primary returns, RSS at the start and end (flat
+within 10 % expected). Baseline, measured in the same run: the same agent and pools with no faults for
+the first part of the run; the soak's credited difficulty per second is printed as a ratio of it.
+
+Usage: python benchmarks/soak.py [--quick] [--hours 6] [--speed 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from openmos.hw.sim.backend import SimHardware
+from openmos.hw.sim.clock import SimClock
+from openmos.miner import AgentConfig, MiningAgent
+from openmos.pool import LocalPool, PoolSettings
+from openmos.stratum.difficulty import difficulty_for_interval
+from openmos.stratum.protocol import encode_notification
+
+STALL_TIMEOUT_S = 4.0  # real seconds (the agent's stall_timeout_s in this run)
+HOSTILE = ["1e400", "NaN", "0", "1e-300"]
+
+
+def rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * 4096 / 1e6
+
+
+class QuirkyPool(LocalPool):
+    """A local pool that announces new blocks as non-clean jobs and counts old-block shares it accepts."""
+
+    stale_block_accepted = 0
+
+    def _new_tip(self) -> None:
+        self._new_job(clean=False)  # clean is only a hint: the prev-hash change is what matters
+        self._broadcast_job()
+
+    def _on_submit(self, session: Any, params: list[Any]) -> bool:
+        job = self._jobs.get(params[1]) if len(params) > 1 and isinstance(params[1], str) else None
+        ok = super()._on_submit(session, params)
+        if ok and job is not None and job.template.prev_hash != self._current_job().template.prev_hash:
+            self.stale_block_accepted += 1
+        return ok
+
+
+@dataclass
+class FaultProxy:
+    """TCP proxy in front of a pool: forwards lines, can stall, drop every connection, or inject lines."""
+
+    upstream_port: int
+    port: int = 0
+    stalled: asyncio.Event = field(default_factory=asyncio.Event)  # set: nothing moves in either direction
+    _server: asyncio.Server | None = None
+    _writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    _downstream: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"stratum+tcp://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self.drop_all()
+        if self._server is not None:
+            self._server.close()
+
+    def drop_all(self) -> None:
+        for w in self._writers:
+            w.close()
+        self._writers.clear()
+        self._downstream.clear()
+
+    def inject(self, line: bytes) -> None:
+        if not self.stalled.is_set():
+            for w in self._downstream:
+                w.write(line)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError, ValueError):
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                while self.stalled.is_set():
+                    await asyncio.sleep(0.05)
+                writer.write(line)
+                await writer.drain()
+        writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port, limit=1 << 20)
+        except OSError:
+            writer.close()
+            return
+        self._writers += [writer, up_writer]
+        self._downstream.append(writer)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+
+@dataclass
+class Figures:
+    failovers: list[float] = field(default_factory=list)  # pool kill -> work from the backup (s)
+    stall_failovers: list[float] = field(default_factory=list)  # stall start -> work from the backup (s)
+    fallbacks: list[float] = field(default_factory=list)  # primary restarted -> work from it again (s)
+    storms: int = 0
+    difficulty_changes: int = 0
+    hostile_sent: int = 0
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> float | None:
+    """Seconds until ``condition`` held (polled every 10 ms), or None after ``timeout``."""
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > timeout:
+            return None
+        await asyncio.sleep(0.01)
+    return time.monotonic() - began
+
+
+def mining_on(agent: MiningAgent, proxy: FaultProxy) -> bool:
+    """The agent has a live job from the pool behind this proxy (it is hashing for it)."""
+    ctx = agent._jobs.get("soak")
+    return ctx is not None and ctx.conn.url.port == proxy.port and not ctx.client.closed.is_set()
+
+
+def credited(agent: MiningAgent) -> float:
+    return sum(c.counters.accepted_difficulty for c in agent.pools.connections())
+
+
+async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> None:
+    rng = random.Random(seed)
+    clock = SimClock(speed)
+    hardware = SimHardware("s21", clock=clock, seed=seed)
+    rate = hardware.expected_hashrate()
+    difficulty = float(f"{difficulty_for_interval(rate, 0.5):.3g}")  # ~2 shares/s from the real hashing
+    settings = {"port": 0, "start_difficulty": difficulty, "vardiff": None, "network_difficulty": difficulty * 10,
+                "job_interval": 20.0}
+    primary, backup = QuirkyPool(PoolSettings(**settings)), QuirkyPool(PoolSettings(**settings))  # type: ignore[arg-type]
+    await primary.start()
+    await backup.start()
+    p_proxy, b_proxy = FaultProxy(primary.port), FaultProxy(backup.port)
+    await p_proxy.start()
+    await b_proxy.start()
+    config = AgentConfig.from_dict({
+        "hardware": "sim:s21",
+        "stratum": {"stall_timeout_s": STALL_TIMEOUT_S, "fallback_interval_s": 5.0, "retry_delay_s": 0.5,
+                    "response_timeout_s": 3.0, "suggest_difficulty": difficulty, "max_share_rate": 10.0},
+        "groups": [{"name": "soak", "pools": [{"url": p_proxy.url, "user": "soak.s21"},
+                                               {"url": b_proxy.url, "user": "soak.s21"}]}],
+        "api": {"enabled": False},
+    })
+    agent = MiningAgent(config, hardware)
+    figures = Figures()
+    sim_total = hours * 3600.0
+    real_total = sim_total / speed
+    baseline_real = max(20.0, baseline_share * real_total)
+    print(f"soak: simulated S21 (modelled), {hours:g} simulated h at {speed:g}x = {real_total:.0f} s real, "
+          f"after a {baseline_real:.0f} s fault-free baseline; real hashing {rate / 1e3:.0f} kH/s, "
+          f"pool difficulty {difficulty:g}")
+    await agent.start()
+    try:
+        ok = await wait_until(lambda: mining_on(agent, p_proxy), 60)
+        if ok is None:
+            raise SystemExit("the agent never started mining on the primary pool")
+        # Baseline: no faults, timed from the first accepted share (hashing workers warmed up).
+        await wait_until(lambda: credited(agent) > 0, 120)
+        c0, t0 = credited(agent), time.monotonic()
+        await asyncio.sleep(baseline_real)
+        baseline_rate = (credited(agent) - c0) / (time.monotonic() - t0)
+        rss_start = rss_mb()
+        c1, t1 = credited(agent), time.monotonic()
+        sim_start = clock.now()
+        with Progress(transient=True) as progress:
+            task = progress.add_task("soak (simulated time)", total=sim_total)
+            minute = 0
+            while (elapsed := clock.now() - sim_start) < sim_total:
+                progress.update(task, completed=elapsed)
+                while minute < int(elapsed // 60):  # every simulated minute gets its event, late or not
+                    minute += 1
+                    await minute_event(minute, rng, difficulty, primary, p_proxy, b_proxy, agent, figures)
+                await asyncio.sleep(0.05)
+        soak_rate = (credited(agent) - c1) / (time.monotonic() - t1)
+        await asyncio.sleep(2)  # answers in flight
+        rss_end = rss_mb()
+    finally:
+        await agent.stop()
+        for closer in (p_proxy.stop, b_proxy.stop, primary.stop, backup.stop):
+            with contextlib.suppress(Exception):
+                await closer()
+    report(agent, figures, primary, backup, baseline_rate, soak_rate, rss_start, rss_end)
+
+
+async def minute_event(minute: int, rng: random.Random, difficulty: float, primary: QuirkyPool,
+                       p_proxy: FaultProxy, b_proxy: FaultProxy, agent: MiningAgent, figures: Figures) -> None:
+    """What happens at each simulated minute (the hour repeats)."""
+    m = minute % 60
+    new = difficulty * rng.uniform(1.0, 3.0)  # never easier than the pool's own: every share stays valid
+    raw = f"{new:.6g}"
+    if m == 50:
+        raw = rng.choice(HOSTILE)
+        figures.hostile_sent += 1
+    line = encode_notification("mining.set_difficulty", [0]).replace(b"[0]", f"[{raw}]".encode())
+    p_proxy.inject(line)
+    b_proxy.inject(line)
+    figures.difficulty_changes += 1
+    if m == 10 and mining_on(agent, p_proxy):  # the primary pool dies, comes back 10 simulated minutes later
+        began = time.monotonic()
+        await primary.stop()
+        took = await wait_until(lambda: mining_on(agent, b_proxy), 30)
+        figures.failovers.append(time.monotonic() - began if took is not None else float("inf"))
+    elif m == 10:
+        await primary.stop()
+    elif m == 20:
+        await primary.start()
+        took = await wait_until(lambda: mining_on(agent, p_proxy), 60)
+        figures.fallbacks.append(took if took is not None else float("inf"))
+    elif m == 30:  # reconnect storm: every connection dropped five times in a row
+        for _ in range(5):
+            p_proxy.drop_all()
+            b_proxy.drop_all()
+            await asyncio.sleep(0.3)
+        figures.storms += 1
+    elif m == 40:  # the network to the pool in use stalls (connection open, nothing moves)
+        used, other = (p_proxy, b_proxy) if mining_on(agent, p_proxy) else (b_proxy, p_proxy)
+        used.stalled.set()
+        took = await wait_until(lambda: mining_on(agent, other), 30)
+        figures.stall_failovers.append(took if took is not None else float("inf"))
+        await asyncio.sleep(1.0)
+        used.stalled.clear()
+        used.drop_all()
+
+
+def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPool, baseline_rate: float,
+           soak_rate: float, rss_start: float, rss_end: float) -> None:
+    conns = agent.pools.connections()
+    answered = [s.result for s in agent.found if s.result is not None]
+    accepted = sum(r.accepted for r in answered)
+    stale = sum(r.stale for r in answered)
+    rejected = len(answered) - accepted - stale
+    superseded = agent.stats.superseded_nonces + sum(c.stale_dropped for c in conns)
+    lost = sum(c.lost_shares for c in conns) + sum(len(c.outbox) for c in conns)
+    throttled = sum(c.throttled for c in conns)
+    refused = sum(c.client.difficulty_rejections for c in conns if c.client is not None
+                  and hasattr(c.client, "difficulty_rejections"))
+
+    def stat(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        return f"median {statistics.median(values):.2f} s, max {max(values):.2f} s over {len(values)}"
+
+    reasons: dict[str, int] = {}
+    for c in conns:
+        for reason, n in c.counters.reject_reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    print(f"shares found {agent.stats.shares_found}, answered {len(answered)}: accepted {accepted}, rejected "
+          f"{rejected}, stale {stale} {reasons or ''}; never sent because their block was superseded "
+          f"{superseded}; lost {lost}; throttled {throttled}; unanswered at the end "
+          f"{agent.stats.shares_found - len(answered) - lost - throttled - sum(c.stale_dropped for c in conns)}")
+    print(f"old-block shares accepted by the pools: {primary.stale_block_accepted + backup.stale_block_accepted} "
+          f"(blocks found: {len(primary.blocks_found) + len(backup.blocks_found)}, all announced clean_jobs=false)")
+    print(f"failover after a pool kill: {stat(f.failovers)} (target < 2 s)")
+    print(f"failover after a network stall: {stat(f.stall_failovers)} (includes the {STALL_TIMEOUT_S:g} s stall "
+          "timeout)")
+    print(f"fallback to the restarted primary: {stat(f.fallbacks)} (fallback_interval_s = 5)")
+    print(f"difficulty changes {f.difficulty_changes} (hostile values sent {f.hostile_sent}; refused by the "
+          f"current sessions {refused}); reconnect storms {f.storms}; hardware errors {agent.stats.hardware_errors} "
+          "(modelled)")
+    growth = (rss_end - rss_start) / rss_start * 100
+    print(f"RSS {rss_start:.1f} MB -> {rss_end:.1f} MB ({growth:+.1f} %, target within 10 %)")
+    ratio = soak_rate / baseline_rate if baseline_rate else float("nan")
+    print(f"credited difficulty per second: soak {soak_rate:.3g} vs fault-free baseline {baseline_rate:.3g} "
+          f"(ratio {ratio:.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one simulated hour (about 30 s real)")
+    parser.add_argument("--hours", type=float, default=6.0, help="simulated hours (default: %(default)s)")
+    parser.add_argument("--speed", type=float, default=120.0, help="simulated seconds per real second")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    hours = 1.0 if args.quick else args.hours
+    asyncio.run(soak(hours, args.speed, 0.15, args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Pure pieces behind issue 11: difficulty checks, the share-rate governor, the rate-limited log."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+
+from openmos.base.logs import LogLimiter
+from openmos.miner.governor import TokenBucket, governed_difficulty
+from openmos.stratum.difficulty import (
+    ABS_MAX_DIFFICULTY,
+    BadDifficulty,
+    DifficultyRange,
+    check_difficulty,
+    difficulty_for_interval,
+    seconds_per_share,
+    suggested_difficulty,
+)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 0, 0.0, -1, 1e-300, 1e300, 10**400, True, "5",
+                                   None, [1]])
+def test_hostile_difficulties_refused(value: object) -> None:
+    with pytest.raises(BadDifficulty):
+        check_difficulty(value, DifficultyRange.for_hashrate(1e6))
+
+
+def test_sane_difficulties_pass_and_range_follows_the_hashrate() -> None:
+    cpu, asic = DifficultyRange.for_hashrate(1e6), DifficultyRange.for_hashrate(200e12)
+    assert check_difficulty(0.001, cpu) == 0.001 and check_difficulty(16384, cpu) == 16384.0
+    assert check_difficulty(ABS_MAX_DIFFICULTY, asic) == ABS_MAX_DIFFICULTY
+    with pytest.raises(BadDifficulty, match="sane minimum"):
+        check_difficulty(cpu.low / 2, cpu)
+    # An S21 would find 1000 shares/s at difficulty ~47, but difficulty 1 (the Stratum default) is always
+    # accepted: below it is refused, a CPU's 0.001 included.
+    assert asic.low == 1.0 and cpu.low == pytest.approx(1e6 / 2**32 / 1000)
+    with pytest.raises(BadDifficulty):
+        check_difficulty(0.001, asic)
+
+
+def test_suggested_difficulty_gives_a_share_every_few_seconds() -> None:
+    for rate in (3e5, 2e6, 200e12):
+        assert 4.5 < seconds_per_share(rate, suggested_difficulty(rate)) < 5.5
+    assert difficulty_for_interval(2**32, 1.0) == 1.0
+
+
+def test_governor_raises_difficulty_only_when_it_would_flood() -> None:
+    rate = 2**32 * 100.0  # 100 difficulty-1 shares per second
+    assert governed_difficulty(0.01, rate, 5.0) == pytest.approx(20.0)  # 5 shares/s instead of 10,000
+    assert governed_difficulty(50.0, rate, 5.0) == 50.0  # already slower than 5/s: untouched
+    assert governed_difficulty(0.01, None, 5.0) == 0.01  # unknown hashrate: the bucket still limits
+
+
+def test_token_bucket_limits_a_burst_then_refills() -> None:
+    bucket = TokenBucket(rate=2.0, burst=5.0)
+    assert sum(bucket.take(100.0) for _ in range(50)) == 5
+    assert bucket.refused == 45
+    assert bucket.take(100.6) and not bucket.take(100.6)  # 1.2 tokens back after 0.6 s
+
+
+def test_log_limiter_bounds_lines_and_says_how_many_it_held(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    limiter = LogLimiter(logging.getLogger("test.limiter"), interval=10.0, burst=3, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, "test.limiter"):
+        written = sum(limiter.log(logging.INFO, "k", "share %d", i) for i in range(1000))
+        now[0] = 11.0
+        limiter.log(logging.INFO, "k", "share %d", 1000)
+    assert written == 3 and len(caplog.records) == 4
+    assert "997 similar lines suppressed" in caplog.records[-1].getMessage()
