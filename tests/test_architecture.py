@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "security": {"base"},
     "tuning": {"base", "hw", "control"},
     "pool": {"bitcoin", "stratum"},
+    "proxy": {"bitcoin", "stratum", "pool", "api"},
     "energy": {"base", "control"},
     "miner": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security"},
     "api": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner"},
@@ -25,8 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "fleet": {"base", "control", "hw", "security", "miner", "api", "tuning", "energy"},
     "testbed": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner", "api", "fleet",
                 "energy"},
-    "cli": {"base", "control", "testbed", "bitcoin", "stratum", "hw", "security", "tuning", "pool", "energy",
-            "miner", "api", "integrations", "fleet", "emulator"},
+    "cli": {"base", "control", "testbed", "bitcoin", "stratum", "hw", "security", "tuning", "pool", "proxy",
+            "energy", "miner", "api", "integrations", "fleet", "emulator"},
 }
 
 

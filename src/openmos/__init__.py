@@ -5,11 +5,12 @@ Layers, lowest first (a layer imports only the ones below it):
 - ``base``     clocks and atomic file writes (used by every layer)
 - ``control``  the one typed device control surface (commands, status, ``UnsupportedControl``)
 - ``bitcoin``  pure primitives: hashing, headers, targets, merkle, version rolling
-- ``stratum``  Stratum V1 wire protocol, job model and asyncio client
+- ``stratum``  Stratum V1 wire protocol, job model and asyncio client; ``stratum.v2``: SV2 codec, Noise, client
 - ``hw``       hardware abstraction layer and backends (CPU, simulator, BM13xx chips on Bitaxe and serial boards)
 - ``emulator`` wire-level BM13xx / Bitaxe emulator on ptys (independent of ``hw``: imports ``base`` only)
 - ``tuning``   autotuner, performance targets and profiles, cooling and thermal protection (uses ``hw``)
-- ``pool``     the built-in local Stratum V1 pool (template chain, vardiff, validation)
+- ``pool``     the built-in local pool, Stratum V1 and V2 (template chain, vardiff, validation)
+- ``proxy``    farm proxy: Stratum V1 miners -> one encrypted Stratum V2 extended channel
 - ``miner``    the device agent: pool manager, work dispatch, nonce re-validation
 - ``testbed``  simulated devices, sites (with a Modbus site meter) and cgminer farms on the control surface
                (physics stays in ``hw.sim``)

@@ -118,6 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     security_cli.add_parsers(sub)
     energy_cli.add_parser(sub)
     fleet_cli.add_parser(sub)
+    sv2_cli.add_proxy_parser(sub)
     hardware_cli.add_parsers(sub)
 
     cfg = sub.add_parser("config", help="create or check an agent config file")
@@ -328,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
     commands: dict[str, Callable[[argparse.Namespace], Coroutine[None, None, int]]] = {
-        "run": _run_agent, "pool": _run_pool, "demo": _run_demo}
+        "run": _run_agent, "pool": _run_pool, "demo": _run_demo,
+        "proxy": lambda a: sv2_cli.run_proxy(a, _serve)}
     try:
         if args.command == "config":
             return _config_command(args)

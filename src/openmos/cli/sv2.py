@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+
 from openmos.base.files import atomic_write
+from openmos.cli.display import si
 from openmos.pool.server import LocalPool
 from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
+from openmos.pool.vardiff import VardiffSettings
+from openmos.proxy import FarmProxy, ProxySettings
+from openmos.proxy.api import ProxyApis
 from openmos.stratum.v2.noise import encode_authority_key, xonly_public_key
 
 log = logging.getLogger(__name__)
+
+ServeFn = Callable[[float, Callable[[], Group] | None, bool], Awaitable[None]]
 
 
 def add_pool_args(parser: argparse.ArgumentParser) -> None:
@@ -63,3 +74,61 @@ async def start_pool_v2(pool: LocalPool, args: argparse.Namespace) -> Sv2PoolSer
     await server.start()
     log.info("Stratum V2 pool URL: %s (authority %s)", server.url, encode_authority_key(server.authority.xonly))
     return server
+
+
+def add_proxy_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "proxy", help="farm proxy: Stratum V1 miners -> one encrypted Stratum V2 channel",
+        description="Accepts any Stratum V1 miner (stock firmware, cpuminer, OpenMOS) and mines for them on one "
+                    "encrypted, authenticated Stratum V2 extended channel. Every share is validated here before "
+                    "it is forwarded; each miner gets its own extranonce range and vardiff. Several --upstream "
+                    "options fail over in order. Statistics: cgminer API (devs = one row per miner), REST and "
+                    "Prometheus /metrics.")
+    p.add_argument("--upstream", action="append", required=True, metavar="URL",
+                   help="stratum2+tcp://host:port/AUTHORITY_PUBKEY (repeat for failover, first = primary)")
+    p.add_argument("--user", default="openmos.proxy", help="account on the upstream pool (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address for miners (default: %(default)s)")
+    p.add_argument("--port", type=int, default=3334, help="Stratum V1 port for miners (default: %(default)s)")
+    p.add_argument("--difficulty", type=float, default=0.001, help="starting downstream share difficulty")
+    p.add_argument("--share-interval", type=float, default=5.0,
+                   help="per-miner vardiff target seconds per share (0 disables vardiff; default: %(default)s)")
+    p.add_argument("--api-port", type=int, default=4029, help="cgminer API port (0 = any free; default: %(default)s)")
+    p.add_argument("--rest-port", type=int, default=8081, help="REST + /metrics port (default: %(default)s)")
+    p.add_argument("--no-api", action="store_true", help="run without the statistics APIs")
+    p.add_argument("--no-status", action="store_true", help="plain logs instead of the live table")
+    p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
+
+
+def proxy_panel(proxy: FarmProxy) -> Panel:
+    table = Table(expand=True)
+    for col in ("worker", "peer", "accepted", "rejected", "stale", "forwarded", "upstream ok/rej", "diff",
+                "verified rate"):
+        table.add_column(col)
+    for s in proxy.stats():
+        if s.connected:
+            table.add_row(s.worker or "-", s.peer, str(s.accepted), str(s.rejected), str(s.stale), str(s.forwarded),
+                          f"{s.upstream_accepted}/{s.upstream_rejected}", f"{s.difficulty:.4g}", si(s.hashrate()))
+    up = proxy.upstream
+    state = f"upstream {up.url}" if up is not None and not up.closed.is_set() else "NO UPSTREAM"
+    return Panel(table, title=f"proxy {proxy.url} · {state} · switches {proxy.upstream_switches}")
+
+
+async def run_proxy(args: argparse.Namespace, serve: ServeFn) -> int:
+    vardiff = VardiffSettings(target_interval=args.share_interval) if args.share_interval > 0 else None
+    settings = ProxySettings(upstreams=tuple(args.upstream), user=args.user, host=args.host, port=args.port,
+                             start_difficulty=args.difficulty, vardiff=vardiff)
+    proxy = FarmProxy(settings)
+    await proxy.start()
+    apis = None
+    try:
+        if not args.no_api:
+            apis = ProxyApis(proxy, "127.0.0.1", args.api_port, args.rest_port)
+            await apis.start()
+            log.info("proxy statistics: cgminer API on 127.0.0.1:%d, REST and /metrics on http://127.0.0.1:%d",
+                     apis.cgminer.port, apis.rest_port)
+        await serve(args.duration, lambda: Group(proxy_panel(proxy)), not args.no_status)
+    finally:
+        if apis is not None:
+            await apis.stop()
+        await proxy.stop()
+    return 0

@@ -1,0 +1,515 @@
+"""The farm proxy: Stratum V1 miners downstream, one encrypted Stratum V2 extended channel upstream.
+
+Extranonce space: the upstream channel grants ``extranonce_prefix`` and ``extranonce_size`` bytes; each
+downstream gets ``extranonce1 = prefix + local id`` (``local_extranonce_bytes``) and rolls the rest as its
+extranonce2, so no two miners ever search the same space. Every share is validated here -- header rebuilt
+from the job, version bits inside the negotiated mask, ntime window, duplicates, the downstream's own
+vardiff target -- before it is forwarded (as ``SubmitSharesExtended``) when it also meets the upstream
+target. Upstream pools are tried in order; on failover the downstreams that asked for
+``mining.extranonce.subscribe`` get the new extranonce1, the others are disconnected to reconnect.
+Per-downstream statistics are kept for the APIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from openmos.bitcoin import BIP320_MASK, difficulty_to_target, hash_difficulty, hash_to_int
+from openmos.bitcoin.version import apply_version_bits
+from openmos.pool.vardiff import VardiffSettings, next_difficulty
+from openmos.proxy.upstream import ActiveJob, Upstream, UpstreamUnavailable
+from openmos.stratum.job import StratumJob
+from openmos.stratum.protocol import (
+    MAX_LINE_BYTES,
+    ProtocolError,
+    Request,
+    StratumErrorCode,
+    encode_notification,
+    encode_response,
+    error_triple,
+    hex_field,
+    parse_message,
+    read_line,
+    u32_field,
+)
+from openmos.stratum.v2.url import Sv2PoolUrl
+
+log = logging.getLogger(__name__)
+
+MAX_NTIME_DRIFT = 7200
+MAX_BAD_MESSAGES = 10
+MAX_JOBS = 16
+LATENCY_SAMPLES = 100_000
+
+
+class _Rejected(Exception):
+    def __init__(self, code: StratumErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    upstreams: tuple[str, ...]  # stratum2+tcp://host:port/AUTHORITY_PUBKEY, in priority order
+    user: str = "openmos.proxy"  # upstream user identity (the farm's account)
+    host: str = "127.0.0.1"
+    port: int = 3334  # 0 picks a free port
+    start_difficulty: float = 0.001
+    vardiff: VardiffSettings | None = field(default_factory=VardiffSettings)
+    local_extranonce_bytes: int = 2  # per-downstream id bytes carved from the upstream extranonce
+    min_downstream_extranonce2: int = 2
+    version_mask: int = BIP320_MASK
+    retry_delay: float = 2.0
+    idle_timeout: float = 900.0
+    max_downstreams: int = 4096
+    connect_timeout: float = 10.0
+    allowed_reconnect_hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.upstreams:
+            raise ValueError("the proxy needs at least one stratum2+tcp:// upstream pool")
+        for url in self.upstreams:
+            Sv2PoolUrl.parse(url)
+        if not 1 <= self.local_extranonce_bytes <= 4:
+            raise ValueError("local extranonce bytes must be 1..4")
+
+
+@dataclass
+class DownstreamStats:
+    peer: str
+    connected_at: float = field(default_factory=time.time)
+    worker: str = ""
+    extranonce1: str = ""
+    difficulty: float = 0.0
+    accepted: int = 0
+    rejected: int = 0
+    stale: int = 0
+    duplicate: int = 0
+    accepted_difficulty: float = 0.0
+    best_difficulty: float = 0.0
+    forwarded: int = 0
+    upstream_accepted: int = 0
+    upstream_rejected: int = 0
+    last_share: float = 0.0
+    first_share: float = 0.0
+    connected: bool = True
+
+    def hashrate(self, now: float | None = None) -> float:
+        """Proxy-verified hashrate (H/s) from accepted difficulty since the first share."""
+        now = time.time() if now is None else now
+        elapsed = now - self.first_share if self.first_share else 0.0
+        return self.accepted_difficulty * 2**32 / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Job:
+    job_id: str
+    upstream_job_id: int
+    stratum: StratumJob
+    upstream: Upstream
+
+
+@dataclass(eq=False)
+class _Downstream:
+    writer: asyncio.StreamWriter
+    stats: DownstreamStats
+    local_id: bytes = b""
+    subscribed: bool = False
+    extranonce_updates: bool = False
+    workers: set[str] = field(default_factory=set)
+    version_mask: int = 0
+    difficulty: float = 0.0
+    job_difficulty: dict[str, float] = field(default_factory=dict)
+    window_start: float = 0.0
+    window_shares: int = 0
+    bad_messages: int = 0
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+
+class FarmProxy:
+    """``await start()``; ``await stop()``. ``downstreams`` and ``history`` hold the statistics."""
+
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self.urls = [Sv2PoolUrl.parse(u) for u in settings.upstreams]
+        self.upstream: Upstream | None = None
+        self.upstream_index: int | None = None
+        self.upstream_switches = 0
+        self.upstream_errors: dict[str, str] = {}
+        self.downstreams: set[_Downstream] = set()
+        self.history: deque[DownstreamStats] = deque(maxlen=1000)  # disconnected downstreams
+        self.forward_latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # seconds, submit line -> upstream
+        self.protocol_errors = 0
+        self.port = settings.port
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._seen: dict[str, set[tuple[bytes, bytes, int, int, int]]] = {}
+        self._in_flight: OrderedDict[int, DownstreamStats] = OrderedDict()
+        self._free_ids: list[int] = []
+        self._next_id = itertools.count(1)
+        self._generation = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._upstream_ready = asyncio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.settings.host, self.port,
+                                                  limit=MAX_LINE_BYTES, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._supervisor = asyncio.create_task(self._supervise(), name="proxy-upstream-supervisor")
+        log.info("proxy: Stratum V1 miners connect to stratum+tcp://%s:%d", self.settings.host, self.port)
+
+    @property
+    def url(self) -> str:
+        return f"stratum+tcp://{self.settings.host}:{self.port}"
+
+    async def wait_upstream(self, timeout: float) -> None:
+        await asyncio.wait_for(self._upstream_ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self._server is not None:
+            self._server.close()
+        for d in list(self.downstreams):
+            d.writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.upstream is not None:
+            await self.upstream.close("proxy stopping")
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    # -- upstream ---------------------------------------------------------------------------------
+
+    def _min_extranonce(self) -> int:
+        return self.settings.local_extranonce_bytes + self.settings.min_downstream_extranonce2
+
+    async def _supervise(self) -> None:
+        while True:
+            up = await self._connect_first()
+            if up is None:
+                await asyncio.sleep(self.settings.retry_delay)
+                continue
+            await up.closed.wait()
+            self._upstream_ready.clear()
+            log.warning("proxy: upstream %s lost (%s); failing over", up.url, up.close_reason)
+            self.upstream_errors[str(up.url)] = up.close_reason
+
+    async def _connect_first(self) -> Upstream | None:
+        for index, url in enumerate(self.urls):
+            up = Upstream(url, self.settings.user, self._min_extranonce(),
+                          version_rolling=self.settings.version_mask != 0, timeout=self.settings.connect_timeout,
+                          on_job=self._on_job, on_prefix=lambda _p: self._reassign_extranonces(),
+                          on_answer=self._on_answer)
+            try:
+                await up.open()
+            except UpstreamUnavailable as exc:
+                self.upstream_errors[str(url)] = str(exc)
+                log.warning("proxy: upstream %s unavailable: %s", url, exc)
+                continue
+            switched = self.upstream is not None
+            self.upstream, self.upstream_index = up, index
+            self.upstream_switches += switched
+            self._jobs.clear()
+            self._seen.clear()
+            self._reassign_extranonces()
+            self._upstream_ready.set()
+            self._report_hashrate()
+            return up
+        return None
+
+    def _reassign_extranonces(self) -> None:
+        """A new upstream (or prefix): tell each downstream its new extranonce1, or make it reconnect."""
+        for d in list(self.downstreams):
+            if not d.subscribed:
+                continue
+            if d.extranonce_updates and self.upstream is not None:
+                d.send(encode_notification("mining.set_extranonce", [self._extranonce1(d).hex(),
+                                                                     self._extranonce2_size()]))
+                d.stats.extranonce1 = self._extranonce1(d).hex()
+            else:
+                d.writer.close()
+
+    def _extranonce1(self, d: _Downstream) -> bytes:
+        up = self.upstream
+        return (up.extranonce_prefix if up is not None else b"") + d.local_id
+
+    def _extranonce2_size(self) -> int:
+        up = self.upstream
+        return (up.extranonce_size if up is not None else self._min_extranonce()) - len(self._local_bytes())
+
+    def _local_bytes(self) -> bytes:
+        return bytes(self.settings.local_extranonce_bytes)
+
+    def _on_job(self, active: ActiveJob) -> None:
+        up = self.upstream
+        if up is None:
+            return
+        j = active.job
+        job_id = f"{next(self._generation):x}"
+        stratum = StratumJob(job_id, active.prev_hash, j.coinbase_tx_prefix, j.coinbase_tx_suffix, j.merkle_path,
+                             j.version, active.nbits, active.ntime, active.clean)
+        if active.clean:
+            self._jobs.clear()
+            self._seen.clear()
+        self._jobs[job_id] = _Job(job_id, j.job_id, stratum, up)
+        self._seen[job_id] = set()
+        while len(self._jobs) > MAX_JOBS:
+            old, _ = self._jobs.popitem(last=False)
+            self._seen.pop(old, None)
+        for d in list(self.downstreams):
+            if d.subscribed and d.workers:
+                self._maybe_retarget(d)
+                self._send_job(d, self._jobs[job_id])
+
+    def _send_job(self, d: _Downstream, job: _Job) -> None:
+        d.job_difficulty[job.job_id] = d.difficulty
+        if len(d.job_difficulty) > MAX_JOBS * 2:
+            for key in [k for k in d.job_difficulty if k not in self._jobs]:
+                del d.job_difficulty[key]
+        d.send(encode_notification("mining.notify", job.stratum.to_notify_params()))
+
+    def _on_answer(self, seq: int, accepted: bool, code: str) -> None:
+        stats = self._in_flight.pop(seq, None)
+        if stats is None:
+            return
+        if accepted:
+            stats.upstream_accepted += 1
+        else:
+            stats.upstream_rejected += 1
+            log.info("proxy: upstream rejected a share from %s: %s", stats.worker or stats.peer, code)
+
+    def _report_hashrate(self) -> None:
+        # A proxy aggregating channels MUST keep the upstream informed (sv2-spec 5.3.7, 5.3.9).
+        if self.upstream is not None:
+            now = time.time()
+            self.upstream.update_channel(sum(d.stats.hashrate(now) for d in self.downstreams))
+
+    # -- downstream connections ---------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
+        d = _Downstream(writer, DownstreamStats(peer), difficulty=self.settings.start_difficulty)
+        if len(self.downstreams) >= self.settings.max_downstreams:
+            log.warning("proxy: refusing %s: %d downstreams already", peer, len(self.downstreams))
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+            return
+        self.downstreams.add(d)
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(read_line(reader), self.settings.idle_timeout)
+                except (TimeoutError, ProtocolError):
+                    break
+                if line is None:
+                    break
+                received = time.perf_counter()
+                try:
+                    msg = parse_message(line)
+                except ProtocolError as exc:
+                    self.protocol_errors += 1
+                    d.bad_messages += 1
+                    d.send(encode_response(None, None, error_triple(StratumErrorCode.OTHER, str(exc))))
+                    if d.bad_messages >= MAX_BAD_MESSAGES:
+                        break
+                    continue
+                if isinstance(msg, Request):
+                    self._request(d, msg, received)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.downstreams.discard(d)
+            d.stats.connected = False
+            self.history.append(d.stats)
+            if d.local_id:
+                self._free_ids.append(int.from_bytes(d.local_id, "big"))
+            writer.close()
+            self._report_hashrate()
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _request(self, d: _Downstream, req: Request, received: float) -> None:
+        try:
+            if req.method == "mining.configure":
+                result: Any = self._configure(d, req.params)
+            elif req.method == "mining.subscribe":
+                result = self._subscribe(d)
+            elif req.method == "mining.authorize":
+                result = self._authorize(d, req.params)
+            elif req.method == "mining.submit":
+                result = self._submit(d, req.params, received)
+            elif req.method == "mining.extranonce.subscribe":
+                d.extranonce_updates = True
+                result = True
+            elif req.method == "mining.suggest_difficulty":
+                result = self._suggest(d, req.params)
+            else:
+                raise _Rejected(StratumErrorCode.OTHER, f"unknown method {req.method}")
+        except _Rejected as exc:
+            d.send(encode_response(req.id, None, error_triple(exc.code, str(exc))))
+            return
+        except ProtocolError as exc:
+            d.send(encode_response(req.id, None, error_triple(StratumErrorCode.OTHER, str(exc))))
+            return
+        d.send(encode_response(req.id, result))
+        if req.method == "mining.authorize" and result is True:
+            d.send(encode_notification("mining.set_difficulty", [d.difficulty]))
+            if self._jobs:
+                self._send_job(d, next(reversed(self._jobs.values())))
+
+    def _configure(self, d: _Downstream, params: list[Any]) -> dict[str, Any]:
+        if len(params) < 2 or not isinstance(params[0], list) or not isinstance(params[1], dict):
+            raise ProtocolError("mining.configure needs [extensions, {parameters}]")
+        result: dict[str, Any] = {}
+        for ext in params[0]:
+            if ext == "version-rolling":
+                raw = params[1].get("version-rolling.mask", "ffffffff")
+                requested = int.from_bytes(hex_field(raw, "version-rolling.mask", size=4), "big")
+                up = self.upstream
+                allowed = self.settings.version_mask if up is None or up.version_rolling_allowed else 0
+                d.version_mask = requested & allowed
+                result["version-rolling"] = d.version_mask != 0
+                result["version-rolling.mask"] = f"{d.version_mask:08x}"
+            elif isinstance(ext, str):
+                result[ext] = False
+        return result
+
+    def _subscribe(self, d: _Downstream) -> list[Any]:
+        if d.subscribed:
+            raise ProtocolError("already subscribed")
+        if self.upstream is None or self.upstream.closed.is_set():
+            raise _Rejected(StratumErrorCode.OTHER, "no upstream pool available yet; retry shortly")
+        n = self.settings.local_extranonce_bytes
+        local = self._free_ids.pop() if self._free_ids else next(self._next_id)
+        if local >= 1 << (8 * n):
+            raise _Rejected(StratumErrorCode.OTHER, "proxy extranonce space exhausted")
+        d.local_id = local.to_bytes(n, "big")
+        d.subscribed = True
+        d.window_start = time.time()
+        en1 = self._extranonce1(d)
+        d.stats.extranonce1 = en1.hex()
+        return [[["mining.set_difficulty", en1.hex()], ["mining.notify", en1.hex()]], en1.hex(),
+                self._extranonce2_size()]
+
+    def _authorize(self, d: _Downstream, params: list[Any]) -> bool:
+        if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 256:
+            raise _Rejected(StratumErrorCode.UNAUTHORIZED, "worker name must be a non-empty string")
+        if not d.subscribed:
+            raise _Rejected(StratumErrorCode.NOT_SUBSCRIBED, "subscribe before authorizing")
+        d.workers.add(params[0])
+        d.stats.worker = params[0]
+        d.stats.difficulty = d.difficulty
+        return True
+
+    def _suggest(self, d: _Downstream, params: list[Any]) -> bool:
+        if not params or isinstance(params[0], bool) or not isinstance(params[0], int | float) or not params[0] > 0:
+            raise ProtocolError("mining.suggest_difficulty needs a positive number")
+        vd = self.settings.vardiff
+        lo, hi = (vd.min_difficulty, vd.max_difficulty) if vd else (1e-9, 1e15)
+        d.difficulty = min(max(float(params[0]), lo), hi)
+        return True
+
+    # -- shares -----------------------------------------------------------------------------------
+
+    def _reject(self, d: _Downstream, code: StratumErrorCode, why: str) -> _Rejected:
+        if code == StratumErrorCode.JOB_NOT_FOUND:
+            d.stats.stale += 1
+        elif code == StratumErrorCode.DUPLICATE_SHARE:
+            d.stats.duplicate += 1
+        else:
+            d.stats.rejected += 1
+        return _Rejected(code, why)
+
+    def _submit(self, d: _Downstream, params: list[Any], received: float) -> bool:
+        if len(params) < 5:
+            raise ProtocolError(f"mining.submit needs at least 5 params, got {len(params)}")
+        if not isinstance(params[0], str) or params[0] not in d.workers:
+            raise _Rejected(StratumErrorCode.UNAUTHORIZED, "unauthorized worker")
+        job = self._jobs.get(params[1]) if isinstance(params[1], str) else None
+        up = self.upstream
+        if job is None or up is None or job.upstream is not up or up.closed.is_set():
+            raise self._reject(d, StratumErrorCode.JOB_NOT_FOUND, "job not found (stale)")
+        en2 = hex_field(params[2], "extranonce2", size=self._extranonce2_size())
+        ntime = u32_field(params[3], "ntime")
+        nonce = u32_field(params[4], "nonce")
+        version = job.stratum.version
+        if len(params) > 5 and params[5] is not None:
+            bits = u32_field(params[5], "version bits")
+            if bits & ~d.version_mask:
+                raise self._reject(d, StratumErrorCode.OTHER, f"version bits {bits:08x} outside the mask")
+            version = apply_version_bits(version, bits, d.version_mask)
+        if ntime < job.stratum.ntime or ntime > time.time() + MAX_NTIME_DRIFT:
+            raise self._reject(d, StratumErrorCode.OTHER, "ntime out of range")
+        en1 = self._extranonce1(d)
+        key = (en1, en2, ntime, nonce, version)
+        seen = self._seen[job.job_id]
+        if key in seen:
+            raise self._reject(d, StratumErrorCode.DUPLICATE_SHARE, "duplicate share")
+        digest = job.stratum.header(en1, en2, ntime=ntime, nonce=nonce, version=version).hash()
+        value = hash_to_int(digest)
+        required = min(d.job_difficulty.get(job.job_id, d.difficulty), d.difficulty)
+        if value > difficulty_to_target(required):
+            raise self._reject(d, StratumErrorCode.LOW_DIFFICULTY,
+                               f"low difficulty share ({hash_difficulty(digest):.6g} < {required:.6g})")
+        seen.add(key)
+        now = time.time()
+        s = d.stats
+        s.accepted += 1
+        s.accepted_difficulty += required
+        s.best_difficulty = max(s.best_difficulty, hash_difficulty(digest))
+        s.first_share = s.first_share or now
+        s.last_share = now
+        d.window_shares += 1
+        if value <= up.target:  # worth something upstream: forward it now
+            seq = up.submit(job.upstream_job_id, nonce, ntime, version, d.local_id + en2)
+            self.forward_latency.append(time.perf_counter() - received)
+            s.forwarded += 1
+            self._in_flight[seq] = s
+            while len(self._in_flight) > 65_536:
+                self._in_flight.popitem(last=False)
+        self._maybe_retarget(d)
+        return True
+
+    def _maybe_retarget(self, d: _Downstream) -> None:
+        vd = self.settings.vardiff
+        if vd is None or not d.subscribed:
+            return
+        now = time.time()
+        new = next_difficulty(d.difficulty, d.window_shares, now - d.window_start, vd)
+        if new is None:
+            return
+        d.difficulty = d.stats.difficulty = new
+        d.window_start, d.window_shares = now, 0
+        d.send(encode_notification("mining.set_difficulty", [new]))
+
+    # -- statistics -------------------------------------------------------------------------------
+
+    def stats(self) -> list[DownstreamStats]:
+        """Connected downstreams first, then recently disconnected ones."""
+        return [d.stats for d in self.downstreams] + list(self.history)
