@@ -117,3 +117,53 @@ async def test_energy_curtails_real_agents_over_the_fleet_bus(tmp_path: Path) ->
         assert set(members) == {"agent-0", "agent-1", "agent-2"} and members["agent-0"].curve == ()
         refused = await link.controller.command("lab", "agent-1", "curtail", {"fraction": float("nan")}, "t")
         assert refused.get("ok") is False  # hostile values are refused on the device, which stays up
+
+
+def test_site_config_is_validated(tmp_path: Path) -> None:
+    from openmos.energy.config import SiteConfig
+
+    bad = tmp_path / "site.toml"
+    bad.write_text('site = "lab"\nhashprice_usd_per_ph_day = 45\ncap_w = 1000\n[price]\nfixed_usd_per_kwh = 0.05\n'
+                   '[fleet]\ndir = "fleet"\nconnect = ["tcp/127.0.0.1:1"]\n')
+    with pytest.raises(ValueError, match="cap_w needs a"):
+        SiteConfig.load(bad)
+    bad.write_text('site = "../x"\nhashprice_usd_per_ph_day = 1e400\n[price]\nfixed_usd_per_kwh = 0.05\ntou = {}\n'
+                   '[fleet]\ndir = "f"\nconnect = []\n')
+    with pytest.raises(ValueError) as err:
+        SiteConfig.load(bad)
+    assert "site" in str(err.value) and "price" in str(err.value) and "fleet.connect" in str(err.value)
+
+
+async def test_mos_energy_run_sleeps_agents_over_the_fleet_bus_when_power_is_too_dear(tmp_path: Path) -> None:
+    """`mos energy run --config site.toml` against enrolled agents on a mutual-TLS fleet bus."""
+    import asyncio
+
+    from openmos.cli.main import main
+    from openmos.fleet.pki import FleetDir
+
+    fleet_dir = FleetDir(tmp_path / "fleet")
+    fleet_dir.init()
+    endpoint = f"tls/127.0.0.1:{free_local_port()}"
+    bus = FleetBus(BusConfig(listen=[endpoint], tls=fleet_dir.ca().issue("device", "lab"), role="device"))
+    await bus.open()
+    agents = [agent(30 + i) for i in range(2)]
+    registry = EnrollmentRegistry(fleet_dir.enrollment)
+    nodes = [DeviceNode(bus, "lab", AgentWorker(a, f"agent-{i}"), [fleet_dir.command_pub.read_bytes()],
+                        interval_s=0.5) for i, a in enumerate(agents)]
+    for node in nodes:
+        await node.start()
+        registry.pin("lab", node.device.device_id, node.public_key)
+    (tmp_path / "site.toml").write_text(
+        f'site = "lab"\ninterval_s = 5\nhashprice_usd_per_ph_day = 45.0\n[price]\nfixed_usd_per_kwh = 2.5\n'
+        f'[rules]\nmin_on_s = 0\nmin_off_s = 0\nramp_w_per_s = 100000\n'
+        f'[fleet]\ndir = "fleet"\nconnect = ["{endpoint}"]\n')
+    try:
+        code = await asyncio.to_thread(main, ["energy", "run", "--config", str(tmp_path / "site.toml"),
+                                              "--duration", "6"])
+        assert code == 0
+        assert all(a.paused for a in agents)  # $2.5/kWh: every S21 loses money, so energy put them to sleep
+        assert not any(b.enabled for a in agents for b in a.hardware.telemetry().boards)
+    finally:
+        for node in nodes:
+            await node.stop()
+        await bus.close()

@@ -25,8 +25,8 @@ from openmos.fleet.control import FleetController
 from openmos.fleet.energy import FleetLink
 from openmos.fleet.enroll import EnrollmentRegistry
 from openmos.fleet.pki import FleetDir
-from openmos.hw.sim import FleetSim, get_model
-from openmos.hw.sim.oracle import Oracle
+from openmos.hw.sim import get_model
+from openmos.testbed.curves import tuned_curve_sync
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,13 +109,11 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(run_service(config, args.config.parent, args.duration, console))
         return 0
     model = get_model(args.model)
-    oracle = Oracle(FleetSim(model, miners=1, seed=args.seed, sample_counters=False))
-    stock = oracle.stock_uniform(model.stock_freq_mhz).wall_power_w
-    points = [oracle.best_at_power(f * stock) for f in np.linspace(0.5, 1.0, 8)]
+    console.print(f"tuning a simulated {model.name} to learn its efficiency curve (45 simulated minutes)...")
+    powers, rates = tuned_curve_sync(args.model, args.seed)
     rng = np.random.default_rng(args.seed)
     scale = rng.lognormal(0.0, 0.02, (args.miners, 1))
-    curves = FleetCurves(np.tile([p.wall_power_w for p in points], (args.miners, 1)),
-                         np.tile([p.hashrate_ths for p in points], (args.miners, 1)) * scale)
+    curves = FleetCurves(np.tile(powers, (args.miners, 1)), np.tile(rates, (args.miners, 1)) * scale)
     market = synthetic_market(days=args.days, seed=args.seed)
     rules = DispatchRules()
     ledger = run_policy(curves, market, rules)
@@ -128,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(f"{r['day']:.0f}", f"{r['energy_mwh']:.1f}", f"{r['curtailed_mwh']:.1f}", f"{r['revenue']:,.0f}",
                       f"{r['cost']:,.0f}", f"{r['profit']:,.0f}")
     console.print(table)
-    console.print(f"profit: OpenMOS ${ledger.profit:,.0f} · always-on ${always.profit:,.0f} · "
-                  f"perfect foresight ${best:,.0f} ({ledger.profit / best:.1%} of it)")
+    console.print(f"profit, OpenMOS deciding on the last price: ${ledger.profit:,.0f} ({ledger.profit / best:.1%} "
+                  "of perfect foresight)")
+    console.print(f"profit, always-on: ${always.profit:,.0f}")
+    console.print(f"profit, perfect foresight: ${best:,.0f}")
     console.print(f"plot written to {plot_report(ledger, always, market, args.plot)}")
     return 0

@@ -15,7 +15,7 @@ Example::
     [meter]                           # Modbus TCP site meter: float32 in two registers
     host = "10.0.0.5"
     port = 502
-    register = 0
+    address = 0                       # first of the two registers
     scale = 1.0                       # 1000 for a meter that reports kW
 
     [openadr]
@@ -70,14 +70,14 @@ class PriceConfig(_Model):
 class MeterConfig(_Model):
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(default=502, ge=1, le=65535)
-    register: int = Field(default=0, ge=0, le=65535)
+    address: int = Field(default=0, ge=0, le=65535, description="first of the two registers")
     scale: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
     input: bool = False  # input registers instead of holding registers
     device_id: int = Field(default=1, ge=0, le=247)
 
     @property
     def reg(self) -> Register:
-        return Register(self.register, "input" if self.input else "holding", self.scale)
+        return Register(self.address, "input" if self.input else "holding", self.scale)
 
 
 class OpenAdrConfig(_Model):
