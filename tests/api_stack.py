@@ -35,14 +35,16 @@ class Stack:
 
 @asynccontextmanager
 async def running_device(allow: list[str] | None = None, performance: dict[str, Any] | None = None,
-                         auth_file: str | None = None) -> AsyncIterator[Stack]:
+                         auth_file: str | None = None, cgminer_host: str = "127.0.0.1",
+                         cgminer_port: int = 0) -> AsyncIterator[Stack]:
     pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
     await pool.start()
     hw = SimHardware("s21", seed=21, clock=SimClock(speed=30.0), tick_s=0.1)
     config = AgentConfig.from_dict({
         "groups": [{"name": "main", "pools": [{"url": pool.url, "user": "api.s21"}]}],
         "performance": performance or {},
-        "api": {"cgminer_port": 0, "rest_port": 0, "cgminer_allow": allow or [], "auth_file": auth_file},
+        "api": {"cgminer_host": cgminer_host, "cgminer_port": cgminer_port, "rest_port": 0,
+                "cgminer_allow": allow or [], "auth_file": auth_file},
     })
     agent = MiningAgent(config, hw)
     await agent.start()

@@ -113,6 +113,7 @@ async def test_pyasic_backend_fills_minerdata() -> None:
         assert data.hashrate is not None and 100 < float(data.hashrate) < 300  # TH/s, modelled
         assert data.wattage is not None and 1500 < data.wattage < 4500
         assert data.wattage_limit == 2450
+        assert data.expected_hashrate is not None and float(data.expected_hashrate) > 150
         assert len(data.hashboards) == 3 and all(b.chips == 108 for b in data.hashboards)
         assert all(b.temp is not None and b.chip_temp is not None for b in data.hashboards)
         assert len(data.fans) == 4 and all(f.speed and f.speed > 0 for f in data.fans)

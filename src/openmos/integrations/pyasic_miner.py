@@ -1,7 +1,10 @@
-"""A pyasic backend for OpenMOS devices: read one into pyasic's ``MinerData`` and control it.
+"""An optional pyasic class for OpenMOS devices, for what stock pyasic cannot express.
 
-pyasic recognises firmware by strings and has no generic fallback, so OpenMOS (which never impersonates
-another firmware) is used directly::
+Stock pyasic needs nothing from this project: ``pyasic.get_miner(ip)`` finds an OpenMOS device through the
+LuxOS dialect of the cgminer API it answers (see ``openmos.api.cgminer.handlers``) and ``get_data()`` reads
+hashrate, power, boards, temperatures, fans and pools; stop/resume and preset power limits work through
+LuxOS sessions. This class adds exact power targets in watts (not just presets), pool replacement, the
+OpenMOS-only fields (tuner state, "modelled" vs "measured") and works on any port::
 
     miner = OpenMOSMiner("10.0.0.5")            # cgminer API on 4028
     data = await miner.get_data()               # hashrate, wattage, boards, fans, pools ...
@@ -94,8 +97,8 @@ class OpenMOSMiner(BaseMiner):
     async def _get_expected_hashrate(self, rpc_stats: dict[str, Any] | None = None) -> Any:
         if rpc_stats is None:
             rpc_stats = await self.rpc.stats()
-        rows = _section(rpc_stats, "stats")
-        if not rows or "total_rateideal" not in rows[0]:
+        rows = [r for r in _section(rpc_stats, "stats") if "total_rateideal" in r]  # row 1 of the two-row form
+        if not rows:
             return None
         return self.algo.hashrate(rate=float(rows[0]["total_rateideal"]), unit=self.algo.unit.GH).into(
             self.algo.unit.default)

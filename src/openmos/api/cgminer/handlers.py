@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +45,18 @@ from openmos.control import (
     Resume,
     SetFrequency,
     SetTarget,
+    Sleep,
     UnsupportedControl,
 )
 from openmos.miner.config import ConfigError, PoolEndpoint
+from openmos.tuning import PerformanceTarget, TargetKind
+from openmos.tuning.targets import PRESETS
 
 log = logging.getLogger(__name__)
 
 DIALECT = "LUXminer-compatible cgminer API, served by OpenMOS"
+SESSION_TTL_S = 600.0
+MAX_SESSIONS = 16
 
 
 Handler = Callable[[str | None], Awaitable[dict[str, Any]]]
@@ -61,6 +68,7 @@ class CgminerApi:
 
     view: DeviceView
     allow: AllowList = field(default_factory=AllowList)
+    _sessions: dict[str, float] = field(default_factory=dict)
 
     async def respond(self, raw: bytes, peer: str) -> dict[str, Any]:
         try:
@@ -116,7 +124,53 @@ class CgminerApi:
             "ASC Count": len(boards), "PGA Count": 0, "Pool Count": len(self.view.pools()),
             "Strategy": "Failover" if len(self.view.agent.pools.groups) == 1 else "Load Balance",
             "Log Interval": 5, "Device Code": "OpenMOS", "OS": "Linux", "Hotplug": "None",
-            "Firmware": "OpenMOS"}])
+            "Firmware": "OpenMOS", "Profile": self._profiles()[0]["Profile Name"],
+            "RedLed": "blink" if self.view.control.locating else "off"}])
+
+    def _profiles(self) -> list[dict[str, Any]]:
+        """The running target first (what LuxOS calls the active profile), then the presets of this model."""
+        agent = self.view.agent
+        tuner = agent.tuner
+        limits = agent.hardware.limits()
+        nameplate = (limits.nameplate_power_w or 0.0) if limits else 0.0
+        boards = self.view.boards()
+        freqs = [c.frequency_mhz for b in boards for c in b.chips if c.frequency_mhz]
+        volts = [b.voltage_v for b in boards if b.voltage_v]
+        ths = agent.telemetry().nominal_hashrate_ths or 0.0
+
+        def row(name: str, watts: float | None, tuned: bool) -> dict[str, Any]:
+            return {"Profile Name": name, "Watts": round(watts) if watts else 0,
+                    "Hashrate": round(ths * (watts or nameplate) / nameplate, 2) if nameplate and ths else 0.0,
+                    "IsTuned": tuned, "Frequency": round(_mean(list(freqs))),
+                    "Voltage": round(_mean(list(volts)), 3), "Step": "0"}
+
+        current = row("default", nameplate or None, False)
+        if tuner is not None:
+            target = tuner.base_target
+            watts = target.value if target.kind is TargetKind.POWER else self.view.control.full_power_w()
+            current = row("target", watts, tuner.status.state.value == "stable")
+        presets = [row(name, PerformanceTarget.preset(name, nameplate).value, False)
+                   for name in PRESETS] if nameplate else []
+        return [current, *presets]
+
+    async def _r_profiles(self, _: str | None) -> dict[str, Any]:
+        return self._ok("profiles", "Profiles", "PROFILES", self._profiles())
+
+    async def _r_groups(self, _: str | None) -> dict[str, Any]:
+        rows = [{"GROUP": i, "Name": g.name, "Quota": g.quota} for i, g in enumerate(self.view.agent.pools.groups)]
+        return self._ok("groups", f"{len(rows)} Group(s)", "GROUPS", rows)
+
+    async def _r_tempctrl(self, _: str | None) -> dict[str, Any]:
+        perf = self.view.agent.config.performance
+        return self._ok("tempctrl", "Temperature control", "TEMPCTRL", [{
+            "Target": perf.target_c, "Hot": perf.hot_c, "Dangerous": perf.dangerous_c,
+            "Mode": "Manual" if perf.cooling == "manual" else "Auto"}])
+
+    async def _r_atm(self, _: str | None) -> dict[str, Any]:
+        return self._ok("atm", "ATM", "ATM", [{"Enabled": False}])  # the autotuner is not LuxOS's ATM
+
+    async def _r_session(self, _: str | None) -> dict[str, Any]:
+        return self._ok("session", "Session", "SESSION", [{"SessionID": ""}])  # sessions are never shared
 
     def _summary_row(self) -> dict[str, Any]:
         v, stats = self.view, self.view.agent.stats
@@ -148,6 +202,7 @@ class CgminerApi:
         return self._ok("summary", "Summary", "SUMMARY", [self._summary_row()])
 
     async def _r_pools(self, _: str | None) -> dict[str, Any]:
+        groups = {g.name: i for i, g in enumerate(self.view.agent.pools.groups)}
         rows = [{
             "POOL": p.index, "URL": p.url, "Status": p.status, "Priority": p.priority, "Quota": p.quota,
             "Long Poll": "N", "Getworks": 0, "Accepted": p.accepted, "Rejected": p.rejected, "Works": 0,
@@ -158,7 +213,7 @@ class CgminerApi:
             "Stratum Active": p.active, "Stratum URL": p.url.split("://", 1)[-1].split(":")[0],
             "Stratum Difficulty": p.difficulty, "Has Vmask": p.has_vmask, "Has GBT": False,
             "Best Share": p.best_share, "Pool Rejected%": 0.0, "Pool Stale%": 0.0, "Group": p.group,
-            "Queued Shares": p.queued, "Lost Shares": p.lost,
+            "Queued Shares": p.queued, "Lost Shares": p.lost, "GROUP": groups.get(p.group, 0),
         } for p in self.view.pools()]
         return self._ok("pools", f"{len(rows)} Pool(s)", "POOLS", rows)
 
@@ -328,6 +383,48 @@ class CgminerApi:
 
     async def _w_restart(self, _: str | None) -> dict[str, Any]:
         return await self._control(Reboot(), "restart", "Restarting pool connections")
+
+    # LuxOS-style session commands: a session comes from ``logon`` (privileged, so only allow-listed hosts
+    # get one); ``curtail`` and ``profileset`` then carry it as their first parameter.
+
+    async def _w_logon(self, _: str | None) -> dict[str, Any]:
+        now = time.time()
+        self._sessions = {t: exp for t, exp in self._sessions.items() if exp > now}
+        if len(self._sessions) >= MAX_SESSIONS:
+            raise BadRequest(INVALID_PARAMETER, "too many open sessions; log off first")
+        token = secrets.token_hex(8)
+        self._sessions[token] = now + SESSION_TTL_S
+        return self._ok("logon", "Session created", "SESSION", [{"SessionID": token}])
+
+    async def _w_logoff(self, p: str | None) -> dict[str, Any]:
+        self._sessions.pop((p or "").split(",")[0].strip(), None)
+        return self._ok("logoff", "Session closed")
+
+    def _session_args(self, p: str | None, command: str) -> list[str]:
+        parts = [x.strip() for x in (p or "").split(",")]
+        if self._sessions.get(parts[0], 0.0) < time.time():
+            raise BadRequest(ACCESS_DENIED, f"{command} needs a session from logon")
+        return parts[1:]
+
+    async def _w_curtail(self, p: str | None) -> dict[str, Any]:
+        args = self._session_args(p, "curtail")
+        mode = args[0].lower() if args else ""
+        if mode not in ("sleep", "wakeup"):
+            raise BadRequest(INVALID_PARAMETER, "curtail needs sleep or wakeup")
+        return await self._control(Sleep() if mode == "sleep" else Resume(), "curtail", f"curtail {mode}")
+
+    async def _w_profileset(self, p: str | None) -> dict[str, Any]:
+        args = self._session_args(p, "profileset")
+        name = args[0].lower() if args else ""
+        current = self._profiles()[0]["Profile Name"]
+        if name == current:  # the running target: nothing to change
+            reply = self._ok("profileset", "Profile unchanged")
+        elif name in PRESETS:
+            reply = await self._control(SetTarget(profile=name), "profileset", "Profile set")
+        else:
+            raise BadRequest(INVALID_PARAMETER, f"profile must be one of {', '.join([current, *PRESETS])}")
+        reply["PROFILE"] = [{"Profile": name}]
+        return reply
 
     async def _w_ascset(self, p: str | None) -> dict[str, Any]:
         """``N,freq,MHz`` (all chips of board N; -1 all boards), ``0,power,W``, ``0,hashrate,THs``,

@@ -20,9 +20,10 @@ MAX_JSON_DEPTH = 8
 API_VERSION = "3.7"
 
 READ_ONLY = ("version", "config", "summary", "pools", "devs", "edevs", "devdetails", "stats", "estats",
-             "fans", "temps", "tunerstatus", "coin", "check", "asccount", "power")
+             "fans", "temps", "tunerstatus", "coin", "check", "asccount", "power", "profiles", "atm", "session",
+             "groups", "tempctrl")
 PRIVILEGED = ("addpool", "removepool", "switchpool", "enablepool", "disablepool", "poolpriority", "pause",
-              "resume", "restart", "ascset")
+              "resume", "restart", "ascset", "logon", "logoff", "curtail", "profileset")
 
 # Status codes (cgminer's numbering where it has one).
 CODES = {
@@ -30,7 +31,8 @@ CODES = {
     "devdetails": 69, "asccount": 104, "check": 72, "edevs": 9, "estats": 70, "fans": 202, "temps": 201,
     "tunerstatus": 203, "addpool": 55, "removepool": 68, "switchpool": 27, "enablepool": 47,
     "disablepool": 48, "poolpriority": 73, "pause": 204, "resume": 205, "restart": 7, "ascset": 120,
-    "power": 206,
+    "power": 206, "profiles": 207, "atm": 208, "session": 209, "logon": 210, "logoff": 211, "curtail": 212,
+    "profileset": 213, "groups": 214, "tempctrl": 215,
 }
 INVALID_COMMAND = 14
 MISSING_PARAMETER = 15
