@@ -165,3 +165,26 @@ async def test_bus_edge_reports_refusals_instead_of_raising() -> None:
     worker = FleetSimSite(1).workers[0]
     refused = await worker.act("set_pools", {"pools": [{"url": "stratum+tcp://a:1", "user": "u"}]})
     assert refused["ok"] is False and "cannot change pools" in refused["error"]
+
+
+async def test_fleet_edge_energy_and_the_surface_give_the_same_result() -> None:
+    """The same curtail through the surface, the fleet edge and the energy layer: same state, same clocks."""
+    from openmos.energy.site import LocalLink, Site
+    from openmos.fleet.workers.openmos import AgentWorker
+
+    direct = AgentControl(agent_on("s21"), "direct")
+    fleet = AgentWorker(agent_on("s21"), "fleet")
+    energy = AgentControl(agent_on("s21"), "energy")
+    site = Site(LocalLink([energy]))
+
+    def clocks(ctl: AgentControl) -> list[float]:
+        return sorted({c.frequency_mhz or 0.0 for b in ctl.agent.hardware.telemetry().boards for c in b.chips})
+
+    for fraction, state in ((0.5, RunState.CURTAILED), (0.0, RunState.SLEEPING), (1.0, RunState.MINING)):
+        ack = await direct.curtail(fraction=fraction)
+        wire = await fleet.act("curtail", {"fraction": fraction})
+        result = await site.set_fraction(fraction)
+        assert ack.state is state and wire["state"] == state.value and result.acknowledged == 1
+        assert direct.state is fleet.state is energy.state is state
+        assert clocks(direct) == clocks(fleet) == clocks(energy)
+        assert direct.agent.paused == fleet.agent.paused == energy.agent.paused == (fraction == 0.0)

@@ -167,3 +167,46 @@ async def test_mos_energy_run_sleeps_agents_over_the_fleet_bus_when_power_is_too
         for node in nodes:
             await node.stop()
         await bus.close()
+
+
+async def test_energy_sleeps_a_pyasic_managed_miner_over_the_fleet_bus(tmp_path: Path) -> None:
+    """A third-party miner (LuxOS through stock pyasic) on the bus is planned and commanded like an agent."""
+    from pyasic.miners.antminer.luxos.X21.S21 import LUXMinerS21
+
+    from openmos.fleet.workers.pyasic import PyasicWorker
+
+    from mock_luxos import MockLuxOS
+
+    mock = MockLuxOS()
+    await mock.start()
+    miner = LUXMinerS21("127.0.0.8")
+    miner.rpc.port = mock.port
+    worker = PyasicWorker(miner, "lux-1", full_power_w=3500.0)
+    worker.start(interval_s=0.5)
+    generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
+    port = free_local_port()
+    dev_bus = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port}"]))
+    ctl_bus = FleetBus(BusConfig(connect=[f"tcp/127.0.0.1:{port}"]))
+    await dev_bus.open()
+    await ctl_bus.open()
+    node = DeviceNode(dev_bus, "lab", worker, [(tmp_path / "fleet.pub").read_bytes()], interval_s=0.3)
+    registry = EnrollmentRegistry(None)
+    try:
+        await wait_for(lambda: worker.get_data().hashrate_ths > 0, 20, "the first pyasic reading")
+        await node.start()
+        registry.pin("lab", "lux-1", node.public_key)
+        link = FleetLink(FleetController(ctl_bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "a.jsonl",
+                                         registry=registry), "lab")
+        link.start()
+        await wait_for(lambda: bool(link.members()), 20, "the miner's telemetry")
+        service = EnergyService(Site(link), PriceFeed([0.0], [2.5]), 45.0, interval_s=300, rules=FREE,
+                                clock=lambda: 600.0)
+        decision = await service.decide()
+        assert decision.planned_w == {"lux-1": 0.0} and decision.acknowledged == 1
+        assert mock.sleeping and "logon" in mock.commands  # pyasic's LuxOS session-gated sleep ran
+    finally:
+        await node.stop()
+        await worker.stop()
+        await ctl_bus.close()
+        await dev_bus.close()
+        await mock.stop()

@@ -4,6 +4,8 @@ Whatsminer, Braiins OS, LuxOS, Vnish, ESP-Miner/Bitaxe ...). Commands a vendor d
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable
@@ -44,6 +46,7 @@ class PyasicWorker(ControlSurface, BusEdge):
         self._full_power_w = full_power_w  # nameplate (or configured) power; else learnt from the miner
         self._info = DeviceInfo(device_id, "unknown", "unknown", tags=self.tags, vendor_api=type(miner).__name__)
         self._data = DeviceData(device_id, RunState.UNAVAILABLE, 0.0, None, healthy=False, message="not polled yet")
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -52,6 +55,26 @@ class PyasicWorker(ControlSurface, BusEdge):
 
     def full_power_w(self) -> float | None:
         return self._full_power_w
+
+    def start(self, interval_s: float = 10.0) -> None:
+        """Poll the miner every ``interval_s`` (one fetch; an unreachable miner reads as UNAVAILABLE)."""
+        async def loop() -> None:
+            while True:
+                try:
+                    await self.refresh()
+                except Exception as exc:  # pyasic raises many kinds of errors: the device is unavailable
+                    log.info("pyasic: %s unavailable: %s", self.device_id, exc)
+                    self._data = DeviceData(self.device_id, RunState.UNAVAILABLE, 0.0, None, healthy=False,
+                                            full_power_w=self._full_power_w, message=str(exc)[:200])
+                await asyncio.sleep(interval_s)
+
+        self._task = asyncio.create_task(loop(), name=f"pyasic-{self.device_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def refresh(self) -> DeviceData:
         """Poll the miner (pyasic ``get_data``) and remember the reading."""
