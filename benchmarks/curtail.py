@@ -15,6 +15,9 @@ the same run: the same curtailment sent as one signed command per device (``Flee
 flight), i.e. what a fleet manager without a site broadcast does. Agents run without a tuner (the untuned
 clock path); the tuner quick ramp is the same surface call, tested in tests/test_control.py.
 
+Limit: every ``DeviceNode`` declares 12 zenoh queryables and a subscriber, and zenoh-python starts a thread
+for each, so one process holds about a thousand devices; ``--procs`` spreads them (2 cores here).
+
 Usage: python benchmarks/curtail.py [--sizes 100,1000,10000] [--procs 2] [--cap-fraction 0.6]
 """
 

@@ -1,8 +1,10 @@
 """The device agent: turns pool jobs into hardware work and hardware nonces into shares.
 
 Owns pool groups with failover and quota split (``PoolManager``), work generation and per-nonce
-re-validation (``MiningAgent``), hashrate/share statistics and the agent's configuration. There is no fee
-pool anywhere: every share goes to a pool the user configured. Imports ``bitcoin``, ``stratum``, ``hw``.
+re-validation (``MiningAgent``), hashrate/share statistics, the agent's configuration, its control surface
+(``control.AgentControl``) and the safety monitor that protects hardware with sensors whether or not a tuner
+runs (``safety``). There is no fee pool anywhere: every share goes to a pool the user configured. Imports
+``control``, ``bitcoin``, ``stratum``, ``hw``, ``tuning``, ``security``.
 """
 
 from openmos.miner.agent import AgentStats, FoundShare, MiningAgent
