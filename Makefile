@@ -22,6 +22,7 @@ lint: $(STAMP)
 browser:  ## Debian chromium and postgresql for the browser and store tests (installed when missing and root)
 	scripts/ensure-debian.sh chromium chromium "the browser tests"
 	scripts/ensure-debian.sh initdb postgresql "the PostgreSQL store tests"
+	scripts/ensure-debian.sh mosquitto mosquitto "the MQTT / Home Assistant tests"
 
 supply-chain: $(STAMP)  ## secrets, hard-coded wallets/pools, undeclared endpoints, pip-audit, SBOM
 	$(BIN)/python scripts/supply_chain.py

@@ -23,11 +23,12 @@ ALLOWED: dict[str, set[str]] = {
     "miner": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security"},
     "api": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner"},
     "integrations": set(),
+    "mqtt": {"base", "control", "miner", "api", "tuning"},
     "fleet": {"base", "control", "hw", "security", "miner", "api", "tuning", "energy"},
     "testbed": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner", "api", "fleet",
                 "energy"},
     "cli": {"base", "control", "testbed", "bitcoin", "stratum", "hw", "security", "tuning", "pool", "proxy",
-            "energy", "miner", "api", "integrations", "fleet", "emulator"},
+            "energy", "miner", "api", "integrations", "fleet", "emulator", "mqtt"},
 }
 
 

@@ -14,6 +14,7 @@ Layers, lowest first (a layer imports only the ones below it):
 - ``miner``    the device agent: pool manager, work dispatch, nonce re-validation
 - ``testbed``  simulated devices, sites (with a Modbus site meter) and cgminer farms on the control surface
                (physics stays in ``hw.sim``)
+- ``mqtt``     MQTT with Home Assistant discovery for agents and fleet devices (uses ``control``, ``miner``)
 - ``cli``      the ``mos`` command line
 """
 

@@ -28,6 +28,7 @@ from openmos.cli.display import agent_panel, pool_panel
 from openmos.hw.factory import HARDWARE_HELP, create_hardware
 from openmos.miner.agent import MiningAgent
 from openmos.miner.config import AgentConfig, ConfigError, PoolEndpoint, PoolGroupConfig
+from openmos.mqtt.agent import agent_bridge
 from openmos.pool.server import LocalPool, PoolSettings
 from openmos.pool.vardiff import VardiffSettings
 from openmos.security.signing import SignatureError
@@ -258,11 +259,15 @@ async def _run_agent(args: argparse.Namespace) -> int:
     config = _with_api_args(_with_stratum_args(_agent_config(args), args), args)
     agent = MiningAgent(config, create_hardware(config.hardware, seed=args.seed, sim_speed=args.sim_speed))
     await agent.start()
-    apis = None
+    apis, mqtt = None, agent_bridge(agent)  # MQTT / Home Assistant when [mqtt] host is set
     try:
         apis = await _start_apis(agent, args.config, state=args.state_dir)
+        if mqtt is not None:
+            await mqtt.start()
         await _serve(args.duration, lambda: Group(agent_panel(agent)), not args.no_status)
     finally:
+        if mqtt is not None:
+            await mqtt.stop()
         if apis is not None:
             await apis.stop()
         await agent.stop()

@@ -159,6 +159,26 @@ class UpdateConfig(_Model):
                                      description="seconds a new slot's agent gets to hash and get a share accepted")
 
 
+class MqttConfig(_Model):
+    """MQTT with Home Assistant discovery (``openmos.mqtt``; topic layout in docs/mqtt.md). Off without a host."""
+
+    host: str | None = Field(default=None, description="broker host name or address; unset = MQTT off")
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password_file: str | None = Field(default=None, description="file holding the broker password")
+    tls: bool = Field(default=False, description="TLS to the broker (server certificate always verified)")
+    ca_file: str | None = Field(default=None, description="CA bundle for the broker certificate")
+    cert_file: str | None = Field(default=None, description="client certificate (mutual TLS)")
+    key_file: str | None = None
+    base_topic: str = Field(default="openmos", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    device_id: str | None = Field(default=None, description="topic and entity id (default: host name)")
+    role: Literal["readonly", "operator"] = Field(
+        default="readonly", description="what MQTT commands may do: readonly publishes only; operator also "
+                                        "accepts pause/resume, power target, profile and locate")
+    interval_s: float = Field(default=10.0, ge=1.0, le=3600.0)
+
+
 class AgentConfig(_Model):
     hardware: str = Field(default="cpu", description="cpu, cpu:N (N workers) or sim:MODEL")
     groups: list[PoolGroupConfig] = Field(min_length=1)
@@ -167,6 +187,7 @@ class AgentConfig(_Model):
     api: ApiConfig = Field(default_factory=ApiConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:

@@ -1,0 +1,320 @@
+"""MQTT with Home Assistant discovery against Debian's mosquitto on loopback: discovery, state, availability
+(last will), commands through the control surface with the role rules, hostile payloads, passwords, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from mosquitto import MOSQUITTO, Broker
+from openmos.hw.cpu import CpuHardware, CpuSettings
+from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner.config import MqttConfig
+from openmos.mqtt.agent import agent_source
+from openmos.mqtt.bridge import MqttBridge
+from openmos.pool import LocalPool
+
+from helpers import easy_pool_settings, wait_for
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="Debian mosquitto not installed (make browser)")
+
+
+class Watcher:
+    """A plain MQTT client that records every message (what Home Assistant would see)."""
+
+    def __init__(self, port: int, **kw: Any) -> None:
+        self.port, self.kw = port, kw
+        self.last: dict[str, bytes] = {}
+        self.seen: list[tuple[str, bytes]] = []
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.client: aiomqtt.Client | None = None
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.port, **self.kw) as client:
+            self.client = client
+            await client.subscribe("#")
+            self.ready.set()
+            async for m in client.messages:
+                payload = bytes(m.payload) if isinstance(m.payload, bytes | bytearray) else str(m.payload).encode()
+                self.last[m.topic.value] = payload
+                self.seen.append((m.topic.value, payload))
+
+    async def __aenter__(self) -> Watcher:
+        self.task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.ready.wait(), 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await self.task
+
+    async def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        assert self.client is not None
+        await self.client.publish(topic, payload, qos=1, retain=retain)
+
+    def json(self, topic: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.last[topic])
+        return doc
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Any:
+    b = Broker(tmp_path / "broker")
+    yield b
+    b.stop()
+
+
+@contextlib.asynccontextmanager
+async def mining_agent(hardware: str = "cpu") -> AsyncIterator[MiningAgent]:
+    pool = LocalPool(easy_pool_settings())
+    await pool.start()
+    config = AgentConfig.from_dict({"hardware": "cpu:1", "groups": [{"pools": [{"url": pool.url, "user": "ha.rig"}]}]})
+    agent = MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+        await pool.stop()
+
+
+def mqtt_config(port: int, **kw: Any) -> MqttConfig:
+    return MqttConfig(host="127.0.0.1", port=port, interval_s=1.0, **kw)
+
+
+@contextlib.asynccontextmanager
+async def running(bridge: MqttBridge) -> AsyncIterator[MqttBridge]:
+    await bridge.start()
+    try:
+        await asyncio.wait_for(bridge.connected.wait(), 30)
+        yield bridge
+    finally:
+        await bridge.stop()
+
+
+async def test_discovery_state_and_commands_through_the_control_surface(broker: Broker) -> None:
+    async with Watcher(broker.port) as ha, mining_agent() as agent:
+        bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [agent_source(agent, "rig-1")], node="rig-1")
+        async with running(bridge):
+            avail = "openmos/bridge/rig-1/availability"
+            await wait_for(lambda: ha.last.get(avail) == b"online", 30, "availability online")
+            configs = {t: json.loads(p) for t, p in ha.last.items() if t.startswith("homeassistant/")}
+            kinds = {(t.split("/")[1], t.split("/")[3]) for t in configs}
+            assert {("sensor", "hashrate"), ("sensor", "power"), ("sensor", "efficiency"),
+                    ("sensor", "temperature"), ("sensor", "pool"), ("sensor", "accepted"), ("sensor", "rejected"),
+                    ("binary_sensor", "health"), ("switch", "mining"), ("button", "locate")} <= kinds, kinds
+            for doc in configs.values():  # every entity is tied to the device and its availability
+                assert doc["availability_topic"] == avail and doc["device"]["identifiers"] == ["openmos_rig-1"]
+                assert doc["unique_id"].startswith("openmos_rig-1_")
+            state = "openmos/rig-1/state"
+            await wait_for(lambda: state in ha.last and ha.json(state)["accepted"] >= 1
+                           and (ha.json(state)["hashrate_ths"] or 0) > 0, 90, "state with accepted shares")
+            doc = ha.json(state)
+            assert doc["mining"] == "ON" and doc["healthy"] is True and doc["pool"].startswith("stratum+tcp://")
+            # Pause from Home Assistant: the agent really stops; the switch state follows.
+            await ha.send("openmos/rig-1/mining/set", b"OFF")
+            await wait_for(lambda: agent.paused, 30, "agent paused over MQTT")
+            await wait_for(lambda: ha.json(state)["mining"] == "OFF", 30, "switch state OFF")
+            assert json.loads(ha.last["openmos/rig-1/result"])["ok"] is True
+            await ha.send("openmos/rig-1/mining/set", b"ON")
+            await wait_for(lambda: not agent.paused, 30, "agent resumed over MQTT")
+            await ha.send("openmos/rig-1/locate/set", b"PRESS")
+            await wait_for(lambda: ha.json(state)["locate"] is True, 30, "locating")
+            # No autotuner on the CPU: a power target is refused by the surface, with a reason.
+            await ha.send("openmos/rig-1/power_target/set", b"900")
+            await wait_for(lambda: "power" in json.loads(ha.last.get("openmos/rig-1/result", b"{}")).get(
+                "error", "") or "target" in json.loads(ha.last.get("openmos/rig-1/result", b"{}")).get("error", ""),
+                30, "refusal of a power target without a tuner")
+        await wait_for(lambda: ha.last.get(avail) == b"offline", 30, "offline after a clean stop")
+
+
+async def test_readonly_role_publishes_but_obeys_nothing(broker: Broker) -> None:
+    async with Watcher(broker.port) as ha, mining_agent() as agent:
+        bridge = MqttBridge(mqtt_config(broker.port), [agent_source(agent, "rig-2")], node="rig-2")  # readonly
+        async with running(bridge):
+            await wait_for(lambda: "openmos/rig-2/state" in ha.last, 30, "state")
+            assert not any("/switch/" in t or "/button/" in t or "/number/" in t for t in ha.last)
+            await ha.send("openmos/rig-2/mining/set", b"OFF")
+            await wait_for(lambda: "openmos/rig-2/result" in ha.last, 30, "refusal")
+            result = json.loads(ha.last["openmos/rig-2/result"])
+            assert result["ok"] is False and "readonly" in result["error"] and not agent.paused
+
+
+async def test_hostile_payloads(broker: Broker) -> None:
+    async with Watcher(broker.port) as ha, mining_agent() as agent:
+        # A retained "OFF" waiting on the broker must not pause the agent at every (re)connect.
+        await ha.send("openmos/rig-3/mining/set", b"OFF", retain=True)
+        bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [agent_source(agent, "rig-3")], node="rig-3")
+        async with running(bridge):
+            await wait_for(lambda: bridge.stats["dropped_retained"] >= 1, 30, "retained command dropped")
+            assert not agent.paused
+            bad = [b"\xff\xfe\x00", b"NaN", b"1e400", b"-5", b"inf", b"0", b"abc", b"9" * 300, b"{}" * 100,
+                   b'{"watts": 500}', b""]
+            for payload in bad:
+                await ha.send("openmos/rig-3/power_target/set", payload)
+            for payload in (b"on", b"OFF\x00", b"PAUSE", b"\x00" * 200):
+                await ha.send("openmos/rig-3/mining/set", payload)
+            await ha.send("openmos/rig-3/profile/set", b"turbo; rm -rf /")
+            await ha.send("openmos/rig-3/locate/set", b"x" * 100_000)  # oversize
+            for topic in ("openmos/other/mining/set", "openmos/rig-3/reboot/set", "openmos/rig-3/mining/set/x",
+                          "openmos/+/mining/set"):
+                with contextlib.suppress(aiomqtt.MqttError, ValueError):
+                    await ha.send(topic, b"OFF")
+            await wait_for(lambda: bridge.stats["commands_refused"] + bridge.stats["dropped_oversize"]
+                           + bridge.stats["dropped_unknown_topic"] >= 15, 30, "every hostile message handled")
+            assert not agent.paused and bridge.stats["commands_ok"] == 0
+            results = [json.loads(p) for t, p in ha.seen if t == "openmos/rig-3/result"]
+            assert results and all(r["ok"] is False for r in results)
+            text = json.dumps(results)
+            assert "rm -rf" not in text and "1e400" not in text and "999999" not in text  # input never echoed
+            # A flood: the bridge rate-limits, keeps memory bounded and stays up.
+            for _ in range(500):
+                await ha.send("openmos/rig-3/locate/set", b"PRESS")
+            await wait_for(lambda: bridge.stats["dropped_rate"] > 100, 60, "rate limit under a flood")
+            assert bridge.connected.is_set()
+            await ha.send("openmos/rig-3/mining/set", b"OFF")  # still obeys once the flood is over
+            await wait_for(lambda: agent.paused, 60, "a real command after the flood")
+
+
+async def test_last_will_marks_a_killed_agent_offline(broker: Broker, tmp_path: Path) -> None:
+    """`mos run` with [mqtt]: killed with SIGKILL, the broker publishes its will (offline)."""
+    pool = LocalPool(easy_pool_settings())
+    await pool.start()
+    config = tmp_path / "agent.toml"
+    AgentConfig.from_dict({"hardware": "cpu:1", "groups": [{"pools": [{"url": pool.url, "user": "ha.rig"}]}],
+                           "mqtt": {"host": "127.0.0.1", "port": broker.port, "device_id": "killme",
+                                    "interval_s": 1}}).save(config)
+    proc = subprocess.Popen([sys.executable, "-m", "openmos.cli.main", "run", "--config", str(config), "--no-api",
+                             "--no-status", "--state-dir", str(tmp_path / "state")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        async with Watcher(broker.port) as ha:
+            avail = "openmos/bridge/killme/availability"
+            await wait_for(lambda: ha.last.get(avail) == b"online", 90, "agent online")
+            await wait_for(lambda: "homeassistant/sensor/openmos_killme/hashrate/config" in ha.last, 30, "discovery")
+            os.killpg(proc.pid, signal.SIGKILL)
+            await wait_for(lambda: ha.last.get(avail) == b"offline", 90, "will published")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        await pool.stop()
+
+
+async def test_broker_credentials(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "b", password=("openmos", "s3cret-pass"))
+    try:
+        async with mining_agent() as agent:
+            (tmp_path / "wrong").write_text("guess\n")
+            bad = MqttBridge(mqtt_config(broker.port, username="openmos", password_file=str(tmp_path / "wrong")),
+                             [agent_source(agent, "rig-4")], node="rig-4")
+            await bad.start()
+            await wait_for(lambda: bad.stats["connection_errors"] >= 1, 30, "refused login")
+            assert not bad.connected.is_set() and bad.last_error
+            await bad.stop()
+            (tmp_path / "right").write_text("s3cret-pass\n")
+            good = MqttBridge(mqtt_config(broker.port, username="openmos", password_file=str(tmp_path / "right")),
+                              [agent_source(agent, "rig-4")], node="rig-4")
+            async with running(good), Watcher(broker.port, username="openmos", password="s3cret-pass") as ha:
+                await wait_for(lambda: "openmos/rig-4/state" in ha.last, 30, "state with credentials")
+    finally:
+        broker.stop()
+
+
+def make_tls(tmp: Path) -> tuple[Path, Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test mqtt ca")).issuer_name(name("test mqtt ca"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False).sign(ca_key, hashes.SHA256()))
+    paths = tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+async def test_tls_broker_is_verified(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    ca, cert, key = make_tls(tmp_path)
+    broker = Broker(tmp_path / "b", tls=(ca, cert, key))
+    try:
+        async with mining_agent() as agent:
+            # Without the CA the broker's certificate is not trusted: no connection, no data sent.
+            untrusted = MqttBridge(mqtt_config(broker.port, tls=True), [agent_source(agent, "rig-5")], node="rig-5")
+            await untrusted.start()
+            await wait_for(lambda: untrusted.stats["connection_errors"] >= 1, 30, "certificate refused")
+            assert not untrusted.connected.is_set()
+            await untrusted.stop()
+            trusted = MqttBridge(mqtt_config(broker.port, tls=True, ca_file=str(ca)), [agent_source(agent, "rig-5")],
+                                 node="rig-5")
+            async with running(trusted):
+                assert trusted.connected.is_set()
+    finally:
+        broker.stop()
+
+
+async def test_power_target_and_profile_reach_the_autotuner(broker: Broker) -> None:
+    from openmos.hw.factory import create_hardware
+
+    pool = LocalPool(easy_pool_settings())
+    await pool.start()
+    config = AgentConfig.from_dict({"hardware": "sim:s21", "performance": {"profile": "eco"},
+                                    "groups": [{"pools": [{"url": pool.url, "user": "ha.sim"}]}]})
+    agent = MiningAgent(config, create_hardware("sim:s21"))
+    await agent.start()
+    try:
+        async with Watcher(broker.port) as ha:
+            bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [agent_source(agent, "sim-1")],
+                                node="sim-1")
+            async with running(bridge):
+                number = "homeassistant/number/openmos_sim-1/power_target/config"
+                await wait_for(lambda: number in ha.last, 30, "power target entity")
+                assert ha.json(number)["max"] > 1000  # the simulated S21's nameplate power
+                assert "homeassistant/select/openmos_sim-1/profile/config" in ha.last
+                state = "openmos/sim-1/state"
+                await wait_for(lambda: state in ha.last and ha.json(state).get("profile") == "eco", 30, "eco profile")
+                assert ha.json(state)["modelled"] is True
+                await ha.send("openmos/sim-1/power_target/set", b"2500")
+                await wait_for(lambda: agent.tuner is not None and agent.tuner.base_target.value == 2500, 30,
+                               "power target applied by the tuner")
+                await wait_for(lambda: ha.json(state).get("power_target_w") == 2500, 30, "state shows 2500 W")
+                await ha.send("openmos/sim-1/profile/set", b"performance")
+                await wait_for(lambda: ha.json(state).get("profile") == "performance", 30, "performance profile")
+    finally:
+        await agent.stop()
+        await pool.stop()
