@@ -350,7 +350,7 @@ def test_clean_stock_tree_with_baseline_is_silent_and_without_is_not_alarming(tm
     assert report.worst() in ("info", "medium"), report.findings  # stock files are "review", never an alarm
 
 
-SECRET = "root:$6$VERYSECRETHASHVALUE:19000:0:99999:7:::"
+HOST_FILE_LINE = "root:$6$VERYSECRETHASHVALUE:19000:0:99999:7:::"
 
 
 def test_symlinked_persistence_points_are_never_followed_or_printed(tmp_path: Path, keys: tuple[bytes, bytes],
@@ -358,9 +358,9 @@ def test_symlinked_persistence_points_are_never_followed_or_printed(tmp_path: Pa
     """authorized_keys -> a host file must not make the scan read it, let alone print its lines."""
     host = tmp_path / "host-etc"
     host.mkdir()
-    (host / "passwd").write_text(SECRET + "\nssh-rsa AAAAB3Nza line-that-looks-active\n")
+    (host / "passwd").write_text(HOST_FILE_LINE + "\nssh-rsa AAAAB3Nza line-that-looks-active\n")
     (host / "cron.d").mkdir()
-    (host / "cron.d" / "host-job").write_text("* * * * * root " + SECRET + "\n")
+    (host / "cron.d" / "host-job").write_text("* * * * * root " + HOST_FILE_LINE + "\n")
     root = stock_tree(tmp_path / "fs")
     envelope = sign_document(build_baseline(root), keys[0])
     (root / "root/.ssh/authorized_keys").unlink()
