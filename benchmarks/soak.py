@@ -12,7 +12,8 @@ Figures: shares found / accepted / rejected / never sent (superseded block) / lo
 pools accepted (zero expected), failover times after a pool kill (< 2 s expected) and after a stall
 (includes the stall timeout), fallback time after the primary returns, RSS at the start and end (flat
 within 10 % expected). Baseline, measured in the same run: the same agent and pools with no faults for
-the first part of the run; the soak's credited difficulty per second is printed as a ratio of it.
+the first part of the run; credited difficulty per hash really computed (so the machine's varying CPU speed
+cancels out) is printed for both, and the soak's as a ratio of the baseline's.
 
 Usage: python benchmarks/soak.py [--quick] [--hours 6] [--speed 120]
 """
@@ -22,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import random
 import statistics
@@ -42,6 +45,7 @@ from openmos.stratum.protocol import encode_notification
 
 STALL_TIMEOUT_S = 4.0  # real seconds (the agent's stall_timeout_s in this run)
 HOSTILE = ["1e400", "NaN", "0", "1e-300"]
+FAULTS = True  # --no-faults: only the difficulty changes (a diagnostic run)
 
 
 def rss_mb() -> float:
@@ -67,15 +71,34 @@ class QuirkyPool(LocalPool):
 
 
 @dataclass
+class _Stream:
+    """What the proxy knows about one agent connection: job -> prev-hash, and which tip the agent has seen."""
+
+    job_prev: dict[str, str] = field(default_factory=dict)
+    tip: str = ""  # newest prev-hash the pool sent
+    known: str = ""  # newest prev-hash the agent has provably read (it answered a ping sent after it)
+    pings: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class FaultProxy:
-    """TCP proxy in front of a pool: forwards lines, can stall, drop every connection, or inject lines."""
+    """TCP proxy in front of a pool: forwards lines, can stall, drop every connection, or inject lines.
+
+    It also measures stale-block submits without trusting the agent: after every notify with a new
+    prev-hash it sends a ``mining.ping`` (and swallows the answer). The agent reads its socket in order, so
+    a submit that arrives after that answer for a job of an older block was sent knowingly (a bug); one
+    that arrives before was merely in flight when the block changed.
+    """
 
     upstream_port: int
     port: int = 0
     stalled: asyncio.Event = field(default_factory=asyncio.Event)  # set: nothing moves in either direction
+    stale_known: int = 0
+    stale_in_flight: int = 0
     _server: asyncio.Server | None = None
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
     _downstream: list[asyncio.StreamWriter] = field(default_factory=list)
+    _pings: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
     def url(self) -> str:
@@ -101,7 +124,37 @@ class FaultProxy:
             for w in self._downstream:
                 w.write(line)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _down(self, stream: _Stream, line: bytes, writer: asyncio.StreamWriter) -> None:
+        """Pool -> agent: forward, and after a new tip ask the agent for a ping answer."""
+        writer.write(line)
+        msg = _json(line)
+        if msg.get("method") != "mining.notify" or not isinstance(msg.get("params"), list) or len(msg["params"]) < 2:
+            return
+        job, prev = str(msg["params"][0]), str(msg["params"][1])
+        stream.job_prev[job] = prev
+        if prev != stream.tip:
+            stream.tip = prev
+            ping = f"soak-{next(self._pings)}"
+            stream.pings[ping] = prev
+            writer.write(json.dumps({"id": ping, "method": "mining.ping", "params": []}).encode() + b"\n")
+
+    def _up(self, stream: _Stream, line: bytes) -> bool:
+        """Agent -> pool: False for the proxy's own ping answers (not forwarded); count stale submits."""
+        msg = _json(line)
+        if msg.get("id") in stream.pings and "method" not in msg:
+            stream.known = stream.pings.pop(msg["id"])
+            return False
+        if msg.get("method") == "mining.submit" and isinstance(msg.get("params"), list) and len(msg["params"]) > 1:
+            prev = stream.job_prev.get(str(msg["params"][1]))
+            if prev is not None and prev != stream.tip:
+                if prev != stream.known and stream.known:
+                    self.stale_known += 1
+                else:
+                    self.stale_in_flight += 1
+        return True
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stream: _Stream,
+                    downstream: bool) -> None:
         with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError, ValueError):
             while True:
                 line = await reader.readline()
@@ -109,7 +162,10 @@ class FaultProxy:
                     break
                 while self.stalled.is_set():
                     await asyncio.sleep(0.05)
-                writer.write(line)
+                if downstream:
+                    self._down(stream, line, writer)
+                elif self._up(stream, line):
+                    writer.write(line)
                 await writer.drain()
         writer.close()
 
@@ -121,7 +177,16 @@ class FaultProxy:
             return
         self._writers += [writer, up_writer]
         self._downstream.append(writer)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        stream = _Stream()
+        await asyncio.gather(self._pipe(reader, up_writer, stream, False), self._pipe(up_reader, writer, stream, True))
+
+
+def _json(line: bytes) -> dict[str, Any]:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return {}
+    return msg if isinstance(msg, dict) else {}
 
 
 @dataclass
@@ -132,6 +197,7 @@ class Figures:
     storms: int = 0
     difficulty_changes: int = 0
     hostile_sent: int = 0
+    sessions: list[Any] = field(default_factory=list)  # every pool session seen (for refusal counts)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float) -> float | None:
@@ -152,6 +218,11 @@ def mining_on(agent: MiningAgent, proxy: FaultProxy) -> bool:
 
 def credited(agent: MiningAgent) -> float:
     return sum(c.counters.accepted_difficulty for c in agent.pools.connections())
+
+
+def real_hashes(hardware: SimHardware) -> float:
+    """Hashes the simulator's CPU really computed (its telemetry shows the modelled S21 instead)."""
+    return hardware._cpu.telemetry().hashes
 
 
 async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> None:
@@ -191,11 +262,11 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
             raise SystemExit("the agent never started mining on the primary pool")
         # Baseline: no faults, timed from the first accepted share (hashing workers warmed up).
         await wait_until(lambda: credited(agent) > 0, 120)
-        c0, t0 = credited(agent), time.monotonic()
+        c0, h0 = credited(agent), real_hashes(hardware)
         await asyncio.sleep(baseline_real)
-        baseline_rate = (credited(agent) - c0) / (time.monotonic() - t0)
+        baseline_rate = (credited(agent) - c0) * 2**32 / max(real_hashes(hardware) - h0, 1.0)
         rss_start = rss_mb()
-        c1, t1 = credited(agent), time.monotonic()
+        c1, h1 = credited(agent), real_hashes(hardware)
         sim_start = clock.now()
         with Progress(transient=True) as progress:
             task = progress.add_task("soak (simulated time)", total=sim_total)
@@ -206,7 +277,7 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
                     minute += 1
                     await minute_event(minute, rng, difficulty, primary, p_proxy, b_proxy, agent, figures)
                 await asyncio.sleep(0.05)
-        soak_rate = (credited(agent) - c1) / (time.monotonic() - t1)
+        soak_rate = (credited(agent) - c1) * 2**32 / max(real_hashes(hardware) - h1, 1.0)
         await asyncio.sleep(2)  # answers in flight
         rss_end = rss_mb()
     finally:
@@ -214,13 +285,13 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
         for closer in (p_proxy.stop, b_proxy.stop, primary.stop, backup.stop):
             with contextlib.suppress(Exception):
                 await closer()
-    report(agent, figures, primary, backup, baseline_rate, soak_rate, rss_start, rss_end)
+    report(agent, figures, primary, backup, [p_proxy, b_proxy], baseline_rate, soak_rate, rss_start, rss_end)
 
 
 async def minute_event(minute: int, rng: random.Random, difficulty: float, primary: QuirkyPool,
                        p_proxy: FaultProxy, b_proxy: FaultProxy, agent: MiningAgent, figures: Figures) -> None:
     """What happens at each simulated minute (the hour repeats)."""
-    m = minute % 60
+    m = minute % 60 if FAULTS else -1
     new = difficulty * rng.uniform(1.0, 3.0)  # never easier than the pool's own: every share stays valid
     raw = f"{new:.6g}"
     if m == 50:
@@ -230,6 +301,9 @@ async def minute_event(minute: int, rng: random.Random, difficulty: float, prima
     p_proxy.inject(line)
     b_proxy.inject(line)
     figures.difficulty_changes += 1
+    for conn in agent.pools.connections():
+        if conn.client is not None and all(conn.client is not c for c in figures.sessions):
+            figures.sessions.append(conn.client)
     if m == 10 and mining_on(agent, p_proxy):  # the primary pool dies, comes back 10 simulated minutes later
         began = time.monotonic()
         await primary.stop()
@@ -257,8 +331,8 @@ async def minute_event(minute: int, rng: random.Random, difficulty: float, prima
         used.drop_all()
 
 
-def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPool, baseline_rate: float,
-           soak_rate: float, rss_start: float, rss_end: float) -> None:
+def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPool, proxies: list[FaultProxy],
+           baseline_rate: float, soak_rate: float, rss_start: float, rss_end: float) -> None:
     conns = agent.pools.connections()
     answered = [s.result for s in agent.found if s.result is not None]
     accepted = sum(r.accepted for r in answered)
@@ -267,8 +341,7 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
     superseded = agent.stats.superseded_nonces + sum(c.stale_dropped for c in conns)
     lost = sum(c.lost_shares for c in conns) + sum(len(c.outbox) for c in conns)
     throttled = sum(c.throttled for c in conns)
-    refused = sum(c.client.difficulty_rejections for c in conns if c.client is not None
-                  and hasattr(c.client, "difficulty_rejections"))
+    refused = sum(getattr(c, "difficulty_rejections", 0) for c in f.sessions)
 
     def stat(values: list[float]) -> str:
         if not values:
@@ -283,20 +356,28 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
           f"{rejected}, stale {stale} {reasons or ''}; never sent because their block was superseded "
           f"{superseded}; lost {lost}; throttled {throttled}; unanswered at the end "
           f"{agent.stats.shares_found - len(answered) - lost - throttled - sum(c.stale_dropped for c in conns)}")
-    print(f"old-block shares accepted by the pools: {primary.stale_block_accepted + backup.stale_block_accepted} "
-          f"(blocks found: {len(primary.blocks_found) + len(backup.blocks_found)}, all announced clean_jobs=false)")
+    print(f"blocks found {len(primary.blocks_found) + len(backup.blocks_found)}, all announced clean_jobs=false: "
+          f"old-block shares sent after the agent had read the new tip {sum(p.stale_known for p in proxies)} "
+          f"(target 0); in flight when the tip changed {sum(p.stale_in_flight for p in proxies)}; old-block "
+          f"shares the pools accepted {primary.stale_block_accepted + backup.stale_block_accepted} (the pool's view "
+          "also counts shares already on the wire when it announced the tip)")
     print(f"failover after a pool kill: {stat(f.failovers)} (target < 2 s)")
     print(f"failover after a network stall: {stat(f.stall_failovers)} (includes the {STALL_TIMEOUT_S:g} s stall "
           "timeout)")
     print(f"fallback to the restarted primary: {stat(f.fallbacks)} (fallback_interval_s = 5)")
-    print(f"difficulty changes {f.difficulty_changes} (hostile values sent {f.hostile_sent}; refused by the "
-          f"current sessions {refused}); reconnect storms {f.storms}; hardware errors {agent.stats.hardware_errors} "
-          "(modelled)")
+    print(f"difficulty changes {f.difficulty_changes} (hostile values sent {f.hostile_sent}, refused {refused}; "
+          f"work errors {agent.stats.work_errors}); reconnect storms {f.storms}; hardware errors "
+          f"{agent.stats.hardware_errors} (modelled)")
+    st = agent.stats
+    print(f"agent: valid nonces {st.valid_nonces}, expired {st.expired_nonces}, superseded {st.superseded_nonces}, "
+          f"dropped (queue) {st.dropped_shares}, work errors {st.work_errors}; pool switches "
+          f"{sum(g.switches for g in agent.pools.groups)}; generation {agent.generation}")
     growth = (rss_end - rss_start) / rss_start * 100
     print(f"RSS {rss_start:.1f} MB -> {rss_end:.1f} MB ({growth:+.1f} %, target within 10 %)")
     ratio = soak_rate / baseline_rate if baseline_rate else float("nan")
-    print(f"credited difficulty per second: soak {soak_rate:.3g} vs fault-free baseline {baseline_rate:.3g} "
-          f"(ratio {ratio:.2f})")
+    print(f"credited difficulty x 2^32 per hash really computed (1.0 = every hash paid, on average): soak "
+          f"{soak_rate:.3f} vs fault-free baseline {baseline_rate:.3f} (ratio {ratio:.2f}; luck: about "
+          f"+-{100 / max(1, accepted) ** 0.5:.0f} %)")
 
 
 def main() -> None:
@@ -305,7 +386,10 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=6.0, help="simulated hours (default: %(default)s)")
     parser.add_argument("--speed", type=float, default=120.0, help="simulated seconds per real second")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-faults", action="store_true", help="no kills, storms or stalls (diagnostic)")
     args = parser.parse_args()
+    global FAULTS
+    FAULTS = not args.no_faults
     logging.basicConfig(level=logging.ERROR)
     hours = 1.0 if args.quick else args.hours
     asyncio.run(soak(hours, args.speed, 0.15, args.seed))

@@ -93,3 +93,22 @@ async def test_sigkill_leaves_no_orphaned_workers() -> None:
             proc.kill()
             await proc.wait()
         await pool.stop()
+
+
+async def test_duration_honoured_under_flood() -> None:
+    pool = HostilePool(difficulty="0.0005")
+    pool.flood = True
+    await pool.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "openmos.cli.main", "run", "--no-status", "--no-api", "--hardware", "cpu:1",
+        "--pool", pool.url, "--user", "me.rig", "--duration", "5",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(), 90)  # 5 s of mining, start-up and shutdown
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await pool.stop()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert len(pool.sessions) >= 1

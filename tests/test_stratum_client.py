@@ -174,3 +174,13 @@ async def test_connect_refused_is_pool_unavailable() -> None:
     client = StratumClient(PoolUrl("127.0.0.1", 1, False), "me")
     with pytest.raises(PoolUnavailable, match="cannot connect"):
         await client.connect()
+
+
+def test_reject_reasons_stay_bounded() -> None:
+    from openmos.stratum.client import ShareCounters, SubmitResult
+
+    counters = ShareCounters()
+    share = Share("j1", b"\x00" * 4, 0, 1, 0x20000000, 0x20000000, 0)
+    for i in range(10_000):  # a hostile pool that invents a new reason for every share
+        counters.record(SubmitResult(False, f"reason {i}"), share)
+    assert len(counters.reject_reasons) <= 33 and counters.rejected == 10_000

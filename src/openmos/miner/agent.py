@@ -386,7 +386,7 @@ class MiningAgent:
             return  # a valid ticket below pool difficulty: counts toward hashrate only
         ctx = issued.ctx
         current = self._jobs.get(ctx.group.name)
-        if current is not None and current.job.prev_hash != ctx.job.prev_hash:
+        if current is not None and current.conn is ctx.conn and current.job.prev_hash != ctx.job.prev_hash:
             self.stats.superseded_nonces += 1  # the pool has moved to a new block: worthless, never sent
             return
         share = Share(ctx.job.job_id, issued.extranonce2, header.ntime, result.nonce, result.version,

@@ -279,6 +279,7 @@ class PoolGroup:
             if client.closed.is_set():
                 break
             if time.monotonic() - client.last_receive > self.tuning.stall_timeout_s:
+                client.failed_quality = True  # back it off: retrying at once would hang in its handshake
                 await client.close(f"pool sent nothing for {self.tuning.stall_timeout_s:.0f} s (stalled)")
                 break
             problem = self.quality_problem(client)
@@ -311,9 +312,9 @@ class PoolGroup:
             self._back_off(conn, f"quality failure ({client.close_reason})", self.tuning.max_backoff_s)
         elif client.reconnect_target is not None or (client.jobs_received and lasted >= HEALTHY_AFTER_S):
             conn.backoff_s = conn.bad_until = 0.0
-        else:
+        else:  # dropped early but not for bad data (a reconnect storm, a restart): retry within the interval
             self._back_off(conn, f"session ended after {lasted:.1f} s ({client.close_reason})",
-                           self.tuning.max_backoff_s)
+                           self.tuning.fallback_interval_s)
 
     _last_probe: float = 0.0
 

@@ -81,8 +81,9 @@ class ShareCounters:
         else:
             self.rejected += 1
             self.rejected_difficulty += difficulty
-        if not result.accepted:
-            self.reject_reasons[result.reason] += 1
+        if not result.accepted:  # reasons are pool text: keep the number of distinct keys bounded
+            key = result.reason if result.reason in self.reject_reasons or len(self.reject_reasons) < 32 else "other"
+            self.reject_reasons[key] += 1
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,7 @@ class StratumClient:
         try:
             resp = await self.call("mining.submit", share.submit_params(self.user))
         except TimeoutError as exc:
+            self.failed_quality = True  # a pool that stops answering submits is not one to retry at once
             await self.close(str(exc))
             raise ConnectionError(str(exc)) from None
         if resp.ok and resp.result is True:
