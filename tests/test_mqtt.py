@@ -324,3 +324,57 @@ async def test_power_target_and_profile_reach_the_autotuner(broker: Broker) -> N
     finally:
         await agent.stop()
         await pool.stop()
+
+
+async def test_a_third_party_miner_through_pyasic_is_published_and_obeys(broker: Broker) -> None:
+    """The bridge takes any control surface: a LuxOS miner driven by stock pyasic (fleet worker) too."""
+    from pyasic.miners.antminer.luxos.X21.S21 import LUXMinerS21
+
+    from openmos.fleet.workers.pyasic import PyasicWorker
+    from openmos.mqtt.bridge import DeviceSource
+
+    from mock_luxos import MockLuxOS
+
+    mock = MockLuxOS()
+    await mock.start()
+    try:
+        miner = LUXMinerS21("127.0.0.8")
+        miner.rpc.port = mock.port
+        worker = PyasicWorker(miner, "lux-1")
+        await worker.refresh()
+        async with Watcher(broker.port) as ha:
+            bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [DeviceSource(worker)], node="site-a")
+            async with running(bridge):
+                state = "openmos/lux-1/state"
+                await wait_for(lambda: state in ha.last and (ha.json(state)["hashrate_ths"] or 0) > 190, 30,
+                               "the LuxOS miner's readings")
+                assert ha.json(state)["power_w"] == 3480
+                assert "homeassistant/switch/openmos_lux-1/mining/config" in ha.last
+                await ha.send("openmos/lux-1/mining/set", b"OFF")
+                await wait_for(lambda: mock.sleeping, 30, "the LuxOS miner asleep")
+    finally:
+        await mock.stop()
+
+
+async def test_mos_mqtt_bridges_a_miner_found_by_stock_pyasic(broker: Broker) -> None:
+    """`mos mqtt --miner IP`: pyasic identifies the miner (here an OpenMOS device on its own 127.x:4028,
+    read in the LuxOS dialect) and its readings reach Home Assistant's topics."""
+    from openmos.cli.main import main
+    from test_pyasic_stock import loopback_with_4028_free
+
+    from api_stack import running_device
+
+    ip = loopback_with_4028_free()
+    async with running_device(allow=["127.0.0.1/32"], performance={"power_w": 3000}, cgminer_host=ip,
+                              cgminer_port=4028), Watcher(broker.port) as ha:
+        device = ip.replace(".", "-")
+        run = asyncio.create_task(asyncio.to_thread(main, [
+            "mqtt", "--miner", ip, "--broker", "127.0.0.1", "--port", str(broker.port), "--interval", "1",
+            "--node", "lab", "--duration", "30"]))
+        state = f"openmos/{device}/state"
+        await wait_for(lambda: state in ha.last and (ha.json(state)["hashrate_ths"] or 0) > 100, 60,
+                       "the miner's readings via pyasic")
+        assert f"homeassistant/sensor/openmos_{device}/hashrate/config" in ha.last
+        assert not any(t.startswith("homeassistant/switch/") for t in ha.last)  # readonly by default
+        assert await run == 0
+        await wait_for(lambda: ha.last.get("openmos/bridge/lab/availability") == b"offline", 30, "clean offline")

@@ -20,6 +20,7 @@ from openmos.api.service import DeviceApis
 from openmos.cli import energy as energy_cli
 from openmos.cli import fleet as fleet_cli
 from openmos.cli import hardware as hardware_cli
+from openmos.cli import mqtt as mqtt_cli
 from openmos.cli import security as security_cli
 from openmos.cli import sim as sim_cli
 from openmos.cli import sv2 as sv2_cli
@@ -119,6 +120,7 @@ def _build_parser() -> argparse.ArgumentParser:
     security_cli.add_parsers(sub)
     energy_cli.add_parser(sub)
     fleet_cli.add_parser(sub)
+    mqtt_cli.add_parser(sub)
     sv2_cli.add_proxy_parser(sub)
     hardware_cli.add_parsers(sub)
 
@@ -351,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             return energy_cli.run(args)
         if args.command == "fleet":
             return fleet_cli.run(args)
+        if args.command == "mqtt":
+            return mqtt_cli.run(args)
         if args.command in ("scan", "keygen", "release", "update"):
             return security_cli.run(args)
         return asyncio.run(commands[args.command](args))
