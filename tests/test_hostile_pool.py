@@ -201,3 +201,26 @@ async def test_default_suggestion_gives_a_cpu_a_share_every_few_seconds() -> Non
     suggested = next(m["params"][0] for m in session.received if m.get("method") == "mining.suggest_difficulty")
     seconds = suggested * 2**32 / hardware.expected_hashrate()
     assert 1 <= seconds <= 10, f"suggested {suggested} means a share every {seconds:.1f} s"
+
+
+async def test_pool_mixing_garbage_with_valid_messages_fails_over() -> None:
+    primary = HostilePool(difficulty="0.0005")
+    await primary.start()
+    backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
+    await backup.start()
+    agent = cpu_agent(agent_config(primary.url, backup.url, max_bad_messages=10))
+    await agent.start()
+    try:
+        session = await primary.session()
+        await session.sync()
+        for _ in range(12):  # never 5 bad in a row (that alone drops a connection), but 12 within a minute
+            await session.send(b"{not json\n")
+            await session.notify(notify("a1"))
+        await wait_for(lambda: backup.workers.get("me.rig") is not None and backup.workers["me.rig"].accepted >= 1,
+                       120, "shares accepted by the backup")
+    finally:
+        await agent.stop()
+        await primary.stop()
+        await backup.stop()
+    conn = agent.pools.groups[0].connections[0]
+    assert "bad messages" in conn.last_error and conn.quality_failures >= 1

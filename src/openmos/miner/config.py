@@ -80,7 +80,7 @@ class StratumTuning(_Model):
     max_share_rate: float = Field(default=5.0, gt=0, le=1000, allow_inf_nan=False,
                                   description="governor: mine at a difficulty that keeps shares/s at most this")
     max_bad_messages: int = Field(default=20, ge=1, le=100_000,
-                                  description="a session with this many bad pool messages fails over")
+                                  description="this many bad pool messages within a minute: failover")
     job_timeout_s: float = Field(default=30.0, gt=0, le=3600,
                                  description="a pool that sends no valid job this long after connecting fails over")
     max_reject_ratio: float = Field(default=0.5, gt=0, le=1,

@@ -40,6 +40,7 @@ OUTBOX_LIMIT = 1024
 HEALTHY_AFTER_S = 30.0  # a session that ran this long with valid jobs and no quality problem resets back-off
 REJECT_RATIO_MIN_SHARES = 20
 SUBMIT_BURST = 50.0  # token-bucket burst above the governed share rate
+BAD_MESSAGE_WINDOW_S = 60.0  # max_bad_messages counts within windows of this length
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class PoolGroup:
         self.policy = policy or SessionPolicy()
         self.submit_limit = TokenBucket(rate=3 * tuning.max_share_rate, burst=SUBMIT_BURST)
         self._log = LogLimiter(log, interval=10.0, burst=10)
+        self._bad_mark: tuple[PoolSession | None, float, int] = (None, 0.0, 0)
         self.connections = [PoolConnection(ep, i) for i, ep in enumerate(config.pools)]
         self.active: PoolConnection | None = None
         self.switches = 0
@@ -241,10 +243,14 @@ class PoolGroup:
 
     def quality_problem(self, client: PoolSession) -> str | None:
         """Why this session should be abandoned for the next pool, or None while it is fine."""
-        tuning = self.tuning
-        if client.bad_lines >= tuning.max_bad_messages:
-            return f"{client.bad_lines} bad messages from the pool"
-        if client.jobs_received == 0 and time.monotonic() - client.connected_at > tuning.job_timeout_s:
+        tuning, now = self.tuning, time.monotonic()
+        marked, since, base = self._bad_mark
+        if marked is not client or now - since >= BAD_MESSAGE_WINDOW_S:  # count bad messages per window
+            self._bad_mark = (client, now, client.bad_lines if marked is client else 0)
+            marked, since, base = self._bad_mark
+        if client.bad_lines - base >= tuning.max_bad_messages:
+            return f"{client.bad_lines - base} bad messages from the pool within {BAD_MESSAGE_WINDOW_S:.0f} s"
+        if client.jobs_received == 0 and now - client.connected_at > tuning.job_timeout_s:
             return f"no valid job within {tuning.job_timeout_s:.0f} s of connecting"
         answered = client.counters.accepted + client.counters.rejected
         if answered >= REJECT_RATIO_MIN_SHARES and client.counters.rejected / answered > tuning.max_reject_ratio:
