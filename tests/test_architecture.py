@@ -17,7 +17,8 @@ ALLOWED: dict[str, set[str]] = {
     "emulator": {"base"},  # wire-level hardware emulator: shares no code with the hw drivers
     "security": {"base"},
     "tuning": {"base", "hw", "control"},
-    "pool": {"bitcoin", "stratum"},
+    "node": {"base", "bitcoin"},
+    "pool": {"bitcoin", "stratum", "node"},
     "proxy": {"bitcoin", "stratum", "pool", "api"},
     "energy": {"base", "control"},
     "miner": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security"},
@@ -27,8 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "fleet": {"base", "control", "hw", "security", "miner", "api", "tuning", "energy"},
     "testbed": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner", "api", "fleet",
                 "energy"},
-    "cli": {"base", "control", "testbed", "bitcoin", "stratum", "hw", "security", "tuning", "pool", "proxy",
-            "energy", "miner", "api", "integrations", "fleet", "emulator", "mqtt"},
+    "cli": {"base", "control", "testbed", "bitcoin", "stratum", "node", "hw", "security", "tuning", "pool",
+            "proxy", "energy", "miner", "api", "integrations", "fleet", "emulator", "mqtt"},
 }
 
 

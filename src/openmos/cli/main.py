@@ -20,6 +20,7 @@ from openmos.api.service import DeviceApis
 from openmos.cli import energy as energy_cli
 from openmos.cli import fleet as fleet_cli
 from openmos.cli import hardware as hardware_cli
+from openmos.cli import jd as jd_cli
 from openmos.cli import mqtt as mqtt_cli
 from openmos.cli import security as security_cli
 from openmos.cli import sim as sim_cli
@@ -103,6 +104,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                       "rolling, share validation and block detection. No network needed.")
     _add_pool_args(pool)
     sv2_cli.add_pool_args(pool)
+    jd_cli.add_pool_args(pool)
     pool.add_argument("--no-status", action="store_true")
     pool.add_argument("--duration", type=float, default=0)
 
@@ -281,11 +283,14 @@ async def _run_pool(args: argparse.Namespace) -> int:
         return sv2_cli.keygen(args)
     pool = LocalPool(_pool_settings(args))
     await pool.start()
-    v2 = None
+    v2 = node = None
     try:
         v2 = await sv2_cli.start_pool_v2(pool, args)
+        node = await jd_cli.start_pool_node(pool, args)
         await _serve(args.duration, lambda: Group(pool_panel(pool)), not args.no_status)
     finally:
+        if node is not None:
+            await node.stop()
         if v2 is not None:
             await v2.stop()
         await pool.stop()

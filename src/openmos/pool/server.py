@@ -486,6 +486,10 @@ class LocalPool:
         self._new_job(clean=True)
         self._broadcast_job()
 
+    def new_tip(self) -> None:
+        """The chain moved by another route (the node RPC's submitblock): clean jobs to every front end."""
+        self._new_tip()
+
     def _maybe_retarget(self, session: _Session) -> None:
         # Shares on jobs sent before a retarget stay acceptable at min(old, new) difficulty, so no job
         # needs re-issuing: the new difficulty rides on the next notify.
