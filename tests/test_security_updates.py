@@ -460,3 +460,21 @@ async def test_agent_is_not_healthy_merely_because_it_is_not_paused(tmp_path: Pa
     finally:
         await agent.stop()
         await pool.stop()
+
+
+def test_trial_agent_does_not_take_the_devices_mqtt_identity(tmp_path: Path) -> None:
+    """A second MQTT client with the device's id would knock the running agent off the broker."""
+    import stat
+    import tomllib
+
+    from openmos.miner import AgentConfig
+    from openmos.security.health import AgentHealthGate
+
+    cfg = tmp_path / "agent.toml"
+    AgentConfig.from_dict({"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "me",
+                                                  "password": "pool-pass"}]}],
+                           "mqtt": {"host": "127.0.0.1", "device_id": "rig"}}).save(cfg)
+    trial = AgentHealthGate(cfg, {"stratum+tcp://127.0.0.1:1"})._trial_config(tmp_path)
+    doc = tomllib.loads(trial.read_text())
+    assert "mqtt" not in doc and doc["groups"][0]["pools"][0]["user"] == "me"
+    assert stat.S_IMODE(trial.stat().st_mode) == 0o600

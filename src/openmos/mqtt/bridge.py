@@ -223,8 +223,8 @@ class MqttBridge:
     async def _messages(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             topic = message.topic.value
-            if topic == f"{self.cfg.discovery_prefix}/status":
-                if message.payload == b"online":
+            if topic == f"{self.cfg.discovery_prefix}/status":  # Home Assistant (re)started
+                if message.payload == b"online" and self._bucket.take():  # a flood must not become ours
                     await self._publish_discovery(client)
                 continue
             await self._command(client, topic, message.payload, bool(message.retain))

@@ -19,9 +19,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from openmos.base.net import free_local_port
 from openmos.security.rootfs import printable
@@ -95,10 +98,11 @@ class AgentHealthGate:
         if exe.is_symlink() or not exe.is_file() or not os.access(exe, os.X_OK):
             return HealthReport(False, f"slot has no executable bin/openmos-agent ({exe})")
         port = free_local_port()
-        argv = [str(exe), "run", "--config", str(self.config), "--api-port", str(port), "--rest-port", "0",
-                "--api-host", "127.0.0.1", "--no-status"]
         log_dir = self.log_dir or slot.parent
         log_dir.mkdir(parents=True, exist_ok=True)
+        config = self._trial_config(log_dir)
+        argv = [str(exe), "run", "--config", str(config), "--api-port", str(port), "--rest-port", "0",
+                "--api-host", "127.0.0.1", "--no-status"]
         with tempfile.NamedTemporaryFile(prefix="health-", suffix=".log", dir=log_dir, delete=False) as log:
             log_path = Path(log.name)
             proc = subprocess.Popen(argv, cwd=slot, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -107,6 +111,8 @@ class AgentHealthGate:
             report = self._watch(proc, port)
         finally:
             _stop(proc)
+            with contextlib.suppress(OSError):
+                config.unlink()
         if not report.healthy:
             tail = _last_line(log_path)
             if tail:
@@ -114,6 +120,16 @@ class AgentHealthGate:
         with contextlib.suppress(OSError):
             log_path.unlink()
         return report
+
+    def _trial_config(self, directory: Path) -> Path:
+        """The device config for the trial agent, without its MQTT identity (the running agent keeps the
+        broker session and its last will; a second client with the same id would knock it off)."""
+        doc = tomllib.loads(self.config.read_text(encoding="utf-8"))
+        doc.pop("mqtt", None)
+        fd, name = tempfile.mkstemp(prefix="trial-", suffix=".toml", dir=directory)  # 0600: pool passwords
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(tomli_w.dumps(doc).encode())
+        return Path(name)
 
     def _watch(self, proc: subprocess.Popen[bytes], port: int) -> HealthReport:
         deadline = time.monotonic() + self.deadline_s
