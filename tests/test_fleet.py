@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,6 +44,11 @@ async def two_sites(public: bytes, devices_a: list[SimulatedFleetDevice], device
     for node in nodes:
         await node.start()
         registry.pin(node.site, node.device.device_id, node.public_key)
+    deadline = time.monotonic() + 20  # declarations reach the other peer asynchronously
+    for bus in (bus_a, bus_b):
+        while (len(await bus.query(f"{keys.ROOT}/*/dev/*/inventory", timeout_s=2)) < len(nodes)
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.1)
     try:
         yield bus_a, bus_b, registry
     finally:
@@ -52,6 +58,13 @@ async def two_sites(public: bytes, devices_a: list[SimulatedFleetDevice], device
         await bus_a.close()
 
 
+async def inventory_of(ctl: FleetController, expected: int, timeout_s: float = 20.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while len(found := await ctl.inventory()) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return found
+
+
 async def test_two_peers_see_each_others_devices_without_a_broker(fleet_keys: tuple[bytes, bytes],
                                                                    tmp_path: Path) -> None:
     a = [SimulatedFleetDevice("a1"), SimulatedFleetDevice("a2", model="s19jpro")]
@@ -59,9 +72,8 @@ async def test_two_peers_see_each_others_devices_without_a_broker(fleet_keys: tu
     async with two_sites(fleet_keys[1], a, b) as (bus_a, bus_b, registry):
         seen_by_a = FleetController(bus_a, fleet_keys[0], tmp_path / "audit-a.jsonl", registry=registry)
         seen_by_b = FleetController(bus_b, fleet_keys[0], tmp_path / "audit-b.jsonl", registry=registry)
-        await wait_for(lambda: True, 0.1, "")
-        inv_a = await seen_by_a.inventory()
-        inv_b = await seen_by_b.inventory()
+        inv_a = await inventory_of(seen_by_a, 3)  # declarations reach the other peer asynchronously
+        inv_b = await inventory_of(seen_by_b, 3)
         assert [d["device"] for d in inv_a] == [d["device"] for d in inv_b] == ["a1", "a2", "b1"]
         assert {d["site"] for d in inv_a} == {"north", "south"}
         telemetry: dict[str, dict[str, object]] = {}

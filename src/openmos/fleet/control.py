@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from openmos.base.files import atomic_write
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
 from openmos.fleet.enroll import EnrollmentRegistry
-from openmos.fleet.messages import MessageRejected
+from openmos.fleet.messages import DeviceDoc, MessageRejected
 from openmos.fleet.trust import DeviceVerifier
 from openmos.security.signing import sign_document
 
@@ -90,12 +92,16 @@ class FleetController:
                               ) -> dict[tuple[str, str], dict[str, Any]]:
         """Replies signed by the enrolled key of the device they claim to be, answering this very query."""
         nonce = request or secrets.token_hex(12)
-        out: dict[tuple[str, str], dict[str, Any]] = {}
-        for key, envelope in await self.bus.query(selector, params or {"nonce": nonce}, timeout_s=timeout_s):
+
+        def check(key: str, envelope: Any) -> tuple[DeviceDoc, BaseModel] | None:
             try:
-                doc, body = self.verifier.check(key, envelope, (kind,), request=nonce)
+                return self.verifier.check(key, envelope, (kind,), request=nonce)
             except MessageRejected:
-                continue
+                return None
+
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for _, (doc, body) in await self.bus.query(selector, params or {"nonce": nonce}, timeout_s=timeout_s,
+                                                   accept=check):
             out.setdefault((doc.site, doc.device), {"site": doc.site, "device": doc.device,
                                                     **body.model_dump(exclude_none=True)})
         return out

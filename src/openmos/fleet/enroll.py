@@ -1,6 +1,7 @@
 """Device enrollment: which device keys the controller believes, and how a new device gets there.
 
-A device generates its ed25519 key and asks to enroll with a signed request (proof that it holds the key).
+A device generates its signing key (``envelope.DeviceKey``) and asks to enroll with a signed request
+(proof that it holds the key).
 With a valid one-time token it is enrolled at once; without one the request waits, capped and rate
 limited, for an operator to approve it (comparing the key fingerprint the device shows). From then on the
 key is *pinned*: the controller drops every message for that site/device that this key did not sign, and a
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from coincurve import PublicKeyXOnly
 
 from openmos.base.files import atomic_write
 from openmos.fleet.envelope import parse_public
@@ -110,7 +111,7 @@ class EnrollmentRegistry:
         self.max_pending = max_pending
         self.limiter = TokenBucket(requests_per_s, burst)
         self._state = _State()
-        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._keys: dict[str, PublicKeyXOnly] = {}
         self._raw: dict[str, str] = {}
         self._mtime = 0.0
         self._checked = 0.0
@@ -140,7 +141,7 @@ class EnrollmentRegistry:
 
     def _sync_keys(self) -> None:
         """Parsed key objects for the enrolled entries (only new or changed ones are parsed)."""
-        keys: dict[str, Ed25519PublicKey] = {}
+        keys: dict[str, PublicKeyXOnly] = {}
         for name, entry in self._state.enrolled.items():
             known = self._keys.get(name)
             if known is not None and self._raw.get(name) == entry.public_key:
@@ -176,7 +177,7 @@ class EnrollmentRegistry:
 
     # -- queries -----------------------------------------------------------------------------------
 
-    def key_for(self, site: str, device: str) -> Ed25519PublicKey | None:
+    def key_for(self, site: str, device: str) -> PublicKeyXOnly | None:
         return self._keys.get(_name(site, device))
 
     def is_enrolled(self, site: str, device: str) -> bool:

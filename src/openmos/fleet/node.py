@@ -1,7 +1,8 @@
 """A device on the fleet bus: publishes telemetry, answers inventory queries, runs signed commands.
 
-Everything the device sends (telemetry, events, acknowledgements, replies) is signed with its own ed25519
-key (``DeviceKey``) and names its site and device, so the controller believes it only from the enrolled key.
+Everything the device sends (telemetry, events, acknowledgements, replies) is signed with its own key
+(``DeviceKey``, BIP340 Schnorr) and names its site and device, so the controller believes it only from the
+enrolled key.
 Commands must be signed (ed25519) by a key the device trusts, name this device (or ``*``) *and this site*,
 carry a fresh timestamp and a nonce never seen before: an unsigned, forged, stale, replayed or misaddressed
 command is refused and the refusal is reported.
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
-from openmos.fleet.envelope import DeviceKey, parse_public, verify
+from openmos.fleet.envelope import DeviceKey, parse_command_key, verify_command
 from openmos.fleet.messages import DEVICE_ACTIONS, CommandDoc
 from openmos.security.signing import SignatureError
 
@@ -47,7 +48,7 @@ class DeviceNode:
     def __init__(self, bus: FleetBus, site: str, device: DeviceAdapter, trusted_keys: list[bytes],
                  interval_s: float = 5.0, identity: DeviceKey | None = None) -> None:
         self.bus, self.site, self.device = bus, site, device
-        self.trusted_keys = [parse_public(k) for k in trusted_keys]
+        self.trusted_keys = [parse_command_key(k) for k in trusted_keys]
         self.identity = identity or DeviceKey()
         self.interval_s = interval_s
         self.refused: list[str] = []
@@ -144,7 +145,7 @@ class DeviceNode:
         raw: dict[str, Any] | None = None
         for public in self.trusted_keys:
             try:
-                raw = verify(envelope, public)
+                raw = verify_command(envelope, public)
                 break
             except SignatureError as exc:
                 last_error = str(exc)
