@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 from openmos.hw.cpu import CpuHardware
 from openmos.hw.sim import SimClock
 from openmos.hw.sim.backend import SimHardware
+from openmos.hw.sim.oracle import Oracle
+from openmos.hw.sim.realism import InletCurve, Realism
 from openmos.miner import AgentConfig, MiningAgent
 from openmos.pool import LocalPool
 from openmos.tuning import (
@@ -21,6 +24,7 @@ from openmos.tuning import (
     PerformanceTarget,
     ProfileStore,
     ThermalLimits,
+    TunerOptions,
     TunerState,
 )
 from openmos.tuning.thermal import Pid, ThermalAction, ThermalGuard, arrhenius_hazard_ratio
@@ -288,3 +292,89 @@ def test_cpu_hardware_refuses_a_performance_target() -> None:
                                     "performance": {"power_w": 100}})
     with pytest.raises(ValueError, match="no tunable clocks"):
         MiningAgent(config, CpuHardware())
+
+
+# -- the tuner on the hard simulator ---------------------------------------------------------------------
+
+
+async def test_decisions_are_logged_with_reasons_and_settings_respect_the_hardware() -> None:
+    hw, clock = rig(seed=30)
+    tuner = Autotuner(hw, PerformanceTarget.power(2400), clock=clock)
+    await settle(tuner, clock)
+    actions = [d.action for d in tuner.status.decisions]
+    assert "sweep" in actions and "plan" in actions
+    assert all(d.reason for d in tuner.status.decisions)
+    limits = hw.limits()
+    grid = set(limits.freq_grid_mhz)
+    assert grid and all(f == 0 or f in grid for f in tuner.freq.ravel())  # only frequencies the PLL can make
+    steps = (tuner.voltage - limits.volt_min) / limits.volt_step
+    np.testing.assert_allclose(steps, steps.round(), atol=1e-6)  # on the supply's steps
+    assert limits.settle_s > 0
+
+
+async def test_overclock_hashrate_target_within_limits() -> None:
+    hw, clock = rig(seed=31)
+    stock_ths = hw.limits().stock_freq_mhz * hw.limits().hashes_per_mhz * 324 / 1e12
+    goal = 1.12 * stock_ths
+    tuner = Autotuner(hw, PerformanceTarget.hashrate(goal), clock=clock)
+    await settle(tuner, clock)
+    await tuner.run_for(1800)
+    watts, ths = hw.modelled_truth()
+    assert abs(ths / goal - 1) < 0.02
+    assert tuner.voltage.mean() > hw.limits().stock_voltage  # more hashrate per chip needs more voltage
+    assert watts < (hw.limits().psu_max_w or 0) and tuner.guard.dps_steps == 0
+    assert not any(e.startswith("hot") for e in tuner.status.events)
+
+
+async def test_power_target_above_the_psu_rating_is_capped() -> None:
+    hw, clock = rig(seed=32)
+    cap = hw.limits().psu_max_w or 0
+    tuner = Autotuner(hw, PerformanceTarget.power(cap * 1.3), clock=clock)
+    await tuner.run_for(1800)
+    assert hw.modelled_truth()[0] <= cap
+    assert any("PSU" in d.action or "PSU" in d.reason for d in tuner.status.decisions)
+
+
+async def test_efficiency_ceiling_profile() -> None:
+    hw, clock = rig(seed=33)
+    stock = Oracle(hw.oracle_view()).stock_uniform(490.0)
+    ceiling = 0.93 * stock.j_per_th
+    tuner = Autotuner(hw, PerformanceTarget.efficiency(ceiling), clock=clock)
+    await settle(tuner, clock, max_minutes=30)
+    await tuner.run_for(1200)
+    watts, ths = hw.modelled_truth()
+    assert watts / ths <= ceiling * 1.01
+    # It spends the budget: close to the ceiling, not at some needlessly low power.
+    assert watts / ths >= ceiling * 0.97
+    assert any(d.action.startswith("efficiency") for d in tuner.status.decisions)
+
+
+async def test_dropped_domain_is_isolated_and_hashrate_target_recovered() -> None:
+    hw, clock = rig(seed=34)
+    tuner = Autotuner(hw, PerformanceTarget.hashrate(150.0), clock=clock)
+    await settle(tuner, clock)
+    hw.drop_domain(2, 5)
+    for _ in range(30):
+        await tuner.run_for(30)
+    assert {(2, c) for c in range(45, 54)} <= set(tuner.status.dead_chips)
+    assert abs(hw.modelled_truth()[1] / 150.0 - 1) < 0.02
+    assert [e.kind.value for e in hw.fault_events()] == ["domain_drop"]
+
+
+async def test_retunes_through_ageing_and_a_day_without_the_operator() -> None:
+    clock = SimClock(speed=0)
+    realism = Realism(ageing_speedup=365.0 * 6, inlet=InletCurve(mean_c=25.0, day_amplitude_c=7.0, start_hour=9))
+    hw = SimHardware("s21", seed=35, clock=clock, realism=realism)  # 8 h of this age the unit two years
+    new_k = hw.oracle_view().hidden().k
+    target = 2500.0
+    tuner = Autotuner(hw, PerformanceTarget.power(target), clock=clock,
+                      options=TunerOptions(tick_s=5.0, stable_window_s=60.0))
+    errors = []
+    for _ in range(16):
+        await tuner.run_for(1800)
+        errors.append(abs(hw.modelled_truth()[0] / target - 1))
+    fleet = hw.oracle_view()
+    assert (fleet.hidden().k < new_k * 0.99).all()  # every chip lost >1 % of its speed
+    assert max(errors[1:]) < 0.03 and float(np.median(errors)) < 0.01
+    assert float(fleet.error_fraction().mean()) < 0.01  # limits fell; the tuner trimmed
+    assert max(fleet.t_inlet) > 30 and tuner.guard.dps_steps == 0

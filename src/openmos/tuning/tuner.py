@@ -344,29 +344,49 @@ class Autotuner:
                      f"{profile.measured_power_w:.0f} W)")
         return False
 
-    async def _learn(self) -> None:
-        lim, kn = self.limits, self.knowledge
-        self._decide("sweep", f"no chip model: learning every chip's limit at stock {lim.stock_voltage:.2f} V")
-        first = await self._sweep(lim.stock_voltage, self.freq * 0 + 0.85 * lim.stock_freq_mhz, (0, 40))
-        kn.sweep_voltages, kn.sweep_fmax = [lim.stock_voltage], [first]
-        kn.refit()
-        # Second sweep where the goal will need it: guess with P_dyn ~ V^4 (f_max rising ~ V^2).
+    def _goal_share(self) -> float:
+        """The goal as a share of stock operation (nameplate power or stock hashrate), before any sweep."""
+        lim, goal = self.limits, self.effective_target
         if self.base_target.kind is TargetKind.EFFICIENCY:
-            want = 0.8
+            return 0.8
+        if goal.kind is TargetKind.POWER:
+            return goal.value / self._nameplate_w()
+        stock = lim.stock_freq_mhz * lim.hashes_per_mhz * lim.boards * lim.chips_per_board / 1e12
+        return goal.value / stock
+
+    def _expected_limits(self, voltage: float) -> FloatArray:
+        """Where a sweep at ``voltage`` starts: a little under a typical chip's limit there (stock frequency
+        with ~8 % margin at stock voltage, limits rising ~V^2.5); chips already past it walk down."""
+        lim = self.limits
+        return np.full(self.freq.shape, 0.9 * 1.08 * lim.stock_freq_mhz * (voltage / lim.stock_voltage) ** 2.5)
+
+    async def _learn(self) -> None:
+        """Two sweeps bracketing where the goal will need the voltage (P_dyn ~ V^4 for the first guess).
+
+        Below stock the first sweep runs at the guess, not at stock: a full-speed sweep at stock voltage on a
+        hot day would trip the thermal guard and leave the unit throttled for many minutes.
+        """
+        lim, kn = self.limits, self.knowledge
+        want = self._goal_share()
+        stock_v = lim.stock_voltage
+        guess = self._on_volt_grid(stock_v * max(min(want, 1.3), 0.3) ** 0.25)
+        sep = max(4 * lim.volt_step, 0.01 * stock_v)
+        if want < 0.9 and guess <= stock_v - sep:
+            v1 = guess
+            v2 = self._on_volt_grid(min(v1 + 2 * sep, stock_v))
         else:
-            goal = self.effective_target
-            at_stock = kn.at(lim.stock_voltage, 1.0)
-            reach = at_stock.predicted_power_w if goal.kind is TargetKind.POWER else at_stock.predicted_ths
-            want = goal.value / reach if reach > 0 else 1.0
-        guess = lim.stock_voltage * max(min(want, 1.3), 0.3) ** 0.25
-        steps = round((guess - lim.stock_voltage) / lim.volt_step)
-        if abs(steps) < 4:
-            steps = -4 if guess <= lim.stock_voltage or lim.stock_voltage + 4 * lim.volt_step > lim.volt_max \
-                else 4
-        v2 = float(np.clip(lim.stock_voltage + steps * lim.volt_step, lim.volt_min, lim.volt_max))
-        self._decide("second sweep", f"the goal needs ~{want:.0%} of the stock-voltage reach: "
-                     f"learning limits at {v2:.2f} V too")
-        start = first * (v2 / lim.stock_voltage) ** 2 * 0.94
+            v1 = stock_v
+            if abs(guess - stock_v) >= sep:
+                v2 = guess
+            else:
+                up = want > 1.0 and stock_v + sep <= lim.volt_max
+                v2 = self._on_volt_grid(stock_v + sep if up else stock_v - sep)
+        self._decide("sweep", f"no chip model; the goal is ~{want:.0%} of stock: learning every chip's limit "
+                     f"at {v1:.3f} V, then at {v2:.3f} V")
+        first = await self._sweep(v1, self._expected_limits(v1), (0, 40))
+        kn.sweep_voltages, kn.sweep_fmax = [v1], [first]
+        kn.refit()
+        start = first * (v2 / v1) ** 2 * 0.94
         second = await self._sweep(v2, start, (40, 70))
         kn.sweep_voltages.append(v2)
         kn.sweep_fmax.append(second)

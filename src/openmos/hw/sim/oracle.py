@@ -27,6 +27,7 @@ from openmos.hw.sim.physics import Array
 
 VOLTAGE_STEPS = 160
 UNIFORM_BISECTIONS = 32
+REFRESHES = 4
 
 
 @dataclass(frozen=True)
@@ -204,12 +205,15 @@ class Oracle:
         return best
 
     def best_at_power(self, wall_w: float) -> OperatingPoint:
-        """Highest valid hashrate within ``wall_w`` (so the best J/TH at that power)."""
-        self._solve("power", wall_w)
-        return self._solve("power", wall_w)
+        """Highest valid hashrate within ``wall_w`` (so the best J/TH at that power).
+
+        Chip limits depend on the temperatures the solution itself causes: solve, refresh, re-solve a few
+        times and keep the best point (every candidate is scored exactly, so taking the best is sound).
+        """
+        points = [self._solve("power", wall_w) for _ in range(REFRESHES)]
+        return max(points, key=lambda p: p.hashrate_ths)
 
     def best_at_hashrate(self, ths: float) -> OperatingPoint:
         """Lowest power that still delivers ``ths`` of valid hashrate."""
-        self._solve("hashrate", ths)
-        point = self._solve("hashrate", ths)
-        return point
+        points = [self._solve("hashrate", ths) for _ in range(REFRESHES)]
+        return min(points, key=lambda p: p.wall_power_w)
