@@ -363,14 +363,14 @@ async def test_dropped_domain_is_isolated_and_hashrate_target_recovered() -> Non
 
 async def test_retunes_through_ageing_and_a_day_without_the_operator() -> None:
     clock = SimClock(speed=0)
-    realism = Realism(ageing_speedup=365.0 * 6, inlet=InletCurve(mean_c=25.0, day_amplitude_c=7.0, start_hour=9))
-    hw = SimHardware("s21", seed=35, clock=clock, realism=realism)  # 8 h of this age the unit two years
+    realism = Realism(ageing_speedup=365.0 * 12, inlet=InletCurve(mean_c=25.0, day_amplitude_c=7.0, start_hour=10))
+    hw = SimHardware("s21", seed=35, clock=clock, realism=realism)  # 4 h of this age the unit two years
     new_k = hw.oracle_view().hidden().k
     target = 2500.0
     tuner = Autotuner(hw, PerformanceTarget.power(target), clock=clock,
                       options=TunerOptions(tick_s=5.0, stable_window_s=60.0))
     errors = []
-    for _ in range(16):
+    for _ in range(8):
         await tuner.run_for(1800)
         errors.append(abs(hw.modelled_truth()[0] / target - 1))
     fleet = hw.oracle_view()

@@ -31,6 +31,7 @@ class TrimResult:
     dying: BoolArray  # chips that kept erring after backing off: isolate
     changed: bool
     reason: str
+    notable: bool = False  # something stepped down or failed (climbs alone are routine)
 
 
 def trim(knowledge: Knowledge, strikes: IntArray, freq: FloatArray, w: Window, opt: TunerOptions,
@@ -67,7 +68,7 @@ def trim(knowledge: Knowledge, strikes: IntArray, freq: FloatArray, w: Window, o
         parts.append(f"{int(low.sum())} clean chips at full scale climbed 0.4 %")
     return TrimResult(margin, strikes.astype(np.int64), dying,
                       bool(erring.any() or silent.any() or high.any() or low.any()),
-                      "; ".join(parts))
+                      "; ".join(parts), bool(erring.any() or silent.any() or high.any()))
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def efficiency_power(knowledge: Knowledge, ceiling: float, power_goal: float, w:
     j0 = predicted_j_per_th(knowledge, power_goal)
     j1 = predicted_j_per_th(knowledge, power_goal * 1.05)
     elasticity = np.log(j1 / j0) / np.log(1.05) if np.isfinite(j0) and np.isfinite(j1) and j0 > 0 else 0.0
-    step = error / max(float(elasticity), 0.25)
+    step = 0.7 * error / max(float(elasticity), 0.25)  # damped: J/TH readings are noisy
     step = float(np.clip(step, -0.08, 0.05))
     new = float(np.clip(power_goal * (1 + step), lo_w, hi_w))
     return new, (f"measured {measured:.3f} J/TH vs ceiling {ceiling:.3f}: power goal "

@@ -47,15 +47,18 @@ class PerformanceTarget:
 
     @classmethod
     def choose(cls, *, power_w: float | None = None, hashrate_ths: float | None = None,
-               profile: str | None = None, nameplate_w: float = 0.0) -> PerformanceTarget:
-        """The one target given: a wall power, a hashrate, or a preset profile of ``nameplate_w``."""
+               profile: str | None = None, nameplate_w: float = 0.0,
+               j_per_th: float | None = None) -> PerformanceTarget:
+        """The one target given: a wall power, a hashrate, a J/TH ceiling, or a preset profile of ``nameplate_w``."""
         if power_w is not None:
             return cls.power(power_w)
         if hashrate_ths is not None:
             return cls.hashrate(hashrate_ths)
+        if j_per_th is not None:
+            return cls.efficiency(j_per_th)
         if profile is not None:
             return cls.preset(profile, nameplate_w)
-        raise ValueError("give a power, hashrate or profile target")
+        raise ValueError("give a power, hashrate, J/TH or profile target")
 
     def scaled(self, factor: float) -> PerformanceTarget:
         return PerformanceTarget(self.kind, self.value * factor)

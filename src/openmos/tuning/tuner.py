@@ -451,10 +451,14 @@ class Autotuner:
         t = trim(kn, self.strikes, self.freq, w, self.options, at_limit, self.meter.ticket)
         kn.margin, self.strikes = t.margin, t.strikes
         self._mark_dead(t.dying)
-        if t.changed:
+        if t.notable:
             self._decide("trim", t.reason)
+        elif t.changed:
+            log.debug("tuner trim: %s", t.reason)
         kn.refit()
-        if self.base_target.kind is TargetKind.EFFICIENCY and self._efficiency_w is not None:
+        settled = abs(w.power_w / self.effective_target.value - 1) <= 2 * self.options.power_tolerance
+        if self.base_target.kind is TargetKind.EFFICIENCY and self._efficiency_w is not None and settled:
+            # The outer loop moves the power goal only once the power loop has reached the last one.
             lo, hi = self._efficiency_bounds()
             self._efficiency_w, why = efficiency_power(kn, self.base_target.value, self._efficiency_w, w,
                                                        self.options, lo, hi)
