@@ -19,6 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "tuning": {"base", "hw", "control"},
     "node": {"base", "bitcoin"},
     "pool": {"bitcoin", "stratum", "node"},
+    "jd": {"base", "bitcoin", "stratum", "node"},
     "proxy": {"bitcoin", "stratum", "pool", "api"},
     "energy": {"base", "control"},
     "miner": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security"},
@@ -28,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "fleet": {"base", "control", "hw", "security", "miner", "api", "tuning", "energy"},
     "testbed": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner", "api", "fleet",
                 "energy"},
-    "cli": {"base", "control", "testbed", "bitcoin", "stratum", "node", "hw", "security", "tuning", "pool",
+    "cli": {"base", "control", "testbed", "bitcoin", "stratum", "node", "jd", "hw", "security", "tuning", "pool",
             "proxy", "energy", "miner", "api", "integrations", "fleet", "emulator", "mqtt"},
 }
 

@@ -7,6 +7,7 @@ Layers, lowest first (a layer imports only the ones below it):
 - ``bitcoin``  pure primitives: hashing, headers, targets, merkle, version rolling
 - ``stratum``  Stratum V1 wire protocol, job model and asyncio client; ``stratum.v2``: SV2 codec, Noise, client
 - ``node``     Bitcoin node access: Core JSON-RPC client/server, block templates, template policy
+- ``jd``       Job Declarator Client: miner-built templates declared to the pool (``mos jd``)
 - ``hw``       hardware abstraction layer and backends (CPU, simulator, BM13xx chips on Bitaxe and serial boards)
 - ``emulator`` wire-level BM13xx / Bitaxe emulator on ptys (independent of ``hw``: imports ``base`` only)
 - ``tuning``   autotuner, performance targets and profiles, cooling and thermal protection (uses ``hw``)

@@ -283,14 +283,14 @@ async def _run_pool(args: argparse.Namespace) -> int:
         return sv2_cli.keygen(args)
     pool = LocalPool(_pool_settings(args))
     await pool.start()
-    v2 = node = None
+    v2 = services = None
     try:
         v2 = await sv2_cli.start_pool_v2(pool, args)
-        node = await jd_cli.start_pool_node(pool, args)
+        services = await jd_cli.start_pool_services(pool, v2, args)
         await _serve(args.duration, lambda: Group(pool_panel(pool)), not args.no_status)
     finally:
-        if node is not None:
-            await node.stop()
+        if services is not None:
+            await services.stop()
         if v2 is not None:
             await v2.stop()
         await pool.stop()

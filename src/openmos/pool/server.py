@@ -156,6 +156,7 @@ class LocalPool:
         self._resumable: OrderedDict[str, bytes] = OrderedDict()
         self._en1_counter = itertools.count(1)
         self._job_counter = itertools.count(1)
+        self._current_id = ""  # the newest pool-made job (custom jobs never become it)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._job_task: asyncio.Task[None] | None = None
@@ -165,7 +166,7 @@ class LocalPool:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if not self._jobs:
+        if self._current_id not in self._jobs:
             self._new_job(clean=True)
         ctx = None
         if self.settings.tls_cert:
@@ -221,16 +222,32 @@ class LocalPool:
         job = _Job(job_id, template, stratum)
         self._jobs[job_id] = job
         self._seen[job_id] = set()
-        while len(self._jobs) > self.settings.max_jobs:
-            old, _ = self._jobs.popitem(last=False)
-            self._seen.pop(old, None)
+        self._current_id = job_id
+        self._trim_jobs()
         return job
 
+    def add_custom_job(self, template: BlockTemplate) -> PoolJob:
+        """A job whose template a miner declared (SetCustomMiningJob): validated and accounted like ours."""
+        job_id = f"{next(self._job_counter):x}"
+        stratum = StratumJob(job_id, template.prev_hash, template.coinb1, template.coinb2,
+                             template.merkle_branch, template.version, template.bits, template.ntime, False)
+        job = _Job(job_id, template, stratum)
+        self._jobs[job_id] = job
+        self._seen[job_id] = set()
+        self._trim_jobs()
+        return job
+
+    def _trim_jobs(self) -> None:
+        while len(self._jobs) > self.settings.max_jobs:
+            old = next(k for k in self._jobs if k != self._current_id)
+            del self._jobs[old]
+            self._seen.pop(old, None)
+
     def _current_job(self) -> _Job:
-        return next(reversed(self._jobs.values()))
+        return self._jobs[self._current_id]
 
     def current_job(self) -> PoolJob:
-        if not self._jobs:
+        if self._current_id not in self._jobs:
             self._new_job(clean=True)
         return self._current_job()
 

@@ -17,9 +17,10 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 
-from openmos.bitcoin import difficulty_to_target, target_to_difficulty
+from openmos.bitcoin import BlockHeader, difficulty_to_target, target_to_difficulty
 from openmos.bitcoin.hashing import sha256d
 from openmos.bitcoin.merkle import merkle_root_from_branch
+from openmos.pool.jds import DeclarationRejected, DeclaredJob, JobDeclarator
 from openmos.pool.server import LocalPool, PoolJob, ShareRejected, WorkerStats
 from openmos.pool.vardiff import next_difficulty
 from openmos.stratum.protocol import StratumErrorCode
@@ -41,6 +42,7 @@ from openmos.stratum.v2.messages import (
     OpenStandardMiningChannelSuccess,
     SetCustomMiningJob,
     SetCustomMiningJobError,
+    SetCustomMiningJobSuccess,
     SetNewPrevHash,
     SetTarget,
     SetupConnection,
@@ -100,8 +102,11 @@ class Sv2PoolServer:
     """Stratum V2 beside a running ``LocalPool``. ``await start()``; ``await stop()``."""
 
     def __init__(self, pool: LocalPool, authority_secret: bytes, host: str = "127.0.0.1", port: int = 0,
-                 cert_validity_s: int = 86_400, setup_timeout: float = 10.0) -> None:
+                 cert_validity_s: int = 86_400, setup_timeout: float = 10.0,
+                 declarator: JobDeclarator | None = None) -> None:
         self.pool = pool
+        self.declarator = declarator  # set: custom jobs (SetCustomMiningJob) on extended channels
+        self._custom: dict[str, tuple[DeclaredJob, _Channel]] = {}
         self.authority = KeyPair.from_secret(authority_secret)
         self.static, self.certificate = issue_server_identity(authority_secret, cert_validity_s)
         self.host = host
@@ -220,7 +225,7 @@ class Sv2PoolServer:
             if channel is not None:
                 self.pool.release_extranonce1(channel.extranonce1)
         elif isinstance(msg, SetCustomMiningJob):
-            state.conn.write(SetCustomMiningJobError(msg.channel_id, msg.request_id, "work-selection-disabled"))
+            self._on_custom_job(state, msg)
         else:
             self.protocol_errors += 1
             state.bad_messages += 1
@@ -237,7 +242,8 @@ class Sv2PoolServer:
                                                   else "protocol-version-mismatch"))
             return False
         fixed = self.pool.settings.version_mask == 0
-        unsupported = msg.flags & (REQUIRES_WORK_SELECTION | (REQUIRES_VERSION_ROLLING if fixed else 0))
+        selection = 0 if self.declarator is not None else REQUIRES_WORK_SELECTION
+        unsupported = msg.flags & (selection | (REQUIRES_VERSION_ROLLING if fixed else 0))
         if unsupported:
             state.conn.write(SetupConnectionError(unsupported, "unsupported-feature-flags"))
             return False
@@ -336,6 +342,30 @@ class Sv2PoolServer:
         if new_prev:
             conn.write(SetNewPrevHash(channel.channel_id, job_id, t.prev_hash, t.ntime, t.bits))
 
+    def _on_custom_job(self, state: _Connection, msg: SetCustomMiningJob) -> None:
+        """A miner's own template (declared to our JDS first) becomes a job on its extended channel."""
+        channel = state.channels.get(msg.channel_id)
+        error = None
+        if self.declarator is None:
+            error = "work-selection-disabled"
+        elif channel is None or not channel.extended:
+            error = "invalid-channel-id"
+        if error is not None or self.declarator is None or channel is None:
+            state.conn.write(SetCustomMiningJobError(msg.channel_id, msg.request_id, error or "?"))
+            return
+        try:
+            template = self.declarator.custom_template(msg, channel.extranonce1, channel.extranonce_size)
+        except DeclarationRejected as exc:
+            log.info("pool v2: custom job from %s refused: %s", channel.worker, exc)
+            state.conn.write(SetCustomMiningJobError(msg.channel_id, msg.request_id, exc.code))
+            return
+        job = self.pool.add_custom_job(template)
+        channel.job_difficulty[job.job_id] = channel.difficulty
+        self._custom[job.job_id] = (self.declarator.jobs[msg.mining_job_token], channel)
+        for old in [k for k in self._custom if self.pool.find_job(k) is None]:
+            del self._custom[old]
+        state.conn.write(SetCustomMiningJobSuccess(msg.channel_id, msg.request_id, int(job.job_id, 16)))
+
     # -- shares -----------------------------------------------------------------------------------
 
     def _on_submit(self, state: _Connection, msg: SubmitSharesStandard | SubmitSharesExtended) -> None:
@@ -378,6 +408,9 @@ class Sv2PoolServer:
             channel.rejected += 1
             conn.write(SubmitSharesError(msg.channel_id, msg.sequence_number, ERROR_CODES.get(exc.code, str(exc))))
             return
+        custom = self._custom.get(job.job_id)
+        if share.is_block and custom is not None and self.declarator is not None and self.pool.chain.tip == share.hash:
+            self.declarator.record_block(custom[0], BlockHeader.parse(share.header), channel.extranonce1 + en2)
         channel.accepted += 1
         channel.window_shares += 1
         conn.write(SubmitSharesSuccess(msg.channel_id, msg.sequence_number, 1, max(0, round(required))))
