@@ -215,6 +215,7 @@ async def test_error_replies_never_echo_the_input() -> None:
                                    ("POST", "/api/v1/pools", {"url": "stratum+tcp://h:1", "user": "u", marker: 1}),
                                    ("PUT", "/api/v1/performance", {"power_w": marker}),
                                    ("PUT", "/api/v1/config", {"groups": marker}),
+                                   ("PUT", "/api/v1/config", {**POOL, marker: 1}),
                                    ("PUT", "/api/v1/config", {**POOL, "api": {"cgminer_allow": [marker]}})):
             r = await client.request(method, path, json=body, headers=headers)
             assert r.status_code in (401, 409, 422), (path, r.status_code)

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from openmos.api.auth import AuthError, TooManyAttempts
 from openmos.control import InvalidCommand, UnsupportedControl
@@ -32,7 +33,7 @@ def _loc_part(part: object) -> object:
     return part if isinstance(part, str) and _NAME.match(part) else "<key>"
 
 
-def validation_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
+def validation_problems(exc: RequestValidationError | ValidationError) -> list[dict[str, Any]]:
     """Where and what, without the offending value (pydantic would include it as ``input``)."""
     return [{"loc": [_loc_part(p) for p in err.get("loc", ())][:8],
              "msg": _short(str(err.get("msg", ""))), "type": err.get("type", "")}
@@ -48,6 +49,10 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": _short(str(exc.detail))}, status_code=exc.status_code,
                             headers=dict(exc.headers or {}))
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_model(_: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_problems(exc)}, status_code=422)
 
     @app.exception_handler(TooManyAttempts)
     async def _throttled(_: Request, exc: TooManyAttempts) -> JSONResponse:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 ACCOUNTS_FILE = "accounts.json"
+MAX_HTTP_CONNECTIONS = 128  # beyond this uvicorn answers 503 instead of queueing without bound
 
 
 class DeviceApis:
@@ -47,7 +48,9 @@ class DeviceApis:
         self.app = create_app(self.view, self.auth, config_path=config_path, logs=self.logs,
                               allowed_hosts=[*cfg.allowed_hosts, *([cfg.rest_host] if cfg.rest_host else [])])
         self._uvicorn = uvicorn.Server(uvicorn.Config(self.app, host=cfg.rest_host, port=cfg.rest_port,
-                                                      log_level="warning", lifespan="off"))
+                                                      log_level="warning", lifespan="off",
+                                                      limit_concurrency=MAX_HTTP_CONNECTIONS,
+                                                      timeout_keep_alive=5))
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
 

@@ -35,7 +35,7 @@ async def get_config(ctx: Ctx) -> dict[str, Any]:
 async def put_config(body: dict[str, Any], ctx: Ctx, s: Operator,
                      mode: Annotated[Literal["save", "save_and_apply"], Query()] = "save") -> dict[str, Any]:
     """Validate and store a full agent config (atomically). ``save_and_apply`` also applies pools."""
-    config = AgentConfig.from_dict(body, source="request body")
+    config = AgentConfig.model_validate(body)  # a ValidationError is answered 422 without echoing the body
     if ctx.config_path is None:
         raise HTTPException(409, "the agent was started without a config file; nothing to save to")
     current = ctx.view.agent.config
