@@ -461,15 +461,21 @@ class LocalPool:
         return True
 
     def accept_share(self, worker: str, stats: WorkerStats, job: PoolJob, en1: bytes, en2: bytes, ntime: int,
-                     nonce: int, version: int, required: float) -> AcceptedShare:
-        """Validate one share of any front end (header rebuilt and hashed here); ShareRejected says why."""
+                     nonce: int, version: int, required: float, merkle_root: bytes | None = None) -> AcceptedShare:
+        """Validate one share of any front end (header rebuilt and hashed here); ShareRejected says why.
+
+        ``merkle_root``: the root this pool computed for (job, en1 + en2) when it sent a header-only job
+        (Stratum V2 standard channels), so the coinbase is not hashed again per share."""
         if ntime < job.template.ntime or ntime > self.clock() + MAX_NTIME_DRIFT:
             raise self._reject(worker, stats, StratumErrorCode.OTHER, "ntime out of range")
         key = (en1, en2, ntime, nonce, version)
         seen = self._seen[job.job_id]
         if key in seen:
             raise self._reject(worker, stats, StratumErrorCode.DUPLICATE_SHARE, "duplicate share")
-        header = job.stratum.header(en1, en2, ntime=ntime, nonce=nonce, version=version)
+        if merkle_root is None:
+            header = job.stratum.header(en1, en2, ntime=ntime, nonce=nonce, version=version)
+        else:
+            header = BlockHeader(version, job.stratum.prev_hash, merkle_root, ntime, job.stratum.nbits, nonce)
         digest = header.hash()
         if hash_to_int(digest) > difficulty_to_target(required):
             raise self._reject(worker, stats, StratumErrorCode.LOW_DIFFICULTY,

@@ -84,6 +84,7 @@ class _Channel:
     nominal_hash_rate: float = 0.0
     prev_hash: bytes = b""
     job_difficulty: dict[str, float] = field(default_factory=dict)
+    merkle_roots: dict[str, bytes] = field(default_factory=dict)  # standard channels: root sent per job
     window_start: float = 0.0
     window_shares: int = 0
     accepted: int = 0
@@ -329,6 +330,7 @@ class Sv2PoolServer:
         if len(channel.job_difficulty) > self.pool.settings.max_jobs * 2:
             for key in [k for k in channel.job_difficulty if self.pool.find_job(k) is None]:
                 del channel.job_difficulty[key]
+                channel.merkle_roots.pop(key, None)
         min_ntime = None if new_prev else t.ntime
         conn = state.conn
         if channel.extended:
@@ -338,6 +340,7 @@ class Sv2PoolServer:
         else:
             coinbase = t.coinb1 + self._prefix(channel) + t.coinb2
             root = merkle_root_from_branch(sha256d(coinbase), t.merkle_branch)
+            channel.merkle_roots[job.job_id] = root
             conn.write(NewMiningJob(channel.channel_id, job_id, min_ntime, t.version, root))
         if new_prev:
             conn.write(SetNewPrevHash(channel.channel_id, job_id, t.prev_hash, t.ntime, t.bits))
@@ -403,7 +406,8 @@ class Sv2PoolServer:
         required = min(channel.job_difficulty.get(job.job_id, channel.difficulty), channel.difficulty)
         try:
             share = self.pool.accept_share(channel.worker, channel.stats, job, channel.extranonce1, en2, msg.ntime,
-                                           msg.nonce, msg.version, required)
+                                           msg.nonce, msg.version, required,
+                                           None if channel.extended else channel.merkle_roots.get(job.job_id))
         except ShareRejected as exc:
             channel.rejected += 1
             conn.write(SubmitSharesError(msg.channel_id, msg.sequence_number, ERROR_CODES.get(exc.code, str(exc))))

@@ -8,6 +8,7 @@ to the class; Job Declaration and Template Distribution messages can be register
 from __future__ import annotations
 
 import dataclasses
+import struct
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, TypeVar, get_type_hints
 
@@ -27,8 +28,10 @@ from openmos.stratum.v2.codec import (
     U64,
     U256,
     Codec,
+    FixedBytes,
     Reader,
     Sv2CodecError,
+    UInt,
 )
 
 # SetupConnection.protocol
@@ -52,6 +55,10 @@ class Message:
     CHANNEL_MSG: ClassVar[bool]
     EXTENSION: ClassVar[int] = 0
     FIELDS: ClassVar[tuple[tuple[str, Codec[Any]], ...]]
+    # Messages made only of U8/U16/U32/U64/fixed-size fields (shares, their answers, SetTarget...) are
+    # packed with one precompiled struct: the hot path of a pool or proxy.
+    PACKED: ClassVar[struct.Struct | None] = None
+    PACKED_BYTES: ClassVar[tuple[tuple[int, int], ...]] = ()  # (field index, size) of fixed-bytes fields
 
 
 M = TypeVar("M", bound=type[Message])
@@ -72,6 +79,7 @@ def register(msg_type: int, *, channel: bool, extension: int = 0) -> Any:
                 raise TypeError(f"{cls.__name__}.{f.name} has no SV2 type annotation")
             fields.append((f.name, codec))
         cls.MSG_TYPE, cls.CHANNEL_MSG, cls.EXTENSION, cls.FIELDS = msg_type, channel, extension, tuple(fields)
+        cls.PACKED, cls.PACKED_BYTES = _packed_layout(cls.FIELDS)
         key = (extension, msg_type)
         if key in MESSAGES:
             raise TypeError(f"message type {key} registered twice")
@@ -81,7 +89,33 @@ def register(msg_type: int, *, channel: bool, extension: int = 0) -> Any:
     return wrap
 
 
+_INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _packed_layout(fields: tuple[tuple[str, Codec[Any]], ...]
+                   ) -> tuple[struct.Struct | None, tuple[tuple[int, int], ...]]:
+    fmt, fixed = "<", []
+    for i, (_, codec) in enumerate(fields):
+        if isinstance(codec, UInt) and codec.size in _INT_CODES:
+            fmt += _INT_CODES[codec.size]
+        elif isinstance(codec, FixedBytes):
+            fmt += f"{codec.size}s"
+            fixed.append((i, codec.size))
+        else:
+            return None, ()
+    return struct.Struct(fmt), tuple(fixed)
+
+
 def encode_payload(msg: Message) -> bytes:
+    packed = msg.PACKED
+    if packed is not None:
+        values = [getattr(msg, name) for name, _ in msg.FIELDS]
+        if all(type(v) is int or type(v) is bytes for v in values) \
+                and all(len(values[i]) == size for i, size in msg.PACKED_BYTES):
+            try:
+                return packed.pack(*values)
+            except struct.error:
+                pass  # out of range: the generic path names the field
     out = bytearray()
     for name, codec in msg.FIELDS:
         try:
@@ -92,6 +126,10 @@ def encode_payload(msg: Message) -> bytes:
 
 
 def decode_payload(cls: type[Message], payload: bytes) -> Message:
+    packed = cls.PACKED
+    if packed is not None and len(payload) == packed.size:
+        fast: Message = cls(*packed.unpack(payload))
+        return fast
     r = Reader(payload)
     values = {}
     for name, codec in cls.FIELDS:

@@ -232,8 +232,11 @@ def hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
     return out1, hmac_hash(temp, out1 + b"\x02")
 
 
+_NONCE = struct.Struct("<4xQ")  # 32 zero bits, then the 64-bit counter little-endian (sv2-spec 4.4.1)
+
+
 def _nonce(n: int) -> bytes:
-    return b"\0\0\0\0" + n.to_bytes(8, "little")
+    return _NONCE.pack(n)
 
 
 class CipherState:
@@ -253,17 +256,19 @@ class CipherState:
         return self.n
 
     def encrypt(self, ad: bytes, plaintext: bytes) -> bytes:
-        if self._aead is None:
+        aead = self._aead
+        if aead is None:
             return plaintext
-        ct = self._aead.encrypt(_nonce(self._next()), plaintext, ad)
+        ct = aead.encrypt(_NONCE.pack(self._next()), plaintext, ad)
         self.n += 1
         return ct
 
     def decrypt(self, ad: bytes, ciphertext: bytes) -> bytes:
-        if self._aead is None:
+        aead = self._aead
+        if aead is None:
             return ciphertext
         try:
-            pt = self._aead.decrypt(_nonce(self._next()), ciphertext, ad)
+            pt = aead.decrypt(_NONCE.pack(self._next()), ciphertext, ad)
         except InvalidTag:
             raise NoiseError("authentication failed: the frame was altered in transit or the keys differ") from None
         self.n += 1  # only after a successful decryption (sv2-spec 4.4.1)
@@ -389,9 +394,13 @@ def ciphertext_length(plaintext_length: int) -> int:
 
 
 def encrypt_payload(cipher: CipherState, payload: bytes) -> bytes:
+    if len(payload) <= MAX_PT_LEN:
+        return cipher.encrypt(b"", payload) if payload else b""
     return b"".join(cipher.encrypt(b"", payload[i:i + MAX_PT_LEN]) for i in range(0, len(payload), MAX_PT_LEN))
 
 
 def decrypt_payload(cipher: CipherState, ciphertext: bytes) -> bytes:
+    if len(ciphertext) <= MAX_CT_LEN:
+        return cipher.decrypt(b"", ciphertext) if ciphertext else b""
     return b"".join(cipher.decrypt(b"", ciphertext[i:i + MAX_CT_LEN])
                     for i in range(0, len(ciphertext), MAX_CT_LEN))
