@@ -243,3 +243,63 @@ def test_payload_chunking_across_noise_blocks() -> None:
         assert len(ct) == ciphertext_length(size)
         assert decrypt_payload(server.recv, ct) == payload
     assert ciphertext_length(MAX_PT_LEN) == 65535 and ciphertext_length(1) == 17 and ciphertext_length(0) == 0
+
+
+def test_handshake_transcript_follows_the_spec_steps_independently() -> None:
+    """Recompute act 2 and the split from sv2-spec 4.5 step by step with bare primitives (hashlib, hmac,
+    ChaCha20-Poly1305, BIP324 XDH) and compare with the implementation's bytes and keys."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    def h(data: bytes) -> bytes:
+        return hashlib.sha256(data).digest()
+
+    def hkdf(ck: bytes, ikm: bytes) -> tuple[bytes, bytes]:
+        temp = hmac.new(ck, ikm, "sha256").digest()
+        o1 = hmac.new(temp, b"\x01", "sha256").digest()
+        return o1, hmac.new(temp, o1 + b"\x02", "sha256").digest()
+
+    def enc(k: bytes, n: int, ad: bytes, pt: bytes) -> bytes:
+        return ChaCha20Poly1305(k).encrypt(b"\0" * 4 + n.to_bytes(8, "little"), pt, ad)
+
+    authority = KeyPair.from_secret(bytes([7]) * 32, aux=bytes(32))
+    e_i = KeyPair.from_secret(bytes([1]) * 32, aux=bytes(32))
+    e_r = KeyPair.from_secret(bytes([2]) * 32, aux=bytes(32))
+    s_r = KeyPair.from_secret(bytes([3]) * 32, aux=bytes(32))
+    cert = Certificate.issue(authority.secret, s_r.xonly, 1_700_000_000, 1_800_000_000)
+
+    initiator = Initiator(authority.xonly, ephemeral=e_i)
+    act1 = initiator.act1()
+    act2, server = Responder(s_r, cert, ephemeral=e_r).act2(act1)
+    client = initiator.act2(act2, now=1_750_000_000)
+
+    # 4.5.1: h = HASH(protocolName); ck = h; h = HASH(h)
+    hh = h(b"Noise_NX_Secp256k1+EllSwift_ChaChaPoly_SHA256")
+    ck, hh = hh, h(hh)
+    assert act1 == e_i.ellswift
+    hh = h(hh + e_i.ellswift)  # MixHash(e.public_key)
+    hh = h(hh)  # EncryptAndHash(empty) with empty k = MixHash(empty)
+    # 4.5.2.1 responder
+    expected = bytearray(e_r.ellswift)
+    hh = h(hh + e_r.ellswift)
+    ee = noise.ellswift_ecdh(e_r.secret, e_r.ellswift, e_i.ellswift, initiator=False)
+    ck, k = hkdf(ck, ee)
+    ct = enc(k, 0, hh, s_r.ellswift)
+    expected += ct
+    hh = h(hh + ct)
+    es = noise.ellswift_ecdh(s_r.secret, s_r.ellswift, e_i.ellswift, initiator=False)
+    ck, k = hkdf(ck, es)
+    ct = enc(k, 0, hh, cert.encode())
+    expected += ct
+    hh = h(hh + ct)
+    assert act2 == bytes(expected)
+    k1, k2 = hkdf(ck, b"")
+    assert (client.send.key, client.recv.key) == (k1, k2)
+    assert (server.recv.key, server.send.key) == (k1, k2)
+    assert client.handshake_hash == server.handshake_hash == hh
+    # The certificate signs SHA-256(version || valid_from || not_valid_after || server x-only key).
+    m = h((0).to_bytes(2, "little") + (1_700_000_000).to_bytes(4, "little") + (1_800_000_000).to_bytes(4, "little")
+          + s_r.xonly)
+    assert PublicKeyXOnly(authority.xonly).verify(cert.signature, m)

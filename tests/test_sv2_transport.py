@@ -4,9 +4,12 @@ a wrong authority key and an oversized frame each end the session with a clear e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from openmos.stratum.v2.codec import Sv2CodecError
 from openmos.stratum.v2.messages import NewExtendedMiningJob, SetupConnection, SetupConnectionSuccess
@@ -129,3 +132,30 @@ async def test_man_in_the_middle_flipping_one_byte_is_detected(authority: KeyPai
     await conn.close()
     relay.close()
     await server.stop()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 2**24 - 1))
+def test_fuzz_encrypted_stream_fails_cleanly(garbage: bytes, claimed: int) -> None:
+    """Random ciphertext, and validly encrypted headers claiming any length followed by garbage: the reader
+    raises NoiseError, Sv2CodecError or IncompleteReadError and nothing else."""
+    from openmos.stratum.v2.framing import encode_header
+    from openmos.stratum.v2.noise import Initiator, Responder
+
+    authority = KeyPair.generate()
+    static, cert = issue_server_identity(authority.secret, 3600)
+    initiator = Initiator(authority.xonly)
+    reply, server = Responder(static, cert).act2(initiator.act1())
+    client = initiator.act2(reply)
+
+    async def run(data: bytes) -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        conn = Sv2Connection(reader, None, server, max_payload=1 << 16)  # type: ignore[arg-type]
+        with contextlib.suppress(NoiseError, Sv2CodecError, asyncio.IncompleteReadError):
+            while True:
+                await conn.recv()
+
+    asyncio.run(run(garbage))
+    asyncio.run(run(client.send.encrypt(b"", encode_header(0, 0x1A, claimed)) + garbage))
