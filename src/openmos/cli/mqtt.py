@@ -14,7 +14,6 @@ import logging
 import signal
 from pathlib import Path
 
-from openmos.fleet.workers.pyasic import PyasicWorker
 from openmos.miner.config import MqttConfig
 from openmos.mqtt.bridge import DeviceSource, MqttBridge
 from openmos.mqtt.topics import slug
@@ -44,7 +43,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    import pyasic
+    import pyasic  # imported here: pyasic takes seconds to import and only this command needs it
+
+    from openmos.fleet.workers.pyasic import PyasicWorker
 
     cfg = MqttConfig(host=args.broker, port=args.port, tls=args.tls, ca_file=_s(args.ca_file),
                      cert_file=_s(args.cert_file), key_file=_s(args.key_file), username=args.username,
