@@ -28,7 +28,7 @@ from openmos.base.files import atomic_write
 
 TOKEN_TTL_S = 12 * 3600
 MIN_PASSWORD = 10
-HASH_SLOTS = 2
+HASH_SLOTS = 1  # one core at most for password hashing: the device keeps the rest for mining and APIs
 T = TypeVar("T")
 MAX_HASH_QUEUE = 16
 
