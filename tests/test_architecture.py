@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "tuning": {"base", "hw", "control"},
     "node": {"base", "bitcoin"},
     "pool": {"bitcoin", "stratum", "node"},
-    "jd": {"base", "bitcoin", "stratum", "node"},
+    "jd": {"base", "bitcoin", "stratum", "node", "pool"},
     "proxy": {"bitcoin", "stratum", "pool", "api"},
     "energy": {"base", "control"},
     "miner": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security"},

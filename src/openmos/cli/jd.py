@@ -1,19 +1,30 @@
 """Miner-built templates on the command line: ``mos pool --rpc-port`` (the pool's chain as a Bitcoin Core
-JSON-RPC node with a synthetic mempool) and ``mos pool --jds-port`` (its Job Declarator Server)."""
+JSON-RPC node with a synthetic mempool), ``mos pool --jds-port`` (its Job Declarator Server) and ``mos jd``
+(the Job Declarator Client)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+
+from openmos.jd.service import JdService
+from openmos.node import NodeRpcClient, TemplatePolicy
 from openmos.pool.jds import JdsServer, JobDeclarator
 from openmos.pool.node_rpc import NodeRpcServer, PoolNode, SyntheticMempool
-from openmos.pool.server import LocalPool
+from openmos.pool.server import LocalPool, PoolSettings
 from openmos.pool.sv2 import Sv2PoolServer
+from openmos.stratum.v2.url import Sv2PoolUrl
 
 log = logging.getLogger(__name__)
+
+ServeFn = Callable[[float, Callable[[], Group] | None, bool], Awaitable[None]]
 
 
 def add_pool_args(parser: argparse.ArgumentParser) -> None:
@@ -68,3 +79,70 @@ async def start_pool_services(pool: LocalPool, v2: Sv2PoolServer | None, args: a
         log.info("job declarator server: %s:%d (authority %s)", pool.settings.host, services.jds.port,
                  v2.authority_key)
     return services
+
+
+def add_jd_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "jd", help="Job Declarator Client: mine templates built from your own node (Stratum V2 job declaration)",
+        description="Builds block templates from your Bitcoin node's JSON-RPC (getblocktemplate) under your "
+                    "template policy, declares them to the pool's Job Declarator Server, sets them as custom "
+                    "jobs on the pool's Stratum V2 extended channel (paying the pool's required outputs) and "
+                    "serves them to Stratum V1 miners. Found blocks go to your node, the JDS and the pool. If "
+                    "the node or the JDS is down, or a declaration is refused, miners get the pool's jobs "
+                    "until your templates are back.")
+    p.add_argument("--node", required=True, metavar="URL",
+                   help="node RPC, http://user:password@host:port (Bitcoin Core: rpcuser/rpcpassword)")
+    p.add_argument("--rpc-cookie", default=None, metavar="FILE", help="use bitcoind's .cookie file for auth")
+    p.add_argument("--pool", required=True, metavar="URL",
+                   help="the pool's Stratum V2 endpoint, stratum2+tcp://host:port/AUTHORITY_PUBKEY")
+    p.add_argument("--jds", required=True, metavar="HOST:PORT", help="the pool's Job Declarator Server")
+    p.add_argument("--user", default="openmos.jd", help="account on the pool (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address for miners (default: %(default)s)")
+    p.add_argument("--port", type=int, default=3335, help="Stratum V1 port for miners (default: %(default)s)")
+    p.add_argument("--difficulty", type=float, default=0.001, help="starting downstream share difficulty")
+    policy = p.add_argument_group("template policy (what goes into your blocks)")
+    policy.add_argument("--min-fee-rate", type=float, default=0.0, metavar="SAT_PER_VB",
+                        help="leave out transactions paying less (and those spending them)")
+    policy.add_argument("--exclude-txid", action="append", default=[], metavar="TXID",
+                        help="never include this transaction (repeatable)")
+    policy.add_argument("--exclude-script", action="append", default=[], metavar="HEX",
+                        help="never include a transaction paying this output script (repeatable)")
+    policy.add_argument("--max-weight", type=int, default=4_000_000, help="block weight cap (default: %(default)s)")
+    p.add_argument("--poll-interval", type=float, default=0.05,
+                   help="seconds between getbestblockhash polls (default: %(default)s)")
+    p.add_argument("--no-status", action="store_true", help="plain logs instead of the live status")
+    p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
+
+
+def jd_panel(service: JdService) -> Panel:
+    s = service.status
+    whose = "OWN template" if s.mode == "own" else "POOL's template" if s.mode == "pool" else "no work yet"
+    table = Table(expand=True, show_header=False)
+    table.add_row("mining", f"{whose} ({s.reason})")
+    table.add_row("height / txs / fees", f"{s.height} / {s.tx_count} / {s.fees} sat")
+    table.add_row("shares forwarded / pool accepted / rejected",
+                  f"{s.forwarded} / {service.mining.accepted} / {sum(service.mining.rejected.values())}")
+    table.add_row("templates / fallbacks / blocks", f"{s.templates} / {s.fallbacks} / {len(s.blocks)}")
+    return Panel(table, title=f"mos jd · miners: {service.url}")
+
+
+async def run_jd(args: argparse.Namespace, serve: ServeFn) -> int:
+    url = Sv2PoolUrl.parse(args.pool)
+    jds_host, _, jds_port = args.jds.rpartition(":")
+    if not jds_host or not jds_port.isdigit():
+        raise ValueError(f"--jds must be HOST:PORT, got {args.jds!r}")
+    if not 0.001 <= args.poll_interval <= 60:
+        raise ValueError("--poll-interval must be between 0.001 and 60 seconds")
+    policy = TemplatePolicy.from_strings(args.min_fee_rate, args.exclude_txid, args.exclude_script, args.max_weight)
+    node = NodeRpcClient.from_url(args.node, args.rpc_cookie)
+    service = JdService(node, url.host, url.port, jds_host, int(jds_port), url.authority_key, args.user,
+                        policy=policy, downstream=PoolSettings(host=args.host, port=args.port,
+                                                               start_difficulty=args.difficulty),
+                        poll_interval=args.poll_interval)
+    await service.start()
+    log.info("mos jd: miners connect to %s", service.url)
+    try:
+        await serve(args.duration, lambda: Group(jd_panel(service)), not args.no_status)
+    finally:
+        await service.stop()
+    return 0

@@ -124,6 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
     fleet_cli.add_parser(sub)
     mqtt_cli.add_parser(sub)
     sv2_cli.add_proxy_parser(sub)
+    jd_cli.add_jd_parser(sub)
     hardware_cli.add_parsers(sub)
 
     cfg = sub.add_parser("config", help="create or check an agent config file")
@@ -202,6 +203,7 @@ def _add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333, ne
 def _pool_settings(args: argparse.Namespace) -> PoolSettings:
     return PoolSettings(host=args.host, port=args.port, start_difficulty=args.difficulty,
                         network_difficulty=args.network_difficulty,
+                        extranonce2_size=8 if getattr(args, "jds_port", None) is not None else 4,
                         vardiff=VardiffSettings(target_interval=args.share_interval,
                                                 retarget_after=max(10.0, 4 * args.share_interval)))
 
@@ -342,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
     commands: dict[str, Callable[[argparse.Namespace], Coroutine[None, None, int]]] = {
         "run": _run_agent, "pool": _run_pool, "demo": _run_demo,
-        "proxy": lambda a: sv2_cli.run_proxy(a, _serve)}
+        "proxy": lambda a: sv2_cli.run_proxy(a, _serve),
+        "jd": lambda a: jd_cli.run_jd(a, _serve)}
     try:
         if args.command == "config":
             return _config_command(args)

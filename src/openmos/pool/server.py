@@ -162,6 +162,7 @@ class LocalPool:
         self._job_task: asyncio.Task[None] | None = None
         self.port = self.settings.port
         self.job_listeners: list[Callable[[PoolJob], None]] = []  # other front ends (Stratum V2)
+        self.share_listeners: list[Callable[[AcceptedShare, PoolJob], None]] = []  # e.g. a proxy forwarding up
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -492,6 +493,8 @@ class LocalPool:
         share = AcceptedShare(worker, job.job_id, en1, en2, ntime, nonce, version, digest,
                               header.serialize(), achieved, required, is_block)
         self.accepted.append(share)
+        for listener in self.share_listeners:
+            listener(share, job)
         if is_block:
             self._found_block(share, header)
         return share
@@ -512,6 +515,11 @@ class LocalPool:
     def new_tip(self) -> None:
         """The chain moved by another route (the node RPC's submitblock): clean jobs to every front end."""
         self._new_tip()
+
+    def push_job(self, *, clean: bool) -> None:
+        """A new job from the chain's current template to every front end now (``clean``: drop older jobs)."""
+        self._new_job(clean=clean)
+        self._broadcast_job()
 
     def _maybe_retarget(self, session: _Session) -> None:
         # Shares on jobs sent before a retarget stay acceptable at min(old, new) difficulty, so no job

@@ -1,0 +1,296 @@
+"""``mos jd``: a Job Declarator Client serving Stratum V1 miners with templates built from the operator's
+own node, declared to the pool and mined on the pool's extended channel.
+
+Loop: poll the node (``getbestblockhash``, ZMQ-free); on a new tip (or every ``refresh`` seconds) fetch
+``getblocktemplate``, apply the ``TemplatePolicy``, build the coinbase paying the pool's outputs, declare
+it to the JDS with a pre-allocated token, ``SetCustomMiningJob`` on the pool, then push the job to the
+downstream miners. Downstream shares are validated locally (the embedded ``LocalPool``), forwarded to the
+pool when they meet the channel target, and a block is submitted to our node (``submitblock``), to the
+JDS (``PushSolution``) and, as a share, through the pool.
+
+Fallback: if the node, the JDS or a declaration fails, the downstream miners get the pool's own jobs from
+the same extended channel (same extranonce space, so shares on the previous job stay valid: nothing is
+lost), and the service keeps trying to return to its own templates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from openmos.bitcoin import BlockHeader
+from openmos.bitcoin.target import bits_to_target
+from openmos.bitcoin.tx import serialize_block
+from openmos.jd.client import DeclarationFailed, JdsClient, MiningUpstream, Token
+from openmos.node.rpc import NodeRpcClient, RpcError
+from openmos.node.template import NodeTemplate, TemplateError, TemplatePolicy, Work, build_work, select_transactions
+from openmos.pool.chain import BlockTemplate
+from openmos.pool.server import EXTRANONCE1_SIZE, AcceptedShare, LocalPool, PoolJob, PoolSettings
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["own", "pool", "none"]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where a downstream job's shares go: the pool's job id, and our work if it is our template."""
+
+    job_id: int
+    work: Work | None
+
+
+@dataclass
+class JdStatus:
+    mode: Mode = "none"
+    reason: str = "starting"
+    height: int = 0
+    fees: int = 0
+    tx_count: int = 0
+    templates: int = 0
+    forwarded: int = 0
+    blocks: list[str] = field(default_factory=list)
+    fallbacks: int = 0
+    last_switch: float = 0.0
+    tip_seen_at: float = 0.0
+    last_job_latency: float | None = None
+    build_seconds: float | None = None
+
+
+class _Source:
+    """The downstream pool's template chain: our current work or the pool's job, whichever is active."""
+
+    def __init__(self) -> None:
+        self.current: BlockTemplate | None = None
+        self.network_difficulty = 0.0
+        self.height = 0
+        self.tip = b""
+
+    def template(self) -> BlockTemplate:
+        if self.current is None:
+            raise RuntimeError("no work yet")
+        return self.current
+
+    def submit_block(self, header: BlockHeader) -> bool:
+        return False  # blocks are submitted upstream by the service (node, JDS and pool)
+
+
+class JdService:
+    def __init__(self, node: NodeRpcClient, pool_host: str, pool_port: int, jds_host: str, jds_port: int,
+                 authority: bytes, user: str, *, policy: TemplatePolicy | None = None,
+                 downstream: PoolSettings | None = None, poll_interval: float = 0.02, refresh: float = 30.0,
+                 retry: float = 2.0, tag: bytes = b"/omjd/") -> None:
+        self.node = node
+        self.policy = policy or TemplatePolicy()
+        self.mining = MiningUpstream(pool_host, pool_port, authority, user, on_pool_job=self._on_pool_job)
+        self.jds = JdsClient(jds_host, jds_port, authority, user)
+        self.user = user
+        self.poll_interval, self.refresh, self.retry = poll_interval, refresh, retry
+        self.tag = tag
+        self.status = JdStatus()
+        self.source = _Source()
+        self.downstream_settings = downstream or PoolSettings(port=3333)
+        self.downstream: LocalPool | None = None
+        self.upstream_of: dict[BlockTemplate, Upstream] = {}
+        self._pending_upstream: Upstream | None = None
+        self._spare: Token | None = None
+        self._tip: str | None = None
+        self._next_try = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._pool_prev: bytes = b""
+        self._bg: set[asyncio.Task[None]] = set()
+        self.jobs_pushed = asyncio.Event()  # set whenever new work reaches the downstream miners
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.mining.connect(min_extranonce_size=EXTRANONCE1_SIZE + 2)
+        en2 = self.mining.extranonce_size - EXTRANONCE1_SIZE
+        if en2 < 2:
+            raise DeclarationFailed("extranonce-too-small", f"the pool's extended channel gives "
+                                    f"{self.mining.extranonce_size} extranonce bytes; need >= {EXTRANONCE1_SIZE + 2}")
+        settings = dataclasses.replace(self.downstream_settings, extranonce2_size=en2, job_interval=10.0**9)
+        self.downstream = LocalPool(settings, chain=self.source)  # type: ignore[arg-type]
+        self.downstream.share_listeners.append(self._on_share)
+        with contextlib.suppress(Exception):
+            await self._connect_jds()
+        await self._step()
+        if self.source.current is None:  # neither our node nor the pool gave work yet: wait for the pool
+            await asyncio.wait_for(self._wait_pool_job(), 30)
+        await self.downstream.start()
+        self._task = asyncio.create_task(self._loop(), name="jd-loop")
+
+    async def _wait_pool_job(self) -> None:
+        while self.source.current is None:
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for t in list(self._bg):
+            t.cancel()
+        if self.downstream is not None:
+            await self.downstream.stop()
+        await self.jds.close()
+        await self.mining.close()
+        await self.node.close()
+
+    @property
+    def url(self) -> str:
+        assert self.downstream is not None
+        return self.downstream.url
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            with contextlib.suppress(Exception):
+                await self._step()
+
+    async def _connect_jds(self) -> None:
+        if not self.jds.connected:
+            self.jds = JdsClient(self.jds.host, self.jds.port, self.jds.authority, self.user)
+            await self.jds.connect()
+            self._spare = None
+
+    async def _step(self) -> None:
+        now = time.monotonic()
+        try:
+            tip = await self.node.getbestblockhash()
+        except RpcError as exc:
+            self._fallback(f"node unreachable: {exc}")
+            return
+        changed = tip != self._tip
+        if changed:
+            self.status.tip_seen_at = time.perf_counter()
+        stale = self.status.mode != "own" and now >= self._next_try
+        if not (changed or stale or now - self.status.last_switch > self.refresh):
+            return
+        try:
+            await self._connect_jds()
+            await self._own_work(clean=changed)
+            self._tip = tip
+        except (RpcError, TemplateError, DeclarationFailed, ConnectionError, OSError, TimeoutError) as exc:
+            self._next_try = time.monotonic() + self.retry
+            self._tip = tip
+            self._fallback(f"{type(exc).__name__}: {exc}")
+
+    async def _own_work(self, *, clean: bool) -> None:
+        t0 = time.perf_counter()
+        template = NodeTemplate.from_rpc(await self.node.getblocktemplate())
+        token = self._spare or await self.jds.allocate()
+        self._spare = None
+        selection = select_transactions(template, self.policy, len(token.pool_outputs[0].serialize()) * 2)
+        work = build_work(template, selection, token.pool_outputs,
+                          len(self.mining.extranonce_prefix) + self.mining.extranonce_size, self.tag)
+        self.status.build_seconds = time.perf_counter() - t0
+        declared = await self.jds.declare(token.token, work)
+        job_id = await self.mining.set_custom_job(declared, work, max(template.curtime, template.mintime))
+        bt = BlockTemplate(template.height, template.prev_hash, template.version, template.bits,
+                           max(template.curtime, template.mintime),
+                           work.coinbase.stripped_prefix + self.mining.extranonce_prefix, work.coinbase.stripped_suffix,
+                           work.txids, work.merkle_path)
+        self._switch("own", "own template", bt, Upstream(job_id, work), clean=clean)
+        s = self.status
+        s.height, s.fees, s.tx_count, s.templates = template.height, selection.fees, len(selection.txs), s.templates + 1
+        self._prefetch_token()
+
+    def _prefetch_token(self) -> None:
+        async def fetch() -> None:
+            with contextlib.suppress(Exception):
+                self._spare = await self.jds.allocate()
+
+        task = asyncio.create_task(fetch())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def _fallback(self, reason: str) -> None:
+        if self.status.mode != "pool":
+            log.warning("jd: %s -> mining the pool's jobs until our own templates are back", reason)
+            self.status.fallbacks += 1
+        self.status.reason = reason
+        self._use_pool_job(clean=False, force=self.status.mode != "pool")
+
+    def _on_pool_job(self) -> None:
+        prev = self.mining.pool.prev
+        if prev is None:
+            return
+        new_prev = prev.prev_hash != self._pool_prev
+        self._pool_prev = prev.prev_hash
+        if self.status.mode == "own" and new_prev:
+            return  # our node will show the same block; the loop rebuilds our template
+        if self.status.mode != "own":
+            self._use_pool_job(clean=new_prev, force=True)
+
+    def _use_pool_job(self, *, clean: bool, force: bool) -> None:
+        prev = self.mining.pool.prev
+        job = max(self.mining.pool.jobs.values(), key=lambda j: j.job_id, default=None)
+        if prev is None or job is None:
+            return
+        bt = BlockTemplate(0, prev.prev_hash, job.version, prev.nbits, prev.min_ntime,
+                           job.coinbase_tx_prefix + self.mining.extranonce_prefix, job.coinbase_tx_suffix, (),
+                           job.merkle_path)
+        if force or self.status.mode != "pool":
+            self._switch("pool", self.status.reason, bt, Upstream(job.job_id, None), clean=clean)
+
+    def _switch(self, mode: Mode, reason: str, bt: BlockTemplate, upstream: Upstream, *, clean: bool) -> None:
+        if mode != self.status.mode:
+            log.info("jd: now mining %s (%s)", "our own template" if mode == "own" else "the pool's jobs", reason)
+            self.status.last_switch = time.monotonic()
+        self.status.mode, self.status.reason = mode, reason
+        if mode == "own":
+            self.status.last_switch = time.monotonic()
+        self.source.current = bt
+        self.source.tip = bt.prev_hash
+        self.upstream_of[bt] = upstream
+        if len(self.upstream_of) > 256:
+            self.upstream_of.pop(next(iter(self.upstream_of)))
+        if self.downstream is not None and self.downstream._server is not None:
+            self.downstream.push_job(clean=clean)
+            if self.status.tip_seen_at:
+                self.status.last_job_latency = time.perf_counter() - self.status.tip_seen_at
+            self.jobs_pushed.set()
+
+    # -- shares -----------------------------------------------------------------------------------
+
+    def _on_share(self, share: AcceptedShare, job: PoolJob) -> None:
+        up = self.upstream_of.get(job.template)
+        if up is None:
+            return
+        digest = int.from_bytes(share.hash, "little")
+        extranonce = share.extranonce1 + share.extranonce2
+        if digest <= int.from_bytes(self.mining.pool.target, "little"):
+            try:
+                self.mining.submit(up.job_id, share.nonce, share.ntime, share.version, extranonce)
+                self.status.forwarded += 1
+            except ConnectionError:
+                log.warning("jd: pool connection down; share not forwarded")
+        if up.work is not None and digest <= bits_to_target(job.template.bits):
+            header = BlockHeader.parse(share.header)
+            self.status.blocks.append(header.hash_hex())
+            task = asyncio.get_running_loop().create_task(self._submit_block(up.work, header, extranonce))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+
+    async def _submit_block(self, work: Work, header: BlockHeader, extranonce: bytes) -> None:
+        full_en = self.mining.extranonce_prefix + extranonce
+        txs = [work.coinbase.full(full_en), *(t.data for t in work.selection.txs)]
+        block = serialize_block(header.serialize(), txs)
+        log.info("jd: BLOCK %s at height %d with our %d transactions: submitting to our node and the JDS",
+                 header.hash_hex(), work.template.height, len(work.selection.txs))
+        with contextlib.suppress(Exception):
+            await self.jds.push_solution(full_en, header.prev_hash, header.nonce, header.ntime, header.bits,
+                                         header.version)
+        try:
+            result = await self.node.submitblock(block.hex())
+            log.info("jd: our node says %s", "accepted" if result is None else result)
+        except RpcError as exc:
+            log.warning("jd: submitblock to our node failed: %s (the pool and the JDS have it too)", exc)

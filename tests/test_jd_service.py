@@ -1,0 +1,120 @@
+"""``mos jd`` end to end on loopback: a CPU miner (Stratum V1) mines the JDC's own templates, built from
+the node RPC under the operator's policy, declared to ``mos pool``'s JDS and set on its extended channel;
+a block lands with the miner-chosen transactions; node down -> pool jobs with no share rejected upstream
+-> back to own templates; a JDS that refuses the declaration -> clear reason and pool jobs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from openmos.hw.cpu import CpuHardware, CpuSettings
+from openmos.jd.service import JdService
+from openmos.miner import AgentConfig, MiningAgent
+from openmos.node import NodeRpcClient, TemplatePolicy
+from openmos.pool import LocalPool
+from openmos.pool.jds import DeclarationRejected, JdsServer, JobDeclarator
+from openmos.pool.node_rpc import NodeRpcServer, PoolNode, SyntheticMempool
+from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
+from openmos.stratum.v2.noise import KeyPair
+
+from helpers import easy_pool_settings, wait_for
+
+SHARE_DIFF = 0.00005
+NET_DIFF = 0.0002
+MIN_FEE_RATE = 30.0
+
+
+@dataclass
+class Farm:
+    pool: LocalPool
+    node: PoolNode
+    rpc: NodeRpcServer
+    declarator: JobDeclarator
+    v2: Sv2PoolServer
+    jds: JdsServer
+    service: JdService
+    agent: MiningAgent
+
+
+@pytest.fixture
+async def farm() -> AsyncIterator[Farm]:
+    pool = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFF, network_difficulty=NET_DIFF,
+                                        extranonce2_size=8))
+    await pool.start()
+    node = PoolNode(pool.chain, SyntheticMempool(), on_new_tip=pool.new_tip, refill=60)
+    rpc = NodeRpcServer(node, user="jd", password="secret")
+    await rpc.start()
+    decl = JobDeclarator(node, pool.chain.payout_script)
+    secret, _ = generate_authority_key()
+    v2 = Sv2PoolServer(pool, secret, declarator=decl)
+    jds = JdsServer(decl, secret)
+    await v2.start()
+    await jds.start()
+    service = JdService(NodeRpcClient("127.0.0.1", rpc.port, "jd", "secret", timeout=5.0), "127.0.0.1", v2.port,
+                        "127.0.0.1", jds.port, KeyPair.from_secret(secret).xonly, "jd.farm",
+                        policy=TemplatePolicy(min_fee_rate=MIN_FEE_RATE),
+                        downstream=easy_pool_settings(start_difficulty=SHARE_DIFF), retry=0.5)
+    await service.start()
+    agent = MiningAgent(AgentConfig.from_dict({"hardware": "cpu:1", "groups": [
+        {"pools": [{"url": service.url, "user": "farm.rig1"}]}]}), CpuHardware(CpuSettings(workers=1)))
+    await agent.start()
+    yield Farm(pool, node, rpc, decl, v2, jds, service, agent)
+    await agent.stop()
+    await service.stop()
+    await jds.stop()
+    await v2.stop()
+    await rpc.stop()
+    await pool.stop()
+
+
+async def test_own_templates_block_fallback_and_back(farm: Farm) -> None:
+    svc, pool = farm.service, farm.pool
+    assert svc.status.mode == "own"
+    offered = dict(farm.node.mempool.txs)  # what the node offers before the first block
+    await wait_for(lambda: pool.workers.get("jd.farm") is not None and pool.workers["jd.farm"].accepted >= 2,
+                   120, "shares on our own template accepted by the pool")
+    await wait_for(lambda: any(b.hash() in farm.node.blocks for b in pool.chain.blocks), 300,
+                   "a block from our own template")
+    block_hash = next(b.hash() for b in pool.chain.blocks if b.hash() in farm.node.blocks)
+    mined = [bytes.fromhex(t)[::-1] for t in farm.node.getblock(block_hash, 1)["tx"][1:]]
+    wanted = {t for t, tx in offered.items() if tx.fee_rate >= MIN_FEE_RATE}
+    assert 0 < len(wanted) < len(offered)  # the policy had something to leave out
+    assert set(mined) == wanted  # exactly the miner's choice, not the node's full template
+    # Node down: the farm keeps mining the pool's jobs, nothing rejected upstream.
+    port = farm.rpc.port
+    await farm.rpc.stop()
+    await wait_for(lambda: svc.status.mode == "pool", 60, "fallback to the pool's jobs")
+    before = pool.workers["jd.farm"].accepted
+    await wait_for(lambda: pool.workers["jd.farm"].accepted >= before + 2, 120, "shares on pool jobs")
+    # Node back: our own templates again.
+    farm.rpc.port = port
+    await farm.rpc.start()
+    await wait_for(lambda: svc.status.mode == "own", 60, "back to our own templates")
+    before = pool.workers["jd.farm"].accepted
+    await wait_for(lambda: pool.workers["jd.farm"].accepted >= before + 2, 120, "shares on own templates again")
+    assert svc.mining.rejected == {}, svc.mining.rejected
+    assert svc.status.fallbacks == 1
+
+
+async def test_a_refused_declaration_falls_back_with_the_reason(farm: Farm, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    svc = farm.service
+
+    def refuse(pending: object) -> None:
+        raise DeclarationRejected("block-too-heavy", "the pool's node says so")
+
+    monkeypatch.setattr(farm.declarator, "_finish", refuse)
+    svc.refresh = 0.0  # re-declare at once
+    await wait_for(lambda: svc.status.mode == "pool", 60, "fallback after a refused declaration")
+    assert "block-too-heavy" in svc.status.reason
+    before = farm.pool.workers.get("jd.farm")
+    count = before.accepted if before else 0
+    await wait_for(lambda: farm.pool.workers.get("jd.farm") is not None
+                   and farm.pool.workers["jd.farm"].accepted >= count + 2, 120, "shares on pool jobs")
+    assert svc.status.mode == "pool"  # still refused: it keeps retrying, and keeps mining meanwhile
+    monkeypatch.undo()
+    await wait_for(lambda: svc.status.mode == "own", 60, "own templates once the JDS accepts again")
+    assert svc.mining.rejected == {}
