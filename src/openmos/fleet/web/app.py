@@ -9,11 +9,11 @@ from dataclasses import asdict
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from openmos.api.auth import AuthError, AuthStore
+from openmos.api.auth import AuthError, AuthStore, TooManyAttempts
 from openmos.api.rest import Operator
 from openmos.fleet.control import ApprovalError, TargetQuery
 from openmos.fleet.rollout import rollout
@@ -52,11 +52,16 @@ def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
         return rows
 
     @app.post("/api/v1/auth/login")
-    async def login(body: dict[str, str]) -> dict[str, str]:
+    async def login(body: dict[str, str], request: Request) -> dict[str, str]:
+        """Throttled per account and client; the password hash runs off the event loop (as on devices)."""
+        client = request.client.host if request.client else "?"
         try:
-            return {"token": auth.login(str(body.get("user", "")), str(body.get("password", ""))), "type": "Bearer"}
+            token = await auth.login_async(str(body.get("user", ""))[:64], str(body.get("password", ""))[:256], client)
+        except TooManyAttempts as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
         except AuthError as exc:
             raise HTTPException(401, str(exc)) from None
+        return {"token": token, "type": "Bearer"}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
