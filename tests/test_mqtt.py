@@ -93,6 +93,13 @@ async def mining_agent(hardware: str = "cpu") -> AsyncIterator[MiningAgent]:
         await pool.stop()
 
 
+def idle_agent() -> MiningAgent:
+    """An agent that is not started: enough for tests about the connection, not about mining."""
+    config = AgentConfig.from_dict({"hardware": "cpu:1", "groups": [{"pools": [
+        {"url": "stratum+tcp://127.0.0.1:1", "user": "idle"}]}]})
+    return MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
+
+
 def mqtt_config(port: int, **kw: Any) -> MqttConfig:
     return MqttConfig(host="127.0.0.1", port=port, interval_s=1.0, **kw)
 
@@ -144,7 +151,8 @@ async def test_discovery_state_and_commands_through_the_control_surface(broker: 
 
 
 async def test_readonly_role_publishes_but_obeys_nothing(broker: Broker) -> None:
-    async with Watcher(broker.port) as ha, mining_agent() as agent:
+    agent = idle_agent()
+    async with Watcher(broker.port) as ha:
         bridge = MqttBridge(mqtt_config(broker.port), [agent_source(agent, "rig-2")], node="rig-2")  # readonly
         async with running(bridge):
             await wait_for(lambda: "openmos/rig-2/state" in ha.last, 30, "state")
@@ -225,19 +233,19 @@ async def test_last_will_marks_a_killed_agent_offline(broker: Broker, tmp_path: 
 async def test_broker_credentials(tmp_path: Path) -> None:
     broker = Broker(tmp_path / "b", password=("openmos", "s3cret-pass"))
     try:
-        async with mining_agent() as agent:
-            (tmp_path / "wrong").write_text("guess\n")
-            bad = MqttBridge(mqtt_config(broker.port, username="openmos", password_file=str(tmp_path / "wrong")),
-                             [agent_source(agent, "rig-4")], node="rig-4")
-            await bad.start()
-            await wait_for(lambda: bad.stats["connection_errors"] >= 1, 30, "refused login")
-            assert not bad.connected.is_set() and bad.last_error
-            await bad.stop()
-            (tmp_path / "right").write_text("s3cret-pass\n")
-            good = MqttBridge(mqtt_config(broker.port, username="openmos", password_file=str(tmp_path / "right")),
-                              [agent_source(agent, "rig-4")], node="rig-4")
-            async with running(good), Watcher(broker.port, username="openmos", password="s3cret-pass") as ha:
-                await wait_for(lambda: "openmos/rig-4/state" in ha.last, 30, "state with credentials")
+        agent = idle_agent()
+        (tmp_path / "wrong").write_text("guess\n")
+        bad = MqttBridge(mqtt_config(broker.port, username="openmos", password_file=str(tmp_path / "wrong")),
+                         [agent_source(agent, "rig-4")], node="rig-4")
+        await bad.start()
+        await wait_for(lambda: bad.stats["connection_errors"] >= 1, 30, "refused login")
+        assert not bad.connected.is_set() and bad.last_error
+        await bad.stop()
+        (tmp_path / "right").write_text("s3cret-pass\n")
+        good = MqttBridge(mqtt_config(broker.port, username="openmos", password_file=str(tmp_path / "right")),
+                          [agent_source(agent, "rig-4")], node="rig-4")
+        async with running(good), Watcher(broker.port, username="openmos", password="s3cret-pass") as ha:
+            await wait_for(lambda: "openmos/rig-4/state" in ha.last, 30, "state with credentials")
     finally:
         broker.stop()
 
@@ -279,17 +287,17 @@ async def test_tls_broker_is_verified(tmp_path: Path) -> None:
     ca, cert, key = make_tls(tmp_path)
     broker = Broker(tmp_path / "b", tls=(ca, cert, key))
     try:
-        async with mining_agent() as agent:
-            # Without the CA the broker's certificate is not trusted: no connection, no data sent.
-            untrusted = MqttBridge(mqtt_config(broker.port, tls=True), [agent_source(agent, "rig-5")], node="rig-5")
-            await untrusted.start()
-            await wait_for(lambda: untrusted.stats["connection_errors"] >= 1, 30, "certificate refused")
-            assert not untrusted.connected.is_set()
-            await untrusted.stop()
-            trusted = MqttBridge(mqtt_config(broker.port, tls=True, ca_file=str(ca)), [agent_source(agent, "rig-5")],
-                                 node="rig-5")
-            async with running(trusted):
-                assert trusted.connected.is_set()
+        agent = idle_agent()
+        # Without the CA the broker's certificate is not trusted: no connection, no data sent.
+        untrusted = MqttBridge(mqtt_config(broker.port, tls=True), [agent_source(agent, "rig-5")], node="rig-5")
+        await untrusted.start()
+        await wait_for(lambda: untrusted.stats["connection_errors"] >= 1, 30, "certificate refused")
+        assert not untrusted.connected.is_set()
+        await untrusted.stop()
+        trusted = MqttBridge(mqtt_config(broker.port, tls=True, ca_file=str(ca)), [agent_source(agent, "rig-5")],
+                             node="rig-5")
+        async with running(trusted):
+            assert trusted.connected.is_set()
     finally:
         broker.stop()
 

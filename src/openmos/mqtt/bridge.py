@@ -145,6 +145,8 @@ class MqttBridge:
 
     async def stop(self) -> None:
         self._stop.set()
+        if self._task is not None and not self.connected.is_set():
+            self._task.cancel()  # still connecting (or waiting to retry): nothing to say goodbye to
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 10)
@@ -152,6 +154,9 @@ class MqttBridge:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+            except asyncio.CancelledError:
+                if not self._task.cancelled():
+                    raise
 
     async def run(self) -> None:
         """Connect, publish, obey; reconnect with back-off until ``stop``."""
