@@ -7,7 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -293,3 +293,17 @@ async def test_pool_urls_are_validated_and_stored_normalised() -> None:
             assert r.status_code == 422, bad
     urls = [c.endpoint.url for c in agent.pools.connections()]
     assert urls == ["stratum+tcp://127.0.0.1:1", "stratum+tcp://pool.example:3333", "stratum+ssl://[::1]:4444"]
+
+
+async def test_fleet_dashboard_login_is_throttled_too() -> None:
+    """The fleet dashboard shares the accounts code: the same backoff, the same off-loop hashing."""
+    from openmos.fleet.web.app import create_fleet_app
+
+    auth, _ = owner_store()
+    app = create_fleet_app(cast(Any, object()), auth)  # login touches no fleet state
+    async with asgi_client(app, "203.0.113.50") as client:
+        codes = [(await client.post("/api/v1/auth/login", json={"user": "admin", "password": f"guess-{i}"}))
+                 .status_code for i in range(12)]
+        assert codes.count(401) <= 6 and codes[-1] == 429
+        r = await client.post("/api/v1/auth/login", json={"user": "admin", "password": OWNER})
+        assert r.status_code == 429 and "Retry-After" in r.headers
