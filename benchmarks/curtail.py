@@ -18,7 +18,7 @@ clock path); the tuner quick ramp is the same surface call, tested in tests/test
 Limit: every ``DeviceNode`` declares 12 zenoh queryables and a subscriber, and zenoh-python starts a thread
 for each, so one process holds about a thousand devices; ``--procs`` spreads them (2 cores here).
 
-Usage: python benchmarks/curtail.py [--sizes 100,1000,10000] [--procs 2] [--cap-fraction 0.6]
+Usage: python benchmarks/curtail.py [--sizes 100,1000,2000] [--procs 2] [--cap-fraction 0.6]
 """
 
 from __future__ import annotations
@@ -204,7 +204,8 @@ def main() -> None:
         asyncio.run(serve_devices(int(first), int(count), endpoint, Path(pub), int(seed)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated site sizes")
+    parser.add_argument("--sizes", default="100,1000,2000",
+                        help="comma-separated site sizes (about 1,000 devices per device process, see above)")
     parser.add_argument("--procs", type=int, default=2, help="device processes (default %(default)s)")
     parser.add_argument("--cap-fraction", type=float, default=0.6)
     parser.add_argument("--baseline-max", type=int, default=1000, help="largest size for the per-device baseline")
