@@ -99,17 +99,21 @@ async def _run(case: Case) -> Result:
         trace.append((clock.now(), *hw.modelled_truth()))
     oracle = Oracle(hw.oracle_view())  # at the fan duty and inlet the run ended with
     watts, ths = trace[-1][1], trace[-1][2]
+    hot = sum(1 for e in tuner.status.events if e.startswith("hot") or "EMERGENCY" in e)
+    if ths <= 0:  # shut down (thermal emergency): a failed run, reported as such
+        return Result(case, float("inf"), -1.0, float("nan"), float("inf"), -1.0, -1.0, True, hot,
+                      time.perf_counter() - began)
     best = oracle.best_at_power(watts)
     uniform = oracle.best_uniform_at_power(watts)
     stock_now = oracle.stock_at_power(watts)
-    tuned = watts / ths
+    tuned = watts / ths if ths > 0 else float("inf")  # boards off (an emergency shutdown) hash nothing
     index = 1 if case.kind == "power" else 2
-    within = [t for t, w, h in trace if w / h <= best.j_per_th * 1.02 and abs((w, h)[index - 1] / goal - 1) <= 0.01]
+    within = [t for t, w, h in trace
+              if h > 0 and w / h <= best.j_per_th * 1.02 and abs((w, h)[index - 1] / goal - 1) <= 0.01]
     decisions = " ".join(d.action for d in tuner.status.decisions)
     capped = tuner.governor < 1.0 or "cap at PSU" in decisions or tuner.guard.dps_steps > 0 or \
         (tuner.plan is not None and tuner.plan.scale >= 0.999 and
          tuner.plan.voltage >= hw.limits().volt_max - 1e-6)
-    hot = sum(1 for e in tuner.status.events if e.startswith("hot") or "EMERGENCY" in e)
     actual = (watts, ths)[index - 1]
     seen = (tuner.status.power_w, tuner.status.hashrate_ths)[index - 1]
     stock_gain = stock_now.j_per_th / tuned - 1 if case.fraction <= 1.0 else float("nan")
