@@ -4,22 +4,21 @@ Access: read-only commands for anyone who can connect (the default listen addres
 privileged commands only for addresses in an explicit allow list (``W:127.0.0.1/32``); wildcards and
 anything wider than a /24 are refused when the configuration is loaded.
 
-Dialect: the rows follow cgminer, plus the fields of the LuxOS dialect of the cgminer API (Luxor's
-published API: a two-row ``stats`` with ``chain_rate``/``temp_chip``/``temp_pcb``, ``power``, ``fans``), so
-stock pyasic reads a device fully. The version row names that dialect; the firmware it reports is OpenMOS.
+Dialect: the rows follow cgminer, plus the fields and commands of the LuxOS dialect (``luxos``: two-row
+``stats``, ``power``, ``profiles``, sessions), so stock pyasic reads a device fully. The version row names
+that dialect; the firmware it reports is OpenMOS. Device controls go through the control surface.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from openmos import __version__
+from openmos.api.cgminer.luxos import DIALECT, Sessions, four_positions, mean, profile_rows
 from openmos.api.cgminer.protocol import (
     ACCESS_DENIED,
     API_VERSION,
@@ -49,14 +48,11 @@ from openmos.control import (
     UnsupportedControl,
 )
 from openmos.miner.config import ConfigError, PoolEndpoint
-from openmos.tuning import PerformanceTarget, TargetKind
 from openmos.tuning.targets import PRESETS
 
 log = logging.getLogger(__name__)
 
-DIALECT = "LUXminer-compatible cgminer API, served by OpenMOS"
-SESSION_TTL_S = 600.0
-MAX_SESSIONS = 16
+
 
 
 Handler = Callable[[str | None], Awaitable[dict[str, Any]]]
@@ -68,7 +64,7 @@ class CgminerApi:
 
     view: DeviceView
     allow: AllowList = field(default_factory=AllowList)
-    _sessions: dict[str, float] = field(default_factory=dict)
+    _sessions: Sessions = field(default_factory=Sessions)
 
     async def respond(self, raw: bytes, peer: str) -> dict[str, Any]:
         try:
@@ -124,37 +120,11 @@ class CgminerApi:
             "ASC Count": len(boards), "PGA Count": 0, "Pool Count": len(self.view.pools()),
             "Strategy": "Failover" if len(self.view.agent.pools.groups) == 1 else "Load Balance",
             "Log Interval": 5, "Device Code": "OpenMOS", "OS": "Linux", "Hotplug": "None",
-            "Firmware": "OpenMOS", "Profile": self._profiles()[0]["Profile Name"],
+            "Firmware": "OpenMOS", "Profile": profile_rows(self.view)[0]["Profile Name"],
             "RedLed": "blink" if self.view.control.locating else "off"}])
 
-    def _profiles(self) -> list[dict[str, Any]]:
-        """The running target first (what LuxOS calls the active profile), then the presets of this model."""
-        agent = self.view.agent
-        tuner = agent.tuner
-        limits = agent.hardware.limits()
-        nameplate = (limits.nameplate_power_w or 0.0) if limits else 0.0
-        boards = self.view.boards()
-        freqs = [c.frequency_mhz for b in boards for c in b.chips if c.frequency_mhz]
-        volts = [b.voltage_v for b in boards if b.voltage_v]
-        ths = agent.telemetry().nominal_hashrate_ths or 0.0
-
-        def row(name: str, watts: float | None, tuned: bool) -> dict[str, Any]:
-            return {"Profile Name": name, "Watts": round(watts) if watts else 0,
-                    "Hashrate": round(ths * (watts or nameplate) / nameplate, 2) if nameplate and ths else 0.0,
-                    "IsTuned": tuned, "Frequency": round(_mean(list(freqs))),
-                    "Voltage": round(_mean(list(volts)), 3), "Step": "0"}
-
-        current = row("default", nameplate or None, False)
-        if tuner is not None:
-            target = tuner.base_target
-            watts = target.value if target.kind is TargetKind.POWER else self.view.control.full_power_w()
-            current = row("target", watts, tuner.status.state.value == "stable")
-        presets = [row(name, PerformanceTarget.preset(name, nameplate).value, False)
-                   for name in PRESETS] if nameplate else []
-        return [current, *presets]
-
     async def _r_profiles(self, _: str | None) -> dict[str, Any]:
-        return self._ok("profiles", "Profiles", "PROFILES", self._profiles())
+        return self._ok("profiles", "Profiles", "PROFILES", profile_rows(self.view))
 
     async def _r_groups(self, _: str | None) -> dict[str, Any]:
         rows = [{"GROUP": i, "Name": g.name, "Quota": g.quota} for i, g in enumerate(self.view.agent.pools.groups)]
@@ -229,7 +199,7 @@ class CgminerApi:
                 "Hardware Errors": b.hardware_errors, "Utility": 0.0, "Last Share Pool": -1,
                 "Chips": sum(1 for c in b.chips if c.enabled), "Expected Chips": len(b.chips),
                 "Voltage": b.voltage_v or 0.0,
-                "Frequency": _mean([c.frequency_mhz for c in b.chips if c.frequency_mhz]),
+                "Frequency": mean([c.frequency_mhz for c in b.chips if c.frequency_mhz]),
             })
         return rows
 
@@ -272,8 +242,8 @@ class CgminerApi:
             row[f"chain_hw{n}"] = b.hardware_errors
             # Four sensor positions as "a-b-c-d" (whole degrees), the hottest reading at each: what readers of
             # this dialect average to one board and one chip temperature.
-            row[f"temp_pcb{n}"] = _four(b.temperatures_c)
-            row[f"temp_chip{n}"] = _four(b.chip_temperatures_c)
+            row[f"temp_pcb{n}"] = four_positions(b.temperatures_c)
+            row[f"temp_chip{n}"] = four_positions(b.chip_temperatures_c)
             row[f"chain_vol{n}"] = b.voltage_v or 0
         return self._ok("stats", "CGMiner stats", "STATS", [ident, row])
 
@@ -388,35 +358,23 @@ class CgminerApi:
     # get one); ``curtail`` and ``profileset`` then carry it as their first parameter.
 
     async def _w_logon(self, _: str | None) -> dict[str, Any]:
-        now = time.time()
-        self._sessions = {t: exp for t, exp in self._sessions.items() if exp > now}
-        if len(self._sessions) >= MAX_SESSIONS:
-            raise BadRequest(INVALID_PARAMETER, "too many open sessions; log off first")
-        token = secrets.token_hex(8)
-        self._sessions[token] = now + SESSION_TTL_S
-        return self._ok("logon", "Session created", "SESSION", [{"SessionID": token}])
+        return self._ok("logon", "Session created", "SESSION", [{"SessionID": self._sessions.open()}])
 
     async def _w_logoff(self, p: str | None) -> dict[str, Any]:
-        self._sessions.pop((p or "").split(",")[0].strip(), None)
+        self._sessions.close(p)
         return self._ok("logoff", "Session closed")
 
-    def _session_args(self, p: str | None, command: str) -> list[str]:
-        parts = [x.strip() for x in (p or "").split(",")]
-        if self._sessions.get(parts[0], 0.0) < time.time():
-            raise BadRequest(ACCESS_DENIED, f"{command} needs a session from logon")
-        return parts[1:]
-
     async def _w_curtail(self, p: str | None) -> dict[str, Any]:
-        args = self._session_args(p, "curtail")
+        args = self._sessions.arguments(p, "curtail")
         mode = args[0].lower() if args else ""
         if mode not in ("sleep", "wakeup"):
             raise BadRequest(INVALID_PARAMETER, "curtail needs sleep or wakeup")
         return await self._control(Sleep() if mode == "sleep" else Resume(), "curtail", f"curtail {mode}")
 
     async def _w_profileset(self, p: str | None) -> dict[str, Any]:
-        args = self._session_args(p, "profileset")
+        args = self._sessions.arguments(p, "profileset")
         name = args[0].lower() if args else ""
-        current = self._profiles()[0]["Profile Name"]
+        current = profile_rows(self.view)[0]["Profile Name"]
         if name == current:  # the running target: nothing to change
             reply = self._ok("profileset", "Profile unchanged")
         elif name in PRESETS:
@@ -463,14 +421,3 @@ def _number(text: str, what: str, upper: float) -> float:
     if not math.isfinite(value) or not 0 < value <= upper:
         raise BadRequest(INVALID_PARAMETER, f"{what} must be between 0 and {upper:g}")
     return value
-
-
-def _four(values: list[float]) -> str:
-    """The hottest reading, in whole degrees, at four positions (0 when the board has no such sensor)."""
-    hottest = max((v for v in values if math.isfinite(v)), default=0.0)
-    return "-".join([str(round(hottest))] * 4)
-
-
-def _mean(values: list[float | None]) -> float:
-    nums = [v for v in values if v is not None]
-    return sum(nums) / len(nums) if nums else 0.0
