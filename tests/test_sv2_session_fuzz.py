@@ -95,3 +95,31 @@ def test_v2_pool_urls_are_strict_and_normalised() -> None:
                 f"stratum2+tcp://h:1/{KEY} ", "stratum2+tcp://h:1/" + "1" * 600):
         with pytest.raises((ValueError, ConfigError)):
             PoolEndpoint.checked(bad, "me")
+
+
+def test_setup_connection_refusals_follow_the_spec() -> None:
+    from openmos.stratum.v2.messages import (
+        REQUIRES_VERSION_ROLLING,
+        REQUIRES_WORK_SELECTION,
+        SetupConnectionError,
+        SetupConnectionSuccess,
+    )
+
+    def setup(flags: int, *, protocol: int = 0, versions: tuple[int, int] = (2, 2), mask: int = 0x1FFFE000
+              ) -> Message:
+        pool = LocalPool(easy_pool_settings(version_mask=mask))
+        server = Sv2PoolServer(pool, generate_authority_key()[0])
+        conn = RecordingConn()
+        ok = server._dispatch(_Connection(conn),  # type: ignore[arg-type]
+                              SetupConnection(protocol, *versions, flags, "h", 1, "v", "hw", "fw", ""))
+        assert ok == isinstance(conn.sent[0], SetupConnectionSuccess)
+        return conn.sent[0]
+
+    assert setup(REQUIRES_VERSION_ROLLING) == SetupConnectionSuccess(2, 0)
+    err = setup(REQUIRES_WORK_SELECTION)
+    assert isinstance(err, SetupConnectionError) and err.flags == REQUIRES_WORK_SELECTION
+    err = setup(REQUIRES_VERSION_ROLLING, mask=0)  # a pool without version rolling lists every flag it lacks
+    assert isinstance(err, SetupConnectionError) and err.flags == REQUIRES_WORK_SELECTION | REQUIRES_VERSION_ROLLING
+    assert setup(0, mask=0) == SetupConnectionSuccess(2, 1)  # REQUIRES_FIXED_VERSION
+    assert isinstance(setup(0, protocol=1), SetupConnectionError)
+    assert isinstance(setup(0, versions=(3, 4)), SetupConnectionError)

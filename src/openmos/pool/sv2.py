@@ -244,9 +244,10 @@ class Sv2PoolServer:
             return False
         fixed = self.pool.settings.version_mask == 0
         selection = 0 if self.declarator is not None else REQUIRES_WORK_SELECTION
-        unsupported = msg.flags & (selection | (REQUIRES_VERSION_ROLLING if fixed else 0))
-        if unsupported:
-            state.conn.write(SetupConnectionError(unsupported, "unsupported-feature-flags"))
+        not_supported = selection | (REQUIRES_VERSION_ROLLING if fixed else 0)
+        if msg.flags & not_supported:
+            # The error carries the full set of flags this server does not support (sv2-spec 3.6.3).
+            state.conn.write(SetupConnectionError(not_supported, "unsupported-feature-flags"))
             return False
         state.setup = msg
         state.conn.write(SetupConnectionSuccess(2, REQUIRES_FIXED_VERSION if fixed else 0))
