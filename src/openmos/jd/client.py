@@ -244,8 +244,10 @@ class MiningUpstream(_Upstream):
         self.pool = PoolJobs()
         self.on_pool_job = on_pool_job
         self.accepted = 0
-        self.rejected: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}  # shares refused although their block was still current
+        self.stale_new_block = 0  # refused because a new block arrived while they were in flight
         self._seq = itertools.count(1)
+        self._inflight: dict[int, bytes] = {}  # sequence number -> prev hash the share was mined on
 
     async def connect(self, nominal_hash_rate: float = 1e9, min_extranonce_size: int = 4) -> None:
         await self._open(SetupConnection(PROTOCOL_MINING, 2, 2, REQUIRES_WORK_SELECTION | REQUIRES_VERSION_ROLLING,
@@ -276,6 +278,10 @@ class MiningUpstream(_Upstream):
             self.accepted += msg.new_submits_accepted_count
             return
         elif isinstance(msg, SubmitSharesError):
+            prev = self._inflight.pop(msg.sequence_number, None)
+            if prev is not None and self.pool.prev is not None and prev != self.pool.prev.prev_hash:
+                self.stale_new_block += 1  # the race every pool has right after a block
+                return
             self.rejected[msg.error_code] = self.rejected.get(msg.error_code, 0) + 1
             log.warning("jd: pool rejected a share: %s", msg.error_code)
             return
@@ -298,8 +304,12 @@ class MiningUpstream(_Upstream):
             raise DeclarationFailed("unexpected-reply", type(reply).__name__)
         return reply.job_id
 
-    def submit(self, job_id: int, nonce: int, ntime: int, version: int, extranonce: bytes) -> None:
+    def submit(self, job_id: int, nonce: int, ntime: int, version: int, extranonce: bytes,
+               prev_hash: bytes = b"") -> None:
         if self.conn is None or self.closed.is_set():
             raise ConnectionError("pool connection is down")
-        self.conn.write(SubmitSharesExtended(self.channel_id, next(self._seq) & 0xFFFFFFFF, job_id, nonce, ntime,
-                                             version, extranonce))
+        seq = next(self._seq) & 0xFFFFFFFF
+        self._inflight[seq] = prev_hash
+        if len(self._inflight) > 4096:
+            self._inflight.pop(next(iter(self._inflight)))
+        self.conn.write(SubmitSharesExtended(self.channel_id, seq, job_id, nonce, ntime, version, extranonce))

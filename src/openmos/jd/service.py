@@ -56,6 +56,7 @@ class JdStatus:
     forwarded: int = 0
     blocks: list[str] = field(default_factory=list)
     fallbacks: int = 0
+    stale_dropped: int = 0
     last_switch: float = 0.0
     tip_seen_at: float = 0.0
     last_job_latency: float | None = None
@@ -267,9 +268,14 @@ class JdService:
             return
         digest = int.from_bytes(share.hash, "little")
         extranonce = share.extranonce1 + share.extranonce2
+        prev = self.mining.pool.prev
+        if prev is not None and prev.prev_hash != job.template.prev_hash and up.work is None:
+            self.status.stale_dropped += 1  # a pool job for a block the pool has moved past
+            return
         if digest <= int.from_bytes(self.mining.pool.target, "little"):
             try:
-                self.mining.submit(up.job_id, share.nonce, share.ntime, share.version, extranonce)
+                self.mining.submit(up.job_id, share.nonce, share.ntime, share.version, extranonce,
+                                   job.template.prev_hash)
                 self.status.forwarded += 1
             except ConnectionError:
                 log.warning("jd: pool connection down; share not forwarded")
