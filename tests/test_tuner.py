@@ -378,3 +378,12 @@ async def test_retunes_through_ageing_and_a_day_without_the_operator() -> None:
     assert max(errors[1:]) < 0.03 and float(np.median(errors)) < 0.01
     assert float(fleet.error_fraction().mean()) < 0.01  # limits fell; the tuner trimmed
     assert max(fleet.t_inlet) > 30 and tuner.guard.dps_steps == 0
+
+
+def test_tune_cli_on_the_hard_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    from openmos.cli.main import main
+
+    assert main(["tune", "bitaxe-gamma", "--power", "15", "--minutes", "4", "--day-swing", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "modelled" in out and "decision:" in out
+    assert main(["tune", "bitaxe-gamma", "--efficiency", "nan", "--minutes", "1"]) != 0
