@@ -108,6 +108,9 @@ def add_jd_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     policy.add_argument("--exclude-script", action="append", default=[], metavar="HEX",
                         help="never include a transaction paying this output script (repeatable)")
     policy.add_argument("--max-weight", type=int, default=4_000_000, help="block weight cap (default: %(default)s)")
+    p.add_argument("--check-node-txs", choices=["hash", "full"], default="hash",
+                   help="hash: check each transaction's bytes hash to its wtxid (fast); full: also parse every "
+                        "transaction and recompute txid and weight (slower with big mempools)")
     p.add_argument("--poll-interval", type=float, default=0.05,
                    help="seconds between getbestblockhash polls (default: %(default)s)")
     p.add_argument("--no-status", action="store_true", help="plain logs instead of the live status")
@@ -138,7 +141,7 @@ async def run_jd(args: argparse.Namespace, serve: ServeFn) -> int:
     service = JdService(node, url.host, url.port, jds_host, int(jds_port), url.authority_key, args.user,
                         policy=policy, downstream=PoolSettings(host=args.host, port=args.port,
                                                                start_difficulty=args.difficulty),
-                        poll_interval=args.poll_interval)
+                        poll_interval=args.poll_interval, check_node_txs=args.check_node_txs)
     await service.start()
     log.info("mos jd: miners connect to %s", service.url)
     try:

@@ -85,7 +85,7 @@ class JdService:
     def __init__(self, node: NodeRpcClient, pool_host: str, pool_port: int, jds_host: str, jds_port: int,
                  authority: bytes, user: str, *, policy: TemplatePolicy | None = None,
                  downstream: PoolSettings | None = None, poll_interval: float = 0.02, refresh: float = 30.0,
-                 retry: float = 2.0, tag: bytes = b"/omjd/") -> None:
+                 retry: float = 2.0, tag: bytes = b"/omjd/", check_node_txs: str = "hash") -> None:
         self.node = node
         self.policy = policy or TemplatePolicy()
         self.mining = MiningUpstream(pool_host, pool_port, authority, user, on_pool_job=self._on_pool_job)
@@ -93,6 +93,7 @@ class JdService:
         self.user = user
         self.poll_interval, self.refresh, self.retry = poll_interval, refresh, retry
         self.tag = tag
+        self.check_node_txs = check_node_txs  # "full" or "hash" (see NodeTemplate.from_rpc)
         self.status = JdStatus()
         self.source = _Source()
         self.downstream_settings = downstream or PoolSettings(port=3333)
@@ -186,7 +187,7 @@ class JdService:
 
     async def _own_work(self, *, clean: bool) -> None:
         t0 = time.perf_counter()
-        template = NodeTemplate.from_rpc(await self.node.getblocktemplate())
+        template = NodeTemplate.from_rpc(await self.node.getblocktemplate(), verify=self.check_node_txs)
         token = self._spare or await self.jds.allocate()
         self._spare = None
         selection = select_transactions(template, self.policy, len(token.pool_outputs[0].serialize()) * 2)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from openmos.bitcoin.hashing import sha256d
 from openmos.bitcoin.merkle import merkle_branches
 from openmos.bitcoin.tx import (
     MAX_BLOCK_WEIGHT,
@@ -85,7 +86,10 @@ class NodeTemplate:
         return self.coinbase_value - sum(t.fee for t in self.transactions)
 
     @classmethod
-    def from_rpc(cls, result: Any, *, verify: bool = True) -> NodeTemplate:
+    def from_rpc(cls, result: Any, *, verify: bool | str = True) -> NodeTemplate:
+        """``verify``: True/"full" parses every transaction and recomputes txid, wtxid and weight; "hash"
+        checks each wtxid is sha256d of the data (which also proves the txid of a transaction without
+        witness) and takes the node's txid and weight for witness transactions; False trusts the node."""
         if not isinstance(result, dict):
             raise TemplateError("getblocktemplate: result is not an object")
         rules = result.get("rules", [])
@@ -123,7 +127,7 @@ class NodeTemplate:
         return template
 
 
-def _template_tx(i: int, entry: Any, verify: bool) -> TemplateTx:
+def _template_tx(i: int, entry: Any, verify: bool | str) -> TemplateTx:
     if not isinstance(entry, dict):
         raise TemplateError(f"getblocktemplate: transactions[{i}] is not an object")
     try:
@@ -138,7 +142,10 @@ def _template_tx(i: int, entry: Any, verify: bool) -> TemplateTx:
     if not isinstance(deps, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= i
                                              for d in deps):
         raise TemplateError(f"getblocktemplate: transactions[{i}].depends must index earlier transactions")
-    if verify:
+    if verify == "hash":
+        if sha256d(data) != wtxid or (txid == wtxid and sha256d(data) != txid):
+            raise TemplateError(f"getblocktemplate: transactions[{i}] data does not hash to its hash")
+    elif verify:
         try:
             tx = parse_tx(data)
         except TxError as exc:

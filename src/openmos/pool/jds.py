@@ -35,7 +35,6 @@ from openmos.bitcoin.tx import (
     parse_tx,
     serialize_block,
     serialize_outputs,
-    weight_of,
     witness_commitment,
 )
 from openmos.node.template import TemplateTx
@@ -181,10 +180,20 @@ class JobDeclarator:
             if extra not in coinbase.outputs:
                 raise DeclarationRejected("missing-pool-output", f"required output {extra.script.hex()} absent")
         known = self.node.mempool.by_wtxid()
-        parsed: list[Transaction] = []
+        txids: list[bytes] = []
+        weight = HEADER_AND_COUNT_WEIGHT + coinbase.weight()
         fees: int | None = 0
+        witness = False
         for i, (data, wtxid) in enumerate(zip(p.txs, msg.wtxid_list, strict=True)):
             assert data is not None
+            entry = known.get(wtxid)
+            if entry is not None and entry.data == data:  # checked when it entered our mempool
+                txids.append(entry.txid)
+                weight += entry.weight
+                witness = witness or entry.txid != entry.wtxid
+                if fees is not None:
+                    fees += entry.fee
+                continue
             try:
                 tx = parse_tx(data)
             except TxError as exc:
@@ -193,29 +202,22 @@ class JobDeclarator:
                 raise DeclarationRejected("invalid-transaction", f"transaction {i} does not hash to its wtxid")
             if tx.is_coinbase:
                 raise DeclarationRejected("invalid-transaction", f"transaction {i} is a second coinbase")
-            parsed.append(tx)
-            entry = known.get(wtxid)
-            if entry is None:
-                fees = None
-            elif fees is not None:
-                fees += entry.fee
-        txids = [t.txid() for t in parsed]
+            fees = None  # a supplied transaction's fee is unknown to the pool (its inputs are not ours)
+            txids.append(tx.txid())
+            weight += tx.weight()
+            witness = witness or bool(tx.witnesses)
+            self.node.mempool.add(TemplateTx(data, txids[-1], wtxid, 0, tx.weight(), ()))
         if len(set(txids)) != len(txids):
             raise DeclarationRejected("invalid-transaction", "a transaction appears twice")
-        weight = HEADER_AND_COUNT_WEIGHT + coinbase.weight() + sum(
-            weight_of(t.serialize(witness=False), d) for t, d in zip(parsed, p.txs, strict=True) if d is not None)
         if weight > MAX_BLOCK_WEIGHT:
             raise DeclarationRejected("block-too-heavy", f"{weight} weight units > {MAX_BLOCK_WEIGHT}")
         value = sum(o.value for o in coinbase.outputs)
         if fees is not None and value > SUBSIDY + fees:
             raise DeclarationRejected("invalid-coinbase-value", f"pays {value} sat, subsidy + fees = {SUBSIDY + fees}")
-        if any(t.witnesses for t in parsed):
+        if witness:
             commitments = [o.script for o in coinbase.outputs if o.script.startswith(COMMITMENT_HEADER)]
-            if not commitments or commitments[-1] != witness_commitment([t.wtxid() for t in parsed]):
+            if not commitments or commitments[-1] != witness_commitment(list(msg.wtxid_list)):
                 raise DeclarationRejected("invalid-witness-commitment", "missing or wrong BIP141 commitment")
-        for tx, data in zip(parsed, p.txs, strict=True):  # supplied transactions join the pool's mempool
-            if tx.txid() not in self.node.mempool.txs and data is not None:
-                self.node.mempool.add(TemplateTx(data, tx.txid(), tx.wtxid(), 0, tx.weight(), ()))
         token = os.urandom(16)
         job = DeclaredJob(token, p.user, msg.version, msg.coinbase_tx_prefix, msg.coinbase_tx_suffix, en_size,
                           coinbase, script_prefix, serialize_outputs(coinbase.outputs),

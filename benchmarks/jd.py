@@ -1,0 +1,188 @@
+"""Miner-built templates (Job Declaration), measured on loopback in one process.
+
+1. New block -> new jobs downstream: a block is submitted to the node (``mos pool``'s chain as a JSON-RPC
+   node, mempool of N synthetic transactions); we time, per block, until *every* Stratum V1 miner behind
+   ``mos jd`` has a ``mining.notify`` for the new tip. ``mos jd`` has to notice the tip (polling
+   ``getbestblockhash``), fetch and check ``getblocktemplate``, apply its policy, build the coinbase, declare
+   to the JDS, ``SetCustomMiningJob`` on the pool and notify its miners. Baseline, same blocks, same run:
+   miners connected straight to the pool, which pushes its own jobs the moment its chain moves (the floor:
+   no template of one's own). Median and p90 over many blocks.
+2. Template build time with a 4,000-transaction mempool: ``getblocktemplate`` over HTTP + parse and check
+   every transaction (txid/wtxid recomputed) + policy + coinbase/merkle/witness commitment; also without
+   the full parse (wtxid hash check only, ``mos jd``'s default) and unchecked. Baseline: the bare
+   ``getblocktemplate`` call (HTTP + JSON decode).
+
+Usage: python benchmarks/jd.py [--blocks 40] [--miners 4] [--mempool 4000] [--builds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+from rich.progress import track
+
+from openmos.bitcoin import BlockHeader, merkle_root_from_branch, sha256d
+from openmos.bitcoin.hashing import Midstate
+from openmos.bitcoin.tx import serialize_block
+from openmos.jd.service import JdService
+from openmos.node import NodeRpcClient, NodeTemplate, TemplatePolicy, select_transactions
+from openmos.node.template import build_work
+from openmos.pool import LocalPool, PoolSettings
+from openmos.pool.jds import JdsServer, JobDeclarator
+from openmos.pool.node_rpc import NodeRpcServer, PoolNode, SyntheticMempool
+from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
+from openmos.stratum.v2.noise import KeyPair
+
+
+class V1Miner:
+    """A Stratum V1 miner that only listens: records when each new prevhash arrives."""
+
+    def __init__(self) -> None:
+        self.prev = ""
+        self.changed = asyncio.Event()
+        self.at = 0.0
+
+    async def run(self, port: int, user: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+        writer.write(b'{"id":1,"method":"mining.subscribe","params":["bench"]}\n'
+                     + f'{{"id":2,"method":"mining.authorize","params":["{user}","x"]}}\n'.encode())
+        await writer.drain()
+        while line := await reader.readline():
+            msg = json.loads(line)
+            if msg.get("method") == "mining.notify" and msg["params"][1] != self.prev:
+                self.prev = msg["params"][1]
+                self.at = time.perf_counter()
+                self.changed.set()
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def make_block(node: PoolNode, payout: bytes) -> bytes:
+    from openmos.bitcoin.tx import TxOut
+
+    template = NodeTemplate.from_rpc(node.template(), verify=False)
+    sel = select_transactions(template, TemplatePolicy())
+    work = build_work(template, sel, [TxOut(0, payout)], 12, b"/bench/")
+    en = bytes(12)
+    root = merkle_root_from_branch(sha256d(work.coinbase.stripped(en)), work.merkle_path)
+    header = BlockHeader(template.version, template.prev_hash, root, template.curtime, template.bits, 0)
+    nonce, _ = next(Midstate.of(header.serialize()[:64]).scan(header.tail12(), range(1 << 32), template.target))
+    return serialize_block(header.with_nonce(nonce).serialize(), [work.coinbase.full(en)]
+                           + [t.data for t in sel.txs])
+
+
+async def latency(blocks: int, miners: int, mempool: int) -> tuple[list[float], list[float], JdService]:
+    pool = LocalPool(PoolSettings(port=0, start_difficulty=1.0, vardiff=None, network_difficulty=0.000001,
+                                  extranonce2_size=8, job_interval=3600.0))
+    await pool.start()
+    node = PoolNode(pool.chain, SyntheticMempool(), refill=mempool)
+    t0 = [0.0]
+
+    def announce() -> None:
+        t0[0] = time.perf_counter()
+        pool.new_tip()
+
+    node.on_new_tip = announce
+    rpc = NodeRpcServer(node)
+    await rpc.start()
+    secret, _ = generate_authority_key()
+    decl = JobDeclarator(node, pool.chain.payout_script)
+    v2 = Sv2PoolServer(pool, secret, declarator=decl)
+    jds = JdsServer(decl, secret)
+    await v2.start()
+    await jds.start()
+    svc = JdService(NodeRpcClient("127.0.0.1", rpc.port), "127.0.0.1", v2.port, "127.0.0.1", jds.port,
+                    KeyPair.from_secret(secret).xonly, "bench.jd",
+                    downstream=PoolSettings(port=0, start_difficulty=1.0, vardiff=None), poll_interval=0.01)
+    await svc.start()
+    behind_jd = [V1Miner() for _ in range(miners)]
+    direct = [V1Miner() for _ in range(miners)]
+    tasks = [asyncio.create_task(m.run(svc.downstream.port, f"m{i}")) for i, m in enumerate(behind_jd)]  # type: ignore[union-attr]
+    tasks += [asyncio.create_task(m.run(pool.port, f"d{i}")) for i, m in enumerate(direct)]
+    while not all(m.prev for m in behind_jd + direct):
+        await asyncio.sleep(0.05)
+    jd_lat: list[float] = []
+    pool_lat: list[float] = []
+    for _ in track(range(blocks), description=f"blocks ({mempool} tx mempool)"):
+        raw = await make_block(node, b"\x51")
+        for m in behind_jd + direct:
+            m.changed.clear()
+        assert node.submit(raw) is None
+        await asyncio.wait_for(asyncio.gather(*(m.changed.wait() for m in behind_jd + direct)), 30)
+        jd_lat.append(max(m.at for m in behind_jd) - t0[0])
+        pool_lat.append(max(m.at for m in direct) - t0[0])
+        await asyncio.sleep(0.05)  # let the JDC's token prefetch finish, as between real blocks
+    for t in tasks:
+        t.cancel()
+    assert svc.status.mode == "own", svc.status.reason
+    await svc.stop()
+    await jds.stop()
+    await v2.stop()
+    await rpc.stop()
+    await pool.stop()
+    return jd_lat, pool_lat, svc
+
+
+async def build_times(mempool: int, builds: int) -> dict[str, list[float]]:
+    from openmos.bitcoin.tx import TxOut
+    from openmos.pool.chain import TemplateChain
+
+    node = PoolNode(TemplateChain(), SyntheticMempool(), refill=mempool)
+    rpc = NodeRpcServer(node)
+    await rpc.start()
+    client = NodeRpcClient("127.0.0.1", rpc.port)
+    out: dict[str, list[float]] = {"gbt only (baseline)": [], "build, full tx check": [],
+                                   "build, hash check": [], "build, unchecked": []}
+    for _ in track(range(builds), description="template builds"):
+        t = time.perf_counter()
+        await client.getblocktemplate()
+        out["gbt only (baseline)"].append(time.perf_counter() - t)
+        modes: tuple[tuple[str, bool | str], ...] = (("build, full tx check", True), ("build, hash check", "hash"),
+                                                     ("build, unchecked", False))
+        for key, verify in modes:
+            t = time.perf_counter()
+            template = NodeTemplate.from_rpc(await client.getblocktemplate(), verify=verify)
+            sel = select_transactions(template, TemplatePolicy(min_fee_rate=5.0))
+            build_work(template, sel, [TxOut(0, b"\x51")], 12)
+            out[key].append(time.perf_counter() - t)
+    assert len(template.transactions) == mempool
+    await client.close()
+    await rpc.stop()
+    return out
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blocks", type=int, default=40)
+    ap.add_argument("--miners", type=int, default=4)
+    ap.add_argument("--mempool", type=int, default=4000)
+    ap.add_argument("--builds", type=int, default=20)
+    args = ap.parse_args()
+    jd_lat, pool_lat, svc = await latency(args.blocks, args.miners, args.mempool)
+    ms = 1000.0
+    print(f"\n1. new block on the node -> new job on all {args.miners} miners ({args.blocks} blocks, "
+          f"{args.mempool}-tx mempool, loopback)")
+    print(f"   behind mos jd (own templates):  median {statistics.median(jd_lat) * ms:7.1f} ms   "
+          f"p90 {percentile(jd_lat, 0.9) * ms:7.1f} ms   (goal: median < 200 ms)")
+    print(f"   straight to the pool (baseline): median {statistics.median(pool_lat) * ms:7.1f} ms   "
+          f"p90 {percentile(pool_lat, 0.9) * ms:7.1f} ms")
+    print(f"   ratio (median): {statistics.median(jd_lat) / statistics.median(pool_lat):.1f}x the pool's own "
+          f"job push; last own template: {svc.status.tx_count} txs, built in "
+          f"{(svc.status.build_seconds or 0) * ms:.1f} ms")
+    times = await build_times(args.mempool, args.builds)
+    base = statistics.median(times["gbt only (baseline)"])
+    print(f"\n2. template build with a {args.mempool}-transaction mempool ({args.builds} runs, median)")
+    for key, values in times.items():
+        med = statistics.median(values)
+        print(f"   {key:<22} {med * ms:7.1f} ms   {med / base:4.2f}x baseline")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
