@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from openmos.cli.main import main
+from openmos.miner.config import ConfigError
 
 
 def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,3 +46,18 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert "demo finished:" in proc.stdout
     accepted = int(proc.stdout.split("demo finished:")[1].split()[0])
     assert accepted >= 1
+
+
+def test_run_pool_behaviour_options_reach_the_config() -> None:
+    from openmos.cli.main import _agent_config, _build_parser, _with_stratum_args
+
+    args = _build_parser().parse_args(["run", "--pool", "stratum+tcp://127.0.0.1:3333", "--suggest-difficulty",
+                                       "0.01", "--difficulty-suffix", "password", "--fallback-interval", "7",
+                                       "--max-share-rate", "2"])
+    stratum = _with_stratum_args(_agent_config(args), args).stratum
+    assert (stratum.suggest_difficulty, stratum.difficulty_suffix, stratum.fallback_interval_s,
+            stratum.max_share_rate) == (0.01, "password", 7.0, 2.0)
+    with pytest.raises(ConfigError):  # hostile values on the command line are refused like in a config file
+        bad = _build_parser().parse_args(["run", "--pool", "stratum+tcp://127.0.0.1:3333", "--suggest-difficulty",
+                                          "nan"])
+        _with_stratum_args(_agent_config(bad), bad)

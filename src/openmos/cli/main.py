@@ -341,7 +341,8 @@ def _config_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+                        force=True)  # a library (pyasic) configures logging on import; ours must win
     commands: dict[str, Callable[[argparse.Namespace], Coroutine[None, None, int]]] = {
         "run": _run_agent, "pool": _run_pool, "demo": _run_demo,
         "proxy": lambda a: sv2_cli.run_proxy(a, _serve),

@@ -79,6 +79,20 @@ def _worker_init(agent_pid: int) -> None:
     threading.Thread(target=watch, name="agent-watch", daemon=True).start()
 
 
+def _preload_modules() -> list[str]:
+    """Modules for the fork server to import once, so each worker forks with them already loaded.
+
+    multiprocessing re-runs the program's main module in every worker; with this package's modules
+    preloaded that costs only the main module's own top level, not its whole import tree, once per worker.
+    The main module itself is left out (runpy warns when it is already imported).
+    """
+    main = sys.modules.get("__main__")
+    main_name = getattr(getattr(main, "__spec__", None), "name", None)
+    package = __name__.split(".")[0]
+    loaded = [name for name in list(sys.modules) if name.split(".")[0] == package and name != main_name]
+    return sorted({*loaded, __name__})
+
+
 def calibrate_rate() -> float:
     """Single-process hash rate of this machine (hashes/s), from a short scan in this process."""
     header = BlockHeader(0x20000000, bytes(32), bytes(32), 0, 0x1D00FFFF, 0)
@@ -111,6 +125,9 @@ class CpuHardware(MiningHardware):
 
     async def start(self, provider: WorkProvider, sink: NonceSink) -> None:
         self._executor = self._new_executor()
+        began = time.monotonic()
+        await asyncio.to_thread(self._spawn_workers)
+        log.info("%d CPU hashing worker(s) ready in %.1f s", self.workers, time.monotonic() - began)
         self._tasks = [asyncio.create_task(self._run_chip(i, provider, sink), name=f"cpu-chip-{i}")
                        for i in range(self.workers)]
 
@@ -193,8 +210,17 @@ class CpuHardware(MiningHardware):
     def _new_executor(self) -> ProcessPoolExecutor:
         # forkserver, not fork: forked workers would inherit this process's sockets (pool connections,
         # API listeners) and keep them open after the parent closes them.
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_preload_modules())  # only matters before the fork server first starts
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
                                    initializer=_worker_init, initargs=(os.getpid(),))
+
+    def _spawn_workers(self) -> None:
+        """Start every worker process now (in a thread: the first start waits for the fork server's imports)."""
+        executor = self._executor
+        if executor is not None:
+            for future in [executor.submit(os.getpid) for _ in range(self.workers)]:
+                future.result()
 
     def _restart_executor(self) -> None:
         old = self._executor
