@@ -20,6 +20,7 @@ from openmos.pool.jds import JdsServer, JobDeclarator
 from openmos.pool.node_rpc import NodeRpcServer, PoolNode, SyntheticMempool
 from openmos.pool.server import LocalPool, PoolSettings
 from openmos.pool.sv2 import Sv2PoolServer
+from openmos.pool.tp import TemplateProvider
 from openmos.stratum.v2.url import Sv2PoolUrl
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ def add_pool_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mempool-txs", type=int, default=200, metavar="N",
                    help="keep N synthetic (regtest-like, never broadcast) transactions in the mempool "
                         "(default: %(default)s)")
+    g.add_argument("--tp-port", type=int, default=None,
+                   help="serve the Stratum V2 Template Distribution Protocol for the local chain on this port "
+                        "(needs --sv2-port; same authority key)")
     g.add_argument("--jds-port", type=int, default=None,
                    help="serve the Stratum V2 Job Declaration Protocol on this port (needs --sv2-port; same "
                         "authority key) and accept custom jobs (SetCustomMiningJob) on extended channels")
@@ -47,18 +51,19 @@ def add_pool_args(parser: argparse.ArgumentParser) -> None:
 class PoolServices:
     rpc: NodeRpcServer | None = None
     jds: JdsServer | None = None
+    tp: TemplateProvider | None = None
 
     async def stop(self) -> None:
-        for server in (self.jds, self.rpc):
+        for server in (self.tp, self.jds, self.rpc):
             if server is not None:
                 with contextlib.suppress(Exception):
                     await server.stop()
 
 
 async def start_pool_services(pool: LocalPool, v2: Sv2PoolServer | None, args: argparse.Namespace) -> PoolServices:
-    """The node RPC and the JDS beside a running pool, as the options ask."""
+    """The node RPC, the JDS and the template provider beside a running pool, as the options ask."""
     services = PoolServices()
-    if args.rpc_port is None and args.jds_port is None:
+    if args.rpc_port is None and args.jds_port is None and args.tp_port is None:
         return services
     if not 0 <= args.mempool_txs <= 50_000:
         raise ValueError("--mempool-txs must be between 0 and 50000")
@@ -78,6 +83,11 @@ async def start_pool_services(pool: LocalPool, v2: Sv2PoolServer | None, args: a
         await services.jds.start()
         log.info("job declarator server: %s:%d (authority %s)", pool.settings.host, services.jds.port,
                  v2.authority_key)
+    if args.tp_port is not None:
+        if v2 is None:
+            raise ValueError("--tp-port needs --sv2-port (the template provider uses the pool's authority key)")
+        services.tp = TemplateProvider(node, v2.authority.secret, host=pool.settings.host, port=args.tp_port)
+        await services.tp.start()
     return services
 
 
