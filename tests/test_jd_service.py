@@ -118,3 +118,24 @@ async def test_a_refused_declaration_falls_back_with_the_reason(farm: Farm, monk
     monkeypatch.undo()
     await wait_for(lambda: svc.status.mode == "own", 60, "own templates once the JDS accepts again")
     assert svc.mining.rejected == {}
+
+
+async def test_a_lying_node_template_is_refused_and_the_farm_keeps_mining(farm: Farm,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    svc, node = farm.service, farm.node
+    honest = node.template
+
+    def lying() -> dict[str, object]:
+        t = honest()
+        t["transactions"][0]["data"] = t["transactions"][1]["data"]  # type: ignore[index]
+        return t
+
+    monkeypatch.setattr(node, "template", lying)
+    svc.refresh = 0.0
+    await wait_for(lambda: svc.status.mode == "pool", 60, "fallback after a template that does not hash")
+    assert "TemplateError" in svc.status.reason and "does not hash" in svc.status.reason
+    before = farm.pool.workers.get("jd.farm")
+    count = before.accepted if before else 0
+    await wait_for(lambda: farm.pool.workers.get("jd.farm") is not None
+                   and farm.pool.workers["jd.farm"].accepted >= count + 1, 120, "shares on pool jobs")
+    assert svc.mining.rejected == {}
