@@ -323,6 +323,8 @@ async def minute_event(minute: int, rng: random.Random, difficulty: float, prima
         figures.storms += 1
     elif m == 40:  # the network to the pool in use stalls (connection open, nothing moves)
         used, other = (p_proxy, b_proxy) if mining_on(agent, p_proxy) else (b_proxy, p_proxy)
+        if not mining_on(agent, used):
+            return  # between pools right now: no stall this hour
         used.stalled.set()
         took = await wait_until(lambda: mining_on(agent, other), 30)
         figures.stall_failovers.append(took if took is not None else float("inf"))
