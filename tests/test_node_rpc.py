@@ -140,6 +140,9 @@ def test_built_work_makes_a_consensus_shaped_block() -> None:
     coinbase = parse_tx(work.coinbase.full(en))
     assert coinbase.is_coinbase and coinbase.serialize(witness=False) == work.coinbase.stripped(en)
     assert coinbase.outputs[0] == TxOut(template.coinbase_value, POOL_SCRIPT)  # the pool payout gets it all
+    assert work.script_prefix == bytes.fromhex("03404e0d") + b"/j/"  # BIP34 height 872000, then the tag
+    long_tag = build_work(template, sel, [TxOut(0, POOL_SCRIPT)], 8, b"/a-long-tag/")
+    assert long_tag.script_prefix == bytes.fromhex("03404e0d") + b"/a-l"  # cut to 8 bytes
     assert coinbase.outputs[-1].script == witness_commitment(work.wtxids)
     root = merkle_root_from_branch(sha256d(work.coinbase.stripped(en)), work.merkle_path)
     block = parse_block(serialize_block(BlockHeader(template.version, template.prev_hash, root, 0, template.bits,

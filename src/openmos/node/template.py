@@ -239,12 +239,12 @@ class Work:
 def build_work(template: NodeTemplate, selection: Selection, pool_outputs: Sequence[TxOut], extranonce_size: int,
                tag: bytes = b"", extra_outputs: Sequence[TxOut] = ()) -> Work:
     """The coinbase pays ``subsidy + selected fees`` (minus ``extra_outputs``) to the first pool output (the
-    pool payout output, sv2-spec 6.4.3), keeps the pool's other outputs, and ends with the witness commitment."""
+    pool payout output, sv2-spec 6.4.3), keeps the pool's other outputs, and ends with the witness commitment.
+    ``tag`` follows the BIP34 height in the scriptSig, cut to keep that prefix within 8 bytes."""
     if not pool_outputs:
         raise TemplateError("the pool gave no payout output")
-    script_prefix = bip34_height_push(template.height) + tag
-    if len(script_prefix) > 8:
-        raise TemplateError("coinbase prefix (height push + tag) must be <= 8 bytes")
+    height_push = bip34_height_push(template.height)
+    script_prefix = height_push + tag[:max(0, 8 - len(height_push))]  # coinbase_prefix: <= 8 bytes (sv2-spec)
     value = template.subsidy + selection.fees
     payout = value - sum(o.value for o in extra_outputs)
     if payout <= 0:
