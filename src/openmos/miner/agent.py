@@ -177,6 +177,8 @@ class MiningAgent:
         self.stats.started_at = time.time()
         self.pools.start()
         await self.hardware.start(self, self._on_nonce)
+        if self.safety is None:  # boards whose sensors only answer once powered up (BM13xx over USB/UART)
+            self.safety = self._make_safety(self.config.performance)
         self._sampler = asyncio.create_task(self._sample_loop(), name="agent-sampler")
         if self.tuner is not None:
             self._tuner_task = asyncio.create_task(self.tuner.run(), name="autotuner")

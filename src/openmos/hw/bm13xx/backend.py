@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from openmos.bitcoin import Midstate, difficulty_to_target, hash_to_int
+from openmos.hw.bm13xx import protocol as p
 from openmos.hw.bm13xx.chain import Chain, NonceHit
 from openmos.hw.bm13xx.chip import RAMP_STEP_MHZ, ChipType
 from openmos.hw.interface import (
@@ -73,6 +74,11 @@ class BoardControl(Protocol):
     async def set_voltage(self, volts: float) -> None: ...
 
     async def set_fan(self, duty_pct: float) -> None: ...
+
+    async def set_power(self, on: bool) -> None:
+        """Off: chips held in reset and the regulator off, ports and sensors kept. On: the reverse (chips
+        come back unaddressed at their reset baud and frequency)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class Bm13xxHardware(MiningHardware):
         self._sensors = BoardSensors()
         self._ticket_target = 0
         self._stopped = asyncio.Event()
+        self._provider: WorkProvider | None = None
         self.powered = False
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -142,10 +149,27 @@ class Bm13xxHardware(MiningHardware):
     async def start(self, provider: WorkProvider, sink: NonceSink) -> None:
         await self.bring_up()
         self._sink = sink
+        self._provider = provider
         self._stopped.clear()
-        self._tasks = [asyncio.create_task(self._job_loop(i, provider), name=f"bm13xx-jobs-{i}")
-                       for i in range(len(self.chains))]
-        self._tasks.append(asyncio.create_task(self._monitor_loop(), name="bm13xx-monitor"))
+        self._tasks = [asyncio.create_task(self._monitor_loop(), name="bm13xx-monitor")]
+        self._start_jobs()
+
+    def _start_jobs(self) -> None:
+        assert self._provider is not None
+        self._tasks += [asyncio.create_task(self._job_loop(i, self._provider), name=f"bm13xx-jobs-{i}")
+                        for i in range(len(self.chains))]
+
+    async def _init_chain(self, index: int, chain: Chain, frequencies: Sequence[float] | float,
+                          ticket: int) -> None:
+        """Enumerate, configure, switch baud and ramp one chain (after power-up or a reset)."""
+        s = self.settings
+        chain.on_nonce = lambda hit: self._on_nonce(index, hit)
+        await chain.enumerate(expected=s.chips, quiet_s=s.enumerate_quiet_s)
+        chain.ticket_difficulty = ticket
+        await chain.configure(version_mask=0x1FFFE000)
+        if s.baud:
+            await chain.set_baud(s.baud)
+        await chain.set_frequencies(frequencies, step_delay_s=s.ramp_step_s)
 
     async def bring_up(self) -> None:
         s = self.settings
@@ -153,13 +177,8 @@ class Bm13xxHardware(MiningHardware):
         self.powered = True
         try:
             for i, chain in enumerate(chains):
-                chain.on_nonce = lambda hit, i=i: self._on_nonce(i, hit)
-                await chain.enumerate(expected=s.chips, quiet_s=s.enumerate_quiet_s)
-                chain.ticket_difficulty = int(max(1, s.ticket_difficulty))
-                await chain.configure(version_mask=0x1FFFE000)
-                if s.baud:
-                    await chain.set_baud(s.baud)
-                await chain.set_frequencies(s.frequency_mhz or s.chip.stock_mhz, step_delay_s=s.ramp_step_s)
+                await self._init_chain(i, chain, s.frequency_mhz or s.chip.stock_mhz,
+                                       int(max(1, s.ticket_difficulty)))
         except BaseException:
             self.powered = False
             await self.board.close()
@@ -170,6 +189,10 @@ class Bm13xxHardware(MiningHardware):
         self._update_ticket_target()
         if s.voltage is not None:
             await self.board.set_voltage(s.voltage)
+        try:  # sensors known from the start: the agent decides from them whether a safety monitor runs
+            self._sensors = await self.board.sensors()
+        except Exception as exc:
+            log.warning("%s: first sensor read failed: %s", self.model, exc)
         freqs = ", ".join(f"{c.chips[0].frequency_mhz:g}" for c in chains)
         log.info("%s up: %d chain(s), %s chips, %s MHz", self.model, len(chains),
                  "+".join(str(len(c.chips)) for c in chains), freqs)
@@ -338,7 +361,38 @@ class Bm13xxHardware(MiningHardware):
         await self.board.set_fan(duty_pct)
 
     async def set_board_enabled(self, board: int, enabled: bool) -> None:
-        raise UnsupportedControl(f"{self.model}: switch the whole device with pause/resume instead")
+        """Switch the board's power (all its chains): off holds the chips in reset with the regulator off and
+        keeps reading the sensors; on powers up, re-enumerates and ramps back to the last frequencies."""
+        if not 0 <= board < max(1, len(self.chains)):
+            raise ValueError(f"{self.model} has one board (0), not {board!r}")
+        if self._provider is None or self._stopped.is_set():
+            raise UnsupportedControl(f"{self.model} is not running (stopped or emergency-stopped)")
+        if enabled == self.powered:
+            return
+        if not enabled:
+            self.powered = False
+            jobs = [t for t in self._tasks if t.get_name().startswith("bm13xx-jobs")]
+            self._tasks = [t for t in self._tasks if t not in jobs]
+            for task in jobs:
+                task.cancel()
+            for task in jobs:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.board.set_power(False)
+            for jobs_of_chain in self._jobs:
+                jobs_of_chain.clear()
+            log.warning("%s: powered off (chips in reset, regulator off)", self.model)
+            return
+        await self.board.set_power(True)
+        self.powered = True
+        for i, chain in enumerate(self.chains):
+            freqs = [c.frequency_mhz or self.settings.chip.stock_mhz for c in chain.chips]
+            if self.settings.baud:
+                chain.stream.set_baud(p.DEFAULT_BAUD)  # the chips came out of reset at their default rate
+            await self._init_chain(i, chain, freqs, chain.ticket_difficulty)
+        self._start_jobs()
+        log.info("%s: powered on again, %s MHz", self.model,
+                 ", ".join(f"{c.frequency_mhz:g}" for ch in self.chains for c in ch.chips))
 
     async def set_ticket_difficulty(self, difficulty: float) -> None:
         # The agent speaks real difficulty; the chips' unit is 2**-diff1_shift of it on the emulator.
@@ -354,4 +408,5 @@ class Bm13xxHardware(MiningHardware):
                               fans=1, freq_min_mhz=c.freq_range_mhz[0], freq_max_mhz=c.freq_range_mhz[1],
                               freq_step_mhz=RAMP_STEP_MHZ, stock_freq_mhz=c.stock_mhz, volt_min=c.volt_range[0],
                               volt_max=c.volt_range[1], volt_step=0.005, stock_voltage=c.stock_voltage,
-                              hashes_per_mhz=c.small_cores * 1000.0)
+                              hashes_per_mhz=c.small_cores * 1000.0, freq_grid_mhz=c.grid_mhz,
+                              settle_s=self.settings.ramp_step_s * 4 + self.settings.counters_s)

@@ -92,6 +92,11 @@ class ChipType:
     def _grid_freqs(self) -> list[float]:
         return [f for f, _ in self.pll_grid]
 
+    @property
+    def grid_mhz(self) -> tuple[float, ...]:
+        """The frequencies of ``pll_grid``, ascending."""
+        return tuple(self._grid_freqs)
+
     def quantise(self, mhz: float) -> float:
         """The grid frequency closest to ``mhz`` (clamped to the chip's range)."""
         return self.pll_for(mhz).mhz

@@ -114,6 +114,9 @@ def version_rolling_value(mask: int) -> int:
     return 0x90000000 | (mask >> 13)
 
 
+DEFAULT_BAUD = 115_200  # every BM13xx's UART rate after reset
+
+
 def uart_divider_for(baud: int) -> int:
     """The 5-bit divider whose rate 25 MHz / (8 x (div + 1)) is closest to ``baud``."""
     best = min(range(32), key=lambda d: abs(UART_CLOCK_HZ / (8 * (d + 1)) - baud))

@@ -78,6 +78,19 @@ class BitaxeBoard:
             with contextlib.suppress(Exception):
                 await self.emc.set_duty(100.0)
 
+    async def set_power(self, on: bool) -> None:
+        assert self.control is not None and self.vr is not None
+        if not on:
+            await self.control.gpio_set(GPIO_ASIC_RESET, False)
+            await self.vr.enable(False)
+            return
+        await self.vr.init()  # clears latched faults
+        await self.vr.set_vout(self.voltage)
+        await self.vr.enable(True)
+        await asyncio.sleep(0.05)
+        await self.control.gpio_set(GPIO_ASIC_RESET, True)
+        await asyncio.sleep(0.1)
+
     async def close(self) -> None:
         await self.emergency_off("shutdown")
         for stream in (self._data_stream, self._control_stream):
@@ -103,6 +116,7 @@ class BitaxeBoard:
     async def set_voltage(self, volts: float) -> None:
         assert self.vr is not None
         await self.vr.set_vout(volts)
+        self.voltage = volts  # kept across a power cycle
 
     async def set_fan(self, duty_pct: float) -> None:
         assert self.emc is not None

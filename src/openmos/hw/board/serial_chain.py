@@ -122,6 +122,12 @@ class SerialChainBoard:
         if self.emc is not None:
             await self.emc.set_duty(100.0)
 
+    async def set_power(self, on: bool) -> None:
+        if self.vr is None:
+            raise UnsupportedControl(f"{self.name}: no regulator in the board description to switch off")
+        await self.vr.enable(on)
+        await asyncio.sleep(0.1 if on else 0.0)
+
     async def close(self) -> None:
         try:
             await self.emergency_off("shutdown")
