@@ -37,12 +37,16 @@ log = logging.getLogger(__name__)
 Mode = Literal["own", "pool", "none"]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Upstream:
-    """Where a downstream job's shares go: the pool's job id, and our work if it is our template."""
+    """Where a downstream job's shares go: the pool's job id (None while an optimistic job awaits
+    SetCustomMiningJob.Success: its shares wait in ``queued``), and our work if it is our template."""
 
-    job_id: int
+    job_id: int | None
     work: Work | None
+    prev_hash: bytes
+    queued: list[tuple[AcceptedShare, bytes]] = field(default_factory=list)
+    refused: bool = False
 
 
 @dataclass
@@ -57,6 +61,7 @@ class JdStatus:
     blocks: list[str] = field(default_factory=list)
     fallbacks: int = 0
     stale_dropped: int = 0
+    optimistic_lost: int = 0  # shares mined on an optimistic job the JDS or pool then refused
     last_switch: float = 0.0
     tip_seen_at: float = 0.0
     last_job_latency: float | None = None
@@ -194,13 +199,28 @@ class JdService:
         work = build_work(template, selection, token.pool_outputs,
                           len(self.mining.extranonce_prefix) + self.mining.extranonce_size, self.tag)
         self.status.build_seconds = time.perf_counter() - t0
-        declared = await self.jds.declare(token.token, work)
-        job_id = await self.mining.set_custom_job(declared, work, max(template.curtime, template.mintime))
-        bt = BlockTemplate(template.height, template.prev_hash, template.version, template.bits,
-                           max(template.curtime, template.mintime),
+        ntime = max(template.curtime, template.mintime)
+        bt = BlockTemplate(template.height, template.prev_hash, template.version, template.bits, ntime,
                            work.coinbase.stripped_prefix + self.mining.extranonce_prefix, work.coinbase.stripped_suffix,
                            work.txids, work.merkle_path)
-        self._switch("own", "own template", bt, Upstream(job_id, work), clean=clean)
+        up = Upstream(None, work, template.prev_hash)
+        optimistic = self.status.mode == "own"  # sv2-spec 6.3: mine at once, hold shares until acknowledged
+        if optimistic:
+            self._switch("own", "own template", bt, up, clean=clean)
+        try:
+            declared = await self.jds.declare(token.token, work)
+            up.job_id = await self.mining.set_custom_job(declared, work, ntime)
+        except BaseException:
+            up.refused = True
+            self.status.optimistic_lost += len(up.queued)
+            up.queued.clear()
+            raise
+        if optimistic:
+            for share, extranonce in up.queued:
+                self._forward(up, share, extranonce)
+            up.queued.clear()
+        else:
+            self._switch("own", "own template", bt, up, clean=clean)
         s = self.status
         s.height, s.fees, s.tx_count, s.templates = template.height, selection.fees, len(selection.txs), s.templates + 1
         self._prefetch_token()
@@ -241,7 +261,7 @@ class JdService:
                            job.coinbase_tx_prefix + self.mining.extranonce_prefix, job.coinbase_tx_suffix, (),
                            job.merkle_path)
         if force or self.status.mode != "pool":
-            self._switch("pool", self.status.reason, bt, Upstream(job.job_id, None), clean=clean)
+            self._switch("pool", self.status.reason, bt, Upstream(job.job_id, None, prev.prev_hash), clean=clean)
 
     def _switch(self, mode: Mode, reason: str, bt: BlockTemplate, upstream: Upstream, *, clean: bool) -> None:
         if mode != self.status.mode:
@@ -274,18 +294,27 @@ class JdService:
             self.status.stale_dropped += 1  # a pool job for a block the pool has moved past
             return
         if digest <= int.from_bytes(self.mining.pool.target, "little"):
-            try:
-                self.mining.submit(up.job_id, share.nonce, share.ntime, share.version, extranonce,
-                                   job.template.prev_hash)
-                self.status.forwarded += 1
-            except ConnectionError:
-                log.warning("jd: pool connection down; share not forwarded")
+            if up.job_id is None:
+                if up.refused:
+                    self.status.optimistic_lost += 1
+                elif len(up.queued) < 100_000:
+                    up.queued.append((share, extranonce))
+            else:
+                self._forward(up, share, extranonce)
         if up.work is not None and digest <= bits_to_target(job.template.bits):
             header = BlockHeader.parse(share.header)
             self.status.blocks.append(header.hash_hex())
             task = asyncio.get_running_loop().create_task(self._submit_block(up.work, header, extranonce))
             self._bg.add(task)
             task.add_done_callback(self._bg.discard)
+
+    def _forward(self, up: Upstream, share: AcceptedShare, extranonce: bytes) -> None:
+        assert up.job_id is not None
+        try:
+            self.mining.submit(up.job_id, share.nonce, share.ntime, share.version, extranonce, up.prev_hash)
+            self.status.forwarded += 1
+        except ConnectionError:
+            log.warning("jd: pool connection down; share not forwarded")
 
     async def _submit_block(self, work: Work, header: BlockHeader, extranonce: bytes) -> None:
         full_en = self.mining.extranonce_prefix + extranonce
