@@ -230,7 +230,7 @@ async def test_pyasic_worker_drives_a_mock_bitaxe_over_its_vendor_api(fleet_keys
             registry.pin("desk", "bitaxe-7", node.public_key)
             ctl = FleetController(bus_b, fleet_keys[0], tmp_path / "audit.jsonl", approvals_needed=1,
                                   registry=registry)
-            inventory = await ctl.inventory()
+            inventory = await inventory_of(ctl, 1)  # the node started after the sites met: wait for it
             assert inventory[0]["device"] == "bitaxe-7" and inventory[0]["mac"] == "AA:BB:CC:DD:EE:07"
             req = ctl.request("set_pools", {"pools": [{"url": "stratum+tcp://10.0.0.9:3333", "user": "me.bitaxe"}]},
                               TargetQuery(devices=("bitaxe-7",)), "alice")
