@@ -8,6 +8,8 @@ from openmos.bitcoin import BlockHeader
 from openmos.hw import HardwareTelemetry, MiningHardware, NonceResult, NonceSink, WorkProvider
 from openmos.hw.interface import BoardTelemetry, ChipTelemetry
 from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner.config import StratumTuning
+from openmos.miner.pool_manager import PoolManager
 from openmos.pool import LocalPool
 
 from helpers import easy_pool_settings, wait_for
@@ -63,6 +65,17 @@ def config(*groups: tuple[str, int, str]) -> AgentConfig:
     ]})
 
 
+def test_a_group_that_could_not_mine_earns_no_quota_credit() -> None:
+    cfg = config(("big", 3, "stratum+tcp://127.0.0.1:1"), ("small", 1, "stratum+tcp://127.0.0.1:2"))
+    manager = PoolManager(cfg.groups, StratumTuning(), "t", lambda *a: None, lambda g: None)
+    up = {"small"}
+    picks = [manager.pick_group(lambda g: g.name in up) for _ in range(100)]  # big's pool is down
+    assert all(g is not None and g.name == "small" for g in picks)
+    up.add("big")
+    names = [g.name for g in (manager.pick_group(lambda g: g.name in up) for _ in range(40)) if g is not None]
+    assert names.count("big") == 30 and names.count("small") == 10, names  # 3:1 at once, no catch-up burst
+
+
 async def test_invalid_nonces_are_hardware_errors_never_submitted() -> None:
     pool = LocalPool(easy_pool_settings(start_difficulty=0.00002))
     await pool.start()
@@ -89,13 +102,17 @@ async def test_quota_split_between_groups() -> None:
     await b.start()
     agent = MiningAgent(config(("big", 3, a.url), ("small", 1, b.url)), LyingHardware())
     await agent.start()
+    big, small = agent.pools.groups
     try:
-        await wait_for(lambda: agent.stats.shares_found >= 80, 60, "shares on both groups")
+        # Measured from when both groups have work: one pool answering first (a loaded machine) must not count.
+        await wait_for(lambda: big.work_issued and small.work_issued, 60, "work from both groups")
+        base_big, base_small = big.work_issued, small.work_issued
+        await wait_for(lambda: big.work_issued + small.work_issued - base_big - base_small >= 80, 60,
+                       "work split between both groups")
     finally:
         await agent.stop()
         await a.stop()
         await b.stop()
-    big, small = agent.pools.groups
-    ratio = big.work_issued / max(small.work_issued, 1)
+    ratio = (big.work_issued - base_big) / max(small.work_issued - base_small, 1)
     assert 2.5 < ratio < 3.5, ratio
     assert a.workers["big.w"].accepted > b.workers["small.w"].accepted > 0

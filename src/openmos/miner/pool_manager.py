@@ -117,6 +117,7 @@ class PoolGroup:
         self.active: PoolConnection | None = None
         self.switches = 0
         self.work_issued = 0
+        self.quota_level = 0.0  # work issued / quota, without credit for time the group could not mine
         self._on_job = on_job
         self._on_switch = on_switch
         self._task: asyncio.Task[None] | None = None
@@ -433,6 +434,7 @@ class PoolManager:
                  on_job: JobListener, on_switch: Callable[[PoolGroup], None],
                  policy: SessionPolicy | None = None) -> None:
         self.groups = [PoolGroup(g, tuning, agent_name, on_job, on_switch, policy) for g in groups]
+        self._eligible: set[str] = set()  # groups that could take work at the last pick
 
     def start(self) -> None:
         for group in self.groups:
@@ -447,8 +449,16 @@ class PoolManager:
         candidates = [g for g in self.groups if eligible(g)]
         if not candidates:
             return None
-        group = min(candidates, key=lambda g: (g.work_issued / g.quota, self.groups.index(g)))
+        # A group that could not take work (no job yet, pool down) earns no credit meanwhile: it rejoins at
+        # the level of the groups that kept mining instead of starving them while it catches up.
+        kept = [g.quota_level for g in candidates if g.name in self._eligible]
+        for g in candidates:
+            if g.name not in self._eligible and kept:
+                g.quota_level = max(g.quota_level, min(kept))
+        self._eligible = {g.name for g in candidates}
+        group = min(candidates, key=lambda g: (g.quota_level, self.groups.index(g)))
         group.work_issued += 1
+        group.quota_level += 1.0 / group.quota
         return group
 
     def connections(self) -> list[PoolConnection]:
