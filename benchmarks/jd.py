@@ -3,8 +3,9 @@
 1. New block -> new jobs downstream: a block is submitted to the node (``mos pool``'s chain as a JSON-RPC
    node, mempool of N synthetic transactions); we time, per block, until *every* Stratum V1 miner behind
    ``mos jd`` has a ``mining.notify`` for the new tip. ``mos jd`` has to notice the tip (polling
-   ``getbestblockhash``), fetch and check ``getblocktemplate``, apply its policy, build the coinbase, declare
-   to the JDS, ``SetCustomMiningJob`` on the pool and notify its miners. Baseline, same blocks, same run:
+   ``getbestblockhash``), fetch and check ``getblocktemplate``, apply its policy, build the coinbase and notify
+   its miners (optimistic mining: the JDS declaration and ``SetCustomMiningJob`` follow; the next block waits
+   for them, as real blocks are minutes apart). Baseline, same blocks, same run:
    miners connected straight to the pool, which pushes its own jobs the moment its chain moves (the floor:
    no template of one's own). Median and p90 over many blocks.
 2. Template build time with a 4,000-transaction mempool: ``getblocktemplate`` over HTTP + parse and check
@@ -118,7 +119,10 @@ async def latency(blocks: int, miners: int, mempool: int) -> tuple[list[float], 
         await asyncio.wait_for(asyncio.gather(*(m.changed.wait() for m in behind_jd + direct)), 30)
         jd_lat.append(max(m.at for m in behind_jd) - t0[0])
         pool_lat.append(max(m.at for m in direct) - t0[0])
-        await asyncio.sleep(0.05)  # let the JDC's token prefetch finish, as between real blocks
+        # Real blocks are minutes apart: let the declaration round trip and the token prefetch finish.
+        while svc.source.current is None or svc.upstream_of[svc.source.current].job_id is None:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
     for t in tasks:
         t.cancel()
     assert svc.status.mode == "own", svc.status.reason

@@ -35,6 +35,7 @@ from openmos.pool.server import EXTRANONCE1_SIZE, AcceptedShare, LocalPool, Pool
 log = logging.getLogger(__name__)
 
 Mode = Literal["own", "pool", "none"]
+STALE_CODES = frozenset({"invalid-coinbase-height", "invalid-prev-hash"})  # refused only because a block came
 
 
 @dataclass(eq=False)
@@ -186,9 +187,17 @@ class JdService:
             await self._own_work(clean=changed)
             self._tip = tip
         except (RpcError, TemplateError, DeclarationFailed, ConnectionError, OSError, TimeoutError) as exc:
+            if isinstance(exc, DeclarationFailed) and exc.code in STALE_CODES and await self._tip_moved(tip):
+                return  # the chain moved while we declared: the next step builds on the new tip, no fallback
             self._next_try = time.monotonic() + self.retry
             self._tip = tip
             self._fallback(f"{type(exc).__name__}: {exc}")
+
+    async def _tip_moved(self, tip: str) -> bool:
+        try:
+            return await self.node.getbestblockhash() != tip
+        except RpcError:
+            return False
 
     async def _own_work(self, *, clean: bool) -> None:
         t0 = time.perf_counter()
