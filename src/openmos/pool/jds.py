@@ -69,6 +69,7 @@ MAX_JOBS = 256  # declared jobs kept for SetCustomMiningJob / PushSolution
 MAX_BAD_MESSAGES = 10
 JD_MAX_PAYLOAD = 16 << 20  # ProvideMissingTransactions.Success can carry a whole block's transactions
 HEADER_AND_COUNT_WEIGHT = 320 + 12
+MAX_SUPPLIED_MEMPOOL = 100_000  # supplied transactions join the pool's mempool only below this size
 
 
 class DeclarationRejected(Exception):
@@ -206,7 +207,8 @@ class JobDeclarator:
             txids.append(tx.txid())
             weight += tx.weight()
             witness = witness or bool(tx.witnesses)
-            self.node.mempool.add(TemplateTx(data, txids[-1], wtxid, 0, tx.weight(), ()))
+            if len(self.node.mempool.txs) < MAX_SUPPLIED_MEMPOOL:  # a flood of supplied txs cannot grow it
+                self.node.mempool.add(TemplateTx(data, txids[-1], wtxid, 0, tx.weight(), ()))
         if len(set(txids)) != len(txids):
             raise DeclarationRejected("invalid-transaction", "a transaction appears twice")
         if weight > MAX_BLOCK_WEIGHT:
