@@ -99,11 +99,16 @@ def correct(knowledge: Knowledge, plan: Plan, kind: str, goal: float, measured: 
         k = plan.scale * (1 + error)
     volt = plan.voltage
     why = f"measured {measured:,.4g} vs goal {goal:,.4g} ({-error:+.2%}): scale {plan.scale:.3f} -> "
+    # A voltage step keeps the corrected operating point: the scale that holds the present point at the
+    # new voltage, times the correction this window asked for.
+    wanted = k / plan.scale if plan.scale > 0 else 1.0
     if k > 1.0 and volt + lim.volt_step <= lim.volt_max + 1e-9:
         volt, k = _rebalance(knowledge, kind, volt + lim.volt_step, v_board, freq)
+        k *= wanted
         why += f"voltage up a step to {volt:.2f} V"
     elif k < 0.9 and volt - lim.volt_step >= lim.volt_min - 1e-9:
         volt, k = _rebalance(knowledge, kind, volt - lim.volt_step, v_board, freq)
+        k *= wanted
         why += f"voltage down a step to {volt:.2f} V"
     else:
         why += f"{min(k, 1.0):.3f}"

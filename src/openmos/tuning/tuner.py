@@ -304,8 +304,10 @@ class Autotuner:
         """A target far below what the swept voltages serve efficiently: learn the chips lower down."""
         lim = self.limits
         lowest = min(self.knowledge.sweep_voltages)
+        # Also under thermal scaling: a sweep at a lower voltage runs cooler, and the alternative is chips
+        # far below their limits at a needlessly high voltage.
         return self._plan().scale < 0.9 and lowest - lim.volt_min >= 4 * lim.volt_step \
-            and self.guard.scale == 1.0 and self.curtail_scale == 1.0
+            and self.curtail_scale == 1.0
 
     async def _extra_sweep(self) -> None:
         lim, kn = self.limits, self.knowledge
