@@ -188,11 +188,12 @@ class FleetBus:
 
         self._declared.append(self._session.declare_subscriber(key, _direct(on_sample)))
 
-    def serve(self, key: str, handler: QueryHandler, timeout_s: float = 10.0) -> None:
+    def serve(self, key: str, handler: QueryHandler) -> None:
         """Answer queries on ``key`` with ``handler`` running on the asyncio loop.
 
         The zenoh thread never waits for the handler: the query is kept and answered (then dropped) when the
-        handler finishes, so 10k queries in flight do not pin 10k zenoh threads."""
+        handler finishes, so 10k queries in flight do not pin 10k zenoh threads. The querier's own timeout
+        bounds how long an answer is useful; handlers are this node's own code and always finish."""
         loop = self._loop
         assert loop is not None
         concrete = "*" not in key
@@ -234,8 +235,7 @@ class FleetBus:
                     query.drop()
 
             try:
-                future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(handler(reply_key, params), timeout_s),
-                                                          loop)
+                future = asyncio.run_coroutine_threadsafe(handler(reply_key, params), loop)
             except RuntimeError:  # loop closed
                 query.drop()
                 return
