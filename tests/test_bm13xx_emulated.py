@@ -109,6 +109,9 @@ async def test_four_chip_chain_enumerates_sets_frequencies_in_one_batch_and_surv
         assert await chain.read_frequencies() == dict(enumerate(set_to))
         assert [c.mhz for c in emu.chain.chips] == set_to
         assert chain.stats.frames_sent > sent_before
+        await hw.set_board_frequency(0, 401.0)  # the safety monitor's uniform throttle: one ramp for the chain
+        assert await chain.read_frequencies() == dict.fromkeys(range(4), hw.quantise_frequency(401.0))
+        await hw.set_chain_frequencies(0, set_to)
         await wait_for(lambda: len({r.chip for r in got}) >= 2, 60, "nonces from two chips")
         # CRC errors and a dropped byte on the line: counted, and mining goes on.
         caplog.set_level(logging.WARNING)

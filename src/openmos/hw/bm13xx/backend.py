@@ -343,6 +343,9 @@ class Bm13xxHardware(MiningHardware):
         """One batch call for a whole chain (ramped, all chips per step in one write)."""
         return await self.chains[board].set_frequencies(mhz, step_delay_s=self.settings.ramp_step_s)
 
+    async def set_board_frequency(self, board: int, mhz: float) -> None:
+        await self.set_chain_frequencies(board, [mhz] * len(self.chains[board].chips))
+
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
         chain = self.chains[board]
         targets = [c.frequency_mhz for c in chain.chips]
