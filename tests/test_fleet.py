@@ -122,7 +122,7 @@ async def test_unapproved_dangerous_action_does_not_run(fleet_keys: tuple[bytes,
         assert all(d.pools[0]["user"] == "site.worker" for d in devs)  # nothing ran
         ctl.approve(req.request_id, "carol")
         results = await ctl.execute(req.request_id, "alice")
-        assert set(results) == {"a0", "a1"} and all(r["ok"] for r in results.values())
+        assert set(results) == {"north/a0", "north/a1"} and all(r["ok"] for r in results.values())
         assert [d.pools[0]["user"] for d in devs] == ["new.worker", "new.worker", "site.worker"]
         # A harmless action needs no vote; per-target results come back.
         quick = ctl.request("set_power", {"watts": 2450}, TargetQuery(site="north"), "alice")
@@ -146,7 +146,7 @@ async def test_rollout_with_failing_canary_halts_and_rolls_back(fleet_keys: tupl
                               registry=registry)
         report = await rollout(ctl, TargetQuery(site="north"), "openmos 0.2.0-bad", "alice", ["bob", "carol"],
                                soak_s=0.2)
-        assert report.halted and report.failed == ["a00"] and report.rolled_back == ["a00"]
+        assert report.halted and report.failed == ["north/a00"] and report.rolled_back == ["north/a00"]
         assert all(d.firmware == "openmos 0.1.0" for d in devs)  # canary restored, nobody else touched
         assert sum(d.history.count("install") for d in devs[1:]) == 0
         good = await rollout(ctl, TargetQuery(site="north"), "openmos 0.2.0", "alice", ["bob", "carol"],
@@ -236,7 +236,7 @@ async def test_pyasic_worker_drives_a_mock_bitaxe_over_its_vendor_api(fleet_keys
                               TargetQuery(devices=("bitaxe-7",)), "alice")
             ctl.approve(req.request_id, "bob")
             result = await ctl.execute(req.request_id, "alice")
-            assert result["bitaxe-7"]["ok"], result
+            assert result["desk/bitaxe-7"]["ok"], result
             assert patches and patches[-1].get("stratumUser") == "me.bitaxe"
             reboot = ctl.request("reboot", {}, TargetQuery(devices=("bitaxe-7",)), "alice")
             ctl.approve(reboot.request_id, "bob")

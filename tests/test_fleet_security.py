@@ -232,7 +232,7 @@ async def test_spoofed_and_ghost_telemetry_never_reaches_the_dashboard(tmp_path:
         after = service.overview()
         assert after["online"] == 5 and after["devices"] == before["devices"] == 5
         assert after["hashrate_ths"] < 5 * 300 and "stratum+tcp://evil.example:3333" not in after["pools"]
-        assert not any(d.startswith("ghost") for d in service.latest) and dropped(service, "unsigned") >= 1
+        assert not any(d.startswith("ghost") for _, d in service.latest) and dropped(service, "unsigned") >= 1
         assert not any(a.kind == "pool" for a in service.alerts.active.values())
 
 
@@ -240,7 +240,7 @@ async def test_malformed_telemetry_from_an_enrolled_key_is_dropped_and_counted(t
     """``"hashrate_ths": "abc"`` (and NaN, 1e400, negatives, deep nesting, huge bodies) never 500 the overview."""
     async with plain_fleet(tmp_path, {"north": ["d0"]}) as (service, nodes):
         node = nodes[0]
-        await wait_for(lambda: "d0" in service.latest, 20, "real telemetry")
+        await wait_for(lambda: ("north", "d0") in service.latest, 20, "real telemetry")
         bad_bodies: list[dict[str, Any]] = [{"hashrate_ths": "abc"}, {"hashrate_ths": math.nan},
                                             {"power_w": math.inf}, {"power_w": -5.0}, {"hottest_c": 1e300},
                                             {"pools": [{"url": "x"}] * 50}, {"pools": "stratum+tcp://x"},
@@ -265,7 +265,7 @@ async def test_malformed_telemetry_from_an_enrolled_key_is_dropped_and_counted(t
         await send_until_dropped("too_large", lambda: node.sign("telemetry", {"x": "y" * 100_000}))
         await send_until_dropped("not_json", ("[" * 30_000 + "]" * 30_000).encode())  # deep nesting
         await send_until_dropped("not_json", b'{"signed": 1e400, "x": NaN')
-        latest = service.latest["d0"]
+        latest = service.latest["north", "d0"]
         assert isinstance(latest["hashrate_ths"], float) and latest["hashrate_ths"] > 100
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_fleet_app(service, AuthStore(None))),
                                      base_url="http://fleet") as client:
@@ -292,7 +292,7 @@ async def test_replayed_telemetry_is_dropped(tmp_path: Path) -> None:
 async def test_a_reply_in_a_devices_name_is_not_recorded_as_its_result(tmp_path: Path) -> None:
     async with plain_fleet(tmp_path, {"north": ["d0"]}) as (service, nodes):
         ctl = service.controller
-        await wait_for(lambda: "d0" in service.inventory, 20, "inventory")
+        await wait_for(lambda: ("north", "d0") in service.inventory, 20, "inventory")
         genuine = await service.bus.query(keys.inventory("north", "d0"), {"nonce": "captured-query-1"})
         await nodes[0].stop()
         await service.bus.close()  # the real device goes away; an impostor answers in its name

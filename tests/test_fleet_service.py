@@ -80,7 +80,8 @@ async def test_telemetry_store_alerts_and_webhook(tmp_path: Path) -> None:
         assert overview["online"] == 20 and overview["modelled"] and 3.5 < overview["hashrate_ths"] / 1000 < 4.5
         assert len(service.store.devices(container="c01")) == 10
         site.hottest[3] = 90.0  # one miner overheats (environment)
-        await wait_for(lambda: ("sim-00003", "temperature") in service.alerts.active, 10, "a temperature alert")
+        await wait_for(lambda: ("sim-site", "sim-00003", "temperature") in service.alerts.active, 10,
+                       "a temperature alert")
         await wait_for(lambda: bool(hooks), 10, "the webhook")
         assert hooks[0]["raised"][0]["device"] == "sim-00003"  # type: ignore[index]
         await wait_for(lambda: service.store.rollup(1e12) > 0, 5, "rollups")
@@ -127,11 +128,12 @@ async def test_dashboard_api_roles_and_approvals(tmp_path: Path) -> None:
             done = (await c.post(f"/api/fleet/requests/{rid}/execute", headers=alice)).json()
             assert len(done["results"]) == 10 and all(r["ok"] for r in done["results"].values())
             power = (await c.post("/api/fleet/requests", json={"action": "set_power", "args": {"watts": 1750},
-                                                                "devices": ["sim-00001"]}, headers=bob)).json()
+                                                                "devices": ["sim-site/sim-00001"]}, headers=bob)).json()
             assert power["state"] == "ready"
             await c.post(f"/api/fleet/requests/{power['request_id']}/execute", headers=bob)
             await asyncio.sleep(2.5)
-            assert service.latest["sim-00001"]["power_w"] < 0.7 * service.latest["sim-00002"]["power_w"]
+            latest = service.latest
+            assert latest["sim-site", "sim-00001"]["power_w"] < 0.7 * latest["sim-site", "sim-00002"]["power_w"]
     finally:
         await stop_site(service, site, nodes)
 
@@ -261,20 +263,20 @@ async def test_openmos_agent_installs_a_signed_bundle_over_the_bus(tmp_path: Pat
                               registry=registry)
         req = ctl.request("install", {"version": "0.2.0", **package}, TargetQuery(devices=("agent-1",)), "alice")
         ctl.approve(req.request_id, "bob")
-        result = (await ctl.execute(req.request_id, "alice"))["agent-1"]
+        result = (await ctl.execute(req.request_id, "alice"))["lab/agent-1"]
         # Verified and unpacked, but its "agent" is not a program: the health gate keeps slot a.
         assert result["ok"] and result["active_slot"] == "a", result
         assert "no executable bin/openmos-agent" in result["health"], result
         assert (tmp_path / "device" / "slots" / "b" / "bin" / "openmos-agent").read_bytes() == b"agent"
         # The scanner is callable fleet-wide: without a configured scan root the agent says so.
         scan = ctl.request("scan", {}, TargetQuery(devices=("agent-1",)), "alice")
-        reply = (await ctl.execute(scan.request_id, "alice"))["agent-1"]
+        reply = (await ctl.execute(scan.request_id, "alice"))["lab/agent-1"]
         assert not reply["ok"] and "no scan configured" in reply["error"]
         # A bundle that is not in the signed repository is refused by the device itself.
         bad = ctl.request("install", {"version": "6.6.6", "target": "evil.tar.gz"}, TargetQuery(devices=("agent-1",)),
                           "alice")
         ctl.approve(bad.request_id, "bob")
-        refused = (await ctl.execute(bad.request_id, "alice"))["agent-1"]
+        refused = (await ctl.execute(bad.request_id, "alice"))["lab/agent-1"]
         assert not refused["ok"] and "not a signed" in refused["error"]
     finally:
         await node.stop()

@@ -252,8 +252,8 @@ async def test_scan_runs_fleet_wide_as_a_bulk_action(tmp_path: Path, keys: tuple
         ctl = FleetController(bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "audit.jsonl", registry=registry)
         req = ctl.request("scan", {}, TargetQuery(site="lab"), "alice")
         results = await ctl.execute(req.request_id, "alice")
-        assert results["miner-0"]["ok"] and results["miner-0"]["worst"] in ("info", "medium")
-        assert results["miner-1"]["ok"] and results["miner-1"]["worst"] == "critical"
+        assert results["lab/miner-0"]["ok"] and results["lab/miner-0"]["worst"] in ("info", "medium")
+        assert results["lab/miner-1"]["ok"] and results["lab/miner-1"]["worst"] == "critical"
     finally:
         for node in nodes:
             await node.stop()

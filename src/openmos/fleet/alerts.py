@@ -26,8 +26,12 @@ class AlertRules:
     efficiency_regression: float = 0.10  # J/TH this much above the device's best
 
 
+DeviceId = tuple[str, str]  # (site, device): a device id is unique only within its site
+
+
 @dataclass
 class Alert:
+    site: str
     device: str
     kind: str
     message: str
@@ -39,15 +43,15 @@ class Alert:
 class AlertEngine:
     rules: AlertRules = field(default_factory=AlertRules)
     webhooks: list[str] = field(default_factory=list)
-    active: dict[tuple[str, str], Alert] = field(default_factory=dict)
+    active: dict[tuple[str, str, str], Alert] = field(default_factory=dict)  # (site, device, kind)
     history: list[Alert] = field(default_factory=list)
-    _best_rate: dict[str, float] = field(default_factory=dict)
-    _best_jth: dict[str, float] = field(default_factory=dict)
-    _last_seen: dict[str, float] = field(default_factory=dict)
-    _status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _best_rate: dict[DeviceId, float] = field(default_factory=dict)
+    _best_jth: dict[DeviceId, float] = field(default_factory=dict)
+    _last_seen: dict[DeviceId, float] = field(default_factory=dict)
+    _status: dict[DeviceId, dict[str, Any]] = field(default_factory=dict)
 
-    def observe(self, device: str, status: dict[str, Any], now: float | None = None) -> None:
-        """Record a status document (telemetry) of ``device``."""
+    def observe(self, device: DeviceId, status: dict[str, Any], now: float | None = None) -> None:
+        """Record a status document (telemetry) of ``device`` = (site, device id)."""
         now = time.time() if now is None else now
         self._last_seen[device] = now
         rate = float(status.get("hashrate_ths") or 0.0)
@@ -62,38 +66,40 @@ class AlertEngine:
         """(raised, cleared) since the last evaluation."""
         now = time.time() if now is None else now
         r = self.rules
-        current: dict[tuple[str, str], Alert] = {}
+        current: dict[tuple[str, str, str], Alert] = {}
         for device, seen in self._last_seen.items():
+            site, name = device
             status = self._status.get(device, {})
             if now - seen > r.offline_after_s:
-                current[(device, "offline")] = Alert(device, "offline", f"no telemetry for {now - seen:.0f} s", now,
-                                                     "critical")
+                current[(site, name, "offline")] = Alert(site, name, "offline", f"no telemetry for {now - seen:.0f} s",
+                                                         now, "critical")
                 continue
             hottest = status.get("hottest_c")
             if hottest is not None and hottest >= r.max_temp_c:
-                current[(device, "temperature")] = Alert(device, "temperature", f"chip at {hottest:.1f} C", now,
-                                                         "critical")
+                current[(site, name, "temperature")] = Alert(site, name, "temperature", f"chip at {hottest:.1f} C",
+                                                             now, "critical")
             rate = float(status.get("hashrate_ths") or 0.0)
             best = self._best_rate.get(device, 0.0)
             if best > 0 and rate < best * (1 - r.hashrate_drop) and not status.get("paused"):
-                current[(device, "hashrate")] = Alert(device, "hashrate",
-                                                      f"{rate:.1f} TH/s, {1 - rate / best:.0%} below {best:.1f}", now)
+                current[(site, name, "hashrate")] = Alert(
+                    site, name, "hashrate", f"{rate:.1f} TH/s, {1 - rate / best:.0%} below {best:.1f}", now)
             pools = {p.get("url") for p in status.get("pools", []) if isinstance(p, dict)}
             if r.allowed_pools and pools - r.allowed_pools:
                 unexpected = sorted(str(p) for p in pools - r.allowed_pools)
-                current[(device, "pool")] = Alert(device, "pool", f"unexpected pool(s): {unexpected}", now, "critical")
+                current[(site, name, "pool")] = Alert(site, name, "pool", f"unexpected pool(s): {unexpected}", now,
+                                                      "critical")
             power = status.get("power_w")
             if rate > 0 and power and device in self._best_jth:
                 jth = float(power) / rate
                 if jth > self._best_jth[device] * (1 + r.efficiency_regression):
                     text = f"{jth:.2f} J/TH vs best {self._best_jth[device]:.2f}"
-                    current[(device, "efficiency")] = Alert(device, "efficiency", text, now)
+                    current[(site, name, "efficiency")] = Alert(site, name, "efficiency", text, now)
         raised = [a for k, a in current.items() if k not in self.active]
         cleared = [a for k, a in self.active.items() if k not in current]
         for key, alert in current.items():
             self.active.setdefault(key, alert)
         for alert in cleared:
-            del self.active[(alert.device, alert.kind)]
+            del self.active[(alert.site, alert.device, alert.kind)]
         self.history += raised
         return raised, cleared
 

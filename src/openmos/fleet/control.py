@@ -28,7 +28,11 @@ DANGEROUS = {"set_pools", "reboot", "install"}  # pool changes and firmware need
 
 @dataclass(frozen=True)
 class TargetQuery:
-    """Which devices an action is for: any of the given tags must match (site, model, container, ...)."""
+    """Which devices an action is for: every given filter must match (site, model, tags, devices).
+
+    ``devices`` names devices as ``site/device`` (a device id is unique only within its site); a bare id
+    matches that id at every site the other filters allow.
+    """
 
     site: str | None = None
     model: str | None = None
@@ -40,7 +44,8 @@ class TargetQuery:
             return False
         if self.model and inv.get("model") != self.model:
             return False
-        if self.devices and inv.get("device") not in self.devices:
+        if self.devices and inv.get("device") not in self.devices \
+                and keys.device_ref(str(inv.get("site")), str(inv.get("device"))) not in self.devices:
             return False
         tags = inv.get("tags", {})
         return all(tags.get(k) == v for k, v in self.tags.items())
@@ -56,7 +61,7 @@ class ActionRequest:
     approvals_needed: int
     approvals: list[str] = field(default_factory=list)
     state: str = "voting"  # voting -> ready -> done
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # by "site/device"
 
 
 class ApprovalError(PermissionError):
@@ -196,7 +201,8 @@ class FleetController:
         return acked, elapsed
 
     async def execute(self, request_id: str, user: str) -> dict[str, dict[str, Any]]:
-        """Run a request on every matching device; refuses until enough approvals are in."""
+        """Run a request on every matching device; refuses until enough approvals are in. Results are keyed by
+        ``site/device``."""
         req = self.requests[request_id]
         if req.state != "ready":
             self._audit(user, "refused", {"request": request_id, "why": "not approved"})
@@ -207,10 +213,11 @@ class FleetController:
             command = self._signed(site, device, req.action, req.args)
             replies = await self._verified_query(keys.command(site, device, req.action), "reply", command,
                                                  request=command["signed"]["nonce"], timeout_s=10.0)
-            req.results[device] = replies.get((site, device)) or {
-                "ok": False, "error": "no reply signed by the device's enrolled key"}
-            req.results[device].pop("site", None)
-            req.results[device].pop("device", None)
+            result = replies.get((site, device)) or {"ok": False,
+                                                     "error": "no reply signed by the device's enrolled key"}
+            result.pop("site", None)
+            result.pop("device", None)
+            req.results[keys.device_ref(site, device)] = result
         req.state = "done"
         ok = sum(1 for r in req.results.values() if r.get("ok"))
         self._audit(user, "execute", {"request": request_id, "targets": len(targets), "ok": ok})

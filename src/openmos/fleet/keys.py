@@ -51,6 +51,23 @@ def enroll(site: str, device: str) -> str:
     return f"{ROOT}/{site}/enroll/{device}"
 
 
+def device_ref(site: str, device: str) -> str:
+    """``site/device``: how a device is named outside the bus (REST, dashboard, results, alerts). A device id
+    is only unique within its site, so everything above the bus keys devices by both."""
+    return f"{site}/{device}"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """(site, device) of a ``site/device`` reference; ValueError for anything else."""
+    site, slash, device = ref.partition("/")
+    if not slash:
+        raise ValueError(f"name a device as SITE/DEVICE, not {ref!r}")
+    _check(site, device)
+    if site in ("*", "**") or device in ("*", "**"):
+        raise ValueError(f"name one device as SITE/DEVICE, not {ref!r}")
+    return site, device
+
+
 def parse_device_key(key: str) -> tuple[str, str, str]:
     """(site, device, leaf) of a device key expression."""
     parts = key.split("/")

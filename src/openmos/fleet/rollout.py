@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openmos.fleet import keys
 from openmos.fleet.control import FleetController, TargetQuery
 from openmos.security.update import DeviceUpdater, SlotInstaller
 
@@ -48,8 +49,7 @@ async def rollout(controller: FleetController, target: TargetQuery, version: str
     """
     healthy = healthy or (lambda status: bool(status.get("healthy")) and status.get("hashrate_ths", 0) > 0)
     inventory = [inv for inv in await controller.inventory() if target.matches(inv)]
-    devices = [inv["device"] for inv in inventory]
-    site_of = {inv["device"]: inv["site"] for inv in inventory}
+    devices = [keys.device_ref(inv["site"], inv["device"]) for inv in inventory]  # "site/device"
     report = RolloutReport(version, plan_cohorts(devices))
     for n, cohort in enumerate(report.cohorts, 1):
         req = controller.request("install", {"version": version, **(package or {})},
@@ -61,7 +61,7 @@ async def rollout(controller: FleetController, target: TargetQuery, version: str
         await asyncio.sleep(soak_s)
         sick = []
         for dev in cohort:
-            status = await controller.status(site_of[dev], dev)
+            status = await controller.status(*keys.split_ref(dev))
             if status is None or not healthy(status):
                 sick.append(dev)
         if progress:

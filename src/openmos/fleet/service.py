@@ -50,8 +50,9 @@ class FleetService:
         self.ca = ca
         self.command_key_pem = command_key_pem
         self.alerts = AlertEngine(rules or AlertRules(), webhooks or [])
-        self.latest: dict[str, dict[str, Any]] = {}
-        self.inventory: dict[str, dict[str, Any]] = {}
+        # Keyed by (site, device): a device id is unique only within its site.
+        self.latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self.inventory: dict[tuple[str, str], dict[str, Any]] = {}
         self.inventory_interval_s = inventory_interval_s
         self.flush_interval_s = flush_interval_s
         self._pending: list[Sample] = []
@@ -93,10 +94,10 @@ class FleetService:
             return
         now = time.time()
         status = body.model_dump()
-        self.latest[doc.device] = {**status, "site": doc.site, "device": doc.device, "received": now}
-        self.alerts.observe(doc.device, status, now)
+        self.latest[doc.site, doc.device] = {**status, "site": doc.site, "device": doc.device, "received": now}
+        self.alerts.observe((doc.site, doc.device), status, now)
         if len(self._pending) < MAX_PENDING_SAMPLES:
-            self._pending.append(Sample(doc.device, now, status["hashrate_ths"], status["power_w"],
+            self._pending.append(Sample(doc.site, doc.device, now, status["hashrate_ths"], status["power_w"],
                                         status["hottest_c"], not status["paused"]))
         else:
             self.bus.metrics.drop("store_backlog")
@@ -143,7 +144,7 @@ class FleetService:
     async def refresh_inventory(self) -> int:
         found = await self.controller.inventory()
         for inv in found:
-            self.inventory[inv["device"]] = inv
+            self.inventory[inv["site"], inv["device"]] = inv
             await self.db(self.store.upsert_device, inv)
         return len(found)
 

@@ -2,7 +2,8 @@
 
 Raw samples are rolled up into 5-minute, hourly and daily buckets; retention drops raw samples and fine
 rollups after configurable ages. Tags (site, container, rack, model, ...) live in their own table so
-per-tag aggregates are plain SQL on either database.
+per-tag aggregates are plain SQL on either database. A device id is unique only within its site: every
+table is keyed by (site, device), so two sites may each have a ``miner-1``.
 """
 
 from __future__ import annotations
@@ -41,25 +42,45 @@ ROLLUPS = (300, 3600, 86400)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS devices (
-        device TEXT PRIMARY KEY, site TEXT NOT NULL, model TEXT, serial TEXT, mac TEXT, firmware TEXT,
+        device TEXT NOT NULL, site TEXT NOT NULL, model TEXT, serial TEXT, mac TEXT, firmware TEXT,
         ip TEXT, container TEXT, rack TEXT, slot TEXT, boards INTEGER, last_seen DOUBLE PRECISION,
-        info TEXT)""",
+        info TEXT, PRIMARY KEY (site, device))""",
     """CREATE TABLE IF NOT EXISTS device_tags (
-        device TEXT NOT NULL, tag TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (device, tag))""",
+        site TEXT NOT NULL, device TEXT NOT NULL, tag TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (site, device, tag))""",
     """CREATE TABLE IF NOT EXISTS samples (
-        device TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, hashrate_ths DOUBLE PRECISION,
+        site TEXT NOT NULL, device TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, hashrate_ths DOUBLE PRECISION,
         power_w DOUBLE PRECISION, hottest_c DOUBLE PRECISION, online INTEGER NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS samples_device_ts ON samples (device, ts)",
+    "CREATE INDEX IF NOT EXISTS samples_site_device_ts ON samples (site, device, ts)",
     """CREATE TABLE IF NOT EXISTS rollups (
-        bucket_s INTEGER NOT NULL, bucket_start DOUBLE PRECISION NOT NULL, device TEXT NOT NULL,
+        bucket_s INTEGER NOT NULL, bucket_start DOUBLE PRECISION NOT NULL, site TEXT NOT NULL, device TEXT NOT NULL,
         hashrate_ths DOUBLE PRECISION, power_w DOUBLE PRECISION, hottest_c DOUBLE PRECISION,
         samples INTEGER NOT NULL, online_share DOUBLE PRECISION,
-        PRIMARY KEY (bucket_s, bucket_start, device))""",
+        PRIMARY KEY (bucket_s, bucket_start, site, device))""",
+)
+# A store written before devices were keyed by (site, device): its rows move to the new tables, each sample
+# and rollup taking the site its device had in the inventory.
+MIGRATE_V1 = (
+    "ALTER TABLE devices RENAME TO devices_v1",
+    "ALTER TABLE device_tags RENAME TO device_tags_v1",
+    "ALTER TABLE samples RENAME TO samples_v1",
+    "ALTER TABLE rollups RENAME TO rollups_v1",
+    *SCHEMA,
+    "INSERT INTO devices SELECT device, site, model, serial, mac, firmware, ip, container, rack, slot, boards, "
+    "last_seen, info FROM devices_v1",
+    "INSERT INTO device_tags SELECT d.site, t.device, t.tag, t.value FROM device_tags_v1 t "
+    "JOIN devices_v1 d ON d.device = t.device",
+    "INSERT INTO samples SELECT COALESCE(d.site, ''), s.device, s.ts, s.hashrate_ths, s.power_w, s.hottest_c, "
+    "s.online FROM samples_v1 s LEFT JOIN devices_v1 d ON d.device = s.device",
+    "INSERT INTO rollups SELECT r.bucket_s, r.bucket_start, COALESCE(d.site, ''), r.device, r.hashrate_ths, "
+    "r.power_w, r.hottest_c, r.samples, r.online_share FROM rollups_v1 r LEFT JOIN devices_v1 d ON d.device = r.device",
+    "DROP TABLE devices_v1", "DROP TABLE device_tags_v1", "DROP TABLE samples_v1", "DROP TABLE rollups_v1",
 )
 
 
 @dataclass(frozen=True)
 class Sample:
+    site: str
     device: str
     ts: float
     hashrate_ths: float | None
@@ -88,9 +109,26 @@ class FleetStore:
             self.kind = "postgresql"
         else:
             raise ValueError(f"unsupported store URL {url!r}: use sqlite:///file.db or postgresql://...")
+        if self._has_v1_layout():
+            for statement in MIGRATE_V1:
+                self._exec(statement)
         for statement in SCHEMA:
             self._exec(statement)
         self._conn.commit()
+
+    def _has_v1_layout(self) -> bool:
+        """True for a store whose samples have no site column (devices keyed by id only)."""
+        try:
+            self._exec("SELECT device FROM samples WHERE 1 = 0")
+        except Exception:
+            self._conn.rollback()
+            return False  # a new, empty database
+        try:
+            self._exec("SELECT site FROM samples WHERE 1 = 0")
+        except Exception:
+            self._conn.rollback()
+            return True
+        return False
 
     def close(self) -> None:
         with self._lock:
@@ -115,18 +153,19 @@ class FleetStore:
     @_locked
     def upsert_device(self, inv: dict[str, Any]) -> None:
         tags: dict[str, str] = {str(k): str(v) for k, v in inv.get("tags", {}).items()}
-        cols = ("device", "site", "model", "serial", "mac", "firmware", "ip", "container", "rack", "slot",
+        cols = ("site", "device", "model", "serial", "mac", "firmware", "ip", "container", "rack", "slot",
                 "boards", "last_seen", "info")
-        values = [inv.get("device"), inv.get("site", ""), inv.get("model"), inv.get("serial"), inv.get("mac"),
+        values = [inv.get("site", ""), inv.get("device"), inv.get("model"), inv.get("serial"), inv.get("mac"),
                   inv.get("firmware"), inv.get("ip"), tags.get("container"), tags.get("rack"), tags.get("slot"),
                   inv.get("boards"), time.time(), json.dumps(inv, default=str)]
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[2:])
         self._exec(f"INSERT INTO devices ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-                   f"ON CONFLICT (device) DO UPDATE SET {updates}", values)
-        self._exec("DELETE FROM device_tags WHERE device = ?", [inv["device"]])
-        all_tags = {"site": inv.get("site", ""), "model": inv.get("model") or "", **tags}
-        self._many("INSERT INTO device_tags (device, tag, value) VALUES (?, ?, ?)",
-                   [(inv["device"], k, v) for k, v in all_tags.items()])
+                   f"ON CONFLICT (site, device) DO UPDATE SET {updates}", values)
+        site = str(inv.get("site", ""))
+        self._exec("DELETE FROM device_tags WHERE site = ? AND device = ?", [site, inv["device"]])
+        all_tags = {"site": site, "model": inv.get("model") or "", **tags}
+        self._many("INSERT INTO device_tags (site, device, tag, value) VALUES (?, ?, ?, ?)",
+                   [(site, inv["device"], k, v) for k, v in all_tags.items()])
         self._conn.commit()
 
     @_locked
@@ -135,9 +174,10 @@ class FleetStore:
         sql = "SELECT d.device, d.site, d.model, d.serial, d.firmware, d.container, d.rack, d.last_seen FROM devices d"
         params: list[Any] = []
         for i, (tag, value) in enumerate(sorted(tags.items())):
-            sql += f" JOIN device_tags t{i} ON t{i}.device = d.device AND t{i}.tag = ? AND t{i}.value = ?"
+            sql += (f" JOIN device_tags t{i} ON t{i}.site = d.site AND t{i}.device = d.device AND t{i}.tag = ? "
+                    f"AND t{i}.value = ?")
             params += [tag, value]
-        rows = self._exec(sql + " ORDER BY d.device", params).fetchall()
+        rows = self._exec(sql + " ORDER BY d.device, d.site", params).fetchall()
         keys = ("device", "site", "model", "serial", "firmware", "container", "rack", "last_seen")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
@@ -145,9 +185,9 @@ class FleetStore:
 
     @_locked
     def add_samples(self, samples: Iterable[Sample]) -> None:
-        rows = [(s.device, s.ts, s.hashrate_ths, s.power_w, s.hottest_c, int(s.online)) for s in samples]
-        self._many("INSERT INTO samples (device, ts, hashrate_ths, power_w, hottest_c, online) "
-                   "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        rows = [(s.site, s.device, s.ts, s.hashrate_ths, s.power_w, s.hottest_c, int(s.online)) for s in samples]
+        self._many("INSERT INTO samples (site, device, ts, hashrate_ths, power_w, hottest_c, online) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         self._conn.commit()
 
     @_locked
@@ -159,14 +199,15 @@ class FleetStore:
             bstart = f"(CAST(ts / {bucket} AS INTEGER) * {bucket})" if self.kind == "sqlite" \
                 else f"(FLOOR(ts / {bucket}) * {bucket})"
             rows = self._exec(
-                f"SELECT {bstart} AS b, device, AVG(hashrate_ths), AVG(power_w), MAX(hottest_c), COUNT(*), "
-                f"AVG(online) FROM samples WHERE ts < ? GROUP BY b, device", [end]).fetchall()
+                f"SELECT {bstart} AS b, site, device, AVG(hashrate_ths), AVG(power_w), MAX(hottest_c), COUNT(*), "
+                f"AVG(online) FROM samples WHERE ts < ? GROUP BY b, site, device", [end]).fetchall()
             self._many(
-                "INSERT INTO rollups (bucket_s, bucket_start, device, hashrate_ths, power_w, hottest_c, samples, "
-                "online_share) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket_s, bucket_start, device) DO UPDATE "
+                "INSERT INTO rollups (bucket_s, bucket_start, site, device, hashrate_ths, power_w, hottest_c, "
+                "samples, online_share) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (bucket_s, bucket_start, site, device) DO UPDATE "
                 "SET hashrate_ths = excluded.hashrate_ths, power_w = excluded.power_w, hottest_c = excluded.hottest_c, "
                 "samples = excluded.samples, online_share = excluded.online_share",
-                [(bucket, float(r[0]), r[1], r[2], r[3], r[4], r[5], float(r[6])) for r in rows])
+                [(bucket, float(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], float(r[7])) for r in rows])
             written += len(rows)
         self._conn.commit()
         return written
@@ -180,9 +221,9 @@ class FleetStore:
         self._conn.commit()
 
     @_locked
-    def series(self, device: str, bucket_s: int) -> list[tuple[float, float, float]]:
-        rows = self._exec("SELECT bucket_start, hashrate_ths, power_w FROM rollups WHERE device = ? AND bucket_s = ? "
-                          "ORDER BY bucket_start", [device, bucket_s]).fetchall()
+    def series(self, site: str, device: str, bucket_s: int) -> list[tuple[float, float, float]]:
+        rows = self._exec("SELECT bucket_start, hashrate_ths, power_w FROM rollups WHERE site = ? AND device = ? "
+                          "AND bucket_s = ? ORDER BY bucket_start", [site, device, bucket_s]).fetchall()
         return [(float(r[0]), float(r[1] or 0), float(r[2] or 0)) for r in rows]
 
     @_locked
@@ -191,7 +232,8 @@ class FleetStore:
         sql = "SELECT r.bucket_start, SUM(r.hashrate_ths), SUM(r.power_w) FROM rollups r"
         params: list[Any] = []
         for i, (tag, value) in enumerate(sorted(tags.items())):
-            sql += f" JOIN device_tags t{i} ON t{i}.device = r.device AND t{i}.tag = ? AND t{i}.value = ?"
+            sql += (f" JOIN device_tags t{i} ON t{i}.site = r.site AND t{i}.device = r.device AND t{i}.tag = ? "
+                    f"AND t{i}.value = ?")
             params += [tag, value]
         rows = self._exec(sql + " WHERE r.bucket_s = ? AND r.bucket_start >= ? GROUP BY r.bucket_start "
                           "ORDER BY r.bucket_start", [*params, bucket_s, since]).fetchall()
@@ -203,7 +245,8 @@ class FleetStore:
         bucket averages) and J/TH."""
         rows = self._exec(
             "SELECT t.value, r.bucket_start, SUM(r.hashrate_ths), SUM(r.power_w) FROM rollups r "
-            "JOIN device_tags t ON t.device = r.device AND t.tag = ? WHERE r.bucket_s = ? AND r.bucket_start >= ? "
+            "JOIN device_tags t ON t.site = r.site AND t.device = r.device AND t.tag = ? "
+            "WHERE r.bucket_s = ? AND r.bucket_start >= ? "
             "GROUP BY t.value, r.bucket_start ORDER BY t.value, r.bucket_start", [tag, bucket_s, since]).fetchall()
         out: dict[str, dict[str, float]] = {}
         for value, _, ths, watts in rows:

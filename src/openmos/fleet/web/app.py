@@ -9,13 +9,15 @@ from dataclasses import asdict
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from openmos.api.auth import AuthError, AuthStore, TooManyAttempts
 from openmos.api.rest import Operator
+from openmos.fleet import keys
 from openmos.fleet.control import ApprovalError, TargetQuery
+from openmos.fleet.messages import CHUNK
 from openmos.fleet.rollout import rollout
 from openmos.fleet.service import FleetService
 
@@ -36,15 +38,17 @@ def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
     app.state.audit = []
 
     def device_rows(site: str | None, model: str | None, q: str | None) -> list[dict[str, Any]]:
+        """One row per (site, device): the same device id at two sites is two rows, never one."""
         now = time.time()
         rows = []
-        for device, inv in sorted(service.inventory.items()):
-            latest = service.latest.get(device, {})
-            if (site and inv.get("site") != site) or (model and inv.get("model") != model):
+        for (dev_site, device), inv in sorted(service.inventory.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            latest = service.latest.get((dev_site, device), {})
+            if (site and dev_site != site) or (model and inv.get("model") != model):
                 continue
-            if q and q.lower() not in f"{device} {inv.get('model')} {inv.get('tags')}".lower():
+            if q and q.lower() not in f"{dev_site}/{device} {inv.get('model')} {inv.get('tags')}".lower():
                 continue
-            rows.append({"device": device, "site": inv.get("site"), "model": inv.get("model"),
+            rows.append({"id": keys.device_ref(dev_site, device), "device": device, "site": dev_site,
+                         "model": inv.get("model"),
                          "tags": inv.get("tags", {}), "firmware": latest.get("firmware") or inv.get("firmware"),
                          "hashrate_ths": latest.get("hashrate_ths"), "power_w": latest.get("power_w"),
                          "hottest_c": latest.get("hottest_c"), "paused": latest.get("paused"),
@@ -93,8 +97,21 @@ def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
         grid: dict[str, list[dict[str, Any]]] = {}
         for row in device_rows(None, None, None):
             grid.setdefault(str(row["tags"].get(tag, "-")), []).append(
-                {"device": row["device"], "hottest_c": row["hottest_c"], "hashrate_ths": row["hashrate_ths"]})
+                {"id": row["id"], "device": row["device"], "site": row["site"], "hottest_c": row["hottest_c"],
+                 "hashrate_ths": row["hashrate_ths"]})
         return grid
+
+    @app.get("/api/fleet/devices/{site}/{device}")
+    async def device_detail(site: Annotated[str, Path(pattern=CHUNK)],
+                            device: Annotated[str, Path(pattern=CHUNK)],
+                            bucket: Literal[300, 3600, 86400] = 300) -> dict[str, Any]:
+        """One device of one site: its row and its history from the store's rollups."""
+        if (site, device) not in service.inventory and (site, device) not in service.latest:
+            raise HTTPException(404, "no such device at that site")
+        row = next((r for r in device_rows(site, None, None) if r["device"] == device),
+                   {"id": keys.device_ref(site, device), "site": site, "device": device})
+        history = await asyncio.to_thread(service.store.series, site, device, bucket)
+        return {**row, "series": [{"time": t, "hashrate_ths": h, "power_w": w} for t, h, w in history]}
 
     @app.get("/api/fleet/series")
     async def series(bucket: Literal[300, 3600, 86400] = 300, days: float = 1.0, site: str | None = None
@@ -121,6 +138,9 @@ def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
 
     @app.post("/api/fleet/requests", status_code=201)
     async def create_request(body: ActionBody, s: Operator) -> dict[str, Any]:
+        if body.site is None and any("/" not in d for d in body.devices):
+            raise HTTPException(422, "name devices as SITE/DEVICE (or give the site): a device id is unique only "
+                                     "within its site")
         target = TargetQuery(site=body.site, model=body.model, tags=body.tags, devices=tuple(body.devices))
         req = service.controller.request(body.action, body.args, target, s.user)
         return {"request_id": req.request_id, "state": req.state, "needed": req.approvals_needed}

@@ -52,6 +52,7 @@ async function refresh() {
   body.innerHTML = "";
   for (const d of devices.slice(0, 200)) {
     const row = document.createElement("tr");
+    row.dataset.device = d.id;  // "site/device": the same id at two sites is two rows
     for (const v of [d.device, d.site, d.model, d.tags.container ?? "", (d.hashrate_ths ?? 0).toFixed(1),
       (d.power_w ?? 0).toFixed(0), d.hottest_c == null ? "–" : d.hottest_c.toFixed(1),
       !d.online ? "offline" : d.paused ? "paused" : "mining"]) cell(row, v);
@@ -66,7 +67,7 @@ async function refresh() {
     list.forEach((d, i) => {
       const t = d.hottest_c ?? 0, share = Math.min(1, Math.max(0, (t - 40) / 45));
       svg += `<rect class="cell" x="${60 + (i % 100) * 9}" y="${y + Math.floor(i / 100) * 9}" width="8" height="8"` +
-        ` fill="hsl(${(120 - 120 * share).toFixed(0)},70%,45%)"><title>${d.device.replace(/[<&>]/g, "")}: ${t.toFixed(1)} °C</title></rect>`;
+        ` fill="hsl(${(120 - 120 * share).toFixed(0)},70%,45%)"><title>${d.id.replace(/[<&>]/g, "")}: ${t.toFixed(1)} °C</title></rect>`;
     });
     y += Math.ceil(list.length / 100) * 9 + 6;
   }
@@ -77,7 +78,7 @@ async function refresh() {
   ul.innerHTML = "";
   for (const a of alerts.active.slice(0, 50)) {
     const li = document.createElement("li");
-    li.textContent = `${a.severity} · ${a.device} · ${a.kind}: ${a.message}`;
+    li.textContent = `${a.severity} · ${a.site}/${a.device} · ${a.kind}: ${a.message}`;
     ul.appendChild(li);
   }
 
