@@ -34,7 +34,7 @@ from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.control import TargetQuery
 from openmos.fleet.enroll import EnrollmentRegistry
 from openmos.fleet.envelope import DeviceKey
-from openmos.fleet.node import DeviceNode
+from openmos.fleet.node import DeviceHost, DeviceNode
 from openmos.fleet.pki import FleetCA, FleetDir, make_csr, new_key
 from openmos.fleet.service import FleetService
 from openmos.fleet.web.app import create_fleet_app
@@ -76,22 +76,26 @@ async def tls_fleet(tmp: Path, devices: dict[str, list[str]], **service_kw: Any)
     await service.start()
     buses: list[FleetBus] = []
     nodes: list[DeviceNode] = []
+    hosts: list[DeviceHost] = []
     for site, names in devices.items():
         bus = FleetBus(BusConfig(connect=[endpoint], tls=ca.issue("device", site), role="device"))
         await bus.open()
         buses.append(bus)
+        host = DeviceHost(bus, site)  # the site's devices in one process: acknowledgements leave in batches
         for name in names:
             node = DeviceNode(bus, site, SimulatedFleetDevice(name), [command_pub], interval_s=0.3)
-            await node.start()
+            host.add(node)
             nodes.append(node)
+        await host.start()
+        hosts.append(host)
     try:
         for node in nodes:
             reply = await node.enroll(registry.issue_token(60, node.site), timeout_s=10)
             assert reply["status"] == "enrolled", reply
         yield Fleet(ca, endpoint, service, buses[0] if buses else service.bus, nodes, command_pem, command_pub)
     finally:
-        for node in nodes:
-            await node.stop()
+        for host in hosts:
+            await host.stop()
         for bus in buses:
             await bus.close()
         await service.stop()
@@ -150,6 +154,45 @@ async def test_a_device_certificate_cannot_read_inventory_or_command_devices(tmp
             rogue.publish(keys.site_curtail("north"), captured)  # even a validly signed one: wrong sender
             await quiet(1.0)
             assert isinstance(device, SimulatedFleetDevice) and device.fraction == 1.0
+        finally:
+            await rogue.close()
+
+
+async def test_a_process_hosting_a_sites_devices_over_mtls(tmp_path: Path) -> None:
+    """A device host: one queryable and one subscription for all its devices, each device answering in its own
+    name; acknowledgements come in batches, each believed only from its own device's key; forged, replayed and
+    oversized batches are dropped and counted."""
+    names = [f"a{i}" for i in range(5)]
+    async with tls_fleet(tmp_path, {"north": names}) as fleet:
+        ctl, service = fleet.service.controller, fleet.service
+        assert len(fleet.site_bus._declared) == 2  # whatever the number of devices (was 13 per device)
+        assert [d["device"] for d in await ctl.inventory("north")] == names
+        acked, _ = await ctl.curtail_site("north", 0.5, set(names), "grid-operator", timeout_s=30)
+        assert acked == set(names) and dropped(service, "bad_batch") == 0
+        assert all(isinstance(n.device, SimulatedFleetDevice) and n.device.fraction == 0.5 for n in fleet.nodes)
+        assert (await ctl.command("north", "a3", "pause", {}, "alice"))["ok"]
+        assert [isinstance(n.device, SimulatedFleetDevice) and n.device.paused for n in fleet.nodes] == \
+            [False, False, False, True, False]
+        assert await ctl.status("north", "nowhere") is None  # a device no host has: no reply, no error
+
+        rogue = FleetBus(BusConfig(connect=[fleet.endpoint], tls=fleet.ca.issue("device", "north"), role="device"))
+        await rogue.open()
+        try:
+            await wait_for(lambda: bool(rogue.peers()), 10, "the device-certified peer to connect")
+            await asyncio.sleep(0.5)  # the controller's subscriptions reach the new peer
+            attacker = DeviceKey()
+            forged = attacker.sign({"kind": "event", "site": "north", "device": "a1", "ts": time.time(),
+                                    "seq": 2**40, "body": {"ack": "forged-ack-1", "ok": True}})
+            genuine = fleet.nodes[2].sign("event", {"event": "test", "message": "once only"})
+            before = service.bus.metrics.snapshot()["accepted"].get("event", 0)
+            rogue.publish(keys.host_events("north", "evil"), {"events": [forged, genuine, genuine, {"x": 1}]},
+                          control=True)
+            rogue.publish(keys.host_events("north", "evil"), {"events": [genuine] * 101}, control=True)
+            rogue.publish(keys.host_events("north", "evil"), {"events": "not a list"}, control=True)
+            await wait_for(lambda: dropped(service, "bad_batch") >= 2 and dropped(service, "replay") >= 1, 20,
+                           "the forged batches to be counted")
+            assert dropped(service, "bad_signature") >= 1 and dropped(service, "unsigned") >= 1
+            assert service.bus.metrics.snapshot()["accepted"].get("event", 0) == before + 1  # the genuine one, once
         finally:
             await rogue.close()
 
@@ -461,3 +504,32 @@ async def test_demo_leaves_no_key_material_and_gives_independent_passwords(tmp_p
     assert len(admin) >= 16 and len(approver) >= 16 and admin not in approver and approver not in admin
     assert "30 enrolled" in text and "mutual TLS" in text
     assert list(scratch.iterdir()) == []  # nothing left behind, keys were never written
+
+
+def test_a_host_matches_query_key_expressions_to_its_devices_only() -> None:
+    bus = FleetBus(BusConfig())
+    host = DeviceHost(bus, "north")
+    for name in ("a1", "a2"):
+        host.add(DeviceNode(bus, "north", SimulatedFleetDevice(name), []))
+
+    def match(selector: str) -> list[tuple[str, str]]:
+        return [(node.device.device_id, leaf) for node, leaf in host.match(selector)]
+
+    assert match("openmos/north/dev/a1/cmd/pause") == [("a1", "cmd/pause")]
+    assert match("openmos/*/dev/*/status") == [("a1", "status"), ("a2", "status")]
+    assert len(match("openmos/north/dev/**")) == 2 * (2 + len(keys_of_actions()))
+    assert {leaf for _, leaf in match("openmos/north/dev/a2/cmd/*")} == {f"cmd/{a}" for a in keys_of_actions()}
+    assert match("openmos/north/dev/a$*/inventory") == [("a1", "inventory"), ("a2", "inventory")]
+    for elsewhere in ("openmos/south/dev/*/status", "openmos/north/dev/a9/status", "openmos/north/dev/a1/cmd/rm",
+                      "openmos/north/dev/a1/status/extra", "openmos//dev", "not a key expression ?*", "x" * 5000):
+        assert match(elsewhere) == []
+    with pytest.raises(ValueError):
+        host.add(DeviceNode(bus, "north", SimulatedFleetDevice("a1"), []))  # one id, one device
+    with pytest.raises(ValueError):
+        host.add(DeviceNode(bus, "south", SimulatedFleetDevice("b1"), []))  # another site's device
+
+
+def keys_of_actions() -> tuple[str, ...]:
+    from openmos.fleet.messages import DEVICE_ACTIONS
+
+    return DEVICE_ACTIONS

@@ -21,7 +21,7 @@ from openmos.cli.main import main
 from openmos.fleet.alerts import AlertRules
 from openmos.fleet.bus import BusConfig
 from openmos.fleet.enroll import EnrollmentRegistry
-from openmos.fleet.node import DeviceNode
+from openmos.fleet.node import DeviceHost, DeviceNode
 from openmos.fleet.service import FleetService
 from openmos.fleet.web.app import create_fleet_app
 from openmos.security.signing import generate_keypair
@@ -45,17 +45,20 @@ async def start_site(tmp: Path, miners: int, webhooks: list[str] | None = None, 
     site = FleetSimSite(miners, per_container=10)
     if stepping:  # without stepping, a test sets the modelled figures itself
         await site.start(step_s=0.5)
+    # Every device of the site in this process: one host, one queryable and one subscription for all of them.
+    host = DeviceHost(service.bus, site.site)
     nodes = [DeviceNode(service.bus, site.site, w, [(tmp / "fleet.pub").read_bytes()], interval_s=0.5)
              for w in site.workers]
     for node in nodes:
-        await node.start()
+        host.add(node)
         service.registry.pin(site.site, node.device.device_id, node.public_key)
+    await host.start()
     return service, site, nodes
 
 
 async def stop_site(service: FleetService, site: FleetSimSite, nodes: list[DeviceNode]) -> None:
-    for node in nodes:
-        await node.stop()
+    if nodes and nodes[0].host is not None:
+        await nodes[0].host.stop()
     await site.stop()
     await service.stop()
 

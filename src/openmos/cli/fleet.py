@@ -21,7 +21,7 @@ from openmos.api.auth import AuthStore, Role
 from openmos.base.net import free_local_port
 from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.enroll import EnrollmentRegistry, fingerprint
-from openmos.fleet.node import DeviceNode
+from openmos.fleet.node import DeviceHost, DeviceNode
 from openmos.fleet.pki import ROLES, FleetCA, FleetDir
 from openmos.fleet.poller import poll_all
 from openmos.fleet.service import FleetService
@@ -178,10 +178,12 @@ async def _demo(workdir: Path, miners: int, port: int, duration: float, console:
     await site_bus.open()
     site = FleetSimSite(miners)
     await site.start()
+    host = DeviceHost(site_bus, site.site)  # the site's devices share one queryable and one subscription
     nodes = [DeviceNode(site_bus, site.site, w, [command_pub], interval_s=5.0) for w in site.workers]
     try:
         for node in nodes:
-            await node.start()
+            host.add(node)
+        await host.start()
         # Each simulated device enrolls its own key over the bus with a one-time token.
         tokens = [registry.issue_token(300, site.site) for _ in nodes]
         replies = await asyncio.gather(*(n.enroll(t, timeout_s=30) for n, t in zip(nodes, tokens, strict=True)))
@@ -206,8 +208,7 @@ async def _demo(workdir: Path, miners: int, port: int, duration: float, console:
             server.should_exit = True
             await task
     finally:
-        for node in nodes:
-            await node.stop()
+        await host.stop()
         await site.stop()
         await site_bus.close()
         await service.stop()

@@ -34,9 +34,11 @@ MAX_BACKLOG = 50_000  # messages handed to the loop but not yet handled
 
 # (message, key expression) a device may send to a controller, and a controller to a device.
 DEVICE_SENDS = [("put", "openmos/*/dev/*/telemetry"), ("put", "openmos/*/dev/*/events"),
+                ("put", "openmos/*/host/*/events"),
                 ("declare_queryable", "openmos/*/dev/**"), ("reply", "openmos/*/dev/**"),
                 ("declare_subscriber", "openmos/*/site/**"), ("query", "openmos/*/enroll/*")]
-CONTROLLER_SENDS = [("declare_subscriber", "openmos/*/dev/**"), ("query", "openmos/*/dev/**"),
+CONTROLLER_SENDS = [("declare_subscriber", "openmos/*/dev/**"), ("declare_subscriber", "openmos/*/host/**"),
+                    ("query", "openmos/*/dev/**"),
                     ("put", "openmos/*/site/**"), ("declare_queryable", "openmos/*/enroll/*"),
                     ("reply", "openmos/*/enroll/*")]
 ENROLLEE_SENDS = [("query", "openmos/*/enroll/*")]
@@ -111,6 +113,7 @@ def _direct(callback: Callable[[Any], None]) -> Any:
 
 
 QueryHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
+MultiQueryHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, list[tuple[str, dict[str, Any]]]]]
 
 
 class FleetBus:
@@ -150,9 +153,18 @@ class FleetBus:
     def peers(self) -> list[str]:
         return [str(z) for z in self._session.info.peers_zid()]
 
-    def publish(self, key: str, doc: dict[str, Any]) -> None:
-        if self._session is not None:
-            self._session.put(key, json.dumps(doc, separators=(",", ":")).encode())
+    def publish(self, key: str, doc: dict[str, Any], *, control: bool = False) -> None:
+        """Put ``doc`` on ``key``. Telemetry (the default) may be dropped when the network is congested (the
+        next interval replaces it); ``control`` messages (commands, acknowledgements) are never dropped:
+        zenoh blocks the sender until they are queued, and they go ahead of telemetry at a higher priority."""
+        if self._session is None:
+            return
+        payload = json.dumps(doc, separators=(",", ":")).encode()
+        if control:
+            self._session.put(key, payload, congestion_control=zenoh.CongestionControl.BLOCK,
+                              priority=zenoh.Priority.INTERACTIVE_HIGH)
+        else:
+            self._session.put(key, payload)
 
     def _deliver(self, callback: Callable[..., None], *args: Any) -> None:
         """Hand one message to the loop (from a zenoh thread), dropping it if the loop is far behind."""
@@ -189,21 +201,35 @@ class FleetBus:
         self._declared.append(self._session.declare_subscriber(key, _direct(on_sample)))
 
     def serve(self, key: str, handler: QueryHandler) -> None:
-        """Answer queries on ``key`` with ``handler`` running on the asyncio loop.
+        """Answer queries on ``key`` with ``handler`` running on the asyncio loop (one reply per query).
+
+        A reply names the concrete key it comes from (the device's own), not the query's wildcard."""
+        concrete = "*" not in key
+
+        async def one(selector: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+            reply_key = key if concrete else selector
+            try:
+                return [(reply_key, await handler(reply_key, params))]
+            except Exception as exc:  # the handler's failure becomes the reply, not a crash
+                return [(reply_key, {"ok": False, "error": f"handler failed: {type(exc).__name__}"})]
+
+        self.serve_many(key, one)
+
+    def serve_many(self, key: str, handler: MultiQueryHandler) -> None:
+        """Answer queries on ``key`` with ``handler(selector, params)`` on the asyncio loop: a list of
+        (concrete key, reply) -- none, one, or one per device a process hosts that the selector matches.
 
         The zenoh thread never waits for the handler: the query is kept and answered (then dropped) when the
         handler finishes, so 10k queries in flight do not pin 10k zenoh threads. The querier's own timeout
         bounds how long an answer is useful; handlers are this node's own code and always finish."""
         loop = self._loop
         assert loop is not None
-        concrete = "*" not in key
 
         def on_query(query: Any) -> None:
             if self._closing.is_set():
                 query.drop()
                 return
-            # A reply names the concrete key it comes from (the device's own), not the query's wildcard.
-            reply_key = key if concrete else str(query.key_expr)
+            selector = str(query.key_expr)
             payload = query.payload.to_bytes() if query.payload is not None else b"{}"
             try:
                 params = decode(payload or b"{}")
@@ -219,23 +245,25 @@ class FleetBus:
                     return
                 self._backlog += 1
 
-            def answer(future: concurrent.futures.Future[dict[str, Any]]) -> None:
+            def answer(future: concurrent.futures.Future[list[tuple[str, dict[str, Any]]]]) -> None:
                 with self._backlog_lock:
                     self._backlog -= 1
                 try:
-                    result = future.result()
+                    results = future.result()
                 except Exception as exc:  # the handler's failure becomes the reply, not a crash
-                    result = {"ok": False, "error": f"handler failed: {type(exc).__name__}"}
+                    results = [(selector, {"ok": False, "error": f"handler failed: {type(exc).__name__}"})]
                 try:
-                    if not self._closing.is_set():
+                    for reply_key, result in results:
+                        if self._closing.is_set():
+                            break
                         query.reply(reply_key, json.dumps(result, separators=(",", ":")).encode())
-                except Exception as exc:  # zenoh refuses replies (ACL, closing): log, never crash
-                    log.debug("fleet bus: reply on %s not sent: %s", reply_key, exc)
+                except Exception as exc:  # zenoh refuses replies (ACL, closing, wildcard key): log, never crash
+                    log.debug("fleet bus: reply to %s not sent: %s", selector, exc)
                 finally:
                     query.drop()
 
             try:
-                future = asyncio.run_coroutine_threadsafe(handler(reply_key, params), loop)
+                future = asyncio.run_coroutine_threadsafe(handler(selector, params), loop)
             except RuntimeError:  # loop closed
                 query.drop()
                 return

@@ -19,7 +19,7 @@ from openmos.base.files import atomic_write
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
 from openmos.fleet.enroll import EnrollmentRegistry
-from openmos.fleet.messages import DeviceDoc, MessageRejected
+from openmos.fleet.messages import MAX_EVENT_BATCH, DeviceDoc, MessageRejected
 from openmos.fleet.trust import DeviceVerifier
 from openmos.security.signing import sign_document
 
@@ -176,7 +176,25 @@ class FleetController:
                 if devices <= acked:
                     done.set()
 
+        def on_batch(key: str, doc: Any) -> None:
+            """A host's batch: each event is checked as if it came on its own device's key (its signature by
+            that device's enrolled key, naming this site and that device, is what makes it believed)."""
+            events = doc.get("events") if isinstance(doc, dict) else None
+            if not isinstance(events, list) or not 0 < len(events) <= MAX_EVENT_BATCH:
+                self.bus.metrics.drop("bad_batch")
+                return
+            for envelope in events:
+                signed = envelope.get("signed") if isinstance(envelope, dict) else None
+                device = signed.get("device") if isinstance(signed, dict) else None
+                try:
+                    device_key = keys.events(site, device if isinstance(device, str) else "")
+                except ValueError:
+                    self.bus.metrics.drop("unsigned")
+                    continue
+                on_event(device_key, envelope)
+
         self.bus.subscribe(f"{keys.ROOT}/{site}/dev/*/events", on_event)
+        self.bus.subscribe(f"{keys.ROOT}/{site}/host/*/events", on_batch)
 
     async def curtail_site(self, site: str, fraction: float, devices: set[str], user: str,
                            timeout_s: float = 5.0) -> tuple[set[str], float]:
@@ -191,7 +209,7 @@ class FleetController:
         self._ack_waiters[nonce] = (acked, devices, done)
         began = time.perf_counter()
         try:
-            self.bus.publish(keys.site_curtail(site), signed)
+            self.bus.publish(keys.site_curtail(site), signed, control=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout_s)
         finally:

@@ -76,6 +76,13 @@ def parse_device_key(key: str) -> tuple[str, str, str]:
     return parts[1], parts[3], "/".join(parts[4:])
 
 
+def host_events(site: str, host: str) -> str:
+    """Published by a process hosting several devices: a batch of its devices' events (acknowledgements), each
+    still signed by its own device; the controller believes each one only from that device's enrolled key."""
+    _check(site, host)
+    return f"{ROOT}/{site}/host/{host}/events"
+
+
 def site_curtail(site: str) -> str:
     """Publication: a signed "run at this fraction now" for every device of the site (the fast path)."""
     _check(site)

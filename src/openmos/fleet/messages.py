@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MAX_PAYLOAD = 64 * 1024  # bytes: a status document is ~400 B
+MAX_EVENT_BATCH = 100  # signed device events per host publication (~350 B each: well under MAX_PAYLOAD)
 CHUNK = r"^[A-Za-z0-9_.-]{1,64}$"
 
 Chunk = Annotated[str, Field(pattern=CHUNK)]

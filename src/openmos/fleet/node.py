@@ -1,5 +1,12 @@
 """A device on the fleet bus: publishes telemetry, answers inventory queries, runs signed commands.
 
+``DeviceHost`` puts the devices of one process on the bus (one device for an agent, thousands for a gateway
+or a simulated site): one queryable and one site subscription per process, whatever the number of devices,
+dispatching to each device's own ``DeviceNode`` (its key, its checks, its control surface). The site
+curtailment's signature is checked once per process and set of trusted keys; every device still checks
+site, address, age and nonce itself. Acknowledgements are control traffic (never dropped under
+congestion) and leave in batches of ``MAX_EVENT_BATCH``, each still signed by its own device.
+
 Everything the device sends (telemetry, events, acknowledgements, replies) is signed with its own key
 (``DeviceKey``, BIP340 Schnorr) and names its site and device, so the controller believes it only from the
 enrolled key.
@@ -18,18 +25,20 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
+import zenoh
 from pydantic import ValidationError
 
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
 from openmos.fleet.envelope import DeviceKey, parse_command_key, verify_command
-from openmos.fleet.messages import DEVICE_ACTIONS, CommandDoc
+from openmos.fleet.messages import DEVICE_ACTIONS, MAX_EVENT_BATCH, CommandDoc
 from openmos.security.signing import SignatureError
 
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_AGE_S = 60.0
 ACTIONS = DEVICE_ACTIONS
+LEAVES = ("inventory", "status", *(f"cmd/{a}" for a in ACTIONS))  # what a device answers queries on
 
 
 class DeviceAdapter(Protocol):
@@ -48,14 +57,16 @@ class DeviceNode:
     def __init__(self, bus: FleetBus, site: str, device: DeviceAdapter, trusted_keys: list[bytes],
                  interval_s: float = 5.0, identity: DeviceKey | None = None) -> None:
         self.bus, self.site, self.device = bus, site, device
+        self.trust = tuple(trusted_keys)  # devices trusting the same keys share one signature check
         self.trusted_keys = [parse_command_key(k) for k in trusted_keys]
         self.identity = identity or DeviceKey()
         self.interval_s = interval_s
         self.refused: list[str] = []
+        self.host: DeviceHost | None = None
         self._nonces: OrderedDict[str, float] = OrderedDict()
         self._seq = time.time_ns() // 1000  # grows across restarts, so the controller can spot replays
         self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._own_host: DeviceHost | None = None
 
     @property
     def public_key(self) -> str:
@@ -86,21 +97,29 @@ class DeviceNode:
         return replies[0][1]
 
     async def start(self) -> None:
-        dev = self.device.device_id
-        self.bus.serve(keys.inventory(self.site, dev), self._inventory)
-        self.bus.serve(keys.status(self.site, dev), self._status)
-        for action in ACTIONS:
-            self.bus.serve(keys.command(self.site, dev, action), self._command)
-        self.bus.subscribe(keys.site_curtail(self.site), self._on_curtail)
-        self._task = asyncio.create_task(self._publish_loop())
+        """On the bus on its own (a process with one device): its own host of one."""
+        if self.host is not None:
+            raise RuntimeError(f"{self.device.device_id} is already on the bus through a host")
+        self._own_host = DeviceHost(self.bus, self.site, shared=False)
+        self._own_host.add(self)
+        await self._own_host.start()
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._pending) if t is not None]
-        for task in tasks:
+        if self._own_host is not None:
+            host, self._own_host = self._own_host, None
+            await host.stop()
+        await self.stop_telemetry()
+
+    async def stop_telemetry(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
             task.cancel()
-        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def start_telemetry(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._publish_loop())
 
     def publish_telemetry(self) -> None:
         self.bus.publish(keys.telemetry(self.site, self.device.device_id), self.sign("telemetry", self.device.status()))
@@ -115,46 +134,37 @@ class DeviceNode:
         nonce = params.get("nonce")
         return nonce if isinstance(nonce, str) and 8 <= len(nonce) <= 64 else None
 
-    async def _inventory(self, key: str, params: dict[str, Any]) -> dict[str, Any]:
-        return self.sign("inventory", self.device.inventory(), self._request(params))
+    async def answer(self, leaf: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The signed reply to a query on this device's ``leaf`` (inventory, status, cmd/<action>)."""
+        if leaf == "inventory":
+            return self.sign("inventory", self.device.inventory(), self._request(params))
+        if leaf == "status":
+            return self.sign("status", self.device.status(), self._request(params))
+        return await self._command(leaf.split("/", 1)[1], params)
 
-    async def _status(self, key: str, params: dict[str, Any]) -> dict[str, Any]:
-        return self.sign("status", self.device.status(), self._request(params))
+    def refuse(self, action: str, why: Exception) -> None:
+        self.refused.append(f"{action}: {why}")
+        del self.refused[:-100]  # bounded: a flood of forgeries must not grow memory
 
-    def _on_curtail(self, key: str, envelope: Any) -> None:
-        """Site-wide curtailment: one signed publication reaches every device; each acknowledges on events."""
-        try:
-            doc = self._verify(envelope, "curtail")
-            fraction = float(doc.args["fraction"])
-            if not 0.0 <= fraction <= 1.0:
-                raise ValueError(f"fraction {fraction} outside 0..1")
-        except (SignatureError, KeyError, TypeError, ValueError) as exc:
-            self.refused.append(f"curtail: {exc}")
-            return
-        task = asyncio.get_running_loop().create_task(self._curtail(fraction, doc.nonce))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _curtail(self, fraction: float, nonce: str) -> None:
-        result = await self.device.act("curtail", {"fraction": fraction})
-        self.bus.publish(keys.events(self.site, self.device.device_id),
-                         self.sign("event", {"ack": nonce, "fraction": fraction, "ok": bool(result.get("ok", True))}))
-
-    def _verify(self, envelope: Any, action: str) -> CommandDoc:
+    def signed_by_trusted(self, envelope: Any) -> dict[str, Any]:
+        """The command document if one of this device's trusted keys signed it; SignatureError else."""
         last_error = "no trusted key"
-        raw: dict[str, Any] | None = None
         for public in self.trusted_keys:
             try:
-                raw = verify_command(envelope, public)
-                break
+                return verify_command(envelope, public)
             except SignatureError as exc:
                 last_error = str(exc)
-        if raw is None:
-            raise SignatureError(last_error)
+        raise SignatureError(last_error)
+
+    @staticmethod
+    def parse_command(raw: dict[str, Any]) -> CommandDoc:
         try:
-            doc = CommandDoc.model_validate(raw)
+            return CommandDoc.model_validate(raw)
         except ValidationError as exc:
             raise SignatureError(f"malformed command ({exc.error_count()} error(s))") from None
+
+    def admit(self, doc: CommandDoc, action: str) -> CommandDoc:
+        """This device's own checks of a validly signed command: its site, its address, fresh, never seen."""
         if doc.site != self.site:
             raise SignatureError(f"command signed for site {doc.site}, this is {self.site}")
         if doc.device not in (self.device.device_id, "*"):
@@ -171,9 +181,31 @@ class DeviceNode:
             self._nonces.popitem(last=False)
         return doc
 
-    async def _command(self, key: str, params: dict[str, Any]) -> dict[str, Any]:
-        _, _, leaf = keys.parse_device_key(key)
-        action = leaf.split("/", 1)[1]
+    def _verify(self, envelope: Any, action: str) -> CommandDoc:
+        return self.admit(self.parse_command(self.signed_by_trusted(envelope)), action)
+
+    def curtail_from(self, doc: CommandDoc) -> float | None:
+        """The fraction of a site curtailment this device accepts (None: refused, and the refusal kept)."""
+        try:
+            self.admit(doc, "curtail")
+            fraction = float(doc.args["fraction"])
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"fraction {fraction} outside 0..1")
+        except (SignatureError, KeyError, TypeError, ValueError) as exc:
+            self.refuse("curtail", exc)
+            return None
+        return fraction
+
+    async def curtail(self, fraction: float, nonce: str) -> dict[str, Any]:
+        """Run a site curtailment on the device; its signed acknowledgement."""
+        try:
+            result = await self.device.act("curtail", {"fraction": fraction})
+        except Exception as exc:  # the device failed: say so in the ack rather than stay silent
+            log.warning("fleet: curtail on %s failed: %s", self.device.device_id, exc)
+            result = {"ok": False}
+        return self.sign("event", {"ack": nonce, "fraction": fraction, "ok": bool(result.get("ok", True))})
+
+    async def _command(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         nonce = None
         with contextlib.suppress(TypeError, AttributeError):
             signed = params.get("signed")
@@ -181,7 +213,7 @@ class DeviceNode:
         try:
             doc = self._verify(params, action)
         except SignatureError as exc:
-            self.refused.append(f"{action}: {exc}")
+            self.refuse(action, exc)
             log.warning("fleet: refused %s on %s: %s", action, self.device.device_id, exc)
             return self.sign("reply", {"ok": False, "error": f"refused: {exc}"}, nonce)
         try:
@@ -189,6 +221,142 @@ class DeviceNode:
         except (KeyError, TypeError, ValueError) as exc:
             result = {"ok": False, "error": f"bad arguments for {action}: {type(exc).__name__}"}
         return self.sign("reply", {"ok": True, **result}, doc.nonce)
+
+
+class DeviceHost:
+    """The devices of one process on the bus: one queryable, one site subscription, batched acknowledgements.
+
+    ``shared`` (the default) serves every device key of the site, so devices can join at any time and a
+    query to a device elsewhere is answered with nothing (a site has a few such processes, not thousands);
+    a host of one device (``DeviceNode.start``) serves that device's keys only.
+    """
+
+    def __init__(self, bus: FleetBus, site: str, *, shared: bool = True, name: str | None = None) -> None:
+        keys.host_events(site, name or "h")  # validates the chunks
+        self.bus, self.site, self.shared = bus, site, shared
+        self.name = name or f"h-{secrets.token_hex(6)}"
+        self.nodes: dict[str, DeviceNode] = {}
+        self._acks: list[tuple[DeviceNode, dict[str, Any]]] = []
+        self._flush: asyncio.Handle | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._started = False
+
+    def add(self, node: DeviceNode) -> None:
+        if node.bus is not self.bus or node.site != self.site:
+            raise ValueError("a host serves devices of its own site on its own bus")
+        if node.device.device_id in self.nodes or node.host is not None:
+            raise ValueError(f"{node.device.device_id} is already hosted")
+        if not self.shared and self.nodes:
+            raise ValueError("this host serves one device")
+        node.host = self
+        self.nodes[node.device.device_id] = node
+        if self._started:
+            node.start_telemetry()
+
+    async def start(self) -> None:
+        if self.shared:
+            pattern = f"{keys.ROOT}/{self.site}/dev/*/**"
+        else:
+            (only,) = self.nodes
+            pattern = f"{keys.ROOT}/{self.site}/dev/{only}/**"
+        self.bus.serve_many(pattern, self._on_query)
+        self.bus.subscribe(keys.site_curtail(self.site), self._on_curtail)
+        self._started = True
+        for node in self.nodes.values():
+            node.start_telemetry()
+
+    async def stop(self) -> None:
+        tasks = list(self._pending)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for node in self.nodes.values():
+            await node.stop_telemetry()
+        self._send()
+
+    # -- queries ------------------------------------------------------------------------------------------
+
+    def match(self, selector: str) -> list[tuple[DeviceNode, str]]:
+        """(device, leaf) pairs a query key expression names among the hosted devices."""
+        parts = selector.split("/")
+        leaf = "/".join(parts[4:])
+        if len(parts) >= 5 and parts[:3] in ([keys.ROOT, self.site, "dev"], [keys.ROOT, "*", "dev"]) \
+                and "*" not in leaf and (parts[3] == "*" or "*" not in parts[3]):
+            if leaf not in LEAVES:
+                return []
+            if parts[3] == "*":
+                return [(node, leaf) for node in self.nodes.values()]
+            node = self.nodes.get(parts[3])
+            return [(node, leaf)] if node is not None else []
+        try:  # any other wildcard form: zenoh's own matching, leaf by leaf, then device by device
+            expr = zenoh.KeyExpr(selector)
+        except Exception:  # zenoh raises its own error type for a malformed key expression
+            return []
+        out: list[tuple[DeviceNode, str]] = []
+        for leaf in LEAVES:
+            if expr.intersects(zenoh.KeyExpr(f"{keys.ROOT}/{self.site}/dev/*/{leaf}")):
+                out += [(node, leaf) for dev, node in self.nodes.items()
+                        if expr.intersects(zenoh.KeyExpr(f"{keys.ROOT}/{self.site}/dev/{dev}/{leaf}"))]
+        return out
+
+    async def _on_query(self, selector: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        targets = self.match(selector)
+        replies = await asyncio.gather(*(node.answer(leaf, params) for node, leaf in targets))
+        return [(f"{keys.ROOT}/{self.site}/dev/{node.device.device_id}/{leaf}", reply)
+                for (node, leaf), reply in zip(targets, replies, strict=True)]
+
+    # -- the site curtailment -----------------------------------------------------------------------------
+
+    def _on_curtail(self, key: str, envelope: Any) -> None:
+        """One signed publication for every device of the site: the signature is checked once per set of
+        trusted keys, then each device admits it (site, address, age, nonce) and acknowledges on its own."""
+        checked: dict[tuple[bytes, ...], CommandDoc | SignatureError] = {}
+        loop = asyncio.get_running_loop()
+        for node in self.nodes.values():
+            doc = checked.get(node.trust)
+            if doc is None:
+                try:
+                    doc = checked[node.trust] = node.parse_command(node.signed_by_trusted(envelope))
+                except SignatureError as exc:
+                    doc = checked[node.trust] = exc
+            if isinstance(doc, SignatureError):
+                node.refuse("curtail", doc)
+                continue
+            fraction = node.curtail_from(doc)
+            if fraction is not None:
+                task = loop.create_task(self._curtail(node, fraction, doc.nonce))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+        if any(isinstance(d, SignatureError) for d in checked.values()):
+            log.warning("fleet: refused a site curtailment on %s: %s", self.site,
+                        next(d for d in checked.values() if isinstance(d, SignatureError)))
+
+    async def _curtail(self, node: DeviceNode, fraction: float, nonce: str) -> None:
+        self.emit(node, await node.curtail(fraction, nonce))
+
+    def emit(self, node: DeviceNode, event: dict[str, Any]) -> None:
+        """Queue a device's signed event; what is queued in one pass of the loop leaves together."""
+        self._acks.append((node, event))
+        if len(self._acks) >= MAX_EVENT_BATCH:
+            self._send()
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        batch, self._acks = self._acks, []
+        for i in range(0, len(batch), MAX_EVENT_BATCH):
+            chunk = batch[i:i + MAX_EVENT_BATCH]
+            if len(chunk) == 1:  # one device: on its own events key
+                node, event = chunk[0]
+                self.bus.publish(keys.events(self.site, node.device.device_id), event, control=True)
+            else:
+                self.bus.publish(keys.host_events(self.site, self.name), {"events": [e for _, e in chunk]},
+                                 control=True)
 
 
 def new_nonce() -> str:
