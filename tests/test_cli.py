@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from openmos.cli.main import main
+from openmos.cli.main import COMMANDS, main
 from openmos.miner.config import ConfigError
 
 
@@ -19,6 +19,30 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for word in ("run", "pool", "demo", "config", "examples"):
         assert word in out
+
+
+def test_help_imports_no_command_module() -> None:
+    """``mos --help`` (and parsing) must not pay for the commands' imports: each is imported when it runs."""
+    code = ("import sys\n"
+            "from openmos.cli.main import main\n"
+            "try:\n"
+            "    main(['--help'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "heavy = ('fastapi', 'zenoh', 'openleadr', 'numpy', 'pydantic', 'openmos.cli.agent', 'openmos.pool')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "COMMAND" in proc.stdout and "examples" in proc.stdout
+    assert proc.stdout.strip().endswith("[]"), proc.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_has_complete_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: mos {command}") and "options:" in out
 
 
 def test_config_init_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,7 +73,8 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
 
 
 def test_run_pool_behaviour_options_reach_the_config() -> None:
-    from openmos.cli.main import _agent_config, _build_parser, _with_stratum_args
+    from openmos.cli.agent import _agent_config, _with_stratum_args
+    from openmos.cli.main import _build_parser
 
     args = _build_parser().parse_args(["run", "--pool", "stratum+tcp://127.0.0.1:3333", "--suggest-difficulty",
                                        "0.01", "--difficulty-suffix", "password", "--fallback-interval", "7",

@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from rich.console import Group
+from rich.console import Console, Group
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from openmos.miner.agent import MiningAgent
-from openmos.pool.server import LocalPool
+if TYPE_CHECKING:
+    from openmos.miner.agent import MiningAgent
+    from openmos.pool.server import LocalPool
+
+
+async def serve(duration: float, live: Callable[[], Group] | None, show: bool) -> None:
+    """Wait for Ctrl-C / SIGTERM or the duration, refreshing the live panel."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if duration:
+        loop.call_later(duration, stop.set)
+    if live is not None and show:
+        with Live(live(), refresh_per_second=2, console=Console(stderr=True)) as panel:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                panel.update(live())
+    else:
+        await stop.wait()
 
 
 def si(value: float, unit: str = "H/s") -> str:

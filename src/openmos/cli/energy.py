@@ -29,8 +29,7 @@ from openmos.hw.sim import get_model
 from openmos.testbed.curves import tuned_curve_sync
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    energy = sub.add_parser("energy", help="hashprice, break-even prices and a simulated site report")
+def configure(energy: argparse.ArgumentParser, command: str) -> None:
     esub = energy.add_subparsers(dest="energy_command", required=True, metavar="ACTION")
     hp = esub.add_parser("hashprice", help="hashprice and break-even electricity price")
     hp.add_argument("--btc-price", type=float, required=True, help="USD")

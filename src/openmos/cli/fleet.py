@@ -32,8 +32,7 @@ from openmos.testbed.site import FleetSimSite
 KEY_HELP = "fleet directory made by `mos fleet init` (CA, controller keys, enrollment state)"
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    fleet = sub.add_parser("fleet", help="fleet control plane: CA and enrollment, scan, simulated site demo")
+def configure(fleet: argparse.ArgumentParser, command: str) -> None:
     fsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
     init = fsub.add_parser("init", help="create the fleet CA, the controller's TLS identity and command key",
                            description="Creates DIR/ca (the fleet CA), DIR/controller (TLS certificate and the "

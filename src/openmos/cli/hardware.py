@@ -15,16 +15,23 @@ from openmos.emulator.devices import BOARDS, EmulatedBitaxe, EmulatedSerialChain
 from openmos.hw.board.usb import find_usb_boards
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    hw = sub.add_parser("hw", help="find BM13xx boards attached by USB")
-    hw_sub = hw.add_subparsers(dest="hw_command", required=True, metavar="ACTION")
-    hw_sub.add_parser("list", help="list known USB boards (by VID/PID) and the --hardware spec to use")
-    emu = sub.add_parser(
-        "emulate", help="emulate BM13xx hardware on pty serial ports (for testing without a board)",
-        description="Serves emulated hardware on pty pairs and prints the --hardware spec for `mos run`. The "
-                    "emulated chips hash real SHA-256d at a reduced rate; their difficulty 1 is 2**-SHIFT so "
-                    "that Python speed still finds nonces (pass the printed diff1_shift to the driver). "
-                    "Temperatures and power are modelled.")
+def configure(parser: argparse.ArgumentParser, command: str) -> None:
+    if command == "hw":
+        hw_sub = parser.add_subparsers(dest="hw_command", required=True, metavar="ACTION")
+        hw_sub.add_parser("list", help="list known USB boards (by VID/PID) and the --hardware spec to use")
+    else:
+        _configure_emulate(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_hw(args) if args.command == "hw" else run_emulate(args)
+
+
+def _configure_emulate(emu: argparse.ArgumentParser) -> None:
+    emu.description = ("Serves emulated hardware on pty pairs and prints the --hardware spec for `mos run`. The "
+                       "emulated chips hash real SHA-256d at a reduced rate; their difficulty 1 is 2**-SHIFT so that "
+                       "Python speed still finds nonces (pass the printed diff1_shift to the driver). Temperatures "
+                       "and power are modelled.")
     emu.add_argument("device", choices=[*BOARDS, "chain"], help="a Bitaxe model, or a bare serial chain")
     emu.add_argument("--chip", default="bm1366", choices=list(EMU_CHIPS), help="chain only: chip type")
     emu.add_argument("--chips", type=int, default=4, help="chain only: chips on the chain (default: %(default)s)")

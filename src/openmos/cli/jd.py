@@ -5,15 +5,16 @@ JSON-RPC node with a synthetic mempool), ``mos pool --jds-port`` (its Job Declar
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 
+from openmos.cli.display import serve
 from openmos.jd.service import JdService
 from openmos.node import NodeRpcClient, TemplatePolicy
 from openmos.pool.jds import JdsServer, JobDeclarator
@@ -25,7 +26,6 @@ from openmos.stratum.v2.url import Sv2PoolUrl
 
 log = logging.getLogger(__name__)
 
-ServeFn = Callable[[float, Callable[[], Group] | None, bool], Awaitable[None]]
 
 
 def add_pool_args(parser: argparse.ArgumentParser) -> None:
@@ -91,15 +91,14 @@ async def start_pool_services(pool: LocalPool, v2: Sv2PoolServer | None, args: a
     return services
 
 
-def add_jd_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "jd", help="Job Declarator Client: mine templates built from your own node (Stratum V2 job declaration)",
-        description="Builds block templates from your Bitcoin node's JSON-RPC (getblocktemplate) under your "
-                    "template policy, declares them to the pool's Job Declarator Server, sets them as custom "
-                    "jobs on the pool's Stratum V2 extended channel (paying the pool's required outputs) and "
-                    "serves them to Stratum V1 miners. Found blocks go to your node, the JDS and the pool. If "
-                    "the node or the JDS is down, or a declaration is refused, miners get the pool's jobs "
-                    "until your templates are back.")
+def configure(p: argparse.ArgumentParser, command: str) -> None:
+    """``mos jd``."""
+    p.description = ("Builds block templates from your Bitcoin node's JSON-RPC (getblocktemplate) under your "
+                     "template policy, declares them to the pool's Job Declarator Server, sets them as custom jobs "
+                     "on the pool's Stratum V2 extended channel (paying the pool's required outputs) and serves them "
+                     "to Stratum V1 miners. Found blocks go to your node, the JDS and the pool. If the node or the "
+                     "JDS is down, or a declaration is refused, miners get the pool's jobs until your templates are "
+                     "back.")
     p.add_argument("--node", required=True, metavar="URL",
                    help="node RPC, http://user:password@host:port (Bitcoin Core: rpcuser/rpcpassword)")
     p.add_argument("--rpc-cookie", default=None, metavar="FILE", help="use bitcoind's .cookie file for auth")
@@ -139,7 +138,11 @@ def jd_panel(service: JdService) -> Panel:
     return Panel(table, title=f"mos jd · miners: {service.url}")
 
 
-async def run_jd(args: argparse.Namespace, serve: ServeFn) -> int:
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(run_jd(args))
+
+
+async def run_jd(args: argparse.Namespace) -> int:
     url = Sv2PoolUrl.parse(args.pool)
     jds_host, _, jds_port = args.jds.rpartition(":")
     if not jds_host or not jds_port.isdigit():

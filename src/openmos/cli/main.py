@@ -1,42 +1,20 @@
-"""``mos``: run the agent, the local pool, or both (demo)."""
+"""``mos``: run the agent, the local pool, or both (demo).
+
+Each command lives in its own module under ``openmos.cli``, imported only when that command is chosen, so
+``mos --help`` and every command pay only for what they use. A command module has
+``configure(parser, command)`` (adds the command's arguments) and ``run(args) -> exit code``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
+import importlib
 import logging
-import signal
 import sys
-from collections.abc import Callable, Coroutine
-from pathlib import Path
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.logging import RichHandler
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 from openmos import __version__
-from openmos.api.service import DeviceApis
-from openmos.cli import energy as energy_cli
-from openmos.cli import fleet as fleet_cli
-from openmos.cli import hardware as hardware_cli
-from openmos.cli import jd as jd_cli
-from openmos.cli import mqtt as mqtt_cli
-from openmos.cli import security as security_cli
-from openmos.cli import sim as sim_cli
-from openmos.cli import sv2 as sv2_cli
-from openmos.cli import tune as tune_cli
-from openmos.cli.display import agent_panel, pool_panel
-from openmos.hw.factory import HARDWARE_HELP, create_hardware
-from openmos.miner.agent import MiningAgent
-from openmos.miner.config import AgentConfig, ConfigError, PoolEndpoint, PoolGroupConfig
-from openmos.mqtt.agent import agent_bridge
-from openmos.pool.server import LocalPool, PoolSettings
-from openmos.pool.vardiff import VardiffSettings
-from openmos.security.signing import SignatureError
-from openmos.security.update import UpdateRejected
-
-log = logging.getLogger("openmos")
 
 EPILOG = """\
 examples:
@@ -58,6 +36,53 @@ examples:
   mos config init agent.toml --pool stratum+tcp://pool.example:3333 --user me.rig1
 """
 
+# command -> (module under openmos.cli, one-line help), in the order ``mos --help`` lists them
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("agent", "run the device agent against your pools"),
+    "pool": ("pool", "run the built-in local pool (Stratum V1, and V2 with --sv2-port)"),
+    "demo": ("agent", "local pool + CPU agent in one process, with live status"),
+    "sim": ("sim", "simulated miners: models and calibration report"),
+    "tune": ("tune", "autotune a simulated miner (fast, simulated time)"),
+    "scan": ("security", "scan a filesystem for malware indicators and integrity changes"),
+    "keygen": ("security", "create an ed25519 key pair for baselines and desired pool state"),
+    "release": ("security", "publish signed update bundles (TUF repository)"),
+    "update": ("security", "verify and install a signed update into the inactive A/B slot"),
+    "energy": ("energy", "hashprice, break-even prices and a simulated site report"),
+    "fleet": ("fleet", "fleet control plane: CA and enrollment, scan, simulated site demo"),
+    "mqtt": ("mqtt", "publish third-party miners (via pyasic) to MQTT / Home Assistant"),
+    "proxy": ("sv2", "farm proxy: Stratum V1 miners -> one encrypted Stratum V2 channel"),
+    "jd": ("jd", "Job Declarator Client: mine templates built from your own node (Stratum V2 job declaration)"),
+    "hw": ("hardware", "find BM13xx boards attached by USB"),
+    "emulate": ("hardware", "emulate BM13xx hardware on pty serial ports (for testing without a board)"),
+    "config": ("agent", "create or check an agent config file"),
+}
+
+
+class CommandModule(Protocol):
+    def configure(self, parser: argparse.ArgumentParser, command: str) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def command_module(command: str) -> CommandModule:
+    return cast(CommandModule, importlib.import_module(f"openmos.cli.{COMMANDS[command][0]}"))
+
+
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands whose arguments are added (importing the command's module) only when the command is chosen."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.configured: set[str] = set()
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        name = values[0] if isinstance(values, list) and values else None
+        if name in COMMANDS and name not in self.configured:
+            self.configured.add(name)
+            command_module(name).configure(self._name_parser_map[name], name)
+        super().__call__(parser, namespace, values, option_string)
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -65,319 +90,47 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"openmos {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser("run", help="run the device agent against your pools",
-                         description="Mine with the chosen hardware. Pools come from --config or --pool; "
-                                     "several --pool options form one failover group, first = primary.")
-    run.add_argument("--config", type=Path, help="agent TOML config (see `mos config init`)")
-    run.add_argument("--pool", action="append", default=[], metavar="URL",
-                     help="stratum+tcp://host:port, stratum+ssl://host:port or "
-                          "stratum2+tcp://host:port/AUTHORITY_PUBKEY (repeat for failover)")
-    run.add_argument("--user", default="openmos.worker", help="worker name (default: %(default)s)")
-    run.add_argument("--password", default="x")
-    run.add_argument("--hardware", default=None, help=f"{HARDWARE_HELP} (default: cpu, one worker per core)")
-    perf = run.add_mutually_exclusive_group()
-    perf.add_argument("--power-target", type=float, metavar="W", help="autotune to this wall power")
-    perf.add_argument("--hashrate-target", type=float, metavar="THS", help="autotune to this valid hashrate")
-    perf.add_argument("--profile", choices=["eco", "balanced", "performance"], help="autotune to a preset")
-    run.add_argument("--sim-speed", type=float, default=1.0,
-                     help="simulated hardware only: simulated seconds per real second (default: %(default)s)")
-    run.add_argument("--seed", type=int, default=0, help="simulated hardware only: which unit")
-    stratum = run.add_argument_group("pool behaviour (override the config's [stratum] section)")
-    stratum.add_argument("--suggest-difficulty", type=float, metavar="D",
-                         help="start difficulty to ask pools for (mining.suggest_difficulty); default: one share "
-                              "every ~5 s on this hardware; 0: do not ask")
-    stratum.add_argument("--difficulty-suffix", choices=["none", "user", "password"],
-                         help="also put it in the worker name (user+D) or password (d=D), for pools that read it "
-                              "there")
-    stratum.add_argument("--fallback-interval", type=float, metavar="S",
-                         help="seconds between checks whether a better pool is back (default 15)")
-    stratum.add_argument("--max-share-rate", type=float, metavar="N",
-                         help="share-rate governor: at most ~N shares/s whatever the pool difficulty (default 5)")
-    _add_api_args(run)
-    run.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
-    run.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
-
-    pool = sub.add_parser("pool", help="run the built-in local pool (Stratum V1, and V2 with --sv2-port)",
-                          description="A regtest-like local pool: locally generated chain, vardiff, version "
-                                      "rolling, share validation and block detection. No network needed.")
-    _add_pool_args(pool)
-    sv2_cli.add_pool_args(pool)
-    jd_cli.add_pool_args(pool)
-    pool.add_argument("--no-status", action="store_true")
-    pool.add_argument("--duration", type=float, default=0)
-
-    demo = sub.add_parser("demo", help="local pool + CPU agent in one process, with live status",
-                          description="Starts the built-in pool on 127.0.0.1 and an agent mining real "
-                                      "SHA-256d shares on your CPU. Ctrl-C stops cleanly.")
-    _add_pool_args(demo, default_port=0, network_difficulty=0.02)
-    demo.add_argument("--hardware", default="cpu", help=f"{HARDWARE_HELP} (default: %(default)s)")
-    _add_api_args(demo)
-    demo.add_argument("--no-status", action="store_true")
-    demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
-
-    sim_cli.add_parser(sub)
-    tune_cli.add_parser(sub)
-    security_cli.add_parsers(sub)
-    energy_cli.add_parser(sub)
-    fleet_cli.add_parser(sub)
-    mqtt_cli.add_parser(sub)
-    sv2_cli.add_proxy_parser(sub)
-    jd_cli.add_jd_parser(sub)
-    hardware_cli.add_parsers(sub)
-
-    cfg = sub.add_parser("config", help="create or check an agent config file")
-    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    init = cfg_sub.add_parser("init", help="write a new config (atomically)")
-    init.add_argument("path", type=Path)
-    init.add_argument("--pool", action="append", required=True, metavar="URL")
-    init.add_argument("--user", required=True)
-    init.add_argument("--password", default="x")
-    init.add_argument("--hardware", default="cpu")
-    check = cfg_sub.add_parser("check", help="validate a config file and print it")
-    check.add_argument("path", type=Path)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", action=_Commands)
+    for name, (_, text) in COMMANDS.items():
+        sub.add_parser(name, help=text)
     return parser
 
 
-def _add_api_args(parser: argparse.ArgumentParser) -> None:
-    api = parser.add_argument_group("device APIs (cgminer 4028, REST + web page, Prometheus /metrics)")
-    api.add_argument("--api-port", type=int, default=None, help="cgminer API port (default 4028; 0 = any free)")
-    api.add_argument("--rest-port", type=int, default=None, help="REST/web port (default 8080; 0 = any free)")
-    api.add_argument("--api-host", default=None, help="listen address for both APIs (default 127.0.0.1)")
-    api.add_argument("--api-allow", action="append", default=None, metavar="W:IP/PREFIX",
-                     help="hosts allowed to run privileged cgminer commands (repeatable; no wildcards)")
-    api.add_argument("--auth-file", default=None,
-                     help="accounts file for the REST API (default: accounts.json in --state-dir)")
-    api.add_argument("--state-dir", type=Path, default=None,
-                     help="where the agent keeps accounts across restarts (default: $OPENMOS_STATE_DIR, "
-                          "/var/lib/openmos as root, else ~/.local/state/openmos)")
-    api.add_argument("--no-api", action="store_true", help="run without the device APIs")
+def _error_exit_code(exc: Exception) -> int | None:
+    """The exit code for an error the user can act on (its message is printed), None for a bug."""
+    from openmos.miner.config import ConfigError
+    from openmos.security.signing import SignatureError
+    from openmos.security.update import UpdateRejected
 
-
-def _with_api_args(config: AgentConfig, args: argparse.Namespace) -> AgentConfig:
-    updates = {k: v for k, v in (("cgminer_port", args.api_port), ("rest_port", args.rest_port),
-                                 ("cgminer_host", args.api_host), ("rest_host", args.api_host),
-                                 ("cgminer_allow", args.api_allow), ("auth_file", args.auth_file)) if v is not None}
-    if args.no_api:
-        updates["enabled"] = False
-    if not updates:
-        return config
-    doc = config.model_dump()
-    doc["api"] = {**doc["api"], **updates}
-    return AgentConfig.from_dict(doc, source="command line")
-
-
-async def _start_apis(agent: MiningAgent, config_path: Path | None, *, any_port_if_busy: bool = False,
-                      state: Path | None = None) -> DeviceApis | None:
-    if not agent.config.api.enabled:
-        return None
-    apis = DeviceApis(agent, config_path=config_path, state=state)
-    try:
-        await apis.start()
-    except OSError as exc:
-        await apis.stop()
-        if any_port_if_busy:  # the demo must start anywhere: fall back to free ports and say so
-            log.warning("API ports busy (%s); using free ports instead", exc)
-            doc = agent.config.model_dump()
-            doc["api"] = {**doc["api"], "cgminer_port": 0, "rest_port": 0}
-            agent.config = AgentConfig.from_dict(doc)
-            apis = DeviceApis(agent, config_path=config_path, state=state)
-            await apis.start()
-            return apis
-        raise OSError(f"cannot start the device APIs: {exc} (choose other ports with --api-port/--rest-port, "
-                      "or --no-api)") from None
-    return apis
-
-
-def _add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333, network_difficulty: float = 0.1) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=default_port, help="0 = any free port (default: %(default)s)")
-    parser.add_argument("--difficulty", type=float, default=0.001, help="starting share difficulty")
-    parser.add_argument("--network-difficulty", type=float, default=network_difficulty,
-                        help="difficulty of the local chain's blocks (default: %(default)s)")
-    parser.add_argument("--share-interval", type=float, default=3.0,
-                        help="vardiff target seconds per share (default: %(default)s)")
-
-
-def _pool_settings(args: argparse.Namespace) -> PoolSettings:
-    return PoolSettings(host=args.host, port=args.port, start_difficulty=args.difficulty,
-                        network_difficulty=args.network_difficulty,
-                        extranonce2_size=8 if getattr(args, "jds_port", None) is not None else 4,
-                        vardiff=VardiffSettings(target_interval=args.share_interval,
-                                                retarget_after=max(10.0, 4 * args.share_interval)))
-
-
-def _agent_config(args: argparse.Namespace) -> AgentConfig:
-    perf = {k: v for k, v in (("power_w", args.power_target), ("hashrate_ths", args.hashrate_target),
-                              ("profile", args.profile)) if v is not None}
-    if args.config:
-        config = AgentConfig.load(args.config)
-        if args.hardware:
-            config = config.model_copy(update={"hardware": args.hardware})
-        if perf:
-            merged = {**config.performance.model_dump(), "power_w": None, "hashrate_ths": None, "profile": None,
-                      **perf}
-            config = AgentConfig.from_dict({**config.model_dump(), "performance": merged}, source=str(args.config))
-        return config
-    if not args.pool:
-        raise ConfigError("no pool given: pass --pool URL (repeatable) or --config FILE")
-    return AgentConfig.from_dict({
-        "performance": perf,
-        "hardware": args.hardware or "cpu",
-        "groups": [{"name": "default", "pools": [{"url": u, "user": args.user, "password": args.password}
-                                                 for u in args.pool]}],
-    }, source="command line")
-
-
-def _with_stratum_args(config: AgentConfig, args: argparse.Namespace) -> AgentConfig:
-    updates = {k: v for k, v in (("suggest_difficulty", args.suggest_difficulty),
-                                 ("difficulty_suffix", args.difficulty_suffix),
-                                 ("fallback_interval_s", args.fallback_interval),
-                                 ("max_share_rate", args.max_share_rate)) if v is not None}
-    if not updates:
-        return config
-    doc = config.model_dump()
-    doc["stratum"] = {**doc["stratum"], **updates}
-    return AgentConfig.from_dict(doc, source="command line")
-
-
-async def _serve(duration: float, live: Callable[[], Group] | None, show: bool) -> None:
-    """Wait for Ctrl-C / SIGTERM or the duration, refreshing the live panel."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    if duration:
-        loop.call_later(duration, stop.set)
-    if live is not None and show:
-        with Live(live(), refresh_per_second=2, console=Console(stderr=True)) as panel:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
-                panel.update(live())
-    else:
-        await stop.wait()
-
-
-async def _run_agent(args: argparse.Namespace) -> int:
-    config = _with_api_args(_with_stratum_args(_agent_config(args), args), args)
-    agent = MiningAgent(config, create_hardware(config.hardware, seed=args.seed, sim_speed=args.sim_speed))
-    await agent.start()
-    apis, mqtt = None, agent_bridge(agent)  # MQTT / Home Assistant when [mqtt] host is set
-    try:
-        apis = await _start_apis(agent, args.config, state=args.state_dir)
-        if mqtt is not None:
-            await mqtt.start()
-        await _serve(args.duration, lambda: Group(agent_panel(agent)), not args.no_status)
-    finally:
-        if mqtt is not None:
-            await mqtt.stop()
-        if apis is not None:
-            await apis.stop()
-        await agent.stop()
-    return 0
-
-
-async def _run_pool(args: argparse.Namespace) -> int:
-    if args.action == "keygen":
-        return sv2_cli.keygen(args)
-    pool = LocalPool(_pool_settings(args))
-    await pool.start()
-    v2 = services = None
-    try:
-        v2 = await sv2_cli.start_pool_v2(pool, args)
-        services = await jd_cli.start_pool_services(pool, v2, args)
-        await _serve(args.duration, lambda: Group(pool_panel(pool)), not args.no_status)
-    finally:
-        if services is not None:
-            await services.stop()
-        if v2 is not None:
-            await v2.stop()
-        await pool.stop()
-    return 0
-
-
-async def _run_demo(args: argparse.Namespace) -> int:
-    pool = LocalPool(_pool_settings(args))
-    await pool.start()
-    worker = "demo." + args.hardware.replace(":", "-")
-    config = _with_api_args(AgentConfig.from_dict({
-        "hardware": args.hardware,
-        "groups": [{"name": "local", "pools": [{"url": pool.url, "user": worker}]}],
-        "stratum": {"suggest_difficulty": 0},  # the demo pool's --difficulty is the operator's choice
-    }), args)
-    agent = MiningAgent(config, create_hardware(config.hardware))
-    await agent.start()
-    log.info("demo: mining real SHA-256d shares on the CPU against the local pool at %s. Ctrl-C stops.", pool.url)
-    apis = None
-    try:
-        apis = await _start_apis(agent, None, any_port_if_busy=True, state=args.state_dir)
-        await _serve(args.duration, lambda: Group(agent_panel(agent), pool_panel(pool)), not args.no_status)
-    finally:
-        if apis is not None:
-            await apis.stop()
-        await agent.stop()
-        await pool.stop()
-    w = pool.workers.get(worker)
-    if w is not None:
-        print(f"demo finished: {w.accepted} shares accepted by the pool, {len(pool.blocks_found)} local blocks, "
-              f"{agent.stats.hardware_errors} hardware errors")
-    return 0
-
-
-def _config_command(args: argparse.Namespace) -> int:
-    if args.config_command == "init":
-        config = AgentConfig(hardware=args.hardware, groups=[PoolGroupConfig(
-            pools=[PoolEndpoint(url=u, user=args.user, password=args.password) for u in args.pool])])
-        config.save(args.path)
-        print(f"wrote {args.path}")
-    else:
-        print(AgentConfig.load(args.path).model_dump_json(indent=2))
-    return 0
+    if isinstance(exc, ConfigError):
+        print(f"mos: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, ValueError):
+        print(f"mos: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, OSError | UpdateRejected | SignatureError):
+        print(f"mos: {exc}", file=sys.stderr)
+        return 1
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    from rich.console import Console
+    from rich.logging import RichHandler
+
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
                         force=True)  # a library (pyasic) configures logging on import; ours must win
-    commands: dict[str, Callable[[argparse.Namespace], Coroutine[None, None, int]]] = {
-        "run": _run_agent, "pool": _run_pool, "demo": _run_demo,
-        "proxy": lambda a: sv2_cli.run_proxy(a, _serve),
-        "jd": lambda a: jd_cli.run_jd(a, _serve)}
     try:
-        if args.command == "config":
-            return _config_command(args)
-        if args.command == "hw":
-            return hardware_cli.run_hw(args)
-        if args.command == "emulate":
-            return hardware_cli.run_emulate(args)
-        if args.command == "sim":
-            return sim_cli.run(args)
-        if args.command == "tune":
-            return tune_cli.run(args)
-        if args.command == "energy":
-            return energy_cli.run(args)
-        if args.command == "fleet":
-            return fleet_cli.run(args)
-        if args.command == "mqtt":
-            return mqtt_cli.run(args)
-        if args.command in ("scan", "keygen", "release", "update"):
-            return security_cli.run(args)
-        return asyncio.run(commands[args.command](args))
-    except ConfigError as exc:
-        print(f"mos: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"mos: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, UpdateRejected, SignatureError) as exc:
-        print(f"mos: {exc}", file=sys.stderr)
-        return 1
+        return command_module(args.command).run(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        code = _error_exit_code(exc)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

@@ -21,11 +21,10 @@ from openmos.mqtt.topics import slug
 log = logging.getLogger("openmos")
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("mqtt", help="publish third-party miners (via pyasic) to MQTT / Home Assistant",
-                       description="Bridges miners that stock pyasic can drive (Antminer stock, LuxOS, Braiins, "
-                                   "Whatsminer, Bitaxe...) to an MQTT broker with Home Assistant discovery. "
-                                   "Topic layout and command rules: docs/mqtt.md.")
+def configure(p: argparse.ArgumentParser, command: str) -> None:
+    p.description = ("Bridges miners that stock pyasic can drive (Antminer stock, LuxOS, Braiins, Whatsminer, "
+                     "Bitaxe...) to an MQTT broker with Home Assistant discovery. Topic layout and command rules: "
+                     "docs/mqtt.md.")
     p.add_argument("--miner", action="append", required=True, metavar="IP", help="miner address (repeatable)")
     p.add_argument("--broker", required=True, help="MQTT broker host")
     p.add_argument("--port", type=int, default=1883)

@@ -21,14 +21,17 @@ from openmos.security.signing import generate_keypair, sign_document
 from openmos.security.update import DeviceUpdater, SlotInstaller
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    scan = sub.add_parser("scan", help="scan a filesystem for malware indicators and integrity changes",
-                          description="Checks IOC files and hosts entries, dnsmasq redirects, look-alike configs, "
-                                      "cgminer/bmminer pools, persistence points (cron, systemd, init scripts, "
-                                      "inittab, shell profiles, SSH keys), executables in tmp/var/tmp/dev/shm, a "
-                                      "signed baseline, processes running from /tmp and undeclared connections. "
-                                      "Links are never followed and file contents are never printed. "
-                                      "Exit code 1 when a high or critical finding is present.")
+def configure(parser: argparse.ArgumentParser, command: str) -> None:
+    {"scan": _configure_scan, "keygen": _configure_keygen, "release": _configure_release,
+     "update": _configure_update}[command](parser)
+
+
+def _configure_scan(scan: argparse.ArgumentParser) -> None:
+    scan.description = ("Checks IOC files and hosts entries, dnsmasq redirects, look-alike configs, cgminer/bmminer "
+                        "pools, persistence points (cron, systemd, init scripts, inittab, shell profiles, SSH keys), "
+                        "executables in tmp/var/tmp/dev/shm, a signed baseline, processes running from /tmp and "
+                        "undeclared connections. Links are never followed and file contents are never printed. "
+                        "Exit code 1 when a high or critical finding is present.")
     scan.add_argument("--root", type=Path, default=Path("/"), help="filesystem root to scan (default: /)")
     scan.add_argument("--baseline", type=Path, help="signed baseline JSON (from `mos scan --make-baseline`)")
     scan.add_argument("--pubkey", type=Path, help="public key that signed the baseline")
@@ -39,11 +42,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     scan.add_argument("--key", type=Path, help="private key to sign the baseline with")
     scan.add_argument("--json", action="store_true", help="machine-readable output")
 
-    keys = sub.add_parser("keygen", help="create an ed25519 key pair for baselines and desired pool state")
+
+def _configure_keygen(keys: argparse.ArgumentParser) -> None:
     keys.add_argument("private", type=Path)
     keys.add_argument("public", type=Path)
 
-    rel = sub.add_parser("release", help="publish signed update bundles (TUF repository)")
+
+def _configure_release(rel: argparse.ArgumentParser) -> None:
     rel_sub = rel.add_subparsers(dest="release_command", required=True, metavar="ACTION")
     init = rel_sub.add_parser("init", help="create keys and version 1 metadata")
     init.add_argument("--repo", type=Path, required=True)
@@ -57,7 +62,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ts.add_argument("--repo", type=Path, required=True)
     ts.add_argument("--keys", type=Path, required=True)
 
-    upd = sub.add_parser("update", help="verify and install a signed update into the inactive A/B slot")
+
+def _configure_update(upd: argparse.ArgumentParser) -> None:
     upd.add_argument("target", help="bundle name in the repository")
     upd.add_argument("--repo", required=True, help="repository path or file:// URL")
     upd.add_argument("--root-of-trust", type=Path, required=True, help="the root.json this device ships with")

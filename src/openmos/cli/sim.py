@@ -12,10 +12,8 @@ from openmos.hw.sim.models import MODELS, get_model
 from openmos.hw.sim.report import calibrate, efficiency_curves, plot_efficiency
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sim = sub.add_parser("sim", help="simulated miners: models and calibration report",
-                         description="The ASIC simulator's models. Every figure it prints is modelled, "
-                                     "not measured on hardware.")
+def configure(sim: argparse.ArgumentParser, command: str) -> None:
+    sim.description = "The ASIC simulator's models. Every figure it prints is modelled, not measured on hardware."
     sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
     sim_sub.add_parser("list", help="list the simulated miner models")
     report = sim_sub.add_parser("report", help="stock vs nameplate, and a PNG of J/TH vs power (stock vs oracle)")

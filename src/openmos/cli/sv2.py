@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rich.console import Group
@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from openmos.base.files import atomic_write
-from openmos.cli.display import si
+from openmos.cli.display import serve, si
 from openmos.pool.server import LocalPool
 from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
 from openmos.pool.vardiff import VardiffSettings
@@ -22,7 +22,6 @@ from openmos.stratum.v2.noise import encode_authority_key, xonly_public_key
 
 log = logging.getLogger(__name__)
 
-ServeFn = Callable[[float, Callable[[], Group] | None, bool], Awaitable[None]]
 
 
 def add_pool_args(parser: argparse.ArgumentParser) -> None:
@@ -76,14 +75,13 @@ async def start_pool_v2(pool: LocalPool, args: argparse.Namespace) -> Sv2PoolSer
     return server
 
 
-def add_proxy_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "proxy", help="farm proxy: Stratum V1 miners -> one encrypted Stratum V2 channel",
-        description="Accepts any Stratum V1 miner (stock firmware, cpuminer, OpenMOS) and mines for them on one "
-                    "encrypted, authenticated Stratum V2 extended channel. Every share is validated here before "
-                    "it is forwarded; each miner gets its own extranonce range and vardiff. Several --upstream "
-                    "options fail over in order. Statistics: cgminer API (devs = one row per miner), REST and "
-                    "Prometheus /metrics.")
+def configure(p: argparse.ArgumentParser, command: str) -> None:
+    """``mos proxy``."""
+    p.description = ("Accepts any Stratum V1 miner (stock firmware, cpuminer, OpenMOS) and mines for them on one "
+                     "encrypted, authenticated Stratum V2 extended channel. Every share is validated here before it "
+                     "is forwarded; each miner gets its own extranonce range and vardiff. Several --upstream options "
+                     "fail over in order. Statistics: cgminer API (devs = one row per miner), REST and Prometheus "
+                     "/metrics.")
     p.add_argument("--upstream", action="append", required=True, metavar="URL",
                    help="stratum2+tcp://host:port/AUTHORITY_PUBKEY (repeat for failover, first = primary)")
     p.add_argument("--user", default="openmos.proxy", help="account on the upstream pool (default: %(default)s)")
@@ -113,7 +111,11 @@ def proxy_panel(proxy: FarmProxy) -> Panel:
     return Panel(table, title=f"proxy {proxy.url} · {state} · switches {proxy.upstream_switches}")
 
 
-async def run_proxy(args: argparse.Namespace, serve: ServeFn) -> int:
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(run_proxy(args))
+
+
+async def run_proxy(args: argparse.Namespace) -> int:
     vardiff = VardiffSettings(target_interval=args.share_interval) if args.share_interval > 0 else None
     settings = ProxySettings(upstreams=tuple(args.upstream), user=args.user, host=args.host, port=args.port,
                              start_difficulty=args.difficulty, vardiff=vardiff)

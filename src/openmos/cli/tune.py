@@ -17,11 +17,9 @@ from openmos.hw.sim.realism import InletCurve, Realism
 from openmos.tuning import PRESETS, Autotuner, CoolingConfig, PerformanceTarget, ProfileStore, TunerStatus
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    tune = sub.add_parser(
-        "tune", help="autotune a simulated miner (fast, simulated time)",
-        description="Runs the autotuner against a simulated miner in simulated time and reports modelled "
-                    "results. On real hardware the agent runs the same tuner: `mos run --power-target W`.")
+def configure(tune: argparse.ArgumentParser, command: str) -> None:
+    tune.description = ("Runs the autotuner against a simulated miner in simulated time and reports modelled "
+                        "results. On real hardware the agent runs the same tuner: `mos run --power-target W`.")
     tune.add_argument("model", help=", ".join(MODELS))
     goal = tune.add_mutually_exclusive_group(required=True)
     goal.add_argument("--power", type=float, metavar="W", help="wall power target")
