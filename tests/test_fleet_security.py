@@ -311,7 +311,7 @@ async def test_malformed_telemetry_from_an_enrolled_key_is_dropped_and_counted(t
         latest = service.latest["north", "d0"]
         assert isinstance(latest["hashrate_ths"], float) and latest["hashrate_ths"] > 100
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_fleet_app(service, AuthStore(None))),
-                                     base_url="http://fleet") as client:
+                                     base_url="http://localhost") as client:
             overview = await client.get("/api/fleet/overview")
             assert overview.status_code == 200 and overview.json()["bus_dropped"] >= len(bad_bodies) + 2
             assert (await client.get("/api/fleet/devices")).status_code == 200

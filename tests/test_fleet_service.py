@@ -113,7 +113,7 @@ async def test_dashboard_api_roles_and_approvals(tmp_path: Path) -> None:
     app = create_fleet_app(service, auth)
     try:
         await wait_for(lambda: len(service.inventory) == 10, 20, "inventory")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
             alice, bob, eve = bearer("alice"), bearer("bob"), bearer("eve")
             assert (await c.get("/api/fleet/overview")).json()["devices"] == 10
             assert len((await c.get("/api/fleet/devices", params={"q": "sim-0000"})).json()) == 10
@@ -159,11 +159,11 @@ async def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
                 "--disable-component-update", "--disable-sync"])
             page = await browser.new_page(viewport={"width": 1280, "height": 1000})
             await page.goto(f"http://127.0.0.1:{port}/")
-            await page.wait_for_function("document.getElementById('online').textContent === '60 / 60'")
-            await page.wait_for_function("document.querySelectorAll('#heatmap rect').length === 60")
-            await page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 60")
+            await page.wait_for_function("() => document.getElementById('online').textContent === '60 / 60'")
+            await page.wait_for_function("() => document.querySelectorAll('#heatmap rect').length === 60")
+            await page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 60")
             await page.fill("#filter", "sim-0001")
-            await page.wait_for_function("document.querySelectorAll('#devices tbody tr').length === 10")
+            await page.wait_for_function("() => document.querySelectorAll('#devices tbody tr').length === 10")
             assert "PH/s" in (await page.text_content("#hashrate") or "")
             await page.screenshot(path=str(OUTPUT / "fleet-dashboard.png"), full_page=True)
             await browser.close()
@@ -203,7 +203,7 @@ async def test_dashboard_staged_rollout_with_progress(tmp_path: Path) -> None:
     app = create_fleet_app(service, auth)
     try:
         await wait_for(lambda: len(service.inventory) == 12, 20, "inventory")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fleet") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
             alice = bearer("alice")
             rid = (await c.post("/api/fleet/requests", json={"action": "install", "args": {"version": "openmos 0.3.0"},
                                                               "site": "sim-site"}, headers=alice)).json()["request_id"]

@@ -25,7 +25,7 @@ async def test_a_device_named_like_another_sites_never_changes_its_row(tmp_path:
         await wait_for(lambda: len(service.latest) == 2 and len(service.inventory) == 2, 20, "both sites' telemetry")
         auth, bearer = accounts()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_fleet_app(service, auth)),
-                                     base_url="http://fleet") as c:
+                                     base_url="http://localhost") as c:
             rows = (await c.get("/api/fleet/devices")).json()
             assert sorted(r["id"] for r in rows) == ["north/miner-1", "south/miner-1"]
             north_before = service.latest["north", "miner-1"]["power_w"]

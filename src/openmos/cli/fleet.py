@@ -20,7 +20,7 @@ from rich.table import Table
 from openmos.api.auth import AuthStore, Role
 from openmos.base.net import free_local_port
 from openmos.fleet.bus import BusConfig, FleetBus
-from openmos.fleet.enroll import EnrollmentRegistry, fingerprint
+from openmos.fleet.enroll import EnrollmentRefused, EnrollmentRegistry, fingerprint
 from openmos.fleet.node import DeviceHost, DeviceNode
 from openmos.fleet.pki import ROLES, FleetCA, FleetDir
 from openmos.fleet.poller import poll_all
@@ -50,6 +50,9 @@ def configure(fleet: argparse.ArgumentParser, command: str) -> None:
         cmd = fsub.add_parser(name, help=text)
         cmd.add_argument("dir", type=Path, help=KEY_HELP)
         cmd.add_argument("device", help="SITE/DEVICE, as listed by `mos fleet enrollments`")
+        if name != "revoke":
+            cmd.add_argument("--fingerprint", default=None,
+                             help="only if the waiting key still has this fingerprint (as listed)")
     issue = fsub.add_parser("issue", help="issue a TLS certificate and key for a bus node (provisioning)")
     issue.add_argument("dir", type=Path, help=KEY_HELP)
     issue.add_argument("--role", choices=ROLES, required=True,
@@ -143,9 +146,15 @@ def _enrollment_command(args: argparse.Namespace, console: Console) -> int:
     if not site or not device:
         raise ValueError(f"name the device as SITE/DEVICE, not {args.device!r}")
     try:
-        getattr(registry, args.fleet_command)(site, device)
+        if args.fleet_command == "revoke":
+            registry.revoke(site, device)
+        else:  # the dashboard's approve/reject buttons call the same two methods
+            getattr(registry, args.fleet_command)(site, device, args.fingerprint)
     except KeyError as exc:
         console.print(f"[red]{exc.args[0]}[/red]")
+        return 1
+    except EnrollmentRefused as exc:
+        console.print(f"[red]{exc}[/red]")
         return 1
     console.print(f"{args.device}: {args.fleet_command} done")
     return 0

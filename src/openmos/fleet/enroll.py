@@ -61,6 +61,7 @@ class Pending:
     public_key: str
     requested_at: float
     csr: str | None = None
+    source: str = "fleet bus"  # how the request arrived (shown to the approving operator)
 
 
 @dataclass
@@ -220,7 +221,7 @@ class EnrollmentRegistry:
                 state.enrolled[_name(site, device)] = Enrolled(public_key, now, via)
 
     def request(self, site: str, device: str, public_key: str, token: str | None = None,
-                csr: str | None = None) -> str:
+                csr: str | None = None, source: str = "fleet bus") -> str:
         """Handle a (signature-checked) enrollment request: "enrolled" or "pending"; EnrollmentRefused else."""
         name = _name(site, device)
         self.refresh()
@@ -253,22 +254,34 @@ class EnrollmentRegistry:
             state.pending = {k: p for k, p in state.pending.items() if now - p.requested_at < PENDING_TTL_S}
             if len(state.pending) >= self.max_pending:
                 raise EnrollmentRefused("pending_full", f"{len(state.pending)} requests already wait for approval")
-            state.pending[name] = Pending(public_key, now, csr)
+            state.pending[name] = Pending(public_key, now, csr, source[:128])
         return "pending"
 
-    def approve(self, site: str, device: str) -> Enrolled:
+    def approve(self, site: str, device: str, expected_fingerprint: str | None = None) -> Enrolled:
+        """Pin a waiting request's key (the CLI and the dashboard both come here). With
+        ``expected_fingerprint``, only if the waiting key is still the one the operator compared."""
         name = _name(site, device)
         with self._change() as state:
-            waiting = state.pending.pop(name, None)
-            if waiting is None:
-                raise KeyError(f"no pending enrollment for {name}")
+            self._waiting(state, name, expected_fingerprint)
+            waiting = state.pending.pop(name)
             entry = state.enrolled[name] = Enrolled(waiting.public_key, time.time(), "approval")
         return entry
 
-    def reject(self, site: str, device: str) -> None:
+    def reject(self, site: str, device: str, expected_fingerprint: str | None = None) -> None:
+        name = _name(site, device)
         with self._change() as state:
-            if state.pending.pop(_name(site, device), None) is None:
-                raise KeyError(f"no pending enrollment for {_name(site, device)}")
+            self._waiting(state, name, expected_fingerprint)
+            del state.pending[name]
+
+    @staticmethod
+    def _waiting(state: _State, name: str, expected_fingerprint: str | None) -> Pending:
+        waiting = state.pending.get(name)
+        if waiting is None:
+            raise KeyError(f"no pending enrollment for {name}")
+        if expected_fingerprint is not None and fingerprint(waiting.public_key) != expected_fingerprint:
+            raise EnrollmentRefused("fingerprint_mismatch", "the waiting key is not the one compared: list the "
+                                                            "requests again")
+        return waiting
 
     def revoke(self, site: str, device: str) -> None:
         """Unpin a device: from now on nothing it sends is believed."""

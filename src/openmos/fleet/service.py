@@ -118,7 +118,8 @@ class FleetService:
                 raise MessageRejected("identity_mismatch")
             if abs(time.time() - doc.ts) > MAX_SKEW_S:
                 raise MessageRejected("stale")
-            status = self.registry.request(site, device, body.public_key, body.token, body.csr)
+            source = "fleet bus" + (", asks for a device certificate" if body.csr else "")
+            status = self.registry.request(site, device, body.public_key, body.token, body.csr, source)
         except (MessageRejected, SignatureError, AttributeError, IndexError) as exc:
             reason = exc.reason if isinstance(exc, MessageRejected) else "bad_request"
             self.bus.metrics.drop(f"enroll_{reason}")

@@ -14,9 +14,12 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from openmos.api.auth import AuthError, AuthStore, TooManyAttempts
+from openmos.api.deps import Admin
+from openmos.api.middleware import HostAllowList, RequestGuard
 from openmos.api.rest import Operator
 from openmos.fleet import keys
 from openmos.fleet.control import ApprovalError, TargetQuery
+from openmos.fleet.enroll import EnrollmentRefused, fingerprint
 from openmos.fleet.messages import CHUNK
 from openmos.fleet.rollout import rollout
 from openmos.fleet.service import FleetService
@@ -32,8 +35,23 @@ class ActionBody(BaseModel):
     devices: list[str] = Field(default_factory=list)
 
 
-def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
-    app = FastAPI(title="OpenMOS fleet", description="Fleet overview, devices, alerts and approved bulk actions.")
+class EnrollmentDecision(BaseModel):
+    """The request an admin decides on, and the key fingerprint they compared (the decision only applies if
+    the waiting key still has it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    site: Annotated[str, Field(min_length=1, max_length=256)]
+    device: Annotated[str, Field(min_length=1, max_length=256)]
+    fingerprint: Annotated[str, Field(pattern=r"^[0-9a-f]{4}(:[0-9a-f]{4}){3}$")]
+
+
+def create_fleet_app(service: FleetService, auth: AuthStore, *,
+                     allowed_hosts: list[str] | tuple[str, ...] = ()) -> FastAPI:
+    app = FastAPI(title="OpenMOS fleet", description="Fleet overview, devices, alerts and approved bulk actions.",
+                  docs_url=None, redoc_url=None)
+    # The device API's front door: Host allow-list, body limit, bearer token before any write body is read,
+    # CSP and frame protection. Tokens travel only in the Authorization header (no cookie: no CSRF).
+    app.add_middleware(RequestGuard, auth=lambda: auth, hosts=HostAllowList.default(allowed_hosts))
     app.state.auth = auth
     app.state.audit = []
 
@@ -164,6 +182,34 @@ def create_fleet_app(service: FleetService, auth: AuthStore) -> FastAPI:
         except ApprovalError as exc:
             raise HTTPException(409, str(exc)) from None
         return {"request_id": request_id, "results": results}
+
+    @app.get("/api/fleet/enrollments")
+    async def enrollments(s: Admin) -> dict[str, Any]:
+        """Enrollment requests waiting for an operator (admins only): compare the fingerprint with the one the
+        device shows before approving."""
+        now = time.time()
+        registry = service.registry
+        await asyncio.to_thread(registry.refresh, True)  # requests the CLI or another process changed
+        pending = [{"id": name, "site": name.partition("/")[0], "device": name.partition("/")[2],
+                    "fingerprint": fingerprint(p.public_key), "source": p.source,
+                    "requested_at": p.requested_at, "age_s": max(0.0, now - p.requested_at)}
+                   for name, p in sorted(registry.pending.items())]
+        return {"pending": pending, "enrolled": len(registry.enrolled)}
+
+    @app.post("/api/fleet/enrollments/{verdict}")
+    async def decide_enrollment(verdict: Literal["approve", "reject"], body: EnrollmentDecision,
+                                s: Admin) -> dict[str, str]:
+        """Approve (pin the key) or reject a waiting request: the same registry call as `mos fleet approve`."""
+        decide = service.registry.approve if verdict == "approve" else service.registry.reject
+        try:
+            await asyncio.to_thread(decide, body.site, body.device, body.fingerprint)
+        except KeyError:
+            raise HTTPException(404, "no such pending enrollment") from None
+        except EnrollmentRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        service.controller._audit(s.user, f"enrollment_{verdict}", {"site": body.site, "device": body.device,
+                                                                    "fingerprint": body.fingerprint})
+        return {"state": "enrolled" if verdict == "approve" else "rejected"}
 
     rollouts: dict[str, dict[str, Any]] = {}
     app.state.rollouts = rollouts

@@ -113,12 +113,50 @@ async function refresh() {
   }
 }
 
+function age(s) {
+  return s < 120 ? `${s.toFixed(0)} s` : s < 7200 ? `${(s / 60).toFixed(0)} min` : `${(s / 3600).toFixed(1)} h`;
+}
+
+async function refreshEnrollments() {
+  // Admins only: the token goes in the Authorization header (never a cookie), so another site cannot forge
+  // an approval; every value is set as text, never as HTML.
+  const state = document.getElementById("enrollments-state");
+  const body = document.querySelector("#enrollments tbody");
+  if (!token) { body.replaceChildren(); return; }
+  const r = await fetch("/api/fleet/enrollments", { headers: { Authorization: `Bearer ${token}` } });
+  if (!r.ok) {
+    state.textContent = r.status === 403 ? "only admins approve enrollments" : `log in again (${r.status})`;
+    body.replaceChildren();
+    return;
+  }
+  const doc = await r.json();
+  state.textContent = `${doc.pending.length} waiting for approval · ${doc.enrolled} enrolled`;
+  const rows = [];
+  for (const p of doc.pending) {
+    const row = document.createElement("tr");
+    row.dataset.device = p.id;
+    for (const v of [p.device, p.site, p.fingerprint, p.source, age(p.age_s)]) cell(row, v);
+    const td = cell(row, "");
+    for (const verdict of ["approve", "reject"]) {
+      const b = document.createElement("button");
+      b.textContent = verdict;
+      b.className = verdict;
+      b.addEventListener("click", () => api("POST", `/api/fleet/enrollments/${verdict}`,
+        { site: p.site, device: p.device, fingerprint: p.fingerprint }).then(refreshEnrollments));
+      td.appendChild(b);
+    }
+    rows.push(row);
+  }
+  body.replaceChildren(...rows);
+}
+
 document.getElementById("login").addEventListener("submit", async (e) => {
   e.preventDefault();
   const r = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ user: document.getElementById("user").value, password: document.getElementById("password").value }) });
   if (r.ok) { token = (await r.json()).token; sessionStorage.setItem("openmos-fleet-token", token); }
   document.getElementById("login-state").textContent = r.ok ? "logged in" : `login failed (${r.status})`;
+  refreshEnrollments();
 });
 document.getElementById("request").addEventListener("click", () => {
   const action = document.getElementById("action").value;
@@ -132,4 +170,5 @@ async function loadHistory() {
   for (const r of rows.slice(-MAX / 2)) { history.hashrate.push(r.hashrate_ths); history.power.push(r.power_w / 1000); }
 }
 loadHistory().then(refresh);
-setInterval(refresh, 2000);
+setInterval(() => { refresh(); refreshEnrollments(); }, 2000);
+refreshEnrollments();
