@@ -12,7 +12,7 @@ from openmos.pool import LocalPool
 from openmos.pool.vardiff import VardiffSettings, next_difficulty
 from openmos.stratum import StratumJob
 
-from helpers import easy_pool_settings
+from helpers import easy_pool_settings, wait_for
 from stratum_peer import RawPeer
 
 DIFF = 1e-5  # ~43k hashes per share: fast to solve in the test itself
@@ -148,16 +148,75 @@ async def test_password_checked_when_configured() -> None:
         await pool.stop()
 
 
+async def subscribed(pool: LocalPool, token: str | None = None) -> tuple[RawPeer, bytes, str, StratumJob]:
+    """A session that subscribes (offering ``token`` to resume) and authorises: (peer, en1, its token, job)."""
+    peer = await RawPeer.connect(pool.port)
+    sub = await peer.call(1, "mining.subscribe", ["test/1.0", *([token] if token else [])])
+    assert (await peer.call(2, "mining.authorize", ["alice.rig", "x"]))["result"] is True
+    notify = await peer.notification("mining.notify")
+    return peer, bytes.fromhex(sub["result"][1]), sub["result"][0][1][1], StratumJob.from_notify(notify["params"])
+
+
 async def test_session_resumption_returns_same_extranonce1(easy_pool: LocalPool) -> None:
-    peer, en1, _ = await session(easy_pool)
+    peer, en1, token, _ = await subscribed(easy_pool)
+    assert token != en1.hex() and len(token) >= 16, "the session id is a token, not the guessable extranonce1"
     await peer.close()
-    await asyncio.sleep(0.1)
-    again = await RawPeer.connect(easy_pool.port)
-    sub = await again.call(1, "mining.subscribe", ["test/1.0", en1.hex()])
-    assert sub["result"][1] == en1.hex()
-    other = await RawPeer.connect(easy_pool.port)
-    sub2 = await other.call(1, "mining.subscribe", ["test/1.0", en1.hex()])  # in use: a fresh one
-    assert sub2["result"][1] != en1.hex()
+    await wait_for(lambda: token in easy_pool._resumable, 10, "the pool noticed the disconnect")
+    again, en1_again, token_again, _ = await subscribed(easy_pool, token)
+    assert (en1_again, token_again) == (en1, token) and easy_pool.resumed_sessions == 1
+    other, en1_other, _, _ = await subscribed(easy_pool, en1.hex())  # the extranonce1 is not the key
+    assert en1_other != en1
+    stranger, en1_stranger, _, _ = await subscribed(easy_pool, "f" * 16)
+    assert en1_stranger not in (en1, en1_other)
+    for p in (again, other, stranger):
+        await p.close()
+
+
+async def test_resume_before_the_pool_saw_the_drop_takes_the_session_over(easy_pool: LocalPool) -> None:
+    """A reconnect can beat the old connection's end to the pool: the token holder gets its session back."""
+    old, en1, token, _ = await subscribed(easy_pool)
+    new, en1_new, _, _ = await subscribed(easy_pool, token)  # the old connection is still open here
+    assert en1_new == en1
+    with pytest.raises((ConnectionError, asyncio.IncompleteReadError, OSError)):
+        await old.next_message(10)  # the pool closed the replaced connection
+    await wait_for(lambda: len(easy_pool._sessions) == 1, 10, "the old connection gone")
+    third, en1_third, _, _ = await subscribed(easy_pool)  # the session stays in use: nobody else gets it
+    assert en1_third != en1 and en1 in easy_pool._active_en1
+    await new.close()
+    await third.close()
+
+
+async def test_resume_window_expires() -> None:
+    now = [1000.0]
+    pool = LocalPool(easy_pool_settings(start_difficulty=DIFF, resume_window=60.0), clock=lambda: now[0])
+    await pool.start()
+    try:
+        peer, en1, token, _ = await subscribed(pool)
+        await peer.close()
+        await wait_for(lambda: token in pool._resumable, 10, "the pool noticed the disconnect")
+        now[0] += 61.0
+        late, en1_late, _, _ = await subscribed(pool, token)
+        assert en1_late != en1 and pool.resumed_sessions == 0
+        await late.close()
+    finally:
+        await pool.stop()
+
+
+async def test_share_resent_on_a_resumed_session_is_acknowledged_once(easy_pool: LocalPool) -> None:
+    """The answer to a share was lost with the connection: re-sent on the resumed session it is answered
+    true again but credited once; sent twice on one connection it is still a duplicate."""
+    peer, en1, token, job = await subscribed(easy_pool)
+    nonce = solve(job, en1, b"\x00\x00\x00\x05", DIFF)
+    submit = ["alice.rig", job.job_id, "00000005", f"{job.ntime:08x}", f"{nonce:08x}"]
+    assert (await peer.call(10, "mining.submit", submit))["result"] is True
+    await peer.close()
+    await wait_for(lambda: token in easy_pool._resumable, 10, "the pool noticed the disconnect")
+    again, _, _, _ = await subscribed(easy_pool, token)
+    assert (await again.call(11, "mining.submit", submit))["result"] is True
+    assert (await again.call(12, "mining.submit", submit))["error"][0] == 22
+    assert easy_pool.workers["alice.rig"].accepted == 1 and easy_pool.replayed_shares == 1
+    other, _, _, _ = await subscribed(easy_pool)  # another session cannot replay it (its extranonce1 differs)
+    assert (await other.call(13, "mining.submit", submit))["result"] is not True
     await again.close()
     await other.close()
 

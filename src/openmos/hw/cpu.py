@@ -196,9 +196,10 @@ class CpuHardware(MiningHardware):
             elapsed = time.monotonic() - began
             self._chips[chip].hashes += done
             self._chips[chip].nonces += len(nonces)
-            if provider.generation == work.generation:  # the agent drops superseded work's nonces anyway
-                for nonce in nonces:
-                    sink(NonceResult(work.work_id, nonce, header.version, 0, chip))
+            # Reported even when the work was abandoned meanwhile: only the agent knows whether a nonce is
+            # still worth a share (a pool switch or a reconnect does not end the old session's jobs).
+            for nonce in nonces:
+                sink(NonceResult(work.work_id, nonce, header.version, 0, chip))
             # Adapt the chunk so each one takes about chunk_seconds.
             if elapsed > 0 and done == count:
                 self._rate[chip] = done / elapsed

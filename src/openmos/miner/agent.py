@@ -294,7 +294,8 @@ class MiningAgent:
 
     def _on_job(self, group: PoolGroup, conn: PoolConnection, client: PoolSession, job: StratumJob) -> None:
         previous = self._jobs.get(group.name)
-        self._jobs[group.name] = _JobContext(group, conn, client, job, time.time())
+        self._jobs[group.name] = _JobContext(group, conn, client, job, time.time(),
+                                             conn.extranonce2_counter(client.extranonce1))
         new_block = previous is not None and previous.job.prev_hash != job.prev_hash
         if job.clean_jobs or new_block or previous is None or previous.client is not client:
             self._generation += 1
@@ -418,4 +419,7 @@ class MiningAgent:
         log.debug("hardware error on board %d chip %d: %s", result.board, result.chip, why)
 
     async def _submit(self, ctx: _JobContext, extranonce1: bytes, found: FoundShare) -> None:
-        found.result = await ctx.group.submit(ctx.conn, extranonce1, found.share, ctx.job.prev_hash)
+        def late(result: SubmitResult) -> None:
+            found.result = result
+
+        found.result = await ctx.group.submit(ctx.conn, extranonce1, found.share, ctx.job.prev_hash, late)

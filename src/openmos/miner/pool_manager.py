@@ -5,9 +5,14 @@ when it dies or stalls, and keeps probing the better ones so it falls back as so
 Failover is also on *quality*: a pool that sends too many bad messages, no valid job soon after
 connecting, or rejects too many shares is marked bad for a back-off period that doubles each time it
 fails again (reset after a healthy session), and the next pool gets the work.
-Shares found for a pool that then went away are kept in that pool's outbox and re-sent if the pool
-resumes the same session (same extranonce1); otherwise they are counted as lost, never silently dropped
-or redirected -- a share is only valid for the session it was mined for. A share whose block has been
+A share found for a still-valid job is never silently dropped. Shares found for a session that then went
+away -- and shares whose submit was written but never answered -- are kept in that pool's outbox and
+re-sent once the pool resumes the same session (``mining.subscribe`` with the previous session id gives back
+the same extranonce1, so the job ids and the share itself stay valid). When the pool cannot resume it, they
+are counted and logged as *unrecoverable (pool lost the session)*, never redirected: a share is only valid
+for the session it was mined for. A re-sent share the pool answers as a duplicate had reached it before the
+drop (only its answer was lost): counted apart, not as a rejection. The extranonce2 sequence continues
+across a resumed session, so the agent never mines the same header twice. A share whose block has been
 superseded (the pool announced a new previous-block hash) is never sent.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import ssl
 import time
@@ -57,6 +63,8 @@ class PendingShare:
     extranonce1: bytes
     found_at: float
     prev_hash: bytes
+    written: bool = False  # the submit went out but its answer was lost with the connection
+    on_answer: Callable[[SubmitResult], None] | None = None
 
 
 @dataclass
@@ -68,10 +76,16 @@ class PoolConnection:
     url: PoolUrl | Sv2PoolUrl = field(init=False)
     client: PoolSession | None = None
     session_id: str | None = None
-    outbox: deque[PendingShare] = field(default_factory=lambda: deque(maxlen=OUTBOX_LIMIT))
+    outbox: deque[PendingShare] = field(default_factory=deque)  # at most OUTBOX_LIMIT
     counters: ShareCounters = field(default_factory=ShareCounters)
-    lost_shares: int = 0  # found for a session the pool did not resume
+    lost_shares: int = 0  # dropped by the agent itself (outbox full): should stay 0
+    unrecoverable: int = 0  # found for a session the pool did not resume (pool lost the session)
     resubmitted: int = 0
+    resent_duplicates: int = 0  # re-sent shares the pool already had (only its first answer was lost)
+    last_extranonce1: bytes = b""  # of the newest session: a reconnect that gets it back resumed it
+    resumed_sessions: int = 0
+    _en2: tuple[bytes | None, itertools.count[int]] = field(default_factory=lambda: (None, itertools.count()),
+                                                            repr=False)
     connects: int = 0
     last_error: str = ""
     enabled: bool = True
@@ -84,6 +98,20 @@ class PoolConnection:
 
     def in_backoff(self, now: float) -> bool:
         return now < self.bad_until
+
+    def extranonce2_counter(self, extranonce1: bytes) -> itertools.count[int]:
+        """The extranonce2 sequence of this session: it continues when the session is resumed."""
+        if self._en2[0] != extranonce1:
+            self._en2 = (extranonce1, itertools.count())
+        return self._en2[1]
+
+    def queue(self, item: PendingShare) -> None:
+        """Keep a share until its session is back (bounded: beyond OUTBOX_LIMIT the oldest is lost, counted)."""
+        if len(self.outbox) >= OUTBOX_LIMIT:
+            self.outbox.popleft()
+            self.lost_shares += 1
+            log.warning("%s: more than %d shares waiting for the pool; the oldest is lost", self.url, OUTBOX_LIMIT)
+        self.outbox.append(item)
 
     def __post_init__(self) -> None:
         self.url = parse_pool_url(self.endpoint.url)
@@ -264,7 +292,9 @@ class PoolGroup:
         conn.client = client
         self.active = conn
         conn.tip = client.last_job.prev_hash if client.last_job is not None else b""
-        resumed = conn.session_id is not None and client.extranonce1.hex() == conn.session_id
+        resumed = bool(conn.last_extranonce1) and client.extranonce1 == conn.last_extranonce1
+        conn.resumed_sessions += resumed
+        conn.last_extranonce1 = client.extranonce1
         conn.session_id = client.session_id
         if previous is not conn:
             self.switches += 1
@@ -367,16 +397,17 @@ class PoolGroup:
 
     # -- shares -------------------------------------------------------------------------------------
 
-    async def submit(self, conn: PoolConnection, extranonce1: bytes, share: Share,
-                     prev_hash: bytes) -> SubmitResult | None:
+    async def submit(self, conn: PoolConnection, extranonce1: bytes, share: Share, prev_hash: bytes,
+                     on_answer: Callable[[SubmitResult], None] | None = None) -> SubmitResult | None:
         """Submit to the pool the share was mined for; queue it if that session is not connected now.
 
         The superseded-block check runs in the same step as the write, so once the pool's new tip has
-        been read no share for the old one can leave.
+        been read no share for the old one can leave. ``on_answer`` hears the answer to a queued share
+        when it is re-sent later.
         """
         client = conn.client
         if client is None or client.closed.is_set() or client.extranonce1 != extranonce1:
-            conn.outbox.append(PendingShare(share, extranonce1, time.time(), prev_hash))
+            conn.queue(PendingShare(share, extranonce1, time.time(), prev_hash, on_answer=on_answer))
             return None
         if prev_hash != conn.tip:
             conn.stale_dropped += 1
@@ -388,8 +419,8 @@ class PoolGroup:
             return None
         try:
             result = await client.submit(share)
-        except ConnectionError:
-            conn.outbox.append(PendingShare(share, extranonce1, time.time(), prev_hash))
+        except ConnectionError:  # written (or about to be) but unanswered: re-sent if the session resumes
+            conn.queue(PendingShare(share, extranonce1, time.time(), prev_hash, True, on_answer))
             return None
         conn.counters.record(result, share)
         self._log_result(conn, share, result)
@@ -406,25 +437,46 @@ class PoolGroup:
                           "stale" if result.stale else "rejected", result.reason, c.accepted, c.rejected + c.stale)
 
     async def _flush_outbox(self, conn: PoolConnection, client: PoolSession, resumed: bool) -> None:
+        """Re-send the shares kept for this session once the pool's current tip is known."""
+        if not conn.outbox:
+            return
+        deadline = time.monotonic() + self.tuning.response_timeout_s
+        while client.last_job is None and not client.closed.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the first job follows the handshake: its prev hash says what is stale
+        if client.last_job is None or client.closed.is_set():
+            return  # kept for the next session of this pool
         pending = list(conn.outbox)
         conn.outbox.clear()
+        sent = stale = 0
+        lost_session = [item for item in pending if item.extranonce1 != client.extranonce1]
         for item in pending:
             if item.extranonce1 != client.extranonce1:
-                conn.lost_shares += 1
                 continue
             if item.prev_hash != conn.tip:
-                conn.stale_dropped += 1
+                stale += 1
                 continue
             try:
                 result = await client.submit(item.share)
             except ConnectionError:
-                conn.outbox.append(item)
+                conn.queue(item)
                 continue
+            sent += 1
             conn.resubmitted += 1
-            conn.counters.record(result, item.share)
-        if pending:
-            log.info("%s: re-sent %d queued shares after reconnect (session %s; %d lost)", conn.url,
-                     conn.resubmitted, "resumed" if resumed else "new", conn.lost_shares)
+            if item.written and result.duplicate:
+                conn.resent_duplicates += 1  # it had reached the pool; only the answer was lost
+            else:
+                conn.counters.record(result, item.share)
+                self._log_result(conn, item.share, result)
+            if item.on_answer is not None:
+                item.on_answer(result)
+        conn.unrecoverable += len(lost_session)
+        conn.stale_dropped += stale
+        if lost_session:
+            log.warning("%s: %d share(s) found for extranonce1 %s are unrecoverable: the pool did not resume that "
+                        "session (it gave %s), so they are no longer valid there", conn.url, len(lost_session),
+                        lost_session[0].extranonce1.hex(), client.extranonce1.hex())
+        log.info("%s: session %s; re-sent %d queued share(s), %d for a superseded block dropped", conn.url,
+                 "resumed" if resumed else "new", sent, stale)
 
 
 class PoolManager:

@@ -3,6 +3,14 @@
 Every share is validated independently of the miner: the pool rebuilds the coinbase from its own
 coinb1/coinb2 and the session's extranonce1, folds its own merkle branch, applies the submitted version
 bits under the negotiated mask and hashes the header itself.
+
+Session resumption: ``mining.subscribe`` answers with an unguessable session id (the subscription id of
+``mining.notify``). A miner that reconnects within ``resume_window`` seconds and offers it gets the same
+extranonce1 back, so the jobs it was mining and the shares it found meanwhile stay valid. A reconnect that
+arrives before the pool noticed the old connection die takes the session over (the old connection is
+closed). Re-sending, on the resumed session, a share the pool already accepted on an earlier connection of
+that session is answered ``true`` again without a second credit: the miner lost the first answer with the
+connection, and a share is credited once.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import ssl
 import time
 from collections import OrderedDict, deque
@@ -68,6 +77,7 @@ class PoolSettings:
     recent_shares: int = 10_000
     tls_cert: str | None = None  # PEM certificate chain: serve stratum+ssl instead of plain TCP
     tls_key: str | None = None
+    resume_window: float = 300.0  # seconds a disconnected session can be resumed with its session id
 
 
 @dataclass
@@ -128,6 +138,9 @@ class _Session:
     window_start: float = 0.0
     window_shares: int = 0
     bad_messages: int = 0
+    serial: int = 0  # this connection's number (a resumed session gets a new one)
+    session_id: str = ""  # the resumption token handed out at subscribe
+    taken_over: bool = False  # a reconnect of the same session replaced this connection
 
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -150,10 +163,15 @@ class LocalPool:
         self.protocol_errors = 0
         self.blocks_found: list[AcceptedShare] = []
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
-        self._seen: dict[str, set[tuple[bytes, bytes, int, int, int]]] = {}
+        # per job: every accepted share -> the connection serial that sent it (0: another front end)
+        self._seen: dict[str, dict[tuple[bytes, bytes, int, int, int], int]] = {}
         self._sessions: set[_Session] = set()
         self._active_en1: set[bytes] = set()
-        self._resumable: OrderedDict[str, bytes] = OrderedDict()
+        self._resumable: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # id -> (en1, expiry)
+        self._owners: dict[str, _Session] = {}  # session id -> the connection using it now
+        self._serials = itertools.count(1)
+        self.resumed_sessions = 0
+        self.replayed_shares = 0  # re-sent on a resumed session after the pool had accepted them: not re-credited
         self._en1_counter = itertools.count(1)
         self._job_counter = itertools.count(1)
         self._current_id = ""  # the newest pool-made job (custom jobs never become it)
@@ -222,7 +240,7 @@ class LocalPool:
             self._seen.clear()
         job = _Job(job_id, template, stratum)
         self._jobs[job_id] = job
-        self._seen[job_id] = set()
+        self._seen[job_id] = {}
         self._current_id = job_id
         self._trim_jobs()
         return job
@@ -234,7 +252,7 @@ class LocalPool:
                              template.merkle_branch, template.version, template.bits, template.ntime, False)
         job = _Job(job_id, template, stratum)
         self._jobs[job_id] = job
-        self._seen[job_id] = set()
+        self._seen[job_id] = {}
         self._trim_jobs()
         return job
 
@@ -290,7 +308,7 @@ class LocalPool:
         if task is not None:
             self._tasks.add(task)
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
-        session = _Session(peer, writer, difficulty=self.settings.start_difficulty)
+        session = _Session(peer, writer, difficulty=self.settings.start_difficulty, serial=next(self._serials))
         self._sessions.add(session)
         log.info("pool: miner connected from %s", peer)
         try:
@@ -329,11 +347,11 @@ class LocalPool:
             pass
         finally:
             self._sessions.discard(session)
-            if session.extranonce1:
+            if session.extranonce1 and not session.taken_over:
                 self._active_en1.discard(session.extranonce1)
-                self._resumable[session.extranonce1.hex()] = session.extranonce1
-                while len(self._resumable) > 10_000:
-                    self._resumable.popitem(last=False)
+                self._owners.pop(session.session_id, None)
+                self._resumable[session.session_id] = (session.extranonce1, self.clock() + self.settings.resume_window)
+                self._expire_resumable()
             writer.close()
             if task is not None:
                 self._tasks.discard(task)
@@ -382,21 +400,46 @@ class LocalPool:
                 result[ext] = False
         return result
 
+    def _expire_resumable(self) -> None:
+        now = self.clock()
+        while self._resumable:
+            key, (_, expiry) = next(iter(self._resumable.items()))
+            if expiry > now and len(self._resumable) <= 10_000:
+                break
+            del self._resumable[key]
+
+    def _resume(self, session: _Session, token: str) -> bytes | None:
+        """The extranonce1 of session ``token`` if it can be resumed by this connection, else None."""
+        self._expire_resumable()
+        if token in self._resumable:
+            return self._resumable.pop(token)[0]
+        owner = self._owners.get(token)
+        if owner is None or owner is session:
+            return None
+        # The old connection is still open here (its end has not reached us yet): the token holder is back.
+        owner.taken_over = True
+        owner.writer.close()
+        self._sessions.discard(owner)
+        return owner.extranonce1
+
     def _on_subscribe(self, session: _Session, params: list[Any]) -> list[Any]:
         if session.subscribed:
             raise ProtocolError("already subscribed")
-        resume = params[1] if len(params) > 1 and isinstance(params[1], str) else None
-        en1 = self._resumable.get(resume) if resume else None
-        if en1 is None or en1 in self._active_en1:
-            en1 = next(self._en1_counter).to_bytes(EXTRANONCE1_SIZE, "big")
+        token = params[1] if len(params) > 1 and isinstance(params[1], str) and len(params[1]) <= 64 else None
+        en1 = self._resume(session, token) if token else None
+        if en1 is None:
+            en1 = self.new_extranonce1()
+            token = secrets.token_hex(8)
         else:
-            log.info("pool: %s resumed session %s", session.peer, en1.hex())
-        self._resumable.pop(en1.hex(), None)
+            self.resumed_sessions += 1
+            log.info("pool: %s resumed session %s (extranonce1 %s)", session.peer, token, en1.hex())
+        assert token is not None
         self._active_en1.add(en1)
-        session.extranonce1 = en1
+        self._owners[token] = session
+        session.extranonce1, session.session_id = en1, token
         session.subscribed = True
         session.window_start = self.clock()
-        return [[["mining.set_difficulty", en1.hex()], ["mining.notify", en1.hex()]], en1.hex(),
+        return [[["mining.set_difficulty", token], ["mining.notify", token]], en1.hex(),
                 self.settings.extranonce2_size]
 
     def _on_authorize(self, session: _Session, params: list[Any]) -> bool:
@@ -455,14 +498,24 @@ class LocalPool:
                                    f"version bits {bits:08x} outside mask {session.version_mask:08x}")
             version = apply_version_bits(version, bits, session.version_mask)
         required = min(session.job_difficulty.get(job_id, session.difficulty), session.difficulty)
-        share = self.accept_share(worker, stats, job, session.extranonce1, en2, ntime, nonce, version, required)
+        key = (session.extranonce1, en2, ntime, nonce, version)
+        first = self._seen[job.job_id].get(key)
+        if first not in (None, 0, session.serial):
+            # accepted on an earlier connection of this resumed session (the key holds its extranonce1);
+            # the answer was lost with that connection
+            self._seen[job.job_id][key] = session.serial
+            self.replayed_shares += 1
+            return True
+        share = self.accept_share(worker, stats, job, session.extranonce1, en2, ntime, nonce, version, required,
+                                  connection=session.serial)
         session.window_shares += 1
         if not share.is_block:
             self._maybe_retarget(session)
         return True
 
     def accept_share(self, worker: str, stats: WorkerStats, job: PoolJob, en1: bytes, en2: bytes, ntime: int,
-                     nonce: int, version: int, required: float, merkle_root: bytes | None = None) -> AcceptedShare:
+                     nonce: int, version: int, required: float, merkle_root: bytes | None = None,
+                     connection: int = 0) -> AcceptedShare:
         """Validate one share of any front end (header rebuilt and hashed here); ShareRejected says why.
 
         ``merkle_root``: the root this pool computed for (job, en1 + en2) when it sent a header-only job
@@ -481,7 +534,7 @@ class LocalPool:
         if hash_to_int(digest) > difficulty_to_target(required):
             raise self._reject(worker, stats, StratumErrorCode.LOW_DIFFICULTY,
                                f"low difficulty share ({hash_difficulty(digest):.6g} < {required:.6g})")
-        seen.add(key)
+        seen[key] = connection
         now = self.clock()
         achieved = hash_difficulty(digest)
         stats.accepted += 1

@@ -55,6 +55,7 @@ class SubmitResult:
     accepted: bool
     reason: str = ""
     stale: bool = False
+    duplicate: bool = False  # the pool says it already has this share
 
 
 @dataclass
@@ -103,6 +104,10 @@ def _is_stale(response: Response) -> bool:
     code = response.error_code()
     text = response.error_text().lower()
     return code == StratumErrorCode.JOB_NOT_FOUND or "stale" in text or "job not found" in text
+
+
+def _is_duplicate(response: Response) -> bool:
+    return response.error_code() == StratumErrorCode.DUPLICATE_SHARE or "duplicate" in response.error_text().lower()
 
 
 class StratumClient:
@@ -276,7 +281,7 @@ class StratumClient:
         if resp.ok and resp.result is True:
             result = SubmitResult(True)
         else:
-            result = SubmitResult(False, resp.error_text()[:200], _is_stale(resp))
+            result = SubmitResult(False, resp.error_text()[:200], _is_stale(resp), _is_duplicate(resp))
         self.counters.record(result, share)
         return result
 

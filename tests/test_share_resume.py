@@ -1,0 +1,70 @@
+"""Shares across dropped connections: resumed sessions get their queued shares, nothing is mined twice,
+and shares for a session the pool lost are counted as unrecoverable, never silently dropped."""
+
+from __future__ import annotations
+
+import time
+
+from openmos.hw.cpu import CpuHardware, CpuSettings
+from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner.pool_manager import PendingShare
+from openmos.pool import LocalPool
+from openmos.stratum.job import Share
+
+from helpers import easy_pool_settings, wait_for
+
+
+def agent_for(url: str) -> MiningAgent:
+    config = AgentConfig.from_dict({
+        "groups": [{"name": "main", "pools": [{"url": url, "user": "resume.cpu"}]}],
+        "stratum": {"retry_delay_s": 0.2, "fallback_interval_s": 0.5},
+    })
+    return MiningAgent(config, CpuHardware(CpuSettings(workers=1, chunk_seconds=0.2)))
+
+
+async def test_drops_resume_the_session_and_never_mine_a_share_twice() -> None:
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    await pool.start()
+    agent = agent_for(pool.url)
+    conn = agent.pools.groups[0].connections[0]
+    await agent.start()
+    try:
+        for drop in range(3):
+            await wait_for(lambda n=drop: len(pool.accepted) >= 3 * (n + 1), 120, f"shares before drop {drop}")
+            await pool.stop()  # every connection dropped; the pool's state survives
+            await pool.start()
+            await wait_for(lambda n=drop: conn.resumed_sessions == n + 1, 60, f"session resumed after drop {drop}")
+        await wait_for(lambda: len(pool.accepted) >= 12, 120, "shares after the drops")
+    finally:
+        await agent.stop()
+        await pool.stop()
+    assert "duplicate share" not in pool.rejections, "the same header was mined again after a resume"
+    assert pool.replayed_shares == 0, "a share was sent again on the resumed session"
+    assert conn.resent_duplicates == 0
+    assert len({(s.extranonce2, s.nonce, s.ntime, s.version) for s in pool.accepted}) == len(pool.accepted)
+    assert len({s.extranonce1 for s in pool.accepted}) == 1
+    assert conn.unrecoverable == 0 and conn.lost_shares == 0
+
+
+async def test_shares_of_a_session_the_pool_lost_are_counted_unrecoverable() -> None:
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001, resume_window=0.0))
+    await pool.start()
+    agent = agent_for(pool.url)
+    conn = agent.pools.groups[0].connections[0]
+    await agent.start()
+    try:
+        await wait_for(lambda: conn.alive and conn.client is not None and conn.client.last_job is not None, 60,
+                       "mining")
+        assert conn.client is not None and conn.client.last_job is not None
+        old_en1, tip = conn.client.extranonce1, conn.client.last_job.prev_hash
+        job_id = conn.client.last_job.job_id
+        share = Share(job_id, b"\0\0\0\1", 0, 1, 0x20000000, 0x20000000, 0, 0.0001, 0.0001)
+        conn.queue(PendingShare(share, old_en1, time.time(), tip, written=True))  # unanswered at the drop
+        await pool.stop()
+        await pool.start()  # no resume window: the session is gone
+        await wait_for(lambda: conn.unrecoverable == 1, 60, "the queued share counted unrecoverable")
+    finally:
+        await agent.stop()
+        await pool.stop()
+    assert conn.client is not None and conn.client.extranonce1 != old_en1
+    assert conn.lost_shares == 0 and not conn.outbox
