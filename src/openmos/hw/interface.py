@@ -7,7 +7,7 @@ measured (the simulator) say so through ``HardwareTelemetry.modelled``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -120,6 +120,12 @@ class MiningHardware(abc.ABC):
 
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
         raise UnsupportedControl(f"{self.model} cannot set chip frequency")
+
+    async def set_chip_frequencies(self, board: int, mhz: Sequence[float]) -> None:
+        """Each chip of one board at its own frequency (0: chip off). Backends that can batch override this
+        (one ramp for a whole chain, one write in a simulator); the tuner's plans arrive here board by board."""
+        for chip, f in enumerate(mhz):
+            await self.set_chip_frequency(board, chip, f)
 
     async def set_board_frequency(self, board: int, mhz: float) -> None:
         """Every chip of one board at ``mhz`` (backends that can do it in one call override this)."""

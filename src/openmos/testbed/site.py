@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -224,6 +224,9 @@ class SlotHardware(MiningHardware):
 
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
         self.site.fleet.set_frequency(self.index, board, chip, mhz)
+
+    async def set_chip_frequencies(self, board: int, mhz: Sequence[float]) -> None:
+        self.site.fleet.set_frequency(self.index, board, slice(None), np.asarray(mhz, dtype=np.float64))
 
     async def set_board_frequency(self, board: int, mhz: float) -> None:
         self.site.fleet.set_frequency(self.index, board, slice(None), mhz)

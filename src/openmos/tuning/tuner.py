@@ -249,10 +249,14 @@ class Autotuner:
                 await self.hw.set_board_voltage(b, float(voltage[b]))
                 self.voltage[b] = voltage[b]
                 changed_any = True
-        changed = np.argwhere(np.abs(freq - self.freq) > 0.05)
-        for b, c in changed:
-            await self.hw.set_chip_frequency(int(b), int(c), float(freq[b, c]))
-        if changed_any or len(changed):
+        changed = np.abs(freq - self.freq) > 0.05
+        for board in (int(i) for i in np.flatnonzero(changed.any(axis=1))):  # one call per board (one ramp)
+            if changed[board].sum() == 1:
+                c = int(np.flatnonzero(changed[board])[0])
+                await self.hw.set_chip_frequency(board, c, float(freq[board, c]))
+            else:
+                await self.hw.set_chip_frequencies(board, [float(f) for f in freq[board]])
+        if changed_any or changed.any():
             self._changed_at = self.clock.now()
         self.freq = freq.copy()
         self.status.board_voltage = [round(float(v), 3) for v in self.voltage]

@@ -346,6 +346,9 @@ class Bm13xxHardware(MiningHardware):
     async def set_board_frequency(self, board: int, mhz: float) -> None:
         await self.set_chain_frequencies(board, [mhz] * len(self.chains[board].chips))
 
+    async def set_chip_frequencies(self, board: int, mhz: Sequence[float]) -> None:
+        await self.set_chain_frequencies(board, mhz)  # a tuner plan: one ramp, not one per chip
+
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
         chain = self.chains[board]
         targets = [c.frequency_mhz for c in chain.chips]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -154,6 +155,10 @@ class SimHardware(MiningHardware):
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
         self.advance()  # what ran until now ran at the old setting
         self._fleet.set_frequency(0, board, chip, mhz)
+
+    async def set_chip_frequencies(self, board: int, mhz: Sequence[float]) -> None:
+        self.advance()
+        self._fleet.set_frequency(0, board, slice(None), np.asarray(mhz, dtype=np.float64))
 
     async def set_board_voltage(self, board: int, volts: float) -> None:
         self.advance()  # what ran until now ran at the old setting
