@@ -2,7 +2,7 @@
 
 Layers, lowest first (a layer imports only the ones below it):
 
-- ``base``     clocks and atomic file writes (used by every layer)
+- ``base``     clocks, atomic file writes, the one asyncio server lifecycle (used by every layer)
 - ``control``  the one typed device control surface (commands, status, ``UnsupportedControl``)
 - ``bitcoin``  pure primitives: hashing, headers, targets, merkle, version rolling
 - ``stratum``  Stratum V1 wire protocol, job model and asyncio client; ``stratum.v2``: SV2 codec, Noise, client

@@ -1,4 +1,5 @@
-"""Base utilities every layer may import: clocks, atomic file writes, allow lists. Imports nothing above."""
+"""Base utilities every layer may import: clocks, atomic file writes, allow lists, the asyncio stream server
+lifecycle (``openmos.base.server``). Imports nothing above."""
 
 from openmos.base.clock import Clock, WallClock
 from openmos.base.files import atomic_write

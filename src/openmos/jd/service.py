@@ -284,7 +284,7 @@ class JdService:
         self.upstream_of[bt] = upstream
         if len(self.upstream_of) > 256:
             self.upstream_of.pop(next(iter(self.upstream_of)))
-        if self.downstream is not None and self.downstream._server is not None:
+        if self.downstream is not None and self.downstream.serving:
             self.downstream.push_job(clean=clean)
             if self.status.tip_seen_at:
                 self.status.last_job_latency = time.perf_counter() - self.status.tip_seen_at

@@ -13,7 +13,6 @@ miner-chosen transactions. ``JdsServer`` is its encrypted (Noise NX) network fro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import struct
@@ -21,6 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, merkle_root_from_branch, sha256d
 from openmos.bitcoin.merkle import merkle_branches
 from openmos.bitcoin.tx import (
@@ -338,30 +338,16 @@ class JdsServer:
         self.max_allocations = max_allocations_per_minute
         self.protocol_errors = 0
         self.solutions: list[str | None] = []
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener = StreamServer(self._handle)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self._listener.start(self.host, self.port, reuse_address=True)
         log.info("job declarator server on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        self._server = None
+        await self._listener.stop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         try:
             conn = await accept_connection(reader, writer, self.static, self.certificate,
                                            timeout=self.setup_timeout, max_payload=JD_MAX_PAYLOAD)
@@ -387,8 +373,6 @@ class JdsServer:
             pass
         finally:
             writer.close()
-            if task is not None:
-                self._tasks.discard(task)
 
     def _dispatch(self, state: _JdConnection, msg: Message) -> bool:
         conn, d = state.conn, self.declarator

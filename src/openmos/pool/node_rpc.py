@@ -11,7 +11,6 @@ chain, removes its transactions from the mempool and makes the pool send new job
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, merkle_root
 from openmos.bitcoin.target import bits_to_target
 from openmos.bitcoin.tx import (
@@ -266,33 +266,20 @@ class NodeRpcServer:
         self.auth = basic_auth(user, password) if user or password else ""
         self.timeout = timeout
         self.errors = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._listener = StreamServer(self._handle, max_connections=MAX_CONNECTIONS)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=1 << 16)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self._listener.start(self.host, self.port, limit=1 << 16)
         log.info("local pool answers Bitcoin Core JSON-RPC on %s", self.url)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for w in list(self._writers):
-            w.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        self._server = None
+        await self._listener.stop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._writers) >= MAX_CONNECTIONS:
-            writer.close()
-            return
-        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -316,7 +303,6 @@ class NodeRpcServer:
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
             pass
         finally:
-            self._writers.discard(writer)
             writer.close()
 
     def _reply(self, body: bytes) -> tuple[int, bytes]:

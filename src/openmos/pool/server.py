@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, hash_to_int
 from openmos.bitcoin.version import BIP320_MASK, apply_version_bits
 from openmos.pool.chain import BlockTemplate, TemplateChain
@@ -175,8 +176,7 @@ class LocalPool:
         self._en1_counter = itertools.count(1)
         self._job_counter = itertools.count(1)
         self._current_id = ""  # the newest pool-made job (custom jobs never become it)
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener = StreamServer(self._handle)
         self._job_task: asyncio.Task[None] | None = None
         self.port = self.settings.port
         self.job_listeners: list[Callable[[PoolJob], None]] = []  # other front ends (Stratum V2)
@@ -191,13 +191,15 @@ class LocalPool:
         if self.settings.tls_cert:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
-        self._server = await asyncio.start_server(
-            self._handle, self.settings.host, self.port, limit=MAX_LINE_BYTES, reuse_address=True, ssl=ctx
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self._listener.start(self.settings.host, self.port, limit=MAX_LINE_BYTES,
+                                               reuse_address=True, ssl=ctx)
         self._job_task = asyncio.create_task(self._job_loop(), name="pool-jobs")
         log.info("local pool listening on stratum+tcp://%s:%d (share diff %g, network diff %g)",
                  self.settings.host, self.port, self.settings.start_difficulty, self.chain.network_difficulty)
+
+    @property
+    def serving(self) -> bool:
+        return self._listener.serving
 
     @property
     def url(self) -> str:
@@ -206,20 +208,11 @@ class LocalPool:
 
     async def stop(self) -> None:
         """Stop listening and drop every connection. State (chain, jobs, sessions) survives a restart."""
-        if self._server is not None:
-            self._server.close()
-        for session in list(self._sessions):
-            session.writer.close()
         if self._job_task is not None:
             self._job_task.cancel()
-        for task in [*self._tasks, *([self._job_task] if self._job_task else [])]:
-            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        self._server = None
+                await self._job_task
+        await self._listener.stop()
         self._job_task = None
 
     async def _job_loop(self) -> None:
@@ -304,9 +297,6 @@ class LocalPool:
     # -- connection handling ----------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
         session = _Session(peer, writer, difficulty=self.settings.start_difficulty, serial=next(self._serials))
         self._sessions.add(session)
@@ -353,8 +343,6 @@ class LocalPool:
                 self._resumable[session.session_id] = (session.extranonce1, self.clock() + self.settings.resume_window)
                 self._expire_resumable()
             writer.close()
-            if task is not None:
-                self._tasks.discard(task)
             log.info("pool: miner %s disconnected", peer)
 
     def _handle_request(self, session: _Session, req: Request) -> None:

@@ -17,6 +17,7 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 
+from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, difficulty_to_target, target_to_difficulty
 from openmos.bitcoin.hashing import sha256d
 from openmos.bitcoin.merkle import merkle_root_from_branch
@@ -117,8 +118,7 @@ class Sv2PoolServer:
         self.handshake_failures = 0
         self.protocol_errors = 0
         self._channel_ids = itertools.count(1)
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener = StreamServer(self._handle)
 
     @property
     def authority_key(self) -> str:
@@ -130,32 +130,17 @@ class Sv2PoolServer:
 
     async def start(self) -> None:
         self.pool.job_listeners.append(self._on_job)
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self._listener.start(self.host, self.port, reuse_address=True)
         log.info("local pool speaks Stratum V2 on %s", self.url)
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.pool.job_listeners.remove(self._on_job)
-        if self._server is not None:
-            self._server.close()
-        for c in list(self.connections):
-            c.conn.writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        self._server = None
+        await self._listener.stop()
 
     # -- connections ------------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
         state: _Connection | None = None
         try:
@@ -178,8 +163,6 @@ class Sv2PoolServer:
                 for channel in state.channels.values():
                     self.pool.release_extranonce1(channel.extranonce1)
             writer.close()
-            if task is not None:
-                self._tasks.discard(task)
 
     async def _serve(self, state: _Connection, peer: str) -> None:
         conn = state.conn

@@ -16,6 +16,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, merkle_root_from_branch, sha256d
 from openmos.bitcoin.merkle import merkle_branches
 from openmos.bitcoin.target import bits_to_target
@@ -77,25 +78,17 @@ class TemplateProvider:
         self.solutions: list[str | None] = []
         self.protocol_errors = 0
         self._ids = itertools.count(1)
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener = StreamServer(self._handle)
 
     async def start(self) -> None:
         self.node.tip_listeners.append(self._on_tip)
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self._listener.start(self.host, self.port, reuse_address=True)
         log.info("template provider (Template Distribution Protocol) on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.node.tip_listeners.remove(self._on_tip)
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._server = None
+        await self._listener.stop()
 
     def _on_tip(self, _hash: bytes) -> None:
         for state in list(self.connections):
@@ -124,9 +117,6 @@ class TemplateProvider:
                                      int_to_u256(bits_to_target(chain.bits))))
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         state: _TpConnection | None = None
         try:
             conn = await accept_connection(reader, writer, self.static, self.certificate,
@@ -156,8 +146,6 @@ class TemplateProvider:
             if state is not None:
                 self.connections.discard(state)
             writer.close()
-            if task is not None:
-                self._tasks.discard(task)
 
     def _dispatch(self, state: _TpConnection, msg: Message) -> bool:
         conn = state.conn

@@ -21,6 +21,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from openmos.base.server import StreamServer
 from openmos.bitcoin import BIP320_MASK, difficulty_to_target, hash_difficulty, hash_to_int
 from openmos.bitcoin.version import apply_version_bits
 from openmos.pool.vardiff import VardiffSettings, next_difficulty
@@ -157,17 +158,15 @@ class FarmProxy:
         self._free_ids: list[int] = []
         self._next_id = itertools.count(1)
         self._generation = itertools.count(1)
-        self._server: asyncio.Server | None = None
+        self._listener = StreamServer(self._handle)
         self._supervisor: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._upstream_ready = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.settings.host, self.port,
-                                                  limit=MAX_LINE_BYTES, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self._listener.start(self.settings.host, self.port, limit=MAX_LINE_BYTES,
+                                               reuse_address=True)
         self._supervisor = asyncio.create_task(self._supervise(), name="proxy-upstream-supervisor")
         log.info("proxy: Stratum V1 miners connect to stratum+tcp://%s:%d", self.settings.host, self.port)
 
@@ -183,19 +182,9 @@ class FarmProxy:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        if self._server is not None:
-            self._server.close()
-        for d in list(self.downstreams):
-            d.writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._listener.stop()
         if self.upstream is not None:
             await self.upstream.close("proxy stopping")
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
     # -- upstream ---------------------------------------------------------------------------------
 
@@ -306,16 +295,11 @@ class FarmProxy:
     # -- downstream connections ---------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
         d = _Downstream(writer, DownstreamStats(peer), difficulty=self.settings.start_difficulty)
         if len(self.downstreams) >= self.settings.max_downstreams:
             log.warning("proxy: refusing %s: %d downstreams already", peer, len(self.downstreams))
             writer.close()
-            if task is not None:
-                self._tasks.discard(task)
             return
         self.downstreams.add(d)
         try:
@@ -351,8 +335,6 @@ class FarmProxy:
                 self._free_ids.append(int.from_bytes(d.local_id, "big"))
             writer.close()
             self._report_hashrate()
-            if task is not None:
-                self._tasks.discard(task)
 
     def _request(self, d: _Downstream, req: Request, received: float) -> None:
         try:
