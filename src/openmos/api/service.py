@@ -14,6 +14,7 @@ from openmos.api.app import create_app
 from openmos.api.auth import AuthError, AuthStore
 from openmos.api.cgminer import CgminerApi, CgminerServer
 from openmos.api.logs import LogBuffer
+from openmos.api.server import http_config
 from openmos.api.view import DeviceView
 from openmos.base.files import state_dir
 from openmos.base.net import AllowList
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 
 
 ACCOUNTS_FILE = "accounts.json"
-MAX_HTTP_CONNECTIONS = 128  # beyond this uvicorn answers 503 instead of queueing without bound
 
 
 class DeviceApis:
@@ -47,10 +47,7 @@ class DeviceApis:
                                      cfg.cgminer_port)
         self.app = create_app(self.view, self.auth, config_path=config_path, logs=self.logs,
                               allowed_hosts=[*cfg.allowed_hosts, *([cfg.rest_host] if cfg.rest_host else [])])
-        self._uvicorn = uvicorn.Server(uvicorn.Config(self.app, host=cfg.rest_host, port=cfg.rest_port,
-                                                      log_level="warning", lifespan="off",
-                                                      limit_concurrency=MAX_HTTP_CONNECTIONS,
-                                                      timeout_keep_alive=5))
+        self._uvicorn = uvicorn.Server(http_config(self.app, cfg.rest_host, cfg.rest_port))
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
 

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from openmos.api.auth import AuthStore, Role
+from openmos.api.server import http_config
 from openmos.base.net import free_local_port
 from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.enroll import EnrollmentRefused, EnrollmentRegistry, fingerprint
@@ -200,8 +201,7 @@ async def _demo(workdir: Path, miners: int, port: int, duration: float, console:
         admin_password, approver_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
         auth.setup_owner("admin", admin_password)
         auth.add_user("approver", approver_password, Role.OPERATOR)
-        server = uvicorn.Server(uvicorn.Config(create_fleet_app(service, auth), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="off"))
+        server = uvicorn.Server(http_config(create_fleet_app(service, auth), "127.0.0.1", port))
         console.print(f"fleet demo: {miners} simulated miners (modelled), {enrolled} enrolled with one-time tokens, "
                       f"on a zenoh bus with mutual TLS at {endpoint}")
         console.print(f"dashboard: http://127.0.0.1:{port}  ·  users: admin / {admin_password}  and  "

@@ -30,6 +30,7 @@ from openmos.api.cgminer.protocol import (
     status,
 )
 from openmos.api.cgminer.server import CgminerServer
+from openmos.api.server import http_config
 from openmos.proxy.server import FarmProxy
 
 
@@ -157,8 +158,7 @@ class ProxyApis:
     def __init__(self, proxy: FarmProxy, host: str = "127.0.0.1", cgminer_port: int = 4029, rest_port: int = 8081
                  ) -> None:
         self.cgminer = CgminerServer(ProxyCgminer(proxy), host, cgminer_port)
-        self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(proxy), host=host, port=rest_port,
-                                                      log_level="warning", lifespan="off"))
+        self._uvicorn = uvicorn.Server(http_config(create_app(proxy), host, rest_port))
         self._socket: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
 
