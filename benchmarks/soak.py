@@ -8,12 +8,15 @@ simulated hour the primary pool is killed and restarted, the network stalls, and
 every connection several times in a row. Timeouts, back-offs and the pools run in real time; the
 simulated clock runs ``--speed`` times faster.
 
-Figures: shares found / accepted / rejected / never sent (superseded block) / lost, old-block shares the
-pools accepted (zero expected), failover times after a pool kill (< 2 s expected) and after a stall
-(includes the stall timeout), fallback time after the primary returns, RSS at the start and end (flat
-within 10 % expected). Baseline, measured in the same run: the same agent and pools with no faults for
-the first part of the run; credited difficulty per hash really computed (so the machine's varying CPU speed
-cancels out) is printed for both, and the soak's as a ratio of the baseline's.
+Figures: shares found / accepted / rejected / never sent (superseded block) / lost (zero expected) /
+unrecoverable because a pool lost the session (counted apart) / re-sent after a drop, duplicates (zero
+expected), old-block shares the pools accepted (zero expected), failover times after a pool kill (< 2 s
+expected) and after a stall (includes the stall timeout), fallback time after the primary returns, RSS at
+the start and end (flat within 10 % expected). Baseline, measured in the same run: the same agent and
+pools with no faults for the first part of the run; credited difficulty per hash really computed (so the
+machine's varying CPU speed cancels out) is printed for both, and the soak's as a ratio of the baseline's,
+with the breakdown of every found share's difficulty by what became of it (credited, superseded block,
+stale, unrecoverable, still queued...), so the ratio is explained.
 
 Usage: python benchmarks/soak.py [--quick] [--hours 6] [--speed 120]
 """
@@ -39,6 +42,7 @@ from rich.progress import Progress
 from openmos.hw.sim.backend import SimHardware
 from openmos.hw.sim.clock import SimClock
 from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner.agent import FoundShare
 from openmos.pool import LocalPool, PoolSettings
 from openmos.stratum.difficulty import difficulty_for_interval
 from openmos.stratum.protocol import encode_notification
@@ -51,6 +55,45 @@ FAULTS = True  # --no-faults: only the difficulty changes (a diagnostic run)
 def rss_mb() -> float:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * 4096 / 1e6
+
+
+@dataclass
+class Window:
+    """One measured stretch of the run: wall-clock bounds, real hashes and superseded difficulty at each end."""
+
+    began: float
+    hashes0: float
+    superseded0: float
+    ended: float = 0.0
+    hashes1: float = 0.0
+    superseded1: float = 0.0
+
+    def close(self, agent: MiningAgent, hardware: SimHardware) -> None:
+        self.ended, self.hashes1, self.superseded1 = time.time(), real_hashes(hardware), \
+            agent.stats.superseded_difficulty
+
+    def breakdown(self, found: list[FoundShare]) -> dict[str, float]:
+        """Pool difficulty x 2^32 per real hash, by what became of the shares found in this window."""
+        per_hash = 2**32 / max(self.hashes1 - self.hashes0, 1.0)
+        out: dict[str, float] = {"superseded block (dropped by the agent, never sent)":
+                                 (self.superseded1 - self.superseded0) * per_hash}
+        for f in found:
+            if not self.began <= f.found_at < self.ended:
+                continue
+            key = share_fate(f)
+            out[key] = out.get(key, 0.0) + f.share.pool_difficulty * per_hash
+        return out
+
+
+def share_fate(f: FoundShare) -> str:
+    if f.result is not None and f.result.accepted:
+        return "credited"
+    if f.result is not None and f.fate == "resent duplicate":
+        return "re-sent after a drop, the pool already had it"
+    if f.result is not None:
+        return "stale answer" if f.result.stale else f"rejected ({f.result.reason[:40]})"
+    return {"queued": "still queued for its session at the end", "superseded": "superseded block (never sent)",
+            "found": "unanswered at the end"}.get(f.fate, f.fate)
 
 
 class QuirkyPool(LocalPool):
@@ -263,10 +306,13 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
         # Baseline: no faults, timed from the first accepted share (hashing workers warmed up).
         await wait_until(lambda: credited(agent) > 0, 120)
         c0, h0 = credited(agent), real_hashes(hardware)
+        base = Window(time.time(), h0, agent.stats.superseded_difficulty)
         await asyncio.sleep(baseline_real)
+        base.close(agent, hardware)
         baseline_rate = (credited(agent) - c0) * 2**32 / max(real_hashes(hardware) - h0, 1.0)
         rss_start = rss_mb()
         c1, h1 = credited(agent), real_hashes(hardware)
+        run = Window(time.time(), h1, agent.stats.superseded_difficulty)
         sim_start = clock.now()
         with Progress(transient=True) as progress:
             task = progress.add_task("soak (simulated time)", total=sim_total)
@@ -277,8 +323,9 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
                     minute += 1
                     await minute_event(minute, rng, difficulty, primary, p_proxy, b_proxy, agent, figures)
                 await asyncio.sleep(0.05)
-        soak_rate = (credited(agent) - c1) * 2**32 / max(real_hashes(hardware) - h1, 1.0)
+        run.close(agent, hardware)
         await asyncio.sleep(2)  # answers in flight
+        soak_rate = (credited(agent) - c1) * 2**32 / max(run.hashes1 - h1, 1.0)
         rss_end = rss_mb()
     finally:
         await agent.stop()
@@ -286,6 +333,7 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
             with contextlib.suppress(Exception):
                 await closer()
     report(agent, figures, primary, backup, [p_proxy, b_proxy], baseline_rate, soak_rate, rss_start, rss_end)
+    explain(list(agent.found), base, run)
 
 
 async def minute_event(minute: int, rng: random.Random, difficulty: float, primary: QuirkyPool,
@@ -341,7 +389,9 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
     stale = sum(r.stale for r in answered)
     rejected = len(answered) - accepted - stale
     superseded = agent.stats.superseded_nonces + sum(c.stale_dropped for c in conns)
-    lost = sum(c.lost_shares for c in conns) + sum(len(c.outbox) for c in conns)
+    lost = sum(c.lost_shares for c in conns) + agent.stats.dropped_shares
+    unrecoverable = sum(c.unrecoverable for c in conns)
+    queued = sum(len(c.outbox) for c in conns)
     throttled = sum(c.throttled for c in conns)
     refused = sum(getattr(c, "difficulty_rejections", 0) for c in f.sessions)
 
@@ -356,8 +406,13 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
             reasons[reason] = reasons.get(reason, 0) + n
     print(f"shares found {agent.stats.shares_found}, answered {len(answered)}: accepted {accepted}, rejected "
           f"{rejected}, stale {stale} {reasons or ''}; never sent because their block was superseded "
-          f"{superseded}; lost {lost}; throttled {throttled}; unanswered at the end "
-          f"{agent.stats.shares_found - len(answered) - lost - throttled - sum(c.stale_dropped for c in conns)}")
+          f"{superseded}; lost {lost} (target 0); unrecoverable because the pool lost the session {unrecoverable}; "
+          f"throttled {throttled}; still queued for their session at the end {queued}")
+    print(f"drops: sessions resumed {sum(c.resumed_sessions for c in conns)}, shares re-sent "
+          f"{sum(c.resubmitted for c in conns)}, of which the pool already had "
+          f"{sum(c.resent_duplicates for c in conns)} (acknowledged again by mos pool without a second credit: "
+          f"{primary.replayed_shares + backup.replayed_shares}); duplicate rejects at the pools "
+          f"{sum(p.rejections.get('duplicate share', 0) for p in (primary, backup))} (target 0)")
     print(f"blocks found {len(primary.blocks_found) + len(backup.blocks_found)}, all announced clean_jobs=false: "
           f"old-block shares sent after the agent had read the new tip {sum(p.stale_known for p in proxies)} "
           f"(target 0); in flight when the tip changed {sum(p.stale_in_flight for p in proxies)}; old-block "
@@ -380,6 +435,21 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
     print(f"credited difficulty x 2^32 per hash really computed (1.0 = every hash paid, on average): soak "
           f"{soak_rate:.3f} vs fault-free baseline {baseline_rate:.3f} (ratio {ratio:.2f}; luck: about "
           f"+-{100 / max(1, accepted) ** 0.5:.0f} %)")
+
+
+def explain(found: list[FoundShare], base: Window, run: Window) -> None:
+    """Where the credit per hash went: every found share's pool difficulty by its fate, per real hash."""
+    b, r = base.breakdown(found), run.breakdown(found)
+    print("credit breakdown, pool difficulty x 2^32 per hash really computed (found = luck, 1.0 on average):")
+    print(f"  {'':58} {'baseline':>9} {'soak':>9}")
+    print(f"  {'found by the hardware (all of the below)':58} {sum(b.values()):9.3f} {sum(r.values()):9.3f}")
+    for key in sorted(set(b) | set(r), key=lambda k: (k != "credited", -r.get(k, 0.0))):
+        print(f"  {key:58} {b.get(key, 0.0):9.3f} {r.get(key, 0.0):9.3f}")
+    found_b, found_r = sum(b.values()), sum(r.values())
+    if found_b and found_r:
+        print(f"  credited share of what was found: baseline {b.get('credited', 0.0) / found_b:.1%}, soak "
+              f"{r.get('credited', 0.0) / found_r:.1%}; the rest of the soak/baseline ratio is luck "
+              f"(found per hash: {found_r / found_b:.2f}x)")
 
 
 def main() -> None:

@@ -51,6 +51,24 @@ class AgentCollector(Collector):
             for result, n in (("accepted", p.accepted), ("rejected", p.rejected), ("stale", p.stale)):
                 shares.add_metric([p.url, result], n)
         yield shares
+        fates = CounterMetricFamily("openmos_share_fate", "Shares by what became of them besides the pool's answer "
+                                    "(superseded block, throttled, unrecoverable session, re-sent duplicate, lost)",
+                                    labels=["pool", "fate"])
+        pool_state = GaugeMetricFamily("openmos_pool_state", "Per pool: difficulty values refused, mining "
+                                       "difficulty, shares queued for their session, governor raising it (0/1), "
+                                       "back-off length and seconds left before the pool is tried again",
+                                       labels=["pool", "what"])
+        for p in v.pools():
+            for fate, n in (("superseded", p.superseded), ("throttled", p.throttled), ("lost", p.lost),
+                            ("unrecoverable", p.unrecoverable), ("resent_duplicate", p.resent_duplicates)):
+                fates.add_metric([p.url, fate], n)
+            for what, value in (("difficulty_refused", p.difficulty_refused), ("mining_difficulty",
+                                p.mining_difficulty), ("governor_active", float(p.governor_active)),
+                                ("quality_failures", p.quality_failures), ("backoff_seconds", p.backoff_s),
+                                ("bad_for_seconds", p.bad_for_s), ("resumed_sessions", p.resumed_sessions),
+                                ("queued_shares", p.queued)):
+                pool_state.add_metric([p.url, what], value)
+        yield from (fates, pool_state)
         stats = v.agent.stats
         yield CounterMetricFamily("openmos_agent_hardware_errors", "Nonces that failed re-validation",
                                   value=stats.hardware_errors)

@@ -55,6 +55,20 @@ class PoolView:
     has_vmask: bool
     queued: int
     lost: int
+    # share accounting beyond cgminer's (see miner.pool_manager): never sent because their block was superseded,
+    # over the submit rate limit, found for a session the pool did not resume, re-sent shares the pool had
+    superseded: int = 0
+    throttled: int = 0
+    unrecoverable: int = 0
+    resent_duplicates: int = 0
+    resumed_sessions: int = 0
+    difficulty_refused: int = 0  # mining.set_difficulty values refused (non-finite, outside the sane range)
+    mining_difficulty: float = 0.0  # what the hardware mines at: the pool's, raised by the share-rate governor
+    governor_active: bool = False  # the governor is raising the difficulty above the pool's
+    quality_failures: int = 0
+    backoff_s: float = 0.0  # current back-off length
+    bad_for_s: float = 0.0  # seconds left before this pool is tried again (0: usable)
+    last_error: str = ""
 
 
 class DeviceView:
@@ -98,18 +112,49 @@ class DeviceView:
     def pools(self) -> list[PoolView]:
         out: list[PoolView] = []
         index = 0
+        now = time.monotonic()
         for group in self.agent.pools.groups:
             for conn in group.connections:
                 c = conn.counters
                 client = conn.client
                 status = "Disabled" if not conn.enabled else conn.status
+                difficulty = client.difficulty if client else 0.0
+                mining = self.agent.mining_difficulty(difficulty) if client else 0.0
+                refused = conn.difficulty_refused
+                if client is not None and not client.closed.is_set():
+                    refused += getattr(client, "difficulty_rejections", 0)
                 out.append(PoolView(index, group.name, conn.endpoint.url, conn.endpoint.user, status,
                                     group.active is conn, conn.priority, group.quota, c.accepted, c.rejected,
-                                    c.stale, client.difficulty if client else 0.0, c.accepted_difficulty,
+                                    c.stale, difficulty, c.accepted_difficulty,
                                     c.rejected_difficulty, c.best_share, c.last_share_time,
-                                    bool(client and client.version_mask), len(conn.outbox), conn.lost_shares))
+                                    bool(client and client.version_mask), len(conn.outbox), conn.lost_shares,
+                                    conn.stale_dropped, conn.throttled, conn.unrecoverable, conn.resent_duplicates,
+                                    conn.resumed_sessions, refused, mining, mining > difficulty,
+                                    conn.quality_failures, conn.backoff_s, max(0.0, conn.bad_until - now),
+                                    conn.last_error[:200]))
                 index += 1
         return out
+
+    def share_accounting(self, pools: list[PoolView] | None = None) -> dict[str, int | float | bool]:
+        """What became of every share besides accepted/rejected/stale, and the governor's state, in one place
+        for REST, the cgminer summary and Prometheus."""
+        pools = self.pools() if pools is None else pools
+        stats = self.agent.stats
+        groups = self.agent.pools.groups
+        return {
+            "superseded": stats.superseded_nonces + sum(p.superseded for p in pools),
+            "queued": sum(p.queued for p in pools),
+            "lost": sum(p.lost for p in pools) + stats.dropped_shares,
+            "unrecoverable": sum(p.unrecoverable for p in pools),
+            "resent_duplicates": sum(p.resent_duplicates for p in pools),
+            "resumed_sessions": sum(p.resumed_sessions for p in pools),
+            "throttled": sum(p.throttled for p in pools),
+            "difficulty_refused": sum(p.difficulty_refused for p in pools),
+            "governor_active": any(p.governor_active for p in pools if p.active),
+            "governor_max_share_rate": self.agent.config.stratum.max_share_rate,
+            "submit_limit_refused": sum(g.submit_limit.refused for g in groups),
+            "pools_backed_off": sum(1 for p in pools if p.bad_for_s > 0),
+        }
 
     @property
     def power_w(self) -> float | None:

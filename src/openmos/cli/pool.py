@@ -32,11 +32,14 @@ def add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333, net
                         help="difficulty of the local chain's blocks (default: %(default)s)")
     parser.add_argument("--share-interval", type=float, default=3.0,
                         help="vardiff target seconds per share (default: %(default)s)")
+    parser.add_argument("--resume-window", type=float, default=300.0,
+                        help="seconds a dropped miner can resume its session (same extranonce1, its shares "
+                             "still valid) by offering its session id in mining.subscribe (default: %(default)s)")
 
 
 def pool_settings(args: argparse.Namespace) -> PoolSettings:
     return PoolSettings(host=args.host, port=args.port, start_difficulty=args.difficulty,
-                        network_difficulty=args.network_difficulty,
+                        network_difficulty=args.network_difficulty, resume_window=max(0.0, args.resume_window),
                         extranonce2_size=8 if getattr(args, "jds_port", None) is not None else 4,
                         vardiff=VardiffSettings(target_interval=args.share_interval,
                                                 retarget_after=max(10.0, 4 * args.share_interval)))

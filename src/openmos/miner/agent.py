@@ -90,6 +90,7 @@ class FoundShare:
     found_at: float
     block_candidate: bool
     result: SubmitResult | None = None  # None until the pool answers (or while queued)
+    fate: str = "found"  # then what PoolGroup.submit says became of it (pool_manager.ANSWERED, QUEUED, ...)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class AgentStats:
     shares_found: int = 0
     block_candidates: int = 0
     superseded_nonces: int = 0  # found for a block the pool has moved past: dropped, never submitted
+    superseded_difficulty: float = 0.0  # the pool difficulty those shares would have been credited at
     dropped_shares: int = 0  # over the submit-queue cap
     work_errors: int = 0  # jobs that could not be turned into work (logged)
 
@@ -331,8 +333,7 @@ class MiningAgent:
             ntime = min(ctx.job.ntime + max(0, int(time.time() - ctx.received_at)), 0xFFFFFFFF)
             header = ctx.job.header(client.extranonce1, en2, ntime=ntime, nonce=0, version=ctx.job.version)
             difficulty = client.difficulty
-            target = difficulty_to_target(governed_difficulty(difficulty, self.share_hashrate(),
-                                                              self.config.stratum.max_share_rate))
+            target = difficulty_to_target(self.mining_difficulty(difficulty))
         except (ValueError, OverflowError, ArithmeticError) as exc:  # never let one job stop all hashing
             self.stats.work_errors += 1
             log.error("cannot make work from job %s of %s: %s; dropping that job", ctx.job.job_id, ctx.conn.url,
@@ -350,6 +351,10 @@ class MiningAgent:
         while len(self._work) > WORK_HISTORY:
             self._work.popitem(last=False)
         return item
+
+    def mining_difficulty(self, pool_difficulty: float) -> float:
+        """The difficulty the hardware mines at for this pool difficulty (the share-rate governor's floor)."""
+        return governed_difficulty(pool_difficulty, self.share_hashrate(), self.config.stratum.max_share_rate)
 
     def share_hashrate(self) -> float | None:
         """Hashes/s behind the reported nonces: the backend's own figure, else the measured rate."""
@@ -391,6 +396,7 @@ class MiningAgent:
         current = self._jobs.get(ctx.group.name)
         if current is not None and current.conn is ctx.conn and current.job.prev_hash != ctx.job.prev_hash:
             self.stats.superseded_nonces += 1  # the pool has moved to a new block: worthless, never sent
+            self.stats.superseded_difficulty += issued.pool_difficulty
             return
         share = Share(ctx.job.job_id, issued.extranonce2, header.ntime, result.nonce, result.version,
                       ctx.job.version, item.version_mask, hash_difficulty(digest), issued.pool_difficulty)
@@ -403,6 +409,7 @@ class MiningAgent:
             log.info("block candidate found: %s (pool %s)", header.hash_hex(), ctx.conn.url)
         if len(self._tasks) >= MAX_PENDING_SUBMITS:
             self.stats.dropped_shares += 1
+            found.fate = "dropped (submit queue full)"
             return
         task = asyncio.get_running_loop().create_task(self._submit(ctx, issued.extranonce1, found))
         self._tasks.add(task)
@@ -419,7 +426,7 @@ class MiningAgent:
         log.debug("hardware error on board %d chip %d: %s", result.board, result.chip, why)
 
     async def _submit(self, ctx: _JobContext, extranonce1: bytes, found: FoundShare) -> None:
-        def late(result: SubmitResult) -> None:
-            found.result = result
+        def fate(what: str, result: SubmitResult | None) -> None:
+            found.fate, found.result = what, result
 
-        found.result = await ctx.group.submit(ctx.conn, extranonce1, found.share, ctx.job.prev_hash, late)
+        await ctx.group.submit(ctx.conn, extranonce1, found.share, ctx.job.prev_hash, fate)

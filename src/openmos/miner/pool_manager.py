@@ -57,6 +57,18 @@ class SessionPolicy:
     difficulty_range: DifficultyRange = field(default_factory=DifficultyRange)  # outside it: refused
 
 
+# What became of a share handed to PoolGroup.submit (told to its FateListener, possibly more than once:
+# "queued" first, then what happened when its session came back).
+ANSWERED = "answered"  # the pool answered (the SubmitResult says how)
+QUEUED = "queued"  # kept until its session is back
+SUPERSEDED = "superseded"  # its block was superseded before it could be sent: never sent
+THROTTLED = "throttled"  # over the submit rate limit: dropped
+UNRECOVERABLE = "unrecoverable"  # the pool did not resume its session
+LOST = "lost"  # the outbox overflowed
+RESENT_DUPLICATE = "resent duplicate"  # re-sent after a drop; the pool already had it
+FateListener = Callable[[str, "SubmitResult | None"], None]
+
+
 @dataclass
 class PendingShare:
     share: Share
@@ -64,7 +76,11 @@ class PendingShare:
     found_at: float
     prev_hash: bytes
     written: bool = False  # the submit went out but its answer was lost with the connection
-    on_answer: Callable[[SubmitResult], None] | None = None
+    on_fate: FateListener | None = None
+
+    def fate(self, fate: str, result: SubmitResult | None = None) -> None:
+        if self.on_fate is not None:
+            self.on_fate(fate, result)
 
 
 @dataclass
@@ -84,6 +100,7 @@ class PoolConnection:
     resent_duplicates: int = 0  # re-sent shares the pool already had (only its first answer was lost)
     last_extranonce1: bytes = b""  # of the newest session: a reconnect that gets it back resumed it
     resumed_sessions: int = 0
+    difficulty_refused: int = 0  # set_difficulty values refused over this pool's ended sessions
     _en2: tuple[bytes | None, itertools.count[int]] = field(default_factory=lambda: (None, itertools.count()),
                                                             repr=False)
     connects: int = 0
@@ -108,10 +125,11 @@ class PoolConnection:
     def queue(self, item: PendingShare) -> None:
         """Keep a share until its session is back (bounded: beyond OUTBOX_LIMIT the oldest is lost, counted)."""
         if len(self.outbox) >= OUTBOX_LIMIT:
-            self.outbox.popleft()
+            self.outbox.popleft().fate(LOST)
             self.lost_shares += 1
             log.warning("%s: more than %d shares waiting for the pool; the oldest is lost", self.url, OUTBOX_LIMIT)
         self.outbox.append(item)
+        item.fate(QUEUED)
 
     def __post_init__(self) -> None:
         self.url = parse_pool_url(self.endpoint.url)
@@ -209,13 +227,13 @@ class PoolGroup:
             url2 = dataclasses.replace(conn.url, host=target[0], port=target[1]) if target else conn.url
             client = Sv2Client(url2, user, password, self._options(conn),
                                on_job=lambda c, job: self._job(conn, c, job),
-                               on_close=lambda c, reason: self._wake.set())
+                               on_close=lambda c, reason: self._closed(conn, c))
         else:
             url = PoolUrl(target[0], target[1], conn.url.tls) if target else conn.url
             client = StratumClient(
                 url, user, password, self._options(conn),
                 on_job=lambda c, job: self._job(conn, c, job),
-                on_close=lambda c, reason: self._wake.set(),
+                on_close=lambda c, reason: self._closed(conn, c),
             )
         try:
             await client.connect()
@@ -229,6 +247,10 @@ class PoolGroup:
             return None
         conn.connects += 1
         return client
+
+    def _closed(self, conn: PoolConnection, client: PoolSession) -> None:
+        conn.difficulty_refused += getattr(client, "difficulty_rejections", 0)
+        self._wake.set()
 
     def _back_off(self, conn: PoolConnection, why: str, cap: float) -> None:
         """Do not try this pool again for a while; the wait doubles with every consecutive failure."""
@@ -398,32 +420,38 @@ class PoolGroup:
     # -- shares -------------------------------------------------------------------------------------
 
     async def submit(self, conn: PoolConnection, extranonce1: bytes, share: Share, prev_hash: bytes,
-                     on_answer: Callable[[SubmitResult], None] | None = None) -> SubmitResult | None:
+                     on_fate: FateListener | None = None) -> SubmitResult | None:
         """Submit to the pool the share was mined for; queue it if that session is not connected now.
 
         The superseded-block check runs in the same step as the write, so once the pool's new tip has
-        been read no share for the old one can leave. ``on_answer`` hears the answer to a queued share
-        when it is re-sent later.
+        been read no share for the old one can leave. ``on_fate`` hears what became of the share, also
+        later (a queued share re-sent when its session is back).
         """
         client = conn.client
         if client is None or client.closed.is_set() or client.extranonce1 != extranonce1:
-            conn.queue(PendingShare(share, extranonce1, time.time(), prev_hash, on_answer=on_answer))
+            conn.queue(PendingShare(share, extranonce1, time.time(), prev_hash, on_fate=on_fate))
             return None
         if prev_hash != conn.tip:
             conn.stale_dropped += 1
+            if on_fate is not None:
+                on_fate(SUPERSEDED, None)
             return None
         if not self.submit_limit.take(time.monotonic()):
             conn.throttled += 1
+            if on_fate is not None:
+                on_fate(THROTTLED, None)
             self._log.log(logging.WARNING, "throttled", "%s: share rate over %.0f/s; share dropped",
                           conn.url, self.submit_limit.rate)
             return None
         try:
             result = await client.submit(share)
         except ConnectionError:  # written (or about to be) but unanswered: re-sent if the session resumes
-            conn.queue(PendingShare(share, extranonce1, time.time(), prev_hash, True, on_answer))
+            conn.queue(PendingShare(share, extranonce1, time.time(), prev_hash, True, on_fate))
             return None
         conn.counters.record(result, share)
         self._log_result(conn, share, result)
+        if on_fate is not None:
+            on_fate(ANSWERED, result)
         return result
 
     def _log_result(self, conn: PoolConnection, share: Share, result: SubmitResult) -> None:
@@ -451,9 +479,11 @@ class PoolGroup:
         lost_session = [item for item in pending if item.extranonce1 != client.extranonce1]
         for item in pending:
             if item.extranonce1 != client.extranonce1:
+                item.fate(UNRECOVERABLE)
                 continue
             if item.prev_hash != conn.tip:
                 stale += 1
+                item.fate(SUPERSEDED)
                 continue
             try:
                 result = await client.submit(item.share)
@@ -464,11 +494,11 @@ class PoolGroup:
             conn.resubmitted += 1
             if item.written and result.duplicate:
                 conn.resent_duplicates += 1  # it had reached the pool; only the answer was lost
+                item.fate(RESENT_DUPLICATE, result)
             else:
                 conn.counters.record(result, item.share)
                 self._log_result(conn, item.share, result)
-            if item.on_answer is not None:
-                item.on_answer(result)
+                item.fate(ANSWERED, result)
         conn.unrecoverable += len(lost_session)
         conn.stale_dropped += stale
         if lost_session:

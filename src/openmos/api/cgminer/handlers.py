@@ -166,6 +166,8 @@ class CgminerApi:
             "Hashrate Source": "modelled" if v.modelled else "measured",
             "Paused": v.agent.paused,
         }
+        # OpenMOS share accounting (extra keys: cgminer clients such as pyasic ignore what they do not know)
+        row |= {f"OpenMOS {k.replace('_', ' ').title()}": val for k, val in v.share_accounting(pools).items()}
         return row
 
     async def _r_summary(self, _: str | None) -> dict[str, Any]:
@@ -184,6 +186,12 @@ class CgminerApi:
             "Stratum Difficulty": p.difficulty, "Has Vmask": p.has_vmask, "Has GBT": False,
             "Best Share": p.best_share, "Pool Rejected%": 0.0, "Pool Stale%": 0.0, "Group": p.group,
             "Queued Shares": p.queued, "Lost Shares": p.lost, "GROUP": groups.get(p.group, 0),
+            "Superseded Shares": p.superseded, "Throttled Shares": p.throttled,
+            "Unrecoverable Shares": p.unrecoverable, "Resent Duplicates": p.resent_duplicates,
+            "Resumed Sessions": p.resumed_sessions, "Difficulty Refused": p.difficulty_refused,
+            "Mining Difficulty": p.mining_difficulty, "Governor Active": p.governor_active,
+            "Quality Failures": p.quality_failures, "Backoff": p.backoff_s, "Bad For": p.bad_for_s,
+            "Last Error": p.last_error,
         } for p in self.view.pools()]
         return self._ok("pools", f"{len(rows)} Pool(s)", "POOLS", rows)
 
