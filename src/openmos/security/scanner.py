@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from openmos.base.url import normal_host, normal_ip, split_endpoint
 from openmos.security.persistence import CLASSES, SUSPICIOUS, PersistenceClass
 from openmos.security.rootfs import RootFS, printable
 from openmos.security.signing import verify_document
@@ -62,35 +62,6 @@ def _ioc_host(host: str) -> str | None:
         if host == bad or host.endswith("." + bad):
             return why
     return None
-
-
-def _normal_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address with IPv4-mapped IPv6 (``::ffff:127.0.0.1``) folded to IPv4; None for a host name."""
-    try:
-        addr = ipaddress.ip_address(text.strip("[]").split("%")[0])
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
-
-def _split_endpoint(entry: str) -> tuple[str, int | None]:
-    """``host``, ``host:port``, ``[v6]:port``, ``v6`` or ``:port`` -> (normalised host or "", port)."""
-    entry = entry.strip()
-    port: int | None = None
-    host = entry
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        if rest.startswith(":") and rest[1:].isdigit():
-            port = int(rest[1:])
-    elif entry.count(":") == 1:
-        host, _, p = entry.partition(":")
-        if not p.isdigit():
-            raise ValueError(f"endpoint {entry!r}: port must be a number")
-        port = int(p)
-    addr = _normal_ip(host)
-    return (str(addr) if addr is not None else host.lower().rstrip(".")), port
 
 
 @dataclass(frozen=True)
@@ -185,7 +156,12 @@ class Scanner:
 
     def __post_init__(self) -> None:
         self.fs = RootFS(self.root)
-        self._declared = {_split_endpoint(e) for e in self.declared_endpoints}
+        self._declared: set[tuple[str, int | None]] = set()
+        for entry in self.declared_endpoints:
+            try:
+                self._declared.add(split_endpoint(entry))
+            except ValueError as exc:
+                raise ValueError(f"declared endpoint {entry!r}: {exc}") from None
         self._known: dict[str, str] = dict((self.baseline or {}).get("files", {}))
 
     @classmethod
@@ -209,8 +185,12 @@ class Scanner:
         return rel in self._known and self._known[rel] == self.fs.digest(rel)
 
     def declared(self, host: str, port: int | None) -> bool:
-        addr = _normal_ip(host)
-        host = str(addr) if addr is not None else host.lower().rstrip(".")
+        """Whether ``host:port`` is one of the declared endpoints, however either is spelt (case, trailing dot,
+        IPv4-mapped IPv6, a URL's scheme or slash: see ``openmos.base.url``)."""
+        try:
+            host = normal_host(host)
+        except ValueError:
+            return False
         return any((h == host and p in (None, port)) or (h == "" and p == port) for h, p in self._declared)
 
     # -- checks ---------------------------------------------------------------------------------------
@@ -283,8 +263,7 @@ class Scanner:
                 if not isinstance(url, str):
                     continue
                 try:
-                    parts = urlsplit(url if "://" in url else "stratum+tcp://" + url)
-                    host, port = parts.hostname or "", parts.port
+                    host, port = split_endpoint(url if "://" in url else "stratum+tcp://" + url)
                 except ValueError:
                     yield Finding("pool-config", "high", f"{rel}#pools[{i}]", "pool URL is malformed")
                     continue
@@ -403,7 +382,7 @@ class Scanner:
             for ip, port, state in _parse_proc_net(text or ""):
                 if state != "01":  # ESTABLISHED only; listening sockets are the APIs
                     continue
-                addr = _normal_ip(ip)
+                addr = normal_ip(ip)
                 if addr is None or addr.is_loopback or addr.is_unspecified:
                     continue
                 if port in IOC_PORTS:
