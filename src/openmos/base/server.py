@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from openmos.base.tasks import cancel_and_wait
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 CLOSE_TIMEOUT_S = 2.0
@@ -50,9 +52,7 @@ class StreamServer:
         for writer in list(self._connections.values()):
             writer.close()
         for task in list(self._connections):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
         if server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT_S)

@@ -8,12 +8,12 @@ upstream is counted and logged, never trusted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin.tx import TxOut, parse_outputs, serialize_outputs
 from openmos.node.template import Work
 from openmos.stratum.v2.codec import Sv2CodecError, int_to_u256
@@ -98,10 +98,7 @@ class _Upstream:
         self._reader = asyncio.create_task(self._read_loop(), name=f"jd-upstream-{self.port}")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        await cancel_and_wait(self._reader)
         if self.conn is not None:
             await self.conn.close()
         self._fail_waiting()

@@ -16,7 +16,6 @@ connection, and a share is credited once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import secrets
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openmos.base.server import StreamServer
+from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, hash_to_int
 from openmos.bitcoin.version import BIP320_MASK, apply_version_bits
 from openmos.pool.chain import BlockTemplate, TemplateChain
@@ -208,10 +208,7 @@ class LocalPool:
 
     async def stop(self) -> None:
         """Stop listening and drop every connection. State (chain, jobs, sessions) survives a restart."""
-        if self._job_task is not None:
-            self._job_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._job_task
+        await cancel_and_wait(self._job_task)
         await self._listener.stop()
         self._job_task = None
 

@@ -9,7 +9,6 @@ Anything the pool sends is validated; a tampered frame or a certificate problem 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -17,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin.target import MAX_TARGET
 from openmos.stratum.v2.codec import Sv2CodecError, int_to_u256, u256_to_int
 from openmos.stratum.v2.messages import (
@@ -164,11 +164,7 @@ class Upstream:
         self.closed.set()
         if self.conn is not None:
             await self.conn.close()
-        task = self._task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._task)
         if self.on_close:
             self.on_close(reason)
 

@@ -23,6 +23,7 @@ from typing import Any
 from openmos.base.logs import LogLimiter
 from openmos.bitcoin.version import BIP320_MASK
 from openmos.stratum.difficulty import BadDifficulty, DifficultyRange, check_difficulty
+from openmos.stratum.ending import EndingSession
 from openmos.stratum.job import Share, StratumJob
 from openmos.stratum.protocol import (
     MAX_LINE_BYTES,
@@ -110,7 +111,7 @@ def _is_duplicate(response: Response) -> bool:
     return response.error_code() == StratumErrorCode.DUPLICATE_SHARE or "duplicate" in response.error_text().lower()
 
 
-class StratumClient:
+class StratumClient(EndingSession):
     """One Stratum V1 session. Create, ``await connect()``, then react to callbacks and ``submit``."""
 
     def __init__(
@@ -221,27 +222,11 @@ class StratumClient:
                     return str(item[1])
         return None
 
-    async def close(self, reason: str = "closed by agent") -> None:
-        if self.closed.is_set():
-            return
-        self.close_reason = reason
-        self.closed.set()
-        if self._on_close:
-            self._on_close(self, reason)
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError(f"connection closed: {reason}"))
-        self._pending.clear()
+    async def _close_transport(self) -> None:
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._writer.wait_closed(), 1.0)
-        task = self._read_task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        log.info("%s: disconnected (%s)", self.url, reason)
 
     # -- requests ---------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ certificate problem ends the session with the reason in ``close_reason``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -26,6 +25,7 @@ from openmos.bitcoin import BlockHeader, difficulty_to_target, target_to_difficu
 from openmos.bitcoin.target import MAX_TARGET
 from openmos.bitcoin.version import BIP320_MASK
 from openmos.stratum.client import ClientOptions, PoolUnavailable, ShareCounters, SubmitResult
+from openmos.stratum.ending import EndingSession
 from openmos.stratum.job import Share, StratumJob
 from openmos.stratum.v2.codec import Sv2CodecError, int_to_u256, u256_to_int
 from openmos.stratum.v2.messages import (
@@ -81,7 +81,7 @@ class StandardJob(StratumJob):
         return BlockHeader(version, self.prev_hash, self.fixed_merkle_root, ntime, self.nbits, nonce)
 
 
-class Sv2Client:
+class Sv2Client(EndingSession):
     """One Stratum V2 session. Same surface as ``StratumClient`` (``PoolSession``)."""
 
     def __init__(self, url: Sv2PoolUrl, user: str, password: str = "x", options: ClientOptions | None = None, *,
@@ -183,25 +183,9 @@ class Sv2Client:
     def _handle_early(self, msg: Message) -> None:
         log.debug("%s: ignoring %s before the channel is open", self.url, type(msg).__name__)
 
-    async def close(self, reason: str = "closed by agent") -> None:
-        if self.closed.is_set():
-            return
-        self.close_reason = reason
-        self.closed.set()
-        if self._on_close:
-            self._on_close(self, reason)
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError(f"connection closed: {reason}"))
-        self._pending.clear()
+    async def _close_transport(self) -> None:
         if self.conn is not None:
             await self.conn.close()
-        task = self._read_task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        log.info("%s: disconnected (%s)", self.url, reason)
 
     # -- shares -----------------------------------------------------------------------------------
 
