@@ -225,12 +225,13 @@ async def test_enrollment_over_mtls_issues_a_device_certificate_from_a_csr(tmp_p
 
 
 @asynccontextmanager
-async def plain_fleet(tmp: Path, sites: dict[str, list[str]]) -> AsyncIterator[tuple[FleetService, list[DeviceNode]]]:
+async def plain_fleet(tmp: Path, sites: dict[str, list[str]], registry: EnrollmentRegistry | None = None
+                      ) -> AsyncIterator[tuple[FleetService, list[DeviceNode]]]:
     """One service and its devices on a single loopback session: the attacker is a node already on the bus
     (a stolen device certificate), so only the application layer stands in the way."""
     command_pem, command_pub = command_keys()
     service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{free_local_port()}"]), "sqlite://", command_pem,
-                           tmp / "audit.jsonl", registry=EnrollmentRegistry(None), flush_interval_s=0.2,
+                           tmp / "audit.jsonl", registry=registry or EnrollmentRegistry(None), flush_interval_s=0.2,
                            inventory_interval_s=0.5)
     await service.start()
     nodes = [DeviceNode(service.bus, site, SimulatedFleetDevice(name), [command_pub], interval_s=0.3)
@@ -375,6 +376,112 @@ async def test_a_command_captured_at_one_site_is_refused_at_another(tmp_path: Pa
         assert isinstance(at_a.device, SimulatedFleetDevice) and at_b.device.fraction == 1.0
         ok = await service.bus.query(keys.command("site-a", "sim-00011", "pause"), command)
         assert ok[0][1]["signed"]["body"]["ok"] and at_a.device.paused and not at_b.device.paused
+
+
+async def publish_until(service: FleetService, reason: str, send: Any, what: str) -> None:
+    """Send until the controller has counted one more drop for ``reason`` (telemetry is best-effort: a put
+    can be shed under load, so one message is not enough to wait for)."""
+    before = dropped(service, reason)
+    for _ in range(20):
+        send()
+        with contextlib.suppress(AssertionError):
+            await wait_for(lambda: dropped(service, reason) > before, 2, what)
+            return
+    raise AssertionError(f"no {reason} drop counted for {what}")
+
+
+async def test_an_enrolled_device_cannot_speak_in_another_devices_key_space(tmp_path: Path) -> None:
+    """A device with a valid certificate *and* an enrolled key (d1) publishes and answers under another
+    device's key expression (d0, and a device of another site): every such message is dropped and counted,
+    none reaches the dashboard, the store or a query's result."""
+    async with tls_fleet(tmp_path, {"north": ["d0", "d1"], "south": ["s0"]}) as fleet:
+        service = fleet.service
+        d1 = fleet.nodes[1]
+        await wait_for(lambda: {("north", "d0"), ("north", "d1"), ("south", "s0")} <= set(service.latest), 20,
+                       "real telemetry over mTLS")
+        evil = {"hashrate_ths": 9_999.0, "pools": [{"url": "stratum+tcp://evil.example:3333", "user": "thief"}]}
+        bus = fleet.site_bus  # d1's own node: a device certificate, past zenoh's access control
+
+        # 1. its own signed document (it names d1) on d0's key expression: not d0's key
+        await publish_until(service, "bad_signature",
+                            lambda: bus.publish(keys.telemetry("north", "d0"), d1.signed("telemetry", evil)),
+                            "d1's telemetry on d0's key")
+
+        # 2. a document naming d0, signed by d1's enrolled key, on d0's key expression and on its own
+        def as_d0(key: str) -> Any:
+            def send() -> None:
+                forged = d1.identity.sign_payload({"kind": "telemetry", "site": "north", "device": "d0",
+                                                   "ts": time.time(), "seq": time.time_ns(), "body": evil})
+                bus.publish(key, forged)
+            return send
+
+        await publish_until(service, "bad_signature", as_d0(keys.telemetry("north", "d0")), "d1's key signing as d0")
+        await publish_until(service, "identity_mismatch", as_d0(keys.telemetry("north", "d1")),
+                            "d1 naming d0 in its own key space")
+        # 3. another site's key space (south/s0) with the same key: the site is checked like the device
+        def as_s0() -> None:
+            forged = d1.identity.sign_payload({"kind": "telemetry", "site": "south", "device": "s0",
+                                               "ts": time.time(), "seq": time.time_ns(), "body": evil})
+            bus.publish(keys.telemetry("south", "s0"), forged)
+
+        await publish_until(service, "bad_signature", as_s0, "d1's key signing as south/s0")
+
+        # 4. d1 answers status queries for d0 (in its own name and in d0's): only d0's own reply counts
+        async def impostor(key: str, params: dict[str, Any]) -> bytes:
+            nonce = params.get("nonce") if isinstance(params, dict) else None
+            return d1.identity.sign_payload({"kind": "status", "site": "north", "device": "d0", "ts": time.time(),
+                                             "seq": 1, "request": nonce, "body": evil})
+
+        bus.serve(keys.status("north", "d0"), impostor)
+        before = dropped(service, "bad_signature")
+        status = await service.controller.status("north", "d0")
+        assert status is not None and status["hashrate_ths"] < 1_000 and status["device"] == "d0"
+        assert dropped(service, "bad_signature") > before  # the impostor's reply arrived and was refused
+
+        await quiet(1.0)
+        assert len(service.latest) == 3
+        for row in service.latest.values():
+            assert row["hashrate_ths"] < 1_000
+        assert "stratum+tcp://evil.example:3333" not in service.overview()["pools"]
+
+
+async def test_a_revoked_device_is_refused_at_once_by_a_running_controller(tmp_path: Path) -> None:
+    """zenoh has no revocation list: a revoked device may keep its TLS certificate until it expires. Its
+    pinned key is what is revoked: from the next second on every message it sends is dropped (telemetry,
+    replies), and its old key can never be enrolled again, even with a fresh token."""
+    fleet_dir = FleetDir(tmp_path / "fleet")
+    fleet_dir.init()
+    registry = EnrollmentRegistry(fleet_dir.enrollment)
+    async with plain_fleet(tmp_path, {"north": ["d0", "d1"]}, registry) as (service, nodes):
+        await wait_for(lambda: {("north", "d0"), ("north", "d1")} <= set(service.latest), 20,
+                       "telemetry from both devices")
+        assert await service.controller.status("north", "d0") is not None
+        from openmos.cli.main import main
+
+        assert main(["fleet", "revoke", str(fleet_dir.root), "north/d0"]) == 0  # the CLI: another registry view
+        await wait_for(lambda: dropped(service, "not_enrolled") >= 3, 20, "d0's telemetry to be refused")
+        revoked_at = service.latest["north", "d0"]["received"]
+        seen_d1 = service.latest["north", "d1"]["received"]
+        await wait_for(lambda: service.latest["north", "d1"]["received"] > seen_d1, 20, "d1 to go on being believed")
+        assert service.latest["north", "d0"]["received"] == revoked_at  # nothing from d0 believed since
+        assert await service.controller.status("north", "d0") is None
+        assert [d["device"] for d in await service.controller.inventory()] == ["d1"]
+        # The revoked key cannot come back: not for approval, not with a token, not under another name.
+        d0 = nodes[0]
+        for token in (None, registry.issue_token(60, "north")):
+            for name in ("d0", "d0-again"):
+                request = d0.identity.sign({"kind": "enroll", "site": "north", "device": name, "ts": time.time(),
+                                            "seq": 1, "body": {"public_key": d0.public_key,
+                                                               **({"token": token} if token else {})}})
+                reply = await service._on_enroll(keys.enroll("north", name), request)
+                assert reply == {"status": "refused", "reason": "key_revoked", "error": reply.get("error")}, reply
+        registry.refresh(force=True)
+        assert not registry.is_enrolled("north", "d0") and "north/d0" not in registry.pending
+        # With a new key (and a token) the device is back.
+        d0.identity = DeviceKey()
+        assert (await d0.enroll(registry.issue_token(60, "north"), timeout_s=10))["status"] == "enrolled"
+        await wait_for(lambda: service.latest["north", "d0"]["received"] > revoked_at, 20,
+                       "d0 believed with its new key")
 
 
 # -- enrollment ---------------------------------------------------------------------------------------------

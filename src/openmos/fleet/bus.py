@@ -25,12 +25,14 @@ from typing import Any, Literal
 
 import zenoh
 
-from openmos.fleet.messages import BusMetrics, MessageRejected, decode
+from openmos.fleet.messages import BusMetrics, MessageRejected, check_size, decode
 from openmos.fleet.pki import TlsIdentity, common_name
 
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 50_000  # messages handed to the loop but not yet handled
+CHECK_THREADS = 2  # threads that check query replies (``accept``) while more arrive
+CHECK_BATCH = 64  # replies handed to a checking thread at once
 
 # (message, key expression) a device may send to a controller, and a controller to a device.
 DEVICE_SENDS = [("put", "openmos/*/dev/*/telemetry"), ("put", "openmos/*/dev/*/events"),
@@ -112,8 +114,13 @@ def _direct(callback: Callable[[Any], None]) -> Any:
     return zenoh.handlers.Callback(callback, indirect=False)
 
 
-QueryHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
-MultiQueryHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, list[tuple[str, dict[str, Any]]]]]
+Reply = dict[str, Any] | bytes  # a JSON document, or a payload already serialised (a device's signed envelope)
+QueryHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, Reply]]
+MultiQueryHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, list[tuple[str, Reply]]]]
+
+
+def _payload(doc: Reply) -> bytes:
+    return doc if isinstance(doc, bytes) else json.dumps(doc, separators=(",", ":")).encode()
 
 
 class FleetBus:
@@ -126,6 +133,7 @@ class FleetBus:
         self._closing = threading.Event()
         self._backlog = 0
         self._backlog_lock = threading.Lock()
+        self._checkers: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -138,11 +146,15 @@ class FleetBus:
         declared, self._declared = self._declared, []
         session, self._session = self._session, None
 
+        checkers, self._checkers = self._checkers, None
+
         def shut() -> None:
             for obj in declared:
                 obj.undeclare()
             if session is not None:
                 session.close()
+            if checkers is not None:
+                checkers.shutdown(wait=True)
 
         await asyncio.to_thread(shut)
 
@@ -153,13 +165,13 @@ class FleetBus:
     def peers(self) -> list[str]:
         return [str(z) for z in self._session.info.peers_zid()]
 
-    def publish(self, key: str, doc: dict[str, Any], *, control: bool = False) -> None:
+    def publish(self, key: str, doc: Reply, *, control: bool = False) -> None:
         """Put ``doc`` on ``key``. Telemetry (the default) may be dropped when the network is congested (the
         next interval replaces it); ``control`` messages (commands, acknowledgements) are never dropped:
         zenoh blocks the sender until they are queued, and they go ahead of telemetry at a higher priority."""
         if self._session is None:
             return
-        payload = json.dumps(doc, separators=(",", ":")).encode()
+        payload = _payload(doc)
         if control:
             self._session.put(key, payload, congestion_control=zenoh.CongestionControl.BLOCK,
                               priority=zenoh.Priority.INTERACTIVE_HIGH)
@@ -186,13 +198,15 @@ class FleetBus:
         with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
             loop.call_soon_threadsafe(run)
 
-    def subscribe(self, key: str, callback: Callable[[str, Any], None]) -> None:
-        """``callback(key, decoded JSON)`` on the loop; oversized or non-JSON payloads are dropped and counted."""
+    def subscribe(self, key: str, callback: Callable[[str, Any], None], raw: bool = False) -> None:
+        """``callback(key, decoded JSON)`` on the loop; oversized or non-JSON payloads are dropped and counted.
+        With ``raw`` the callback gets the payload bytes (size-checked only) and parses them itself."""
         def on_sample(sample: Any) -> None:
             if self._closing.is_set():
                 return
+            payload = sample.payload.to_bytes()
             try:
-                doc = decode(sample.payload.to_bytes())
+                doc = check_size(payload) if raw else decode(payload)
             except MessageRejected as exc:
                 self.metrics.drop(exc.reason)
                 return
@@ -206,7 +220,7 @@ class FleetBus:
         A reply names the concrete key it comes from (the device's own), not the query's wildcard."""
         concrete = "*" not in key
 
-        async def one(selector: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        async def one(selector: str, params: dict[str, Any]) -> list[tuple[str, Reply]]:
             reply_key = key if concrete else selector
             try:
                 return [(reply_key, await handler(reply_key, params))]
@@ -245,7 +259,7 @@ class FleetBus:
                     return
                 self._backlog += 1
 
-            def answer(future: concurrent.futures.Future[list[tuple[str, dict[str, Any]]]]) -> None:
+            def answer(future: concurrent.futures.Future[list[tuple[str, Reply]]]) -> None:
                 with self._backlog_lock:
                     self._backlog -= 1
                 try:
@@ -256,7 +270,7 @@ class FleetBus:
                     for reply_key, result in results:
                         if self._closing.is_set():
                             break
-                        query.reply(reply_key, json.dumps(result, separators=(",", ":")).encode())
+                        query.reply(reply_key, _payload(result))
                 except Exception as exc:  # zenoh refuses replies (ACL, closing, wildcard key): log, never crash
                     log.debug("fleet bus: reply to %s not sent: %s", selector, exc)
                 finally:
@@ -271,39 +285,62 @@ class FleetBus:
 
         self._declared.append(self._session.declare_queryable(key, _direct(on_query)))
 
-    async def query(self, selector: str, params: dict[str, Any] | None = None, timeout_s: float = 3.0,
-                    max_replies: int = 200_000, accept: Callable[[str, Any], Any] | None = None
+    async def query(self, selector: str, params: Reply | None = None, timeout_s: float = 3.0,
+                    max_replies: int = 200_000, accept: Callable[[str, Any], Any] | None = None, raw: bool = False
                     ) -> list[tuple[str, Any]]:
         """Replies to ``selector`` (which may match many devices), decoded; bad ones dropped and counted.
 
         ``accept(key, doc)``, if given, runs on each reply as it arrives (off the event loop, overlapping with
-        the replies still in flight); a reply for which it returns None is left out, else its result is kept."""
-        payload = json.dumps(params or {}, separators=(",", ":")).encode()
+        the replies still in flight, in batches on ``CHECK_THREADS`` threads: signature verification releases
+        the GIL); a reply for which it returns None is left out, else its result is kept, in arrival order.
+        With ``raw`` replies are handed over as payload bytes (size-checked only), not decoded."""
+        payload = _payload(params or {})
         session = self._session
         if session is None:
             return []
 
+        checkers = None
+        if accept is not None:
+            if self._checkers is None:
+                self._checkers = concurrent.futures.ThreadPoolExecutor(CHECK_THREADS, "fleet-bus-check")
+            checkers = self._checkers
+
+        def checked(batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+            assert accept is not None
+            return [(key, result) for key, doc in batch if (result := accept(key, doc)) is not None]
+
         def run() -> list[tuple[str, Any]]:
             out: list[tuple[str, Any]] = []
+            batches: list[concurrent.futures.Future[list[tuple[str, Any]]]] = []
+            batch: list[tuple[str, Any]] = []
+            received = 0
             replies = session.get(selector, payload=payload, timeout=timeout_s, target=zenoh.QueryTarget.ALL,
                                   consolidation=zenoh.ConsolidationMode.NONE)
             for reply in replies:
                 if reply.ok is None:
                     continue
-                if len(out) >= max_replies:
+                if received >= max_replies:
                     self.metrics.drop("too_many_replies")
                     continue
                 key = str(reply.ok.key_expr)
                 try:
-                    doc = decode(reply.ok.payload.to_bytes())
+                    data = reply.ok.payload.to_bytes()
+                    doc = check_size(data) if raw else decode(data)
                 except MessageRejected as exc:
                     self.metrics.drop(exc.reason)
                     continue
-                if accept is not None:
-                    doc = accept(key, doc)
-                    if doc is None:
-                        continue
-                out.append((key, doc))
+                received += 1
+                if checkers is None:
+                    out.append((key, doc))
+                    continue
+                batch.append((key, doc))
+                if len(batch) >= CHECK_BATCH:
+                    batches.append(checkers.submit(checked, batch))
+                    batch = []
+            if batch and checkers is not None:
+                batches.append(checkers.submit(checked, batch))
+            for done in batches:  # in arrival order
+                out.extend(done.result())
             return out
 
         return await asyncio.to_thread(run)

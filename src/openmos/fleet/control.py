@@ -106,7 +106,7 @@ class FleetController:
 
         out: dict[tuple[str, str], dict[str, Any]] = {}
         for _, (doc, body) in await self.bus.query(selector, params or {"nonce": nonce}, timeout_s=timeout_s,
-                                                   accept=check):
+                                                   accept=check, raw=True):
             out.setdefault((doc.site, doc.device), {"site": doc.site, "device": doc.device,
                                                     **body.model_dump(exclude_none=True)})
         return out
@@ -193,7 +193,7 @@ class FleetController:
                     continue
                 on_event(device_key, envelope)
 
-        self.bus.subscribe(f"{keys.ROOT}/{site}/dev/*/events", on_event)
+        self.bus.subscribe(f"{keys.ROOT}/{site}/dev/*/events", on_event, raw=True)
         self.bus.subscribe(f"{keys.ROOT}/{site}/host/*/events", on_batch)
 
     async def curtail_site(self, site: str, fraction: float, devices: set[str], user: str,

@@ -33,7 +33,7 @@ class FleetLink:
 
     def start(self) -> None:
         """Follow the site's verified telemetry (full power of every device)."""
-        self.controller.bus.subscribe(f"{keys.ROOT}/{self.site}/dev/*/telemetry", self._on_telemetry)
+        self.controller.bus.subscribe(f"{keys.ROOT}/{self.site}/dev/*/telemetry", self._on_telemetry, raw=True)
 
     def _on_telemetry(self, key: str, envelope: Any) -> None:
         try:

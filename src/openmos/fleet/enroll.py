@@ -5,7 +5,9 @@ A device generates its signing key (``envelope.DeviceKey``) and asks to enroll w
 With a valid one-time token it is enrolled at once; without one the request waits, capped and rate
 limited, for an operator to approve it (comparing the key fingerprint the device shows). From then on the
 key is *pinned*: the controller drops every message for that site/device that this key did not sign, and a
-second request with another key is refused until an operator revokes the first.
+second request with another key is refused until an operator revokes the first. A revoked key is
+remembered: the device cannot ask to enroll it again (neither with a token nor for approval), so a device
+taken out of the fleet stays out; it comes back only with a new key.
 
 State lives in one JSON file (``enrollment.json``), changed under an exclusive file lock by re-reading it
 first, so the CLI (``mos fleet token/approve/revoke``) and a running controller never lose each other's
@@ -69,17 +71,19 @@ class _State:
     enrolled: dict[str, Enrolled] = field(default_factory=dict)  # "site/device" -> key
     pending: dict[str, Pending] = field(default_factory=dict)
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # sha256(token) -> {expires, site}
+    revoked: dict[str, dict[str, Any]] = field(default_factory=dict)  # public key -> {device, at}
 
     def to_json(self) -> bytes:
         return json.dumps({"enrolled": {k: asdict(v) for k, v in self.enrolled.items()},
                            "pending": {k: asdict(v) for k, v in self.pending.items()},
-                           "tokens": self.tokens}, indent=1, sort_keys=True).encode()
+                           "tokens": self.tokens, "revoked": self.revoked}, indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> _State:
         doc = json.loads(raw or b"{}")
         return cls({k: Enrolled(**v) for k, v in doc.get("enrolled", {}).items()},
-                   {k: Pending(**v) for k, v in doc.get("pending", {}).items()}, dict(doc.get("tokens", {})))
+                   {k: Pending(**v) for k, v in doc.get("pending", {}).items()}, dict(doc.get("tokens", {})),
+                   dict(doc.get("revoked", {})))
 
 
 def _name(site: str, device: str) -> str:
@@ -208,6 +212,7 @@ class EnrollmentRegistry:
         parse_public(public_key)
         with self._change() as state:
             state.pending.pop(_name(site, device), None)
+            state.revoked.pop(public_key, None)  # the operator's explicit decision overrides a revocation
             state.enrolled[_name(site, device)] = Enrolled(public_key, time.time(), via)
 
     def pin_many(self, devices: list[tuple[str, str, str]], via: str = "operator") -> None:
@@ -225,6 +230,9 @@ class EnrollmentRegistry:
         """Handle a (signature-checked) enrollment request: "enrolled" or "pending"; EnrollmentRefused else."""
         name = _name(site, device)
         self.refresh()
+        if public_key in self._state.revoked:
+            was = self._state.revoked[public_key].get("device")
+            raise EnrollmentRefused("key_revoked", f"this key was revoked (for {was}): enroll a new key")
         current = self._state.enrolled.get(name)
         if current is not None:
             if current.public_key == public_key:
@@ -284,7 +292,10 @@ class EnrollmentRegistry:
         return waiting
 
     def revoke(self, site: str, device: str) -> None:
-        """Unpin a device: from now on nothing it sends is believed."""
+        """Unpin a device: from now on nothing it sends is believed (a running controller stops believing it
+        within a second), and its key can never be enrolled again."""
         with self._change() as state:
-            if state.enrolled.pop(_name(site, device), None) is None:
+            entry = state.enrolled.pop(_name(site, device), None)
+            if entry is None:
                 raise KeyError(f"{_name(site, device)} is not enrolled")
+            state.revoked[entry.public_key] = {"device": _name(site, device), "at": time.time()}

@@ -8,6 +8,12 @@ Commands from the controller are ed25519 (``security.signing``, the fleet comman
 
 The signed document always names its ``site`` and ``device``, so a message captured at one site or for one
 device means nothing anywhere else. Keys are parsed once and kept as key objects.
+
+On the wire a device sends the envelope in one fixed layout (``sign_payload``):
+``{"signature":"<88 base64 chars>","signed":<canonical JSON of the document>}``, which is also the canonical
+JSON of the envelope itself. The controller verifies the signature over the document bytes exactly as they
+arrived (``split_payload`` + ``verify_bytes``) and parses them once: nothing is re-serialised on either side.
+An envelope in any other layout is still accepted through the parsed path (``verify``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,12 @@ from openmos.security.signing import SignatureError, canonical
 DOMAIN = b"openmos/fleet/device/v1\x00"
 
 
+PREFIX = b'{"signature":"'
+MIDDLE = b'","signed":'
+SIG_B64 = 88  # base64 of 64 bytes
+_DOC_AT = len(PREFIX) + SIG_B64 + len(MIDDLE)
+
+
 def _digest(doc: dict[str, Any]) -> bytes:
     return hashlib.sha256(DOMAIN + canonical(doc)).digest()
 
@@ -50,11 +62,43 @@ class DeviceKey:
         """The 32-byte secret, for the device's own key store (0600)."""
         return bytes(self._key.secret)
 
-    def sign(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def _schnorr(self, digest: bytes) -> bytes:
         out = ffi.new("unsigned char[64]")
-        if not lib.secp256k1_schnorrsig_sign32(GLOBAL_CONTEXT.ctx, out, _digest(doc), self._keypair, os.urandom(32)):
+        if not lib.secp256k1_schnorrsig_sign32(GLOBAL_CONTEXT.ctx, out, digest, self._keypair, os.urandom(32)):
             raise SignatureError("BIP340 signing failed")
-        return {"signed": doc, "signature": base64.b64encode(bytes(ffi.buffer(out, 64))).decode()}
+        return bytes(ffi.buffer(out, 64))
+
+    def sign(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The envelope as a dict (for callers that build on it; the wire form is ``sign_payload``)."""
+        return {"signed": doc, "signature": base64.b64encode(self._schnorr(_digest(doc))).decode()}
+
+    def sign_payload(self, doc: dict[str, Any]) -> bytes:
+        """The envelope as the bytes to send: the document serialised once, signed over those very bytes."""
+        body = canonical(doc)
+        signature = base64.b64encode(self._schnorr(hashlib.sha256(DOMAIN + body).digest()))
+        return PREFIX + signature + MIDDLE + body + b"}"
+
+
+def split_payload(payload: bytes) -> tuple[bytes, bytes] | None:
+    """(signature, signed document bytes) of a payload in the compact layout, or None for any other layout."""
+    if len(payload) <= _DOC_AT + 2 or not payload.startswith(PREFIX) or payload[-1:] != b"}" \
+            or payload[_DOC_AT - len(MIDDLE):_DOC_AT] != MIDDLE:
+        return None
+    try:
+        signature = base64.b64decode(payload[len(PREFIX):len(PREFIX) + SIG_B64], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return signature, payload[_DOC_AT:-1]
+
+
+def verify_bytes(signature: bytes, document: bytes, key: PublicKeyXOnly) -> None:
+    """SignatureError unless ``signature`` is device ``key``'s over exactly these document bytes."""
+    try:
+        ok = len(signature) == 64 and key.verify(signature, hashlib.sha256(DOMAIN + document).digest())
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise SignatureError("signature does not verify against the enrolled key")
 
 
 def _envelope(envelope: Any, max_signature: int) -> tuple[dict[str, Any], bytes]:

@@ -168,10 +168,15 @@ class MessageRejected(ValueError):
         self.reason = reason
 
 
-def decode(payload: bytes) -> Any:
-    """Bounded JSON decoding: size first, then a parse that cannot recurse without limit."""
+def check_size(payload: bytes) -> bytes:
     if len(payload) > MAX_PAYLOAD:
         raise MessageRejected("too_large", f"{len(payload)} bytes")
+    return payload
+
+
+def decode(payload: bytes) -> Any:
+    """Bounded JSON decoding: size first, then a parse that cannot recurse without limit."""
+    check_size(payload)
     try:
         return json.loads(payload)
     except (ValueError, RecursionError):
@@ -185,10 +190,17 @@ def body_of(doc: DeviceDoc) -> BaseModel:
         raise MessageRejected("schema", f"{doc.kind}: {exc.error_count()} error(s)") from None
 
 
-def parse_device_doc(signed: dict[str, Any]) -> DeviceDoc:
+def parse_device_doc(signed: dict[str, Any] | bytes) -> DeviceDoc:
+    """The signed document, from its parsed form or straight from its JSON bytes (one parse, in pydantic)."""
     try:
+        if isinstance(signed, bytes):
+            if len(signed) > MAX_PAYLOAD:
+                raise MessageRejected("too_large", f"{len(signed)} bytes")
+            return DeviceDoc.model_validate_json(signed)
         return DeviceDoc.model_validate(signed)
     except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False, include_context=False)):
+            raise MessageRejected("not_json") from None
         raise MessageRejected("schema", f"{exc.error_count()} error(s)") from None
 
 

@@ -29,7 +29,7 @@ import zenoh
 from pydantic import ValidationError
 
 from openmos.fleet import keys
-from openmos.fleet.bus import FleetBus
+from openmos.fleet.bus import FleetBus, Reply
 from openmos.fleet.envelope import DeviceKey, parse_command_key, verify_command
 from openmos.fleet.messages import DEVICE_ACTIONS, MAX_EVENT_BATCH, CommandDoc
 from openmos.security.signing import SignatureError
@@ -73,14 +73,23 @@ class DeviceNode:
         """The device key (base64): what the controller pins at enrollment."""
         return self.identity.public_b64
 
-    def sign(self, kind: str, body: dict[str, Any], request: str | None = None) -> dict[str, Any]:
-        """A device-originated message: site, device, time and sequence inside the signature."""
+    def _doc(self, kind: str, body: dict[str, Any], request: str | None) -> dict[str, Any]:
         self._seq += 1
         doc: dict[str, Any] = {"kind": kind, "site": self.site, "device": self.device.device_id, "ts": time.time(),
                                "seq": self._seq, "body": body}
         if request is not None:
             doc["request"] = request
-        return self.identity.sign(doc)
+        return doc
+
+    def sign(self, kind: str, body: dict[str, Any], request: str | None = None) -> dict[str, Any]:
+        """A device-originated message: site, device, time and sequence inside the signature (as a dict, to
+        travel inside another document, e.g. a host's batch of acknowledgements)."""
+        return self.identity.sign(self._doc(kind, body, request))
+
+    def signed(self, kind: str, body: dict[str, Any], request: str | None = None) -> bytes:
+        """The same message as the payload this node sends on its own key (serialised once, signed over
+        those very bytes: the controller verifies them as they arrive and parses them once)."""
+        return self.identity.sign_payload(self._doc(kind, body, request))
 
     async def enroll(self, token: str | None = None, csr: bytes | None = None, timeout_s: float = 5.0
                      ) -> dict[str, Any]:
@@ -90,7 +99,7 @@ class DeviceNode:
             body["token"] = token
         if csr is not None:
             body["csr"] = csr.decode()
-        replies = await self.bus.query(keys.enroll(self.site, self.device.device_id), self.sign("enroll", body),
+        replies = await self.bus.query(keys.enroll(self.site, self.device.device_id), self.signed("enroll", body),
                                        timeout_s=timeout_s)
         if not replies or not isinstance(replies[0][1], dict):
             return {"status": "refused", "reason": "no controller answered"}
@@ -122,7 +131,8 @@ class DeviceNode:
             self._task = asyncio.create_task(self._publish_loop())
 
     def publish_telemetry(self) -> None:
-        self.bus.publish(keys.telemetry(self.site, self.device.device_id), self.sign("telemetry", self.device.status()))
+        self.bus.publish(keys.telemetry(self.site, self.device.device_id),
+                         self.signed("telemetry", self.device.status()))
 
     async def _publish_loop(self) -> None:
         while True:
@@ -134,12 +144,12 @@ class DeviceNode:
         nonce = params.get("nonce")
         return nonce if isinstance(nonce, str) and 8 <= len(nonce) <= 64 else None
 
-    async def answer(self, leaf: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def answer(self, leaf: str, params: dict[str, Any]) -> bytes:
         """The signed reply to a query on this device's ``leaf`` (inventory, status, cmd/<action>)."""
         if leaf == "inventory":
-            return self.sign("inventory", self.device.inventory(), self._request(params))
+            return self.signed("inventory", self.device.inventory(), self._request(params))
         if leaf == "status":
-            return self.sign("status", self.device.status(), self._request(params))
+            return self.signed("status", self.device.status(), self._request(params))
         return await self._command(leaf.split("/", 1)[1], params)
 
     def refuse(self, action: str, why: Exception) -> None:
@@ -205,7 +215,7 @@ class DeviceNode:
             result = {"ok": False}
         return self.sign("event", {"ack": nonce, "fraction": fraction, "ok": bool(result.get("ok", True))})
 
-    async def _command(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _command(self, action: str, params: dict[str, Any]) -> bytes:
         nonce = None
         with contextlib.suppress(TypeError, AttributeError):
             signed = params.get("signed")
@@ -215,12 +225,12 @@ class DeviceNode:
         except SignatureError as exc:
             self.refuse(action, exc)
             log.warning("fleet: refused %s on %s: %s", action, self.device.device_id, exc)
-            return self.sign("reply", {"ok": False, "error": f"refused: {exc}"}, nonce)
+            return self.signed("reply", {"ok": False, "error": f"refused: {exc}"}, nonce)
         try:
             result = await self.device.act(action, dict(doc.args))
         except (KeyError, TypeError, ValueError) as exc:
             result = {"ok": False, "error": f"bad arguments for {action}: {type(exc).__name__}"}
-        return self.sign("reply", {"ok": True, **result}, doc.nonce)
+        return self.signed("reply", {"ok": True, **result}, doc.nonce)
 
 
 class DeviceHost:
@@ -301,7 +311,7 @@ class DeviceHost:
                         if expr.intersects(zenoh.KeyExpr(f"{keys.ROOT}/{self.site}/dev/{dev}/{leaf}"))]
         return out
 
-    async def _on_query(self, selector: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    async def _on_query(self, selector: str, params: dict[str, Any]) -> list[tuple[str, Reply]]:
         targets = self.match(selector)
         replies = await asyncio.gather(*(node.answer(leaf, params) for node, leaf in targets))
         return [(f"{keys.ROOT}/{self.site}/dev/{node.device.device_id}/{leaf}", reply)

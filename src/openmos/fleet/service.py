@@ -66,7 +66,7 @@ class FleetService:
 
     async def start(self) -> None:
         await self.bus.open()
-        self.bus.subscribe(f"{keys.ROOT}/*/dev/*/telemetry", self._on_telemetry)
+        self.bus.subscribe(f"{keys.ROOT}/*/dev/*/telemetry", self._on_telemetry, raw=True)
         self.bus.serve(f"{keys.ROOT}/*/enroll/*", self._on_enroll)
         self._tasks = [asyncio.create_task(self._inventory_loop()), asyncio.create_task(self._flush_loop())]
 
