@@ -12,7 +12,6 @@ miner-chosen transactions. ``JdsServer`` is its encrypted (Noise NX) network fro
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import struct
@@ -20,7 +19,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, merkle_root_from_branch, sha256d
 from openmos.bitcoin.merkle import merkle_branches
 from openmos.bitcoin.tx import (
@@ -40,7 +38,7 @@ from openmos.bitcoin.tx import (
 from openmos.node.template import TemplateTx
 from openmos.pool.chain import BlockTemplate
 from openmos.pool.node_rpc import SUBSIDY, PoolNode
-from openmos.stratum.v2.codec import Sv2CodecError
+from openmos.pool.sv2_listener import MAX_BAD_MESSAGES, ServedConnection, Sv2Listener
 from openmos.stratum.v2.job_declaration import (
     AllocateMiningJobToken,
     AllocateMiningJobTokenSuccess,
@@ -59,14 +57,12 @@ from openmos.stratum.v2.messages import (
     SetupConnectionError,
     SetupConnectionSuccess,
 )
-from openmos.stratum.v2.noise import KeyPair, NoiseError, issue_server_identity
-from openmos.stratum.v2.transport import Sv2Connection, accept_connection
+from openmos.stratum.v2.transport import Sv2Connection
 
 log = logging.getLogger(__name__)
 
 MAX_TOKENS = 4096  # outstanding tokens kept (oldest forgotten first)
 MAX_JOBS = 256  # declared jobs kept for SetCustomMiningJob / PushSolution
-MAX_BAD_MESSAGES = 10
 JD_MAX_PAYLOAD = 16 << 20  # ProvideMissingTransactions.Success can carry a whole block's transactions
 HEADER_AND_COUNT_WEIGHT = 320 + 12
 MAX_SUPPLIED_MEMPOOL = 100_000  # supplied transactions join the pool's mempool only below this size
@@ -315,64 +311,36 @@ def _coinbase_layout(prefix: bytes) -> tuple[int, bytes]:
 
 
 @dataclass(eq=False)
-class _JdConnection:
-    conn: Sv2Connection
-    setup: SetupConnection | None = None
+class _JdConnection(ServedConnection):
     pending: dict[int, _Pending] = field(default_factory=dict)
     last_job: DeclaredJob | None = None
-    bad: int = 0
     allocations: list[float] = field(default_factory=list)
 
 
-class JdsServer:
+class JdsServer(Sv2Listener[_JdConnection]):
     """The Job Declaration Protocol on its own port, same authority key as the pool's Stratum V2."""
+
+    name = "jds"
+    max_payload = JD_MAX_PAYLOAD
 
     def __init__(self, declarator: JobDeclarator, authority_secret: bytes, host: str = "127.0.0.1", port: int = 0,
                  setup_timeout: float = 10.0, idle_timeout: float = 600.0, max_allocations_per_minute: int = 600
                  ) -> None:
+        super().__init__(authority_secret, host, port, setup_timeout)
         self.declarator = declarator
-        self.authority = KeyPair.from_secret(authority_secret)
-        self.static, self.certificate = issue_server_identity(authority_secret, 86_400)
-        self.host, self.port = host, port
-        self.setup_timeout, self.idle_timeout = setup_timeout, idle_timeout
+        self.idle_timeout = idle_timeout
         self.max_allocations = max_allocations_per_minute
-        self.protocol_errors = 0
         self.solutions: list[str | None] = []
-        self._listener = StreamServer(self._handle)
 
     async def start(self) -> None:
-        self.port = await self._listener.start(self.host, self.port, reuse_address=True)
+        await super().start()
         log.info("job declarator server on %s:%d", self.host, self.port)
 
-    async def stop(self) -> None:
-        await self._listener.stop()
+    def _opened(self, conn: Sv2Connection) -> _JdConnection:
+        return _JdConnection(conn)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            conn = await accept_connection(reader, writer, self.static, self.certificate,
-                                           timeout=self.setup_timeout, max_payload=JD_MAX_PAYLOAD)
-            state = _JdConnection(conn)
-            while True:
-                timeout = self.setup_timeout if state.setup is None else self.idle_timeout
-                try:
-                    msg = await asyncio.wait_for(conn.recv(), timeout)
-                except Sv2CodecError as exc:
-                    self.protocol_errors += 1
-                    state.bad += 1
-                    log.warning("jds: malformed message from %s: %s", conn.peer, exc)
-                    if state.bad >= MAX_BAD_MESSAGES or state.setup is None:
-                        return
-                    continue
-                if msg is not None and not self._dispatch(state, msg):
-                    await writer.drain()
-                    return
-                await writer.drain()
-        except (NoiseError, TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            log.info("jds: connection ended: %s", exc or type(exc).__name__)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            writer.close()
+    def _timeout(self, state: _JdConnection) -> float:
+        return self.setup_timeout if state.setup is None else self.idle_timeout
 
     def _dispatch(self, state: _JdConnection, msg: Message) -> bool:
         conn, d = state.conn, self.declarator

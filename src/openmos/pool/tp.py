@@ -9,14 +9,12 @@ returns the template's transactions; ``SubmitSolution`` rebuilds the block and s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, merkle_root_from_branch, sha256d
 from openmos.bitcoin.merkle import merkle_branches
 from openmos.bitcoin.target import bits_to_target
@@ -24,7 +22,8 @@ from openmos.bitcoin.tx import MAX_BLOCK_WEIGHT, TxError, TxOut, bip34_height_pu
 from openmos.bitcoin.tx import witness_commitment as commitment_script
 from openmos.node.template import RESERVED_WEIGHT, TemplateTx
 from openmos.pool.node_rpc import SUBSIDY, PoolNode
-from openmos.stratum.v2.codec import Sv2CodecError, int_to_u256
+from openmos.pool.sv2_listener import ServedConnection, Sv2Listener
+from openmos.stratum.v2.codec import int_to_u256
 from openmos.stratum.v2.messages import (
     PROTOCOL_TEMPLATE_DISTRIBUTION,
     Message,
@@ -32,7 +31,6 @@ from openmos.stratum.v2.messages import (
     SetupConnectionError,
     SetupConnectionSuccess,
 )
-from openmos.stratum.v2.noise import KeyPair, NoiseError, issue_server_identity
 from openmos.stratum.v2.template_distribution import (
     CoinbaseOutputConstraints,
     NewTemplate,
@@ -42,7 +40,7 @@ from openmos.stratum.v2.template_distribution import (
     SubmitSolution,
     TdpSetNewPrevHash,
 )
-from openmos.stratum.v2.transport import Sv2Connection, accept_connection
+from openmos.stratum.v2.transport import Sv2Connection
 
 log = logging.getLogger(__name__)
 
@@ -59,36 +57,43 @@ class _Template:
 
 
 @dataclass(eq=False)
-class _TpConnection:
-    conn: Sv2Connection
-    setup: SetupConnection | None = None
+class _TpConnection(ServedConnection):
     constraints: CoinbaseOutputConstraints | None = None
     templates: OrderedDict[int, _Template] = field(default_factory=OrderedDict)
-    bad: int = 0
 
 
-class TemplateProvider:
+class TemplateProvider(Sv2Listener[_TpConnection]):
+    name = "tp"
+    max_payload = TP_MAX_PAYLOAD
+
     def __init__(self, node: PoolNode, authority_secret: bytes, host: str = "127.0.0.1", port: int = 0,
                  setup_timeout: float = 10.0) -> None:
+        super().__init__(authority_secret, host, port, setup_timeout)
         self.node = node
-        self.static, self.certificate = issue_server_identity(authority_secret, 86_400)
-        self.authority = KeyPair.from_secret(authority_secret)
-        self.host, self.port, self.setup_timeout = host, port, setup_timeout
         self.connections: set[_TpConnection] = set()
         self.solutions: list[str | None] = []
-        self.protocol_errors = 0
         self._ids = itertools.count(1)
-        self._listener = StreamServer(self._handle)
 
     async def start(self) -> None:
         self.node.tip_listeners.append(self._on_tip)
-        self.port = await self._listener.start(self.host, self.port, reuse_address=True)
+        await super().start()
         log.info("template provider (Template Distribution Protocol) on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.node.tip_listeners.remove(self._on_tip)
-        await self._listener.stop()
+        await super().stop()
+
+    def _opened(self, conn: Sv2Connection) -> _TpConnection:
+        state = _TpConnection(conn)
+        self.connections.add(state)
+        return state
+
+    def _timeout(self, state: _TpConnection) -> float | None:
+        return self.setup_timeout if state.constraints is None else None
+
+    def _closed(self, state: _TpConnection) -> None:
+        self.connections.discard(state)
 
     def _on_tip(self, _hash: bytes) -> None:
         for state in list(self.connections):
@@ -115,37 +120,6 @@ class TemplateProvider:
                                SUBSIDY + sum(t.fee for t in chosen), 1, commit, 0, tpl.merkle_path))
         conn.write(TdpSetNewPrevHash(tid, chain.tip, int(chain.clock()), chain.bits,
                                      int_to_u256(bits_to_target(chain.bits))))
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        state: _TpConnection | None = None
-        try:
-            conn = await accept_connection(reader, writer, self.static, self.certificate,
-                                           timeout=self.setup_timeout, max_payload=TP_MAX_PAYLOAD)
-            state = _TpConnection(conn)
-            self.connections.add(state)
-            while True:
-                try:
-                    timeout = self.setup_timeout if state.constraints is None else None
-                    msg = await asyncio.wait_for(conn.recv(), timeout)
-                except Sv2CodecError as exc:
-                    self.protocol_errors += 1
-                    state.bad += 1
-                    log.warning("tp: malformed message: %s", exc)
-                    if state.bad >= 10 or state.setup is None:
-                        return
-                    continue
-                if msg is not None and not self._dispatch(state, msg):
-                    await writer.drain()
-                    return
-                await writer.drain()
-        except (NoiseError, TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            log.info("tp: connection ended: %s", exc or type(exc).__name__)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            if state is not None:
-                self.connections.discard(state)
-            writer.close()
 
     def _dispatch(self, state: _TpConnection, msg: Message) -> bool:
         conn = state.conn
