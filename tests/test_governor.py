@@ -69,3 +69,16 @@ def test_log_limiter_bounds_lines_and_says_how_many_it_held(caplog: pytest.LogCa
         limiter.log(logging.INFO, "k", "share %d", 1000)
     assert written == 3 and len(caplog.records) == 4
     assert "997 similar lines suppressed" in caplog.records[-1].getMessage()
+
+
+def test_range_edges_follow_the_hashrate_and_the_governor() -> None:
+    rate = 2**32 * 100.0  # 100 difficulty-1 shares per second
+    edges = DifficultyRange.for_hashrate(rate, max_share_rate=5.0, slow_hours=24.0)
+    assert edges.governed_below == pytest.approx(20.0)  # 5 shares/s
+    assert edges.low == pytest.approx(100.0 / 1000.0)  # 200 x 5 = 1000 shares/s: refused below
+    assert edges.slow_above == pytest.approx(100.0 * 86400)  # one share a day
+    assert check_difficulty(edges.slow_above * 10, edges) == edges.slow_above * 10  # used, not refused
+    with pytest.raises(BadDifficulty):
+        check_difficulty(edges.low / 2, edges)
+    fast = DifficultyRange.for_hashrate(200e12, max_share_rate=5.0)
+    assert fast.low == 1.0  # difficulty 1, the Stratum default, is never refused

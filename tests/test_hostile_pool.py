@@ -75,6 +75,20 @@ async def test_hostile_difficulties_refused_and_counted_mining_continues() -> No
         assert client is not None
         assert client.difficulty == 0.0005, "a hostile value replaced the difficulty"
         assert client.difficulty_rejections == 8
+        # The edges come from this hardware's hashrate: one share a day or slower is used but counted (a pool
+        # may mean it); more shares than the governor allows is used (the pool credits at its value) while the
+        # hardware mines at the governor's floor; 200 times that is refused.
+        allowed = agent.policy.difficulty_range
+        assert 0 < allowed.low < allowed.governed_below < 0.0005 < allowed.slow_above < 1e18
+        for raw in (repr(allowed.slow_above * 2), repr(allowed.governed_below / 2), repr(allowed.low / 2)):
+            await session.set_difficulty(raw)
+            await session.notify(notify("a1"))
+        await session.sync()
+        assert (client.difficulty_slow, client.difficulty_governed, client.difficulty_rejections) == (1, 1, 9)
+        assert client.difficulty == allowed.governed_below / 2
+        assert agent.mining_difficulty(client.difficulty) > client.difficulty  # the governor's floor (measured rate)
+        await session.set_difficulty("0.0005")
+        await session.sync()
         before = len(session.submits)
         await wait_for(lambda: len(session.submits) >= before + 2, 120, "shares after the hostile values")
     finally:

@@ -62,8 +62,10 @@ class AgentCollector(Collector):
             for fate, n in (("superseded", p.superseded), ("throttled", p.throttled), ("lost", p.lost),
                             ("unrecoverable", p.unrecoverable), ("resent_duplicate", p.resent_duplicates)):
                 fates.add_metric([p.url, fate], n)
-            for what, value in (("difficulty_refused", p.difficulty_refused), ("mining_difficulty",
-                                p.mining_difficulty), ("governor_active", float(p.governor_active)),
+            for what, value in (("difficulty_refused", p.difficulty_refused),
+                                ("difficulty_governed", p.difficulty_governed), ("difficulty_slow", p.difficulty_slow),
+                                ("mining_difficulty", p.mining_difficulty),
+                                ("governor_active", float(p.governor_active)),
                                 ("quality_failures", p.quality_failures), ("backoff_seconds", p.backoff_s),
                                 ("bad_for_seconds", p.bad_for_s), ("resumed_sessions", p.resumed_sessions),
                                 ("queued_shares", p.queued)):

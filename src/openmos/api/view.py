@@ -69,6 +69,8 @@ class PoolView:
     backoff_s: float = 0.0  # current back-off length
     bad_for_s: float = 0.0  # seconds left before this pool is tried again (0: usable)
     last_error: str = ""
+    difficulty_governed: int = 0  # accepted values the share-rate governor raises (too many shares/s)
+    difficulty_slow: int = 0  # accepted values meaning one share per more than slow_share_hours
 
 
 class DeviceView:
@@ -120,9 +122,11 @@ class DeviceView:
                 status = "Disabled" if not conn.enabled else conn.status
                 difficulty = client.difficulty if client else 0.0
                 mining = self.agent.mining_difficulty(difficulty) if client else 0.0
-                refused = conn.difficulty_refused
+                refused, governed, slow = conn.difficulty_refused, conn.difficulty_governed, conn.difficulty_slow
                 if client is not None and not client.closed.is_set():
                     refused += getattr(client, "difficulty_rejections", 0)
+                    governed += getattr(client, "difficulty_governed", 0)
+                    slow += getattr(client, "difficulty_slow", 0)
                 out.append(PoolView(index, group.name, conn.endpoint.url, conn.endpoint.user, status,
                                     group.active is conn, conn.priority, group.quota, c.accepted, c.rejected,
                                     c.stale, difficulty, c.accepted_difficulty,
@@ -131,7 +135,7 @@ class DeviceView:
                                     conn.stale_dropped, conn.throttled, conn.unrecoverable, conn.resent_duplicates,
                                     conn.resumed_sessions, refused, mining, mining > difficulty,
                                     conn.quality_failures, conn.backoff_s, max(0.0, conn.bad_until - now),
-                                    conn.last_error[:200]))
+                                    conn.last_error[:200], governed, slow))
                 index += 1
         return out
 
@@ -150,6 +154,8 @@ class DeviceView:
             "resumed_sessions": sum(p.resumed_sessions for p in pools),
             "throttled": sum(p.throttled for p in pools),
             "difficulty_refused": sum(p.difficulty_refused for p in pools),
+            "difficulty_governed": sum(p.difficulty_governed for p in pools),
+            "difficulty_slow": sum(p.difficulty_slow for p in pools),
             "governor_active": any(p.governor_active for p in pools if p.active),
             "governor_max_share_rate": self.agent.config.stratum.max_share_rate,
             "submit_limit_refused": sum(g.submit_limit.refused for g in groups),

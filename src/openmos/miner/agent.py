@@ -117,7 +117,7 @@ class MiningAgent:
         self.found: deque[FoundShare] = deque(maxlen=10_000)
         self.hashrate = HashrateMeter()
         self.expected_hashrate = hardware.expected_hashrate()
-        self.policy = self._session_policy(self.expected_hashrate)
+        self.policy = self._session_policy(self.expected_hashrate, config)
         self.pools = PoolManager(config.groups, config.stratum, f"openmos/{__version__}",
                                  self._on_job, self._on_switch, self.policy)
         self._generation = 0
@@ -137,10 +137,13 @@ class MiningAgent:
         self.safety = self._make_safety(config.performance)
 
     @staticmethod
-    def _session_policy(hashrate: float | None) -> SessionPolicy:
+    def _session_policy(hashrate: float | None, config: AgentConfig) -> SessionPolicy:
+        """Start difficulty and the accepted difficulty range, from the hardware's expected hashrate."""
         if not hashrate:
             return SessionPolicy()
-        return SessionPolicy(suggested_difficulty(hashrate), DifficultyRange.for_hashrate(hashrate))
+        tuning = config.stratum
+        return SessionPolicy(suggested_difficulty(hashrate),
+                             DifficultyRange.for_hashrate(hashrate, tuning.max_share_rate, tuning.slow_share_hours))
 
     def _make_tuner(self, perf: PerformanceConfig) -> Autotuner | None:
         limits = self.hardware.limits()

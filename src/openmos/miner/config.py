@@ -79,6 +79,9 @@ class StratumTuning(_Model):
                                     "(password), for pools that read it there instead")
     max_share_rate: float = Field(default=5.0, gt=0, le=1000, allow_inf_nan=False,
                                   description="governor: mine at a difficulty that keeps shares/s at most this")
+    slow_share_hours: float = Field(default=24.0, gt=0, le=1e6, allow_inf_nan=False,
+                                    description="a pool difficulty meaning one share per more than this on the "
+                                                "hardware is used but warned about and counted")
     max_bad_messages: int = Field(default=20, ge=1, le=100_000,
                                   description="this many bad pool messages within a minute: failover")
     job_timeout_s: float = Field(default=30.0, gt=0, le=3600,

@@ -101,6 +101,8 @@ class PoolConnection:
     last_extranonce1: bytes = b""  # of the newest session: a reconnect that gets it back resumed it
     resumed_sessions: int = 0
     difficulty_refused: int = 0  # set_difficulty values refused over this pool's ended sessions
+    difficulty_governed: int = 0  # accepted values the share-rate governor had to raise (ended sessions)
+    difficulty_slow: int = 0  # accepted values meaning one share per more than slow_share_hours (ended sessions)
     _en2: tuple[bytes | None, itertools.count[int]] = field(default_factory=lambda: (None, itertools.count()),
                                                             repr=False)
     connects: int = 0
@@ -250,6 +252,8 @@ class PoolGroup:
 
     def _closed(self, conn: PoolConnection, client: PoolSession) -> None:
         conn.difficulty_refused += getattr(client, "difficulty_rejections", 0)
+        conn.difficulty_governed += getattr(client, "difficulty_governed", 0)
+        conn.difficulty_slow += getattr(client, "difficulty_slow", 0)
         self._wake.set()
 
     def _back_off(self, conn: PoolConnection, why: str, cap: float) -> None:

@@ -141,6 +141,8 @@ class StratumClient(EndingSession):
         self.counters = ShareCounters()
         self.bad_lines = 0
         self.difficulty_rejections = 0  # set_difficulty values refused (non-finite, out of range)
+        self.difficulty_governed = 0  # accepted values the share-rate governor has to raise
+        self.difficulty_slow = 0  # accepted values meaning one share per more than a day on this hardware
         self.jobs_received = 0
         self.connected_at = 0.0
         self.pool_messages: deque[str] = deque(maxlen=MAX_POOL_MESSAGES)
@@ -330,6 +332,7 @@ class StratumClient(EndingSession):
             except BadDifficulty as exc:
                 self.difficulty_rejections += 1
                 raise ProtocolError(f"mining.set_difficulty refused, keeping {self.difficulty:g}: {exc}") from None
+            self._judge_difficulty(difficulty)
             self.difficulty = difficulty
             if self._on_difficulty:
                 self._on_difficulty(self, self.difficulty)
@@ -359,6 +362,21 @@ class StratumClient(EndingSession):
             self._log.log(logging.INFO, "unknown-method", "%s: unknown method %.60s ignored", self.url, method)
             if msg_id is not None:
                 await self._write(encode_response(msg_id, None, [20, f"unknown method {method}", None]))
+
+    def _judge_difficulty(self, difficulty: float) -> None:
+        """Count (and say, rate-limited) accepted values at the edges of what this hardware can use."""
+        allowed = self.options.difficulty_range
+        if difficulty < allowed.governed_below:
+            self.difficulty_governed += 1
+            self._log.log(logging.WARNING, "governed-difficulty", "%s: difficulty %g means more shares than the "
+                          "share-rate governor allows; mining at %g instead (shares still credited at %g)",
+                          self.url, difficulty, allowed.governed_below, difficulty)
+        elif difficulty > allowed.slow_above:
+            self.difficulty_slow += 1
+            self._log.log(logging.WARNING, "slow-difficulty", "%s: difficulty %g means one share per more than "
+                          "%.0f h on this hardware (%g: one per %g h); still mining, but the pool will see "
+                          "almost nothing", self.url, difficulty, allowed.slow_hours * difficulty / allowed.slow_above,
+                          allowed.slow_above, allowed.slow_hours)
 
     async def _handle_reconnect(self, params: list[Any]) -> None:
         host = params[0] if params and isinstance(params[0], str) and params[0] else self.url.host

@@ -20,22 +20,44 @@ ABS_MIN_DIFFICULTY = DIFF1_TARGET / MAX_TARGET
 ABS_MAX_DIFFICULTY = 1e18
 # A pool value that would make the hardware find more shares per second than this is nonsense.
 MAX_SANE_SHARES_PER_S = 1000.0
+# Refused when the pool's value means this many times the governor's share rate: far beyond any vardiff
+# start value, so only a broken or hostile pool sends it.
+GOVERNOR_REFUSE_FACTOR = 200.0
+SLOW_SHARE_HOURS = 24.0  # a value meaning one share per more than this: accepted, but warned about and counted
 
 
 @dataclass(frozen=True)
 class DifficultyRange:
-    """The difficulties a session accepts from its pool (inclusive)."""
+    """The difficulties a session accepts from its pool, derived from the hardware's expected hashrate.
+
+    ``[low, high]`` is accepted; outside it the value is refused (counted, the previous one kept). Inside it,
+    a value below ``governed_below`` means more shares per second than the share-rate governor allows: it is
+    used (the pool credits shares at its own value, so the agent must too) while the hardware mines at the
+    governor's floor -- counted. A value above ``slow_above`` means one share per more than
+    ``slow_hours``: used (a pool may mean it), warned about and counted.
+    """
 
     low: float = ABS_MIN_DIFFICULTY
     high: float = ABS_MAX_DIFFICULTY
+    governed_below: float = 0.0
+    slow_above: float = math.inf
+    slow_hours: float = SLOW_SHARE_HOURS  # the share interval slow_above stands for
 
     @classmethod
-    def for_hashrate(cls, hashrate_hps: float | None) -> DifficultyRange:
-        """Refuse values that would make hardware of this speed find > MAX_SANE_SHARES_PER_S shares/s."""
+    def for_hashrate(cls, hashrate_hps: float | None, max_share_rate: float | None = None,
+                     slow_hours: float = SLOW_SHARE_HOURS) -> DifficultyRange:
+        """The range for hardware of this speed; ``max_share_rate`` is the governor's (shares/s)."""
         if hashrate_hps is None or not math.isfinite(hashrate_hps) or hashrate_hps <= 0:
             return cls()
-        low = difficulty_for_interval(hashrate_hps, 1.0 / MAX_SANE_SHARES_PER_S)
-        return cls(max(ABS_MIN_DIFFICULTY, min(low, 1.0)), ABS_MAX_DIFFICULTY)
+        refuse_rate = MAX_SANE_SHARES_PER_S
+        governed = 0.0
+        if max_share_rate is not None and math.isfinite(max_share_rate) and max_share_rate > 0:
+            refuse_rate = GOVERNOR_REFUSE_FACTOR * max_share_rate
+            governed = difficulty_for_interval(hashrate_hps, 1.0 / max_share_rate)
+        # Difficulty 1, the Stratum default every pool may start with, is never refused.
+        low = max(ABS_MIN_DIFFICULTY, min(difficulty_for_interval(hashrate_hps, 1.0 / refuse_rate), 1.0))
+        slow = difficulty_for_interval(hashrate_hps, slow_hours * 3600.0)
+        return cls(low, ABS_MAX_DIFFICULTY, governed, min(slow, ABS_MAX_DIFFICULTY), slow_hours)
 
 
 class BadDifficulty(ValueError):

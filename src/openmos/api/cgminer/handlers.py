@@ -189,6 +189,7 @@ class CgminerApi:
             "Superseded Shares": p.superseded, "Throttled Shares": p.throttled,
             "Unrecoverable Shares": p.unrecoverable, "Resent Duplicates": p.resent_duplicates,
             "Resumed Sessions": p.resumed_sessions, "Difficulty Refused": p.difficulty_refused,
+            "Difficulty Governed": p.difficulty_governed, "Difficulty Slow": p.difficulty_slow,
             "Mining Difficulty": p.mining_difficulty, "Governor Active": p.governor_active,
             "Quality Failures": p.quality_failures, "Backoff": p.backoff_s, "Bad For": p.bad_for_s,
             "Last Error": p.last_error,
