@@ -6,10 +6,11 @@ a block lands with the miner-chosen transactions; node down -> pool jobs with no
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
+from openmos.bitcoin.tx import synthetic_tx, tx_hash_hex
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.jd.service import JdService
 from openmos.miner import AgentConfig, MiningAgent
@@ -83,6 +84,10 @@ async def test_own_templates_block_fallback_and_back(farm: Farm) -> None:
     wanted = {t for t, tx in offered.items() if tx.fee_rate >= MIN_FEE_RATE}
     assert 0 < len(wanted) < len(offered)  # the policy had something to leave out
     assert set(mined) == wanted  # exactly the miner's choice, not the node's full template
+    # The new block got an empty-block job at once (then the full template), declared and accepted upstream.
+    await wait_for(lambda: svc.status.empty_jobs_accepted >= 1, 60, "an empty-block job accepted by the pool")
+    assert svc.status.last_job_latency is not None and svc.status.last_template_latency is not None
+    assert svc.tx_cache is not None and svc.tx_cache.misses > 0
     # Node down: the farm keeps mining the pool's jobs, nothing rejected upstream.
     port = farm.rpc.port
     await farm.rpc.stop()
@@ -127,7 +132,8 @@ async def test_a_lying_node_template_is_refused_and_the_farm_keeps_mining(farm: 
 
     def lying() -> dict[str, object]:
         t = honest()
-        t["transactions"][0]["data"] = t["transactions"][1]["data"]  # type: ignore[index]
+        txs: list[dict[str, object]] = t["transactions"]  # type: ignore[assignment]
+        txs[0] = {**txs[0], "data": txs[1]["data"]}  # the node's own entries are shared: do not mutate them
         return t
 
     monkeypatch.setattr(node, "template", lying)
@@ -139,3 +145,58 @@ async def test_a_lying_node_template_is_refused_and_the_farm_keeps_mining(farm: 
     await wait_for(lambda: farm.pool.workers.get("jd.farm") is not None
                    and farm.pool.workers["jd.farm"].accepted >= count + 1, 120, "shares on pool jobs")
     assert svc.mining.rejected == {}
+
+
+async def test_no_empty_block_job_where_it_could_be_wrong(farm: Farm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty-block job reuses the previous template's bits and subsidy: never across a retarget or a
+    halving, nor when the new block does not extend the previous template (reorg, unknown block)."""
+    svc = farm.service
+    await wait_for(lambda: svc._last is not None, 60, "a first own template")
+    last = svc._last
+    assert last is not None
+    assert not await svc._empty_job("ab" * 32)  # a block the node does not know
+    header = {"height": last.height, "previousblockhash": tx_hash_hex(last.prev_hash), "mediantime": 1000}
+
+    async def getblockheader(block_hash: str) -> dict[str, object]:
+        return dict(header)
+
+    monkeypatch.setattr(svc.node, "getblockheader", getblockheader)
+    for height in (2015, 209_999, 149):  # the next block would retarget or halve
+        svc._last = replace(last, height=height)
+        assert not await svc._empty_job("ab" * 32)
+    svc._last = last
+    for bad in ({"previousblockhash": "11" * 32}, {"height": last.height + 1}, {"mediantime": float("nan")},
+                {"mediantime": -1}, {"mediantime": 1 << 40}):
+        header.update(bad)
+        assert not await svc._empty_job("ab" * 32), bad  # not on top of our template, or a hostile header
+        header.update({"height": last.height, "previousblockhash": tx_hash_hex(last.prev_hash), "mediantime": 1000})
+    before = svc.status.empty_jobs
+    assert await svc._empty_job("ab" * 32)  # the one case it is built: straight on top of the last template
+    assert svc.status.empty_jobs == before + 1
+    assert svc.source.template().prev_hash == bytes.fromhex("ab" * 32) and svc.source.template().txids == ()
+
+
+async def test_transactions_whose_fee_the_pool_cannot_verify_are_left_out(farm: Farm,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our node has a transaction the pool's node does not: the JDS cannot verify its fee and refuses a
+    coinbase that claims it; the JDC rebuilds without it at once, with no fallback."""
+    svc, node = farm.service, farm.node
+    honest = node.template
+    foreign = synthetic_tx(b"only our node has this one")
+    entry = {"data": foreign.serialize().hex(), "txid": tx_hash_hex(foreign.txid()),
+             "hash": tx_hash_hex(foreign.wtxid()), "depends": [], "fee": 100_000, "sigops": 4,
+             "weight": foreign.weight()}
+
+    def with_foreign() -> dict[str, object]:
+        t = honest()
+        return {**t, "transactions": [entry, *t["transactions"]],  # type: ignore[list-item]
+                "coinbasevalue": t["coinbasevalue"] + 100_000}
+
+    monkeypatch.setattr(node, "template", with_foreign)
+    svc.refresh = 0.0
+    await wait_for(lambda: foreign.txid() in svc.unverifiable, 60, "the unverifiable transaction noticed")
+    accepted = farm.declarator.accepted
+    await wait_for(lambda: farm.declarator.accepted > accepted, 60, "a declaration without it accepted")
+    assert foreign.txid() not in next(reversed(farm.declarator.jobs.values())).txids
+    assert svc.status.mode == "own" and svc.status.fallbacks == 0
+    assert farm.declarator.rejected.get("invalid-coinbase-value", 0) >= 1

@@ -13,14 +13,23 @@ import pytest
 
 from openmos.bitcoin import BlockHeader, difficulty_to_target, merkle_root_from_branch, sha256d
 from openmos.bitcoin.hashing import Midstate
-from openmos.bitcoin.tx import TxOut, synthetic_tx
+from openmos.bitcoin.tx import Transaction, TxIn, TxOut, synthetic_tx
 from openmos.jd import DeclarationFailed, JdsClient, MiningUpstream
-from openmos.node.template import NodeTemplate, TemplatePolicy, TemplateTx, Work, build_work, select_transactions
+from openmos.node.template import (
+    NodeTemplate,
+    Selection,
+    TemplatePolicy,
+    TemplateTx,
+    Work,
+    build_work,
+    select_transactions,
+)
 from openmos.pool import LocalPool
 from openmos.pool.jds import JdsServer, JobDeclarator
 from openmos.pool.node_rpc import PoolNode, SyntheticMempool
 from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
 from openmos.stratum.v2.job_declaration import (
+    AllocateMiningJobToken,
     DeclareMiningJob,
     DeclareMiningJobError,
     ProvideMissingTransactionsSuccess,
@@ -88,10 +97,15 @@ async def test_declared_job_mined_on_extended_channel_lands_with_miner_transacti
     token = await jdc.allocate()
     assert token.pool_outputs[0].script == rig.pool.chain.payout_script
     # The miner's policy: nothing under 40 sat/vB. One chosen transaction the pool has never seen
-    # (dropped from its mempool) must be asked for and supplied.
+    # (dropped from its mempool) must be asked for and supplied; the pool cannot verify its fee (it spends
+    # outputs the pool does not know), so the miner does not claim it.
     work = own_work(rig, mining, token.pool_outputs, TemplatePolicy(min_fee_rate=40.0))
     assert 0 < len(work.selection.txs) < 30
-    rig.node.mempool.remove([work.selection.txs[0].txid])
+    unknown = work.selection.txs[0]
+    rig.node.mempool.remove([unknown.txid])
+    sel = work.selection
+    work = build_work(work.template, Selection(sel.txs, sel.fees - unknown.fee, sel.weight, sel.excluded),
+                      token.pool_outputs, len(mining.extranonce_prefix) + mining.extranonce_size, b"/j/")
     new_token = await jdc.declare(token.token, work)
     assert rig.declarator.accepted == 1 and work.selection.txs[0].txid in rig.node.mempool.txs
     job_id = await mining.set_custom_job(new_token, work, work.template.curtime)
@@ -204,3 +218,50 @@ async def test_bogus_supplied_transactions_and_garbage_frames(rig: Rig) -> None:
     assert (await jdc.allocate()).token
     await jdc.close()
     await mining.close()
+
+
+def test_coinbase_value_counts_only_fees_the_pool_can_verify(rig: Rig) -> None:
+    """Attack: a JDC supplies transactions the pool does not know and pays itself their claimed fees. The JDS
+    credits a supplied transaction's fee only when it knows the outputs it spends (its mempool, or earlier
+    transactions of the same job): otherwise 0, and a coinbase claiming more is refused with the reason."""
+    decl = rig.declarator
+    template = NodeTemplate.from_rpc(rig.node.template())
+    rid = iter(range(100, 200))
+
+    def declare(extra: tuple[TemplateTx, ...], claimed: int) -> object:
+        t = replace(template, transactions=(*template.transactions, *extra),
+                    coinbase_value=template.coinbase_value + claimed)
+        work = build_work(t, select_transactions(t, TemplatePolicy()), decl.pool_outputs, 12)
+        token = decl.allocate(AllocateMiningJobToken("x", 1)).mining_job_token
+        r = next(rid)
+        reply, pending = decl.declare(DeclareMiningJob(r, token, t.version, work.coinbase.prefix,
+                                                       work.coinbase.suffix, work.wtxids, b""))
+        if pending is None:
+            return reply
+        return decl.provide(pending, ProvideMissingTransactionsSuccess(r, tuple(x.data for x in extra)))
+
+    foreign = synthetic_tx(b"spends outputs the pool never saw")
+    ftx = TemplateTx(foreign.serialize(), foreign.txid(), foreign.wtxid(), 5000, foreign.weight(), ())
+    refused = declare((ftx,), 5000)
+    assert isinstance(refused, DeclareMiningJobError) and refused.error_code == "invalid-coinbase-value"
+    assert b"cannot be verified" in refused.error_details
+    assert foreign.txid() not in rig.node.mempool.txs  # a refused job's transactions do not join the mempool
+    assert not isinstance(declare((ftx._replace(fee=0),), 0), DeclareMiningJobError)  # not claiming it: fine
+    # A supplied child of a mempool transaction: the pool knows what it spends, so its fee is verifiable.
+    parent_index = 0
+    parent = template.transactions[parent_index]
+    spent = parent.tx().outputs[0].value
+    child = Transaction(2, (TxIn(parent.txid + bytes(4), b"", 0xFFFFFFFD),), (TxOut(spent - 300, b"\x51"),),
+                        ((b"\x01",),), 0)
+    ctx = TemplateTx(child.serialize(), child.txid(), child.wtxid(), 300, child.weight(), (parent_index,))
+    over = declare((ctx,), 301)
+    assert isinstance(over, DeclareMiningJobError) and over.error_code == "invalid-coinbase-value"
+    assert b"cannot be verified" not in over.error_details
+    assert not isinstance(declare((ctx,), 300), DeclareMiningJobError)
+    # Spending a missing output, or more than its inputs hold: refused as invalid transactions.
+    for outputs, prevout_index in (((TxOut(spent - 300, b"\x51"),), 7), ((TxOut(spent + 1, b"\x51"),), 0)):
+        bad = Transaction(2, (TxIn(parent.txid + prevout_index.to_bytes(4, "little"), b"", 0xFFFFFFFD),), outputs,
+                          ((b"\x02",),), 0)
+        btx = TemplateTx(bad.serialize(), bad.txid(), bad.wtxid(), 0, bad.weight(), (parent_index,))
+        out = declare((btx,), 0)
+        assert isinstance(out, DeclareMiningJobError) and out.error_code == "invalid-transaction", out

@@ -28,7 +28,7 @@ from openmos.bitcoin.tx import (
 )
 from openmos.node import NodeRpcClient, NodeTemplate, RpcError, TemplatePolicy, select_transactions
 from openmos.node.http import read_message, response
-from openmos.node.template import TemplateError, build_work
+from openmos.node.template import TemplateError, TxCache, build_work
 from openmos.pool.chain import TemplateChain
 from openmos.pool.node_rpc import NodeRpcServer, PoolNode, SyntheticMempool
 
@@ -109,6 +109,38 @@ def test_template_refuses_inconsistent_node_data() -> None:
     bad["transactions"][1]["depends"] = [3]  # a later transaction
     with pytest.raises(TemplateError, match="depends"):
         NodeTemplate.from_rpc(bad)
+
+
+def test_tx_cache_rechecks_only_new_or_changed_transactions() -> None:
+    gbt = json.loads(json.dumps(FIXTURES[0]["response"]["result"]))
+    cache = TxCache()
+    first = NodeTemplate.from_rpc(gbt, verify="hash", cache=cache)
+    assert cache.misses == 3 and cache.hits == 0
+    again = NodeTemplate.from_rpc(json.loads(json.dumps(gbt)), verify="hash", cache=cache)
+    assert again.transactions == first.transactions and cache.hits == 3
+    # The same bytes claiming another transaction's ids, or new ids for known bytes: checked again, refused.
+    lying = json.loads(json.dumps(gbt))
+    lying["transactions"][0]["data"] = gbt["transactions"][1]["data"]
+    with pytest.raises(TemplateError, match="does not hash"):
+        NodeTemplate.from_rpc(lying, verify="hash", cache=cache)
+    renamed = json.loads(json.dumps(gbt))
+    renamed["transactions"][1]["hash"] = "22" * 32
+    with pytest.raises(TemplateError, match="does not hash"):
+        NodeTemplate.from_rpc(renamed, verify="hash", cache=cache)
+    # A cache filled by hash checks does not vouch for a full check (weight recomputed by a full parse).
+    full = NodeTemplate.from_rpc(gbt, verify="full", cache=cache)
+    assert [t.weight for t in full.transactions] == [t.tx().weight() for t in full.transactions]
+    assert all(e.weight is not None for e in cache.entries.values())
+    # Fees and depends are read fresh each time, never from the cache.
+    cheaper = json.loads(json.dumps(gbt))
+    cheaper["transactions"][0]["fee"] = 1
+    assert NodeTemplate.from_rpc(cheaper, verify="hash", cache=cache).transactions[0].fee == 1
+    for key, value in [("fee", -1), ("fee", 1e400), ("fee", True), ("weight", 10**9), ("depends", "1")]:
+        bad = json.loads(json.dumps(gbt))
+        bad["transactions"][0][key] = value
+        with pytest.raises(TemplateError):
+            NodeTemplate.from_rpc(bad, verify="hash", cache=cache)
+    assert len(cache.entries) <= len(gbt["transactions"])  # bounded by one template
 
 
 def test_policy_min_fee_rate_exclusions_dependents_and_weight() -> None:
@@ -217,6 +249,13 @@ async def test_pool_node_end_to_end_with_own_transaction_choice(
     assert not set(work.txids) & set(node.mempool.txs)  # mined transactions left the mempool
     nxt = NodeTemplate.from_rpc(await client.getblocktemplate())
     assert nxt.prev_hash == header.hash() and nxt.height == 2
+    hdr = await client.getblockheader(header.hash_hex())
+    assert hdr["height"] == 1 and hdr["previousblockhash"] == tx_hash_hex(template.prev_hash)
+    assert hdr["mediantime"] == header.ntime and hdr["bits"] == f"{template.bits:08x}"
+    assert hdr["nTx"] == 1 + len(sel.txs)
+    assert await client.call("getblockheader", header.hash_hex(), False) == header.serialize().hex()
+    with pytest.raises(RpcError, match="Block not found"):
+        await client.getblockheader("ab" * 32)
 
 
 async def test_pool_node_refuses_hostile_requests(pool_node: tuple[PoolNode, NodeRpcServer, NodeRpcClient]) -> None:
@@ -238,7 +277,11 @@ async def test_pool_node_refuses_hostile_requests(pool_node: tuple[PoolNode, Nod
     assert b"Parse error" in out
     for body, code in [(b'{"method": "stop"}', b"-32601"), (b'{"method": "getblocktemplate", "params": [{}]}', b"-8"),
                        (b'{"method": "submitblock", "params": ["zz"]}', b"-22"),
-                       (b'{"method": "getblock", "params": ["00", 1]}', b"-8"), (b"[1, 2]", b"-32600")]:
+                       (b'{"method": "getblock", "params": ["00", 1]}', b"-8"), (b"[1, 2]", b"-32600"),
+                       (b'{"method": "getblockheader", "params": ["00"]}', b"-8"),
+                       (b'{"method": "getblockheader", "params": ["' + b"00" * 32 + b'", 1]}', b"-8"),
+                       (b'{"id": ' + b"[" * 300 + b"]" * 300 + b', "method": "getblockcount"}', b"-32600"),
+                       (b'{"id": 1e400, "method": "getblockcount"}', b"-32700")]:
         out = await raw(f"POST / HTTP/1.1\r\nContent-Length: {len(body)}\r\n{auth}\r\n".encode() + body)
         assert code in out, (body, out)
     assert await client.submitblock("00" * 81) is not None  # garbage block: a reason, not a crash

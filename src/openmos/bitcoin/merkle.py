@@ -7,6 +7,7 @@ that block explorers print.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from hashlib import sha256
 
 from openmos.bitcoin.hashing import sha256d
 
@@ -32,8 +33,14 @@ def merkle_root(txids: Sequence[bytes]) -> bytes:
     while len(level) > 1:
         if len(level) % 2:
             level.append(level[-1])
-        level = [sha256d(level[i] + level[i + 1]) for i in range(0, len(level), 2)]
+        level = _pair_hashes(level, 0)
     return level[0]
+
+
+def _pair_hashes(level: Sequence[bytes | None], start: int) -> list[bytes]:
+    """sha256d(left + right) of each pair of ``level[start:]`` (even length): the inner loop of every tree."""
+    return [sha256(sha256(a + b).digest()).digest()  # type: ignore[operator]
+            for a, b in zip(level[start::2], level[start + 1::2], strict=True)]
 
 
 def merkle_branches(txids_without_coinbase: Sequence[bytes]) -> list[bytes]:
@@ -47,10 +54,5 @@ def merkle_branches(txids_without_coinbase: Sequence[bytes]) -> list[bytes]:
         branch.append(level[1] if level[1] is not None else b"")
         if len(level) % 2:
             level.append(level[-1])
-        nxt: list[bytes | None] = [None]
-        for i in range(2, len(level), 2):
-            left, right = level[i], level[i + 1]
-            assert left is not None and right is not None
-            nxt.append(sha256d(left + right))
-        level = nxt
+        level = [None, *_pair_hashes(level, 2)]
     return branch

@@ -165,6 +165,7 @@ class JdsClient(_Upstream):
     def __init__(self, host: str, port: int, authority: bytes, user: str, timeout: float = 10.0) -> None:
         super().__init__(host, port, authority, timeout)
         self.user = user
+        self.last_missing: tuple[bytes, ...] = ()  # txids the JDS asked for in the last declaration
 
     async def connect(self) -> None:
         await self._open(SetupConnection(PROTOCOL_JOB_DECLARATION, 2, 2, DECLARE_TX_DATA, self.host, self.port,
@@ -192,11 +193,13 @@ class JdsClient(_Upstream):
             msg_holder.append(msg)
             return msg
 
+        self.last_missing = ()
         reply = await self._request(make)
         if isinstance(reply, ProvideMissingTransactions):
             data = [t.data for t in work.selection.txs]
             if any(p >= len(data) for p in reply.unknown_tx_position_list):
                 raise DeclarationFailed("invalid-missing-request", "the JDS asked for a position we did not declare")
+            self.last_missing = tuple(work.selection.txs[p].txid for p in reply.unknown_tx_position_list)
             rid = reply.request_id
             assert self.conn is not None
             fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()

@@ -4,7 +4,12 @@ own node, declared to the pool and mined on the pool's extended channel.
 Loop: poll the node (``getbestblockhash``, ZMQ-free); on a new tip (or every ``refresh`` seconds) fetch
 ``getblocktemplate``, apply the ``TemplatePolicy``, build the coinbase paying the pool's outputs, declare
 it to the JDS with a pre-allocated token, ``SetCustomMiningJob`` on the pool, then push the job to the
-downstream miners. Downstream shares are validated locally (the embedded ``LocalPool``), forwarded to the
+downstream miners. While healthy the job reaches the miners first and the declaration follows (sv2-spec
+6.3 optimistic mining), and a new tip gets an empty-block job at once -- built from the previous
+template and the new block's header (``getblockheader``) -- before the full template, as pools do.
+Transactions already checked in the previous template are not hashed again (``TxCache``).
+
+Downstream shares are validated locally (the embedded ``LocalPool``), forwarded to the
 pool when they meet the channel target, and a block is submitted to our node (``submitblock``), to the
 JDS (``PushSolution``) and, as a share, through the pool.
 
@@ -19,16 +24,26 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
 from openmos.bitcoin import BlockHeader
 from openmos.bitcoin.target import bits_to_target
-from openmos.bitcoin.tx import serialize_block
+from openmos.bitcoin.tx import TxError, TxOut, hex_hash, serialize_block, tx_hash_hex
 from openmos.jd.client import DeclarationFailed, JdsClient, MiningUpstream, Token
 from openmos.node.rpc import NodeRpcClient, RpcError
-from openmos.node.template import NodeTemplate, TemplateError, TemplatePolicy, Work, build_work, select_transactions
+from openmos.node.template import (
+    NodeTemplate,
+    Selection,
+    TemplateError,
+    TemplatePolicy,
+    TxCache,
+    Work,
+    build_work,
+    select_transactions,
+)
 from openmos.pool.chain import BlockTemplate
 from openmos.pool.server import EXTRANONCE1_SIZE, AcceptedShare, LocalPool, PoolJob, PoolSettings
 
@@ -36,6 +51,10 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["own", "pool", "none"]
 STALE_CODES = frozenset({"invalid-coinbase-height", "invalid-prev-hash"})  # refused only because a block came
+# An empty-block job reuses the previous template's bits and subsidy: not where either may change (mainnet /
+# testnet / signet retarget every 2016 blocks, halvings every 210,000; regtest halves every 150).
+EMPTY_JOB_UNSAFE_EVERY = (2016, 210_000, 150)
+SPARE_TOKENS = 2
 
 
 @dataclass(eq=False)
@@ -57,7 +76,11 @@ class JdStatus:
     height: int = 0
     fees: int = 0
     tx_count: int = 0
+    weight: int = 0  # of the template's selected transactions
+    excluded: int = 0  # node transactions the policy left out
     templates: int = 0
+    empty_jobs: int = 0  # empty-block jobs sent the moment a new block arrived
+    empty_jobs_accepted: int = 0  # ... that the JDS and the pool then accepted
     forwarded: int = 0
     blocks: list[str] = field(default_factory=list)
     fallbacks: int = 0
@@ -65,7 +88,8 @@ class JdStatus:
     optimistic_lost: int = 0  # shares mined on an optimistic job the JDS or pool then refused
     last_switch: float = 0.0
     tip_seen_at: float = 0.0
-    last_job_latency: float | None = None
+    last_job_latency: float | None = None  # new tip seen -> first job on it pushed to the miners
+    last_template_latency: float | None = None  # new tip seen -> the full template's job pushed
     build_seconds: float | None = None
 
 
@@ -91,7 +115,8 @@ class JdService:
     def __init__(self, node: NodeRpcClient, pool_host: str, pool_port: int, jds_host: str, jds_port: int,
                  authority: bytes, user: str, *, policy: TemplatePolicy | None = None,
                  downstream: PoolSettings | None = None, poll_interval: float = 0.02, refresh: float = 30.0,
-                 retry: float = 2.0, tag: bytes = b"/omjd/", check_node_txs: str = "hash") -> None:
+                 retry: float = 2.0, tag: bytes = b"/omjd/", check_node_txs: str = "hash",
+                 empty_jobs: bool = True, cache_txs: bool = True) -> None:
         self.node = node
         self.policy = policy or TemplatePolicy()
         self.mining = MiningUpstream(pool_host, pool_port, authority, user, on_pool_job=self._on_pool_job)
@@ -106,7 +131,14 @@ class JdService:
         self.downstream: LocalPool | None = None
         self.upstream_of: dict[BlockTemplate, Upstream] = {}
         self._pending_upstream: Upstream | None = None
-        self._spare: Token | None = None
+        self._spares: list[Token] = []
+        self._pool_outputs: tuple[TxOut, ...] | None = None  # the pool's outputs named with the last token
+        self._last: NodeTemplate | None = None  # the last own template (the base of an empty-block job)
+        self._last_at = 0.0
+        self._first_push_due = False
+        self.unverifiable: set[bytes] = set()  # txids whose fee the JDS could not verify: left out since
+        self.empty_jobs = empty_jobs  # an empty-block job the moment a new block arrives
+        self.tx_cache = TxCache() if cache_txs else None
         self._tip: str | None = None
         self._next_try = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -167,7 +199,7 @@ class JdService:
         if not self.jds.connected:
             self.jds = JdsClient(self.jds.host, self.jds.port, self.jds.authority, self.user)
             await self.jds.connect()
-            self._spare = None
+            self._spares.clear()
 
     async def _step(self) -> None:
         now = time.monotonic()
@@ -179,12 +211,14 @@ class JdService:
         changed = tip != self._tip
         if changed:
             self.status.tip_seen_at = time.perf_counter()
+            self._first_push_due = True
         stale = self.status.mode != "own" and now >= self._next_try
         if not (changed or stale or now - self.status.last_switch > self.refresh):
             return
         try:
             await self._connect_jds()
-            await self._own_work(clean=changed)
+            empty = changed and await self._empty_job(tip)
+            await self._own_work(clean=changed and not empty)
             self._tip = tip
         except (RpcError, TemplateError, DeclarationFailed, ConnectionError, OSError, TimeoutError) as exc:
             if isinstance(exc, DeclarationFailed) and exc.code in STALE_CODES and await self._tip_moved(tip):
@@ -199,45 +233,133 @@ class JdService:
         except RpcError:
             return False
 
-    async def _own_work(self, *, clean: bool) -> None:
-        t0 = time.perf_counter()
-        template = NodeTemplate.from_rpc(await self.node.getblocktemplate(), verify=self.check_node_txs)
-        token = self._spare or await self.jds.allocate()
-        self._spare = None
-        selection = select_transactions(template, self.policy, len(token.pool_outputs[0].serialize()) * 2)
-        work = build_work(template, selection, token.pool_outputs,
+    async def _token(self) -> Token:
+        token = self._spares.pop(0) if self._spares else await self.jds.allocate()
+        self._pool_outputs = token.pool_outputs
+        return token
+
+    def _work(self, template: NodeTemplate, selection: Selection, pool_outputs: tuple[TxOut, ...]) -> Work:
+        return build_work(template, selection, pool_outputs,
                           len(self.mining.extranonce_prefix) + self.mining.extranonce_size, self.tag)
-        self.status.build_seconds = time.perf_counter() - t0
-        ntime = max(template.curtime, template.mintime)
-        bt = BlockTemplate(template.height, template.prev_hash, template.version, template.bits, ntime,
+
+    def _job_of(self, work: Work) -> tuple[BlockTemplate, Upstream]:
+        t = work.template
+        bt = BlockTemplate(t.height, t.prev_hash, t.version, t.bits, max(t.curtime, t.mintime),
                            work.coinbase.stripped_prefix + self.mining.extranonce_prefix, work.coinbase.stripped_suffix,
                            work.txids, work.merkle_path)
-        up = Upstream(None, work, template.prev_hash)
+        return bt, Upstream(None, work, t.prev_hash)
+
+    async def _own_work(self, *, clean: bool, again: bool = True) -> None:
+        t0 = time.perf_counter()
+        template = NodeTemplate.from_rpc(await self.node.getblocktemplate(), verify=self.check_node_txs,
+                                         cache=self.tx_cache)
+        token = await self._token()
+        policy = self.policy
+        if self.unverifiable:
+            policy = dataclasses.replace(policy, excluded_txids=policy.excluded_txids | self.unverifiable)
+        selection = select_transactions(template, policy, len(token.pool_outputs[0].serialize()) * 2)
+        work = self._work(template, selection, token.pool_outputs)
+        self.status.build_seconds = time.perf_counter() - t0
+        bt, up = self._job_of(work)
         optimistic = self.status.mode == "own"  # sv2-spec 6.3: mine at once, hold shares until acknowledged
         if optimistic:
             self._switch("own", "own template", bt, up, clean=clean)
+            self._note_template_latency()
         try:
+            await self._declare(up, work, token)
+        except DeclarationFailed as exc:
+            if not (again and exc.code == "invalid-coinbase-value" and self.jds.last_missing):
+                raise
+            # The pool cannot verify the fees of transactions its node does not know: leave them out.
+            if len(self.unverifiable) > 100_000:
+                self.unverifiable.clear()
+            self.unverifiable.update(self.jds.last_missing)
+            log.warning("jd: the pool cannot verify the fees of %d transaction(s) its node does not know (%s); "
+                        "building without them", len(self.jds.last_missing), exc)
+            await self._own_work(clean=clean, again=False)
+            return
+        if not optimistic:
+            self._switch("own", "own template", bt, up, clean=clean)
+            self._note_template_latency()
+        self._last, self._last_at = template, time.monotonic()
+        s = self.status
+        s.height, s.fees, s.tx_count, s.templates = template.height, selection.fees, len(selection.txs), s.templates + 1
+        s.weight, s.excluded = selection.weight, selection.excluded
+        self._prefetch_token()
+
+    def _note_template_latency(self) -> None:
+        if self.status.tip_seen_at:
+            self.status.last_template_latency = time.perf_counter() - self.status.tip_seen_at
+
+    async def _declare(self, up: Upstream, work: Work, token: Token | None,
+                       built_for: tuple[TxOut, ...] | None = None) -> None:
+        """Declare ``work`` to the JDS and set it as a custom job on the pool; shares held meanwhile go up
+        once the pool has acknowledged it (or are counted lost if either refuses). ``built_for``: the pool
+        outputs ``work`` pays when it was built before its token was in hand."""
+        try:
+            token = token or await self._token()
+            if built_for is not None and token.pool_outputs != built_for:
+                raise DeclarationFailed("pool-outputs-changed", "the pool's required outputs changed; rebuilding")
             declared = await self.jds.declare(token.token, work)
-            up.job_id = await self.mining.set_custom_job(declared, work, ntime)
+            up.job_id = await self.mining.set_custom_job(declared, work, max(work.template.curtime,
+                                                                             work.template.mintime))
         except BaseException:
             up.refused = True
             self.status.optimistic_lost += len(up.queued)
             up.queued.clear()
             raise
-        if optimistic:
-            for share, extranonce in up.queued:
-                self._forward(up, share, extranonce)
-            up.queued.clear()
-        else:
-            self._switch("own", "own template", bt, up, clean=clean)
-        s = self.status
-        s.height, s.fees, s.tx_count, s.templates = template.height, selection.fees, len(selection.txs), s.templates + 1
-        self._prefetch_token()
+        for share, extranonce in up.queued:
+            self._forward(up, share, extranonce)
+        up.queued.clear()
+
+    async def _empty_job(self, tip: str) -> bool:
+        """A job on the new block with no transactions, pushed at once (the full template follows): built from
+        the previous own template when the new block extends it and neither the difficulty nor the subsidy
+        can have changed. Declared in the background; its shares go up once the pool has it."""
+        last, outputs = self._last, self._pool_outputs
+        if not self.empty_jobs or self.status.mode != "own" or last is None or outputs is None:
+            return False
+        height = last.height + 1
+        if any(height % n == 0 for n in EMPTY_JOB_UNSAFE_EVERY) or last.coinbase_value <= 0:
+            return False
+        try:
+            header = await self.node.getblockheader(tip)
+            prev, mtp = header.get("previousblockhash"), header.get("mediantime")
+            if (prev != tx_hash_hex(last.prev_hash) or header.get("height") != last.height
+                    or not isinstance(mtp, int) or isinstance(mtp, bool) or not 0 <= mtp < 0xFFFFFFFF):
+                return False  # a reorg or several blocks at once: wait for the full template
+            prev_hash = hex_hash(tip, "tip")
+        except (RpcError, TxError):
+            return False
+        curtime = min(0xFFFFFFFF, max(last.curtime + math.floor(time.monotonic() - self._last_at), mtp + 1))
+        template = dataclasses.replace(last, height=height, prev_hash=prev_hash, curtime=curtime, mintime=mtp + 1,
+                                       coinbase_value=last.subsidy, transactions=(), longpollid=None)
+        try:
+            work = self._work(template, Selection((), 0, 0, 0), outputs)
+        except TemplateError:
+            return False
+        token = self._spares.pop(0) if self._spares else None
+        bt, up = self._job_of(work)
+        self._switch("own", "own template (empty-block job while the full template is built)", bt, up, clean=True)
+        self.status.empty_jobs += 1
+
+        async def declare() -> None:
+            try:
+                await self._declare(up, work, token, outputs)
+                self.status.empty_jobs_accepted += 1
+            except Exception as exc:  # the full template follows: nothing to fall back from
+                log.info("jd: the empty-block job for height %d was not accepted upstream: %s", height, exc)
+
+        task = asyncio.create_task(declare())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        return True
 
     def _prefetch_token(self) -> None:
         async def fetch() -> None:
             with contextlib.suppress(Exception):
-                self._spare = await self.jds.allocate()
+                while len(self._spares) < SPARE_TOKENS:
+                    self._spares.append(await self.jds.allocate())
 
         task = asyncio.create_task(fetch())
         self._bg.add(task)
@@ -286,8 +408,9 @@ class JdService:
             self.upstream_of.pop(next(iter(self.upstream_of)))
         if self.downstream is not None and self.downstream.serving:
             self.downstream.push_job(clean=clean)
-            if self.status.tip_seen_at:
+            if self._first_push_due and self.status.tip_seen_at:
                 self.status.last_job_latency = time.perf_counter() - self.status.tip_seen_at
+                self._first_push_due = False
             self.jobs_pushed.set()
 
     # -- shares -----------------------------------------------------------------------------------

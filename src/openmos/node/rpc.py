@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from openmos.node.http import HttpError, basic_auth, read_message
 
@@ -59,8 +60,7 @@ class NodeRpcClient:
             self._conn = None
 
     async def call(self, method: str, *params: Any) -> Any:
-        body = json.dumps({"jsonrpc": "1.0", "id": next(self._ids), "method": method,
-                           "params": list(params)}).encode()
+        body = orjson.dumps({"jsonrpc": "1.0", "id": next(self._ids), "method": method, "params": list(params)})
         request = (f"POST / HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
                    f"Content-Length: {len(body)}\r\n" + (f"Authorization: {self.auth}\r\n" if self.auth else "")
                    + "Connection: keep-alive\r\n\r\n").encode() + body
@@ -95,7 +95,7 @@ class NodeRpcClient:
             raise RpcError(f"{method}: node RPC refused our credentials (401): check rpcuser/rpcpassword or the "
                            f"cookie file")
         try:
-            reply = json.loads(body)
+            reply = orjson.loads(body)
         except (ValueError, RecursionError):
             raise RpcError(f"{method}: HTTP {status[1]} with a non-JSON body") from None
         if not isinstance(reply, dict) or ("result" not in reply and "error" not in reply):
@@ -135,6 +135,13 @@ class NodeRpcClient:
         result = await self.call("getblockcount")
         if not isinstance(result, int) or isinstance(result, bool) or result < 0:
             raise RpcError("getblockcount: result is not a non-negative integer")
+        return result
+
+    async def getblockheader(self, block_hash: str) -> dict[str, Any]:
+        """The verbose header (``height``, ``previousblockhash``, ``time``, ``mediantime``, ``bits``...)."""
+        result = await self.call("getblockheader", block_hash, True)
+        if not isinstance(result, dict):
+            raise RpcError("getblockheader: result is not an object")
         return result
 
     async def getblock(self, block_hash: str, verbosity: int = 1) -> Any:

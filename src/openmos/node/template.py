@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from openmos.bitcoin.hashing import sha256d
 from openmos.bitcoin.merkle import merkle_branches
@@ -38,8 +38,9 @@ class TemplateError(ValueError):
     """A template reply that is malformed, inconsistent or unusable."""
 
 
-@dataclass(frozen=True)
-class TemplateTx:
+class TemplateTx(NamedTuple):
+    """One template transaction (a named tuple: thousands are built per template, and fast)."""
+
     data: bytes
     txid: bytes  # internal byte order
     wtxid: bytes
@@ -86,10 +87,12 @@ class NodeTemplate:
         return self.coinbase_value - sum(t.fee for t in self.transactions)
 
     @classmethod
-    def from_rpc(cls, result: Any, *, verify: bool | str = True) -> NodeTemplate:
+    def from_rpc(cls, result: Any, *, verify: bool | str = True, cache: TxCache | None = None) -> NodeTemplate:
         """``verify``: True/"full" parses every transaction and recomputes txid, wtxid and weight; "hash"
         checks each wtxid is sha256d of the data (which also proves the txid of a transaction without
-        witness) and takes the node's txid and weight for witness transactions; False trusts the node."""
+        witness) and takes the node's txid and weight for witness transactions; False trusts the node.
+        ``cache``: transactions checked in an earlier template with the same bytes and claimed hashes are
+        not checked again (and not re-decoded from hex)."""
         if not isinstance(result, dict):
             raise TemplateError("getblocktemplate: result is not an object")
         rules = result.get("rules", [])
@@ -98,9 +101,8 @@ class NodeTemplate:
         raw_txs = result.get("transactions")
         if not isinstance(raw_txs, list) or len(raw_txs) > MAX_TEMPLATE_TXS:
             raise TemplateError(f"getblocktemplate: transactions must be a list of <= {MAX_TEMPLATE_TXS}")
-        txs = []
-        for i, entry in enumerate(raw_txs):
-            txs.append(_template_tx(i, entry, verify))
+        fresh: dict[str, _Checked] | None = {} if cache is not None else None
+        txs = [_template_tx(i, entry, verify, cache, fresh) for i, entry in enumerate(raw_txs)]
         try:
             bits = int(str(result.get("bits")), 16)
             target = int(str(result.get("target")), 16)
@@ -124,26 +126,78 @@ class NodeTemplate:
         )
         if template.subsidy < 0:
             raise TemplateError("getblocktemplate: coinbasevalue is less than the transaction fees")
+        if cache is not None and fresh is not None:
+            cache.entries = fresh
         return template
 
 
-def _template_tx(i: int, entry: Any, verify: bool | str) -> TemplateTx:
-    if not isinstance(entry, dict):
-        raise TemplateError(f"getblocktemplate: transactions[{i}] is not an object")
+class _Checked(NamedTuple):
+    """A transaction already checked against the hashes the node claimed for it."""
+
+    data: bytes
+    txid_hex: str
+    hash_hex: str
+    txid: bytes
+    wtxid: bytes
+    weight: int | None  # computed by a full parse (None: only the hashes were checked)
+
+
+class TxCache:
+    """Transactions checked in earlier templates, keyed by their raw hex exactly as the node sent it: a new
+    template re-hashes only the transactions it did not carry before (the cache keeps only the last
+    template's entries, so it is bounded by one template's size)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, _Checked] = {}
+        self.hits = 0
+        self.misses = 0
+
+
+_NO_DEPS: list[int] = []
+
+
+def _template_tx(i: int, entry: Any, verify: bool | str, cache: TxCache | None = None,
+                 fresh: dict[str, _Checked] | None = None) -> TemplateTx:
+    """One ``transactions[i]`` entry, checked (the hot loop of a template build: kept lean)."""
     try:
-        data = bytes.fromhex(entry["data"])
-        txid = hex_hash(entry["txid"], "txid")
-        wtxid = hex_hash(str(entry.get("hash", entry["txid"])), "hash")
-    except (KeyError, TypeError, ValueError) as exc:
+        raw, txid_hex = entry["data"], entry["txid"]
+        hash_hex, fee = entry.get("hash", txid_hex), entry["fee"]
+        node_weight, deps = entry.get("weight"), entry.get("depends", _NO_DEPS)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise TemplateError(f"getblocktemplate: transactions[{i}] is not an object with data, txid and fee "
+                            f"({type(exc).__name__}: {exc})") from None
+    if type(fee) is not int or not 0 <= fee <= MAX_MONEY:
+        raise TemplateError(f"getblocktemplate: transactions[{i}].fee must be an integer in 0..{MAX_MONEY}")
+    if type(deps) is not list:
+        raise TemplateError(f"getblocktemplate: transactions[{i}].depends must be a list")
+    depends: tuple[int, ...] = ()
+    if deps:
+        if not all(type(d) is int and 1 <= d <= i for d in deps):
+            raise TemplateError(f"getblocktemplate: transactions[{i}].depends must index earlier transactions")
+        depends = tuple(d - 1 for d in deps)
+    if node_weight is not None and (type(node_weight) is not int or not 240 <= node_weight <= MAX_BLOCK_WEIGHT):
+        raise TemplateError(f"getblocktemplate: transactions[{i}].weight must be an integer in "
+                            f"240..{MAX_BLOCK_WEIGHT}")
+    if cache is not None and type(raw) is str:
+        hit = cache.entries.get(raw)
+        if (hit is not None and hit.txid_hex == txid_hex and hit.hash_hex == hash_hex
+                and (verify == "hash" or not verify or hit.weight is not None)):
+            cache.hits += 1
+            if fresh is not None:
+                fresh[raw] = hit
+            weight = hit.weight if hit.weight is not None else node_weight or 4 * len(hit.data)
+            return TemplateTx(hit.data, hit.txid, hit.wtxid, fee, weight, depends)
+        cache.misses += 1
+    try:
+        data = bytes.fromhex(raw)
+        txid = hex_hash(txid_hex, "txid")
+        wtxid = hex_hash(hash_hex, "hash")
+    except (TypeError, ValueError) as exc:
         raise TemplateError(f"getblocktemplate: transactions[{i}]: {exc}") from None
-    fee = _int(entry, "fee", 0, MAX_MONEY)
-    weight = _int(entry, "weight", 240, MAX_BLOCK_WEIGHT) if "weight" in entry else 4 * len(data)
-    deps = entry.get("depends", [])
-    if not isinstance(deps, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= i
-                                             for d in deps):
-        raise TemplateError(f"getblocktemplate: transactions[{i}].depends must index earlier transactions")
-    if verify == "hash":
-        if sha256d(data) != wtxid or (txid == wtxid and sha256d(data) != txid):
+    weight = node_weight or 4 * len(data)
+    full_weight: int | None = None
+    if verify == "hash":  # (txid == wtxid without witness: the one hash proves both)
+        if sha256d(data) != wtxid:
             raise TemplateError(f"getblocktemplate: transactions[{i}] data does not hash to its hash")
     elif verify:
         try:
@@ -152,8 +206,10 @@ def _template_tx(i: int, entry: Any, verify: bool | str) -> TemplateTx:
             raise TemplateError(f"getblocktemplate: transactions[{i}].data: {exc}") from None
         if tx.txid() != txid or tx.wtxid() != wtxid:
             raise TemplateError(f"getblocktemplate: transactions[{i}] data does not hash to its txid/hash")
-        weight = tx.weight()
-    return TemplateTx(data, txid, wtxid, fee, weight, tuple(d - 1 for d in deps))
+        weight = full_weight = tx.weight()
+    if verify and fresh is not None:
+        fresh[raw] = _Checked(data, txid_hex, hash_hex, txid, wtxid, full_weight)
+    return TemplateTx(data, txid, wtxid, fee, weight, depends)
 
 
 @dataclass(frozen=True)

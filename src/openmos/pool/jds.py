@@ -4,10 +4,10 @@
 coinbase outputs, validates each ``DeclareMiningJob`` (token, BIP34 height of the next block, the pool
 payout output funded, every wtxid known to the pool's mempool or supplied through
 ``ProvideMissingTransactions``, supplied transactions hashing to their wtxid, the witness commitment,
-block weight, coinbase value <= subsidy + fees) and keeps the accepted jobs so the Mining Protocol side
-(``SetCustomMiningJob`` on an extended channel) can check a custom job against what was declared, and so a
-``PushSolution`` -- or a block found through shares -- becomes a full block on the chain with the
-miner-chosen transactions. ``JdsServer`` is its encrypted (Noise NX) network front end.
+block weight, coinbase value <= subsidy + the fees the pool can prove) and keeps the accepted jobs so the
+Mining Protocol side (``SetCustomMiningJob`` on an extended channel) can check a custom job against what was
+declared, and so a ``PushSolution`` -- or a block found through shares -- becomes a full block on the chain
+with the miner-chosen transactions. ``JdsServer`` is its encrypted (Noise NX) network front end.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from openmos.bitcoin import BlockHeader, merkle_root_from_branch, sha256d
@@ -90,7 +91,8 @@ class DeclaredJob:
     txids: tuple[bytes, ...]
     merkle_path: tuple[bytes, ...]
     height: int
-    fees: int | None  # None when some supplied transaction's fee is unknown to the pool
+    fees: int  # the fees the pool could prove (mempool entries; supplied transactions whose inputs it knows)
+    unverified: int = 0  # supplied transactions credited no fee: their inputs are unknown to the pool
     declared_at: float = 0.0
 
 
@@ -179,8 +181,10 @@ class JobDeclarator:
         known = self.node.mempool.by_wtxid()
         txids: list[bytes] = []
         weight = HEADER_AND_COUNT_WEIGHT + coinbase.weight()
-        fees: int | None = 0
+        fees = unverified = 0
         witness = False
+        funds = _Funds(self.node.mempool.txs)
+        supplied: list[TemplateTx] = []
         for i, (data, wtxid) in enumerate(zip(p.txs, msg.wtxid_list, strict=True)):
             assert data is not None
             entry = known.get(wtxid)
@@ -188,8 +192,8 @@ class JobDeclarator:
                 txids.append(entry.txid)
                 weight += entry.weight
                 witness = witness or entry.txid != entry.wtxid
-                if fees is not None:
-                    fees += entry.fee
+                fees += entry.fee
+                funds.declared[entry.txid] = entry.data
                 continue
             try:
                 tx = parse_tx(data)
@@ -199,34 +203,43 @@ class JobDeclarator:
                 raise DeclarationRejected("invalid-transaction", f"transaction {i} does not hash to its wtxid")
             if tx.is_coinbase:
                 raise DeclarationRejected("invalid-transaction", f"transaction {i} is a second coinbase")
-            fees = None  # a supplied transaction's fee is unknown to the pool (its inputs are not ours)
+            fee = funds.fee(i, tx)  # None: spends outputs the pool does not know, so its fee is unknowable
+            if fee is None:
+                unverified += 1
+            fees += fee or 0
             txids.append(tx.txid())
+            funds.declared[txids[-1]] = data
             weight += tx.weight()
             witness = witness or bool(tx.witnesses)
-            if len(self.node.mempool.txs) < MAX_SUPPLIED_MEMPOOL:  # a flood of supplied txs cannot grow it
-                self.node.mempool.add(TemplateTx(data, txids[-1], wtxid, 0, tx.weight(), ()))
+            supplied.append(TemplateTx(data, txids[-1], wtxid, fee or 0, tx.weight(), ()))
         if len(set(txids)) != len(txids):
             raise DeclarationRejected("invalid-transaction", "a transaction appears twice")
         if weight > MAX_BLOCK_WEIGHT:
             raise DeclarationRejected("block-too-heavy", f"{weight} weight units > {MAX_BLOCK_WEIGHT}")
         value = sum(o.value for o in coinbase.outputs)
-        if fees is not None and value > SUBSIDY + fees:
-            raise DeclarationRejected("invalid-coinbase-value", f"pays {value} sat, subsidy + fees = {SUBSIDY + fees}")
+        if value > SUBSIDY + fees:
+            why = (f"; {unverified} supplied transaction(s) spend outputs unknown to the pool's node, so their "
+                   f"fees cannot be verified and are credited 0" if unverified else "")
+            raise DeclarationRejected("invalid-coinbase-value",
+                                      f"pays {value} sat, subsidy + verifiable fees = {SUBSIDY + fees}{why}")
         if witness:
             commitments = [o.script for o in coinbase.outputs if o.script.startswith(COMMITMENT_HEADER)]
             if not commitments or commitments[-1] != witness_commitment(list(msg.wtxid_list)):
                 raise DeclarationRejected("invalid-witness-commitment", "missing or wrong BIP141 commitment")
+        for t in supplied:  # only once the job is accepted; a flood of supplied txs cannot grow the mempool
+            if len(self.node.mempool.txs) < MAX_SUPPLIED_MEMPOOL:
+                self.node.mempool.add(t)
         token = os.urandom(16)
         job = DeclaredJob(token, p.user, msg.version, msg.coinbase_tx_prefix, msg.coinbase_tx_suffix, en_size,
                           coinbase, script_prefix, serialize_outputs(coinbase.outputs),
                           tuple(d for d in p.txs if d is not None), tuple(txids), tuple(merkle_branches(txids)),
-                          height, fees, time.time())
+                          height, fees, unverified, time.time())
         self.jobs[token] = job
         while len(self.jobs) > MAX_JOBS:
             self.jobs.popitem(last=False)
         self.accepted += 1
-        log.info("jds: accepted a job declared by %s: height %d, %d transactions, %s fees", p.user, height,
-                 len(txids), "unknown" if fees is None else f"{fees} sat")
+        log.info("jds: accepted a job declared by %s: height %d, %d transactions, %d sat verifiable fees%s", p.user,
+                 height, len(txids), fees, f" ({unverified} supplied without one)" if unverified else "")
         return DeclareMiningJobSuccess(msg.request_id, token)
 
     # -- the Mining Protocol side -----------------------------------------------------------------
@@ -287,6 +300,38 @@ class JobDeclarator:
         root = merkle_root_from_branch(sha256d(stripped), job.merkle_path)
         header = BlockHeader(msg.version, msg.prev_hash, root, msg.ntime, msg.nbits, msg.nonce)
         return self.node.submit(serialize_block(header.serialize(), [coinbase, *job.txs]))
+
+
+class _Funds:
+    """What a JDS can know of a supplied transaction's fee: the values of the outputs it spends, when they
+    are outputs of the pool's mempool or of earlier transactions in the same declared job (a node without
+    the UTXO set can verify no more). Each source transaction is parsed at most once per declaration."""
+
+    def __init__(self, mempool: Mapping[bytes, TemplateTx]) -> None:
+        self.mempool = mempool
+        self.declared: dict[bytes, bytes] = {}  # txid -> data of the job's transactions so far
+        self._outputs: dict[bytes, tuple[TxOut, ...]] = {}
+
+    def fee(self, i: int, tx: Transaction) -> int | None:
+        total = 0
+        for txin in tx.inputs:
+            src, index = txin.prevout[:32], int.from_bytes(txin.prevout[32:], "little")
+            outputs = self._outputs.get(src)
+            if outputs is None:
+                entry = self.mempool.get(src)
+                data = self.declared.get(src) if entry is None else entry.data
+                if data is None:
+                    return None
+                outputs = self._outputs[src] = parse_tx(data).outputs
+            if index >= len(outputs):
+                raise DeclarationRejected("invalid-transaction", f"transaction {i} spends output {index} of a "
+                                          f"transaction that has {len(outputs)}")
+            total += outputs[index].value
+        fee = total - sum(o.value for o in tx.outputs)
+        if fee < 0:
+            raise DeclarationRejected("invalid-transaction", f"transaction {i} spends {total} sat and pays "
+                                      f"{total - fee} sat")
+        return fee
 
 
 def _coinbase_layout(prefix: bytes) -> tuple[int, bytes]:

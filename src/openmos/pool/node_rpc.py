@@ -1,5 +1,5 @@
 """``mos pool`` as a node for tests: its local chain answers Bitcoin Core's JSON-RPC subset
-(getblocktemplate, submitblock, getbestblockhash, getblockcount, getblock) with a mempool of synthetic,
+(getblocktemplate, submitblock, getbestblockhash, getblockcount, getblock, getblockheader) with a mempool of synthetic,
 well-formed transactions, so a Job Declarator Client can build its own templates fully offline.
 
 ``submitblock`` checks what a node checks for a block on this chain: it extends the tip, the header meets
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, merkle_root
@@ -93,6 +94,7 @@ class PoolNode:
         self.heights: dict[bytes, int] = {}
         self.submitted = 0
         self.tip_listeners: list[Callable[[bytes], None]] = []
+        self._gbt_entries: dict[bytes, dict[str, Any]] = {}  # txid -> its getblocktemplate entry (JSON-ready)
         if refill:
             self.mempool.add_synthetic(refill)
 
@@ -121,11 +123,17 @@ class PoolNode:
             weight += t.weight
         fees = sum(t.fee for t in chosen)
         now = int(self.chain.clock())
+        entries = self._gbt_entries
+        if len(entries) > 2 * len(self.mempool.txs) + 1024:
+            self._gbt_entries = entries = {k: v for k, v in entries.items() if k in self.mempool.txs}
+        for t in chosen:
+            if t.txid not in entries:
+                entries[t.txid] = {"data": t.data.hex(), "txid": tx_hash_hex(t.txid), "hash": tx_hash_hex(t.wtxid),
+                                   "depends": [], "fee": t.fee, "sigops": 4, "weight": t.weight}
         return {
             "capabilities": ["proposal"], "version": 0x20000000, "rules": ["csv", "!segwit", "taproot"],
             "vbavailable": {}, "vbrequired": 0, "previousblockhash": tx_hash_hex(self.chain.tip),
-            "transactions": [{"data": t.data.hex(), "txid": tx_hash_hex(t.txid), "hash": tx_hash_hex(t.wtxid),
-                              "depends": [], "fee": t.fee, "sigops": 4, "weight": t.weight} for t in chosen],
+            "transactions": [entries[t.txid] for t in chosen],
             "coinbaseaux": {}, "coinbasevalue": SUBSIDY + fees,
             "longpollid": tx_hash_hex(self.chain.tip) + str(len(self.mempool.txs)),
             "target": f"{bits_to_target(self.chain.bits):064x}", "mintime": now - 600,
@@ -218,6 +226,25 @@ class PoolNode:
                 "nTx": len(txids), "tx": [tx_hash_hex(t) for t in txids],
                 "confirmations": self.chain.height - height}
 
+    def getblockheader(self, block_hash: bytes, verbose: bool) -> Any:
+        self._sync_headers()
+        height = self.heights.get(block_hash)
+        if height is None or height < 1:
+            raise RpcFault(-5, "Block not found")
+        headers = self.chain.blocks
+        header = headers[height - 1]
+        if not verbose:
+            return header.serialize().hex()
+        times = sorted(h.ntime for h in headers[max(0, height - 11):height])
+        return {"hash": tx_hash_hex(block_hash), "confirmations": self.chain.height - height, "height": height,
+                "version": header.version, "versionHex": f"{header.version:08x}",
+                "merkleroot": tx_hash_hex(header.merkle_root), "time": header.ntime,
+                "mediantime": times[len(times) // 2], "nonce": header.nonce, "bits": f"{header.bits:08x}",
+                "difficulty": 0x00000000FFFF0000000000000000000000000000000000000000000000000000
+                / bits_to_target(header.bits),
+                "nTx": len(self.block_txids.get(block_hash, ())) or 1,
+                "previousblockhash": tx_hash_hex(header.prev_hash)}
+
     # -- JSON-RPC dispatch --------------------------------------------------------------------------
 
     def dispatch(self, method: Any, params: Any) -> Any:
@@ -253,6 +280,16 @@ class PoolNode:
                 return self.getblock(hex_hash(params[0], "blockhash"), verbosity)
             except TxError as exc:
                 raise RpcFault(-8, str(exc)) from None
+        if method == "getblockheader":
+            if not params or not isinstance(params[0], str):
+                raise RpcFault(-1, "getblockheader \"blockhash\" ( verbose )")
+            verbose = params[1] if len(params) > 1 else True
+            if not isinstance(verbose, bool):
+                raise RpcFault(-8, "verbose must be a boolean")
+            try:
+                return self.getblockheader(hex_hash(params[0], "blockhash"), verbose)
+            except TxError as exc:
+                raise RpcFault(-8, str(exc)) from None
         raise RpcFault(-32601, "Method not found")
 
 
@@ -286,7 +323,7 @@ class NodeRpcServer:
                     start, headers, body = await asyncio.wait_for(read_message(reader, MAX_REQUEST), self.timeout)
                 except HttpError as exc:
                     self.errors += 1
-                    writer.write(response(exc.status, exc.reason, json.dumps({"error": exc.reason}).encode()))
+                    writer.write(response(exc.status, exc.reason, orjson.dumps({"error": exc.reason})))
                     await writer.drain()
                     return
                 if not start.startswith("POST "):
@@ -308,18 +345,19 @@ class NodeRpcServer:
     def _reply(self, body: bytes) -> tuple[int, bytes]:
         req_id: Any = None
         try:
-            req = json.loads(body)
+            req = orjson.loads(body)
             if not isinstance(req, dict):
                 raise RpcFault(-32600, "Invalid Request object (batches are not supported)")
             req_id = req.get("id")
+            if not isinstance(req_id, int | float | str | None):
+                raise RpcFault(-32600, "Invalid Request object (id must be a number, a string or null)")
             result = self.node.dispatch(req.get("method"), req.get("params", []))
-            return 200, json.dumps({"result": result, "error": None, "id": req_id}).encode()
+            return 200, orjson.dumps({"result": result, "error": None, "id": req_id})
         except (ValueError, RecursionError):
             self.errors += 1
-            return 500, json.dumps({"result": None, "error": {"code": -32700, "message": "Parse error"},
-                                    "id": None}).encode()
+            return 500, orjson.dumps({"result": None, "error": {"code": -32700, "message": "Parse error"}, "id": None})
         except RpcFault as exc:
             self.errors += 1
             status = 404 if exc.code == -32601 else 500
-            return status, json.dumps({"result": None, "error": {"code": exc.code, "message": str(exc)},
-                                       "id": req_id if isinstance(req_id, int | str) else None}).encode()
+            return status, orjson.dumps({"result": None, "error": {"code": exc.code, "message": str(exc)},
+                                         "id": req_id if isinstance(req_id, int | float | str) else None})
