@@ -75,7 +75,7 @@ class Window:
     def breakdown(self, found: list[FoundShare]) -> dict[str, float]:
         """Pool difficulty x 2^32 per real hash, by what became of the shares found in this window."""
         per_hash = 2**32 / max(self.hashes1 - self.hashes0, 1.0)
-        out: dict[str, float] = {"superseded block (dropped by the agent, never sent)":
+        out: dict[str, float] = {"superseded block: found after the new tip arrived (dropped)":
                                  (self.superseded1 - self.superseded0) * per_hash}
         for f in found:
             if not self.began <= f.found_at < self.ended:
@@ -83,6 +83,9 @@ class Window:
             key = share_fate(f)
             out[key] = out.get(key, 0.0) + f.share.pool_difficulty * per_hash
         return out
+
+    def shares(self, found: list[FoundShare]) -> int:
+        return sum(1 for f in found if self.began <= f.found_at < self.ended)
 
 
 def share_fate(f: FoundShare) -> str:
@@ -92,7 +95,8 @@ def share_fate(f: FoundShare) -> str:
         return "re-sent after a drop, the pool already had it"
     if f.result is not None:
         return "stale answer" if f.result.stale else f"rejected ({f.result.reason[:40]})"
-    return {"queued": "still queued for its session at the end", "superseded": "superseded block (never sent)",
+    return {"queued": "still queued for its session at the end",
+            "superseded": "superseded block: the tip moved before it could be sent",
             "found": "unanswered at the end"}.get(f.fate, f.fate)
 
 
@@ -433,8 +437,7 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
     print(f"RSS {rss_start:.1f} MB -> {rss_end:.1f} MB ({growth:+.1f} %, target within 10 %)")
     ratio = soak_rate / baseline_rate if baseline_rate else float("nan")
     print(f"credited difficulty x 2^32 per hash really computed (1.0 = every hash paid, on average): soak "
-          f"{soak_rate:.3f} vs fault-free baseline {baseline_rate:.3f} (ratio {ratio:.2f}; luck: about "
-          f"+-{100 / max(1, accepted) ** 0.5:.0f} %)")
+          f"{soak_rate:.3f} vs fault-free baseline {baseline_rate:.3f} (ratio {ratio:.2f}, luck included)")
 
 
 def explain(found: list[FoundShare], base: Window, run: Window) -> None:
@@ -446,10 +449,13 @@ def explain(found: list[FoundShare], base: Window, run: Window) -> None:
     for key in sorted(set(b) | set(r), key=lambda k: (k != "credited", -r.get(k, 0.0))):
         print(f"  {key:58} {b.get(key, 0.0):9.3f} {r.get(key, 0.0):9.3f}")
     found_b, found_r = sum(b.values()), sum(r.values())
-    if found_b and found_r:
-        print(f"  credited share of what was found: baseline {b.get('credited', 0.0) / found_b:.1%}, soak "
-              f"{r.get('credited', 0.0) / found_r:.1%}; the rest of the soak/baseline ratio is luck "
-              f"(found per hash: {found_r / found_b:.2f}x)")
+    n_b, n_r = base.shares(found), run.shares(found)
+    if found_b and found_r and n_b and n_r:
+        credited_b, credited_r = b.get("credited", 0.0) / found_b, r.get("credited", 0.0) / found_r
+        print(f"  credited share of what was found: baseline {credited_b:.1%}, soak {credited_r:.1%} -> soak/baseline "
+              f"without luck {credited_r / credited_b:.2f}; luck (found per hash) soak/baseline "
+              f"{found_r / found_b:.2f}x, expected spread about +-{100 * (1 / n_b + 1 / n_r) ** 0.5:.0f} % "
+              f"({n_b} and {n_r} shares)")
 
 
 def main() -> None:
@@ -459,12 +465,14 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=120.0, help="simulated seconds per real second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-faults", action="store_true", help="no kills, storms or stalls (diagnostic)")
+    parser.add_argument("--baseline", type=float, default=0.25,
+                        help="fault-free baseline length as a fraction of the soak's real time (default: %(default)s)")
     args = parser.parse_args()
     global FAULTS
     FAULTS = not args.no_faults
     logging.basicConfig(level=logging.ERROR)
     hours = 1.0 if args.quick else args.hours
-    asyncio.run(soak(hours, args.speed, 0.15, args.seed))
+    asyncio.run(soak(hours, args.speed, args.baseline, args.seed))
 
 
 if __name__ == "__main__":
