@@ -147,7 +147,7 @@ class Mode:
         ca = FleetCA.create()
         endpoint = f"{'tls' if self.tls else 'tcp'}/127.0.0.1:{free_local_port()}"
         self.bus = FleetBus(BusConfig(listen=[endpoint], tls=ca.issue("controller") if self.tls else None,
-                                      role="controller" if self.tls else None))
+                                      role="controller" if self.tls else None, sites=(SITE,)))
         await self.bus.open()
         self.child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--farm", self.mode, endpoint,
                                                           str(self.devices), stdin=asyncio.subprocess.PIPE,

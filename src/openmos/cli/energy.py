@@ -56,7 +56,8 @@ async def run_service(config: SiteConfig, base: Path, duration: float, console: 
     """``mos energy run``: connect to the fleet as a controller and run the energy service until stopped."""
     fleet_dir = FleetDir(base / config.fleet.dir)
     tls = fleet_dir.controller_identity() if config.fleet.tls else None
-    bus = FleetBus(BusConfig(connect=list(config.fleet.connect), tls=tls, role="controller" if tls else None))
+    bus = FleetBus(BusConfig(connect=list(config.fleet.connect), tls=tls, role="controller" if tls else None,
+                             sites=(config.site,)))
     await bus.open()
     controller = FleetController(bus, fleet_dir.command_key.read_bytes(), fleet_dir.root / "energy-audit.jsonl",
                                  registry=EnrollmentRegistry(fleet_dir.enrollment))

@@ -178,7 +178,8 @@ async def _demo(workdir: Path, miners: int, port: int, duration: float, console:
     bus_port = free_local_port()
     endpoint = f"tls/127.0.0.1:{bus_port}"
     registry = EnrollmentRegistry(None)
-    service = FleetService(BusConfig(listen=[endpoint], tls=ca.issue("controller"), role="controller"),
+    service = FleetService(BusConfig(listen=[endpoint], tls=ca.issue("controller"), role="controller",
+                                     sites=("sim-site",)),
                            f"sqlite:///{workdir / 'fleet.db'}", command_pem, workdir / "audit.jsonl",
                            inventory_interval_s=10, registry=registry, ca=ca, command_key_pem=command_pub)
     await service.start()

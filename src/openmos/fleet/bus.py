@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import zenoh
 
+from openmos.fleet.keys import ROOT, site_chunk
 from openmos.fleet.messages import BusMetrics, MessageRejected, check_size, decode
 from openmos.fleet.pki import TlsIdentity, common_name
 
@@ -57,11 +58,21 @@ def _rules(prefix: str, flow: str, pairs: list[tuple[str, str]]) -> list[dict[st
              "key_exprs": keys} for message, keys in by_message.items()]
 
 
-def access_control(role: Role) -> dict[str, Any]:
-    """zenoh ``access_control`` for a node of ``role``: default deny, per-peer-role allow lists."""
+def _at_site(pairs: list[tuple[str, str]], site: str) -> list[tuple[str, str]]:
+    return [(message, key.replace(f"{ROOT}/*/", f"{ROOT}/{site}/", 1)) for message, key in pairs]
+
+
+def access_control(role: Role, sites: tuple[str, ...] = ()) -> dict[str, Any]:
+    """zenoh ``access_control`` for a node of ``role``: default deny, per-peer-role allow lists.
+
+    On a controller, a device certificate issued for one of ``sites`` (``openmos-device@<site>``) may only
+    send under ``openmos/<site>/``; one issued without a site (``openmos-device``) under any site. zenoh
+    reads this once, when the session opens: a site added later needs the controller's bus reopened."""
     rules: list[dict[str, Any]] = []
     policies: list[dict[str, Any]] = []
     subjects = [{"id": r, "cert_common_names": [common_name(r)]} for r in ("controller", "device", "enrollee")]
+    subjects += [{"id": f"device@{site}", "cert_common_names": [common_name("device", site_chunk(site))]}
+                 for site in sites]
 
     def allow(subject: str, ingress: list[tuple[str, str]], egress: list[tuple[str, str]]) -> None:
         these = _rules(subject, "ingress", ingress) + _rules(subject, "egress", egress)
@@ -73,6 +84,9 @@ def access_control(role: Role) -> dict[str, Any]:
                                                    "reply")]
         allow("controller", everything, everything)
         allow("device", DEVICE_SENDS, CONTROLLER_SENDS)
+        for site in sites:  # what such a device sends is held to its site; what it is sent is not (the
+            # controller's own wildcard declarations and queries, e.g. openmos/*/dev/*/status, must reach it)
+            allow(f"device@{site}", _at_site(DEVICE_SENDS, site), CONTROLLER_SENDS)
         allow("enrollee", ENROLLEE_SENDS, ENROLLEE_RECEIVES)
     elif role == "device":
         allow("controller", CONTROLLER_SENDS, DEVICE_SENDS)
@@ -90,6 +104,7 @@ class BusConfig:
     multicast_scouting: bool = False
     tls: TlsIdentity | None = None  # mutual TLS against the fleet CA, plain TCP refused
     role: Role | None = None  # with ``tls``: zenoh access control for this role
+    sites: tuple[str, ...] = ()  # a controller's sites: their site-bound device certificates are let in
 
     def to_zenoh(self) -> zenoh.Config:
         conf = zenoh.Config()
@@ -103,7 +118,7 @@ class BusConfig:
             conf.insert_json5("transport/link/protocols", json.dumps(["tls"]))
             conf.insert_json5("transport/link/tls", json.dumps(self.tls.zenoh_tls()))
             if self.role is not None:
-                conf.insert_json5("access_control", json.dumps(access_control(self.role)))
+                conf.insert_json5("access_control", json.dumps(access_control(self.role, self.sites)))
         return conf
 
 

@@ -192,6 +192,11 @@ class EnrollmentRegistry:
     def enrolled(self) -> dict[str, Enrolled]:
         return dict(self._state.enrolled)
 
+    def sites(self) -> set[str]:
+        """Every site this registry knows of: its enrolled and waiting devices, its site-bound tokens."""
+        names = [*self._state.enrolled, *self._state.pending]
+        return {n.split("/", 1)[0] for n in names} | {t["site"] for t in self._state.tokens.values() if t.get("site")}
+
     @property
     def pending(self) -> dict[str, Pending]:
         return dict(self._state.pending)

@@ -15,6 +15,14 @@ def _check(*chunks: str) -> None:
             raise ValueError(f"invalid key chunk {chunk!r}: use letters, digits, '_', '.', '-' (max 64)")
 
 
+def site_chunk(site: str) -> str:
+    """``site`` if it names one site (no wildcard), ValueError else."""
+    if site in ("*", "**"):
+        raise ValueError("a site, not a wildcard")
+    _check(site)
+    return site
+
+
 def telemetry(site: str, device: str) -> str:
     """Published by a device node every interval: status JSON (hashrate, power, temperatures, pools)."""
     _check(site, device)

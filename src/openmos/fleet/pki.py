@@ -11,8 +11,10 @@ node it belongs to (a device sends a CSR, never its key). See docs/fleet-keys.md
     DIR/enrollment.json      pinned device keys, pending requests, one-time token hashes
 
 The certificate's common name is the node's *role* (``openmos-controller``, ``openmos-device``,
-``openmos-enrollee``): zenoh's access control matches roles by common name. The node's identity (site and
-device) is in a ``URI:openmos://<site>/<device>`` subject alternative name.
+``openmos-enrollee``), and for a device certificate issued for a site, the site too
+(``openmos-device@north``): zenoh's access control matches them by common name, so a device node of one
+site cannot publish or answer in another site's key space. The node's identity (site and device) is in a
+``URI:openmos://<site>/<device>`` subject alternative name.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ NODE_DAYS = {"controller": 365, "device": 90, "enrollee": 1}  # enrollee certifi
 CA_DAYS = 3650
 
 
-def common_name(role: Role) -> str:
-    return f"openmos-{role}"
+def common_name(role: Role, site: str = "") -> str:
+    """The certificate common name zenoh's access control matches: the role, and for a device certificate
+    issued for one site, that site (``openmos-device@north``): such a node may only publish and answer
+    under ``openmos/north/...``."""
+    return f"openmos-{role}@{site}" if role == "device" and site else f"openmos-{role}"
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,7 @@ class FleetCA:
         if site or device:
             names.append(x509.UniformResourceIdentifier(f"openmos://{site}/{device}"))
         cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name(role))]))
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name(role, site))]))
                 .issuer_name(self.cert.subject).public_key(public).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5))
                 .not_valid_after(now + datetime.timedelta(days=days or NODE_DAYS[role]))

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,9 +42,11 @@ class FleetService:
                  inventory_interval_s: float = 30.0, flush_interval_s: float = 2.0,
                  registry: EnrollmentRegistry | None = None, ca: FleetCA | None = None,
                  command_key_pem: bytes | None = None) -> None:
+        self.registry = registry or EnrollmentRegistry(None)
+        if bus_config.tls is not None and bus_config.role == "controller":  # the registry's sites are let in
+            bus_config = replace(bus_config, sites=tuple(sorted(set(bus_config.sites) | self.registry.sites())))
         self.bus = FleetBus(bus_config)
         self.store = FleetStore(store_url)
-        self.registry = registry or EnrollmentRegistry(None)
         self.verifier = DeviceVerifier(self.registry, self.bus.metrics)
         self.controller = FleetController(self.bus, signing_key_pem, audit_path, approvals_needed,
                                           registry=self.registry, verifier=self.verifier)
