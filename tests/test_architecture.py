@@ -22,15 +22,16 @@ ALLOWED: dict[str, set[str]] = {
     "jd": {"base", "bitcoin", "stratum", "node", "pool"},
     "proxy": {"base", "bitcoin", "stratum", "pool", "api"},
     "energy": {"base", "control"},
-    "miner": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security"},
-    "api": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner"},
+    "maintenance": {"base", "control", "hw"},  # predictive maintenance: telemetry in, flags out
+    "miner": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "maintenance"},
+    "api": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner", "maintenance"},
     "integrations": set(),
     "mqtt": {"base", "control", "miner", "api", "tuning"},
     "fleet": {"base", "control", "hw", "security", "miner", "api", "tuning", "energy"},
     "testbed": {"base", "control", "bitcoin", "stratum", "hw", "tuning", "security", "miner", "api", "fleet",
                 "energy"},
     "cli": {"base", "control", "testbed", "bitcoin", "stratum", "node", "jd", "hw", "security", "tuning", "pool",
-            "proxy", "energy", "miner", "api", "integrations", "fleet", "emulator", "mqtt"},
+            "proxy", "energy", "miner", "api", "integrations", "fleet", "emulator", "mqtt", "maintenance"},
 }
 
 

@@ -10,6 +10,7 @@ Layers, lowest first (a layer imports only the ones below it):
 - ``jd``       Job Declarator Client: miner-built templates declared to the pool (``mos jd``)
 - ``hw``       hardware abstraction layer and backends (CPU, simulator, BM13xx chips on Bitaxe and serial boards)
 - ``emulator`` wire-level BM13xx / Bitaxe emulator on ptys (independent of ``hw``: imports ``base`` only)
+- ``maintenance`` predictive maintenance: health features from telemetry, an explainable model, its scoring
 - ``tuning``   autotuner, performance targets and profiles, cooling and thermal protection (uses ``hw``)
 - ``pool``     the built-in local pool, Stratum V1 and V2 (template chain, vardiff, validation)
 - ``proxy``    farm proxy: Stratum V1 miners -> one encrypted Stratum V2 extended channel

@@ -15,10 +15,10 @@ from openmos.api.deps import ApiContext
 from openmos.api.logs import LogBuffer
 from openmos.api.metrics import registry_for
 from openmos.api.middleware import MAX_BODY_BYTES, HostAllowList, RequestGuard
-from openmos.api.routers import actions, auth, config, performance, pools, security, status, web
+from openmos.api.routers import actions, auth, config, maintenance, performance, pools, security, status, web
 from openmos.api.view import DeviceView
 
-ROUTERS = (auth, status, pools, performance, actions, config, security, web)
+ROUTERS = (auth, status, pools, performance, actions, config, security, maintenance, web)
 
 
 def create_app(view: DeviceView, auth_store: AuthStore, *, config_path: Path | None = None,

@@ -67,6 +67,30 @@ class DeviceInfo:
 
 
 @dataclass(frozen=True)
+class MaintenanceFlag:
+    """One component the predictive-maintenance model expects to fail, and why."""
+
+    component: str  # chip / board / vr / fan / psu / sensor
+    board: int | None
+    index: int | None
+    reason: str
+    score: float  # how far out of band (1 = on the band)
+    lead_time_h: float | None = None  # estimated time to failure (None: not extrapolable)
+
+
+@dataclass(frozen=True)
+class MaintenanceInfo:
+    """The predictive-maintenance summary of a device (``modelled`` when its telemetry is simulated)."""
+
+    problem: bool
+    summary: str
+    flags: tuple[MaintenanceFlag, ...] = ()
+    min_lead_time_h: float | None = None
+    warm: bool = False  # the model has learnt its baselines (a day of telemetry)
+    modelled: bool = False
+
+
+@dataclass(frozen=True)
 class DeviceData:
     """One reading of a device: what fleets, energy, REST and cgminer report (``modelled`` when simulated)."""
 
@@ -87,6 +111,7 @@ class DeviceData:
     healthy: bool = True
     message: str = ""
     time: float = field(default_factory=time.time)
+    maintenance: MaintenanceInfo | None = None
 
     @property
     def paused(self) -> bool:

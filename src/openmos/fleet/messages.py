@@ -48,6 +48,26 @@ class PoolEntry(_Lenient):
     user: Annotated[str, Field(max_length=128)] = ""
 
 
+class MaintenanceFlagEntry(_Lenient):
+    """One component a device's predictive-maintenance model expects to fail."""
+
+    component: Literal["chip", "board", "vr", "fan", "psu", "sensor"]
+    board: Annotated[int, Field(ge=0, le=64)] | None = None
+    index: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    reason: Annotated[str, Field(max_length=200)] = ""
+    score: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
+    lead_time_h: Annotated[float, Field(ge=0, le=1e5, allow_inf_nan=False)] | None = None
+
+
+class MaintenanceStatus(_Lenient):
+    problem: bool = False
+    summary: Annotated[str, Field(max_length=300)] = ""
+    flags: Annotated[list[MaintenanceFlagEntry], Field(max_length=8)] = []
+    min_lead_time_h: Annotated[float, Field(ge=0, le=1e5, allow_inf_nan=False)] | None = None
+    warm: bool = False
+    modelled: bool = False
+
+
 class DeviceStatus(_Lenient):
     """Telemetry and the ``status`` query: what the store and the dashboard may show of a device."""
 
@@ -70,6 +90,7 @@ class DeviceStatus(_Lenient):
     target: Text | None = None
     locate: bool = False
     message: Annotated[str, Field(max_length=500)] | None = None
+    maintenance: MaintenanceStatus | None = None  # predictive maintenance (signed with the rest)
 
 
 def _check_tags(tags: dict[str, str]) -> dict[str, str]:

@@ -49,6 +49,8 @@ class BoardTelemetry:
     chip_temperatures_c: list[float] = field(default_factory=list)  # chip (die) sensors where the board has them
     voltage_v: float | None = None
     enabled: bool = True
+    vr_temperature_c: float | None = None  # the board's voltage regulator, where it reports one
+    vr_voltage_v: float | None = None  # the regulator's measured output (not the set-point)
 
     @property
     def hashes(self) -> float:
@@ -70,6 +72,8 @@ class HardwareTelemetry:
     input_power_w: float | None = None
     nominal_hashrate_ths: float | None = None
     modelled: bool = False  # True when hashrate/power/temperatures come from a model, not sensors
+    psu_output_w: float | None = None  # PMBus PSUs report their output too: efficiency = output / input
+    psu_output_v: float | None = None
 
     @property
     def hashes(self) -> float:

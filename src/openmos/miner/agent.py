@@ -27,6 +27,7 @@ from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, 
 from openmos.bitcoin.target import bits_to_target
 from openmos.hw.interface import HardwareTelemetry, MiningHardware
 from openmos.hw.work import NonceResult, WorkItem
+from openmos.maintenance import MaintenanceMonitor
 from openmos.miner.config import AgentConfig, PerformanceConfig
 from openmos.miner.governor import governed_difficulty
 from openmos.miner.pool_manager import PoolConnection, PoolGroup, PoolManager, SessionPolicy
@@ -135,6 +136,7 @@ class MiningAgent:
         self._tuner_task: asyncio.Task[None] | None = None
         self.safety_hold = False  # the safety monitor shut the hardware down
         self.safety = self._make_safety(config.performance)
+        self.maintenance = MaintenanceMonitor()  # predictive maintenance on the hardware's telemetry
 
     @staticmethod
     def _session_policy(hashrate: float | None, config: AgentConfig) -> SessionPolicy:
@@ -289,7 +291,11 @@ class MiningAgent:
     async def _sample_loop(self) -> None:
         while True:
             # Hash counters advance in the hardware's time (a simulator may run faster than real time).
-            self.hashrate.add(self.hardware.clock.now(), self.hardware.telemetry().hashes)
+            now = self.hardware.clock.now()
+            tel = self.hardware.telemetry()
+            self.hashrate.add(now, tel.hashes)
+            if self.maintenance.due(now):
+                self.maintenance.observe(tel, now)
             await asyncio.sleep(1.0)
 
     def telemetry(self) -> HardwareTelemetry:

@@ -100,7 +100,7 @@ class AgentControl(ControlSurface):
             fans_rpm=tuple(f.rpm for f in tel.fans), pools=self.pools(), firmware=f"openmos {__version__}",
             target=str(tuner.base_target) if tuner else None, tuner=tuner.status.state.value if tuner else None,
             locate=self.locating, modelled=tel.modelled, healthy=self._working(),
-            message=self.protecting() or "")
+            message=self.protecting() or "", maintenance=agent.maintenance.info())
 
     # -- hooks ------------------------------------------------------------------------------------------
 

@@ -75,6 +75,14 @@ def state_document(data: DeviceData, extra: dict[str, Any] | None = None) -> dic
     }
     for i, rpm in enumerate(data.fans_rpm[:MAX_FANS]):
         doc[f"fan{i}_rpm"] = rpm
+    m = data.maintenance
+    if m is not None:
+        doc["maintenance_problem"] = "ON" if m.problem else "OFF"
+        doc["maintenance"] = {
+            "summary": m.summary[:300], "min_lead_time_h": _finite(m.min_lead_time_h), "warm": m.warm,
+            "modelled": m.modelled,
+            "flags": [{"component": f.component, "board": f.board, "index": f.index, "reason": f.reason[:200],
+                       "score": _finite(f.score), "lead_time_h": _finite(f.lead_time_h)} for f in m.flags[:8]]}
     doc.update(extra or {})
     return doc
 
@@ -121,6 +129,16 @@ def discovery_documents(topics: Topics, device: str, info: DeviceInfo, data: Dev
     docs.append((topics.discovery("binary_sensor", device, "health"), {
         **common, "name": "Problem", "unique_id": f"openmos_{device}_health", "device_class": "problem",
         "value_template": "{{ 'OFF' if value_json.healthy else 'ON' }}"}))
+    if data.maintenance is not None:
+        docs.append((topics.discovery("binary_sensor", device, "maintenance"), {
+            **common, "name": "Maintenance needed", "unique_id": f"openmos_{device}_maintenance",
+            "device_class": "problem", "icon": "mdi:wrench-clock",
+            "value_template": "{{ value_json.maintenance_problem | default('OFF') }}",
+            "json_attributes_topic": state,
+            "json_attributes_template": "{{ value_json.maintenance | default({}) | tojson }}"}))
+        docs.append(sensor("maintenance_lead", "Maintenance lead time (estimate)",
+                           "maintenance.min_lead_time_h | default(None)", unit_of_measurement="h",
+                           device_class="duration", icon="mdi:timer-sand"))
     if controls:
         docs.append((topics.discovery("switch", device, "mining"), {
             **common, "name": "Mining", "unique_id": f"openmos_{device}_mining", "icon": "mdi:pickaxe",

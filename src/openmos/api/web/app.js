@@ -109,7 +109,28 @@ for (const button of document.querySelectorAll("button[data-action]")) {
 document.getElementById("set-power").addEventListener("click", () =>
   call("PUT", "/api/v1/performance", { power_w: Number(document.getElementById("power-target").value) }));
 
+async function drawMaintenance() {
+  const m = await (await fetch("/api/v1/maintenance")).json();
+  document.getElementById("maintenance-summary").textContent = `(${m.modelled ? "modelled: " : ""}${m.summary})`;
+  const body = document.querySelector("#maintenance tbody");
+  body.innerHTML = "";
+  for (const f of m.findings) {
+    const row = document.createElement("tr");
+    const where = [f.board !== null ? `board ${f.board}` : "", f.index !== null ? `${f.component} ${f.index}` : f.component]
+      .filter(Boolean).join(" ");
+    for (const v of [where, f.reason, `${Number(f.score).toFixed(1)}x`,
+      f.lead_time_h === null ? "-" : `${Number(f.lead_time_h).toFixed(0)} h`]) {
+      const cell = document.createElement("td");
+      cell.textContent = v;  // textContent: never interpreted as HTML
+      row.appendChild(cell);
+    }
+    body.appendChild(row);
+  }
+}
+
 const source = new EventSource("/api/v1/stream?interval=1");
 source.addEventListener("status", (event) => render(JSON.parse(event.data)));
 drawHeatmap();
 setInterval(drawHeatmap, 3000);
+drawMaintenance();
+setInterval(drawMaintenance, 30000);

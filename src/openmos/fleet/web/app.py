@@ -110,6 +110,20 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
                       q: Annotated[str | None, Query(max_length=100)] = None) -> list[dict[str, Any]]:
         return device_rows(site, model, q)
 
+    @app.get("/api/fleet/maintenance")
+    async def maintenance_queue(limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
+        """The maintenance queue: every component the devices' models flag, soonest estimated failure first
+        (no estimate: after those, by how far out of band)."""
+        rows = []
+        for (site, device), latest in service.latest.items():
+            m = latest.get("maintenance") or {}
+            for f in m.get("flags", []):
+                rows.append({"device": device, "site": site, "modelled": bool(m.get("modelled")),
+                             **{k: f.get(k) for k in ("component", "board", "index", "reason", "score",
+                                                      "lead_time_h")}})
+        rows.sort(key=lambda r: (r["lead_time_h"] is None, r["lead_time_h"] or 0.0, -(r["score"] or 0.0)))
+        return rows[:limit]
+
     @app.get("/api/fleet/heatmap")
     async def heatmap(tag: str = "container") -> dict[str, list[dict[str, Any]]]:
         grid: dict[str, list[dict[str, Any]]] = {}

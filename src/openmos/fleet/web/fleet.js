@@ -82,6 +82,18 @@ async function refresh() {
     ul.appendChild(li);
   }
 
+  const queue = await (await fetch("/api/fleet/maintenance?limit=100")).json();
+  const mb = document.querySelector("#maintenance tbody");
+  mb.innerHTML = "";
+  for (const q of queue) {
+    const row = document.createElement("tr");
+    const where = [q.board !== null ? `board ${q.board}` : "", q.index !== null ? `${q.component} ${q.index}` : q.component]
+      .filter(Boolean).join(" ");
+    for (const v of [q.device + (q.modelled ? " (modelled)" : ""), where, q.reason,
+      q.lead_time_h === null ? "-" : `${Number(q.lead_time_h).toFixed(0)} h`]) cell(row, v);
+    mb.appendChild(row);
+  }
+
   const reqs = await (await fetch("/api/fleet/requests")).json();
   const rb = document.querySelector("#requests tbody");
   rb.innerHTML = "";

@@ -140,17 +140,20 @@ class SimHardware(MiningHardware):
         self.advance()  # the model is always read at the clock's current time
         f, m = self._fleet, self._model
         pcb, chip_t = f.read_board_temps(0)
+        vr_t, vr_v = f.wear.read_vr(f, 0)
+        psu_v, psu_w = f.wear.read_psu(f, 0)
         boards = []
         for b in range(m.boards):
             freq, nonces, errors, hashes = f.freq[0, b], f.nonces[0, b], f.errors[0, b], f.hashes[0, b]
             chips = [ChipTelemetry(c, float(freq[c]), int(nonces[c]), int(errors[c]), float(hashes[c]),
                                    bool(freq[c] > 0), f.ticket_difficulty) for c in range(m.chips_per_board)]
             boards.append(BoardTelemetry(b, chips, [float(t) for t in pcb[b]], [float(t) for t in chip_t[b]],
-                                         float(f.v_board[0, b]), bool(f.board_enabled[0, b])))
+                                         float(f.v_board[0, b]), bool(f.board_enabled[0, b]), float(vr_t[b]),
+                                         float(vr_v[b])))
         duty = float(f.duty[0]) * 100
         fans = [FanTelemetry(i, rpm, duty) for i, rpm in enumerate(f.read_fan_rpm(0))]
         return HardwareTelemetry(self.model, boards, fans, float(f.read_wall_power()[0]),
-                                 m.nominal_ths, modelled=True)
+                                 m.nominal_ths, modelled=True, psu_output_w=float(psu_w), psu_output_v=float(psu_v))
 
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
         self.advance()  # what ran until now ran at the old setting

@@ -16,6 +16,8 @@ class FaultKind(StrEnum):
     FAN_WEAR = "fan_wear"  # a fan bearing starts to wear: speed and airflow fall over days
     FAN_STOP = "fan_stop"  # a fan stops
     SENSOR_STUCK = "sensor_stuck"  # a temperature sensor keeps reporting one value
+    BOARD_DEAD = "board_dead"  # a whole hashboard's chain stops answering (cracked solder, lost chain)
+    PSU_TRIP = "psu_trip"  # the power supply shuts down: the miner stops
 
 
 @dataclass(frozen=True)

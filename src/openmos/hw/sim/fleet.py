@@ -20,6 +20,7 @@ from openmos.hw.sim.faults import FaultEvent, FaultKind
 from openmos.hw.sim.models import MinerModel
 from openmos.hw.sim.physics import Array
 from openmos.hw.sim.pll import pll_grid, snap_nearest
+from openmos.hw.sim.precursors import Failure, Wear
 from openmos.hw.sim.realism import SECONDS_PER_YEAR, Realism
 
 TAU_JUNCTION_S = 20.0  # [A]
@@ -82,6 +83,7 @@ class FleetSim:
         self._age_k = np.ones(shape)
         self._age_g = np.ones(shape)
         self._age_rth = np.ones(shape[:2])
+        self.wear = Wear(model, miners)  # degradation before failures (precursors.py); neutral until scheduled
         self._dead = np.zeros(shape, dtype=bool)
         self._silent = np.zeros(shape, dtype=bool)
         self._noise = np.random.default_rng(seed + 1_000_003)  # measurement noise, separate stream
@@ -124,7 +126,8 @@ class FleetSim:
 
     def hidden(self) -> HiddenChipParams:
         """Ground-truth chip parameters now. For the oracle and scoring only; never for firmware code."""
-        return HiddenChipParams(self._k * self._age_k, self._g * self._age_g, self._dead | self._silent,
+        return HiddenChipParams(self._k * self._age_k * self.wear.k_mult, self._g * self._age_g * self.wear.g_mult,
+                                self._dead | self._silent,
                                 self._age_rth.copy(), self._airflow_scale())
 
     # -- faults (environment) -------------------------------------------------------------------------
@@ -132,6 +135,18 @@ class FleetSim:
     def _log(self, miner: int, kind: FaultKind, board: int | None, index: int | None, detail: str,
              injected: bool) -> None:
         self.events.append(FaultEvent(self.time, miner, kind, board, index, detail, injected))
+
+    def schedule_failures(self, failures: list[Failure]) -> None:
+        """Degradations and failures to happen at their times (``precursors.draw_failures``)."""
+        self.wear = Wear(self.model, self.miners, failures, self.seed)
+
+    def log_event(self, miner: int, kind: FaultKind, board: int | None, index: int | None, detail: str) -> None:
+        self._log(miner, kind, board, index, detail, False)
+
+    def kill_board(self, miner: int, board: int, detail: str = "") -> None:
+        """A hashboard's chain stops answering: no nonces from any of its chips."""
+        self._silent[miner, board] = True
+        self._log(miner, FaultKind.BOARD_DEAD, board, None, detail or "chain lost", False)
 
     def kill_chip(self, miner: int, board: int, chip: int, *, injected: bool = True) -> None:
         """A chip fails: every hash it computes is wrong from now on (it still draws power)."""
@@ -222,7 +237,8 @@ class FleetSim:
         return np.asarray(np.maximum((self.fan_health * ~self.fan_failed).mean(axis=1), 0.05))
 
     def f_crit(self) -> Array:
-        return physics.critical_frequency(self.model.chip, self._k * self._age_k, self._v_chip, self.t_j)
+        return physics.critical_frequency(self.model.chip, self._k * self._age_k * self.wear.k_mult, self._v_chip,
+                                          self.t_j)
 
     def error_fraction(self) -> Array:
         if self._p is None:
@@ -248,16 +264,17 @@ class FleetSim:
             self.t_inlet[:] = self.realism.inlet.at(self.time + dt / 2)
         self._settle(dt)
         freq = self._effective_freq()
-        g = self._g * self._age_g
+        g = self._g * self._age_g * self.wear.g_mult
         board_prev = self.chip_w.sum(axis=-1, keepdims=True)
-        self._v_chip = physics.string_voltage(model, self._v_run[..., None], board_prev) / model.domains
+        self._v_chip = physics.string_voltage(model, self._v_run[..., None], board_prev) / model.domains \
+            * self.wear.v_mult
         # A disabled board has its supply cut: no dynamic and no leakage power.
         self.chip_w = physics.chip_power(chip, freq, self._v_chip, g, self.t_j) * self.board_enabled[..., None]
         board_w = self.chip_w.sum(axis=-1, keepdims=True)
         flow = self._airflow_scale()
         m_cp = physics.airflow_kg_s(model, self.duty * flow)[:, None, None] * physics.CP_AIR
         t_air = self.t_inlet[:, None, None] + physics.chip_positions(model) * board_w / m_cp
-        rth = physics.r_th(chip, self.duty)[:, None, None] * self._age_rth[..., None]
+        rth = physics.r_th(chip, self.duty)[:, None, None] * (self._age_rth * self.wear.rth_mult)[..., None]
         a_sink = 1.0 - np.exp(-dt / TAU_SINK_S)
         a_j = 1.0 - np.exp(-dt / TAU_JUNCTION_S)
         self.t_sink += (t_air + (1 - JUNCTION_SHARE) * rth * self.chip_w - self.t_sink) * a_sink
@@ -280,6 +297,7 @@ class FleetSim:
             self._random_faults(dt)
         self.fan_health = np.maximum(self.fan_health - self._fan_wear_per_s * dt, 0.3)
         self.time += dt
+        self.wear.advance(self)
 
     def _age(self, dt: float) -> None:
         rates = self.realism.ageing
@@ -305,26 +323,40 @@ class FleetSim:
         n = self.model.sensors_per_board
         return np.asarray(np.linspace(0, self.model.chips_per_board - 1, n).round().astype(np.int64))
 
-    def read_board_temps(self, miner: int) -> tuple[Array, Array]:
+    def read_board_temps(self, miner: int | slice) -> tuple[Array, Array]:
         """(PCB sensors, chip-temperature sensors) per board, each (boards, sensors), with noise."""
         idx = self._sensor_chips()
-        pcb = self.t_sink[miner][:, idx] - 3.0
-        chips = self.t_j[miner][:, idx]
+        pcb = self.t_sink[miner][..., idx] - 3.0
+        chips = self.t_j[miner][..., idx]
         noise = self._noise.standard_normal((2, *pcb.shape)) * SENSOR_NOISE_C
         chips = np.where(self._stuck[miner], self._stuck_value[miner], chips + noise[1])
         return pcb + noise[0], chips
 
     def read_fan_rpm(self, miner: int) -> list[int]:
-        rpm = self.model.fan_max_rpm * self.duty[miner]
-        return [0 if self.fan_failed[miner, i] else
-                int(rpm * self.fan_health[miner, i] * (1 + 0.01 * self._noise.standard_normal()) + 0.5)
-                for i in range(self.model.fans)]
+        return [int(x) for x in self.read_fans(miner)]
+
+    def read_fans(self, miner: int | slice = slice(None)) -> Array:
+        """Fan speeds (rpm) per fan; a worn bearing turns slower and jitters, a stopped fan reads 0."""
+        rpm = self.model.fan_max_rpm * np.asarray(self.duty[miner])[..., None]
+        health, jitter = self.fan_health[miner], self.wear.fan_jitter[miner]
+        noisy = rpm * health * (1 + jitter * self._noise.standard_normal(np.shape(health)))
+        return np.asarray(np.where(self.fan_failed[miner], 0.0, np.floor(noisy + 0.5)))
 
     # -- modelled truth for benchmarks and reports --------------------------------------------------------
 
     def true_wall_power(self) -> Array:
         chips = (self.chip_w * self.board_enabled[..., None]).sum(axis=(1, 2))  # a board switched off draws nothing
-        return physics.wall_power_w(self.model, chips, self.duty, self.t_inlet)
+        wall = physics.wall_power_w(self.model, chips, self.duty, self.t_inlet, self.wear.psu_loss)
+        return np.asarray(np.where(self.wear.psu_failed, 0.0, wall))
+
+    def dc_power(self) -> Array:
+        """What the PSU delivers per miner (chips, fans, control board), W."""
+        chips = (self.chip_w * self.board_enabled[..., None]).sum(axis=(1, 2))
+        return np.asarray(chips + physics.fan_power_w(self.model, self.duty) + self.model.overhead_w)
+
+    def string_voltage(self) -> Array:
+        """Voltage reaching each board's chip string (miners, boards), V."""
+        return physics.string_voltage(self.model, self._v_run, self.chip_w.sum(axis=-1))
 
     def valid_hashrate_ths(self) -> Array:
         """Modelled valid hashrate per miner (TH/s)."""

@@ -112,9 +112,10 @@ def psu_efficiency(model: MinerModel, out_w: Array | float, t_inlet: Array | flo
 
 
 def wall_power_w(model: MinerModel, chips_w: Array | float, duty: Array | float,
-                 t_inlet: Array | float = 25.0) -> Array:
+                 t_inlet: Array | float = 25.0, eta_loss: Array | float = 0.0) -> Array:
+    """Input power; ``eta_loss`` is efficiency an ageing PSU has lost."""
     out = np.asarray(chips_w) + fan_power_w(model, duty) + model.overhead_w
-    return np.asarray(out / psu_efficiency(model, out, t_inlet))
+    return np.asarray(out / (psu_efficiency(model, out, t_inlet) - eta_loss))
 
 
 class Steady(NamedTuple):
