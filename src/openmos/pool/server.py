@@ -29,37 +29,21 @@ from typing import Any
 from openmos.base.server import StreamServer
 from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, hash_to_int
-from openmos.bitcoin.version import BIP320_MASK, apply_version_bits
+from openmos.bitcoin.version import BIP320_MASK
 from openmos.pool.chain import BlockTemplate, TemplateChain
-from openmos.pool.vardiff import VardiffSettings, next_difficulty
+from openmos.pool.v1_session import ShareRejected, V1Frontend, V1Session
+from openmos.pool.vardiff import VardiffSettings
 from openmos.stratum.job import StratumJob
 from openmos.stratum.protocol import (
     MAX_LINE_BYTES,
-    Notification,
     ProtocolError,
-    Request,
-    Response,
     StratumErrorCode,
-    encode_notification,
-    encode_response,
-    error_triple,
-    hex_field,
-    parse_message,
-    read_line,
-    u32_field,
 )
 
 log = logging.getLogger(__name__)
 
 EXTRANONCE1_SIZE = 4
 MAX_NTIME_DRIFT = 7200  # seconds a share's ntime may run ahead of the pool clock (consensus rule)
-MAX_BAD_MESSAGES = 10  # a client sending this many unparseable lines is disconnected
-
-
-class ShareRejected(Exception):
-    def __init__(self, code: StratumErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -127,29 +111,18 @@ PoolJob = _Job  # what other front ends (the Stratum V2 server) see of a job
 
 
 @dataclass(eq=False)
-class _Session:
-    peer: str
-    writer: asyncio.StreamWriter
+class _Session(V1Session):
     extranonce1: bytes = b""
-    subscribed: bool = False
-    workers: set[str] = field(default_factory=set)
-    version_mask: int = 0
-    difficulty: float = 0.0
-    job_difficulty: dict[str, float] = field(default_factory=dict)
-    window_start: float = 0.0
-    window_shares: int = 0
-    bad_messages: int = 0
     serial: int = 0  # this connection's number (a resumed session gets a new one)
     session_id: str = ""  # the resumption token handed out at subscribe
     taken_over: bool = False  # a reconnect of the same session replaced this connection
 
-    def send(self, data: bytes) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(data)
 
-
-class LocalPool:
+class LocalPool(V1Frontend[_Session]):
     """A Stratum V1 pool on a local template chain. ``await start()``; ``await stop()``."""
+
+    name = "pool"
+    free_difficulty_range = (0.0, float("inf"))
 
     def __init__(self, settings: PoolSettings | None = None, chain: TemplateChain | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -275,18 +248,11 @@ class LocalPool:
     def register_worker(self, worker: str) -> WorkerStats:
         return self.workers.setdefault(worker, WorkerStats())
 
-    def _send_job(self, session: _Session, job: _Job) -> None:
-        session.job_difficulty[job.job_id] = session.difficulty
-        if len(session.job_difficulty) > self.settings.max_jobs * 2:
-            for key in [k for k in session.job_difficulty if k not in self._jobs]:
-                del session.job_difficulty[key]
-        session.send(encode_notification("mining.notify", job.stratum.to_notify_params()))
-
     def _broadcast_job(self) -> None:
         job = self._current_job()
         for session in self._sessions:
             if session.subscribed and session.workers:
-                self._maybe_retarget(session)
+                self._maybe_retarget(session, self.clock())
                 self._send_job(session, job)
         for listener in self.job_listeners:
             listener(job)
@@ -299,39 +265,7 @@ class LocalPool:
         self._sessions.add(session)
         log.info("pool: miner connected from %s", peer)
         try:
-            while True:
-                try:
-                    line = await asyncio.wait_for(read_line(reader), self.settings.idle_timeout)
-                except TimeoutError:
-                    log.info("pool: %s idle for %.0f s, disconnecting", peer, self.settings.idle_timeout)
-                    break
-                except ProtocolError as exc:
-                    self.protocol_errors += 1
-                    log.warning("pool: %s sent an over-long line (%s); disconnecting", peer, exc)
-                    break
-                if line is None:
-                    break
-                try:
-                    msg = parse_message(line)
-                except ProtocolError as exc:
-                    self.protocol_errors += 1
-                    session.bad_messages += 1
-                    log.warning("pool: bad message from %s: %s", peer, exc)
-                    session.send(encode_response(None, None, error_triple(StratumErrorCode.OTHER, str(exc))))
-                    if session.bad_messages >= MAX_BAD_MESSAGES:
-                        break
-                    continue
-                if isinstance(msg, Request):
-                    self._handle_request(session, msg)
-                elif isinstance(msg, Notification):
-                    log.debug("pool: notification %s from %s ignored", msg.method, peer)
-                elif isinstance(msg, Response):
-                    pass  # answers to client.get_version / mining.ping
-                await writer.drain()
-        except (ConnectionError, OSError) as exc:
-            log.info("pool: connection to %s lost: %s", peer, exc)
-        except asyncio.CancelledError:
-            pass
+            await self._serve_v1(session, reader, self.settings.idle_timeout)
         finally:
             self._sessions.discard(session)
             if session.extranonce1 and not session.taken_over:
@@ -342,48 +276,19 @@ class LocalPool:
             writer.close()
             log.info("pool: miner %s disconnected", peer)
 
-    def _handle_request(self, session: _Session, req: Request) -> None:
-        handlers: dict[str, Callable[[_Session, list[Any]], Any]] = {
-            "mining.configure": self._on_configure,
-            "mining.subscribe": self._on_subscribe,
-            "mining.authorize": self._on_authorize,
-            "mining.submit": self._on_submit,
-            "mining.suggest_difficulty": self._on_suggest_difficulty,
-            "mining.extranonce.subscribe": lambda s, p: True,
-        }
-        handler = handlers.get(req.method)
-        if handler is None:
-            session.send(encode_response(req.id, None, error_triple(StratumErrorCode.OTHER,
-                                                                    f"unknown method {req.method}")))
-            return
-        try:
-            result = handler(session, req.params)
-        except ShareRejected as exc:
-            session.send(encode_response(req.id, None, error_triple(exc.code, str(exc))))
-            return
-        except ProtocolError as exc:
-            session.send(encode_response(req.id, None, error_triple(StratumErrorCode.OTHER, str(exc))))
-            return
-        session.send(encode_response(req.id, result))
-        if req.method == "mining.authorize" and result is True:
-            session.send(encode_notification("mining.set_difficulty", [session.difficulty]))
-            self._send_job(session, self._current_job())
+    # -- the V1 front end's hooks -------------------------------------------------------------------
 
-    def _on_configure(self, session: _Session, params: list[Any]) -> dict[str, Any]:
-        if len(params) < 2 or not isinstance(params[0], list) or not isinstance(params[1], dict):
-            raise ProtocolError("mining.configure needs [extensions, {parameters}]")
-        result: dict[str, Any] = {}
-        if "version-rolling" in params[0]:
-            requested = int.from_bytes(
-                hex_field(params[1].get("version-rolling.mask", "ffffffff"), "version-rolling.mask", size=4), "big"
-            )
-            session.version_mask = requested & self.settings.version_mask
-            result["version-rolling"] = session.version_mask != 0
-            result["version-rolling.mask"] = f"{session.version_mask:08x}"
-        for ext in params[0]:
-            if ext != "version-rolling" and isinstance(ext, str):
-                result[ext] = False
-        return result
+    def _vardiff(self) -> VardiffSettings | None:
+        return self.settings.vardiff
+
+    def _max_jobs(self) -> int:
+        return self.settings.max_jobs
+
+    def _allowed_version_mask(self) -> int:
+        return self.settings.version_mask
+
+    def _job_after_authorize(self) -> _Job:
+        return self._current_job()
 
     def _expire_resumable(self) -> None:
         now = self.clock()
@@ -440,14 +345,6 @@ class LocalPool:
         self.workers.setdefault(params[0], WorkerStats())
         return True
 
-    def _on_suggest_difficulty(self, session: _Session, params: list[Any]) -> bool:
-        if not params or isinstance(params[0], bool) or not isinstance(params[0], int | float) or params[0] <= 0:
-            raise ProtocolError("mining.suggest_difficulty needs a positive number")
-        vd = self.settings.vardiff
-        lo, hi = (vd.min_difficulty, vd.max_difficulty) if vd else (0.0, float("inf"))
-        session.difficulty = min(max(float(params[0]), lo), hi)
-        return True
-
     # -- shares -----------------------------------------------------------------------------------
 
     def _reject(self, worker: str, stats: WorkerStats | None, code: StratumErrorCode, why: str) -> ShareRejected:
@@ -461,28 +358,20 @@ class LocalPool:
                 stats.rejected += 1
         return ShareRejected(code, why)
 
-    def _on_submit(self, session: _Session, params: list[Any]) -> bool:
-        if len(params) < 5:
-            raise ProtocolError(f"mining.submit needs at least 5 params, got {len(params)}")
-        worker = params[0]
-        if not isinstance(worker, str) or worker not in session.workers:
-            raise self._reject(str(worker), None, StratumErrorCode.UNAUTHORIZED, "unauthorized worker")
+    def _refuse_share(self, session: _Session, worker: str | None, code: StratumErrorCode,
+                      why: str) -> ShareRejected:
+        return self._reject(worker or "", self.workers.get(worker) if worker else None, code, why)
+
+    def _on_submit(self, session: _Session, params: list[Any], received: float = 0.0) -> bool:
+        worker = self._submit_worker(session, params)
         stats = self.workers[worker]
         job_id = params[1]
         job = self._jobs.get(job_id) if isinstance(job_id, str) else None
         if job is None:
             raise self._reject(worker, stats, StratumErrorCode.JOB_NOT_FOUND, "job not found (stale)")
-        en2 = hex_field(params[2], "extranonce2", size=self.settings.extranonce2_size)
-        ntime = u32_field(params[3], "ntime")
-        nonce = u32_field(params[4], "nonce")
-        version = job.template.version
-        if len(params) > 5 and params[5] is not None:
-            bits = u32_field(params[5], "version bits")
-            if bits & ~session.version_mask:
-                raise self._reject(worker, stats, StratumErrorCode.OTHER,
-                                   f"version bits {bits:08x} outside mask {session.version_mask:08x}")
-            version = apply_version_bits(version, bits, session.version_mask)
-        required = min(session.job_difficulty.get(job_id, session.difficulty), session.difficulty)
+        en2, ntime, nonce, version = self._submit_fields(session, worker, params, self.settings.extranonce2_size,
+                                                         job.template.version)
+        required = self._required_difficulty(session, job.job_id)
         key = (session.extranonce1, en2, ntime, nonce, version)
         first = self._seen[job.job_id].get(key)
         if first not in (None, 0, session.serial):
@@ -495,7 +384,7 @@ class LocalPool:
                                   connection=session.serial)
         session.window_shares += 1
         if not share.is_block:
-            self._maybe_retarget(session)
+            self._maybe_retarget(session, self.clock())
         return True
 
     def accept_share(self, worker: str, stats: WorkerStats, job: PoolJob, en1: bytes, en2: bytes, ntime: int,
@@ -558,18 +447,3 @@ class LocalPool:
         """A new job from the chain's current template to every front end now (``clean``: drop older jobs)."""
         self._new_job(clean=clean)
         self._broadcast_job()
-
-    def _maybe_retarget(self, session: _Session) -> None:
-        # Shares on jobs sent before a retarget stay acceptable at min(old, new) difficulty, so no job
-        # needs re-issuing: the new difficulty rides on the next notify.
-        vd = self.settings.vardiff
-        if vd is None or not session.subscribed:
-            return
-        now = self.clock()
-        new = next_difficulty(session.difficulty, session.window_shares, now - session.window_start, vd)
-        if new is None:
-            return
-        log.debug("pool: %s difficulty %g -> %g", session.peer, session.difficulty, new)
-        session.difficulty = new
-        session.window_start, session.window_shares = now, 0
-        session.send(encode_notification("mining.set_difficulty", [new]))

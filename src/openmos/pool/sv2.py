@@ -22,7 +22,8 @@ from openmos.bitcoin import BlockHeader, difficulty_to_target, target_to_difficu
 from openmos.bitcoin.hashing import sha256d
 from openmos.bitcoin.merkle import merkle_root_from_branch
 from openmos.pool.jds import DeclarationRejected, DeclaredJob, JobDeclarator
-from openmos.pool.server import LocalPool, PoolJob, ShareRejected, WorkerStats
+from openmos.pool.server import LocalPool, PoolJob, WorkerStats
+from openmos.pool.v1_session import ShareRejected
 from openmos.pool.vardiff import next_difficulty
 from openmos.stratum.protocol import StratumErrorCode
 from openmos.stratum.v2.codec import Sv2CodecError, int_to_u256, u256_to_int

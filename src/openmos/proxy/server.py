@@ -23,37 +23,23 @@ from typing import Any
 
 from openmos.base.server import StreamServer
 from openmos.bitcoin import BIP320_MASK, difficulty_to_target, hash_difficulty, hash_to_int
-from openmos.bitcoin.version import apply_version_bits
-from openmos.pool.vardiff import VardiffSettings, next_difficulty
+from openmos.pool.v1_session import ShareRejected, V1Frontend, V1Session
+from openmos.pool.vardiff import VardiffSettings
 from openmos.proxy.upstream import ActiveJob, Upstream, UpstreamUnavailable
 from openmos.stratum.job import StratumJob
 from openmos.stratum.protocol import (
     MAX_LINE_BYTES,
     ProtocolError,
-    Request,
     StratumErrorCode,
     encode_notification,
-    encode_response,
-    error_triple,
-    hex_field,
-    parse_message,
-    read_line,
-    u32_field,
 )
 from openmos.stratum.v2.url import Sv2PoolUrl
 
 log = logging.getLogger(__name__)
 
 MAX_NTIME_DRIFT = 7200
-MAX_BAD_MESSAGES = 10
 MAX_JOBS = 16
 LATENCY_SAMPLES = 100_000
-
-
-class _Rejected(Exception):
-    def __init__(self, code: StratumErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -118,27 +104,19 @@ class _Job:
 
 
 @dataclass(eq=False)
-class _Downstream:
-    writer: asyncio.StreamWriter
-    stats: DownstreamStats
+class _Downstream(V1Session):
     local_id: bytes = b""
-    subscribed: bool = False
-    extranonce_updates: bool = False
-    workers: set[str] = field(default_factory=set)
-    version_mask: int = 0
-    difficulty: float = 0.0
-    job_difficulty: dict[str, float] = field(default_factory=dict)
-    window_start: float = 0.0
-    window_shares: int = 0
-    bad_messages: int = 0
+    stats: DownstreamStats = field(init=False)
 
-    def send(self, data: bytes) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(data)
+    def __post_init__(self) -> None:
+        self.stats = DownstreamStats(self.peer)
 
 
-class FarmProxy:
+class FarmProxy(V1Frontend[_Downstream]):
     """``await start()``; ``await stop()``. ``downstreams`` and ``history`` hold the statistics."""
+
+    name = "proxy"
+    free_difficulty_range = (1e-9, 1e15)
 
     def __init__(self, settings: ProxySettings) -> None:
         self.settings = settings
@@ -266,15 +244,8 @@ class FarmProxy:
             self._seen.pop(old, None)
         for d in list(self.downstreams):
             if d.subscribed and d.workers:
-                self._maybe_retarget(d)
+                self._maybe_retarget(d, time.time())
                 self._send_job(d, self._jobs[job_id])
-
-    def _send_job(self, d: _Downstream, job: _Job) -> None:
-        d.job_difficulty[job.job_id] = d.difficulty
-        if len(d.job_difficulty) > MAX_JOBS * 2:
-            for key in [k for k in d.job_difficulty if k not in self._jobs]:
-                del d.job_difficulty[key]
-        d.send(encode_notification("mining.notify", job.stratum.to_notify_params()))
 
     def _on_answer(self, seq: int, accepted: bool, code: str) -> None:
         stats = self._in_flight.pop(seq, None)
@@ -296,37 +267,14 @@ class FarmProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
-        d = _Downstream(writer, DownstreamStats(peer), difficulty=self.settings.start_difficulty)
+        d = _Downstream(peer, writer, difficulty=self.settings.start_difficulty)
         if len(self.downstreams) >= self.settings.max_downstreams:
             log.warning("proxy: refusing %s: %d downstreams already", peer, len(self.downstreams))
             writer.close()
             return
         self.downstreams.add(d)
         try:
-            while True:
-                try:
-                    line = await asyncio.wait_for(read_line(reader), self.settings.idle_timeout)
-                except (TimeoutError, ProtocolError):
-                    break
-                if line is None:
-                    break
-                received = time.perf_counter()
-                try:
-                    msg = parse_message(line)
-                except ProtocolError as exc:
-                    self.protocol_errors += 1
-                    d.bad_messages += 1
-                    d.send(encode_response(None, None, error_triple(StratumErrorCode.OTHER, str(exc))))
-                    if d.bad_messages >= MAX_BAD_MESSAGES:
-                        break
-                    continue
-                if isinstance(msg, Request):
-                    self._request(d, msg, received)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:
-            pass
+            await self._serve_v1(d, reader, self.settings.idle_timeout)
         finally:
             self.downstreams.discard(d)
             d.stats.connected = False
@@ -336,61 +284,30 @@ class FarmProxy:
             writer.close()
             self._report_hashrate()
 
-    def _request(self, d: _Downstream, req: Request, received: float) -> None:
-        try:
-            if req.method == "mining.configure":
-                result: Any = self._configure(d, req.params)
-            elif req.method == "mining.subscribe":
-                result = self._subscribe(d)
-            elif req.method == "mining.authorize":
-                result = self._authorize(d, req.params)
-            elif req.method == "mining.submit":
-                result = self._submit(d, req.params, received)
-            elif req.method == "mining.extranonce.subscribe":
-                d.extranonce_updates = True
-                result = True
-            elif req.method == "mining.suggest_difficulty":
-                result = self._suggest(d, req.params)
-            else:
-                raise _Rejected(StratumErrorCode.OTHER, f"unknown method {req.method}")
-        except _Rejected as exc:
-            d.send(encode_response(req.id, None, error_triple(exc.code, str(exc))))
-            return
-        except ProtocolError as exc:
-            d.send(encode_response(req.id, None, error_triple(StratumErrorCode.OTHER, str(exc))))
-            return
-        d.send(encode_response(req.id, result))
-        if req.method == "mining.authorize" and result is True:
-            d.send(encode_notification("mining.set_difficulty", [d.difficulty]))
-            if self._jobs:
-                self._send_job(d, next(reversed(self._jobs.values())))
+    # -- the V1 front end's hooks -------------------------------------------------------------------
 
-    def _configure(self, d: _Downstream, params: list[Any]) -> dict[str, Any]:
-        if len(params) < 2 or not isinstance(params[0], list) or not isinstance(params[1], dict):
-            raise ProtocolError("mining.configure needs [extensions, {parameters}]")
-        result: dict[str, Any] = {}
-        for ext in params[0]:
-            if ext == "version-rolling":
-                raw = params[1].get("version-rolling.mask", "ffffffff")
-                requested = int.from_bytes(hex_field(raw, "version-rolling.mask", size=4), "big")
-                up = self.upstream
-                allowed = self.settings.version_mask if up is None or up.version_rolling_allowed else 0
-                d.version_mask = requested & allowed
-                result["version-rolling"] = d.version_mask != 0
-                result["version-rolling.mask"] = f"{d.version_mask:08x}"
-            elif isinstance(ext, str):
-                result[ext] = False
-        return result
+    def _vardiff(self) -> VardiffSettings | None:
+        return self.settings.vardiff
 
-    def _subscribe(self, d: _Downstream) -> list[Any]:
+    def _max_jobs(self) -> int:
+        return MAX_JOBS
+
+    def _allowed_version_mask(self) -> int:
+        up = self.upstream
+        return self.settings.version_mask if up is None or up.version_rolling_allowed else 0
+
+    def _difficulty_changed(self, d: _Downstream, difficulty: float) -> None:
+        d.stats.difficulty = difficulty
+
+    def _on_subscribe(self, d: _Downstream, params: list[Any]) -> list[Any]:
         if d.subscribed:
             raise ProtocolError("already subscribed")
         if self.upstream is None or self.upstream.closed.is_set():
-            raise _Rejected(StratumErrorCode.OTHER, "no upstream pool available yet; retry shortly")
+            raise ShareRejected(StratumErrorCode.OTHER, "no upstream pool available yet; retry shortly")
         n = self.settings.local_extranonce_bytes
         local = self._free_ids.pop() if self._free_ids else next(self._next_id)
         if local >= 1 << (8 * n):
-            raise _Rejected(StratumErrorCode.OTHER, "proxy extranonce space exhausted")
+            raise ShareRejected(StratumErrorCode.OTHER, "proxy extranonce space exhausted")
         d.local_id = local.to_bytes(n, "big")
         d.subscribed = True
         d.window_start = time.time()
@@ -399,53 +316,38 @@ class FarmProxy:
         return [[["mining.set_difficulty", en1.hex()], ["mining.notify", en1.hex()]], en1.hex(),
                 self._extranonce2_size()]
 
-    def _authorize(self, d: _Downstream, params: list[Any]) -> bool:
+    def _on_authorize(self, d: _Downstream, params: list[Any]) -> bool:
         if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 256:
-            raise _Rejected(StratumErrorCode.UNAUTHORIZED, "worker name must be a non-empty string")
+            raise ShareRejected(StratumErrorCode.UNAUTHORIZED, "worker name must be a non-empty string")
         if not d.subscribed:
-            raise _Rejected(StratumErrorCode.NOT_SUBSCRIBED, "subscribe before authorizing")
+            raise ShareRejected(StratumErrorCode.NOT_SUBSCRIBED, "subscribe before authorizing")
         d.workers.add(params[0])
         d.stats.worker = params[0]
         d.stats.difficulty = d.difficulty
         return True
 
-    def _suggest(self, d: _Downstream, params: list[Any]) -> bool:
-        if not params or isinstance(params[0], bool) or not isinstance(params[0], int | float) or not params[0] > 0:
-            raise ProtocolError("mining.suggest_difficulty needs a positive number")
-        vd = self.settings.vardiff
-        lo, hi = (vd.min_difficulty, vd.max_difficulty) if vd else (1e-9, 1e15)
-        d.difficulty = min(max(float(params[0]), lo), hi)
-        return True
-
     # -- shares -----------------------------------------------------------------------------------
 
-    def _reject(self, d: _Downstream, code: StratumErrorCode, why: str) -> _Rejected:
+    def _reject(self, d: _Downstream, code: StratumErrorCode, why: str) -> ShareRejected:
         if code == StratumErrorCode.JOB_NOT_FOUND:
             d.stats.stale += 1
         elif code == StratumErrorCode.DUPLICATE_SHARE:
             d.stats.duplicate += 1
         else:
             d.stats.rejected += 1
-        return _Rejected(code, why)
+        return ShareRejected(code, why)
 
-    def _submit(self, d: _Downstream, params: list[Any], received: float) -> bool:
-        if len(params) < 5:
-            raise ProtocolError(f"mining.submit needs at least 5 params, got {len(params)}")
-        if not isinstance(params[0], str) or params[0] not in d.workers:
-            raise _Rejected(StratumErrorCode.UNAUTHORIZED, "unauthorized worker")
+    def _refuse_share(self, d: _Downstream, worker: str | None, code: StratumErrorCode, why: str) -> ShareRejected:
+        return ShareRejected(code, why) if worker is None else self._reject(d, code, why)
+
+    def _on_submit(self, d: _Downstream, params: list[Any], received: float) -> bool:
+        worker = self._submit_worker(d, params)
         job = self._jobs.get(params[1]) if isinstance(params[1], str) else None
         up = self.upstream
         if job is None or up is None or job.upstream is not up or up.closed.is_set():
             raise self._reject(d, StratumErrorCode.JOB_NOT_FOUND, "job not found (stale)")
-        en2 = hex_field(params[2], "extranonce2", size=self._extranonce2_size())
-        ntime = u32_field(params[3], "ntime")
-        nonce = u32_field(params[4], "nonce")
-        version = job.stratum.version
-        if len(params) > 5 and params[5] is not None:
-            bits = u32_field(params[5], "version bits")
-            if bits & ~d.version_mask:
-                raise self._reject(d, StratumErrorCode.OTHER, f"version bits {bits:08x} outside the mask")
-            version = apply_version_bits(version, bits, d.version_mask)
+        en2, ntime, nonce, version = self._submit_fields(d, worker, params, self._extranonce2_size(),
+                                                         job.stratum.version)
         if ntime < job.stratum.ntime or ntime > time.time() + MAX_NTIME_DRIFT:
             raise self._reject(d, StratumErrorCode.OTHER, "ntime out of range")
         en1 = self._extranonce1(d)
@@ -455,7 +357,7 @@ class FarmProxy:
             raise self._reject(d, StratumErrorCode.DUPLICATE_SHARE, "duplicate share")
         digest = job.stratum.header(en1, en2, ntime=ntime, nonce=nonce, version=version).hash()
         value = hash_to_int(digest)
-        required = min(d.job_difficulty.get(job.job_id, d.difficulty), d.difficulty)
+        required = self._required_difficulty(d, job.job_id)
         if value > difficulty_to_target(required):
             raise self._reject(d, StratumErrorCode.LOW_DIFFICULTY,
                                f"low difficulty share ({hash_difficulty(digest):.6g} < {required:.6g})")
@@ -475,20 +377,8 @@ class FarmProxy:
             self._in_flight[seq] = s
             while len(self._in_flight) > 65_536:
                 self._in_flight.popitem(last=False)
-        self._maybe_retarget(d)
+        self._maybe_retarget(d, time.time())
         return True
-
-    def _maybe_retarget(self, d: _Downstream) -> None:
-        vd = self.settings.vardiff
-        if vd is None or not d.subscribed:
-            return
-        now = time.time()
-        new = next_difficulty(d.difficulty, d.window_shares, now - d.window_start, vd)
-        if new is None:
-            return
-        d.difficulty = d.stats.difficulty = new
-        d.window_start, d.window_shares = now, 0
-        d.send(encode_notification("mining.set_difficulty", [new]))
 
     # -- statistics -------------------------------------------------------------------------------
 
