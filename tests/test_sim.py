@@ -92,13 +92,26 @@ def test_same_seed_same_fleet_different_seed_different() -> None:
     assert not np.array_equal(a.hidden().k, c.hidden().k)
 
 
-def test_variation_and_weak_chips() -> None:
-    k = FleetSim(get_model("s21"), miners=20, seed=7).hidden().k
-    median = np.median(k)
-    weak = k < 0.85 * median
-    assert 0.005 < weak.mean() < 0.04
-    spread = np.percentile(k[~weak], 99) / np.percentile(k[~weak], 1)
-    assert 1.10 < spread < 1.25  # best vs worst (non-weak) chips on the order of 10-15 %
+@pytest.mark.parametrize("key", list(MODELS))
+def test_variation_and_weak_chips(key: str) -> None:
+    """Every model draws exactly the calibrated variation (physics.md "Variation"): K lognormal sigma 2.5-3 %,
+    1-3 % weak chips with K reduced 20-40 %, G lognormal sigma 30 % with corr(K, G) +0.5."""
+    model = get_model(key)
+    miners = max(4, 2000 // model.chips)
+    hidden = FleetSim(model, miners=miners, seed=7).hidden()
+    log_k, log_g = np.log(hidden.k), np.log(hidden.g)
+    median = np.median(hidden.k)
+    weak = hidden.k < 0.85 * median
+    if model.chips > 1:
+        assert 0.005 < weak.mean() < 0.04
+        spread = np.percentile(hidden.k[~weak], 99) / np.percentile(hidden.k[~weak], 1)
+        assert 1.10 < spread < 1.25  # best vs worst (non-weak) chips on the order of 10-15 %
+    strong = ~weak
+    assert 0.025 <= np.std(log_k[strong]) <= 0.031
+    assert 0.27 <= np.std(log_g[strong]) <= 0.33
+    assert 0.4 <= np.corrcoef(log_k[strong], log_g[strong])[0, 1] <= 0.6
+    ratio = hidden.k[weak] / median
+    assert np.all((ratio > 0.5) & (ratio < 0.85))
 
 
 def test_counters_follow_valid_hashrate() -> None:

@@ -22,6 +22,7 @@ from openmos.tuning.sweep import BoolArray
 
 MIN_COUNTS = 200  # nonces + errors before a chip's error fraction is trusted
 CLIMB_COUNTS = 1500  # before a clean chip may climb
+MAX_DOWN_STEPS = 3  # supply steps an on-target plan moves down per window
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,21 @@ def correct(knowledge: Knowledge, plan: Plan, kind: str, goal: float, measured: 
     error = (goal - measured) / goal
     if abs(error) <= opt.power_tolerance:
         # On target. If the refined chip limits now reach it at a lower voltage, go there (it is cheaper).
+        # A few supply steps at a time, keeping the measured point: the power model is refitted on recent
+        # windows near one voltage, and a long jump on its word can land far off the goal.
         lower = knowledge.plan(kind, goal)
         if lower.voltage < plan.voltage - 1e-9 and lower.scale <= 0.99:
-            return Correction(lower, False, f"on target; chips now reach it at {lower.voltage:.2f} V (cheaper)")
+            volt = max(lower.voltage, plan.voltage - MAX_DOWN_STEPS * lim.volt_step)
+            volt, k = _rebalance(knowledge, kind, volt, v_board, freq)
+            if k <= 0.995:
+                return Correction(knowledge.at(volt, k), False,
+                                  f"on target; chips now reach it at {lower.voltage:.2f} V (cheaper): {volt:.2f} V")
         return Correction(plan, True, f"within {opt.power_tolerance:.1%} of the goal")
     if kind == "power":
+        # Dynamic power is most of a unit's draw; a power model refitted across a heat wave or a few close
+        # voltages can split it oddly, and a small share would turn a 1 % error into a voltage step.
         share = knowledge.power_model.dynamic_share(v_board, freq)
-        k = plan.scale * (1 + error / max(share, 0.3))
+        k = plan.scale * (1 + error / min(max(share, 0.6), 1.0))
     else:
         k = plan.scale * (1 + error)
     volt = plan.voltage

@@ -3,6 +3,12 @@
 Only counters, sensors and the input power reading are used. Each window first lets the last change settle
 (PLL relock, voltage slew, power-meter lag: the hardware says how long in ``HardwareLimits.settle_s``), so
 a window never mixes the old setting with the new one.
+
+Valid hashrate has two estimates. Counted: nonces x ticket difficulty x 2^32 / s -- unbiased but Poisson
+noisy (a one-chip Bitaxe counts ~60 nonces/s: 2-4 % noise per window). Clocked: every chip's programmed
+frequency x hashes per MHz x its measured valid share -- what the chips' clocks deliver, with the nonce
+counts only deciding the (small) error share; a chip silent where dozens of nonces were due counts zero.
+The closed loop controls on the clocked figure; both are reported.
 """
 
 from __future__ import annotations
@@ -28,10 +34,16 @@ class Window:
     hashrate_ths: float  # valid hashrate from the counters
     hottest_c: float  # hottest sensor seen during the window
     seconds: float
+    clocked_ths: float = 0.0  # valid hashrate from chip clocks x measured valid share (0: unknown)
+
+    @property
+    def valid_ths(self) -> float:
+        """The low-noise valid hashrate for control: clocked where known, else counted."""
+        return self.clocked_ths if self.clocked_ths > 0 else self.hashrate_ths
 
     @property
     def j_per_th(self) -> float:
-        return self.power_w / self.hashrate_ths if self.hashrate_ths > 0 else float("inf")
+        return self.power_w / self.valid_ths if self.valid_ths > 0 else float("inf")
 
 
 def counts(tel: HardwareTelemetry) -> tuple[IntArray, IntArray]:
@@ -54,11 +66,12 @@ def error_fraction(nonces: IntArray, errors: IntArray) -> NDArray[np.float64]:
 class Meter:
     """Measures windows of counters and power on one miner, driving the cooling tick while it waits."""
 
-    def __init__(self, hw: MiningHardware, clock: Clock, tick: Tick) -> None:
+    def __init__(self, hw: MiningHardware, clock: Clock, tick: Tick, hashes_per_mhz: float = 0.0) -> None:
         self.hw = hw
         self.clock = clock
         self._tick = tick
         self.ticket = 1.0  # difficulty each counted nonce stands for
+        self.hashes_per_mhz = hashes_per_mhz  # per chip (0: clocked hashrate unknown)
 
     async def window(self, seconds: float, settle_s: float = 0.0) -> Window:
         """Wait ``settle_s`` (cooling keeps running), then measure for ``seconds``."""
@@ -81,4 +94,16 @@ class Meter:
         dt = self.clock.now() - start
         ths = float(d_n.sum() * self.ticket * 2**32 / dt / 1e12) if dt > 0 else 0.0
         power = float(np.mean(powers)) if powers else 0.0
-        return Window(d_n, d_e, power, ths, hot, dt)
+        return Window(d_n, d_e, power, ths, hot, dt, self._clocked(tel, d_n, d_e, dt))
+
+    def _clocked(self, tel: HardwareTelemetry, nonces: IntArray, errors: IntArray, seconds: float) -> float:
+        if self.hashes_per_mhz <= 0 or seconds <= 0:
+            return 0.0
+        freq = np.array([[(c.frequency_mhz or 0.0) if c.enabled and b.enabled else 0.0 for c in b.chips]
+                         for b in tel.boards], dtype=np.float64)
+        if freq.shape != nonces.shape or not np.all(np.isfinite(freq)) or np.any(freq < 0):
+            return 0.0
+        total = nonces + errors
+        expected = freq * self.hashes_per_mhz * seconds / (self.ticket * 2**32)
+        share = np.where(total > 0, nonces / np.maximum(total, 1), np.where(expected >= 30, 0.0, 1.0))
+        return float((freq * share).sum() * self.hashes_per_mhz / 1e12)

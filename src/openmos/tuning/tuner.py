@@ -26,6 +26,7 @@ import numpy as np
 from openmos.base.clock import Clock
 from openmos.hw.interface import HardwareLimits, HardwareTelemetry, MiningHardware, UnsupportedControl
 from openmos.tuning.convergence import correct, efficiency_power, efficiency_start, trim
+from openmos.tuning.learning import expected_limits, first_sweeps, lower_sweep, next_start
 from openmos.tuning.measurement import Meter, Window, error_fraction, hottest
 from openmos.tuning.persistence import load_knowledge, make_profile, profile_verified, save_knowledge
 from openmos.tuning.planning import FloatArray, Knowledge, Plan, fmax_at
@@ -73,7 +74,7 @@ class Autotuner:
         self.governor = 1.0  # overclock governor's share of the goal
         self._governor_cool_since: float | None = None
         self._efficiency_w: float | None = None  # power goal serving a J/TH ceiling
-        self.meter = Meter(hw, clock, self._tick)
+        self.meter = Meter(hw, clock, self._tick, limits.hashes_per_mhz)
         self._duty: float | None = None
         self._replan = False
         self._stopped = False
@@ -237,7 +238,7 @@ class Autotuner:
         w = await self.meter.window(seconds, settle)
         if self._board_on.all() and w.power_w > 0:
             self.knowledge.add_sample(self.voltage, self.freq, w.power_w, self.options.samples_kept)
-        self.status.power_w, self.status.hashrate_ths = w.power_w, w.hashrate_ths
+        self.status.power_w, self.status.hashrate_ths = w.power_w, w.valid_ths
         return w
 
     # -- controls -------------------------------------------------------------------------------------
@@ -289,8 +290,8 @@ class Autotuner:
             return
         if not self.knowledge.sweep_fmax:
             await self._learn()
-        elif self._needs_lower_sweep():
-            await self._extra_sweep()
+        while await self._extra_sweep():
+            pass
         if self.base_target.kind is TargetKind.EFFICIENCY and self._efficiency_w is None:
             self._start_efficiency()
         await self._converge()
@@ -304,32 +305,25 @@ class Autotuner:
         self._efficiency_w, why = efficiency_start(self.knowledge, self.base_target.value, lo, hi)
         self._decide("efficiency power goal", why)
 
-    def _needs_lower_sweep(self) -> bool:
-        """A target far below what the swept voltages serve efficiently: learn the chips lower down."""
-        lim = self.limits
-        lowest = min(self.knowledge.sweep_voltages)
-        # Also under thermal scaling: a sweep at a lower voltage runs cooler, and the alternative is chips
-        # far below their limits at a needlessly high voltage.
-        return self._plan().scale < 0.9 and lowest - lim.volt_min >= 4 * lim.volt_step \
-            and self.curtail_scale == 1.0
-
-    async def _extra_sweep(self) -> None:
+    async def _extra_sweep(self) -> bool:
+        """Sweep lower when the plan sits at the lowest learned voltage with its chips well under their limits."""
         lim, kn = self.limits, self.knowledge
+        if self.curtail_scale != 1.0:  # a curtailment is short: no sweep for it
+            return False
+        plan = self._plan()
+        v = lower_sweep(lim, kn.sweep_voltages, plan)
+        if v is None:
+            return False
         lowest = min(kn.sweep_voltages)
-        v = float(np.clip(lowest * self._plan().scale ** 0.25, lim.volt_min, lowest - 4 * lim.volt_step))
-        v = self._on_volt_grid(v)
-        self._decide("extra sweep", f"the goal needs scale < 0.9 at {lowest:.2f} V: learning limits at {v:.2f} V")
-        start = fmax_at(kn.sweep_voltages, kn.sweep_fmax, lowest) * (v / lowest) ** 2 * 0.94
-        fresh = await self._sweep(v, start, (20, 70))
+        self._decide("extra sweep", f"the goal needs chips at {plan.scale:.1%} of their limits at {lowest:.2f} V, "
+                     f"the lowest learned: learning limits at {v:.2f} V")
+        fresh = await self._sweep(v, next_start(fmax_at(kn.sweep_voltages, kn.sweep_fmax, lowest), lowest, v),
+                                  (60, 70))
         kn.sweep_voltages.append(v)
         kn.sweep_fmax.append(fresh)
         kn.refit()
         self._save_knowledge()
-
-    def _on_volt_grid(self, v: float) -> float:
-        lim = self.limits
-        steps = round((v - lim.volt_min) / lim.volt_step) if lim.volt_step > 0 else 0
-        return float(np.clip(lim.volt_min + steps * lim.volt_step, lim.volt_min, lim.volt_max))
+        return True
 
     async def _try_profile(self, profile: TunedProfile) -> bool:
         self._set_state(TunerState.TUNING, "verifying profile", f"applying saved profile {profile.target_key}")
@@ -350,50 +344,27 @@ class Autotuner:
                      f"{profile.measured_power_w:.0f} W)")
         return False
 
-    def _goal_share(self) -> float:
-        """The goal as a share of stock operation (nameplate power or stock hashrate), before any sweep."""
+    def _goal_share(self) -> tuple[str, float]:
+        """The goal's kind and its share of stock operation (nameplate power or stock hashrate)."""
         lim, goal = self.limits, self.effective_target
         if self.base_target.kind is TargetKind.EFFICIENCY:
-            return 0.8
+            return "power", 0.8
         if goal.kind is TargetKind.POWER:
-            return goal.value / self._nameplate_w()
+            return "power", goal.value / self._nameplate_w()
         stock = lim.stock_freq_mhz * lim.hashes_per_mhz * lim.boards * lim.chips_per_board / 1e12
-        return goal.value / stock
-
-    def _expected_limits(self, voltage: float) -> FloatArray:
-        """Where a sweep at ``voltage`` starts: a little under a typical chip's limit there (stock frequency
-        with ~8 % margin at stock voltage, limits rising ~V^2.5); chips already past it walk down."""
-        lim = self.limits
-        return np.full(self.freq.shape, 0.9 * 1.08 * lim.stock_freq_mhz * (voltage / lim.stock_voltage) ** 2.5)
+        return "hashrate", goal.value / stock
 
     async def _learn(self) -> None:
-        """Two sweeps bracketing where the goal will need the voltage (P_dyn ~ V^4 for the first guess).
-
-        Below stock the first sweep runs at the guess, not at stock: a full-speed sweep at stock voltage on a
-        hot day would trip the thermal guard and leave the unit throttled for many minutes.
-        """
-        lim, kn = self.limits, self.knowledge
-        want = self._goal_share()
-        stock_v = lim.stock_voltage
-        guess = self._on_volt_grid(stock_v * max(min(want, 1.3), 0.3) ** 0.25)
-        sep = max(4 * lim.volt_step, 0.01 * stock_v)
-        if want < 0.9 and guess <= stock_v - sep:
-            v1 = guess
-            v2 = self._on_volt_grid(min(v1 + 2 * sep, stock_v))
-        else:
-            v1 = stock_v
-            if abs(guess - stock_v) >= sep:
-                v2 = guess
-            else:
-                up = want > 1.0 and stock_v + sep <= lim.volt_max
-                v2 = self._on_volt_grid(stock_v + sep if up else stock_v - sep)
-        self._decide("sweep", f"no chip model; the goal is ~{want:.0%} of stock: learning every chip's limit "
-                     f"at {v1:.3f} V, then at {v2:.3f} V")
-        first = await self._sweep(v1, self._expected_limits(v1), (0, 40))
+        """Two sweeps bracketing the voltage the goal probably needs (``learning``), the lower one first."""
+        kn = self.knowledge
+        kind, want = self._goal_share()
+        v1, v2 = first_sweeps(self.limits, kind, want)
+        self._decide("sweep", f"no chip model; the goal is ~{want:.0%} of stock {kind}: learning every chip's "
+                     f"limit at {v1:.3f} V, then at {v2:.3f} V")
+        first = await self._sweep(v1, expected_limits(self.limits, self.freq.shape, v1), (0, 35))
         kn.sweep_voltages, kn.sweep_fmax = [v1], [first]
         kn.refit()
-        start = first * (v2 / v1) ** 2 * 0.94
-        second = await self._sweep(v2, start, (40, 70))
+        second = await self._sweep(v2, next_start(first, v1, v2), (35, 60))
         kn.sweep_voltages.append(v2)
         kn.sweep_fmax.append(second)
         kn.refit()
@@ -447,7 +418,7 @@ class Autotuner:
         self._set_state(TunerState.STABLE, "holding", f"holding {self.effective_target}", percent=100.0)
         unscaled = self.guard.scale == 1.0 and self.curtail_scale == 1.0 and self.governor == 1.0
         if self.store is not None and unscaled and self.base_target.kind is not TargetKind.EFFICIENCY:
-            self.store.put(make_profile(self.base_target.key, self.voltage, self.freq, w.power_w, w.hashrate_ths))
+            self.store.put(make_profile(self.base_target.key, self.voltage, self.freq, w.power_w, w.valid_ths))
             self._save_knowledge()
 
     async def _step(self, w: Window) -> tuple[bool, bool]:
@@ -471,7 +442,7 @@ class Autotuner:
             if why:
                 self._decide("efficiency", why)
         goal = self.effective_target
-        measured = w.power_w if goal.kind is TargetKind.POWER else w.hashrate_ths
+        measured = w.power_w if goal.kind is TargetKind.POWER else w.valid_ths
         assert self.plan is not None
         c = correct(kn, self.plan, goal.kind.value, goal.value, measured, self.voltage, self.freq, self.options)
         self.plan = c.plan

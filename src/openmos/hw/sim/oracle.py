@@ -81,13 +81,14 @@ def evaluate(model: MinerModel, k: Array, g: Array, dead: np.ndarray, v_board: A
 class Oracle:
     """Optimal settings for one miner of a fleet, at the fleet's fan duty and inlet temperature."""
 
-    def __init__(self, fleet: FleetSim, miner: int = 0) -> None:
+    def __init__(self, fleet: FleetSim, miner: int = 0, duty: float | None = None) -> None:
+        """``duty``: score at this fan duty (e.g. a run's mean) instead of the fleet's present one."""
         hidden = fleet.hidden()
         self.model = fleet.model
         self.k, self.g, self.dead = hidden.k[miner], hidden.g[miner], hidden.dead[miner]
         self.rth_scale = hidden.rth_scale[miner]
         self.airflow = float(hidden.airflow_scale[miner])
-        self.duty = float(fleet.duty[miner])
+        self.duty = float(fleet.duty[miner]) if duty is None else float(duty)
         self.t_inlet = float(fleet.t_inlet[miner])
         self.grid = np.asarray(fleet.grid)
         lo, hi = self.model.voltage_range
