@@ -115,7 +115,9 @@ class _Decayed:
         self.value = np.zeros(shape)
 
     def update(self, x: Array, dt: float) -> Array:
-        self.value = self.value * math.exp(-max(dt, 0.0) / self.tau) + np.nan_to_num(x, nan=0.0)
+        """``x`` must be finite (the caller zeroes what it does not count)."""
+        self.value *= math.exp(-max(dt, 0.0) / self.tau)
+        self.value += x
         return self.value
 
 
@@ -212,12 +214,15 @@ class HealthModel:
 
     def _chip(self, prev: Snapshot, snap: Snapshot, dt: float) -> None:
         th = self.th
-        on = snap.chip_on & prev.chip_on
-        dn = np.where(on, snap.nonces - prev.nonces, np.nan)
-        de = np.where(on, snap.errors - prev.errors, np.nan)
-        dx = np.where(on, snap.expected - prev.expected, np.nan)
-        reset = (dn < 0) | (de < 0) | (dx < 0)  # counters restarted: this interval says nothing
-        dn, de, dx = (np.where(reset, np.nan, v) for v in (dn, de, dx))
+        dn = snap.nonces - prev.nonces
+        de = snap.errors - prev.errors
+        dx = snap.expected - prev.expected
+        # Counted: chips on in both readings, finite counters that did not go backwards (a restart says
+        # nothing about this interval). Everything else adds zero to the windows.
+        with np.errstate(invalid="ignore"):
+            use = snap.chip_on & prev.chip_on & (dn >= 0) & (de >= 0) & ((dx >= 0) | ~np.isfinite(dx))
+        dn, de = np.where(use, dn, 0.0), np.where(use, de, 0.0)
+        dx = np.where(use & np.isfinite(dx), dx, 0.0)
         tix = dn + de
         err_s, tix_s = self._err_s.update(de, dt), self._tix_s.update(tix, dt)
         exp_s, val_s = self._exp_s.update(dx, dt), self._val_s.update(dn, dt)
