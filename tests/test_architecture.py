@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "tuning": {"base", "hw", "control"},
     "node": {"base", "bitcoin"},
     "pool": {"base", "bitcoin", "stratum", "node"},
-    "jd": {"base", "bitcoin", "stratum", "node", "pool"},
+    "jd": {"base", "bitcoin", "stratum", "node", "pool", "api"},  # api: the dashboard's HTTP server
     "proxy": {"base", "bitcoin", "stratum", "pool", "api"},
     "energy": {"base", "control"},
     "maintenance": {"base", "control", "hw"},  # predictive maintenance: telemetry in, flags out

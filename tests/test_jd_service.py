@@ -5,13 +5,16 @@ a block lands with the miner-chosen transactions; node down -> pool jobs with no
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+import httpx
 import pytest
 
 from openmos.bitcoin.tx import synthetic_tx, tx_hash_hex
 from openmos.hw.cpu import CpuHardware, CpuSettings
+from openmos.jd.api import JdApi
 from openmos.jd.service import JdService
 from openmos.miner import AgentConfig, MiningAgent
 from openmos.node import NodeRpcClient, TemplatePolicy
@@ -200,3 +203,74 @@ async def test_transactions_whose_fee_the_pool_cannot_verify_are_left_out(farm: 
     assert foreign.txid() not in next(reversed(farm.declarator.jobs.values())).txids
     assert svc.status.mode == "own" and svc.status.fallbacks == 0
     assert farm.declarator.rejected.get("invalid-coinbase-value", 0) >= 1
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+async def test_dashboard_shows_whose_template_its_fees_and_the_policy(farm: Farm,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """REST and page: own template with its fees, tx count, weight and the policy; then a refusal from the JDS
+    whose details carry markup -> the pool's template (fallback), the details shown as text, never as HTML."""
+    svc = farm.service
+    api = JdApi(svc, port=0)
+    await api.start()
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+            await wait_for(lambda: svc.status.templates >= 1, 60, "an own template")
+            r = await http.get("/api/v1/jd")
+            assert r.status_code == 200 and "script-src 'self'" in r.headers["content-security-policy"]
+            body = r.json()
+            assert body["mode"] == "own" and body["template"]["source"] == "own"
+            t = body["template"]
+            assert t["fees_sat"] > 0 and t["tx_count"] > 0 and t["weight"] > 0 and t["excluded_by_policy"] > 0
+            assert body["policy"]["min_fee_rate_sat_vb"] == MIN_FEE_RATE and body["policy"]["max_weight"] == 4_000_000
+            page = await http.get("/")
+            assert page.status_code == 200 and '<script src="/jd.js"' in page.text and "Template policy" in page.text
+            assert (await http.get("/jd.js")).status_code == 200
+            assert (await http.get("/api/v1/jd/../../etc/passwd")).status_code == 404
+
+            def refuse(pending: object) -> None:
+                raise DeclarationRejected("block-too-heavy", '<img src=x id="pwn"> the pool says so')
+
+            async def browser_check(expect_mode: str) -> None:
+                if CHROMIUM is None:
+                    return
+                from playwright.async_api import async_playwright, expect
+
+                async with async_playwright() as pw:
+                    browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
+                        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+                    try:
+                        page = await browser.new_page()
+                        violations: list[str] = []
+                        page.on("console", lambda msg: violations.append(msg.text)
+                                if "Content Security Policy" in msg.text else None)
+                        await page.goto(api.url + "/")
+                        if expect_mode == "own":
+                            await expect(page.locator("#whose")).to_have_text("our own template", timeout=20000)
+                            await expect(page.locator("#fees")).to_contain_text(" sat", timeout=20000)
+                            await expect(page.locator("#min-fee-rate")).to_have_text(f"{MIN_FEE_RATE:g} sat/vB")
+                        else:
+                            await expect(page.locator("#whose")).to_have_text("the pool's template (fallback)",
+                                                                              timeout=20000)
+                            await expect(page.locator("#reason")).to_contain_text('<img src=x id="pwn">',
+                                                                                  timeout=20000)
+                            assert await page.locator("#pwn").count() == 0  # shown as text, not markup
+                            await expect(page.locator("#fees")).to_have_text("–")
+                        assert not violations, violations
+                    finally:
+                        await browser.close()
+
+            await browser_check("own")
+            monkeypatch.setattr(farm.declarator, "_finish", refuse)
+            svc.refresh = 0.0
+            await wait_for(lambda: svc.status.mode == "pool", 60, "fallback after a refused declaration")
+            body = (await http.get("/api/v1/jd")).json()
+            assert body["mode"] == "pool" and body["template"]["source"] == "pool (fallback)"
+            assert body["template"]["fees_sat"] is None and "pwn" in body["reason"]
+            assert body["last_own_template"]["fees_sat"] > 0 and body["counters"]["fallbacks"] >= 1
+            await browser_check("pool")
+    finally:
+        await api.stop()

@@ -123,6 +123,9 @@ def configure(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--poll-interval", type=float, default=0.05,
                    help="seconds between getbestblockhash polls (default: %(default)s)")
     p.add_argument("--no-status", action="store_true", help="plain logs instead of the live status")
+    p.add_argument("--api-port", type=int, default=None, metavar="PORT",
+                   help="serve the dashboard (web page at / and JSON at /api/v1/jd: whose template is mined, its "
+                        "fees, transactions, weight and the policy) on --host at this port (0 = any free port)")
     p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
 
 
@@ -131,7 +134,10 @@ def jd_panel(service: JdService) -> Panel:
     whose = "OWN template" if s.mode == "own" else "POOL's template" if s.mode == "pool" else "no work yet"
     table = Table(expand=True, show_header=False)
     table.add_row("mining", f"{whose} ({s.reason})")
-    table.add_row("height / txs / fees", f"{s.height} / {s.tx_count} / {s.fees} sat")
+    table.add_row("height / txs / fees / weight", f"{s.height} / {s.tx_count} / {s.fees} sat / {s.weight} WU")
+    p = service.policy
+    table.add_row("policy", f">= {p.min_fee_rate} sat/vB, <= {p.max_weight} WU, {len(p.excluded_txids)} txids and "
+                            f"{len(p.excluded_scripts)} scripts excluded")
     table.add_row("shares forwarded / pool accepted / rejected",
                   f"{s.forwarded} / {service.mining.accepted} / {sum(service.mining.rejected.values())}")
     table.add_row("templates / fallbacks / blocks", f"{s.templates} / {s.fallbacks} / {len(s.blocks)}")
@@ -157,8 +163,16 @@ async def run_jd(args: argparse.Namespace) -> int:
                         poll_interval=args.poll_interval, check_node_txs=args.check_node_txs)
     await service.start()
     log.info("mos jd: miners connect to %s", service.url)
+    from openmos.jd.api import JdApi  # (FastAPI only when asked for)
+
+    api = JdApi(service, args.host, args.api_port) if args.api_port is not None else None
     try:
+        if api is not None:
+            await api.start()
+            log.info("mos jd: dashboard at %s/ (JSON: %s/api/v1/jd)", api.url, api.url)
         await serve(args.duration, lambda: Group(jd_panel(service)), not args.no_status)
     finally:
+        if api is not None:
+            await api.stop()
         await service.stop()
     return 0

@@ -166,12 +166,16 @@ class PoolNode:
         self.block_txids[h] = txids
         self.heights[h] = self.chain.height - 1
         self.mempool.remove(list(txids[1:]))
-        if self.refill and len(self.mempool.txs) < self.refill:
-            self.mempool.add_synthetic(self.refill - len(self.mempool.txs))
+        self.refill_mempool()
         log.info("pool node: block %d %s accepted via submitblock (%d transactions)", self.chain.height - 1,
                  header.hash_hex(), len(txids))
         self._announce(h)
         return None
+
+    def refill_mempool(self) -> None:
+        """New synthetic transactions after a block took some (keeps ``refill`` of them)."""
+        if self.refill and len(self.mempool.txs) < self.refill:
+            self.mempool.add_synthetic(self.refill - len(self.mempool.txs))
 
     def _announce(self, h: bytes) -> None:
         if self.on_new_tip is not None:
