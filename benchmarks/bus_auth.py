@@ -16,14 +16,15 @@ differs:
   signed    mutual TLS + access control, every reply signed by its device (BIP340) and verified against
             the pinned key, bound to the query's nonce                    (what ships)
 
-On this machine the farm shares the controller's cores: the 10k signatures are computed one after the
-other by one farm process, where a real fleet computes each on its own device in parallel. The CPU seconds
+On this machine the farm shares the controller's cores: the 10k signatures are computed by one farm
+process, one after the other, where a real fleet computes each on its own device in parallel. The CPU seconds
 of each side are printed so the controller's own cost can be read apart from the simulated devices'.
 
 Then one telemetry publication per device (signed + verified vs off), timed until the controller has
-checked the last one. Goal: the signed poll of 10k devices < 10 s and <= 1.5x the baseline.
+believed the last one that arrived (telemetry is best-effort: zenoh may shed puts; the count is printed).
+Goal: the signed poll of 10k devices < 10 s and <= 1.5x the fastest unauthenticated run.
 
-Usage: python benchmarks/bus_auth.py [--devices 10000] [--rounds 3]
+Usage: python benchmarks/bus_auth.py [--devices 10000] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from openmos.testbed.device import SimulatedFleetDevice
 
 SITE = "bench"
 MODES = ("baseline", "tls", "signed")
+FARM_THREADS = 1  # 2 measured no faster on this 2-core machine (the controller needs the other core)
 
 
 class UnsignedKey(DeviceKey):
@@ -90,25 +92,34 @@ async def farm(mode: str, endpoint: str, devices: int) -> None:
     nodes = [DeviceNode(bus, SITE, SimulatedFleetDevice(f"d{i:05d}"), [],
                         identity=DeviceKey() if signed else UnsignedKey()) for i in range(devices)]
 
-    def answer(query: Any) -> None:
-        """Every device of the farm answers in its own name on its own key (one reply each), exactly as
+    def answer(query: Any, share: list[DeviceNode], nonce: str | None) -> None:
+        """These devices answer in their own name on their own key (one reply each), exactly as
         ``DeviceNode`` answers a status query."""
+        for node in share:
+            reply = node.signed("status", node.device.status(), nonce)
+            query.reply(keys.status(SITE, node.device.device_id), reply)
+
+    def answer_all(query: Any) -> None:
+        """The farm's devices answer from FARM_THREADS threads (each device would sign on its own CPU;
+        threads overlap where libsecp256k1 releases the GIL). Same in every mode."""
         try:
             params = json.loads(query.payload.to_bytes()) if query.payload is not None else {}
             nonce = DeviceNode._request(params) if isinstance(params, dict) else None
-            for node in nodes:
-                reply = node.signed("status", node.device.status(), nonce)
-                query.reply(keys.status(SITE, node.device.device_id), reply)
+            threads = [threading.Thread(target=answer, args=(query, nodes[i::FARM_THREADS], nonce), daemon=True)
+                       for i in range(FARM_THREADS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
         finally:
             query.drop()
 
     def on_query(query: Any) -> None:  # zenoh's thread hands the query over and returns at once
-        threading.Thread(target=answer, args=(query,), daemon=True).start()
+        threading.Thread(target=answer_all, args=(query,), daemon=True).start()
 
     queryable = bus._session.declare_queryable(f"{keys.ROOT}/{SITE}/dev/*/status",
                                                zenoh.handlers.Callback(on_query, indirect=False))
     gc.collect()
-    gc.freeze()  # as in the controller: the devices' state is long-lived
     print(json.dumps([n.public_key for n in nodes]), flush=True)
     loop = asyncio.get_running_loop()
     while line := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
@@ -193,13 +204,16 @@ class Mode:
         """One publication per device, until the controller has believed the last one."""
         r = self.result
         done = asyncio.Event()
+        last = 0.0
 
         def on_telemetry(key: str, payload: Any) -> None:
+            nonlocal last
             try:
                 self.verifier.check(key, payload, ("telemetry",))
             except MessageRejected:
                 return
             r.telemetry_got += 1
+            last = time.perf_counter()
             if r.telemetry_got == self.devices:
                 done.set()
 
@@ -208,11 +222,14 @@ class Mode:
         began = time.perf_counter()
         self.stdin.write(b"telemetry\n")
         await self.stdin.drain()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), 60)
-        if r.telemetry_got == self.devices:
-            r.telemetry_s = time.perf_counter() - began
-        await self.stdout.readline()
+        await self.stdout.readline()  # all sent
+        while not done.is_set():  # telemetry is best-effort (zenoh may shed puts): until 3 s without any
+            seen = r.telemetry_got
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 3)
+            if r.telemetry_got == seen:
+                break
+        r.telemetry_s = last - began
 
     async def stop(self) -> None:
         self.stdin.close()
@@ -227,7 +244,6 @@ async def main_async(devices: int, rounds: int, modes: tuple[str, ...] = MODES) 
             print(f"starting {run.mode} ({devices:,} devices in a farm process) ...", flush=True)
             await run.start()
         gc.collect()
-        gc.freeze()  # the 30k devices' keys and state are long-lived: kept out of every collection (all modes)
         order = list(runs.values())
         for i in range(rounds):  # the modes take turns (each round starts with another), so a change of load
             turn = order[i % len(order):] + order[:i % len(order)]  # on the machine hits them alike
@@ -258,14 +274,19 @@ async def main_async(devices: int, rounds: int, modes: tuple[str, ...] = MODES) 
     for mode, r in results.items():
         poll = statistics.median(r.poll_s)
         ctl_cpu, farm_cpu = statistics.median(r.controller_cpu_s), statistics.median(r.farm_cpu_s)
-        telemetry = (f"{r.telemetry_s:6.2f} s = {r.telemetry_s / base_tel:4.2f}x" if r.telemetry_got == devices
-                     else f"only {r.telemetry_got:,}/{devices:,} believed in 60 s")
+        telemetry = f"{r.telemetry_s:6.2f} s = {r.telemetry_s / base_tel:4.2f}x ({r.telemetry_got:,} believed)"
         print(f"  {mode:8s} poll {poll:6.2f} s = {poll / base:4.2f}x baseline ({r.answered:,}/{devices:,} replies "
               f"believed; CPU controller {ctl_cpu:5.2f} s, farm {farm_cpu:5.2f} s) | telemetry {telemetry}")
+        print(f"           polls: {' '.join(f'{t:.2f}' for t in r.poll_s)} s")
     signed = statistics.median(results["signed"].poll_s)
     ctl_ratio = statistics.median(results["signed"].controller_cpu_s) / statistics.median(
         results["baseline"].controller_cpu_s)
-    print(f"controller CPU per poll, signed/baseline: {ctl_ratio:4.2f}x")
+    total = {m: statistics.median(r.controller_cpu_s) + statistics.median(r.farm_cpu_s) for m, r in results.items()}
+    print(f"CPU per poll, signed/baseline: controller {ctl_ratio:4.2f}x, controller + farm "
+          f"{total['signed'] / total['baseline']:4.2f}x")
+    fastest = {m: min(r.poll_s) for m, r in results.items()}
+    print(f"fastest poll of each mode (least disturbed by other load on the machine): signed {fastest['signed']:.2f} s"
+          f" = {fastest['signed'] / min(fastest['baseline'], fastest['tls']):4.2f}x the fastest unauthenticated one")
     # The strongest baseline: the faster of the two unauthenticated runs (plain TCP or TLS, signing off).
     strongest = min(base, statistics.median(results["tls"].poll_s))
     ok = signed < 10 and signed <= 1.5 * strongest and results["signed"].answered == devices
@@ -283,7 +304,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7, help="polls per mode (modes take turns)")
     parser.add_argument("--only", choices=MODES, help="run one mode alone (for profiling; no ratios)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -6,7 +6,9 @@ is under test."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -29,7 +31,7 @@ from rich.console import Console
 
 from openmos.api.auth import AuthStore
 from openmos.base.net import free_local_port
-from openmos.fleet import keys
+from openmos.fleet import envelope, keys
 from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.control import TargetQuery
 from openmos.fleet.enroll import EnrollmentRegistry
@@ -335,8 +337,16 @@ async def test_malformed_telemetry_from_an_enrolled_key_is_dropped_and_counted(t
                     return
             raise AssertionError(f"no {reason} drop counted")
 
-        for body in bad_bodies:
+        for body in bad_bodies:  # as a parsed envelope and in the compact wire layout (verified as bytes)
             await send_until_dropped("schema", lambda body=body: node.sign("telemetry", body))
+            await send_until_dropped("schema", lambda body=body: node.signed("telemetry", body))
+        def signed_garbage() -> bytes:  # validly signed by the enrolled key, but not JSON: refused after the check
+            bad = b'{"kind":"telemetry","body":' + b"[" * 5000
+            signature = node.identity._schnorr(hashlib.sha256(envelope.DOMAIN + bad).digest())
+            return envelope.PREFIX + base64.b64encode(signature) + envelope.MIDDLE + bad + b"}"
+
+        await send_until_dropped("not_json", signed_garbage)
+        await send_until_dropped("too_large", lambda: node.signed("telemetry", {"x": "y" * 100_000}))
         await send_until_dropped("too_large", lambda: node.sign("telemetry", {"x": "y" * 100_000}))
         await send_until_dropped("not_json", ("[" * 30_000 + "]" * 30_000).encode())  # deep nesting
         await send_until_dropped("not_json", b'{"signed": 1e400, "x": NaN')
