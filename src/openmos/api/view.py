@@ -1,13 +1,22 @@
-"""One read model of a running agent, shared by the cgminer API, REST, metrics and the web page."""
+"""One read model of a running agent, shared by the cgminer API, REST, metrics and the web page.
+
+The status document is a typed object (:class:`DeviceStatus`, pydantic) built here and turned into JSON only
+at the edges (the REST reply, the SSE stream), so ``/openapi.json`` shows its schema.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, WrapSerializer
 
 from openmos import __version__
+from openmos.control import DeviceData
 from openmos.miner.agent import MiningAgent
 from openmos.miner.control import AgentControl
+from openmos.tuning.state import TunerStatus
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,80 @@ class PoolView:
     last_error: str = ""
     difficulty_governed: int = 0  # accepted values the share-rate governor raises (too many shares/s)
     difficulty_slow: int = 0  # accepted values meaning one share per more than slow_share_hours
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class DeviceIdentity(_Status):
+    firmware: str = "OpenMOS"
+    version: str
+    hardware: str
+    uptime_s: int
+    paused: bool
+    hashrate_source: Literal["modelled", "measured"]
+
+
+class HashrateWindows(_Status):
+    """TH/s over the trailing 5 s, 1 min and 15 min."""
+
+    last_5s: float = Field(serialization_alias="5s")
+    last_1m: float = Field(serialization_alias="1m")
+    last_15m: float = Field(serialization_alias="15m")
+
+
+class ShareCounts(_Status):
+    """Shares found and what became of them (see ``DeviceView.share_accounting``; later keys pass through)."""
+
+    model_config = ConfigDict(extra="allow")
+    found: int
+    hardware_errors: int
+    accepted: int
+    rejected: int
+    superseded: int = 0
+    queued: int = 0
+    lost: int = 0
+    unrecoverable: int = 0
+    resent_duplicates: int = 0
+    resumed_sessions: int = 0
+    throttled: int = 0
+    difficulty_refused: int = 0
+    governor_active: bool = False
+    governor_max_share_rate: float = 0.0
+    submit_limit_refused: int = 0
+    pools_backed_off: int = 0
+
+
+class FanReading(_Status):
+    index: int
+    rpm: int
+    duty_pct: float
+
+
+def _device_data(data: DeviceData, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    doc: dict[str, Any] = handler(data)
+    return {**doc, "paused": data.paused}  # the fleet's historical flag, as ``control.to_wire`` adds it
+
+
+class DeviceStatus(_Status):
+    """``GET /api/v1/status`` and every ``/api/v1/stream`` event."""
+
+    device: DeviceIdentity
+    hashrate_ths: HashrateWindows
+    power_w: float | None
+    efficiency_j_per_th: float | None
+    hottest_c: float | None
+    shares: ShareCounts
+    tuner: TunerStatus | None
+    pools: list[PoolView]
+    fans: list[FanReading]
+    locate: bool
+    control: Annotated[DeviceData, WrapSerializer(_device_data)]
+
+    def to_json(self) -> str:
+        """The wire form (aliases such as ``"5s"``; NaN/inf as null)."""
+        return self.model_dump_json(by_alias=True)
 
 
 class DeviceView:
@@ -168,3 +251,30 @@ class DeviceView:
 
     def fans(self) -> list[tuple[int, int, float]]:
         return [(f.index, f.rpm, f.duty_pct) for f in self.agent.telemetry().fans]
+
+    def status(self) -> DeviceStatus:
+        """The whole status document, typed (JSON only at the edges)."""
+        agent = self.agent
+        power = self.power_w
+        ths = self.hashrate(60) / 1e12
+        tuner = agent.tuner
+        boards = self.boards()
+        pools = self.pools()
+        temps = [t for b in boards for t in (b.chip_temperatures_c or b.temperatures_c)]
+        return DeviceStatus(
+            device=DeviceIdentity(version=self.version, hardware=agent.hardware.model, uptime_s=self.uptime_s,
+                                  paused=agent.paused, hashrate_source="modelled" if self.modelled else "measured"),
+            hashrate_ths=HashrateWindows(last_5s=self.hashrate(5) / 1e12, last_1m=ths,
+                                         last_15m=self.hashrate(900) / 1e12),
+            power_w=power, efficiency_j_per_th=(power / ths) if power and ths else None,
+            hottest_c=max(temps) if temps else None,
+            shares=ShareCounts.model_validate({
+                "found": agent.stats.shares_found, "hardware_errors": agent.stats.hardware_errors,
+                "accepted": sum(p.accepted for p in pools), "rejected": sum(p.rejected for p in pools),
+                **self.share_accounting(pools)}),
+            tuner=tuner.status if tuner else None,
+            pools=pools,
+            fans=[FanReading(index=i, rpm=rpm, duty_pct=duty) for i, rpm, duty in self.fans()],
+            locate=self.control.locating,
+            control=self.control.get_data(),
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -13,44 +12,17 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from openmos import __version__
 from openmos.api.deps import AnySession, Ctx, Operator
 from openmos.api.models import CoolingRequest
-from openmos.api.view import DeviceView
+from openmos.api.view import DeviceStatus
 from openmos.control import SetCooling, to_wire
 
 router = APIRouter()
 
 
-def status_doc(view: DeviceView) -> dict[str, Any]:
-    agent = view.agent
-    power = view.power_w
-    ths = view.hashrate(60) / 1e12
-    tuner = agent.tuner
-    boards = view.boards()
-    pools = view.pools()
-    temps = [t for b in boards for t in (b.chip_temperatures_c or b.temperatures_c)]
-    return {
-        "device": {"firmware": "OpenMOS", "version": __version__, "hardware": agent.hardware.model,
-                   "uptime_s": view.uptime_s, "paused": agent.paused,
-                   "hashrate_source": "modelled" if view.modelled else "measured"},
-        "hashrate_ths": {"5s": view.hashrate(5) / 1e12, "1m": ths, "15m": view.hashrate(900) / 1e12},
-        "power_w": power, "efficiency_j_per_th": (power / ths) if power and ths else None,
-        "hottest_c": max(temps) if temps else None,
-        "shares": {"found": agent.stats.shares_found, "hardware_errors": agent.stats.hardware_errors,
-                   "accepted": sum(p.accepted for p in pools), "rejected": sum(p.rejected for p in pools),
-                   **view.share_accounting(pools)},
-        "tuner": asdict(tuner.status) if tuner else None,
-        "pools": [asdict(p) for p in pools],
-        "fans": [{"index": i, "rpm": rpm, "duty_pct": duty} for i, rpm, duty in view.fans()],
-        "locate": view.control.locating,
-        "control": to_wire(view.control.get_data()),
-    }
-
-
 @router.get("/api/v1/status", tags=["status"])
-async def get_status(ctx: Ctx) -> dict[str, Any]:
-    return status_doc(ctx.view)
+async def get_status(ctx: Ctx) -> DeviceStatus:
+    return ctx.view.status()
 
 
 @router.get("/api/v1/stream", tags=["status"])
@@ -64,7 +36,7 @@ async def stream(ctx: Ctx, interval: Annotated[float, Query(ge=0.2, le=60)] = 1.
     async def events() -> AsyncIterator[str]:
         try:
             while True:
-                yield f"event: status\ndata: {json.dumps(status_doc(ctx.view))}\n\n"
+                yield f"event: status\ndata: {ctx.view.status().to_json()}\n\n"
                 await asyncio.sleep(interval)
         finally:
             ctx.streams -= 1
