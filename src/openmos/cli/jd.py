@@ -16,6 +16,7 @@ from rich.table import Table
 
 from openmos.cli.display import serve
 from openmos.jd.service import JdService
+from openmos.jd.tdp import TdpNode
 from openmos.node import NodeRpcClient, TemplatePolicy
 from openmos.pool.jds import JdsServer, JobDeclarator
 from openmos.pool.node_rpc import NodeRpcServer, PoolNode, SyntheticMempool
@@ -99,8 +100,14 @@ def configure(p: argparse.ArgumentParser, command: str) -> None:
                      "to Stratum V1 miners. Found blocks go to your node, the JDS and the pool. If the node or the "
                      "JDS is down, or a declaration is refused, miners get the pool's jobs until your templates are "
                      "back.")
-    p.add_argument("--node", required=True, metavar="URL",
-                   help="node RPC, http://user:password@host:port (Bitcoin Core: rpcuser/rpcpassword)")
+    src = p.add_argument_group("template source (one of)")
+    src.add_argument("--node", default=None, metavar="URL",
+                     help="node RPC, http://user:password@host:port (Bitcoin Core: rpcuser/rpcpassword)")
+    src.add_argument("--tp", default=None, metavar="HOST:PORT",
+                     help="a Stratum V2 Template Provider (Template Distribution Protocol; e.g. mos pool --tp-port) "
+                          "instead of the node RPC: it chooses the transactions, so no policy options")
+    src.add_argument("--tp-key", default=None, metavar="AUTHORITY_PUBKEY",
+                     help="the template provider's Noise authority key (default: the pool's, from --pool)")
     p.add_argument("--rpc-cookie", default=None, metavar="FILE", help="use bitcoind's .cookie file for auth")
     p.add_argument("--pool", required=True, metavar="URL",
                    help="the pool's Stratum V2 endpoint, stratum2+tcp://host:port/AUTHORITY_PUBKEY")
@@ -156,7 +163,17 @@ async def run_jd(args: argparse.Namespace) -> int:
     if not 0.001 <= args.poll_interval <= 60:
         raise ValueError("--poll-interval must be between 0.001 and 60 seconds")
     policy = TemplatePolicy.from_strings(args.min_fee_rate, args.exclude_txid, args.exclude_script, args.max_weight)
-    node = NodeRpcClient.from_url(args.node, args.rpc_cookie)
+    if (args.node is None) == (args.tp is None):
+        raise ValueError("give exactly one template source: --node URL (JSON-RPC) or --tp HOST:PORT (TDP)")
+    node: NodeRpcClient | TdpNode
+    if args.tp is not None:
+        if policy != TemplatePolicy():
+            raise ValueError("--tp: the template provider chooses the transactions (TDP carries no per-transaction "
+                             "fees); --min-fee-rate/--exclude-*/--max-weight need --node")
+        tp = Sv2PoolUrl.parse(f"stratum2+tcp://{args.tp}/{args.tp_key or args.pool.rstrip('/').rsplit('/', 1)[-1]}")
+        node = TdpNode(tp.host, tp.port, tp.authority_key)
+    else:
+        node = NodeRpcClient.from_url(args.node, args.rpc_cookie)
     service = JdService(node, url.host, url.port, jds_host, int(jds_port), url.authority_key, args.user,
                         policy=policy, downstream=PoolSettings(host=args.host, port=args.port,
                                                                start_difficulty=args.difficulty),

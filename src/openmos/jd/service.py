@@ -33,6 +33,7 @@ from openmos.bitcoin import BlockHeader
 from openmos.bitcoin.target import bits_to_target
 from openmos.bitcoin.tx import TxError, TxOut, hex_hash, serialize_block, tx_hash_hex
 from openmos.jd.client import DeclarationFailed, JdsClient, MiningUpstream, Token
+from openmos.jd.tdp import TdpNode
 from openmos.node.rpc import NodeRpcClient, RpcError
 from openmos.node.template import (
     NodeTemplate,
@@ -112,13 +113,16 @@ class _Source:
 
 
 class JdService:
-    def __init__(self, node: NodeRpcClient, pool_host: str, pool_port: int, jds_host: str, jds_port: int,
+    def __init__(self, node: NodeRpcClient | TdpNode, pool_host: str, pool_port: int, jds_host: str, jds_port: int,
                  authority: bytes, user: str, *, policy: TemplatePolicy | None = None,
                  downstream: PoolSettings | None = None, poll_interval: float = 0.02, refresh: float = 30.0,
                  retry: float = 2.0, tag: bytes = b"/omjd/", check_node_txs: str = "hash",
                  empty_jobs: bool = True, cache_txs: bool = True) -> None:
-        self.node = node
+        self.node = node  # Bitcoin Core JSON-RPC, or a V2 Template Provider (TdpNode)
         self.policy = policy or TemplatePolicy()
+        if isinstance(node, TdpNode) and self.policy != TemplatePolicy():
+            raise ValueError("a template provider chooses the transactions and TDP carries no per-transaction fees: "
+                             "a template policy needs the node's JSON-RPC (getblocktemplate)")
         self.mining = MiningUpstream(pool_host, pool_port, authority, user, on_pool_job=self._on_pool_job)
         self.jds = JdsClient(jds_host, jds_port, authority, user)
         self.user = user
@@ -459,6 +463,7 @@ class JdService:
                                          header.version)
         try:
             result = await self.node.submitblock(block.hex())
-            log.info("jd: our node says %s", "accepted" if result is None else result)
+            where = "our node" if isinstance(self.node, NodeRpcClient) else "the template provider (SubmitSolution)"
+            log.info("jd: %s says %s", where, "accepted" if result is None else result)
         except RpcError as exc:
             log.warning("jd: submitblock to our node failed: %s (the pool and the JDS have it too)", exc)
