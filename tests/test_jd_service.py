@@ -5,23 +5,29 @@ a block lands with the miner-chosen transactions; node down -> pool jobs with no
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from openmos.bitcoin.tx import synthetic_tx, tx_hash_hex
+from openmos.bitcoin.tx import TxOut, bip34_height, hex_hash, parse_tx, synthetic_tx, tx_hash_hex
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.jd.api import JdApi
 from openmos.jd.service import JdService
 from openmos.miner import AgentConfig, MiningAgent
-from openmos.node import NodeRpcClient, TemplatePolicy
+from openmos.node import NodeRpcClient, NodeTemplate, TemplatePolicy
+from openmos.node.http import read_message, response
 from openmos.pool import LocalPool
 from openmos.pool.jds import DeclarationRejected, JdsServer, JobDeclarator
 from openmos.pool.node_rpc import NodeRpcServer, PoolNode, SyntheticMempool
 from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
+from openmos.stratum.v2.job_declaration import DeclareMiningJob
 from openmos.stratum.v2.noise import KeyPair
 
 from helpers import easy_pool_settings, wait_for
@@ -274,3 +280,94 @@ async def test_dashboard_shows_whose_template_its_fees_and_the_policy(farm: Farm
             await browser_check("pool")
     finally:
         await api.stop()
+
+
+RECORDED = Path(__file__).parent / "fixtures" / "node_rpc"
+
+
+class RecordedCore:
+    """A node answering by method from recorded Bitcoin Core replies (mainnet-shaped: height 872000)."""
+
+    def __init__(self) -> None:
+        gbt = json.loads((RECORDED / "bitcoin_core.json").read_text())
+        block = json.loads((RECORDED / "bitcoin_core_block.json").read_text())
+        self.replies: dict[str, Any] = {"getblocktemplate": gbt[0]["response"], "getbestblockhash": gbt[1]["response"],
+                                        "getblockheader": block[0]["response"], "submitblock": block[2]["response"]}
+        self.calls: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                _start, _headers, body = await read_message(reader, 1 << 20)
+                req = json.loads(body)
+                self.calls.append(req["method"])
+                reply = dict(self.replies[req["method"]], id=req["id"])
+                writer.write(response(200, "OK", json.dumps(reply).encode()))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, KeyError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_jdc_against_recorded_bitcoin_core_replies() -> None:
+    """The JDC on Bitcoin Core's recorded reply shapes: the job it declares commits to the recorded height,
+    pays the recorded coinbasevalue to the pool's payout output, carries the recorded wtxids and the same
+    witness commitment Core computed; our local JDS (another chain) refuses it by height and the JDC falls
+    back with that reason. An empty-block job from the recorded getblockheader builds on the new block."""
+    core = RecordedCore()
+    port = await core.start()
+    gbt = core.replies["getblocktemplate"]["result"]
+    pool = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFF, network_difficulty=NET_DIFF, extranonce2_size=8))
+    await pool.start()
+    node = PoolNode(pool.chain, SyntheticMempool(), on_new_tip=pool.new_tip, refill=5)
+    decl = JobDeclarator(node, pool.chain.payout_script)
+    declared: list[DeclareMiningJob] = []
+    real_declare = decl.declare
+
+    def record(msg: DeclareMiningJob) -> Any:
+        declared.append(msg)
+        return real_declare(msg)
+
+    decl.declare = record  # type: ignore[method-assign]
+    secret, _ = generate_authority_key()
+    v2 = Sv2PoolServer(pool, secret, declarator=decl)
+    jds = JdsServer(decl, secret)
+    await v2.start()
+    await jds.start()
+    svc = JdService(NodeRpcClient("127.0.0.1", port), "127.0.0.1", v2.port, "127.0.0.1", jds.port,
+                    KeyPair.from_secret(secret).xonly, "jd.core", downstream=easy_pool_settings(), retry=30.0)
+    try:
+        await svc.start()
+        assert declared, core.calls
+        msg = declared[0]
+        assert svc.status.mode == "pool" and "invalid-coinbase-height" in svc.status.reason
+        en_size = len(svc.mining.extranonce_prefix) + svc.mining.extranonce_size
+        coinbase = parse_tx(msg.coinbase_tx_prefix + bytes(en_size) + msg.coinbase_tx_suffix)
+        assert bip34_height(coinbase.inputs[0].script_sig) == gbt["height"] == 872000
+        assert coinbase.outputs[0] == TxOut(gbt["coinbasevalue"], pool.chain.payout_script)
+        assert coinbase.outputs[-1].script.hex() == gbt["default_witness_commitment"]
+        assert [tx_hash_hex(w) for w in msg.wtxid_list] == [t["hash"] for t in gbt["transactions"]]
+        # Empty-block job on the recorded next block (as if our last template had been accepted).
+        svc._last = NodeTemplate.from_rpc(gbt)
+        svc._pool_outputs = decl.pool_outputs
+        svc.status.mode = "own"
+        header = core.replies["getblockheader"]["result"]
+        assert await svc._empty_job(header["hash"])
+        job = svc.source.template()
+        assert job.height == 872001 and job.prev_hash == hex_hash(header["hash"]) and job.txids == ()
+        assert job.ntime > header["mediantime"]
+        assert core.calls.count("getblockheader") == 1
+    finally:
+        await svc.stop()
+        await jds.stop()
+        await v2.stop()
+        await pool.stop()
+        assert core.server is not None
+        core.server.close()

@@ -33,6 +33,7 @@ from openmos.pool.chain import TemplateChain
 from openmos.pool.node_rpc import NodeRpcServer, PoolNode, SyntheticMempool
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "node_rpc" / "bitcoin_core.json").read_text())
+BLOCK_FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "node_rpc" / "bitcoin_core_block.json").read_text())
 POOL_SCRIPT = bytes.fromhex("0014") + bytes(range(20))
 
 
@@ -91,6 +92,31 @@ async def test_client_against_recorded_bitcoin_core_exchanges() -> None:
     assert [t.depends for t in template.transactions] == [(), (), (0,)]
     assert template.bits == 0x17034A5A and template.target == bits_to_target(0x17034A5A)
     assert witness_commitment([t.wtxid for t in template.transactions]).hex() == gbt["default_witness_commitment"]
+
+
+async def test_client_against_recorded_block_calls() -> None:
+    """getblockheader / getblock / submitblock (accepted, duplicate, undecodable) in Bitcoin Core's shapes."""
+    node = RecordedNode(BLOCK_FIXTURES)
+    async with node as port:
+        client = NodeRpcClient("127.0.0.1", port)
+        new = BLOCK_FIXTURES[0]["response"]["result"]["hash"]
+        header = await client.getblockheader(new)
+        assert header["height"] == 872000 and header["previousblockhash"] == FIXTURES[1]["response"]["result"]
+        assert isinstance(header["mediantime"], int) and header["bits"] == "17034a5a"
+        block = await client.getblock(new)
+        assert block["nTx"] == len(block["tx"]) == 3 and block["hash"] == new
+        assert await client.submitblock("00") is None
+        assert await client.submitblock("00") == "duplicate"
+        with pytest.raises(RpcError, match="Block not found") as info:
+            await client.getblockheader("00" * 31 + "01")
+        assert info.value.code == -5
+        with pytest.raises(RpcError, match="decode failed") as info:
+            await client.submitblock("zz")
+        assert info.value.code == -22
+        assert await client.getbestblockhash() == new
+        assert await client.getblockcount() == 872000
+        await client.close()
+    assert node.mismatches == [] and node.exchanges == []
 
 
 def test_template_refuses_inconsistent_node_data() -> None:

@@ -95,7 +95,8 @@ async def start_pool_services(pool: LocalPool, v2: Sv2PoolServer | None, args: a
 def configure(p: argparse.ArgumentParser, command: str) -> None:
     """``mos jd``."""
     p.description = ("Builds block templates from your Bitcoin node's JSON-RPC (getblocktemplate) under your "
-                     "template policy, declares them to the pool's Job Declarator Server, sets them as custom jobs "
+                     "template policy (or takes them from a Stratum V2 Template Provider with --tp), declares them "
+                     "to the pool's Job Declarator Server, sets them as custom jobs "
                      "on the pool's Stratum V2 extended channel (paying the pool's required outputs) and serves them "
                      "to Stratum V1 miners. Found blocks go to your node, the JDS and the pool. If the node or the "
                      "JDS is down, or a declaration is refused, miners get the pool's jobs until your templates are "
