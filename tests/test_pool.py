@@ -272,3 +272,15 @@ async def test_vardiff_raises_difficulty_for_a_fast_miner() -> None:
         await peer.close()
     finally:
         await pool.stop()
+
+
+async def test_hostile_resume_tokens_get_a_fresh_session(easy_pool: LocalPool) -> None:
+    peer, en1, token, _ = await subscribed(easy_pool)
+    for i, bad in enumerate([{"a": 1}, ["x"], 12345, None, "z" * 1000, token + "0", token.upper(), ""]):
+        other = await RawPeer.connect(easy_pool.port)
+        sub = await other.call(1, "mining.subscribe", ["test/1.0", bad])
+        assert "result" in sub and sub["result"][1] != en1.hex(), f"case {i}"
+        await other.close()
+    assert easy_pool.resumed_sessions == 0
+    assert len(easy_pool._resumable) <= 10_000
+    await peer.close()
