@@ -27,6 +27,9 @@ from helpers import easy_pool_settings, wait_for
 
 SHIFT = 20
 FAST = f"diff1_shift={SHIFT}&ticket=4&ramp_step=0.005&job_interval=1"
+# The chip reports nonces of difficulty >= 4 * 2**-SHIFT (its ticket); half of them are shares at this pool
+# difficulty, so the emulated 40 kH/s makes a share about every second (2**-14 took ~7 s per share).
+SHARE_DIFFICULTY = 2.0 ** -17
 
 
 @dataclass
@@ -49,7 +52,7 @@ async def bitaxe_rig(performance: dict[str, Any] | None = None, api: dict[str, A
     ctl, data = await emu.start()
     hw = create_hardware(f"bitaxe:{ctl},{data}?{FAST}")
     assert isinstance(hw, Bm13xxHardware)
-    pool = LocalPool(easy_pool_settings(start_difficulty=2.0 ** -14))
+    pool = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFFICULTY))
     await pool.start()
     config = AgentConfig.from_dict({"groups": [{"name": "main", "pools": [{"url": pool.url, "user": "rig.bitaxe"}]}],
                                     "stratum": {"retry_delay_s": 0.2}, "performance": performance or {},

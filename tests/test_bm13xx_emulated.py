@@ -182,7 +182,7 @@ async def test_missing_device_path_is_a_clear_error() -> None:
 async def test_agent_mines_shares_accepted_by_the_local_pool() -> None:
     emu = EmulatedBitaxe("bitaxe-gamma", hashrate=40_000, diff1_shift=SHIFT)
     ports = await emu.start()
-    pool = LocalPool(easy_pool_settings(start_difficulty=2.0 ** -14))
+    pool = LocalPool(easy_pool_settings(start_difficulty=2.0 ** -17))  # half the chip's nonces (ticket 2**-18)
     await pool.start()
     config = AgentConfig.from_dict({"groups": [{"name": "main", "pools": [{"url": pool.url, "user": "e2e.bitaxe"}]}],
                                     "stratum": {"retry_delay_s": 0.2}})

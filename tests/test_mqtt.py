@@ -191,8 +191,7 @@ async def test_hostile_payloads(broker: Broker) -> None:
             text = json.dumps(results)
             assert "rm -rf" not in text and "1e400" not in text and "999999" not in text  # input never echoed
             # A flood: the bridge rate-limits, keeps memory bounded and stays up.
-            for _ in range(500):
-                await ha.send("openmos/rig-3/locate/set", b"PRESS")
+            await asyncio.gather(*(ha.send("openmos/rig-3/locate/set", b"PRESS") for _ in range(500)))
             await wait_for(lambda: bridge.stats["dropped_rate"] > 100, 60, "rate limit under a flood")
             assert bridge.connected.is_set()
             # Still obeys once the flood is over (a client retries while the rate limit refills).
@@ -366,8 +365,7 @@ async def test_a_third_party_miner_through_pyasic_is_published_and_obeys(broker:
 
 async def test_mos_mqtt_bridges_a_miner_found_by_stock_pyasic(broker: Broker) -> None:
     """`mos mqtt --miner IP`: pyasic identifies the miner (here an OpenMOS device on its own 127.x:4028,
-    read in the LuxOS dialect) and its readings reach Home Assistant's topics."""
-    from openmos.cli.main import main
+    read in the LuxOS dialect) and its readings reach Home Assistant's topics; SIGTERM stops it cleanly."""
     from test_pyasic_stock import loopback_with_4028_free
 
     from api_stack import running_device
@@ -376,13 +374,20 @@ async def test_mos_mqtt_bridges_a_miner_found_by_stock_pyasic(broker: Broker) ->
     async with running_device(allow=["127.0.0.1/32"], performance={"power_w": 3000}, cgminer_host=ip,
                               cgminer_port=4028), Watcher(broker.port) as ha:
         device = ip.replace(".", "-")
-        run = asyncio.create_task(asyncio.to_thread(main, [
-            "mqtt", "--miner", ip, "--broker", "127.0.0.1", "--port", str(broker.port), "--interval", "1",
-            "--node", "lab", "--duration", "30"]))
-        state = f"openmos/{device}/state"
-        await wait_for(lambda: state in ha.last and (ha.json(state)["hashrate_ths"] or 0) > 100, 60,
-                       "the miner's readings via pyasic")
-        assert f"homeassistant/sensor/openmos_{device}/hashrate/config" in ha.last
-        assert not any(t.startswith("homeassistant/switch/") for t in ha.last)  # readonly by default
-        assert await run == 0
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "openmos.cli.main", "mqtt", "--miner", ip, "--broker", "127.0.0.1", "--port",
+            str(broker.port), "--interval", "1", "--node", "lab", "--duration", "600",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            state = f"openmos/{device}/state"
+            await wait_for(lambda: state in ha.last and (ha.json(state)["hashrate_ths"] or 0) > 100, 60,
+                           "the miner's readings via pyasic")
+            assert f"homeassistant/sensor/openmos_{device}/hashrate/config" in ha.last
+            assert not any(t.startswith("homeassistant/switch/") for t in ha.last)  # readonly by default
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         await wait_for(lambda: ha.last.get("openmos/bridge/lab/availability") == b"offline", 30, "clean offline")
