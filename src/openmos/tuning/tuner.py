@@ -2,14 +2,15 @@
 
 How it learns a unit (only from counters, sensors and input power; see ``measurement``):
 1. lower the ticket difficulty so every chip reports enough nonces for error statistics;
-2. sweep at the stock voltage, then at a second voltage near where the goal will need it (``sweep``):
-   every chip's clean limit, on the PLL's frequency grid;
-3. plan the lowest voltage whose chips, just under their limits, reach the goal (``planning``);
+2. sweep at two voltages bracketing where the goal will probably need it (``learning``, ``sweep``): every
+   chip's clean limit, on the PLL's frequency grid;
+3. plan the lowest voltage whose chips, just under their limits, reach the goal (``planning``); a plan stuck
+   at the lowest learned voltage with chips well under their limits sweeps lower first;
 4. converge in closed loop on measured power or valid hashrate, trimming single chips (``convergence``);
    then hold it there (STABLE), re-checking every window: chips that age or warm up start to err and are
    trimmed, the power model is refitted on recent windows only, a large temperature shift re-tunes;
-5. above stock (overclocking) a governor keeps the plan inside the PSU rating and backs off before the
-   cooling guard's "hot" level is reached with the fans near full.
+5. above stock (overclocking) the plan stays inside the PSU rating and a governor (``governor``) backs off
+   before the cooling guard's "hot" level is reached with the fans near full.
 Cooling runs underneath on every tick: fan PID, dynamic performance scaling when hot, emergency shutdown
 when dangerous. The chip model and a profile per target are saved (``persistence``). Every decision is
 logged with its reason and kept in ``status.decisions``.
@@ -26,9 +27,10 @@ import numpy as np
 from openmos.base.clock import Clock
 from openmos.hw.interface import HardwareLimits, HardwareTelemetry, MiningHardware, UnsupportedControl
 from openmos.tuning.convergence import correct, efficiency_power, efficiency_start, trim
+from openmos.tuning.governor import ThermalGovernor
 from openmos.tuning.learning import expected_limits, first_sweeps, lower_sweep, next_start
 from openmos.tuning.measurement import Meter, Window, error_fraction, hottest
-from openmos.tuning.persistence import load_knowledge, make_profile, profile_verified, save_knowledge
+from openmos.tuning.persistence import efficiency_curve, load_knowledge, make_profile, profile_verified, save_knowledge
 from openmos.tuning.planning import FloatArray, Knowledge, Plan, fmax_at
 from openmos.tuning.profiles import ProfileStore, TunedProfile
 from openmos.tuning.state import CurvePoint, TunerOptions, TunerState, TunerStatus
@@ -38,8 +40,6 @@ from openmos.tuning.thermal import CoolingConfig, ThermalAction, ThermalGuard, a
 
 log = logging.getLogger(__name__)
 
-GOVERNOR_STEP = 0.02  # overclock governor: share of the goal given up per hot window
-GOVERNOR_RECOVER_S = 900.0  # cool for this long before giving 1 % back
 
 
 class _Interrupted(Exception):
@@ -71,8 +71,7 @@ class Autotuner:
         self.strikes = np.zeros(shape, dtype=np.int64)  # windows a chip spent mostly erring
         self.plan: Plan | None = None
         self.curtail_scale = 1.0
-        self.governor = 1.0  # overclock governor's share of the goal
-        self._governor_cool_since: float | None = None
+        self._governor = ThermalGovernor()  # overclock governor's share of the goal
         self._efficiency_w: float | None = None  # power goal serving a J/TH ceiling
         self.meter = Meter(hw, clock, self._tick, limits.hashes_per_mhz)
         self._duty: float | None = None
@@ -87,6 +86,11 @@ class Autotuner:
     @property
     def dead(self) -> np.ndarray:
         return self.knowledge.dead
+
+    @property
+    def governor(self) -> float:
+        """The overclock governor's share of the goal (1: none given up)."""
+        return self._governor.scale
 
     @property
     def settle_s(self) -> float:
@@ -117,7 +121,7 @@ class Autotuner:
         self.base_target = target
         self.status.target = str(target)
         self._efficiency_w = None
-        self.governor = 1.0
+        self._governor.reset()
         self._decide("new target", f"operator set {target}")
         self._replan = True
 
@@ -477,28 +481,14 @@ class Autotuner:
         return True
 
     def _govern(self, w: Window) -> None:
-        """Above stock: back off before the guard's "hot" level while fans are near full; give it back once cool.
-
-        At or below stock the cooling guard's dynamic performance scaling is the (configured) answer to heat.
-        """
+        """Above stock: the governor backs off before the guard's "hot" level (``governor``). At or below stock
+        the cooling guard's dynamic performance scaling is the (configured) answer to heat."""
         if not self._overclocking() and self.governor == 1.0:
             return
-        hot = self.cooling.limits.hot_c - self.options.thermal_headroom_c
-        duty = self.status.fan_duty_pct
-        near_full = duty is None or duty >= 90.0
-        now = self.clock.now()
-        if w.hottest_c >= hot and near_full and self.governor > 0.5:
-            self.governor = max(0.5, self.governor - GOVERNOR_STEP)
-            self._governor_cool_since = None
-            self._decide("thermal governor", f"hottest {w.hottest_c:.1f} C within {self.options.thermal_headroom_c:g}"
-                         f" C of hot with fans at {duty or 0:.0f} %: goal at {self.governor:.0%}")
-        elif self.governor < 1.0 and w.hottest_c < hot - 3.0 and not near_full:
-            self._governor_cool_since = self._governor_cool_since or now
-            if now - self._governor_cool_since >= GOVERNOR_RECOVER_S:
-                self.governor = min(1.0, self.governor + 0.01)
-                self._governor_cool_since = now
-                self._decide("thermal governor", f"cool for {GOVERNOR_RECOVER_S / 60:.0f} min: goal back to "
-                             f"{self.governor:.0%}")
+        threshold = self.cooling.limits.hot_c - self.options.thermal_headroom_c
+        why = self._governor.update(w.hottest_c, self.status.fan_duty_pct, self.clock.now(), threshold)
+        if why:
+            self._decide("thermal governor", why)
         self.status.governor_scale = self.governor
 
     def _save_knowledge(self) -> None:
@@ -508,20 +498,8 @@ class Autotuner:
     # -- reporting ------------------------------------------------------------------------------------
 
     def efficiency_curve(self, points: int = 10) -> list[CurvePoint]:
-        """Power, hashrate and J/TH from 50 % to 110 % of nameplate power (6-20 points)."""
-        points = min(max(points, 6), 20)
-        out: list[CurvePoint] = []
-        if self.knowledge.ready:
-            stock = self.limits.nameplate_power_w or self.knowledge.at(self.limits.stock_voltage).predicted_power_w
-            for frac in np.linspace(0.5, 1.1, points):
-                p = self.knowledge.plan("power", float(frac * stock))
-                if p.predicted_ths > 0:
-                    out.append(CurvePoint(p.predicted_power_w, p.predicted_ths,
-                                          p.predicted_power_w / p.predicted_ths, "estimated"))
-        if self.store is not None:
-            out += [CurvePoint(pr.measured_power_w, pr.measured_hashrate_ths, pr.j_per_th, "measured")
-                    for pr in self.store.profiles() if pr.measured_hashrate_ths > 0]
-        return sorted(out, key=lambda c: c.power_w)
+        """Power, hashrate and J/TH from 50 % to 110 % of nameplate power (6-20 points), and measured profiles."""
+        return efficiency_curve(self.knowledge, self.store, self.limits.nameplate_power_w or 0.0, points)
 
     def _set_state(self, state: TunerState, phase: str, message: str, percent: float | None = None) -> None:
         self.status.state, self.status.phase, self.status.message = state, phase, message

@@ -1,0 +1,74 @@
+"""The tuner's pure parts: where it sweeps, when it sweeps lower, the overclock governor, clocked hashrate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from openmos.hw.interface import BoardTelemetry, ChipTelemetry, HardwareTelemetry
+from openmos.hw.sim.backend import limits_for
+from openmos.hw.sim.models import MODELS
+from openmos.tuning.governor import FLOOR, RECOVER_S, ThermalGovernor
+from openmos.tuning.learning import first_sweeps, lower_sweep, voltage_guess
+from openmos.tuning.measurement import Meter
+from openmos.tuning.planning import Plan
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+@pytest.mark.parametrize(("kind", "share"), [("power", 0.5), ("power", 1.2), ("hashrate", 0.6), ("hashrate", 1.15)])
+def test_first_sweeps_bracket_the_guess_on_the_supply_grid(key: str, kind: str, share: float) -> None:
+    lim = limits_for(MODELS[key])
+    lo, hi = first_sweeps(lim, kind, share)
+    guess = voltage_guess(lim, kind, share)
+    assert lim.volt_min - 1e-9 <= lo < hi <= lim.volt_max + 1e-9
+    assert hi - lo >= 4 * lim.volt_step - 1e-9
+    assert lo <= guess + 1e-9 or lo == lim.volt_max - (hi - lo)
+    for v in (lo, hi):
+        steps = (v - lim.volt_min) / lim.volt_step
+        assert abs(steps - round(steps)) < 1e-6
+    # A lower goal never asks for a higher voltage.
+    assert voltage_guess(lim, kind, share * 0.8) <= guess
+
+
+def test_lower_sweep_only_when_the_plan_is_stuck_at_the_lowest_learned_voltage() -> None:
+    lim = limits_for(MODELS["s21"])
+    freq = np.zeros((lim.boards, lim.chips_per_board))
+    at_floor = Plan(12.6, 0.93, freq, 2000.0, 150.0)
+    v = lower_sweep(lim, [12.6, 12.9], at_floor)
+    assert v is not None and v <= 12.6 - 4 * lim.volt_step + 1e-9 and v >= lim.volt_min
+    assert lower_sweep(lim, [12.6, 12.9], Plan(12.6, 0.99, freq, 2000.0, 150.0)) is None  # chips near limits
+    assert lower_sweep(lim, [12.6, 12.9], Plan(12.7, 0.9, freq, 2000.0, 150.0)) is None  # not at the floor
+    assert lower_sweep(lim, [lim.volt_min, 12.9], Plan(lim.volt_min, 0.5, freq, 1.0, 1.0)) is None  # no room
+    assert lower_sweep(lim, [12.0, 12.2, 12.4, 12.6, 12.9], at_floor) is None  # enough sweeps
+
+
+def test_governor_backs_off_when_hot_with_fans_full_and_recovers_slowly() -> None:
+    gov = ThermalGovernor()
+    assert gov.update(60.0, 95.0, 0.0, 72.0) is None and gov.scale == 1.0  # cool
+    assert gov.update(73.0, 60.0, 30.0, 72.0) is None  # hot but the fans still have headroom: not its job
+    for i in range(40):
+        gov.update(74.0, 100.0, 60.0 + 30 * i, 72.0)
+    assert gov.scale == pytest.approx(FLOOR)
+    t = 2000.0
+    assert gov.update(60.0, 70.0, t, 72.0) is None  # cool: the wait starts
+    assert gov.update(60.0, 70.0, t + RECOVER_S - 1, 72.0) is None
+    assert gov.update(60.0, 70.0, t + RECOVER_S, 72.0) is not None and gov.scale == pytest.approx(FLOOR + 0.01)
+    gov.reset()
+    assert gov.scale == 1.0
+
+
+def _telemetry(freq: list[float], enabled: bool = True) -> HardwareTelemetry:
+    chips = [ChipTelemetry(i, f) for i, f in enumerate(freq)]
+    return HardwareTelemetry("t", [BoardTelemetry(0, chips, enabled=enabled)], [], None, 0.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -5.0, 1e400])
+def test_clocked_hashrate_from_clocks_and_valid_share(bad: float) -> None:
+    meter = Meter(None, None, None, hashes_per_mhz=1e9)  # type: ignore[arg-type]
+    nonces = np.array([[990, 0, 500]], dtype=np.int64)
+    errors = np.array([[10, 0, 500]], dtype=np.int64)
+    ths = meter._clocked(_telemetry([500.0, 500.0, 500.0]), nonces, errors, 10.0)
+    # chip 0: 99 % valid; chip 1: silent where ~1e4 nonces were due (counts zero); chip 2: half valid.
+    assert ths == pytest.approx((500 * 0.99 + 500 * 0.5) * 1e9 / 1e12)
+    assert meter._clocked(_telemetry([500.0, bad, 500.0]), nonces, errors, 10.0) == 0.0  # hostile: unknown
+    assert meter._clocked(_telemetry([500.0] * 3, enabled=False), nonces, errors, 10.0) == 0.0
