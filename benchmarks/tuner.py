@@ -16,7 +16,7 @@ hashrate from then on); power (or hashrate) within 1 % of target; >= 4 % better 
 power. Targets the tuner cannot reach within its thermal / PSU / voltage limits are reported as capped.
 Then one overclock run: S21 at 25 C inlet, 115 % of stock hashrate, 24 simulated hours, hot-throttle events.
 
-Usage: python benchmarks/tuner.py [--quick] [--seeds 5] [--minutes 30] [--jobs 2]
+Usage: python benchmarks/tuner.py [--quick] [--seeds 5] [--minutes 30] [--jobs 2] [--wall-meter] [--json out.json]
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Case:
     fraction: float
     seed: int
     minutes: float
+    wall_meter: bool = False  # the tuner also reads a class-0.2 reference meter on the unit's circuit
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ async def _run(case: Case) -> Result:
     else:
         goal = case.fraction * stock.hashrate_ths
         target = PerformanceTarget.hashrate(goal)
-    tuner = Autotuner(hw, target, clock=clock)
+    tuner = Autotuner(hw, target, clock=clock, reference=hw.wall_meter() if case.wall_meter else None)
     trace: list[tuple[float, float, float, float]] = []  # (t, true wall W, valid TH/s, fan duty)
 
     def sample() -> None:
@@ -201,13 +202,15 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model keys")
     parser.add_argument("--overclock-hours", type=float, default=None, help="default 24 (2 with --quick); 0: skip")
     parser.add_argument("--no-matrix", action="store_true", help="only the overclock run")
+    parser.add_argument("--wall-meter", action="store_true",
+                        help="give the tuner a modelled class-0.2 wall meter as the reference for its PMBus reading")
     parser.add_argument("--json", default=None, help="also write every run's result to this JSON file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     mx = QUICK if args.quick else Matrix(tuple(args.models.split(",")), INLETS, POWER_FRACTIONS,
                                          HASHRATE_FRACTIONS, args.seeds)
     models, inlets, power, rate, seeds = mx.models, mx.inlets, mx.power, mx.hashrate, mx.seeds
-    cases = [Case(m, t, kind, f, s, args.minutes) for m in models for t in inlets
+    cases = [Case(m, t, kind, f, s, args.minutes, args.wall_meter) for m in models for t in inlets
              for kind, fracs in (("power", power), ("hashrate", rate)) for f in fracs for s in range(seeds)]
     began = time.perf_counter()
     if not args.no_matrix:
@@ -234,7 +237,9 @@ def _matrix(cases: list[Case], mx: Matrix, minutes: float, jobs: int) -> list[Re
     ok = [r for r in results if not r.capped]
     print(f"\n{len(results)} runs: {len(models)} models x {len(inlets)} inlets x "
           f"{len(power) + len(rate)} targets x {seeds} seeds, {minutes:g} simulated min each; "
-          f"{len(results) - len(ok)} capped by thermal/PSU/voltage limits (listed below). All modelled.")
+          f"{len(results) - len(ok)} capped by thermal/PSU/voltage limits (listed below). All modelled."
+          + (" The tuner reads a modelled class-0.2 wall meter as its power reference." if cases[0].wall_meter
+             else " Power from the PSU's own (PMBus-style) reading only."))
     print(f"\n{'model':<13}{'inlet':>6} {'target':>10}   {'vs oracle p50/p90/max':>24}  {'vs uniform':>10} "
           f"{'vs stock':>9}  {'t<2% min (max)':>14}  {'target err':>10}")
     for m in models:

@@ -1,4 +1,5 @@
-"""The tuner's pure parts: where it sweeps, when it sweeps lower, the overclock governor, clocked hashrate."""
+"""The tuner's parts: where it sweeps, when it sweeps lower, the overclock governor, clocked hashrate, and the
+reference wall meter that corrects the PSU's own power reading."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import numpy as np
 import pytest
 
 from openmos.hw.interface import BoardTelemetry, ChipTelemetry, HardwareTelemetry
-from openmos.hw.sim.backend import limits_for
+from openmos.hw.sim import SimClock
+from openmos.hw.sim.backend import SimHardware, limits_for
 from openmos.hw.sim.models import MODELS
+from openmos.tuning import Autotuner, PerformanceTarget
 from openmos.tuning.governor import FLOOR, RECOVER_S, ThermalGovernor
 from openmos.tuning.learning import first_sweeps, lower_sweep, voltage_guess
 from openmos.tuning.measurement import Meter
 from openmos.tuning.planning import Plan
+from openmos.tuning.reference import PAIRS_KEPT, ReadingCorrection
 
 
 @pytest.mark.parametrize("key", list(MODELS))
@@ -72,3 +76,47 @@ def test_clocked_hashrate_from_clocks_and_valid_share(bad: float) -> None:
     assert ths == pytest.approx((500 * 0.99 + 500 * 0.5) * 1e9 / 1e12)
     assert meter._clocked(_telemetry([500.0, bad, 500.0]), nonces, errors, 10.0) == 0.0  # hostile: unknown
     assert meter._clocked(_telemetry([500.0] * 3, enabled=False), nonces, errors, 10.0) == 0.0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -3000.0, 0.0, 1e-300, 1e300])
+def test_reading_correction_fits_gain_and_offset_and_refuses_hostile_readings(bad: float) -> None:
+    corr = ReadingCorrection()
+    assert corr(2000.0) == 2000.0 and not corr.calibrated  # nothing to correct with yet
+    assert not corr.add(2000.0, bad)
+    assert not corr.add(bad, 2000.0)
+    for own in (1500.0, 2000.0, 2500.0, 3000.0, 3500.0):
+        assert corr.add(own, 0.99 * own + 8.0)  # the PSU reads 1 % high less 8 W
+    assert corr.gain == pytest.approx(0.99, abs=1e-6) and corr.offset == pytest.approx(8.0, abs=1e-3)
+    assert corr(2750.0) == pytest.approx(0.99 * 2750 + 8.0)
+    for _ in range(100):  # a flood of pairs keeps memory bounded
+        corr.add(2000.0, 1990.0)
+    assert len(corr.pairs) == PAIRS_KEPT
+
+
+async def test_tuner_with_a_wall_meter_holds_true_power_despite_a_biased_psu_reading() -> None:
+    """Seed 47's PSU reading is 1 % high (modelled): alone the tuner holds true power ~1 % under the goal;
+    with a class-0.2 reference meter on the circuit it holds true power within the meter's class."""
+    errors = []
+    for reference in (False, True):
+        clock = SimClock(speed=0)
+        hw = SimHardware("s21", seed=47, clock=clock)
+        target = 2600.0
+        tuner = Autotuner(hw, PerformanceTarget.power(target), clock=clock,
+                          reference=hw.wall_meter() if reference else None)
+        await tuner.run_for(1200)
+        watts = [hw.modelled_truth()[0]]
+        for _ in range(6):
+            await tuner.run_for(30)
+            watts.append(hw.modelled_truth()[0])
+        errors.append(float(np.mean(watts)) / target - 1)
+    assert errors[0] < -0.004  # the PSU's own error, invisible from inside
+    assert abs(errors[1]) < 0.005
+
+
+async def test_a_failing_reference_meter_costs_only_its_reading() -> None:
+    class Broken:
+        async def read_power_w(self) -> float:
+            raise TimeoutError("modbus timeout")
+
+    meter = Meter(None, None, None, reference=Broken())  # type: ignore[arg-type]
+    assert np.isnan(await meter._read_reference())

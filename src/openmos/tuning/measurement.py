@@ -13,6 +13,7 @@ The closed loop controls on the clocked figure; both are reported.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,9 @@ from numpy.typing import NDArray
 
 from openmos.base.clock import Clock
 from openmos.hw.interface import HardwareTelemetry, MiningHardware
+from openmos.tuning.reference import PowerReference
+
+log = logging.getLogger(__name__)
 
 IntArray = NDArray[np.int64]
 Tick = Callable[[], Awaitable[tuple[HardwareTelemetry, float]]]
@@ -35,6 +39,7 @@ class Window:
     hottest_c: float  # hottest sensor seen during the window
     seconds: float
     clocked_ths: float = 0.0  # valid hashrate from chip clocks x measured valid share (0: unknown)
+    reference_w: float | None = None  # mean reading of a reference wall meter, where one is configured
 
     @property
     def valid_ths(self) -> float:
@@ -66,8 +71,10 @@ def error_fraction(nonces: IntArray, errors: IntArray) -> NDArray[np.float64]:
 class Meter:
     """Measures windows of counters and power on one miner, driving the cooling tick while it waits."""
 
-    def __init__(self, hw: MiningHardware, clock: Clock, tick: Tick, hashes_per_mhz: float = 0.0) -> None:
+    def __init__(self, hw: MiningHardware, clock: Clock, tick: Tick, hashes_per_mhz: float = 0.0,
+                 reference: PowerReference | None = None) -> None:
         self.hw = hw
+        self.reference = reference
         self.clock = clock
         self._tick = tick
         self.ticket = 1.0  # difficulty each counted nonce stands for
@@ -82,6 +89,7 @@ class Meter:
         n0, e0 = counts(first)
         start = self.clock.now()
         powers: list[float] = []
+        refs: list[float] = []
         hot = 0.0
         tel = first
         while self.clock.now() - start < seconds - 1e-9:
@@ -89,12 +97,24 @@ class Meter:
             hot = max(hot, h)
             if tel.input_power_w is not None and np.isfinite(tel.input_power_w):
                 powers.append(tel.input_power_w)
+            if self.reference is not None:
+                refs.append(await self._read_reference())
         n1, e1 = counts(tel)
         d_n, d_e = np.maximum(n1 - n0, 0), np.maximum(e1 - e0, 0)  # a counter reset is not negative work
         dt = self.clock.now() - start
         ths = float(d_n.sum() * self.ticket * 2**32 / dt / 1e12) if dt > 0 else 0.0
         power = float(np.mean(powers)) if powers else 0.0
-        return Window(d_n, d_e, power, ths, hot, dt, self._clocked(tel, d_n, d_e, dt))
+        good = [r for r in refs if np.isfinite(r) and r > 0]
+        ref = float(np.mean(good)) if refs and len(good) == len(refs) else None  # a gap spoils the window
+        return Window(d_n, d_e, power, ths, hot, dt, self._clocked(tel, d_n, d_e, dt), ref)
+
+    async def _read_reference(self) -> float:
+        assert self.reference is not None
+        try:
+            return float(await self.reference.read_power_w())
+        except Exception as exc:  # a meter that fails (timeout, Modbus error) only costs this window's pair
+            log.debug("reference meter: %s", exc)
+            return float("nan")
 
     def _clocked(self, tel: HardwareTelemetry, nonces: IntArray, errors: IntArray, seconds: float) -> float:
         if self.hashes_per_mhz <= 0 or seconds <= 0:

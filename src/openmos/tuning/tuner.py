@@ -18,6 +18,7 @@ logged with its reason and kept in ``status.decisions``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from openmos.tuning.measurement import Meter, Window, error_fraction, hottest
 from openmos.tuning.persistence import efficiency_curve, load_knowledge, make_profile, profile_verified, save_knowledge
 from openmos.tuning.planning import FloatArray, Knowledge, Plan, fmax_at
 from openmos.tuning.profiles import ProfileStore, TunedProfile
+from openmos.tuning.reference import PowerReference, ReadingCorrection
 from openmos.tuning.state import CurvePoint, TunerOptions, TunerState, TunerStatus
 from openmos.tuning.sweep import MAX_SWEEP_WINDOWS, Sweep
 from openmos.tuning.targets import PerformanceTarget, TargetKind
@@ -50,7 +52,10 @@ class Autotuner:
     def __init__(self, hw: MiningHardware, target: PerformanceTarget, *, clock: Clock,
                  store: ProfileStore | None = None, cooling: CoolingConfig | None = None,
                  options: TunerOptions | None = None,
-                 progress: Callable[[TunerStatus], None] | None = None) -> None:
+                 progress: Callable[[TunerStatus], None] | None = None,
+                 reference: PowerReference | None = None) -> None:
+        """``reference``: a calibrated wall meter on this unit's circuit; its readings correct the unit's own
+        input-power reading (``reference``), which otherwise carries the PSU's own gain and offset error."""
         limits = hw.limits()
         if limits is None:
             raise UnsupportedControl(f"{hw.model} has no tunable clocks")
@@ -73,7 +78,8 @@ class Autotuner:
         self.curtail_scale = 1.0
         self._governor = ThermalGovernor()  # overclock governor's share of the goal
         self._efficiency_w: float | None = None  # power goal serving a J/TH ceiling
-        self.meter = Meter(hw, clock, self._tick, limits.hashes_per_mhz)
+        self.meter = Meter(hw, clock, self._tick, limits.hashes_per_mhz, reference)
+        self.correction = ReadingCorrection()
         self._duty: float | None = None
         self._replan = False
         self._stopped = False
@@ -240,6 +246,10 @@ class Autotuner:
     async def _window(self, seconds: float) -> Window:
         settle = max(0.0, self.settle_s - (self.clock.now() - self._changed_at))
         w = await self.meter.window(seconds, settle)
+        if w.reference_w is not None and self._board_on.all():
+            self.correction.add(w.power_w, w.reference_w)
+        if self.correction.calibrated:
+            w = dataclasses.replace(w, power_w=self.correction(w.power_w))
         if self._board_on.all() and w.power_w > 0:
             self.knowledge.add_sample(self.voltage, self.freq, w.power_w, self.options.samples_kept)
         self.status.power_w, self.status.hashrate_ths = w.power_w, w.valid_ths

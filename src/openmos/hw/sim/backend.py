@@ -199,6 +199,10 @@ class SimHardware(MiningHardware):
         self.advance()  # what ran until now ran at the old setting
         self._fleet.set_frequency(0, board, slice(None), mhz)
 
+    def wall_meter(self, accuracy: float = 0.002) -> SimWallMeter:
+        """A modelled calibrated meter on this unit's circuit (a metering PDU outlet), for a tuner's reference."""
+        return SimWallMeter(self, accuracy)
+
     def modelled_truth(self) -> tuple[float, float]:
         """(true wall power W, valid TH/s) from the model, for benchmark scoring only."""
         return float(self._fleet.true_wall_power()[0]), float(self._fleet.valid_hashrate_ths()[0])
@@ -206,3 +210,17 @@ class SimHardware(MiningHardware):
     def oracle_view(self) -> FleetSim:
         """The underlying fleet, for the oracle in benchmarks and tests. Firmware code must not call this."""
         return self._fleet
+
+
+class SimWallMeter:
+    """Modelled reference meter: true wall power x a per-unit gain error uniform within +-``accuracy`` (its
+    accuracy class: 0.002 for a class-0.2 revenue meter), with 0.1 % noise per reading. Modelled, not measured."""
+
+    def __init__(self, hw: SimHardware, accuracy: float) -> None:
+        self._hw = hw
+        self._rng = np.random.default_rng(hw.oracle_view().seed + 3_000_017)
+        self._gain = 1.0 + float(self._rng.uniform(-accuracy, accuracy))
+
+    async def read_power_w(self) -> float:
+        true_w = self._hw.modelled_truth()[0]
+        return true_w * self._gain * (1.0 + 0.001 * float(self._rng.standard_normal()))
