@@ -22,7 +22,7 @@ def cpu_agent(config: AgentConfig) -> MiningAgent:
 
 
 async def test_new_prev_hash_without_clean_flag_abandons_old_block() -> None:
-    pool = HostilePool(difficulty="0.0005")
+    pool = HostilePool(difficulty="0.00005")
     await pool.start()
     agent = cpu_agent(agent_config(pool.url))
     await agent.start()
@@ -41,7 +41,7 @@ async def test_new_prev_hash_without_clean_flag_abandons_old_block() -> None:
 
 
 async def test_non_clean_update_on_same_block_reaches_the_hash_loop() -> None:
-    pool = HostilePool(difficulty="0.0005")
+    pool = HostilePool(difficulty="0.00005")
     await pool.start()
     agent = cpu_agent(agent_config(pool.url))
     await agent.start()
