@@ -31,7 +31,7 @@ from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, hash_to_int
 from openmos.bitcoin.version import BIP320_MASK
 from openmos.pool.chain import BlockTemplate, TemplateChain
-from openmos.pool.v1_session import ShareRejected, V1Frontend, V1Session
+from openmos.pool.v1_session import ShareRejected, ShareStats, V1Frontend, V1Session
 from openmos.pool.vardiff import VardiffSettings
 from openmos.stratum.job import StratumJob
 from openmos.stratum.protocol import (
@@ -66,22 +66,8 @@ class PoolSettings:
 
 
 @dataclass
-class WorkerStats:
-    accepted: int = 0
-    rejected: int = 0
-    stale: int = 0
-    duplicate: int = 0
-    accepted_difficulty: float = 0.0
-    best_difficulty: float = 0.0
+class WorkerStats(ShareStats):
     blocks: int = 0
-    first_share: float = 0.0
-    last_share: float = 0.0
-
-    def hashrate(self, now: float | None = None) -> float:
-        """Pool-verified hashrate (H/s) from accepted difficulty since the first share."""
-        now = time.time() if now is None else now
-        elapsed = now - self.first_share if self.first_share else 0.0
-        return self.accepted_difficulty * 2**32 / elapsed if elapsed > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -350,12 +336,7 @@ class LocalPool(V1Frontend[_Session]):
     def _reject(self, worker: str, stats: WorkerStats | None, code: StratumErrorCode, why: str) -> ShareRejected:
         self.rejections[why] = self.rejections.get(why, 0) + 1
         if stats is not None:
-            if code == StratumErrorCode.JOB_NOT_FOUND:
-                stats.stale += 1
-            elif code == StratumErrorCode.DUPLICATE_SHARE:
-                stats.duplicate += 1
-            else:
-                stats.rejected += 1
+            stats.record_refused(code)
         return ShareRejected(code, why)
 
     def _refuse_share(self, session: _Session, worker: str | None, code: StratumErrorCode,
@@ -411,11 +392,7 @@ class LocalPool(V1Frontend[_Session]):
         seen[key] = connection
         now = self.clock()
         achieved = hash_difficulty(digest)
-        stats.accepted += 1
-        stats.accepted_difficulty += required
-        stats.best_difficulty = max(stats.best_difficulty, achieved)
-        stats.first_share = stats.first_share or now
-        stats.last_share = now
+        stats.record_accepted(required, achieved, now)
         is_block = hash_to_int(digest) <= job.template.target
         share = AcceptedShare(worker, job.job_id, en1, en2, ntime, nonce, version, digest,
                               header.serialize(), achieved, required, is_block)

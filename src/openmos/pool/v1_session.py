@@ -49,6 +49,41 @@ class ShareRejected(Exception):
         self.code = code
 
 
+@dataclass
+class ShareStats:
+    """Shares of one worker or connection as the server verified them."""
+
+    accepted: int = 0
+    rejected: int = 0
+    stale: int = 0
+    duplicate: int = 0
+    accepted_difficulty: float = 0.0
+    best_difficulty: float = 0.0
+    first_share: float = 0.0
+    last_share: float = 0.0
+
+    def hashrate(self, now: float | None = None) -> float:
+        """Verified hashrate (H/s) from accepted difficulty since the first share."""
+        now = time.time() if now is None else now
+        elapsed = now - self.first_share if self.first_share else 0.0
+        return self.accepted_difficulty * 2**32 / elapsed if elapsed > 0 else 0.0
+
+    def record_accepted(self, required: float, achieved: float, now: float) -> None:
+        self.accepted += 1
+        self.accepted_difficulty += required
+        self.best_difficulty = max(self.best_difficulty, achieved)
+        self.first_share = self.first_share or now
+        self.last_share = now
+
+    def record_refused(self, code: StratumErrorCode) -> None:
+        if code == StratumErrorCode.JOB_NOT_FOUND:
+            self.stale += 1
+        elif code == StratumErrorCode.DUPLICATE_SHARE:
+            self.duplicate += 1
+        else:
+            self.rejected += 1
+
+
 @dataclass(eq=False)
 class V1Session:
     """One miner's connection."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from openmos.base.server import StreamServer
 from openmos.bitcoin import BIP320_MASK, difficulty_to_target, hash_difficulty, hash_to_int
-from openmos.pool.v1_session import ShareRejected, V1Frontend, V1Session
+from openmos.pool.v1_session import ShareRejected, ShareStats, V1Frontend, V1Session
 from openmos.pool.vardiff import VardiffSettings
 from openmos.proxy.upstream import ActiveJob, Upstream, UpstreamUnavailable
 from openmos.stratum.job import StratumJob
@@ -69,30 +69,16 @@ class ProxySettings:
 
 
 @dataclass
-class DownstreamStats:
-    peer: str
+class DownstreamStats(ShareStats):
+    peer: str = field(kw_only=True)
     connected_at: float = field(default_factory=time.time)
     worker: str = ""
     extranonce1: str = ""
     difficulty: float = 0.0
-    accepted: int = 0
-    rejected: int = 0
-    stale: int = 0
-    duplicate: int = 0
-    accepted_difficulty: float = 0.0
-    best_difficulty: float = 0.0
     forwarded: int = 0
     upstream_accepted: int = 0
     upstream_rejected: int = 0
-    last_share: float = 0.0
-    first_share: float = 0.0
     connected: bool = True
-
-    def hashrate(self, now: float | None = None) -> float:
-        """Proxy-verified hashrate (H/s) from accepted difficulty since the first share."""
-        now = time.time() if now is None else now
-        elapsed = now - self.first_share if self.first_share else 0.0
-        return self.accepted_difficulty * 2**32 / elapsed if elapsed > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -109,7 +95,7 @@ class _Downstream(V1Session):
     stats: DownstreamStats = field(init=False)
 
     def __post_init__(self) -> None:
-        self.stats = DownstreamStats(self.peer)
+        self.stats = DownstreamStats(peer=self.peer)
 
 
 class FarmProxy(V1Frontend[_Downstream]):
@@ -329,12 +315,7 @@ class FarmProxy(V1Frontend[_Downstream]):
     # -- shares -----------------------------------------------------------------------------------
 
     def _reject(self, d: _Downstream, code: StratumErrorCode, why: str) -> ShareRejected:
-        if code == StratumErrorCode.JOB_NOT_FOUND:
-            d.stats.stale += 1
-        elif code == StratumErrorCode.DUPLICATE_SHARE:
-            d.stats.duplicate += 1
-        else:
-            d.stats.rejected += 1
+        d.stats.record_refused(code)
         return ShareRejected(code, why)
 
     def _refuse_share(self, d: _Downstream, worker: str | None, code: StratumErrorCode, why: str) -> ShareRejected:
@@ -364,11 +345,7 @@ class FarmProxy(V1Frontend[_Downstream]):
         seen.add(key)
         now = time.time()
         s = d.stats
-        s.accepted += 1
-        s.accepted_difficulty += required
-        s.best_difficulty = max(s.best_difficulty, hash_difficulty(digest))
-        s.first_share = s.first_share or now
-        s.last_share = now
+        s.record_accepted(required, hash_difficulty(digest), now)
         d.window_shares += 1
         if value <= up.target:  # worth something upstream: forward it now
             seq = up.submit(job.upstream_job_id, nonce, ntime, version, d.local_id + en2)
