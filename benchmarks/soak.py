@@ -109,9 +109,9 @@ class QuirkyPool(LocalPool):
         self._new_job(clean=False)  # clean is only a hint: the prev-hash change is what matters
         self._broadcast_job()
 
-    def _on_submit(self, session: Any, params: list[Any]) -> bool:
+    def _on_submit(self, session: Any, params: list[Any], received: float = 0.0) -> bool:
         job = self._jobs.get(params[1]) if len(params) > 1 and isinstance(params[1], str) else None
-        ok = super()._on_submit(session, params)
+        ok = super()._on_submit(session, params, received)
         if ok and job is not None and job.template.prev_hash != self._current_job().template.prev_hash:
             self.stale_block_accepted += 1
         return ok
