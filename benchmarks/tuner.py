@@ -40,6 +40,7 @@ from rich.progress import Progress
 
 from openmos.hw.sim import SimClock
 from openmos.hw.sim.backend import SimHardware
+from openmos.hw.sim.fleet import FleetSim
 from openmos.hw.sim.models import MODELS
 from openmos.hw.sim.oracle import Oracle
 from openmos.tuning import Autotuner, PerformanceTarget
@@ -97,6 +98,7 @@ async def _run(case: Case) -> Result:
     clock = SimClock(speed=0)
     hw = SimHardware(case.model, seed=case.seed, clock=clock, t_inlet=case.inlet)
     fleet = hw.oracle_view()
+    _stock_fans(fleet)
     start = Oracle(fleet)
     stock = start.stock_uniform(hw.limits().stock_freq_mhz)
     if case.kind == "power":
@@ -137,6 +139,17 @@ async def _run(case: Case) -> Result:
     return Result(case, tuned / best.j_per_th - 1, uniform.j_per_th / tuned - 1, uniform.j_per_th / best.j_per_th - 1,
                   stock_gain, minutes,
                   actual / goal - 1, seen / goal - 1, capped, hot, time.perf_counter() - began)
+
+
+def _stock_fans(fleet: FleetSim, target_c: float = 65.0) -> None:
+    """Start where stock firmware leaves a unit: running stock, fans at the lowest duty (not below the stock
+    duty) that holds the hottest chip within 5 C of the usual fan target, temperatures settled. (Stock duty
+    on a 40 C inlet would otherwise start some models above the dangerous level, which no firmware allows.)"""
+    for duty in np.arange(fleet.duty[0], 1.0 + 1e-9, 0.05):
+        fleet.set_fan_duty(0, float(min(duty, 1.0)))
+        fleet.settle(1200.0, 30.0)
+        if fleet.t_j[0].max() <= target_c + 5.0:
+            break
 
 
 def _converged_at(trace: np.ndarray, oracle_jth: float, final: float, index: int) -> float:
@@ -200,6 +213,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30, help="simulated minutes per run")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model keys")
+    parser.add_argument("--inlets", default=",".join(f"{t:g}" for t in INLETS), help="comma-separated inlet C")
     parser.add_argument("--overclock-hours", type=float, default=None, help="default 24 (2 with --quick); 0: skip")
     parser.add_argument("--no-matrix", action="store_true", help="only the overclock run")
     parser.add_argument("--wall-meter", action="store_true",
@@ -207,7 +221,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write every run's result to this JSON file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    mx = QUICK if args.quick else Matrix(tuple(args.models.split(",")), INLETS, POWER_FRACTIONS,
+    inlets = tuple(float(t) for t in args.inlets.split(","))
+    mx = QUICK if args.quick else Matrix(tuple(args.models.split(",")), inlets, POWER_FRACTIONS,
                                          HASHRATE_FRACTIONS, args.seeds)
     models, inlets, power, rate, seeds = mx.models, mx.inlets, mx.power, mx.hashrate, mx.seeds
     cases = [Case(m, t, kind, f, s, args.minutes, args.wall_meter) for m in models for t in inlets
