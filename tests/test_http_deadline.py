@@ -84,7 +84,7 @@ async def short_deadline(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]
 
 async def test_device_rest_cuts_slow_clients_but_not_live_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     async with short_deadline(monkeypatch), serving(idle_agent()) as apis:
-        assert apis._uvicorn.config.limit_concurrency == server.MAX_HTTP_CONNECTIONS  # the connection cap
+        assert apis.http.uvicorn.config.limit_concurrency == server.MAX_HTTP_CONNECTIONS  # the connection cap
         assert apis.app.state.ctx.max_streams > 0  # and the live-stream cap (test_api_hardening exercises it)
         port = apis.rest_port
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -115,14 +115,18 @@ async def test_fleet_rest_cuts_slow_clients(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_every_http_api_is_served_with_the_deadline() -> None:
-    """The device API, the fleet dashboard (`mos fleet demo`) and the proxy all build their server here."""
+    """The device API, the fleet dashboard (`mos fleet demo`), the proxy and the JD dashboard all build their
+    server here (``HttpServer`` runs ``http_config``)."""
     import inspect
 
     from openmos.cli import fleet
+    from openmos.jd import api as jd_api
     from openmos.proxy import api as proxy_api
 
-    for module in (fleet, proxy_api):
-        assert "http_config(" in inspect.getsource(module) and "uvicorn.Config(" not in inspect.getsource(module)
-    assert "http_config(" in inspect.getsource(DeviceApis)
+    for module in (fleet, proxy_api, jd_api):
+        source = inspect.getsource(module)
+        assert ("http_config(" in source or "HttpServer(" in source) and "uvicorn.Config(" not in source
+    assert "HttpServer(" in inspect.getsource(DeviceApis)
+    assert "http_config(" in inspect.getsource(server.HttpServer)
     with pytest.raises(ValueError):
         server.http_config(object(), "127.0.0.1", 0, request_deadline_s=float("nan"))

@@ -12,7 +12,9 @@ server-sent events stream lasts as long as its client listens (the apps cap the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -94,3 +96,40 @@ def http_config(app: Any, host: str, port: int, *, request_deadline_s: float | N
                                **extra}
     return uvicorn.Config(app, host=host, port=port, http=_protocol_class(request_deadline_s),
                           limit_concurrency=max_connections, **options)
+
+
+class HttpServer:
+    """``app`` served by uvicorn (``http_config``) on a socket bound here, so that a busy port is an ``OSError``
+    the caller can report (uvicorn itself would exit the process). ``await start()`` returns once it serves;
+    ``await stop()`` gives open requests 5 s to finish."""
+
+    def __init__(self, app: Any, host: str, port: int, *, name: str) -> None:
+        self.name = name  # "REST API", in the error when it cannot start
+        self.uvicorn = uvicorn.Server(http_config(app, host, port))
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self.uvicorn.config.host)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one before ``start``)."""
+        return int(self._socket.getsockname()[1]) if self._socket is not None else self.uvicorn.config.port
+
+    async def start(self) -> None:
+        self._socket = socket.create_server((self.host, self.uvicorn.config.port))
+        self._task = asyncio.create_task(self.uvicorn.serve(sockets=[self._socket]), name=self.name)
+        while not self.uvicorn.started:
+            if self._task.done():
+                raise OSError(f"{self.name} failed to start: {self._task.exception()!r}")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 5)
+        if self._socket is not None:
+            self._socket.close()

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import socket
 from pathlib import Path
-
-import uvicorn
 
 from openmos.api.app import create_app
 from openmos.api.auth import AuthError, AuthStore
 from openmos.api.cgminer import CgminerApi, CgminerServer
 from openmos.api.logs import LogBuffer
-from openmos.api.server import http_config
+from openmos.api.server import HttpServer
 from openmos.api.view import DeviceView
 from openmos.base.files import state_dir
 from openmos.base.net import AllowList
@@ -47,35 +42,21 @@ class DeviceApis:
                                      cfg.cgminer_port)
         self.app = create_app(self.view, self.auth, config_path=config_path, logs=self.logs,
                               allowed_hosts=[*cfg.allowed_hosts, *([cfg.rest_host] if cfg.rest_host else [])])
-        self._uvicorn = uvicorn.Server(http_config(self.app, cfg.rest_host, cfg.rest_port))
-        self._task: asyncio.Task[None] | None = None
-        self._socket: socket.socket | None = None
+        self.http = HttpServer(self.app, cfg.rest_host, cfg.rest_port, name="REST API")
 
     @property
     def rest_port(self) -> int:
-        return int(self._socket.getsockname()[1]) if self._socket is not None else self._uvicorn.config.port
+        return self.http.port
 
     async def start(self) -> None:
-        cfg = self._uvicorn.config
-        # Bind here so a busy port is an OSError we can report (uvicorn itself would exit the process).
-        self._socket = socket.create_server((cfg.host, cfg.port), reuse_port=False)
+        await self.http.start()
         await self.cgminer.start()
-        self._task = asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]), name="rest-api")
-        while not self._uvicorn.started:
-            if self._task.done():
-                raise OSError(f"REST API failed to start: {self._task.exception()!r}")
-            await asyncio.sleep(0.02)
         if not self.auth.has_owner:
             log.warning("no owner account yet: create one with POST /api/v1/auth/setup (there is no default "
                         "password; it will be kept in %s); until then every write is refused", self.accounts_path)
-        log.info("REST API and web page on http://%s:%d", self._uvicorn.config.host, self.rest_port)
+        log.info("REST API and web page on http://%s:%d", self.http.host, self.rest_port)
 
     async def stop(self) -> None:
-        self._uvicorn.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 5)
+        await self.http.stop()
         await self.cgminer.stop()
-        if self._socket is not None:
-            self._socket.close()
         logging.getLogger("openmos").removeHandler(self.logs)

@@ -8,17 +8,13 @@ Reasons shown come partly from upstream (a JDS's refusal details): they are data
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
 from importlib import resources
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Response
 
 from openmos import __version__
-from openmos.api.server import http_config
+from openmos.api.server import HttpServer
 from openmos.bitcoin.tx import tx_hash_hex
 from openmos.jd.service import JdService
 
@@ -101,31 +97,18 @@ class JdApi:
     """The dashboard's HTTP server for a running ``JdService`` (``await start()`` / ``await stop()``)."""
 
     def __init__(self, service: JdService, host: str = "127.0.0.1", port: int = 8083) -> None:
-        self._uvicorn = uvicorn.Server(http_config(create_app(service), host, port))
-        self._socket: socket.socket | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.http = HttpServer(create_app(service), host, port, name="mos jd dashboard")
 
     @property
     def port(self) -> int:
-        return int(self._socket.getsockname()[1]) if self._socket is not None else self._uvicorn.config.port
+        return self.http.port
 
     @property
     def url(self) -> str:
-        return f"http://{self._uvicorn.config.host}:{self.port}"
+        return f"http://{self.http.host}:{self.port}"
 
     async def start(self) -> None:
-        cfg = self._uvicorn.config
-        self._socket = socket.create_server((cfg.host, cfg.port))
-        self._task = asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]), name="jd-dashboard")
-        while not self._uvicorn.started:
-            if self._task.done():
-                raise OSError(f"mos jd dashboard failed to start: {self._task.exception()!r}")
-            await asyncio.sleep(0.02)
+        await self.http.start()
 
     async def stop(self) -> None:
-        self._uvicorn.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 5)
-        if self._socket is not None:
-            self._socket.close()
+        await self.http.stop()

@@ -5,15 +5,11 @@ are the device API's own (``openmos.api.cgminer``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,7 +26,7 @@ from openmos.api.cgminer.protocol import (
     status,
 )
 from openmos.api.cgminer.server import CgminerServer
-from openmos.api.server import http_config
+from openmos.api.server import HttpServer
 from openmos.proxy.server import FarmProxy
 
 
@@ -158,29 +154,16 @@ class ProxyApis:
     def __init__(self, proxy: FarmProxy, host: str = "127.0.0.1", cgminer_port: int = 4029, rest_port: int = 8081
                  ) -> None:
         self.cgminer = CgminerServer(ProxyCgminer(proxy), host, cgminer_port)
-        self._uvicorn = uvicorn.Server(http_config(create_app(proxy), host, rest_port))
-        self._socket: socket.socket | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.http = HttpServer(create_app(proxy), host, rest_port, name="proxy REST API")
 
     @property
     def rest_port(self) -> int:
-        return int(self._socket.getsockname()[1]) if self._socket is not None else self._uvicorn.config.port
+        return self.http.port
 
     async def start(self) -> None:
-        cfg = self._uvicorn.config
-        self._socket = socket.create_server((cfg.host, cfg.port))
+        await self.http.start()
         await self.cgminer.start()
-        self._task = asyncio.create_task(self._uvicorn.serve(sockets=[self._socket]), name="proxy-rest")
-        while not self._uvicorn.started:
-            if self._task.done():
-                raise OSError(f"proxy REST API failed to start: {self._task.exception()!r}")
-            await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
-        self._uvicorn.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 5)
+        await self.http.stop()
         await self.cgminer.stop()
-        if self._socket is not None:
-            self._socket.close()
