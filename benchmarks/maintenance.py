@@ -25,7 +25,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import dataclasses
 import math
+import multiprocessing
 import time
+from collections.abc import MutableMapping
+from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 from rich.progress import Progress
@@ -41,14 +44,16 @@ from openmos.maintenance.evaluate import (
     Scores,
     bin_weak_chips,
     calibrate,
+    merge,
     run_fleet,
     score,
 )
 from openmos.maintenance.model import CHANNELS
 
 
-def simulate(model_key: str, miners: int, days: float, sample_s: float, seed: int, progress: Progress,
-             label: str) -> RunResult:
+def simulate(model_key: str, miners: int, days: float, sample_s: float, seed: int,
+             progress: MutableMapping[int, float] | None = None) -> RunResult:
+    """One rack of ``miners``, its own seed; ``progress[seed]`` follows its simulated days."""
     model = get_model(model_key)
     fleet = FleetSim(model, miners=miners, seed=seed, realism=Realism(inlet=InletCurve(mean_c=25.0)))
     fleet.settle(1800, 300)
@@ -57,12 +62,23 @@ def simulate(model_key: str, miners: int, days: float, sample_s: float, seed: in
     failures = draw_failures(model, miners, days * DAY + HORIZON_S, np.random.default_rng(seed + 77),
                              start_s=fleet.time)
     fleet.schedule_failures(failures)
-    task = progress.add_task(f"{label}: {miners:,} miners x {days:g} days (simulated)", total=days)
-    result = run_fleet(fleet, days, sample_s, progress=lambda d: progress.update(task, completed=d))
+
+    def tick(d: float) -> None:
+        if progress is not None:
+            progress[seed] = d
+    result = run_fleet(fleet, days, sample_s, progress=tick)
     t0 = fleet.time - days * DAY
     result.failures = [dataclasses.replace(f, onset_s=f.onset_s - t0, fail_s=f.fail_s - t0)
                        for f in failures]
     return result
+
+
+def fleet_of(model_key: str, miners: int, racks: int, days: float, sample_s: float, seed: int,
+             pool: ProcessPoolExecutor, progress: MutableMapping[int, float]) -> list[Future[RunResult]]:
+    """``miners`` as ``racks`` independently seeded racks, simulated in parallel (merged afterwards)."""
+    sizes = [miners // racks + (i < miners % racks) for i in range(racks)]
+    return [pool.submit(simulate, model_key, n, days, sample_s, seed * 1000 + i, progress)
+            for i, n in enumerate(sizes) if n]
 
 
 def pct(x: float) -> str:
@@ -87,17 +103,31 @@ def main() -> None:
     parser.add_argument("--model", default="s21")
     parser.add_argument("--train-seed", type=int, default=101)
     parser.add_argument("--seed", type=int, default=202)
+    parser.add_argument("--jobs", type=int, default=5,
+                        help="processes: one for the calibration fleet, the rest share the evaluation fleet as "
+                             "independently seeded racks")
     args = parser.parse_args()
     start = time.perf_counter()
-    with Progress() as progress:
-        train = simulate(args.model, args.train_miners, args.days, args.sample, args.train_seed, progress, "train")
-        levels = calibrate(train, args.budget, CHANNELS)
-        rule_levels = calibrate(train, args.budget, RULE_CHANNELS)
-        test = simulate(args.model, args.miners, args.days, args.sample, args.seed, progress, "evaluate")
+    racks = max(1, args.jobs - 1)
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(max_workers=args.jobs) as pool, \
+            Progress() as progress:
+        done = manager.dict()
+        train_f = fleet_of(args.model, args.train_miners, 1, args.days, args.sample, args.train_seed, pool, done)
+        test_f = fleet_of(args.model, args.miners, racks, args.days, args.sample, args.seed, pool, done)
+        n = len(train_f) + len(test_f)
+        task = progress.add_task(f"{args.train_miners + args.miners:,} miners x {args.days:g} days (simulated)",
+                                 total=args.days * n)
+        while not all(f.done() for f in train_f + test_f):
+            progress.update(task, completed=sum(done.values()))
+            time.sleep(1.0)
+        train = merge([f.result() for f in train_f])
+        test = merge([f.result() for f in test_f])
+    levels = calibrate(train, args.budget, CHANNELS)
+    rule_levels = calibrate(train, args.budget, RULE_CHANNELS)
     took = time.perf_counter() - start
     print(f"\nPredictive maintenance, MODELLED: {args.miners:,} simulated {get_model(args.model).name} x "
-          f"{args.days:g} days, telemetry every {args.sample / 60:g} min; calibrated on {args.train_miners:,} "
-          f"miners (seed {args.train_seed}), scored on seed {args.seed}; {took / 60:.1f} min")
+          f"{args.days:g} days ({racks} racks), telemetry every {args.sample / 60:g} min; calibrated on "
+          f"{args.train_miners:,} miners (seed {args.train_seed}), scored on seed {args.seed}; {took / 60:.1f} min")
     print("  levels (x default band): model " + ", ".join(f"{k} {v:g}" for k, v in levels.items())
           + "; rule " + ", ".join(f"{k} {v:g}" for k, v in rule_levels.items()))
     header = (f"  {'':<28}{'recall >= 24 h':>22}{'recall, all':>19}{'false / 1k miner-days':>24}"

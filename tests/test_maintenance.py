@@ -14,7 +14,16 @@ from openmos.hw.sim.backend import SimHardware
 from openmos.hw.sim.faults import FaultKind
 from openmos.hw.sim.precursors import Failure, Mode, draw_failures
 from openmos.maintenance import HealthModel, MaintenanceMonitor, Thresholds
-from openmos.maintenance.evaluate import DAY, RunResult, bin_weak_chips, episodes, run_fleet, score, sim_snapshot
+from openmos.maintenance.evaluate import (
+    DAY,
+    RunResult,
+    bin_weak_chips,
+    episodes,
+    merge,
+    run_fleet,
+    score,
+    sim_snapshot,
+)
 from openmos.maintenance.snapshot import from_telemetry
 from openmos.maintenance.threshold import ThresholdAlerts
 
@@ -185,3 +194,19 @@ def test_sim_hardware_reports_regulator_and_psu_readings() -> None:
     for board in tel.boards:
         assert board.vr_temperature_c and board.vr_temperature_c > board.temperatures_c[0]
         assert board.vr_voltage_v and 0.9 < board.vr_voltage_v / board.voltage_v < 1.0  # type: ignore[operator]
+
+
+def test_racks_merge_into_one_fleet() -> None:
+    shapes = {"fan": (2, 4)}
+    a = RunResult(2, 10.0, 900.0, shapes, [Failure(Mode.FAN_BEARING, 1, None, 3, 0.0, 5 * DAY)], 9)
+    b = RunResult(3, 10.0, 900.0, {"fan": (3, 4)}, [Failure(Mode.FAN_SUDDEN, 0, None, 1, 4 * DAY, 4 * DAY)], 9)
+    for part, fan in ((a, 1 * 4 + 3), (b, 0 * 4 + 1)):
+        part.records["fan"] = (np.array([1, 2], dtype=np.int64), np.array([fan, fan], dtype=np.int64),
+                               np.array([2.0, 2.0]))
+        part.leads["fan"] = np.array([10.0, 9.0])
+    fleet = merge([a, b])
+    assert fleet.miners == 5 and fleet.shapes["fan"] == (5, 4)
+    assert [(f.miner, f.index) for f in fleet.failures] == [(1, 3), (2, 1)]
+    assert sorted(set(fleet.records["fan"][1].tolist())) == [1 * 4 + 3, 2 * 4 + 1]  # rack b's miner 0 is miner 2
+    with pytest.raises(ValueError):
+        merge([a, RunResult(1, 5.0, 900.0, shapes, [], 9)])

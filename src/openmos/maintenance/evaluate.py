@@ -11,6 +11,7 @@ before it. Episodes starting after their component already failed are neither.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,29 @@ def run_fleet(fleet: FleetSim, days: float, sample_s: float, thresholds: Thresho
                                 np.concatenate([p[2] for p in parts]))
         result.leads[name] = np.concatenate(lead_buf[name])
     return result
+
+
+def merge(parts: list[RunResult]) -> RunResult:
+    """One fleet from independently simulated racks (same model, days and sampling): miners renumbered."""
+    first = parts[0]
+    miners = sum(p.miners for p in parts)
+    shapes = {k: (miners, *v[1:]) for k, v in first.shapes.items()}
+    out = RunResult(miners, first.days, first.sample_s, shapes, [], first.domain_chips)
+    offset = 0
+    for part in parts:
+        if (part.days, part.sample_s, part.domain_chips) != (first.days, first.sample_s, first.domain_chips):
+            raise ValueError("racks differ in days, sampling or model")
+        out.failures += [dataclasses.replace(f, miner=f.miner + offset) for f in part.failures]
+        for name, (step, idx, score) in part.records.items():
+            rest = int(np.prod(part.shapes[name][1:], dtype=np.int64))
+            prev = out.records.get(name)
+            new = (step, idx + offset * rest, score)
+            out.records[name] = new if prev is None else tuple(  # type: ignore[assignment]
+                np.concatenate([a, b]) for a, b in zip(prev, new, strict=True))
+            lead = part.leads[name]
+            out.leads[name] = lead if name not in out.leads else np.concatenate([out.leads[name], lead])
+        offset += part.miners
+    return out
 
 
 def bin_weak_chips(fleet: FleetSim, rounds: int = 3, hours: float = 1.0, max_error: float = 0.01) -> int:
