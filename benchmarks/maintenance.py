@@ -146,6 +146,9 @@ def main() -> None:
     print(" false alarms by channel (evaluation seed): " + ", ".join(
         f"{c} {score(test, levels, (c,)).false_alarms}" for c in CHANNELS) + "; rule " + ", ".join(
         f"{c} {score(test, rule_levels, (c,)).false_alarms}" for c in RULE_CHANNELS))
+    within, estimated = model_s.estimate_within(2.0)
+    print(f" lead-time estimates when flagged (evaluation seed): {within} of {estimated} caught failures with an "
+          f"estimate were within a factor 2 of the actual lead")
     goal_r = model_s.recall_announced >= 0.8
     goal_f = model_s.false_per_1000_days <= 1.0
     print(f"\n goals (evaluation seed): recall >= 80 % of announced failures >= 24 h ahead: "

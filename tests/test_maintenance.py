@@ -70,8 +70,10 @@ def test_every_announced_failure_is_flagged_a_day_ahead_and_healthy_miners_are_n
     assert s.failures == 5 and s.announced == 5
     assert s.caught_announced == 5, s.by_component
     assert min(s.leads_h) >= 24
+    within, estimated = s.estimate_within(4.0)  # an estimate, not a promise: within 4x for most
+    assert estimated >= 4 and within >= estimated - 1, s.estimates_h
     for channel in ("chip", "board", "vr", "fan", "psu"):
-        for idx, _, _ in episodes(announced_run, channel, 1.0):
+        for idx, _, _, _ in episodes(announced_run, channel, 1.0):
             miner = int(np.unravel_index(idx, announced_run.shapes[channel])[0])
             assert miner != 5, f"healthy miner flagged on {channel}"
 
@@ -108,6 +110,7 @@ def test_scoring_counts_false_alarms_and_ignores_flags_after_a_failure() -> None
               "rule_board": (2, 1), "rule_fan": (2, 2)}
     fail = Failure(Mode.FAN_BEARING, 0, None, 1, 2 * DAY, 5 * DAY)
     res = RunResult(2, 10.0, 3600.0, shapes, [fail], 2)
+    res.leads["fan"] = np.full(25, 48.0)
     hours = np.arange(60, 70, dtype=np.int64)  # fan (0, 1) flagged from hour 60 (lead 60 h)
     late = np.arange(200, 205, dtype=np.int64)  # fan (1, 0) flagged, nothing follows: a false alarm
     after = np.arange(130, 140, dtype=np.int64)  # fan (0, 1) again after it failed: a report, not counted
@@ -116,7 +119,7 @@ def test_scoring_counts_false_alarms_and_ignores_flags_after_a_failure() -> None
     res.records["fan"] = (steps, idx, np.full(len(steps), 1.5))
     s = score(res, {"fan": 1.0})
     assert (s.caught_announced, s.false_alarms) == (1, 1)
-    assert s.leads_h == [60.0]
+    assert s.leads_h == [60.0] and s.estimates_h == [(48.0, 60.0)] and s.estimate_within(2.0) == (1, 1)
     assert score(res, {"fan": 2.0}).caught_announced == 0  # above every score: nothing flagged
 
 

@@ -162,6 +162,7 @@ class Scores:
     false_alarms: int
     miner_days: float
     leads_h: list[float]  # actual lead of every failure caught >= 24 h ahead
+    estimates_h: list[tuple[float, float]]  # (estimated lead when flagged, actual lead) of those
     by_component: dict[str, tuple[int, int, int]]  # component: (failures, announced, caught >= 24 h)
 
     @property
@@ -176,29 +177,38 @@ class Scores:
     def false_per_1000_days(self) -> float:
         return 1000.0 * self.false_alarms / self.miner_days
 
+    def estimate_within(self, factor: float = 2.0) -> tuple[int, int]:
+        """(caught failures whose lead estimate at the flag was within ``factor`` of the actual lead, those
+        with an estimate at all)."""
+        pairs = [(e, a) for e, a in self.estimates_h if math.isfinite(e) and e > 0]
+        return sum(1 for e, a in pairs if a / factor <= e <= a * factor), len(pairs)
+
     @property
     def median_lead_h(self) -> float:
         return float(np.median(self.leads_h)) if self.leads_h else math.nan
 
 
-def episodes(res: RunResult, channel: str, level: float, merge_s: float = DAY) -> list[tuple[int, int, int]]:
-    """(flat index, first step, last step) of every flag episode at or above ``level``: runs of samples,
-    a re-raise within ``merge_s`` of the last clear being the same open ticket (as alerting tools dedup)."""
+def episodes(res: RunResult, channel: str, level: float, merge_s: float = DAY
+             ) -> list[tuple[int, int, int, float]]:
+    """(flat index, first step, last step, the model's lead-time estimate when raised, h) of every flag
+    episode at or above ``level``: runs of samples, a re-raise within ``merge_s`` of the last clear being the
+    same open ticket (as alerting tools dedup)."""
     if channel not in res.records:
         return []
     step, idx, score = res.records[channel]
     keep = score >= level
     step, idx = step[keep], idx[keep]
+    lead = res.leads[channel][keep] if channel in res.leads else np.full(len(step), np.nan)
     if not len(step):
         return []
     order = np.lexsort((step, idx))
-    step, idx = step[order], idx[order]
+    step, idx, lead = step[order], idx[order], lead[order]
     new = np.ones(len(step), dtype=bool)
     gap = max(1, round(merge_s / res.sample_s))
     new[1:] = (idx[1:] != idx[:-1]) | (step[1:] > step[:-1] + gap)
     starts = np.flatnonzero(new)
     ends = np.append(starts[1:] - 1, len(step) - 1)
-    return [(int(idx[s]), int(step[s]), int(step[e])) for s, e in zip(starts, ends, strict=True)]
+    return [(int(idx[s]), int(step[s]), int(step[e]), float(lead[s])) for s, e in zip(starts, ends, strict=True)]
 
 
 def score(res: RunResult, levels: dict[str, float], channels: tuple[str, ...] = CHANNELS) -> Scores:
@@ -209,12 +219,12 @@ def score(res: RunResult, levels: dict[str, float], channels: tuple[str, ...] = 
         for key in _keys(f, res):
             fail_at.setdefault(key, []).append(f.fail_s)
     psu_trip = {f.miner: f.fail_s for f in sorted(res.failures, key=lambda f: -f.fail_s) if f.component == "psu"}
-    open_eps: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    open_eps: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     false = 0
     for channel in channels:
         if channel not in res.shapes:
             continue
-        for idx, first, last in episodes(res, channel, levels.get(channel, 1.0)):
+        for idx, first, last, estimate in episodes(res, channel, levels.get(channel, 1.0)):
             t0, t1 = first * res.sample_s, last * res.sample_s
             key = (channel, idx)
             times = fail_at.get(key, [])
@@ -222,19 +232,22 @@ def score(res: RunResult, levels: dict[str, float], channels: tuple[str, ...] = 
             dead = min([*times, psu_trip.get(miner, math.inf)], default=math.inf)
             if t0 >= dead:
                 continue  # the component had already failed: a report, not a prediction
-            open_eps.setdefault(key, []).append((t0, t1))
+            open_eps.setdefault(key, []).append((t0, t1, estimate))
             if not any(t0 < t <= t0 + HORIZON_S for t in times):
                 false += 1
     happened = [f for f in res.failures if f.fail_s <= end_s]
     leads: list[float] = []
+    estimates: list[tuple[float, float]] = []
     by: dict[str, list[int]] = {}
     caught_a = caught_all = 0
     for f in happened:
-        best = -math.inf
+        best, best_estimate = -math.inf, math.nan
         for key in _keys(f, res):
-            for t0, t1 in open_eps.get(key, []):
+            for t0, t1, estimate in open_eps.get(key, []):
                 if t0 <= f.fail_s - MIN_LEAD_S and t1 >= f.fail_s - HORIZON_S:
-                    best = max(best, f.fail_s - max(t0, f.fail_s - HORIZON_S))
+                    lead = f.fail_s - max(t0, f.fail_s - HORIZON_S)
+                    if lead > best:
+                        best, best_estimate = lead, estimate
         hit = best >= MIN_LEAD_S
         row = by.setdefault(f.component, [0, 0, 0])
         row[0] += 1
@@ -242,10 +255,11 @@ def score(res: RunResult, levels: dict[str, float], channels: tuple[str, ...] = 
         row[2] += hit
         if hit:
             leads.append(best / 3600.0)
+            estimates.append((best_estimate, best / 3600.0))
             caught_all += 1
             caught_a += f.announced
     return Scores(len(happened), sum(f.announced for f in happened), caught_a, caught_all, false,
-                  res.miners * res.days, leads, {k: (v[0], v[1], v[2]) for k, v in by.items()})
+                  res.miners * res.days, leads, estimates, {k: (v[0], v[1], v[2]) for k, v in by.items()})
 
 
 GRID = (1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
