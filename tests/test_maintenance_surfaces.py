@@ -17,6 +17,7 @@ from mosquitto import MOSQUITTO, Broker
 from openmos.api.auth import AuthStore
 from openmos.base.net import free_local_port
 from openmos.control import DeviceData, DeviceInfo, MaintenanceFlag, MaintenanceInfo, RunState, to_wire
+from openmos.fleet.alerts import AlertEngine
 from openmos.fleet.bus import BusConfig
 from openmos.fleet.enroll import EnrollmentRegistry
 from openmos.fleet.messages import DeviceStatus
@@ -230,3 +231,19 @@ async def test_fleet_maintenance_queue_from_signed_telemetry(tmp_path: Path) -> 
     finally:
         await host.stop()
         await service.stop()
+
+
+def test_fleet_alert_from_a_maintenance_flag() -> None:
+    engine = AlertEngine()
+    status = {"hashrate_ths": 200.0, "maintenance": {"problem": True, "summary": "fan 2 slowing",
+                                                     "min_lead_time_h": 96.0}}
+    engine.observe(("s", "rig"), status, now=0.0)
+    raised, _ = engine.evaluate(now=1.0)
+    assert [(a.kind, a.severity, a.message) for a in raised] == [("maintenance", "warning", "fan 2 slowing")]
+    engine.observe(("s", "rig"), {**status, "maintenance": {**status["maintenance"], "min_lead_time_h": 6.0}},
+                   now=2.0)
+    engine.evaluate(now=3.0)
+    assert engine.active[("s", "rig", "maintenance")].kind == "maintenance"
+    engine.observe(("s", "rig"), {"hashrate_ths": 200.0, "maintenance": {"problem": False}}, now=4.0)
+    _, cleared = engine.evaluate(now=5.0)
+    assert [a.kind for a in cleared] == ["maintenance"]

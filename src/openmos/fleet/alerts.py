@@ -1,7 +1,8 @@
 """Fleet alerts: thresholds over the latest status of every device, a live list, and webhook hooks.
 
 Rules: chip temperature, hashrate drop against the device's own recent level, offline (no telemetry),
-wrong pool (not in the site's allowed pool list), efficiency regression (J/TH above the device's best).
+wrong pool (not in the site's allowed pool list), efficiency regression (J/TH above the device's best),
+maintenance (the device's predictive-maintenance model flags components; critical within a day).
 An alert is raised once, stays in the live list while the condition holds, and clears by itself.
 """
 
@@ -24,6 +25,7 @@ class AlertRules:
     offline_after_s: float = 120.0
     allowed_pools: frozenset[str] = frozenset()  # empty: not checked
     efficiency_regression: float = 0.10  # J/TH this much above the device's best
+    maintenance_critical_h: float = 24.0  # a maintenance flag expected to fail sooner is critical
 
 
 DeviceId = tuple[str, str]  # (site, device): a device id is unique only within its site
@@ -88,6 +90,12 @@ class AlertEngine:
                 unexpected = sorted(str(p) for p in pools - r.allowed_pools)
                 current[(site, name, "pool")] = Alert(site, name, "pool", f"unexpected pool(s): {unexpected}", now,
                                                       "critical")
+            maint = status.get("maintenance") or {}
+            if maint.get("problem"):
+                lead = maint.get("min_lead_time_h")
+                severity = "critical" if lead is not None and lead < r.maintenance_critical_h else "warning"
+                current[(site, name, "maintenance")] = Alert(site, name, "maintenance",
+                                                             str(maint.get("summary", ""))[:300], now, severity)
             power = status.get("power_w")
             if rate > 0 and power and device in self._best_jth:
                 jth = float(power) / rate
