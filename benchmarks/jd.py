@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 
@@ -188,6 +189,8 @@ async def main() -> None:
     ap.add_argument("--mempool", type=int, default=4000)
     ap.add_argument("--builds", type=int, default=20)
     args = ap.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (everything runs in this "
+          f"one process: node, pool, JDS, mos jd and the miners)")
     before, _ = await latency(args.blocks, args.miners, args.mempool, improved=False)
     after, svc = await latency(args.blocks, args.miners, args.mempool, improved=True)
     times = await build_times(args.mempool, args.builds)
@@ -206,9 +209,10 @@ async def main() -> None:
     row("after: mos jd, empty-block job (first job)", after["first"])
     row("after: mos jd, full template job", after["full"])
     row("straight to the pool (its own jobs)", after["pool"] + before["pool"])
-    print(f"   first job: {statistics.median(before['first']) / statistics.median(after['first']):.1f}x faster; "
-          f"full template: {statistics.median(before['first']) / statistics.median(after['full']):.2f}x faster; "
-          f"{svc.status.empty_jobs} empty-block jobs, last own template {svc.status.tx_count} txs built in "
+    print(f"   first job: {statistics.median(before['first']) / statistics.median(after['first']):.1f}x sooner than "
+          f"before; full template job: {statistics.median(after['full']) / statistics.median(before['first']):.2f}x "
+          f"the time it took before;\n   {svc.status.empty_jobs} empty-block jobs, last own template "
+          f"{svc.status.tx_count} txs built in "
           f"{(svc.status.build_seconds or 0) * ms:.1f} ms; tx cache {svc.tx_cache.hits if svc.tx_cache else 0} "
           f"hits / {svc.tx_cache.misses if svc.tx_cache else 0} misses")
     print(f"\n2. template build with a {args.mempool}-transaction mempool ({args.builds} runs, median)")

@@ -63,15 +63,26 @@ class SyntheticMempool:
             weight = tx.weight()
             self.add(TemplateTx(tx.serialize(), tx.txid(), tx.wtxid(), rate * ((weight + 3) // 4), weight, ()))
 
+    _wtxids: dict[bytes, TemplateTx] = field(default_factory=dict)  # index kept by add/remove
+
     def add(self, tx: TemplateTx) -> None:
+        old = self.txs.get(tx.txid)
+        if old is not None:
+            self._wtxids.pop(old.wtxid, None)
         self.txs[tx.txid] = tx
+        self._wtxids[tx.wtxid] = tx
 
     def remove(self, txids: list[bytes]) -> None:
         for t in txids:
-            self.txs.pop(t, None)
+            tx = self.txs.pop(t, None)
+            if tx is not None:
+                self._wtxids.pop(tx.wtxid, None)
 
     def by_wtxid(self) -> dict[bytes, TemplateTx]:
-        return {t.wtxid: t for t in self.txs.values()}
+        """The mempool keyed by wtxid (a live read-only view: do not modify)."""
+        if len(self._wtxids) != len(self.txs):  # someone changed ``txs`` directly: rebuild the index
+            self._wtxids = {t.wtxid: t for t in self.txs.values()}
+        return self._wtxids
 
 
 class RpcFault(Exception):
