@@ -8,7 +8,10 @@ every message to the asyncio loop, bounded: payloads over ``MAX_PAYLOAD`` and a 
 With a ``TlsIdentity`` the session speaks only zenoh's TLS with mutual authentication against the fleet CA
 (plain TCP is refused), and zenoh's access control lets each role (by certificate common name) send only
 what that role may send: devices publish telemetry/events under their site and answer queries; only a
-controller queries devices, publishes site commands and answers enrollment.
+controller queries devices, publishes site commands and answers enrollment. A device certificate issued
+for a site (``openmos-device@<site>``) gets through a controller only under ``openmos/<site>/``; which
+device within the site is the controller's check (``trust``: the enrolled key of the key expression's
+device), since one process may host many devices on one session.
 """
 
 from __future__ import annotations
