@@ -89,7 +89,7 @@ async function refresh() {
     const row = document.createElement("tr");
     const where = [q.board !== null ? `board ${q.board}` : "", q.index !== null ? `${q.component} ${q.index}` : q.component]
       .filter(Boolean).join(" ");
-    for (const v of [q.device + (q.modelled ? " (modelled)" : ""), where, q.reason,
+    for (const v of [`${q.site}/${q.device}` + (q.modelled ? " (modelled)" : ""), where, q.reason,
       q.lead_time_h === null ? "-" : `${Number(q.lead_time_h).toFixed(0)} h`]) cell(row, v);
     mb.appendChild(row);
   }
