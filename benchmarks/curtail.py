@@ -1,50 +1,71 @@
-"""Curtailment on production code: decision -> signed fleet bus -> real device nodes -> agents -> hardware.
+"""Curtailment on production code: decision -> signed fleet bus -> real device nodes -> agents -> tuner -> hardware.
 
-The device end is the production stack, several devices per process: ``DeviceNode`` (verifies the signed
-command, acknowledges on its events, signs the ack with its own key) -> ``AgentWorker`` -> ``AgentControl``
-(the agent's control surface) -> the agent's safety monitor clock path -> ``MiningHardware``. The hardware is
-``testbed.SlotHardware``: one miner of a vectorised simulated site (modelled physics, no hashing), metered by a
-Modbus TCP meter per site process (``testbed.SiteMeter``, 0.5 s refresh, modelled). The controller end is the
-production energy stack in this process: ``Site`` -> ``FleetLink`` -> ``FleetController.curtail_site`` (one
-signed publication on a zenoh bus on 127.0.0.1) and ``ModbusPowerMeter`` (pymodbus client).
+The device end is the production stack, several thousand devices per process: one ``DeviceHost`` per process
+(one zenoh queryable and one site subscription for all its devices; the command's signature checked once,
+each device admitting it itself) -> ``DeviceNode`` (signs its acknowledgement with its own key; acks leave
+in batches of 100, each still the device's own signed message) -> ``AgentWorker`` -> ``AgentControl``
+(the agent's control surface) -> the running agent's autotuner quick ramp (``Autotuner.curtail``: a new
+plan from its chip model, one call per board) -> ``MiningHardware``. Every agent is started for real:
+its autotuner task (closed loop on measured power and per-chip counters), its safety monitor, its pool
+manager (no pool answers: this measures control, not mining). The hardware is ``testbed.SlotHardware``:
+one miner of a vectorised simulated site (modelled physics and counters, no hashing), metered by a Modbus
+TCP meter per site process (``testbed.SiteMeter``, 0.5 s refresh, modelled). The controller end is the
+production energy stack in this process: ``Site`` -> ``FleetLink`` -> ``FleetController.curtail_site``
+(one signed publication on a zenoh bus on 127.0.0.1) and ``ModbusPowerMeter`` (pymodbus client).
+
+The tuners start from a chip model instead of sweeping (a sweep takes ~20 min per device): the tuner's
+own prior for the chip limits at two voltages and a power model fitted to a simulated unit measured at
+three operating points; from there they converge on measured power as usual. The safety monitor period
+and the tuner tick are ``--period`` (default: 2 s, the production default, up to 1,000 devices; longer
+beyond, so that 10k agents' background control fits on this machine's shared cores -- printed).
 
 Measured in this run (wall clock), per site size: time from the signed decision's publication to the
 acknowledgements of every device, and until the summed metered site power reads under the cap (the fast
-path aims at the cap from nameplate figures; the production cap loop then corrects on meter readings). Baseline in
-the same run: the same curtailment sent as one signed command per device (``FleetLink.set_watts``, 500 in
-flight), i.e. what a fleet manager without a site broadcast does. Agents run without a tuner (the untuned
-clock path); the tuner quick ramp is the same surface call, tested in tests/test_control.py.
+path aims at the cap from nameplate figures; the production cap loop then corrects on meter readings);
+and the device-side work (agent + tuner + signing) per device, which a real site does on each device's
+own controller in parallel but this run does serially on shared cores. Baseline in the same run (up to
+``--baseline-max`` devices): the same curtailment sent as one signed command per device
+(``FleetLink.set_watts``, 500 in flight), i.e. what a fleet manager without a site broadcast does.
 
-Limit: every ``DeviceNode`` declares 12 zenoh queryables and a subscriber, and zenoh-python starts a thread
-for each, so one process holds about a thousand devices; ``--procs`` spreads them (2 cores here).
-
-Usage: python benchmarks/curtail.py [--sizes 100,1000,2000] [--procs 2] [--cap-fraction 0.6]
+Usage: python benchmarks/curtail.py [--sizes 100,1000,10000] [--procs 2] [--cap-fraction 0.6]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import resource
 import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
+
+import numpy as np
 
 from openmos.base.net import free_local_port
-from openmos.energy.modbus import ModbusPowerMeter
+from openmos.energy.modbus import DeviceUnavailable, ModbusPowerMeter
 from openmos.energy.site import CapController, Site
 from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.control import FleetController
 from openmos.fleet.energy import FleetLink
 from openmos.fleet.enroll import EnrollmentRegistry
-from openmos.fleet.node import DeviceNode
+from openmos.fleet.node import DeviceHost, DeviceNode
 from openmos.fleet.workers.openmos import AgentWorker
+from openmos.hw.sim import FleetSim, get_model
+from openmos.hw.sim.backend import limits_for
 from openmos.miner import AgentConfig, MiningAgent
 from openmos.security.signing import generate_keypair
 from openmos.testbed.site import FleetSimSite, SiteMeter, SlotHardware
+from openmos.tuning import Autotuner
+from openmos.tuning.planning import PowerModel
 
 SITE = "bench"
 POOLS = [{"name": "main", "pools": [{"url": "stratum+tcp://127.0.0.1:9", "user": "bench.w"}]}]
@@ -58,28 +79,116 @@ def _raise_nofile(n: int) -> None:
 # -- the site end: one process holds many devices -----------------------------------------------------
 
 
-async def serve_devices(first: int, count: int, endpoint: str, pub: Path, seed: int) -> None:
+class TimedWorker(AgentWorker):
+    """The production worker, with the device-side time of each action summed (for the report only)."""
+
+    spent_s = 0.0
+    acts = 0
+
+    async def act(self, action: str, args: dict[str, Any]) -> dict[str, Any]:
+        began = time.perf_counter()
+        try:
+            return await super().act(action, args)
+        finally:
+            TimedWorker.spent_s += time.perf_counter() - began
+            TimedWorker.acts += 1
+
+
+def fitted_power_model(model: str) -> PowerModel:
+    """wall W vs sum V^2 F, sum V^2: one simulated unit (modelled) measured at three settled operating points,
+    as the tuner fits it from its own windows."""
+    limits = limits_for(get_model(model))
+    samples = []
+    for volts, scale in ((limits.stock_voltage, 1.0), (limits.stock_voltage, 0.7), (limits.stock_voltage - 1.0, 0.6)):
+        unit = FleetSim(get_model(model), miners=1, seed=99, sample_counters=False)
+        for b in range(limits.boards):
+            unit.set_board_voltage(0, b, volts)
+            unit.set_frequency(0, b, slice(None), limits.stock_freq_mhz * scale)
+        unit.settle(600)
+        v = np.full(limits.boards, unit.v_board[0].mean())
+        samples.append((float((v**2 * unit.freq[0].sum(axis=1)).sum()), float((v**2).sum()),
+                        float(unit.true_wall_power()[0])))
+    return PowerModel.fit(samples)
+
+
+def seed_chip_model(tuner: Autotuner, power: PowerModel) -> None:
+    """The tuner's prior chip limits at stock and 1 V lower (what its first sweep would start from)."""
+    lim = tuner.limits
+    tuner.knowledge.sweep_voltages = [lim.stock_voltage - 1.0, lim.stock_voltage]
+    tuner.knowledge.sweep_fmax = [tuner._expected_limits(v) / 0.9 for v in tuner.knowledge.sweep_voltages]
+    tuner.knowledge.power_model = power
+
+
+class MeterThread:
+    """The feeder's meter is a device of its own: its Modbus server runs on its own thread and event loop, so
+    it answers while the agents' loop is busy (the physics it reads is the shared modelled site)."""
+
+    def __init__(self, read_w: Callable[[], float], seed: int) -> None:
+        self.meter = SiteMeter(read_w, period_s=0.5, seed=seed)
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._done = asyncio.Event()
+        await self.meter.start()
+        self.port = self.meter.port
+        self._ready.set()
+        await self._done.wait()
+        await self.meter.stop()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(60)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._done.set)
+        self._thread.join(10)
+
+
+async def serve_devices(first: int, count: int, endpoint: str, pub: Path, seed: int, period_s: float) -> None:
     logging.disable(logging.WARNING)
-    site = FleetSimSite(count, seed=seed, site=SITE)
+    site = FleetSimSite(count, seed=seed, site=SITE, counters=True)
     await site.start(step_s=0.25)
     bus = FleetBus(BusConfig(connect=[endpoint]))
     await bus.open()
-    config = AgentConfig.from_dict({"groups": POOLS})
-    trusted = [pub.read_bytes()]
-    nodes = [DeviceNode(bus, SITE, AgentWorker(MiningAgent(config, SlotHardware(site, i)), f"m{first + i:05d}"),
-                        trusted, interval_s=3600.0) for i in range(count)]
-    meter = SiteMeter(lambda: float(site.watts.sum()), period_s=0.5, seed=seed)
-    await meter.start()
-    keys = {n.device.device_id: n.public_key for n in nodes}
+    power = fitted_power_model("s21")
+    config = AgentConfig.from_dict({"groups": POOLS, "performance": {"power_w": site.model.nameplate_w},
+                                    "stratum": {"fallback_interval_s": 600, "retry_delay_s": 300}})
+    host = DeviceHost(bus, SITE, name=f"proc{seed}")
+    agents = []
+    for i in range(count):
+        agent = MiningAgent(config, SlotHardware(site, i))
+        assert agent.tuner is not None and agent.safety is not None
+        seed_chip_model(agent.tuner, power)
+        agent.tuner.options = replace(agent.tuner.options, tick_s=period_s)
+        agent.safety.options = replace(agent.safety.options, period_s=period_s)
+        agents.append(agent)
+        host.add(DeviceNode(bus, SITE, TimedWorker(agent, f"m{first + i:05d}"), [pub.read_bytes()],
+                            interval_s=3600.0))
+    meter = MeterThread(lambda: float(site.watts.sum()), seed)
+    meter.start()
+    keys = {d: n.public_key for d, n in host.nodes.items()}
     print(json.dumps({"meter_port": meter.port, "keys": keys}), flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go": start the nodes
-    for node in nodes:
-        await node.start()  # serves commands, joins the site broadcast, publishes its first telemetry
+    if not await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline):  # "go": start the agents
+        return  # the parent went away
+    for agent in agents:
+        await agent.start()  # pools, autotuner, safety monitor
+    while not all(a.tuner is not None and a.tuner.plan is not None for a in agents):
+        await asyncio.sleep(0.2)  # every tuner has applied its first plan (converging from the chip model)
+    await host.start()  # serves commands, joins the site broadcast, publishes its first telemetry
     print("started", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
-    for node in nodes:
-        await node.stop()
-    await meter.stop()
+    while line := await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline):
+        if line.strip() == "stats":
+            print(json.dumps({"acts": TimedWorker.acts, "act_s": TimedWorker.spent_s}), flush=True)
+            TimedWorker.acts, TimedWorker.spent_s = 0, 0.0
+    await host.stop()
+    for agent in agents:
+        await agent.stop()
+    meter.stop()
     await site.stop()
     await bus.close()
 
@@ -107,7 +216,18 @@ async def cap_loop_until_under(cap: CapController, since: float, limit_s: float 
     return float("inf")
 
 
-async def one_size(n: int, procs: int, cap_fraction: float, baseline: bool, tmp: Path) -> dict[str, float]:
+async def device_stats(children: list[Any]) -> tuple[int, float]:
+    acts, spent = 0, 0.0
+    for child in children:
+        child.stdin.write(b"stats\n")
+        await child.stdin.drain()
+        stats = json.loads(await child.stdout.readline())
+        acts, spent = acts + stats["acts"], spent + stats["act_s"]
+    return acts, spent
+
+
+async def one_size(n: int, procs: int, cap_fraction: float, baseline: bool, period_s: float, tmp: Path
+                   ) -> dict[str, float]:
     generate_keypair(tmp / "cmd.pem", tmp / "cmd.pub")
     endpoint = f"tcp/127.0.0.1:{free_local_port()}"
     bus = FleetBus(BusConfig(listen=[endpoint]))
@@ -120,6 +240,7 @@ async def one_size(n: int, procs: int, cap_fraction: float, baseline: bool, tmp:
     for p, count in enumerate(shares):
         child = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--serve", str(first), str(count), endpoint, str(tmp / "cmd.pub"), str(p),
+            str(period_s),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26)
         children.append(child)
         first += count
@@ -145,15 +266,21 @@ async def one_size(n: int, procs: int, cap_fraction: float, baseline: bool, tmp:
     site = Site(link)
     metered = SiteMeters(meters)
     await asyncio.sleep(1.0)  # let the meters refresh at full power
-    before = await metered.read_power_w()
+    for _ in range(20):  # the meters answer (they may be slow while the device processes settle)
+        with contextlib.suppress(DeviceUnavailable):
+            before = await metered.read_power_w()
+            break
+    else:
+        raise SystemExit("the site meters do not answer")
     cap = cap_fraction * before
     called = time.perf_counter()
     result = await site.curtail_to_w(cap * site.nameplate_w / before)  # the decision: aim at the metered cap
     published = time.perf_counter() - result.seconds
     under = await cap_loop_until_under(CapController(site, metered, cap), published)
+    acts, act_s = await device_stats(children)
     row = {"devices": n, "seen": len(link.members()), "acked": result.acknowledged, "ack_s": result.seconds,
            "under_s": under, "before_kw": before / 1000, "cap_kw": cap / 1000, "setup_s": setup_s,
-           "call_s": time.perf_counter() - called}
+           "call_s": time.perf_counter() - called, "procs": procs, "act_ms": 1000 * act_s / max(acts, 1)}
     if baseline:
         await site.set_fraction(1.0)
         await asyncio.sleep(1.5)
@@ -173,44 +300,56 @@ async def one_size(n: int, procs: int, cap_fraction: float, baseline: bool, tmp:
     return row
 
 
-async def run(sizes: list[int], procs: int, cap_fraction: float, baseline_max: int) -> None:
+def default_period(n: int) -> float:
+    """2 s (the production default) up to 1,000 devices; beyond, longer in proportion, so that the agents'
+    background control (tuner tick + safety check, ~0.7 ms each per device here) fits on shared cores."""
+    return max(2.0, n / 500)
+
+
+async def run(sizes: list[int], procs: int, cap_fraction: float, baseline_max: int, period: float | None) -> None:
     _raise_nofile(65536)
-    print("curtail on production code: decision -> signed zenoh publication -> DeviceNode -> AgentWorker -> "
-          "AgentControl -> hardware clocks;\nsite power modelled (vectorised simulator), metered over Modbus TCP "
-          f"(0.5 s refresh), {procs} device process(es) on a {len(__import__('os').sched_getaffinity(0))}-core "
-          "machine shared with other work\n")
-    print(f"{'devices':>8} {'acked':>7} {'acks s':>8} {'under cap s':>12} {'per-device cmds s':>18} {'ratio':>6}"
-          f" {'setup s':>8}")
+    print("curtail on production code: decision -> signed zenoh publication -> DeviceHost -> DeviceNode -> "
+          "AgentWorker -> AgentControl -> running autotuner quick ramp -> hardware clocks;\nsite power modelled "
+          "(vectorised simulator with per-chip counters), metered over Modbus TCP (0.5 s refresh), device "
+          f"processes on a {len(os.sched_getaffinity(0))}-core machine shared with other work\n")
+    print(f"{'devices':>8} {'procs':>5} {'period s':>8} {'acked':>7} {'acks s':>7} {'under cap s':>11} "
+          f"{'device ms':>9} {'per-device cmds s':>17} {'ratio':>6} {'setup s':>8}")
     for n in sizes:
+        this_period = period or default_period(n)
         with TemporaryDirectory() as tmp:
-            row = await one_size(n, procs, cap_fraction, n <= baseline_max, Path(tmp))
-        base = f"{row['base_ack_s']:>18.2f}" if "base_ack_s" in row else f"{'(skipped)':>18}"
+            row = await one_size(n, procs, cap_fraction, n <= baseline_max, this_period, Path(tmp))
+        base = f"{row['base_ack_s']:>17.2f}" if "base_ack_s" in row else f"{'(skipped)':>17}"
         ratio = f"{row['base_ack_s'] / row['ack_s']:>5.1f}x" if "base_ack_s" in row and row["ack_s"] > 0 else " " * 6
-        print(f"{n:>8,} {row['acked']:>7,.0f} {row['ack_s']:>8.2f} {row['under_s']:>12.2f} {base} {ratio}"
-              f" {row['setup_s']:>8.0f}", flush=True)
+        print(f"{n:>8,} {row['procs']:>5.0f} {this_period:>8.0f} {row['acked']:>7,.0f} {row['ack_s']:>7.2f} "
+              f"{row['under_s']:>11.2f} {row['act_ms']:>9.2f} {base} {ratio} {row['setup_s']:>8.0f}", flush=True)
         if row["acked"] < n:
             print(f"         only {row['acked']:,.0f} of {n:,} acknowledged within the timeout "
                   f"({row['seen']:,.0f} seen on the bus)")
     print("\nacks s: signed site broadcast published -> last device acknowledgement verified at the controller "
           "(goal at 10,000: < 2 s)\nunder cap s: same start -> summed metered power <= cap (goal < 5 s; includes "
-          "the modelled 0.25 s physics step and 0.5 s meter refresh)\nper-device cmds s: baseline, one signed "
-          "command per device (500 in flight); ratio = baseline / broadcast")
+          "the modelled 0.25 s physics step and 0.5 s meter refresh)\ndevice ms: device-side time per curtail "
+          "(agent control + tuner quick ramp + hardware), done serially here, on each device's own controller on "
+          "a real site\nperiod s: tuner tick and safety monitor period of every agent\nper-device cmds s: "
+          "baseline, one signed command per device (500 in flight); ratio = baseline / broadcast")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        first, count, endpoint, pub, seed = sys.argv[2:7]
+        first, count, endpoint, pub, seed, period = sys.argv[2:8]
         _raise_nofile(65536)
-        asyncio.run(serve_devices(int(first), int(count), endpoint, Path(pub), int(seed)))
+        asyncio.run(serve_devices(int(first), int(count), endpoint, Path(pub), int(seed), float(period)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="100,1000,2000",
-                        help="comma-separated site sizes (about 1,000 devices per device process, see above)")
+    parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated site sizes")
     parser.add_argument("--procs", type=int, default=2, help="device processes (default %(default)s)")
     parser.add_argument("--cap-fraction", type=float, default=0.6)
+    parser.add_argument("--period", type=float, default=None,
+                        help="tuner tick and safety period of every agent (default: 2 s up to 1,000 devices, "
+                             "devices/500 s beyond)")
     parser.add_argument("--baseline-max", type=int, default=1000, help="largest size for the per-device baseline")
     args = parser.parse_args()
-    asyncio.run(run([int(s) for s in args.sizes.split(",")], args.procs, args.cap_fraction, args.baseline_max))
+    asyncio.run(run([int(s) for s in args.sizes.split(",")], args.procs, args.cap_fraction, args.baseline_max,
+                    args.period))
 
 
 if __name__ == "__main__":

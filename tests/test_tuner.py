@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -387,3 +388,37 @@ def test_tune_cli_on_the_hard_simulator(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "modelled" in out and "decision:" in out
     assert main(["tune", "bitaxe-gamma", "--efficiency", "nan", "--minutes", "1"]) != 0
+
+
+async def test_a_quick_ramp_reaches_the_hardware_one_board_per_call() -> None:
+    """A curtail re-plans every chip; each board's new frequencies arrive in one call (one ramp per BM13xx
+    chain, one write in a simulator), not one call per chip, and the hardware ends up running the plan."""
+    from openmos.testbed.site import FleetSimSite, SlotHardware
+    from openmos.tuning.planning import PowerModel
+
+    calls: list[str] = []
+
+    class Recording(SlotHardware):
+        async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
+            calls.append("chip")
+            await super().set_chip_frequency(board, chip, mhz)
+
+        async def set_chip_frequencies(self, board: int, mhz: Sequence[float]) -> None:
+            calls.append("board")
+            await super().set_chip_frequencies(board, mhz)
+
+    site = FleetSimSite(1, counters=True)
+    hw = Recording(site, 0)
+    limits = hw.limits()
+    tuner = Autotuner(hw, PerformanceTarget.power(3500.0), clock=SimClock(1.0))
+    kn = tuner.knowledge
+    kn.sweep_voltages = [limits.stock_voltage - 1.0, limits.stock_voltage]
+    kn.sweep_fmax = [tuner._expected_limits(v) / 0.9 for v in kn.sweep_voltages]
+    kn.power_model = PowerModel(1.5e-4, 0.0, 300.0)
+    await tuner._apply_plan(tuner._plan())
+    calls.clear()
+    await tuner.curtail(0.6)
+    assert 0 < len(calls) <= limits.boards and "chip" not in calls
+    assert tuner.plan is not None and np.allclose(site.fleet.freq[0], tuner.freq)
+    assert float(site.fleet.freq[0].mean()) < 0.9 * limits.stock_freq_mhz or \
+        float(site.fleet.v_board[0].mean()) < limits.stock_voltage - 0.1

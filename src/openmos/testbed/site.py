@@ -37,11 +37,13 @@ from openmos.testbed.device import target_watts
 
 class FleetSimSite:
     def __init__(self, miners: int, model: str = "s21", seed: int = 0, per_container: int = 100,
-                 site: str = "sim-site") -> None:
+                 site: str = "sim-site", counters: bool = False) -> None:
         self.model = get_model(model)
-        self.fleet = FleetSim(self.model, miners=miners, seed=seed, sample_counters=False)
+        # Per-chip nonce/error counters cost a Poisson draw per chip and step: only for tuners (``SlotHardware``).
+        self.fleet = FleetSim(self.model, miners=miners, seed=seed, sample_counters=counters)
         self.fleet.settle(600)
         self.site = site
+        self.limits = limits_for(self.model)  # what firmware knows of the model (PLL grid included): once
         self.per_container = per_container
         self.paused = np.zeros(miners, dtype=bool)
         self.firmware = [f"openmos {__version__}"] * miners
@@ -211,13 +213,17 @@ class SlotHardware(MiningHardware):
         return None
 
     def limits(self) -> HardwareLimits:
-        return limits_for(self.site.model)
+        return self.site.limits
 
     def telemetry(self) -> HardwareTelemetry:
+        """Clocks, counters (with ``FleetSimSite(counters=True)``), sensors, fans and power (modelled)."""
         f, i, m = self.site.fleet, self.index, self.site.model
         pcb, chip_t = f.read_board_temps(i)
-        boards = [BoardTelemetry(b, [ChipTelemetry(c, float(f.freq[i, b, c])) for c in range(m.chips_per_board)],
-                                 [float(t) for t in pcb[b]], [float(t) for t in chip_t[b]], float(f.v_board[i, b]),
+        freq, nonces, errors = f.freq[i].tolist(), f.nonces[i].tolist(), f.errors[i].tolist()
+        ticket = f.ticket_difficulty
+        boards = [BoardTelemetry(b, [ChipTelemetry(c, freq[b][c], nonces[b][c], errors[b][c], 0.0, freq[b][c] > 0,
+                                                   ticket) for c in range(m.chips_per_board)],
+                                 pcb[b].tolist(), chip_t[b].tolist(), float(f.v_board[i, b]),
                                  bool(f.board_enabled[i, b])) for b in range(m.boards)]
         fans = [FanTelemetry(k, rpm, float(f.duty[i]) * 100) for k, rpm in enumerate(f.read_fan_rpm(i))]
         return HardwareTelemetry(self.model, boards, fans, float(self.site.watts[i]), m.nominal_ths, modelled=True)

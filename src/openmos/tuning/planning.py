@@ -74,12 +74,28 @@ class Plan:
     predicted_ths: float
 
 
+_GRIDS: dict[int, tuple[tuple[float, ...], FloatArray]] = {}  # by identity; the tuple is kept, so ids stay unique
+
+
+def _grid(freq_grid_mhz: tuple[float, ...]) -> FloatArray:
+    """The PLL grid as an array, converted once per grid object (a grid has ~1,700 entries and a plan snaps
+    to it twice per candidate voltage; converting, or even hashing, it each time was most of a plan's cost)."""
+    known = _GRIDS.get(id(freq_grid_mhz))
+    if known is not None and known[0] is freq_grid_mhz:
+        return known[1]
+    if len(_GRIDS) >= 64:
+        _GRIDS.clear()
+    array = np.asarray(freq_grid_mhz, dtype=np.float64)
+    _GRIDS[id(freq_grid_mhz)] = (freq_grid_mhz, array)
+    return array
+
+
 def snap_down(limits: HardwareLimits, freq: FloatArray) -> FloatArray:
     """Each frequency rounded down to one the PLL can make (0 stays 0: chip off). Down is the safe side."""
     f = np.asarray(freq, dtype=np.float64)
     if not limits.freq_grid_mhz:
         return f
-    grid = np.asarray(limits.freq_grid_mhz)
+    grid = _grid(limits.freq_grid_mhz)
     idx = np.clip(np.searchsorted(grid, f + 1e-9, side="right") - 1, 0, len(grid) - 1)
     return np.asarray(np.where(f > 0, grid[idx], 0.0))
 
@@ -89,7 +105,7 @@ def snap_up(limits: HardwareLimits, freq: FloatArray) -> FloatArray:
     f = np.asarray(freq, dtype=np.float64)
     if not limits.freq_grid_mhz:
         return f
-    grid = np.asarray(limits.freq_grid_mhz)
+    grid = _grid(limits.freq_grid_mhz)
     idx = np.clip(np.searchsorted(grid, f - 1e-9, side="left"), 0, len(grid) - 1)
     return np.asarray(np.where(f > 0, grid[idx], 0.0))
 
@@ -113,7 +129,8 @@ def plan_for(limits: HardwareLimits, voltages: list[float], fmax: list[FloatArra
     boards = limits.boards
     best: Plan | None = None
     for v in grid:
-        top = frequencies(limits, fmax_at(voltages, fmax, float(v)), margin, 1.0)
+        limit = fmax_at(voltages, fmax, float(v))
+        top = frequencies(limits, limit, margin, 1.0)
         vb = np.full(boards, float(v))
         ths = float(top.sum() * limits.hashes_per_mhz / 1e12)
         if target_kind == "power":
@@ -125,7 +142,7 @@ def plan_for(limits: HardwareLimits, voltages: list[float], fmax: list[FloatArra
             reach = ths
             scale = target / ths if ths > 0 else 0.0
         plan_scale = min(max(scale, 0.05), 1.0)
-        freq = frequencies(limits, fmax_at(voltages, fmax, float(v)), margin, plan_scale)
+        freq = frequencies(limits, limit, margin, plan_scale)
         plan = Plan(float(v), plan_scale, freq, power.predict(vb, freq),
                     float(freq.sum() * limits.hashes_per_mhz / 1e12))
         best = plan
