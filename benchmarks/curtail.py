@@ -65,6 +65,7 @@ from openmos.miner import AgentConfig, MiningAgent
 from openmos.security.signing import generate_keypair
 from openmos.testbed.site import FleetSimSite, SiteMeter, SlotHardware
 from openmos.tuning import Autotuner
+from openmos.tuning.learning import expected_limits
 from openmos.tuning.planning import PowerModel
 
 SITE = "bench"
@@ -115,7 +116,8 @@ def seed_chip_model(tuner: Autotuner, power: PowerModel) -> None:
     """The tuner's prior chip limits at stock and 1 V lower (what its first sweep would start from)."""
     lim = tuner.limits
     tuner.knowledge.sweep_voltages = [lim.stock_voltage - 1.0, lim.stock_voltage]
-    tuner.knowledge.sweep_fmax = [tuner._expected_limits(v) / 0.9 for v in tuner.knowledge.sweep_voltages]
+    tuner.knowledge.sweep_fmax = [expected_limits(lim, tuner.freq.shape, v) / 0.9
+                                  for v in tuner.knowledge.sweep_voltages]
     tuner.knowledge.power_model = power
 
 

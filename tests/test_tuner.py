@@ -394,6 +394,7 @@ async def test_a_quick_ramp_reaches_the_hardware_one_board_per_call() -> None:
     """A curtail re-plans every chip; each board's new frequencies arrive in one call (one ramp per BM13xx
     chain, one write in a simulator), not one call per chip, and the hardware ends up running the plan."""
     from openmos.testbed.site import FleetSimSite, SlotHardware
+    from openmos.tuning.learning import expected_limits
     from openmos.tuning.planning import PowerModel
 
     calls: list[str] = []
@@ -413,7 +414,7 @@ async def test_a_quick_ramp_reaches_the_hardware_one_board_per_call() -> None:
     tuner = Autotuner(hw, PerformanceTarget.power(3500.0), clock=SimClock(1.0))
     kn = tuner.knowledge
     kn.sweep_voltages = [limits.stock_voltage - 1.0, limits.stock_voltage]
-    kn.sweep_fmax = [tuner._expected_limits(v) / 0.9 for v in kn.sweep_voltages]
+    kn.sweep_fmax = [expected_limits(limits, tuner.freq.shape, v) / 0.9 for v in kn.sweep_voltages]
     kn.power_model = PowerModel(1.5e-4, 0.0, 300.0)
     await tuner._apply_plan(tuner._plan())
     calls.clear()
