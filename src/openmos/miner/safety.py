@@ -182,6 +182,10 @@ class SafetyMonitor:
         self.guard.shutdown_at = self.tripped_at
         self._explain(f"SHUTDOWN: {why}")
         await self._boards(False)
+        if self.cooling.has_fans:  # cool down at once, not at the next check
+            with contextlib.suppress(UnsupportedControl):
+                await self.hw.set_fan_duty(100.0)
+            self.duty_pct = 100.0
 
     async def _hold_or_restart(self, tel: HardwareTelemetry, temp: float, fans_ok: bool, now: float) -> None:
         if any(b.enabled for b in tel.boards):  # something (a tuner's own restart) switched boards back on
