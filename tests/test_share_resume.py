@@ -68,3 +68,20 @@ async def test_shares_of_a_session_the_pool_lost_are_counted_unrecoverable() -> 
         await pool.stop()
     assert conn.client is not None and conn.client.extranonce1 != old_en1
     assert conn.lost_shares == 0 and not conn.outbox
+
+
+async def test_shares_queued_when_the_pool_configuration_is_replaced_are_counted_lost() -> None:
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    await pool.start()
+    agent = agent_for(pool.url)
+    await agent.start()
+    try:
+        conn = agent.pools.groups[0].connections[0]
+        share = Share("1", b"\0\0\0\1", 0, 1, 0x20000000, 0x20000000, 0, 0.0001, 0.0001)
+        conn.queue(PendingShare(share, b"\0\0\0\7", time.time(), b"\0" * 32))
+        before = agent.stats.dropped_shares
+        await agent.apply_pools(agent.config)
+        assert agent.stats.dropped_shares == before + 1
+    finally:
+        await agent.stop()
+        await pool.stop()

@@ -104,7 +104,7 @@ class AgentStats:
     block_candidates: int = 0
     superseded_nonces: int = 0  # found for a block the pool has moved past: dropped, never submitted
     superseded_difficulty: float = 0.0  # the pool difficulty those shares would have been credited at
-    dropped_shares: int = 0  # over the submit-queue cap
+    dropped_shares: int = 0  # over the submit-queue cap, or queued for a session of a replaced pool configuration
     work_errors: int = 0  # jobs that could not be turned into work (logged)
 
 
@@ -272,6 +272,11 @@ class MiningAgent:
     async def apply_pools(self, config: AgentConfig) -> None:
         """Switch to the pool groups of a new configuration (the rest of it applies at the next start)."""
         await self.pools.stop()
+        queued = sum(len(c.outbox) for c in self.pools.connections())
+        if queued:  # their sessions belong to the old configuration: counted as lost, never silently dropped
+            self.stats.dropped_shares += queued
+            log.warning("%d share(s) still queued for a pool session are lost with the old pool configuration",
+                        queued)
         self.config = config
         self.pools = PoolManager(config.groups, config.stratum, f"openmos/{__version__}", self._on_job,
                                  self._on_switch, self.policy)
