@@ -69,6 +69,7 @@ async def start_pool_services(pool: LocalPool, v2: Sv2PoolServer | None, args: a
     if not 0 <= args.mempool_txs <= 50_000:
         raise ValueError("--mempool-txs must be between 0 and 50000")
     node = PoolNode(pool.chain, SyntheticMempool(), on_new_tip=pool.new_tip, refill=args.mempool_txs)
+    pool.job_listeners.append(lambda _job: node.sync_tip())  # blocks the pool finds from shares reach the TP too
     if args.rpc_port is not None:
         services.rpc = NodeRpcServer(node, host=pool.settings.host, port=args.rpc_port, user=args.rpc_user,
                                      password=args.rpc_password)

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin import BlockHeader
 from openmos.bitcoin.target import bits_to_target
 from openmos.bitcoin.tx import TxError, TxOut, hex_hash, serialize_block, tx_hash_hex
@@ -146,6 +147,7 @@ class JdService:
         self._tip: str | None = None
         self._next_try = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._pool_prev: bytes = b""
         self._bg: set[asyncio.Task[None]] = set()
         self.jobs_pushed = asyncio.Event()  # set whenever new work reaches the downstream miners
@@ -174,10 +176,8 @@ class JdService:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self._stopping = True  # (Python 3.11's wait_for can swallow a cancel: the loop also checks this flag)
+        await cancel_and_wait(self._task)
         for t in list(self._bg):
             t.cancel()
         if self.downstream is not None:
@@ -194,7 +194,7 @@ class JdService:
     # -- the loop ---------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.poll_interval)
             with contextlib.suppress(Exception):
                 await self._step()

@@ -288,6 +288,7 @@ class JobDeclarator:
         self.node.heights[h] = job.height
         self.node.mempool.remove(list(job.txids))
         self.node.refill_mempool()
+        self.node.sync_tip()
 
     def push_solution(self, job: DeclaredJob, msg: PushSolution) -> str | None:
         """Rebuild the block of the connection's last declared job and submit it to the chain."""

@@ -106,6 +106,7 @@ class PoolNode:
         self.submitted = 0
         self.tip_listeners: list[Callable[[bytes], None]] = []
         self._gbt_entries: dict[bytes, dict[str, Any]] = {}  # txid -> its getblocktemplate entry (JSON-ready)
+        self._announced = chain.tip  # the tip tip_listeners last heard of
         if refill:
             self.mempool.add_synthetic(refill)
 
@@ -189,10 +190,19 @@ class PoolNode:
             self.mempool.add_synthetic(self.refill - len(self.mempool.txs))
 
     def _announce(self, h: bytes) -> None:
+        self._announced = self.chain.tip
         if self.on_new_tip is not None:
             self.on_new_tip()
         for listener in list(self.tip_listeners):
             listener(h)
+
+    def sync_tip(self) -> None:
+        """The chain moved without ``submitblock`` (a block found from pool shares): tell ``tip_listeners``
+        (the template provider). The pool itself already knows."""
+        if self.chain.tip != self._announced:
+            self._announced = self.chain.tip
+            for listener in list(self.tip_listeners):
+                listener(self.chain.tip)
 
     def _check(self, block: Block, header: BlockHeader) -> str | None:
         if header.prev_hash != self.chain.tip:
