@@ -39,6 +39,9 @@ class HostileSession:
     submits: list[Submit] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
     syncs: int = 0
+    mute: bool = False  # stop answering anything (the TCP connection stays open): a stalled pool
+    answer_delay: float = 0.0  # answer submits this late (a slow but healthy pool)
+    unanswered: list[Any] = field(default_factory=list)  # submit ids received while mute
     _pongs: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(10_000))
 
@@ -73,6 +76,11 @@ class HostileSession:
             msg = json.loads(line)
             self.received.append(msg)
             method, msg_id = msg.get("method"), msg.get("id")
+            if self.mute:
+                if method == "mining.submit":
+                    self.submits.append(Submit(msg["params"][1], msg["params"], self.syncs))
+                    self.unanswered.append(msg_id)
+                continue
             if method is None:
                 fut = self._pongs.pop(msg_id, None)
                 if fut is not None and not fut.done():
@@ -92,7 +100,22 @@ class HostileSession:
             elif method == "mining.submit":
                 self.submits.append(Submit(msg["params"][1], msg["params"], self.syncs))
                 error = None if accept else [23, "Low difficulty share", None]
-                await self.send({"id": msg_id, "result": accept, "error": error})
+                answer = {"id": msg_id, "result": accept, "error": error}
+                if self.answer_delay:
+                    asyncio.get_running_loop().call_later(self.answer_delay, self._answer_later, answer)
+                else:
+                    await self.send(answer)
+
+    def _answer_later(self, answer: dict[str, Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(json.dumps(answer).encode() + b"\n")
+
+    async def unmute(self) -> None:
+        """Answer again: first every submit that arrived while mute (accepted), then as usual."""
+        self.mute = False
+        for msg_id in self.unanswered:
+            await self.send({"id": msg_id, "result": True, "error": None})
+        self.unanswered.clear()
 
 
 class HostilePool:

@@ -64,6 +64,13 @@ class PoolGroupConfig(_Model):
 class StratumTuning(_Model):
     response_timeout_s: float = Field(default=10.0, gt=0, le=300)
     stall_timeout_s: float = Field(default=180.0, gt=0, le=3600, description="no message for this long: failover")
+    stall_suspect_s: float = Field(
+        default=1.0, ge=0, le=600, allow_inf_nan=False,
+        description="a share unanswered and nothing received from the pool for this long (at least 3x the "
+                    "pool's recent slowest answer): the work moves to the hot standby at once; the session is "
+                    "kept until stall_timeout_s / response_timeout_s confirm it dead (0: off)")
+    hot_standby: bool = Field(default=True, description="keep the next pool of the group connected and "
+                                                        "authorised, ready to take the work at once")
     fallback_interval_s: float = Field(default=15.0, gt=0, le=3600,
                                        description="how often to check whether a better pool is back")
     retry_delay_s: float = Field(default=2.0, gt=0, le=300, description="first back-off after a pool failed")

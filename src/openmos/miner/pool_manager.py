@@ -5,6 +5,12 @@ when it dies or stalls, and keeps probing the better ones so it falls back as so
 Failover is also on *quality*: a pool that sends too many bad messages, no valid job soon after
 connecting, or rejects too many shares is marked bad for a back-off period that doubles each time it
 fails again (reset after a healthy session), and the next pool gets the work.
+A *hot standby* -- the next usable pool of the group, connected and authorised -- is kept ready. When the
+pool in use leaves a share unanswered and sends nothing at all for ``stall_suspect_s`` (at least three times
+its recent slowest answer, so a slow but healthy pool is not left), a stall is *suspected*: the work moves to
+the standby at once, while the suspected session is kept open, its unanswered shares still waiting for their
+answer (or re-sent if the session is resumed). If it answers again the usual fallback rules bring the work
+back; only ``stall_timeout_s`` (or ``response_timeout_s`` for a share) confirms it dead.
 A share found for a still-valid job is never silently dropped. Shares found for a session that then went
 away -- and shares whose submit was written but never answered -- are kept in that pool's outbox and
 re-sent once the pool resumes the same session (``mining.subscribe`` with the previous session id gives back
@@ -114,6 +120,7 @@ class PoolConnection:
     quality_failures: int = 0
     backoff_s: float = 0.0  # current back-off after a failure (doubles, reset by a healthy session)
     bad_until: float = 0.0  # monotonic time before which this pool is not tried
+    answer_s: float = 0.0  # slowest recent share answer (decays 10 % per answer): how slow the pool normally is
 
     def in_backoff(self, now: float) -> bool:
         return now < self.bad_until
@@ -171,6 +178,8 @@ class PoolGroup:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._standby_task: asyncio.Task[None] | None = None
+        self.stall_suspicions = 0  # times the work moved to the hot standby on a suspected stall
 
     @property
     def name(self) -> str:
@@ -184,10 +193,11 @@ class PoolGroup:
         self._task = asyncio.create_task(self._supervise(), name=f"pool-group {self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._standby_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for conn in self.connections:
             if conn.client is not None:
                 await conn.client.close("agent stopping")
@@ -289,8 +299,13 @@ class PoolGroup:
     async def _connect_best(self, limit: int) -> tuple[PoolConnection | None, PoolSession | None]:
         """Connect to the highest-priority usable pool among the first ``limit`` that answers."""
         for conn in self.connections[:limit]:
-            if not conn.enabled or conn.in_backoff(time.monotonic()):
+            now = time.monotonic()
+            if not conn.enabled or conn.in_backoff(now):
                 continue
+            if conn is not self.active and conn.client is not None and not conn.client.closed.is_set():
+                if self._ready(conn, now):  # the hot standby, or a suspected session that answers again
+                    return conn, conn.client
+                continue  # suspected or still shaking hands: no second session to the same pool meanwhile
             client = await self._connect(conn)
             if client is not None:
                 return conn, client
@@ -312,6 +327,58 @@ class PoolGroup:
             return (f"pool rejected {client.counters.rejected} of {answered} shares "
                     f"(over {tuning.max_reject_ratio:.0%})")
         return None
+
+    def suspect_after(self, conn: PoolConnection) -> float:
+        """How long a share may stay unanswered, with nothing received, before a stall is suspected."""
+        return max(self.tuning.stall_suspect_s, 3 * conn.answer_s)
+
+    def _suspected(self, conn: PoolConnection, client: PoolSession, now: float) -> bool:
+        if not self.tuning.stall_suspect_s:
+            return False
+        since, limit = client.unanswered_since, self.suspect_after(conn)
+        return since is not None and now - since > limit and now - client.last_receive > limit
+
+    def _ready(self, conn: PoolConnection, now: float) -> bool:
+        """An open, authorised session with a job that is not suspected of a stall: it can take work at once."""
+        c = conn.client
+        return (conn.enabled and c is not None and not c.closed.is_set() and c.authorized and c.last_job is not None
+                and not self._suspected(conn, c, now))
+
+    def _check_interval(self) -> float:
+        suspect = self.tuning.stall_suspect_s
+        return min(self.tuning.fallback_interval_s, 1.0, suspect / 4 if suspect else 1.0)
+
+    async def _tend_standby(self, active: PoolConnection) -> None:
+        """Keep the next usable pool connected (the hot standby); close sessions no longer needed."""
+        now = time.monotonic()
+        want = next((c for c in self.connections if c is not active and c.enabled and not c.in_backoff(now)), None)
+        if not self.tuning.hot_standby:
+            want = None
+        for c in self.connections:
+            client = c.client
+            if c is active or client is None or client.closed.is_set():
+                continue
+            if now - client.last_receive > self.tuning.stall_timeout_s:  # a kept suspect confirmed dead
+                client.failed_quality = True
+                await client.close(f"pool sent nothing for {self.tuning.stall_timeout_s:.0f} s (stalled)")
+                self._judge_session(c, client)
+                log.warning("group %s: %s confirmed dead (%s)", self.name, c.url, client.close_reason)
+            elif c is not want and not self._suspected(c, client, now):
+                await client.close("not needed as hot standby")
+        if want is None or (want.client is not None and not want.client.closed.is_set()):
+            return
+        if self._standby_task is None or self._standby_task.done():
+            self._standby_task = asyncio.create_task(self._connect_standby(want), name=f"standby {want.url}")
+
+    async def _connect_standby(self, conn: PoolConnection) -> None:
+        client = await self._connect(conn)
+        if client is None:
+            return
+        if conn is self.active or (conn.client is not None and not conn.client.closed.is_set()):
+            await client.close("not needed as hot standby")  # the pool was taken meanwhile
+            return
+        conn.client = client
+        log.info("group %s: %s connected as hot standby", self.name, conn.url)
 
     def _activate(self, conn: PoolConnection, client: PoolSession) -> None:
         previous = self.active
@@ -338,10 +405,11 @@ class PoolGroup:
         while not client.closed.is_set():
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(self.tuning.fallback_interval_s, 1.0))
+                await asyncio.wait_for(self._wake.wait(), self._check_interval())
             if client.closed.is_set():
                 break
-            if time.monotonic() - client.last_receive > self.tuning.stall_timeout_s:
+            now = time.monotonic()
+            if now - client.last_receive > self.tuning.stall_timeout_s:
                 client.failed_quality = True  # back it off: retrying at once would hang in its handshake
                 await client.close(f"pool sent nothing for {self.tuning.stall_timeout_s:.0f} s (stalled)")
                 break
@@ -353,13 +421,25 @@ class PoolGroup:
             if not conn.enabled:
                 await client.close("pool disabled by the operator")
                 break
+            if self._suspected(conn, client, now):
+                standby = next((c for c in self.connections if c is not conn and self._ready(c, now)), None)
+                if standby is not None and standby.client is not None:
+                    self.stall_suspicions += 1
+                    log.warning("group %s: %s left a share unanswered and sent nothing for %.1f s (stall "
+                                "suspected); mining on the hot standby %s, keeping the session for its answers",
+                                self.name, conn.url, now - client.last_receive, standby.url)
+                    self._activate(standby, standby.client)
+                    conn, client = standby, standby.client
+                    continue
             if conn.priority > 0 and self._fallback_due():
                 better, better_client = await self._connect_best(conn.priority)
                 if better is not None and better_client is not None:
                     log.info("group %s: %s is back, falling back to it", self.name, better.url)
-                    await client.close(f"falling back to higher-priority pool {better.url}")
+                    if not self.tuning.hot_standby:
+                        await client.close(f"falling back to higher-priority pool {better.url}")
                     self._activate(better, better_client)
                     conn, client = better, better_client
+            await self._tend_standby(conn)
         conn.last_error = client.close_reason
         self._judge_session(conn, client)
         log.warning("group %s: lost %s (%s); failing over", self.name, conn.url, client.close_reason)
@@ -447,11 +527,13 @@ class PoolGroup:
             self._log.log(logging.WARNING, "throttled", "%s: share rate over %.0f/s; share dropped",
                           conn.url, self.submit_limit.rate)
             return None
+        sent = time.monotonic()
         try:
             result = await client.submit(share)
         except ConnectionError:  # written (or about to be) but unanswered: re-sent if the session resumes
             conn.queue(PendingShare(share, extranonce1, time.time(), prev_hash, True, on_fate))
             return None
+        conn.answer_s = max(time.monotonic() - sent, 0.9 * conn.answer_s)
         conn.counters.record(result, share)
         self._log_result(conn, share, result)
         if on_fate is not None:

@@ -155,6 +155,7 @@ class StratumClient(EndingSession):
         self.closed = asyncio.Event()
         self._ids = itertools.count(1)
         self._pending: dict[int | str, asyncio.Future[Response]] = {}
+        self._submits: dict[object, float] = {}  # outstanding submits -> monotonic time sent
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._read_task: asyncio.Task[None] | None = None
@@ -253,18 +254,27 @@ class StratumClient(EndingSession):
             if fut.done() and not fut.cancelled():
                 fut.exception()  # close() may have failed it while the write was failing: mark it seen
 
+    @property
+    def unanswered_since(self) -> float | None:
+        """When the oldest submit still waiting for its answer was sent (monotonic), None if none waits."""
+        return min(self._submits.values(), default=None)
+
     async def send_notification_call(self, method: str, params: list[Any]) -> None:
         """A request whose answer we do not wait for (pools differ in whether they answer at all)."""
         await self._write(encode_request(next(self._ids), method, params))
 
     async def submit(self, share: Share) -> SubmitResult:
         """Submit a share; a pool that does not answer in time is closed (so failover can happen)."""
+        token = object()
+        self._submits[token] = time.monotonic()
         try:
             resp = await self.call("mining.submit", share.submit_params(self.user))
         except TimeoutError as exc:
             self.failed_quality = True  # a pool that stops answering submits is not one to retry at once
             await self.close(str(exc))
             raise ConnectionError(str(exc)) from None
+        finally:
+            del self._submits[token]
         if resp.ok and resp.result is True:
             result = SubmitResult(True)
         else:

@@ -119,6 +119,7 @@ class Sv2Client(EndingSession):
         self._prev: SetNewPrevHash | None = None
         self._seq = itertools.count(1)
         self._pending: dict[int, asyncio.Future[SubmitResult]] = {}
+        self._sent_at: dict[int, float] = {}  # outstanding submits -> monotonic time sent
         self._read_task: asyncio.Task[None] | None = None
         self._consecutive_bad = 0
 
@@ -200,6 +201,7 @@ class Sv2Client(EndingSession):
         seq = next(self._seq) & 0xFFFFFFFF
         fut: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
+        self._sent_at[seq] = time.monotonic()
         try:
             await conn.send(SubmitSharesStandard(channel, seq, job_id, share.nonce, share.ntime, share.version))
             result = await asyncio.wait_for(fut, self.options.response_timeout)
@@ -210,6 +212,7 @@ class Sv2Client(EndingSession):
             raise ConnectionError(str(exc)) from None
         finally:
             self._pending.pop(seq, None)
+            self._sent_at.pop(seq, None)
         if not result.accepted:
             log.warning("%s: share %s: %s", self.url, "stale" if result.stale else "rejected", result.reason)
         self.counters.record(result, share)
@@ -227,6 +230,11 @@ class Sv2Client(EndingSession):
         if fut is not None and not fut.done():
             code = msg.error_code
             fut.set_result(SubmitResult(False, code, any(s in code.lower() for s in STALE_CODES)))
+
+    @property
+    def unanswered_since(self) -> float | None:
+        """When the oldest submit still waiting for its answer was sent (monotonic), None if none waits."""
+        return min(self._sent_at.values(), default=None)
 
     @property
     def bad_lines(self) -> int:
