@@ -28,6 +28,7 @@ class StreamServer:
         self.max_connections = max_connections  # more connections are closed at once (counted in ``refused``)
         self.refused = 0
         self._server: asyncio.Server | None = None
+        self._accepting = False  # False once stop() began: a connection accepted just before is closed at once
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
 
     @property
@@ -41,12 +42,14 @@ class StreamServer:
 
     async def start(self, host: str, port: int, **options: Any) -> int:
         """Listen on ``host:port`` (0: any free port) and return the bound port."""
+        self._accepting = True
         self._server = await asyncio.start_server(self._connection, host, port, **options)
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 
     async def stop(self) -> None:
         server, self._server = self._server, None
+        self._accepting = False
         if server is not None:
             server.close()
         for writer in list(self._connections.values()):
@@ -59,7 +62,7 @@ class StreamServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is None or self._server is None or (
+        if task is None or not self._accepting or (
                 self.max_connections is not None and len(self._connections) >= self.max_connections):
             self.refused += 1
             writer.close()
