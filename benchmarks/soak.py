@@ -10,8 +10,11 @@ simulated clock runs ``--speed`` times faster.
 
 Figures: shares found / accepted / rejected / never sent (superseded block) / lost (zero expected) /
 unrecoverable because a pool lost the session (counted apart) / re-sent after a drop, duplicates (zero
-expected), old-block shares the pools accepted (zero expected), failover times after a pool kill (< 2 s
-expected) and after a stall (includes the stall timeout), fallback time after the primary returns, RSS at
+expected), old-block shares the pools accepted (zero expected), failover times after a pool kill and after a
+network stall (< 2 s expected: the agent keeps a hot standby connected and moves the work to it once a share
+stays unanswered with nothing received for ``stall_suspect_s``; measured from the kill or the stall's start
+to the backup's job in the hash loop and to the first share sent through the backup's proxy), fallback
+time after the primary returns, RSS at
 the start and end (flat within 10 % expected). Baseline, measured in the same run: the same agent and
 pools with no faults for the first part of the run; credited difficulty per hash really computed (so the
 machine's varying CPU speed cancels out) is printed for both, and the soak's as a ratio of the baseline's,
@@ -47,9 +50,24 @@ from openmos.pool import LocalPool, PoolSettings
 from openmos.stratum.difficulty import difficulty_for_interval
 from openmos.stratum.protocol import encode_notification
 
-STALL_TIMEOUT_S = 4.0  # real seconds (the agent's stall_timeout_s in this run)
+STALL_TIMEOUT_S = 4.0  # real seconds (the agent's stall_timeout_s in this run: confirms a stalled pool dead)
+STALL_SUSPECT_S = 1.0  # real seconds (stall_suspect_s: a share unanswered and nothing received -> hot standby)
 HOSTILE = ["1e400", "NaN", "0", "1e-300"]
-FAULTS = True  # --no-faults: only the difficulty changes (a diagnostic run)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which simulated minute of each period brings which fault (-1: never)."""
+
+    period: int = 60
+    kill: int = 10  # the primary pool dies ...
+    restart: int = 20  # ... and comes back
+    storm: int = 30  # every connection dropped five times in a row
+    stall: int = 40  # the network to the pool in use stalls
+    hostile: int = 50  # the difficulty change is a hostile value
+
+
+NO_FAULTS = Schedule(kill=-1, restart=-1, storm=-1, stall=-1, hostile=-1)
 
 
 def rss_mb() -> float:
@@ -142,6 +160,7 @@ class FaultProxy:
     stalled: asyncio.Event = field(default_factory=asyncio.Event)  # set: nothing moves in either direction
     stale_known: int = 0
     stale_in_flight: int = 0
+    submits: int = 0  # mining.submit lines forwarded to the pool
     _server: asyncio.Server | None = None
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
     _downstream: list[asyncio.StreamWriter] = field(default_factory=list)
@@ -192,6 +211,7 @@ class FaultProxy:
             stream.known = stream.pings.pop(msg["id"])
             return False
         if msg.get("method") == "mining.submit" and isinstance(msg.get("params"), list) and len(msg["params"]) > 1:
+            self.submits += 1
             prev = stream.job_prev.get(str(msg["params"][1]))
             if prev is not None and prev != stream.tip:
                 if prev != stream.known and stream.known:
@@ -240,6 +260,8 @@ def _json(line: bytes) -> dict[str, Any]:
 class Figures:
     failovers: list[float] = field(default_factory=list)  # pool kill -> work from the backup (s)
     stall_failovers: list[float] = field(default_factory=list)  # stall start -> work from the backup (s)
+    stall_first_shares: list[float] = field(default_factory=list)  # stall start -> first share sent to the backup
+    kill_first_shares: list[float] = field(default_factory=list)  # pool kill -> first share sent to the backup
     fallbacks: list[float] = field(default_factory=list)  # primary restarted -> work from it again (s)
     storms: int = 0
     difficulty_changes: int = 0
@@ -272,14 +294,30 @@ def real_hashes(hardware: SimHardware) -> float:
     return hardware._cpu.telemetry().hashes
 
 
-async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> None:
+@dataclass
+class Outcome:
+    """The soak's figures a test can check (the printout has them all)."""
+
+    accepted: int
+    lost: int
+    unrecoverable: int
+    duplicate_rejects: int
+    stale_known: int
+    stale_block_accepted: int
+    figures: Figures
+    rss_growth_pct: float
+
+
+async def soak(hours: float, speed: float, baseline_share: float, seed: int, schedule: Schedule = Schedule(),
+               fallback_interval_s: float = 5.0, min_baseline_s: float = 20.0) -> Outcome:
+    """Run the soak and print its figures; ``schedule`` and the shorter settings let a test run a short one."""
     rng = random.Random(seed)
     clock = SimClock(speed)
     hardware = SimHardware("s21", clock=clock, seed=seed)
     rate = hardware.expected_hashrate()
     difficulty = float(f"{difficulty_for_interval(rate, 0.5):.3g}")  # ~2 shares/s from the real hashing
     settings = {"port": 0, "start_difficulty": difficulty, "vardiff": None, "network_difficulty": difficulty * 10,
-                "job_interval": 20.0}
+                "job_interval": STALL_TIMEOUT_S / 2}  # a job refresh well within the stall timeout, as real pools
     primary, backup = QuirkyPool(PoolSettings(**settings)), QuirkyPool(PoolSettings(**settings))  # type: ignore[arg-type]
     await primary.start()
     await backup.start()
@@ -288,7 +326,8 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
     await b_proxy.start()
     config = AgentConfig.from_dict({
         "hardware": "sim:s21",
-        "stratum": {"stall_timeout_s": STALL_TIMEOUT_S, "fallback_interval_s": 5.0, "retry_delay_s": 0.5,
+        "stratum": {"stall_timeout_s": STALL_TIMEOUT_S, "stall_suspect_s": STALL_SUSPECT_S,
+                    "fallback_interval_s": fallback_interval_s, "retry_delay_s": 0.5,
                     "response_timeout_s": 3.0, "suggest_difficulty": difficulty, "max_share_rate": 10.0},
         "groups": [{"name": "soak", "pools": [{"url": p_proxy.url, "user": "soak.s21"},
                                                {"url": b_proxy.url, "user": "soak.s21"}]}],
@@ -298,7 +337,7 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
     figures = Figures()
     sim_total = hours * 3600.0
     real_total = sim_total / speed
-    baseline_real = max(20.0, baseline_share * real_total)
+    baseline_real = max(min_baseline_s, baseline_share * real_total)
     print(f"soak: simulated S21 (modelled), {hours:g} simulated h at {speed:g}x = {real_total:.0f} s real, "
           f"after a {baseline_real:.0f} s fault-free baseline; real hashing {rate / 1e3:.0f} kH/s, "
           f"pool difficulty {difficulty:g}")
@@ -320,12 +359,13 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
         sim_start = clock.now()
         with Progress(transient=True) as progress:
             task = progress.add_task("soak (simulated time)", total=sim_total)
-            minute = 0
-            while (elapsed := clock.now() - sim_start) < sim_total:
-                progress.update(task, completed=elapsed)
-                while minute < int(elapsed // 60):  # every simulated minute gets its event, late or not
+            minute, last = 0, int(sim_total // 60)
+            while (elapsed := clock.now() - sim_start) < sim_total or minute < last:
+                progress.update(task, completed=min(elapsed, sim_total))
+                while minute < min(int(elapsed // 60), last):  # every simulated minute gets its event, late or not
                     minute += 1
-                    await minute_event(minute, rng, difficulty, primary, p_proxy, b_proxy, agent, figures)
+                    await minute_event(minute, schedule, rng, difficulty, primary, p_proxy, b_proxy, agent,
+                                       figures)
                 await asyncio.sleep(0.05)
         run.close(agent, hardware)
         await asyncio.sleep(2)  # answers in flight
@@ -336,17 +376,20 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int) -> 
         for closer in (p_proxy.stop, b_proxy.stop, primary.stop, backup.stop):
             with contextlib.suppress(Exception):
                 await closer()
-    report(agent, figures, primary, backup, [p_proxy, b_proxy], baseline_rate, soak_rate, rss_start, rss_end)
+    outcome = report(agent, figures, primary, backup, [p_proxy, b_proxy], baseline_rate, soak_rate, rss_start,
+                     rss_end, fallback_interval_s)
     explain(list(agent.found), base, run)
+    return outcome
 
 
-async def minute_event(minute: int, rng: random.Random, difficulty: float, primary: QuirkyPool,
-                       p_proxy: FaultProxy, b_proxy: FaultProxy, agent: MiningAgent, figures: Figures) -> None:
-    """What happens at each simulated minute (the hour repeats)."""
-    m = minute % 60 if FAULTS else -1
+async def minute_event(minute: int, schedule: Schedule, rng: random.Random, difficulty: float,
+                       primary: QuirkyPool, p_proxy: FaultProxy, b_proxy: FaultProxy, agent: MiningAgent,
+                       figures: Figures) -> None:
+    """What happens at each simulated minute (the schedule's period repeats)."""
+    m, sc = minute % schedule.period, schedule
     new = difficulty * rng.uniform(1.0, 3.0)  # never easier than the pool's own: every share stays valid
     raw = f"{new:.6g}"
-    if m == 50:
+    if m == sc.hostile:
         raw = rng.choice(HOSTILE)
         figures.hostile_sent += 1
     line = encode_notification("mining.set_difficulty", [0]).replace(b"[0]", f"[{raw}]".encode())
@@ -356,37 +399,43 @@ async def minute_event(minute: int, rng: random.Random, difficulty: float, prima
     for conn in agent.pools.connections():
         if conn.client is not None and all(conn.client is not c for c in figures.sessions):
             figures.sessions.append(conn.client)
-    if m == 10 and mining_on(agent, p_proxy):  # the primary pool dies, comes back 10 simulated minutes later
-        began = time.monotonic()
+    if m == sc.kill and mining_on(agent, p_proxy):  # the primary pool dies, comes back at the restart minute
+        began, sent = time.monotonic(), b_proxy.submits
         await primary.stop()
         took = await wait_until(lambda: mining_on(agent, b_proxy), 30)
         figures.failovers.append(time.monotonic() - began if took is not None else float("inf"))
-    elif m == 10:
+        first = await wait_until(lambda: b_proxy.submits > sent, 30)
+        figures.kill_first_shares.append(time.monotonic() - began if first is not None else float("inf"))
+    elif m == sc.kill:
         await primary.stop()
-    elif m == 20:
+    elif m == sc.restart:
         await primary.start()
         took = await wait_until(lambda: mining_on(agent, p_proxy), 60)
         figures.fallbacks.append(took if took is not None else float("inf"))
-    elif m == 30:  # reconnect storm: every connection dropped five times in a row
+    elif m == sc.storm:  # reconnect storm: every connection dropped five times in a row
         for _ in range(5):
             p_proxy.drop_all()
             b_proxy.drop_all()
             await asyncio.sleep(0.3)
         figures.storms += 1
-    elif m == 40:  # the network to the pool in use stalls (connection open, nothing moves)
+    elif m == sc.stall:  # the network to the pool in use stalls (connection open, nothing moves)
         used, other = (p_proxy, b_proxy) if mining_on(agent, p_proxy) else (b_proxy, p_proxy)
         if not mining_on(agent, used):
             return  # between pools right now: no stall this hour
+        began, sent = time.monotonic(), other.submits
         used.stalled.set()
         took = await wait_until(lambda: mining_on(agent, other), 30)
         figures.stall_failovers.append(took if took is not None else float("inf"))
+        first = await wait_until(lambda: other.submits > sent, 30)
+        figures.stall_first_shares.append(time.monotonic() - began if first is not None else float("inf"))
         await asyncio.sleep(1.0)
         used.stalled.clear()
         used.drop_all()
 
 
 def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPool, proxies: list[FaultProxy],
-           baseline_rate: float, soak_rate: float, rss_start: float, rss_end: float) -> None:
+           baseline_rate: float, soak_rate: float, rss_start: float, rss_end: float,
+           fallback_interval_s: float) -> Outcome:
     conns = agent.pools.connections()
     answered = [s.result for s in agent.found if s.result is not None]
     accepted = sum(r.accepted for r in answered)
@@ -422,10 +471,13 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
           f"(target 0); in flight when the tip changed {sum(p.stale_in_flight for p in proxies)}; old-block "
           f"shares the pools accepted {primary.stale_block_accepted + backup.stale_block_accepted} (the pool's view "
           "also counts shares already on the wire when it announced the tip)")
-    print(f"failover after a pool kill: {stat(f.failovers)} (target < 2 s)")
-    print(f"failover after a network stall: {stat(f.stall_failovers)} (includes the {STALL_TIMEOUT_S:g} s stall "
-          "timeout)")
-    print(f"fallback to the restarted primary: {stat(f.fallbacks)} (fallback_interval_s = 5)")
+    print(f"failover after a pool kill: backup's job in the hash loop {stat(f.failovers)}; first share sent to "
+          f"the backup {stat(f.kill_first_shares)} (target < 2 s)")
+    print(f"failover after a network stall: backup's job in the hash loop {stat(f.stall_failovers)}; first share "
+          f"sent to the backup {stat(f.stall_first_shares)} (target < 2 s; stall suspected after "
+          f"{STALL_SUSPECT_S:g} s, confirmed at {STALL_TIMEOUT_S:g} s)")
+    print(f"fallback to the restarted primary: {stat(f.fallbacks)} (fallback_interval_s = {fallback_interval_s:g}); "
+          f"stall suspicions {sum(g.stall_suspicions for g in agent.pools.groups)}")
     print(f"difficulty changes {f.difficulty_changes} (hostile values sent {f.hostile_sent}, refused {refused}; "
           f"work errors {agent.stats.work_errors}); reconnect storms {f.storms}; hardware errors "
           f"{agent.stats.hardware_errors} (modelled)")
@@ -438,6 +490,10 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
     ratio = soak_rate / baseline_rate if baseline_rate else float("nan")
     print(f"credited difficulty x 2^32 per hash really computed (1.0 = every hash paid, on average): soak "
           f"{soak_rate:.3f} vs fault-free baseline {baseline_rate:.3f} (ratio {ratio:.2f}, luck included)")
+    duplicates = sum(p.rejections.get("duplicate share", 0) for p in (primary, backup))
+    return Outcome(accepted, lost, unrecoverable, duplicates, sum(p.stale_known for p in proxies),
+                   primary.stale_block_accepted + backup.stale_block_accepted,
+                   f, growth)
 
 
 def explain(found: list[FoundShare], base: Window, run: Window) -> None:
@@ -468,11 +524,9 @@ def main() -> None:
     parser.add_argument("--baseline", type=float, default=0.25,
                         help="fault-free baseline length as a fraction of the soak's real time (default: %(default)s)")
     args = parser.parse_args()
-    global FAULTS
-    FAULTS = not args.no_faults
     logging.basicConfig(level=logging.ERROR)
     hours = 1.0 if args.quick else args.hours
-    asyncio.run(soak(hours, args.speed, args.baseline, args.seed))
+    asyncio.run(soak(hours, args.speed, args.baseline, args.seed, NO_FAULTS if args.no_faults else Schedule()))
 
 
 if __name__ == "__main__":
