@@ -349,9 +349,14 @@ class PoolGroup:
         return min(self.tuning.fallback_interval_s, 1.0, suspect / 4 if suspect else 1.0)
 
     async def _tend_standby(self, active: PoolConnection) -> None:
-        """Keep the next usable pool connected (the hot standby); close sessions no longer needed."""
+        """Keep the next usable pool connected (the hot standby); close sessions no longer needed.
+
+        The standby is the next pool *below* the active one: better pools are the fallback probe's job (one
+        connection attempt per back-off, not two).
+        """
         now = time.monotonic()
-        want = next((c for c in self.connections if c is not active and c.enabled and not c.in_backoff(now)), None)
+        want = next((c for c in self.connections[active.priority + 1:] if c.enabled and not c.in_backoff(now)),
+                    None)
         if not self.tuning.hot_standby:
             want = None
         for c in self.connections:
@@ -363,8 +368,9 @@ class PoolGroup:
                 await client.close(f"pool sent nothing for {self.tuning.stall_timeout_s:.0f} s (stalled)")
                 self._judge_session(c, client)
                 log.warning("group %s: %s confirmed dead (%s)", self.name, c.url, client.close_reason)
-            elif c is not want and not self._suspected(c, client, now):
-                await client.close("not needed as hot standby")
+            elif not c.enabled or (c.priority > active.priority and c is not want
+                                   and not self._suspected(c, client, now)):
+                await client.close("not needed as hot standby")  # (a better pool's session: the fallback's)
         if want is None or (want.client is not None and not want.client.closed.is_set()):
             return
         if self._standby_task is None or self._standby_task.done():
