@@ -23,6 +23,7 @@ from openmos.tuning.sweep import BoolArray
 MIN_COUNTS = 200  # nonces + errors before a chip's error fraction is trusted
 CLIMB_COUNTS = 1500  # before a clean chip may climb
 MAX_DOWN_STEPS = 3  # supply steps an on-target plan moves down per window
+MIN_GAIN = 0.25  # the loop's step gain never falls below this
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,21 @@ class Correction:
     reason: str
 
 
+def step_gain(gain: float, error: float, previous_error: float | None) -> float:
+    """Share of the next error to correct: halved each time the error changes sign (the last step overshot:
+    windows shorter than the chips' thermal time constant see leakage still moving), regained while it keeps
+    its sign. Stops a unit, a one-chip Bitaxe above all, dithering around the goal for ever."""
+    if previous_error is None or error == 0:
+        return gain
+    if error * previous_error < 0:
+        return max(MIN_GAIN, gain / 2)
+    return min(1.0, gain * 1.5)
+
+
 def correct(knowledge: Knowledge, plan: Plan, kind: str, goal: float, measured: float, v_board: FloatArray,
-            freq: FloatArray, opt: TunerOptions) -> Correction:
-    """One closed-loop step toward ``goal`` (W or TH/s) from the ``measured`` value of the last window."""
+            freq: FloatArray, opt: TunerOptions, gain: float = 1.0) -> Correction:
+    """One closed-loop step toward ``goal`` (W or TH/s) from the ``measured`` value of the last window;
+    ``gain`` (``step_gain``) is the share of the error corrected."""
     assert knowledge.power_model is not None
     lim = knowledge.limits
     if measured <= 0:
@@ -91,21 +104,30 @@ def correct(knowledge: Knowledge, plan: Plan, kind: str, goal: float, measured: 
         # On target. If the refined chip limits now reach it at a lower voltage, go there (it is cheaper).
         # A few supply steps at a time, keeping the measured point: the power model is refitted on recent
         # windows near one voltage, and a long jump on its word can land far off the goal.
+        # With chips well under their limits, a lower voltage is tried on the model's ratio alone (its absolute
+        # prediction can be off by a few %, its ratio between two close voltages hardly).
         lower = knowledge.plan(kind, goal)
+        floor = max(lim.volt_min, min(knowledge.sweep_voltages) - lim.volt_step)
         if lower.voltage < plan.voltage - 1e-9 and lower.scale <= 0.99:
             volt = max(lower.voltage, plan.voltage - MAX_DOWN_STEPS * lim.volt_step)
+        elif plan.scale < 0.97 and plan.voltage - lim.volt_step >= floor - 1e-9:
+            volt = max(floor, plan.voltage - MAX_DOWN_STEPS * lim.volt_step)
+        else:
+            volt = plan.voltage
+        if volt < plan.voltage - 1e-9:
             volt, k = _rebalance(knowledge, kind, volt, v_board, freq)
             if k <= 0.995:
                 return Correction(knowledge.at(volt, k), False,
-                                  f"on target; chips now reach it at {lower.voltage:.2f} V (cheaper): {volt:.2f} V")
+                                  f"on target with chips at {plan.scale:.1%} of their limits: {volt:.2f} V is "
+                                  "cheaper")
         return Correction(plan, True, f"within {opt.power_tolerance:.1%} of the goal")
     if kind == "power":
         # Dynamic power is most of a unit's draw; a power model refitted across a heat wave or a few close
         # voltages can split it oddly, and a small share would turn a 1 % error into a voltage step.
         share = knowledge.power_model.dynamic_share(v_board, freq)
-        k = plan.scale * (1 + error / min(max(share, 0.6), 1.0))
+        k = plan.scale * (1 + gain * error / min(max(share, 0.6), 1.0))
     else:
-        k = plan.scale * (1 + error)
+        k = plan.scale * (1 + gain * error)
     volt = plan.voltage
     why = f"measured {measured:,.4g} vs goal {goal:,.4g} ({-error:+.2%}): scale {plan.scale:.3f} -> "
     # A voltage step keeps the corrected operating point: the scale that holds the present point at the
@@ -126,13 +148,15 @@ def correct(knowledge: Knowledge, plan: Plan, kind: str, goal: float, measured: 
 
 def _rebalance(knowledge: Knowledge, kind: str, volt: float, v_board: FloatArray,
                freq: FloatArray) -> tuple[float, float]:
-    """Scale at a new voltage that keeps the measured operating point (the model predicts the ratio)."""
-    assert knowledge.power_model is not None
+    """Scale at a new voltage that keeps the measured operating point: the same sum of V^2 f (dynamic power)
+    for a power goal, the same sum of f for a hashrate goal. No fitted coefficient enters: a power model
+    refitted near one voltage splits its terms poorly, and leakage (~V^2) only makes a step down cheaper."""
     candidate = knowledge.at(volt, 1.0)
     if kind == "power":
-        now, full = knowledge.power_model.predict(v_board, freq), candidate.predicted_power_w
+        now = float((v_board**2 * freq.sum(axis=1)).sum())
+        full = float(volt**2 * candidate.freq.sum())
     else:
-        now, full = float(freq.sum() * knowledge.limits.hashes_per_mhz / 1e12), candidate.predicted_ths
+        now, full = float(freq.sum()), float(candidate.freq.sum())
     return volt, (now / full if full > 0 else 1.0)
 
 

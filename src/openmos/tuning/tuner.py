@@ -27,7 +27,7 @@ import numpy as np
 
 from openmos.base.clock import Clock
 from openmos.hw.interface import HardwareLimits, HardwareTelemetry, MiningHardware, UnsupportedControl
-from openmos.tuning.convergence import correct, efficiency_power, efficiency_start, trim
+from openmos.tuning.convergence import correct, efficiency_power, efficiency_start, step_gain, trim
 from openmos.tuning.governor import ThermalGovernor
 from openmos.tuning.learning import expected_limits, first_sweeps, lower_sweep, next_start
 from openmos.tuning.measurement import Meter, Window, error_fraction, hottest
@@ -86,6 +86,8 @@ class Autotuner:
         self._changed_at = -math.inf
         self._board_on = np.ones(limits.boards, dtype=bool)
         self._tuned_at_c: float | None = None
+        self._gain = 1.0  # closed-loop step gain (convergence.step_gain)
+        self._last_error: float | None = None
 
     # -- goals ----------------------------------------------------------------------------------------
 
@@ -458,7 +460,11 @@ class Autotuner:
         goal = self.effective_target
         measured = w.power_w if goal.kind is TargetKind.POWER else w.valid_ths
         assert self.plan is not None
-        c = correct(kn, self.plan, goal.kind.value, goal.value, measured, self.voltage, self.freq, self.options)
+        error = (goal.value - measured) / goal.value if measured > 0 else 0.0
+        self._gain = step_gain(self._gain, error, self._last_error)
+        self._last_error = error if measured > 0 else None
+        c = correct(kn, self.plan, goal.kind.value, goal.value, measured, self.voltage, self.freq, self.options,
+                    self._gain)
         self.plan = c.plan
         if not c.within:
             self._decide("correct", c.reason)
