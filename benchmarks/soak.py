@@ -161,6 +161,7 @@ class FaultProxy:
     stale_known: int = 0
     stale_in_flight: int = 0
     submits: int = 0  # mining.submit lines forwarded to the pool
+    submits_read: int = 0  # mining.submit lines read from the agent (also while stalled)
     _server: asyncio.Server | None = None
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
     _downstream: list[asyncio.StreamWriter] = field(default_factory=list)
@@ -227,6 +228,8 @@ class FaultProxy:
                 line = await reader.readline()
                 if not line:
                     break
+                if not downstream and b'"mining.submit"' in line:
+                    self.submits_read += 1
                 while self.stalled.is_set():
                     await asyncio.sleep(0.05)
                 if downstream:
@@ -262,11 +265,24 @@ class Figures:
     stall_failovers: list[float] = field(default_factory=list)  # stall start -> work from the backup (s)
     stall_first_shares: list[float] = field(default_factory=list)  # stall start -> first share sent to the backup
     kill_first_shares: list[float] = field(default_factory=list)  # pool kill -> first share sent to the backup
+    stall_at_stake: list[float] = field(default_factory=list)  # stall start -> first share sent into the stall
+    stalls_skipped: int = 0  # no pool in use within 30 s of the scheduled stall
     fallbacks: list[float] = field(default_factory=list)  # primary restarted -> work from it again (s)
     storms: int = 0
     difficulty_changes: int = 0
     hostile_sent: int = 0
     sessions: list[Any] = field(default_factory=list)  # every pool session seen (for refusal counts)
+    measuring: set[asyncio.Task[None]] = field(default_factory=set)  # background measurements still running
+
+    def measure(self, into: list[float], began: float, condition: Callable[[], bool], missing: bool = True) -> None:
+        """Time from ``began`` until ``condition`` in the background, so the run's events are not held up."""
+        async def run() -> None:
+            took = await wait_until(condition, 30)
+            if took is not None or missing:
+                into.append(time.monotonic() - began if took is not None else float("inf"))
+        task = asyncio.create_task(run())
+        self.measuring.add(task)
+        task.add_done_callback(self.measuring.discard)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float) -> float | None:
@@ -369,6 +385,8 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int, sch
                 await asyncio.sleep(0.05)
         run.close(agent, hardware)
         await asyncio.sleep(2)  # answers in flight
+        for task in list(figures.measuring):  # a measurement still waiting at the end is reported as missing
+            task.cancel()
         soak_rate = (credited(agent) - c1) * 2**32 / max(run.hashes1 - h1, 1.0)
         rss_end = rss_mb()
     finally:
@@ -404,8 +422,7 @@ async def minute_event(minute: int, schedule: Schedule, rng: random.Random, diff
         await primary.stop()
         took = await wait_until(lambda: mining_on(agent, b_proxy), 30)
         figures.failovers.append(time.monotonic() - began if took is not None else float("inf"))
-        first = await wait_until(lambda: b_proxy.submits > sent, 30)
-        figures.kill_first_shares.append(time.monotonic() - began if first is not None else float("inf"))
+        figures.measure(figures.kill_first_shares, began, lambda: b_proxy.submits > sent)
     elif m == sc.kill:
         await primary.stop()
     elif m == sc.restart:
@@ -419,15 +436,16 @@ async def minute_event(minute: int, schedule: Schedule, rng: random.Random, diff
             await asyncio.sleep(0.3)
         figures.storms += 1
     elif m == sc.stall:  # the network to the pool in use stalls (connection open, nothing moves)
+        if await wait_until(lambda: mining_on(agent, p_proxy) or mining_on(agent, b_proxy), 30) is None:
+            figures.stalls_skipped += 1  # no pool in use: no stall this hour
+            return
         used, other = (p_proxy, b_proxy) if mining_on(agent, p_proxy) else (b_proxy, p_proxy)
-        if not mining_on(agent, used):
-            return  # between pools right now: no stall this hour
-        began, sent = time.monotonic(), other.submits
+        began, sent, read = time.monotonic(), other.submits, used.submits_read
         used.stalled.set()
+        figures.measure(figures.stall_at_stake, began, lambda: used.submits_read > read, missing=False)
+        figures.measure(figures.stall_first_shares, began, lambda: other.submits > sent)
         took = await wait_until(lambda: mining_on(agent, other), 30)
         figures.stall_failovers.append(took if took is not None else float("inf"))
-        first = await wait_until(lambda: other.submits > sent, 30)
-        figures.stall_first_shares.append(time.monotonic() - began if first is not None else float("inf"))
         await asyncio.sleep(1.0)
         used.stalled.clear()
         used.drop_all()
@@ -474,8 +492,10 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
     print(f"failover after a pool kill: backup's job in the hash loop {stat(f.failovers)}; first share sent to "
           f"the backup {stat(f.kill_first_shares)} (target < 2 s)")
     print(f"failover after a network stall: backup's job in the hash loop {stat(f.stall_failovers)}; first share "
-          f"sent to the backup {stat(f.stall_first_shares)} (target < 2 s; stall suspected after "
-          f"{STALL_SUSPECT_S:g} s, confirmed at {STALL_TIMEOUT_S:g} s)")
+          f"sent to the backup {stat(f.stall_first_shares)} (target < 2 s; stall suspected once a share has been "
+          f"unanswered {STALL_SUSPECT_S:g} s, confirmed at {STALL_TIMEOUT_S:g} s); stall start -> first share sent "
+          f"into the stall (the wait for something at stake, share luck) {stat(f.stall_at_stake)}; stalls skipped "
+          f"(no pool in use) {f.stalls_skipped}")
     print(f"fallback to the restarted primary: {stat(f.fallbacks)} (fallback_interval_s = {fallback_interval_s:g}); "
           f"stall suspicions {sum(g.stall_suspicions for g in agent.pools.groups)}")
     print(f"difficulty changes {f.difficulty_changes} (hostile values sent {f.hostile_sent}, refused {refused}; "
