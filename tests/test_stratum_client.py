@@ -170,6 +170,23 @@ async def test_reconnect_to_unlisted_host_refused_listed_followed() -> None:
     await pool.stop()
 
 
+async def test_reconnect_with_absurd_ports_is_refused_and_the_session_stays() -> None:
+    async def script(conn: FakeConnection) -> None:
+        await conn.handshake()
+        for port in (float("inf"), -1, 0, 70000, "abc", [1], 10**400):
+            await conn.send({"id": None, "method": "client.reconnect", "params": [None, port]})
+            await conn.send({"id": None, "method": "mining.set_difficulty", "params": [2]})  # a good one between
+        await asyncio.sleep(5)
+
+    pool, client, _, _closed = await run_client(script)
+    await client.connect()
+    await asyncio.sleep(0.5)
+    assert not client.closed.is_set() and client.reconnect_target is None
+    assert client.bad_lines == 7
+    await client.close()
+    await pool.stop()
+
+
 async def test_connect_refused_is_pool_unavailable() -> None:
     client = StratumClient(PoolUrl("127.0.0.1", 1, False), "me")
     with pytest.raises(PoolUnavailable, match="cannot connect"):

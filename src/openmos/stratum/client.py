@@ -392,8 +392,10 @@ class StratumClient(EndingSession):
         host = params[0] if params and isinstance(params[0], str) and params[0] else self.url.host
         try:
             port = int(params[1]) if len(params) > 1 and params[1] not in (None, "") else self.url.port
-        except (TypeError, ValueError):
-            raise ProtocolError(f"client.reconnect port is not a number: {params[1]!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: inf
+            raise ProtocolError(f"client.reconnect port is not a number: {str(params[1])[:40]!r}") from None
+        if not 0 < port < 65536:
+            raise ProtocolError(f"client.reconnect port {str(port)[:40]} is out of range")
         allowed = host == self.url.host or host in self.options.allowed_reconnect_hosts
         if not allowed:
             # BGP-hijack style redirection: never follow a pool to a host the operator did not list.
