@@ -45,8 +45,11 @@ async def test_jd_mines_template_provider_templates_and_falls_back() -> None:
     svc = JdService(source, "127.0.0.1", v2.port, "127.0.0.1", jds.port, authority, "jd.tdp",
                     downstream=easy_pool_settings(start_difficulty=SHARE_DIFF), retry=0.5)
     await svc.start()
-    agent = MiningAgent(AgentConfig.from_dict({"hardware": "cpu:1", "groups": [
-        {"pools": [{"url": svc.url, "user": "tdp.rig1"}]}]}), CpuHardware(CpuSettings(workers=1)))
+    # Shares at the pool's share difficulty, below the network's: a hashrate-derived suggestion would make
+    # every share a block here.
+    agent = MiningAgent(AgentConfig.from_dict({"hardware": "cpu:1", "stratum": {"suggest_difficulty": SHARE_DIFF},
+                                               "groups": [{"pools": [{"url": svc.url, "user": "tdp.rig1"}]}]}),
+                        CpuHardware(CpuSettings(workers=1)))
     await agent.start()
     try:
         assert svc.status.mode == "own" and svc.status.tx_count == 40  # the provider's whole template
