@@ -57,6 +57,41 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class _Cause:
+    """One feature of a channel scored from several: its detail array, threshold scale and explanation."""
+
+    feature: str
+    detail: str  # the channel's detail array holding the value
+    scale: str  # the ``Thresholds`` field the level multiplies into the band
+    reason: str  # ``str.format`` template with ``x`` (the value) and ``band`` (the value flagged from)
+
+
+# Per channel, its causes in the order of the channel's score parts (the detail's ``which`` indexes them).
+_CAUSES: dict[str, tuple[_Cause, ...]] = {
+    "vr": (
+        _Cause("vr_temp_vs_siblings_c", "heat", "vr_c",
+               "voltage regulator {x:.1f} C hotter than its siblings than its baseline (band {band:.3g})"),
+        _Cause("vr_sag", "sag", "vr_sag", "voltage regulator {x:.2%} output sag than its baseline (band {band:.3g})"),
+        _Cause("vr_ripple", "ripple", "vr_ripple",
+               "voltage regulator {x:.2%} more ripple than its baseline (band {band:.3g})"),
+    ),
+    "fan": (
+        _Cause("rpm_at_duty_drop", "drop", "fan_drop",
+               "turns {x:.0%} slower than the other fans at the same duty, against its baseline "
+               "(band {band:.0%}): bearing wear"),
+        _Cause("rpm_jitter", "jitter", "fan_jitter",
+               "RPM jitter up {x:.1%} against its baseline (band {band:.1%}): bearing noise"),
+    ),
+    "psu": (
+        _Cause("psu_efficiency_loss", "loss", "psu_eff",
+               "efficiency down {x:.1%} points from its baseline (band {band:.1%}): ageing"),
+        _Cause("psu_vout_drift", "drift", "psu_v",
+               "output voltage drifted {x:.1%} from its baseline (band {band:.1%})"),
+    ),
+}
+
+
+@dataclass(frozen=True)
 class Finding:
     """One flagged component, explained."""
 
@@ -371,37 +406,13 @@ class HealthModel:
             reason = (f"runs {x:.1f} C hotter against its sibling boards than its 10-day baseline "
                       f"(band {level * th.board_c:.1f} C): thermal paste or solder ageing")
             return Finding("board", m, at[1], None, "temp_vs_siblings_c", x, level * th.board_c, score, lead_h, reason)
-        if channel == "vr":
-            which = int(get("which"))
-            name, x, band, unit = [("vr_temp_vs_siblings_c", get("heat"), th.vr_c, "C hotter than its siblings"),
-                                   ("vr_sag", get("sag"), th.vr_sag, "output sag"),
-                                   ("vr_ripple", get("ripple"), th.vr_ripple, "more ripple")][max(which, 0)]
-            fmt = f"{x:.1f}" if name.endswith("_c") else f"{x:.2%}"
-            reason = f"voltage regulator {fmt} {unit} than its baseline (band {level * band:.3g})"
-            return Finding("vr", m, at[1], None, name, x, level * band, score, lead_h, reason)
-        if channel == "fan":
-            which = int(get("which"))
-            if which == 1:
-                x, band = get("jitter"), th.fan_jitter
-                reason = f"RPM jitter up {x:.1%} against its baseline (band {level * band:.1%}): bearing noise"
-                feature = "rpm_jitter"
-            else:
-                x, band = get("drop"), th.fan_drop
-                reason = (f"turns {x:.0%} slower than the other fans at the same duty, against its baseline "
-                          f"(band {level * band:.0%}): bearing wear")
-                feature = "rpm_at_duty_drop"
-            return Finding("fan", m, None, at[1], feature, x, level * band, score, lead_h, reason)
-        if channel == "psu":
-            which = int(get("which"))
-            if which == 1:
-                x, band = get("drift"), th.psu_v
-                reason = f"output voltage drifted {x:.1%} from its baseline (band {level * band:.1%})"
-                feature = "psu_vout_drift"
-            else:
-                x, band = get("loss"), th.psu_eff
-                reason = f"efficiency down {x:.1%} points from its baseline (band {level * band:.1%}): ageing"
-                feature = "psu_efficiency_loss"
-            return Finding("psu", m, None, None, feature, x, level * band, score, lead_h, reason)
+        if channel in _CAUSES:
+            cause = _CAUSES[channel][int(get("which"))]
+            x, band = get(cause.detail), level * float(getattr(th, cause.scale))
+            board = at[1] if channel == "vr" else None
+            index = at[1] if channel == "fan" else None
+            return Finding(channel, m, board, index, cause.feature, x, band, score, lead_h,
+                           cause.reason.format(x=x, band=band))
         x = get("move")
         reason = (f"chip-temperature sensor flat ({x:.3f} C rms movement) while its neighbours move: stuck "
                   "(a failed sensor, not a precursor)")
