@@ -4,11 +4,11 @@ bitaxe-gamma``) that speak the bitaxe-raw control protocol next to the raw ASIC 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 
+from openmos.base.tasks import cancel_and_wait
 from openmos.emulator.chip import EmulatedChain
 from openmos.emulator.parts import Emc2101, I2cNack, Thermal, Tps546
 from openmos.emulator.pty import PtyPort
@@ -56,10 +56,7 @@ class _Ticker:
         raise NotImplementedError
 
     async def stop_ticking(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
 
 class EmulatedSerialChain(_Ticker):

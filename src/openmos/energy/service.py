@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from openmos.base.tasks import cancel_all
 from openmos.energy.demand import DemandResponseVen
 from openmos.energy.economics import PriceSource, revenue_usd_per_th_hour
 from openmos.energy.optimizer import DispatchRules, FleetCurves, FleetState, dispatch
@@ -148,11 +149,7 @@ class EnergyService:
             await self.ven.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks.clear()
         if self.ven is not None:
             await self.ven.stop()

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import zenoh
 from pydantic import ValidationError
 
+from openmos.base.tasks import cancel_all, cancel_and_wait
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus, Reply
 from openmos.fleet.envelope import DeviceKey, parse_command_key, verify_command
@@ -121,10 +122,7 @@ class DeviceNode:
 
     async def stop_telemetry(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     def start_telemetry(self) -> None:
         if self._task is None:
@@ -277,11 +275,7 @@ class DeviceHost:
 
     async def stop(self) -> None:
         tasks = list(self._pending)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(tasks)
         for node in self.nodes.values():
             await node.stop_telemetry()
         self._send()

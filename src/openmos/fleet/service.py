@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from openmos.base.tasks import cancel_all
 from openmos.fleet import keys
 from openmos.fleet.alerts import AlertEngine, AlertRules
 from openmos.fleet.bus import BusConfig, FleetBus
@@ -78,11 +79,7 @@ class FleetService:
             return
         self._stopped = True
         await self.bus.close()  # no more deliveries from zenoh threads
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         batch, self._pending = self._pending, []
         if batch:
             with contextlib.suppress(Exception):

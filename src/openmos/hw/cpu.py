@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from openmos.base.tasks import cancel_all
 from openmos.bitcoin import BlockHeader
 from openmos.bitcoin.version import version_for_index
 from openmos.hw.interface import (
@@ -132,11 +133,7 @@ class CpuHardware(MiningHardware):
                        for i in range(self.workers)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         executor, self._executor = self._executor, None
         if executor is not None:

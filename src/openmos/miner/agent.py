@@ -13,7 +13,6 @@ flight are capped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openmos import __version__
+from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, hash_to_int
 from openmos.bitcoin.target import bits_to_target
 from openmos.hw.interface import HardwareTelemetry, MiningHardware
@@ -197,21 +197,13 @@ class MiningAgent:
         log.info("agent started on %s with %d pool group(s)", self.hardware.model, len(self.pools.groups))
 
     async def stop(self) -> None:
-        if self._security_task is not None:
-            self._security_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._security_task
+        await cancel_and_wait(self._security_task)
         if self._tuner_task is not None and self.tuner is not None:
             self.tuner.stop()
-            self._tuner_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # a crash was logged when it happened
-                await self._tuner_task
+            await cancel_and_wait(self._tuner_task)  # a crash was logged when it happened
         if self.safety is not None:
             await self.safety.stop()
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+        await cancel_and_wait(self._sampler)
         await self.hardware.stop()
         if self._tasks:  # answers to shares in flight: wait briefly, then give up on them
             await asyncio.wait(self._tasks, timeout=3)

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from openmos.base.logs import LogLimiter
+from openmos.base.tasks import cancel_and_wait
 from openmos.miner.config import PoolEndpoint, PoolGroupConfig, StratumTuning
 from openmos.miner.governor import TokenBucket
 from openmos.stratum.client import ClientOptions, PoolUnavailable, ShareCounters, StratumClient, SubmitResult
@@ -194,10 +195,7 @@ class PoolGroup:
 
     async def stop(self) -> None:
         for task in (self._task, self._standby_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         for conn in self.connections:
             if conn.client is not None:
                 await conn.client.close("agent stopping")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from openmos.base.clock import Clock
+from openmos.base.tasks import cancel_and_wait
 from openmos.control import UnsupportedControl
 from openmos.hw.interface import HardwareTelemetry, MiningHardware
 from openmos.tuning.thermal import CoolingConfig, CoolingMode, ThermalAction, ThermalGuard
@@ -90,10 +91,7 @@ class SafetyMonitor:
         self._task = asyncio.create_task(self._loop(), name="safety-monitor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         while True:

@@ -13,7 +13,6 @@ Per-downstream statistics are kept for the APIs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openmos.base.server import StreamServer
+from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin import BIP320_MASK, difficulty_to_target, hash_difficulty, hash_to_int
 from openmos.pool.v1_session import ShareRejected, ShareStats, V1Frontend, V1Session
 from openmos.pool.vardiff import VardiffSettings
@@ -142,10 +142,7 @@ class FarmProxy(V1Frontend[_Downstream]):
         await asyncio.wait_for(self._upstream_ready.wait(), timeout)
 
     async def stop(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await cancel_and_wait(self._supervisor)
         await self._listener.stop()
         if self.upstream is not None:
             await self.upstream.close("proxy stopping")

@@ -18,6 +18,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from openmos import __version__
 from openmos.base.net import free_local_port
+from openmos.base.tasks import cancel_and_wait
 from openmos.control import Capabilities, ControlSurface, DeviceData, DeviceInfo, PoolInfo, SetTarget
 from openmos.fleet.workers.edge import BusEdge
 from openmos.hw.interface import (
@@ -69,10 +70,7 @@ class FleetSimSite:
         self._task = asyncio.create_task(loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def set_fraction(self, miner: int, fraction: float) -> None:
         self.fleet.freq[miner] = self.model.stock_freq_mhz * max(0.0, min(fraction, 1.0))
@@ -173,9 +171,7 @@ class SiteMeter:
             await self._server.shutdown()  # type: ignore[no-untyped-call]
             self._server = None
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
 
     def _publish(self) -> None:

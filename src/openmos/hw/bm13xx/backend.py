@@ -9,13 +9,13 @@ work's target, and polls the board's sensors: a regulator fault powers the board
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from openmos.base.tasks import cancel_all
 from openmos.bitcoin import Midstate, difficulty_to_target, hash_to_int
 from openmos.hw.bm13xx import protocol as p
 from openmos.hw.bm13xx.chain import Chain, NonceHit
@@ -199,11 +199,7 @@ class Bm13xxHardware(MiningHardware):
 
     async def stop(self) -> None:
         self._stopped.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         for chain in self.chains:
             await chain.close()
@@ -379,11 +375,7 @@ class Bm13xxHardware(MiningHardware):
             self.powered = False
             jobs = [t for t in self._tasks if t.get_name().startswith("bm13xx-jobs")]
             self._tasks = [t for t in self._tasks if t not in jobs]
-            for task in jobs:
-                task.cancel()
-            for task in jobs:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all(jobs)
             await self.board.set_power(False)
             for jobs_of_chain in self._jobs:
                 jobs_of_chain.clear()

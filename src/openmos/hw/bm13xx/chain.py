@@ -9,12 +9,12 @@ unknown job slots are logged (rate-limited) and counted in ``ChainStats``, never
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from openmos.base.tasks import cancel_and_wait
 from openmos.hw.bm13xx import protocol as p
 from openmos.hw.bm13xx.chip import ChipType, PllSetting
 from openmos.hw.transport.serial import ByteStream
@@ -96,11 +96,8 @@ class Chain:
             self._reader = asyncio.create_task(self._read_loop(), name=f"{self.name}-reader")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        await cancel_and_wait(self._reader)
+        self._reader = None
 
     async def send(self, *frames: bytes) -> None:
         """Write frames in one go (a batch is one write, not one await per chip)."""

@@ -11,11 +11,11 @@ on the way, so the agent's re-validation sees hardware errors where the model ha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 
 import numpy as np
 
+from openmos.base.tasks import cancel_and_wait
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.hw.interface import (
     BoardTelemetry,
@@ -98,10 +98,7 @@ class SimHardware(MiningHardware):
 
     async def stop(self) -> None:
         await self._cpu.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def advance(self) -> None:
         """Step the model up to the clock's current time."""

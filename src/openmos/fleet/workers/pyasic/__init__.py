@@ -5,7 +5,6 @@ Whatsminer, Braiins OS, LuxOS, Vnish, ESP-Miner/Bitaxe ...). Commands a vendor d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable
@@ -13,6 +12,7 @@ from typing import Any
 
 from pyasic.config.pools import Pool, PoolConfig, PoolGroup
 
+from openmos.base.tasks import cancel_and_wait
 from openmos.control import (
     Capabilities,
     ControlSurface,
@@ -71,10 +71,7 @@ class PyasicWorker(ControlSurface, BusEdge):
         self._task = asyncio.create_task(loop(), name=f"pyasic-{self.device_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def refresh(self) -> DeviceData:
         """Poll the miner (pyasic ``get_data``) and remember the reading."""
