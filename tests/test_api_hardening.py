@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -110,6 +111,28 @@ async def test_operator_cannot_change_auth_settings_or_allow_lists(tmp_path: Pat
         body = {**body, "api": {**base["api"], "cgminer_allow": ["W:10.9.8.7/32"]}}
         assert (await client.put("/api/v1/config", json=body, headers=admin)).status_code == 200
         assert "10.9.8.7" in config_path.read_text()
+
+
+async def test_config_put_refuses_infinite_and_absurd_targets(tmp_path: Path) -> None:
+    """1e400 is valid JSON (it parses as inf): saved as a power target, the agent refused to start again."""
+    config_path = tmp_path / "agent.toml"
+    agent = idle_agent()
+    agent.config.save(config_path)
+    before = config_path.read_text()
+    auth, admin_token = owner_store()
+    admin = {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"}
+    base = AgentConfig.load(config_path).model_dump(mode="json")
+    async with asgi_client(create_app(DeviceView(agent), auth, config_path=config_path)) as client:
+        for field, value in (("power_w", "1e400"), ("power_w", "-1e400"), ("hashrate_ths", "1e300"),
+                             ("power_w", "NaN"), ("manual_fan_pct", "Infinity")):
+            performance = {k: v for k, v in base["performance"].items() if k != field}
+            text = json.dumps({**base, "performance": performance})
+            text = text.replace('"performance": {', f'"performance": {{"{field}": {value}, ', 1)
+            r = await client.put("/api/v1/config?mode=save", content=text, headers=admin)
+            assert r.status_code == 422 and field in r.text, (field, value, r.text)
+            assert value not in r.text  # the error names the field, it does not echo the value
+        assert config_path.read_text() == before
+        AgentConfig.load(config_path)  # still loads: the agent can restart
 
 
 async def test_login_guessing_is_throttled_per_account_and_per_client() -> None:

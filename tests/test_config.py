@@ -41,6 +41,11 @@ def test_load_good(tmp_path: Path) -> None:
     (GOOD.replace("quota = 3", "quota = 0"), "groups.0.quota"),
     (GOOD + "\nsurprise = 1", "surprise: Extra inputs are not permitted"),
     (GOOD.replace('user = "me.rig1"', 'user = "a\\nb"', 1), "line breaks"),
+    # TOML has inf and nan: bounds like gt=0 alone let inf through (an inf power target stopped the agent)
+    (GOOD + "\n[performance]\npower_w = inf", "performance.power_w: Input should be a finite number"),
+    (GOOD + "\n[performance]\nhashrate_ths = 1e300", "performance.hashrate_ths: Input should be less than"),
+    (GOOD + "\n[performance]\nmanual_fan_pct = nan", "performance.manual_fan_pct: Input should be a finite"),
+    (GOOD + "\n[stratum]\nstall_timeout_s = -inf", "stratum.stall_timeout_s: Input should be a finite"),
 ])
 def test_bad_configs_explain_themselves(tmp_path: Path, text: str, why: str) -> None:
     path = tmp_path / "agent.toml"

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from openmos.miner.config import MAX_TARGET
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -34,8 +36,8 @@ class PoolPatch(Body):
 
 
 class PerformanceRequest(Body):
-    power_w: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
-    hashrate_ths: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
+    power_w: float | None = Field(default=None, gt=0, le=MAX_TARGET, allow_inf_nan=False)
+    hashrate_ths: float | None = Field(default=None, gt=0, le=MAX_TARGET, allow_inf_nan=False)
     profile: Literal["eco", "balanced", "performance"] | None = None
     step_percent: float | None = Field(default=None, ge=-50, le=50, allow_inf_nan=False,
                                        description="relative step, e.g. -10")

@@ -13,13 +13,17 @@ from openmos.base.files import atomic_write
 from openmos.base.net import AllowList
 from openmos.stratum.v2.url import parse_pool_url
 
+MAX_TARGET = 100_000  # W or TH/s: the REST API's bound for a performance target, above any one device
+
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message says where and why."""
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No float in a config may be NaN or infinite (TOML's nan/inf, JSON's 1e400): bounds like ``gt=0`` let inf
+    # through, and an inf target saved over REST stopped the agent from starting again.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def describe(exc: ValidationError) -> str:
@@ -100,8 +104,8 @@ class StratumTuning(_Model):
 class PerformanceConfig(_Model):
     """Autotuning target and cooling. Only for hardware with tunable clocks (not the CPU backend)."""
 
-    power_w: float | None = Field(default=None, gt=0, description="wall power target")
-    hashrate_ths: float | None = Field(default=None, gt=0, description="valid hashrate target")
+    power_w: float | None = Field(default=None, gt=0, le=MAX_TARGET, description="wall power target")
+    hashrate_ths: float | None = Field(default=None, gt=0, le=MAX_TARGET, description="valid hashrate target")
     profile: Literal["eco", "balanced", "performance"] | None = None
     cooling: Literal["auto", "manual", "immersion", "hydro"] = "auto"
     manual_fan_pct: float = Field(default=70.0, ge=0, le=100)
