@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openmos.hw.interface import BoardTelemetry, ChipTelemetry, HardwareTelemetry
+from openmos.hw.interface import BoardTelemetry, ChipTelemetry, HardwareLimits, HardwareTelemetry
 from openmos.hw.sim import SimClock
 from openmos.hw.sim.backend import SimHardware, limits_for
 from openmos.hw.sim.models import MODELS
@@ -14,7 +14,7 @@ from openmos.tuning import Autotuner, PerformanceTarget
 from openmos.tuning.governor import FLOOR, RECOVER_S, ThermalGovernor
 from openmos.tuning.learning import first_sweeps, lower_sweep, voltage_guess
 from openmos.tuning.measurement import Meter
-from openmos.tuning.planning import Plan
+from openmos.tuning.planning import FloatArray, Plan, PowerModel, fmax_at, frequencies, plan_for
 from openmos.tuning.reference import PAIRS_KEPT, ReadingCorrection
 
 
@@ -120,3 +120,50 @@ async def test_a_failing_reference_meter_costs_only_its_reading() -> None:
 
     meter = Meter(None, None, None, reference=Broken())  # type: ignore[arg-type]
     assert np.isnan(await meter._read_reference())
+
+
+def _plan_one_voltage_at_a_time(limits: HardwareLimits, voltages: list[float], fmax: list[FloatArray],
+                                margin: FloatArray, power: PowerModel, kind: str, target: float) -> Plan:
+    """The plan's definition, candidate by candidate (the oracle the array version must match exactly)."""
+    floor = max(limits.volt_min, min(voltages) - limits.volt_step)
+    plan = None
+    for v in np.arange(floor, limits.volt_max + 1e-9, limits.volt_step):
+        limit = fmax_at(voltages, fmax, float(v))
+        top = frequencies(limits, limit, margin, 1.0)
+        if kind == "power":
+            dyn = power.a * float(v) ** 2 * top.sum()
+            fixed = power.b * limits.boards * float(v) ** 2 + power.c
+            reach, scale = dyn + fixed, (target - fixed) / dyn if dyn > 0 else 0.0
+        else:
+            reach = float(top.sum() * limits.hashes_per_mhz / 1e12)
+            scale = target / reach if reach > 0 else 0.0
+        freq = frequencies(limits, limit, margin, min(max(scale, 0.05), 1.0))
+        plan = Plan(float(v), min(max(scale, 0.05), 1.0), freq, power.predict(np.full(limits.boards, float(v)), freq),
+                    float(freq.sum() * limits.hashes_per_mhz / 1e12))
+        if reach >= target:
+            break
+    assert plan is not None
+    return plan
+
+
+@pytest.mark.parametrize("key", ["s21", "s19jpro", "bitaxe-gamma"])
+def test_array_plan_matches_the_candidate_by_candidate_definition(key: str) -> None:
+    limits = limits_for(MODELS[key])
+    shape = (limits.boards, limits.chips_per_board)
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        voltages = sorted(rng.uniform(limits.volt_min, limits.volt_max, int(rng.integers(1, 4))).round(3).tolist())
+        fmax = [rng.uniform(0.5, 1.3, shape) * limits.stock_freq_mhz for _ in voltages]
+        for f in fmax:
+            f[rng.random(shape) < 0.03] = 0.0  # dead chips
+        margin = rng.uniform(0.0, 0.05, shape)
+        power = PowerModel(float(rng.uniform(1e-5, 3e-5)), float(rng.uniform(0, 5)), float(rng.uniform(0, 100)))
+        full_w = power.predict(np.full(limits.boards, limits.stock_voltage), np.full(shape, limits.stock_freq_mhz))
+        full_ths = limits.stock_freq_mhz * shape[0] * shape[1] * limits.hashes_per_mhz / 1e12
+        for kind, full in (("power", full_w), ("hashrate", full_ths)):
+            target = full * float(rng.uniform(0.2, 1.6))  # from the lowest candidate to out of reach
+            want = _plan_one_voltage_at_a_time(limits, voltages, fmax, margin, power, kind, target)
+            got = plan_for(limits, voltages, fmax, margin, power, kind, target)
+            assert (got.voltage, got.scale, got.predicted_power_w, got.predicted_ths) == \
+                (want.voltage, want.scale, want.predicted_power_w, want.predicted_ths)
+            assert np.array_equal(got.freq, want.freq)

@@ -48,19 +48,21 @@ class PowerModel:
 
 def fmax_at(voltages: list[float], fmax: list[FloatArray], v: float) -> FloatArray:
     """Per-chip clean-frequency limit at board voltage ``v``, linear in V through the swept points."""
+    one: FloatArray = fmax_over(voltages, fmax, np.array([v]))[0]
+    return one
+
+
+def fmax_over(voltages: list[float], fmax: list[FloatArray], vs_query: FloatArray) -> FloatArray:
+    """``fmax_at`` for many board voltages at once: (len(vs_query), boards, chips), linear in V through the
+    swept points (the two lowest below them, the two highest above them)."""
     if len(voltages) == 1:
-        return fmax[0].copy()
+        return np.repeat(fmax[0][None], len(vs_query), axis=0)
     order = np.argsort(voltages)
     vs = np.asarray(voltages)[order]
     fs = np.stack([fmax[i] for i in order])
-    if v <= vs[0]:
-        lo, hi = 0, 1
-    elif v >= vs[-1]:
-        lo, hi = len(vs) - 2, len(vs) - 1
-    else:
-        hi = int(np.searchsorted(vs, v))
-        lo = hi - 1
-    w = (v - vs[lo]) / (vs[hi] - vs[lo])
+    lo = np.clip(np.searchsorted(vs, vs_query) - 1, 0, len(vs) - 2)
+    hi = lo + 1
+    w = ((vs_query - vs[lo]) / (vs[hi] - vs[lo]))[:, None, None]
     out = fs[lo] + w * (fs[hi] - fs[lo])
     return np.where((fs[lo] > 0) & (fs[hi] > 0), np.maximum(out, 0.0), 0.0)
 
@@ -123,33 +125,42 @@ def plan_for(limits: HardwareLimits, voltages: list[float], fmax: list[FloatArra
     Never below the lowest swept voltage (less one step): chip limits fall faster than linearly toward the
     threshold voltage, so extrapolating down would run chips past their limits. Lower targets are met by
     scaling frequency at that voltage instead (always safe), or by sweeping lower first.
+
+    The candidate voltages are evaluated as arrays (limits, snapping to the PLL grid and reach for every chip
+    at every candidate at once) in blocks of 1, 2, 4, ... from the lowest (a curtailment's answer is usually
+    the first); the first that reaches the target wins, the highest if none does.
     """
     floor = max(limits.volt_min, min(voltages) - limits.volt_step)
     grid = np.arange(floor, limits.volt_max + 1e-9, limits.volt_step)
     boards = limits.boards
-    best: Plan | None = None
-    for v in grid:
-        limit = fmax_at(voltages, fmax, float(v))
-        top = frequencies(limits, limit, margin, 1.0)
-        vb = np.full(boards, float(v))
-        ths = float(top.sum() * limits.hashes_per_mhz / 1e12)
+    if not len(grid):
+        raise ValueError(f"no board voltage between {floor} and {limits.volt_max} V")
+    start, size = 0, 1
+    while True:
+        vs = grid[start:start + size]
+        limit = fmax_over(voltages, fmax, vs)
+        sums = frequencies(limits, limit, margin, 1.0).reshape(len(vs), -1).sum(axis=1)
         if target_kind == "power":
-            dyn = power.a * float(v) ** 2 * top.sum()
-            fixed = power.b * boards * float(v) ** 2 + power.c
+            dyn = power.a * vs**2 * sums
+            fixed = power.b * boards * vs**2 + power.c
             reach = dyn + fixed
-            scale = (target - fixed) / dyn if dyn > 0 else 0.0
         else:
-            reach = ths
-            scale = target / ths if ths > 0 else 0.0
-        plan_scale = min(max(scale, 0.05), 1.0)
-        freq = frequencies(limits, limit, margin, plan_scale)
-        plan = Plan(float(v), plan_scale, freq, power.predict(vb, freq),
-                    float(freq.sum() * limits.hashes_per_mhz / 1e12))
-        best = plan
-        if reach >= target:
-            return plan
-    assert best is not None
-    return best  # the target is out of reach: the highest voltage at full clean speed
+            reach = sums * limits.hashes_per_mhz / 1e12
+        hits = np.flatnonzero(reach >= target)
+        last = start + len(vs) >= len(grid)
+        if hits.size or last:
+            k = int(hits[0]) if hits.size else len(vs) - 1  # out of reach: the highest voltage, full clean speed
+            break
+        start, size = start + size, 2 * size
+    v = float(vs[k])
+    if target_kind == "power":
+        scale = (target - fixed[k]) / dyn[k] if dyn[k] > 0 else 0.0
+    else:
+        scale = target / reach[k] if reach[k] > 0 else 0.0
+    plan_scale = min(max(float(scale), 0.05), 1.0)
+    freq = frequencies(limits, limit[k], margin, plan_scale)
+    return Plan(v, plan_scale, freq, power.predict(np.full(boards, v), freq),
+                float(freq.sum() * limits.hashes_per_mhz / 1e12))
 
 
 @dataclass
