@@ -68,6 +68,7 @@ class _JobContext:
     client: PoolSession
     job: StratumJob
     received_at: float
+    difficulty: float  # the pool difficulty when the job arrived: a later change applies to later jobs
     extranonce2: itertools.count[int] = field(default_factory=itertools.count)
 
 
@@ -302,7 +303,7 @@ class MiningAgent:
 
     def _on_job(self, group: PoolGroup, conn: PoolConnection, client: PoolSession, job: StratumJob) -> None:
         previous = self._jobs.get(group.name)
-        self._jobs[group.name] = _JobContext(group, conn, client, job, time.time(),
+        self._jobs[group.name] = _JobContext(group, conn, client, job, time.time(), client.difficulty,
                                              conn.extranonce2_counter(client.extranonce1))
         new_block = previous is not None and previous.job.prev_hash != job.prev_hash
         if job.clean_jobs or new_block or previous is None or previous.client is not client:
@@ -352,8 +353,10 @@ class MiningAgent:
             if advice is not None:
                 log.warning("%s: %s", ctx.conn.url, advice)
         item = WorkItem(next(self._work_ids), self._generation, header, client.version_mask, target)
-        self._work[item.work_id] = _IssuedWork(ctx, client.extranonce1, en2, item, target, difficulty,
-                                               WorkValidator(item))
+        # Mined at the current difficulty, credited as pools credit a job sent before a difficulty change
+        # (the lower of the two): the agent's accepted difficulty then matches the pool's.
+        self._work[item.work_id] = _IssuedWork(ctx, client.extranonce1, en2, item, target,
+                                               min(difficulty, ctx.difficulty), WorkValidator(item))
         while len(self._work) > WORK_HISTORY:
             self._work.popitem(last=False)
         return item

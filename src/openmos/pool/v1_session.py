@@ -2,6 +2,7 @@
 
 ``V1Frontend`` reads each connection's lines (idle timeout, over-long lines, a limit of malformed messages),
 answers ``mining.configure`` (version rolling inside the mask the owner allows), ``mining.suggest_difficulty``
+(after authorize, a changed value is announced with ``mining.set_difficulty`` for the jobs that follow)
 and ``mining.extranonce.subscribe`` itself, and hands ``mining.subscribe``, ``mining.authorize`` and
 ``mining.submit`` to its owner. It keeps each connection's share difficulty: a retarget (vardiff) rides on the
 next ``mining.notify``, and a share on a job sent before it stays acceptable at ``min(old, new)``.
@@ -155,7 +156,7 @@ class V1Frontend(Generic[S]):
         return next(reversed(self._jobs.values())) if self._jobs else None
 
     def _difficulty_changed(self, session: S, difficulty: float) -> None:
-        """A retarget (vardiff) set the connection's difficulty."""
+        """A retarget (vardiff) or a suggestion after authorize set the connection's difficulty."""
 
     # -- the connection ---------------------------------------------------------------------------
 
@@ -196,6 +197,7 @@ class V1Frontend(Generic[S]):
             log.info("%s: connection to %s lost: %s", self.name, peer, exc)
 
     def _handle_request(self, session: S, req: Request, received: float = 0.0) -> None:
+        before = session.difficulty
         try:
             if req.method == "mining.configure":
                 result: Any = self._on_configure(session, req.params)
@@ -219,6 +221,10 @@ class V1Frontend(Generic[S]):
             session.send(encode_response(req.id, None, error_triple(StratumErrorCode.OTHER, str(exc))))
             return
         session.send(encode_response(req.id, result))
+        if req.method == "mining.suggest_difficulty" and session.workers and session.difficulty != before:
+            # A late suggestion (the usual order: after authorize) changes the difficulty of the jobs sent from
+            # now on; unannounced, the miner would keep mining them at the old one (low-difficulty rejections).
+            session.send(encode_notification("mining.set_difficulty", [session.difficulty]))
         if req.method == "mining.authorize" and result is True:
             session.send(encode_notification("mining.set_difficulty", [session.difficulty]))
             job = self._job_after_authorize()
@@ -249,7 +255,12 @@ class V1Frontend(Generic[S]):
             raise ProtocolError("mining.suggest_difficulty needs a positive finite number")
         vd = self._vardiff()
         lo, hi = (vd.min_difficulty, vd.max_difficulty) if vd else self.free_difficulty_range
-        session.difficulty = min(max(value, lo), hi)
+        new = min(max(value, lo), hi)
+        if new == session.difficulty:
+            return True
+        session.difficulty = new
+        if session.workers:  # after authorize the miner holds a difficulty: it is told (after this answer)
+            self._difficulty_changed(session, new)
         return True
 
     # -- jobs and difficulty ----------------------------------------------------------------------

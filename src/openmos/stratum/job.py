@@ -90,7 +90,7 @@ class Share:
     job_version: int
     version_mask: int
     difficulty: float = field(default=0.0, compare=False)  # achieved share difficulty, for stats
-    pool_difficulty: float = field(default=0.0, compare=False)  # the pool difficulty it was mined at
+    pool_difficulty: float = field(default=0.0, compare=False)  # the pool difficulty it is credited at
 
     @property
     def version_bits(self) -> int:
