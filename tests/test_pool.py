@@ -284,3 +284,44 @@ async def test_hostile_resume_tokens_get_a_fresh_session(easy_pool: LocalPool) -
     assert easy_pool.resumed_sessions == 0
     assert len(easy_pool._resumable) <= 10_000
     await peer.close()
+
+
+async def test_worker_names_are_bounded_and_shown_literally(easy_pool: LocalPool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Observed: one connection authorised 100,000 names (RSS 75 -> 184 MB, all kept and redrawn twice a second
+    in the live panel), and a worker named ``[/]`` stopped that panel with a rich MarkupError."""
+    from rich.console import Console
+
+    from openmos.cli.display import MAX_ROWS, pool_panel
+    from openmos.pool.v1_session import MAX_WORKERS_PER_CONNECTION
+
+    peer = await RawPeer.connect(easy_pool.port)
+    await peer.call(1, "mining.subscribe", ["test/1.0"])
+    assert (await peer.call(2, "mining.authorize", ["[/]", "x"]))["result"] is True
+    assert (await peer.call(3, "mining.authorize", ["[bold red]x[link=http://evil.example]y", "x"]))["result"]
+    for i, name in enumerate(["\x1b[2J\x1b[31mEVIL", "a\nb", "del\x7f"]):
+        reply = await peer.call(10 + i, "mining.authorize", [name, "x"])
+        assert reply["error"][0] == 24 and "control characters" in reply["error"][1]
+    for i in range(MAX_WORKERS_PER_CONNECTION - 2):
+        assert (await peer.call(100 + i, "mining.authorize", [f"w{i}", "x"]))["result"] is True
+    reply = await peer.call(999, "mining.authorize", ["one.too.many", "x"])
+    assert reply["error"][0] == 24 and "per connection" in reply["error"][1]
+    assert (await peer.call(1000, "mining.authorize", ["w0", "x"]))["result"] is True  # a known name still works
+    assert len(easy_pool.workers) == MAX_WORKERS_PER_CONNECTION
+
+    console = Console(record=True, width=160, color_system=None)
+    console.print(pool_panel(easy_pool))
+    shown = console.export_text()
+    assert "[/]" in shown and "[bold red]x[link=http://evil.example]y"[:20] in shown
+    assert f"{MAX_WORKERS_PER_CONNECTION - MAX_ROWS} more workers" in shown
+    assert sum(f"w{i} " in shown for i in range(MAX_WORKERS_PER_CONNECTION)) <= MAX_ROWS
+
+    # The pool as a whole keeps statistics for at most MAX_WORKERS names.
+    monkeypatch.setattr("openmos.pool.server.MAX_WORKERS", len(easy_pool.workers))
+    other = await RawPeer.connect(easy_pool.port)
+    await other.call(1, "mining.subscribe", ["test/1.0"])
+    reply = await other.call(2, "mining.authorize", ["newcomer", "x"])
+    assert reply["error"][0] == 24 and "no room" in reply["error"][1]
+    assert (await other.call(3, "mining.authorize", ["w1", "x"]))["result"] is True
+    await other.close()
+    await peer.close()

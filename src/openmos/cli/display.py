@@ -13,10 +13,24 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from openmos.miner.agent import MiningAgent
     from openmos.pool.server import LocalPool
+
+MAX_ROWS = 20  # miners listed in a live table; the rest are summed in one line
+
+
+def literal(value: str) -> Text:
+    """A table cell for text from the network (worker names): shown as is, never read as rich markup (a worker
+    named ``[/]`` stopped the pool's live panel with a MarkupError)."""
+    return Text(value)
+
+
+def more_rows(table: Table, hidden: int, what: str) -> None:
+    if hidden > 0:
+        table.add_row(Text(f"... {hidden:,} more {what}", style="dim"))
 
 
 async def serve(duration: float, live: Callable[[], Group] | None, show: bool) -> None:
@@ -84,9 +98,11 @@ def pool_panel(pool: LocalPool) -> Panel:
     table = Table(expand=True)
     for col in ("worker", "accepted", "rejected", "stale", "dup", "pool-verified rate", "best diff", "blocks"):
         table.add_column(col)
-    for name, w in pool.workers.items():
-        table.add_row(name, str(w.accepted), str(w.rejected), str(w.stale), str(w.duplicate), si(w.hashrate()),
-                      f"{w.best_difficulty:.4g}", str(w.blocks))
+    busiest = sorted(pool.workers.items(), key=lambda item: item[1].accepted, reverse=True)
+    for name, w in busiest[:MAX_ROWS]:
+        table.add_row(literal(name), str(w.accepted), str(w.rejected), str(w.stale), str(w.duplicate),
+                      si(w.hashrate()), f"{w.best_difficulty:.4g}", str(w.blocks))
+    more_rows(table, len(busiest) - MAX_ROWS, "workers")
     title = (f"local pool {pool.url} · height {pool.chain.height} · network diff {pool.chain.network_difficulty:g}"
              f" · blocks found {len(pool.blocks_found)}")
     return Panel(table, title=title)

@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from openmos.base.files import atomic_write
-from openmos.cli.display import serve, si
+from openmos.cli.display import MAX_ROWS, literal, more_rows, serve, si
 from openmos.pool.server import LocalPool
 from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
 from openmos.pool.vardiff import VardiffSettings
@@ -102,10 +102,12 @@ def proxy_panel(proxy: FarmProxy) -> Panel:
     for col in ("worker", "peer", "accepted", "rejected", "stale", "forwarded", "upstream ok/rej", "diff",
                 "verified rate"):
         table.add_column(col)
-    for s in proxy.stats():
-        if s.connected:
-            table.add_row(s.worker or "-", s.peer, str(s.accepted), str(s.rejected), str(s.stale), str(s.forwarded),
-                          f"{s.upstream_accepted}/{s.upstream_rejected}", f"{s.difficulty:.4g}", si(s.hashrate()))
+    connected = [s for s in proxy.stats() if s.connected]
+    for s in sorted(connected, key=lambda s: s.accepted, reverse=True)[:MAX_ROWS]:
+        table.add_row(literal(s.worker or "-"), literal(s.peer), str(s.accepted), str(s.rejected), str(s.stale),
+                      str(s.forwarded), f"{s.upstream_accepted}/{s.upstream_rejected}", f"{s.difficulty:.4g}",
+                      si(s.hashrate()))
+    more_rows(table, len(connected) - MAX_ROWS, "miners")
     up = proxy.upstream
     state = f"upstream {up.url}" if up is not None and not up.closed.is_set() else "NO UPSTREAM"
     return Panel(table, title=f"proxy {proxy.url} · {state} · switches {proxy.upstream_switches}")

@@ -43,6 +43,7 @@ from openmos.stratum.protocol import (
 log = logging.getLogger(__name__)
 
 EXTRANONCE1_SIZE = 4
+MAX_WORKERS = 10_000  # distinct worker names the pool keeps statistics for; new names beyond it are refused
 MAX_NTIME_DRIFT = 7200  # seconds a share's ntime may run ahead of the pool clock (consensus rule)
 
 
@@ -232,7 +233,11 @@ class LocalPool(V1Frontend[_Session]):
         self._active_en1.discard(en1)
 
     def register_worker(self, worker: str) -> WorkerStats:
+        """A worker's statistics; the front ends refuse new names once ``MAX_WORKERS`` are known."""
         return self.workers.setdefault(worker, WorkerStats())
+
+    def has_room_for(self, worker: str) -> bool:
+        return worker in self.workers or len(self.workers) < MAX_WORKERS
 
     def _broadcast_job(self) -> None:
         job = self._current_job()
@@ -319,16 +324,14 @@ class LocalPool(V1Frontend[_Session]):
                 self.settings.extranonce2_size]
 
     def _on_authorize(self, session: _Session, params: list[Any]) -> bool:
-        if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 256:
-            raise ShareRejected(StratumErrorCode.UNAUTHORIZED, "worker name must be a non-empty string")
         if self.settings.password is not None:
             password = params[1] if len(params) > 1 else None
             if password != self.settings.password:
                 raise ShareRejected(StratumErrorCode.UNAUTHORIZED, "wrong password")
-        if not session.subscribed:
-            raise ShareRejected(StratumErrorCode.NOT_SUBSCRIBED, "subscribe before authorizing")
-        session.workers.add(params[0])
-        self.workers.setdefault(params[0], WorkerStats())
+        name = params[0] if params else None
+        if isinstance(name, str) and not self.has_room_for(name):
+            raise ShareRejected(StratumErrorCode.UNAUTHORIZED, "the pool has no room for another worker")
+        self.register_worker(self._authorize_worker(session, params))
         return True
 
     # -- shares -----------------------------------------------------------------------------------

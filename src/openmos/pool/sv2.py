@@ -253,6 +253,9 @@ class Sv2PoolServer:
         if len(state.channels) >= MAX_CHANNELS_PER_CONNECTION:
             conn.write(OpenMiningChannelError(msg.request_id, "too-many-channels"))
             return
+        if not self.pool.has_room_for(msg.user_identity):
+            conn.write(OpenMiningChannelError(msg.request_id, "too-many-workers"))
+            return
         size = self.pool.settings.extranonce2_size
         if isinstance(msg, OpenExtendedMiningChannel) and msg.min_extranonce_size > size:
             conn.write(OpenMiningChannelError(msg.request_id, "min-extranonce-size-too-large"))

@@ -40,6 +40,8 @@ from openmos.stratum.protocol import (
 log = logging.getLogger(__name__)
 
 MAX_BAD_MESSAGES = 10  # a client sending this many unparseable lines is disconnected
+MAX_WORKERS_PER_CONNECTION = 64  # distinct worker names one connection may authorise
+MAX_WORKER_NAME = 256
 
 
 class ShareRejected(Exception):
@@ -150,6 +152,24 @@ class V1Frontend(Generic[S]):
     def _refuse_share(self, session: S, worker: str | None, code: StratumErrorCode, why: str) -> ShareRejected:
         """Count a refused share (``worker`` None: not an authorised worker) and return the error to raise."""
         raise NotImplementedError
+
+    def _authorize_worker(self, session: S, params: list[Any]) -> str:
+        """The worker name of a ``mining.authorize``, checked and added to the connection's workers: a non-empty
+        string without control characters (names reach logs and terminal tables), at most
+        ``MAX_WORKERS_PER_CONNECTION`` distinct names per connection (a flood of names held memory for ever).
+        The password is the owner's to check."""
+        name = params[0] if params else None
+        if not isinstance(name, str) or not name or len(name) > MAX_WORKER_NAME:
+            raise ShareRejected(StratumErrorCode.UNAUTHORIZED, "worker name must be a non-empty string")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise ShareRejected(StratumErrorCode.UNAUTHORIZED, "worker name must not contain control characters")
+        if not session.subscribed:
+            raise ShareRejected(StratumErrorCode.NOT_SUBSCRIBED, "subscribe before authorizing")
+        if name not in session.workers and len(session.workers) >= MAX_WORKERS_PER_CONNECTION:
+            raise ShareRejected(StratumErrorCode.UNAUTHORIZED,
+                                f"at most {MAX_WORKERS_PER_CONNECTION} workers per connection")
+        session.workers.add(name)
+        return name
 
     def _job_after_authorize(self) -> V1Job | None:
         """The job a newly authorised worker starts on."""

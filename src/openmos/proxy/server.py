@@ -300,12 +300,7 @@ class FarmProxy(V1Frontend[_Downstream]):
                 self._extranonce2_size()]
 
     def _on_authorize(self, d: _Downstream, params: list[Any]) -> bool:
-        if not params or not isinstance(params[0], str) or not params[0] or len(params[0]) > 256:
-            raise ShareRejected(StratumErrorCode.UNAUTHORIZED, "worker name must be a non-empty string")
-        if not d.subscribed:
-            raise ShareRejected(StratumErrorCode.NOT_SUBSCRIBED, "subscribe before authorizing")
-        d.workers.add(params[0])
-        d.stats.worker = params[0]
+        d.stats.worker = self._authorize_worker(d, params)
         d.stats.difficulty = d.difficulty
         return True
 
