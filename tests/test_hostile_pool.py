@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.miner import AgentConfig, MiningAgent
@@ -21,50 +23,54 @@ def cpu_agent(config: AgentConfig) -> MiningAgent:
     return MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
 
 
-async def test_new_prev_hash_without_clean_flag_abandons_old_block() -> None:
-    pool = HostilePool(difficulty="0.00005")
-    await pool.start()
-    agent = cpu_agent(agent_config(pool.url))
+@contextlib.asynccontextmanager
+async def mining(*pools: HostilePool | LocalPool, **stratum: object) -> AsyncIterator[MiningAgent]:
+    """Start ``pools``, then a one-worker CPU agent on them in that order; stop it, then them, on the way out."""
+    for pool in pools:
+        await pool.start()
+    agent = cpu_agent(agent_config(*(pool.url for pool in pools), **stratum))
     await agent.start()
     try:
+        yield agent
+    finally:
+        await agent.stop()
+        for pool in pools:
+            await pool.stop()
+
+
+def accepted(pool: LocalPool, shares: int) -> bool:
+    return pool.workers.get("me.rig") is not None and pool.workers["me.rig"].accepted >= shares
+
+
+async def test_new_prev_hash_without_clean_flag_abandons_old_block() -> None:
+    pool = HostilePool(difficulty="0.00005")
+    async with mining(pool):
         session = await pool.session()
         await wait_for(lambda: session.jobs_submitted("a1") >= 3, 120, "shares on the first block")
         await session.notify(notify("b1", prev=PREV_B, clean=False))  # a new tip, announced as a non-clean job
         await session.sync()  # once the pong is back, the agent has seen the new tip
         await wait_for(lambda: session.jobs_submitted("b1") >= 3, 120, "shares on the new block")
         await session.sync()
-    finally:
-        await agent.stop()
-        await pool.stop()
     assert session.jobs_submitted("a1", after_sync=1) == 0, "a share for the superseded block was sent"
     assert session.jobs_submitted("b1") >= 3
 
 
 async def test_non_clean_update_on_same_block_reaches_the_hash_loop() -> None:
     pool = HostilePool(difficulty="0.00005")
-    await pool.start()
-    agent = cpu_agent(agent_config(pool.url))
-    await agent.start()
-    try:
+    async with mining(pool):
         session = await pool.session()
         await wait_for(lambda: session.jobs_submitted("a1") >= 1, 120, "shares on the first job")
         # Same block, new transactions: clean=false is right here, and the old job stays valid.
         await session.notify(notify("a2", prev=PREV_A, clean=False, ntime="5f5e1001"))
         await session.sync()
         await wait_for(lambda: session.jobs_submitted("a2") >= 2, 120, "shares on the updated job")
-    finally:
-        await agent.stop()
-        await pool.stop()
     # The CPU used to stay on a 2^32-nonce work item for hours; now the update is mined within seconds.
     assert session.jobs_submitted("a2") >= 2
 
 
 async def test_hostile_difficulties_refused_and_counted_mining_continues() -> None:
     pool = HostilePool(difficulty="0.0005")
-    await pool.start()
-    agent = cpu_agent(agent_config(pool.url))
-    await agent.start()
-    try:
+    async with mining(pool) as agent:
         session = await pool.session()
         await wait_for(lambda: session.jobs_submitted("a1") >= 1, 120, "first share")
         for raw in ("1e400", "NaN", "0", "-1", "1e-300", "1e300", "true", '"5"'):
@@ -91,19 +97,13 @@ async def test_hostile_difficulties_refused_and_counted_mining_continues() -> No
         await session.sync()
         before = len(session.submits)
         await wait_for(lambda: len(session.submits) >= before + 2, 120, "shares after the hostile values")
-    finally:
-        await agent.stop()
-        await pool.stop()
     assert agent.stats.work_errors == 0
     assert len(pool.sessions) == 1, "hostile values made the agent reconnect"
 
 
 async def test_flood_difficulty_is_governed_and_bounded() -> None:
     pool = HostilePool(difficulty="0.0005")
-    await pool.start()
-    agent = cpu_agent(agent_config(pool.url, max_share_rate=2.0))
-    await agent.start()
-    try:
+    async with mining(pool, max_share_rate=2.0) as agent:
         session = await pool.session()
         await wait_for(lambda: len(session.submits) >= 1, 120, "first share")
         # The lowest value this hardware accepts: ~1000 shares/s if mined as sent.
@@ -121,27 +121,15 @@ async def test_flood_difficulty_is_governed_and_bounded() -> None:
         # Governor: expected 2/s; the hard limit allows a burst of 50 plus 6/s. Without it: ~1000/s.
         assert sent <= 50 + 6 * elapsed + 10, f"{sent} submits in {elapsed:.1f} s"
         assert len(agent._tasks) <= 256
-    finally:
-        await agent.stop()
-        await pool.stop()
 
 
 async def test_garbage_primary_is_backed_off_and_backup_mines() -> None:
     garbage = HostilePool()
     garbage.garbage = True
-    await garbage.start()
     backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
-    await backup.start()
-    agent = cpu_agent(agent_config(garbage.url, backup.url, retry_delay_s=1.0))
-    await agent.start()
-    try:
-        await wait_for(lambda: backup.workers.get("me.rig") is not None and backup.workers["me.rig"].accepted >= 3,
-                       120, "shares accepted by the backup")
+    async with mining(garbage, backup, retry_delay_s=1.0) as agent:
+        await wait_for(lambda: accepted(backup, 3), 120, "shares accepted by the backup")
         await asyncio.sleep(3)
-    finally:
-        await agent.stop()
-        await garbage.stop()
-        await backup.stop()
     primary = agent.pools.groups[0].connections[0]
     # It used to reconnect every few ms; now the back-off doubles (1, 2, 4, ... s) between attempts.
     assert len(garbage.sessions) <= 6, f"{len(garbage.sessions)} connections to the garbage pool"
@@ -150,50 +138,26 @@ async def test_garbage_primary_is_backed_off_and_backup_mines() -> None:
 
 async def test_pool_without_a_valid_job_fails_over() -> None:
     silent = HostilePool(send_job=False)
-    await silent.start()
     backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
-    await backup.start()
-    agent = cpu_agent(agent_config(silent.url, backup.url, job_timeout_s=1.0))
-    await agent.start()
-    try:
-        await wait_for(lambda: backup.workers.get("me.rig") is not None and backup.workers["me.rig"].accepted >= 1,
-                       120, "shares accepted by the backup")
-    finally:
-        await agent.stop()
-        await silent.stop()
-        await backup.stop()
+    async with mining(silent, backup, job_timeout_s=1.0) as agent:
+        await wait_for(lambda: accepted(backup, 1), 120, "shares accepted by the backup")
     assert "no valid job" in agent.pools.groups[0].connections[0].last_error
 
 
 async def test_rejecting_pool_fails_over() -> None:
     rejecting = HostilePool(difficulty="0.00005", accept=False)
-    await rejecting.start()
     backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
-    await backup.start()
-    agent = cpu_agent(agent_config(rejecting.url, backup.url, max_share_rate=20.0))
-    await agent.start()
-    try:
-        await wait_for(lambda: backup.workers.get("me.rig") is not None and backup.workers["me.rig"].accepted >= 1,
-                       180, "shares accepted by the backup")
-    finally:
-        await agent.stop()
-        await rejecting.stop()
-        await backup.stop()
+    async with mining(rejecting, backup, max_share_rate=20.0) as agent:
+        await wait_for(lambda: accepted(backup, 1), 180, "shares accepted by the backup")
     assert "rejected" in agent.pools.groups[0].connections[0].last_error
 
 
 async def test_suggest_difficulty_sent_from_config_and_in_username() -> None:
     pool = HostilePool(difficulty="0.0005")
-    await pool.start()
-    agent = cpu_agent(agent_config(pool.url, suggest_difficulty=0.25, difficulty_suffix="user"))
-    await agent.start()
-    try:
+    async with mining(pool, suggest_difficulty=0.25, difficulty_suffix="user"):
         session = await pool.session()
         await wait_for(lambda: any(m.get("method") == "mining.suggest_difficulty" for m in session.received), 30,
                        "mining.suggest_difficulty")
-    finally:
-        await agent.stop()
-        await pool.stop()
     sent = {m["method"]: m["params"] for m in session.received if "method" in m}
     assert sent["mining.suggest_difficulty"] == [0.25]
     assert sent["mining.authorize"][0] == "me.rig+0.25"
@@ -201,40 +165,26 @@ async def test_suggest_difficulty_sent_from_config_and_in_username() -> None:
 
 async def test_default_suggestion_gives_a_cpu_a_share_every_few_seconds() -> None:
     pool = HostilePool(difficulty="0.0005")
-    await pool.start()
-    hardware = CpuHardware(CpuSettings(workers=1))
-    agent = MiningAgent(agent_config(pool.url), hardware)
-    await agent.start()
-    try:
+    async with mining(pool) as agent:
         session = await pool.session()
         await wait_for(lambda: any(m.get("method") == "mining.suggest_difficulty" for m in session.received), 30,
                        "mining.suggest_difficulty")
-    finally:
-        await agent.stop()
-        await pool.stop()
     suggested = next(m["params"][0] for m in session.received if m.get("method") == "mining.suggest_difficulty")
-    seconds = suggested * 2**32 / hardware.expected_hashrate()
+    hashrate = agent.hardware.expected_hashrate()
+    assert hashrate
+    seconds = suggested * 2**32 / hashrate
     assert 1 <= seconds <= 10, f"suggested {suggested} means a share every {seconds:.1f} s"
 
 
 async def test_pool_mixing_garbage_with_valid_messages_fails_over() -> None:
     primary = HostilePool(difficulty="0.0005")
-    await primary.start()
     backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
-    await backup.start()
-    agent = cpu_agent(agent_config(primary.url, backup.url, max_bad_messages=10))
-    await agent.start()
-    try:
+    async with mining(primary, backup, max_bad_messages=10) as agent:
         session = await primary.session()
         await session.sync()
         for _ in range(12):  # never 5 bad in a row (that alone drops a connection), but 12 within a minute
             await session.send(b"{not json\n")
             await session.notify(notify("a1"))
-        await wait_for(lambda: backup.workers.get("me.rig") is not None and backup.workers["me.rig"].accepted >= 1,
-                       120, "shares accepted by the backup")
-    finally:
-        await agent.stop()
-        await primary.stop()
-        await backup.stop()
+        await wait_for(lambda: accepted(backup, 1), 120, "shares accepted by the backup")
     conn = agent.pools.groups[0].connections[0]
     assert "bad messages" in conn.last_error and conn.quality_failures >= 1

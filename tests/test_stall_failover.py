@@ -3,7 +3,9 @@ a slow but healthy pool keeps it."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.miner import AgentConfig, MiningAgent
@@ -21,14 +23,25 @@ def two_pool_agent(primary: HostilePool, backup: HostilePool) -> MiningAgent:
     return MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
 
 
-async def test_pool_that_stops_answering_hands_work_to_hot_standby_without_losing_shares() -> None:
+@contextlib.asynccontextmanager
+async def two_pools_and_agent() -> AsyncIterator[tuple[HostilePool, HostilePool, MiningAgent]]:
+    """Two scripted pools and a running agent on them (primary first); all stopped on the way out."""
     primary, backup = HostilePool(difficulty="0.00005"), HostilePool(difficulty="0.00005")
     await primary.start()
     await backup.start()
     agent = two_pool_agent(primary, backup)
-    group = agent.pools.groups[0]
     await agent.start()
     try:
+        yield primary, backup, agent
+    finally:
+        await agent.stop()
+        await primary.stop()
+        await backup.stop()
+
+
+async def test_pool_that_stops_answering_hands_work_to_hot_standby_without_losing_shares() -> None:
+    async with two_pools_and_agent() as (primary, backup, agent):
+        group = agent.pools.groups[0]
         p = await primary.session()
         await wait_for(lambda: len(p.submits) >= 2, 120, "shares on the primary")
         standby = await backup.session()  # the hot standby: connected and authorised before any trouble
@@ -49,10 +62,6 @@ async def test_pool_that_stops_answering_hands_work_to_hot_standby_without_losin
         await wait_for(lambda: all(f.result is not None for f in agent.found if f.pool_url.endswith(mine)), 60,
                        "answers for every share sent to the primary")
         await wait_for(lambda: group.active is group.connections[0], 120, "fallback to the answering primary")
-    finally:
-        await agent.stop()
-        await primary.stop()
-        await backup.stop()
     conns = group.connections
     assert sum(c.lost_shares + c.unrecoverable for c in conns) == 0
     for session in (p, standby):  # both scripted pools send the same job: compare within each pool only
@@ -63,21 +72,12 @@ async def test_pool_that_stops_answering_hands_work_to_hot_standby_without_losin
 
 
 async def test_slow_but_healthy_pool_keeps_the_work() -> None:
-    primary, backup = HostilePool(difficulty="0.00005"), HostilePool(difficulty="0.00005")
-    await primary.start()
-    await backup.start()
-    agent = two_pool_agent(primary, backup)
-    group = agent.pools.groups[0]
-    await agent.start()
-    try:
+    async with two_pools_and_agent() as (primary, backup, agent):
+        group = agent.pools.groups[0]
         p = await primary.session()
         p.answer_delay = 0.5
         standby = await backup.session()
         await wait_for(lambda: group.connections[0].counters.accepted >= 8, 180, "slow answers accepted")
-    finally:
-        await agent.stop()
-        await primary.stop()
-        await backup.stop()
     assert group.stall_suspicions == 0 and group.switches == 1
     assert not standby.submits
     assert group.connections[0].answer_s >= 0.4  # the pool's slowness was learnt
