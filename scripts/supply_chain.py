@@ -80,6 +80,14 @@ def scan_sources() -> list[str]:
     return problems
 
 
+def audit_failure(stderr: str) -> str:
+    """What made pip-audit fail, in one line: its last error line, not the top of a traceback."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith((" ", "\t"))]
+    errors = [ln for ln in lines if not ln.startswith(("Traceback", "During handling", "The above exception"))]
+    last = errors[-1] if errors else "no output"
+    return last if len(last) <= 240 else last[:237] + "..."
+
+
 def audit() -> int:
     cmd = [sys.executable, "-m", "pip_audit", "--progress-spinner", "off", "--format", "json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -88,7 +96,8 @@ def audit() -> int:
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        print(f"dependency audit could not run: {proc.stderr.strip()[:300]}")
+        print(f"dependency audit could not run ({audit_failure(proc.stderr)}); dependencies NOT audited "
+              "(run `make supply-chain` where PyPI's JSON API is reachable)")
         return 0
     deps = report.get("dependencies", [])
     vulnerable = [d for d in deps if d.get("vulns")]

@@ -36,3 +36,18 @@ def test_planted_wallet_pool_and_endpoint_are_found(tmp_path: Path, monkeypatch:
         supply_chain.tracked_files = original
         bad.unlink()
     assert "hard-coded pool" in found and "base58 address" in found and "auth.minerlink.com" in found
+
+
+def test_an_unreachable_audit_service_is_one_clear_line() -> None:
+    """Offline, `make test` printed the first 300 characters of pip-audit's traceback ("Traceback (most recent
+    call last): File ...") instead of what went wrong."""
+    stderr = ('Traceback (most recent call last):\n  File "x/urllib3/connection.py", line 239, in _new_conn\n'
+              "    sock = connection.create_connection(\nsocket.gaierror: [Errno -3] Temporary failure\n\n"
+              "During handling of the above exception, another exception occurred:\n\n"
+              "Traceback (most recent call last):\n  File \"y.py\", line 1, in <module>\n"
+              "requests.exceptions.ConnectionError: HTTPSConnectionPool(host='pypi.org', port=443): Max retries\n")
+    line = supply_chain.audit_failure(stderr)
+    assert line.startswith("requests.exceptions.ConnectionError: HTTPSConnectionPool(host='pypi.org'")
+    assert "Traceback" not in line and "File " not in line
+    assert supply_chain.audit_failure("") == "no output"
+    assert len(supply_chain.audit_failure("E: " + "x" * 1000)) <= 240
