@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,6 +80,17 @@ async def test_owner_persists_across_restarts_without_an_auth_file() -> None:
         r = await c.post("/api/v1/auth/setup", json={"user": "mallory", "password": "mallory-password"})
         assert r.status_code == 409
         assert (await c.post("/api/v1/auth/login", json={"user": "admin", "password": OWNER})).status_code == 200
+
+
+async def test_start_log_names_both_ports(caplog: pytest.LogCaptureFixture) -> None:
+    """`mos demo` takes free ports when 4028/8080 are busy; only the REST port was logged (the cgminer one at
+    DEBUG), so a user could not find the cgminer API."""
+    with caplog.at_level(logging.INFO, logger="openmos.api"):
+        async with serving(idle_agent()) as apis:
+            assert apis.cgminer.port != 0 and apis.rest_port != 0
+            said = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+            assert f"http://127.0.0.1:{apis.rest_port}" in said
+            assert f"cgminer API on 127.0.0.1:{apis.cgminer.port}" in said
 
 
 async def test_operator_cannot_change_auth_settings_or_allow_lists(tmp_path: Path) -> None:

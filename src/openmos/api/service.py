@@ -54,7 +54,8 @@ class DeviceApis:
         if not self.auth.has_owner:
             log.warning("no owner account yet: create one with POST /api/v1/auth/setup (there is no default "
                         "password; it will be kept in %s); until then every write is refused", self.accounts_path)
-        log.info("REST API and web page on http://%s:%d", self.http.host, self.rest_port)
+        log.info("REST API and web page on http://%s:%d; cgminer API on %s:%d", self.http.host, self.rest_port,
+                 self.cgminer.host, self.cgminer.port)  # free ports may have replaced busy ones: say which
 
     async def stop(self) -> None:
         await self.http.stop()
