@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from openmos.energy.economics import (
 from openmos.energy.modbus import ModbusPowerMeter
 from openmos.energy.optimizer import DispatchRules, FleetCurves, FleetState, dispatch
 from openmos.energy.simulate import hindsight_optimum, run_policy
-from openmos.energy.site import CapController, LocalLink, Site
+from openmos.energy.site import CapController, CurtailResult, LocalLink, Site, SiteMember
 from openmos.energy.traces import synthetic_market
 from openmos.testbed.site import FleetSimSite, SiteMeter
 
@@ -158,6 +158,52 @@ async def test_meter_over_cap_steps_devices_down_then_meter_failure_holds() -> N
         await ctl.step()
         assert ctl.meter_ok and "resumed" in alerts[-1]
         meter.close()
+
+
+class RecordingLink:
+    """A site of one 1 kW device that acknowledges every level at once (records them)."""
+
+    def __init__(self) -> None:
+        self.levels: list[float] = []
+
+    def members(self) -> list[SiteMember]:
+        return [SiteMember("a", 1000.0)]
+
+    def nameplate_w(self) -> float:
+        return 1000.0
+
+    async def curtail_all(self, fraction: float) -> CurtailResult:
+        self.levels.append(fraction)
+        return CurtailResult(1000.0 * fraction, 1, [], 0.0)
+
+    async def set_watts(self, watts: Mapping[str, float]) -> CurtailResult:
+        raise AssertionError("not used")
+
+
+class ScriptedMeter:
+    def __init__(self, readings: list[float]) -> None:
+        self.readings = readings
+
+    async def read_power_w(self) -> float:
+        return self.readings.pop(0)
+
+
+async def test_cap_loop_does_not_cut_again_on_readings_taken_while_devices_settle() -> None:
+    link = RecordingLink()
+    site = Site(link)
+    # The meter still shows the old level for a while after the first cut (refresh, ramps, supply slew).
+    ctl = CapController(site, ScriptedMeter([1000.0, 1000.0, 990.0, 700.0, 500.0]), cap_w=600.0, settle_s=3600.0)
+    await ctl.step()
+    assert link.levels == [pytest.approx(0.588)] and ctl.corrections == 1
+    await ctl.step()
+    await ctl.step()
+    assert link.levels == [pytest.approx(0.588)]  # stale readings: no second cut (it would overshoot)
+    site.changed_at -= 3601.0  # settled: a reading still over the cap is acted upon
+    await ctl.step()
+    assert len(link.levels) == 2 and link.levels[1] == pytest.approx(0.588 * 600 * 0.98 / 700)
+    site.changed_at -= 3601.0
+    await ctl.step()  # 500 W: under the cap by more than twice the margin, so it recovers one step
+    assert link.levels[-1] == pytest.approx(link.levels[1] + 0.02) and ctl.corrections == 3
 
 
 async def test_openadr_event_reduces_load_and_reports_are_sent() -> None:

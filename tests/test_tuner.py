@@ -423,3 +423,36 @@ async def test_a_quick_ramp_reaches_the_hardware_one_board_per_call() -> None:
     assert tuner.plan is not None and np.allclose(site.fleet.freq[0], tuner.freq)
     assert float(site.fleet.freq[0].mean()) < 0.9 * limits.stock_freq_mhz or \
         float(site.fleet.v_board[0].mean()) < limits.stock_voltage - 0.1
+
+
+async def test_a_quick_ramp_down_keeps_the_planned_power_while_the_supply_slews() -> None:
+    """Clocks drop at once, the board supply slews down (0.2 V/s here): until it is there, the chips run
+    at clocks whose modelled power at the running voltage is the plan's, never above it (the plan's own
+    clocks at the old voltage would draw more); the plan's clocks follow once the supply has settled."""
+    from openmos.testbed.site import FleetSimSite, SlotHardware
+    from openmos.tuning.learning import expected_limits
+    from openmos.tuning.planning import PowerModel
+
+    site = FleetSimSite(1, counters=True)
+    hw = SlotHardware(site, 0)
+    limits = hw.limits()
+    tuner = Autotuner(hw, PerformanceTarget.power(3500.0), clock=SimClock(speed=0))
+    kn = tuner.knowledge
+    kn.sweep_voltages = [limits.stock_voltage - 1.0, limits.stock_voltage]
+    kn.sweep_fmax = [expected_limits(limits, tuner.freq.shape, v) / 0.9 for v in kn.sweep_voltages]
+    kn.power_model = model = PowerModel(1.1e-4, 0.3, 25.0)  # about what a fit to a simulated S21 gives
+    await tuner._apply_plan(tuner._plan())
+    site.fleet.settle(60)
+    high = float(site.fleet.v_board[0].mean())
+    await tuner.curtail(0.6)
+    plan = tuner.plan
+    assert plan is not None and plan.voltage < high - 0.3 and tuner._ramp_until > tuner.clock.now()
+    assert (tuner.freq <= plan.freq + 1e-9).all() and tuner.freq.sum() < 0.95 * plan.freq.sum()
+    worst = 0.0
+    for _ in range(int(4 * (high - plan.voltage) / 0.2) + 8):  # the whole slew, 0.25 s physics steps
+        site.fleet.step(0.25)
+        running_v = site.fleet._v_run[0]
+        worst = max(worst, model.predict(running_v, site.fleet.freq[0]))
+        assert not np.isclose(running_v, high).all() or worst <= plan.predicted_power_w * 1.001
+    assert worst <= plan.predicted_power_w * 1.001
+    assert model.predict(np.full(limits.boards, high), plan.freq) > 1.05 * plan.predicted_power_w  # the old way

@@ -113,6 +113,7 @@ class Site:
     def __init__(self, link: SiteLink) -> None:
         self.link = link
         self.fraction = 1.0
+        self.changed_at = -math.inf  # time.monotonic() when the devices last acknowledged a new level
 
     @property
     def nameplate_w(self) -> float:
@@ -123,6 +124,7 @@ class Site:
         fraction = min(max(fraction, 0.0), 1.0) if math.isfinite(fraction) else 0.0
         self.fraction = fraction
         result = await self.link.curtail_all(fraction)
+        self.changed_at = time.monotonic()
         if result.failed:
             log.warning("curtail: %d device(s) did not acknowledge: %s", len(result.failed),
                         ", ".join(result.failed[:10]))
@@ -152,6 +154,10 @@ class CapController:
 
     If the meter stops answering, the controller holds the last level that was measured to be safe (it
     never ramps up blind) and raises an alert; it resumes normal control when readings return.
+
+    After a new site level (its own or the fast path's), readings for ``settle_s`` may still show the old one
+    (device ramps, the supply's slew, the meter's refresh): the controller does not act on them -- cutting
+    again on a stale reading overshoots, every device a second time.
     """
 
     site: Site
@@ -164,6 +170,8 @@ class CapController:
     meter_ok: bool = True
     on_alert: Callable[[str], None] | None = None
     last_reading_w: float | None = None
+    settle_s: float = 5.0
+    corrections: int = 0  # level changes made on readings (for reports)
 
     def _alert(self, text: str) -> None:
         self.alerts.append(text)
@@ -190,11 +198,15 @@ class CapController:
             self.meter_ok = True
         self.last_reading_w = measured
         fraction = self.site.fraction
+        if time.monotonic() - self.site.changed_at < self.settle_s:
+            return fraction  # the devices are still moving to the last level
         if measured > self.cap_w:
             fraction = fraction * self.cap_w * (1 - self.margin) / measured
+            self.corrections += 1
             await self.site.set_fraction(fraction)
         else:
             self.last_safe_fraction = fraction
             if measured < self.cap_w * (1 - 2 * self.margin) and fraction < 1.0:
+                self.corrections += 1
                 await self.site.set_fraction(min(1.0, fraction + self.recover_step))
         return self.site.fraction

@@ -32,7 +32,7 @@ from openmos.tuning.governor import ThermalGovernor
 from openmos.tuning.learning import expected_limits, first_sweeps, lower_sweep, next_start
 from openmos.tuning.measurement import Meter, Window, error_fraction, hottest
 from openmos.tuning.persistence import efficiency_curve, load_knowledge, make_profile, profile_verified, save_knowledge
-from openmos.tuning.planning import FloatArray, Knowledge, Plan, fmax_at
+from openmos.tuning.planning import FloatArray, Knowledge, Plan, fmax_at, snap_down
 from openmos.tuning.profiles import ProfileStore, TunedProfile
 from openmos.tuning.reference import PowerReference, ReadingCorrection
 from openmos.tuning.state import CurvePoint, TunerOptions, TunerState, TunerStatus
@@ -84,6 +84,8 @@ class Autotuner:
         self._replan = False
         self._stopped = False
         self._changed_at = -math.inf
+        self._ramp_until = -math.inf  # a quick ramp down is bridging the supply's slew until then
+        self._window_mixed = False  # the last window spans a change made from outside the loop
         self._board_on = np.ones(limits.boards, dtype=bool)
         self._tuned_at_c: float | None = None
         self._gain = 1.0  # closed-loop step gain (convergence.step_gain)
@@ -140,8 +142,31 @@ class Autotuner:
         self.curtail_scale = fraction
         self._decide("curtail", f"requested {fraction:.0%} of the target")
         if self.plan is not None and self.knowledge.ready:
-            await self._apply_plan(self._plan())
+            await self._quick_ramp(self._plan())
         self._replan = True
+
+    async def _quick_ramp(self, plan: Plan) -> None:
+        """Go to ``plan`` now, without overshooting its power on the way.
+
+        Frequencies change at once, the board supply slews (``settle_s``): a lower plan voltage first runs
+        the chips at frequencies that keep the modelled power at the *present* voltage under the plan's
+        (always stable: lower clocks than the plan at a higher voltage); the power then falls further as the
+        supply comes down, and the plan's own clocks follow once it is there (``_converge``)."""
+        volts, freq = np.full(self.limits.boards, plan.voltage), np.where(self.dead, 0.0, plan.freq)
+        power = self.knowledge.power_model
+        self.plan = plan
+        if power is not None and (volts < self.voltage - 1e-6).any() \
+                and power.predict(self.voltage, freq) > plan.predicted_power_w:
+            v2 = self.voltage**2
+            dynamic = power.a * float((v2 * freq.sum(axis=1)).sum())
+            scale = (plan.predicted_power_w - power.b * float(v2.sum()) - power.c) / dynamic if dynamic > 0 else 1.0
+            bridge = np.clip(freq * min(max(scale, 0.05), 1.0), self.limits.freq_min_mhz, None)
+            await self._apply(volts, snap_down(self.limits, np.where(freq > 0, bridge, 0.0)))
+            self._ramp_until = self.clock.now() + self.settle_s
+            self._decide("quick ramp", f"clocks at {min(max(scale, 0.05), 1.0):.0%} of the plan's while the "
+                         f"supply slews to {plan.voltage:.2f} V")
+            return
+        await self._apply_plan(plan)
 
     async def sleep(self) -> None:
         """Stop hashing now (boards off); ``wake`` brings the last plan back at once."""
@@ -232,7 +257,7 @@ class Autotuner:
             self._log_event(self.guard.events[-1])
             self.status.effective_target = str(self.effective_target)
             if self.plan is not None and self.knowledge.ready:
-                await self._apply_plan(self._plan())  # quick ramp: re-plan from the chip model
+                await self._quick_ramp(self._plan())  # re-plan from the chip model
         return tel, hot
 
     async def _shutdown(self, why: str) -> None:
@@ -246,15 +271,20 @@ class Autotuner:
         raise _Interrupted
 
     async def _window(self, seconds: float) -> Window:
+        began = self.clock.now()
         settle = max(0.0, self.settle_s - (self.clock.now() - self._changed_at))
         w = await self.meter.window(seconds, settle)
+        # A curtailment or a thermal step during the window: it mixes two settings; learn nothing from it.
+        self._window_mixed = self._changed_at > began
+        self.status.power_w, self.status.hashrate_ths = w.power_w, w.valid_ths
+        if self._window_mixed:
+            return w
         if w.reference_w is not None and self._board_on.all():
             self.correction.add(w.power_w, w.reference_w)
         if self.correction.calibrated:
             w = dataclasses.replace(w, power_w=self.correction(w.power_w))
         if self._board_on.all() and w.power_w > 0:
             self.knowledge.add_sample(self.voltage, self.freq, w.power_w, self.options.samples_kept)
-        self.status.power_w, self.status.hashrate_ths = w.power_w, w.valid_ths
         return w
 
     # -- controls -------------------------------------------------------------------------------------
@@ -412,6 +442,8 @@ class Autotuner:
 
     async def _converge(self) -> None:
         self._set_state(TunerState.TUNING, "converging", f"closing in on {self.effective_target}")
+        while self.clock.now() < self._ramp_until:  # a quick ramp's supply is still slewing: its clocks hold
+            await self._tick()
         plan = self._plan()
         self._decide("plan", f"{plan.voltage:.2f} V, chips at {plan.scale:.1%} of their clean limits, "
                      f"predicted {plan.predicted_power_w:,.0f} W / {plan.predicted_ths:.1f} TH/s")
@@ -439,6 +471,8 @@ class Autotuner:
 
     async def _step(self, w: Window) -> tuple[bool, bool]:
         """Trim chips and correct toward the goal from one window, then apply. (within goal, trimmed)"""
+        if self._window_mixed:
+            return False, False
         kn = self.knowledge
         at_limit = self.plan is not None and self.plan.scale >= 0.98
         t = trim(kn, self.strikes, self.freq, w, self.options, at_limit, self.meter.ticket)
