@@ -97,6 +97,7 @@ async def test_reads_openapi_metrics_and_stream() -> None:
         for name in ("openmos_hashrate_hashes_per_second", "openmos_power_watts", "openmos_temperature_celsius",
                      "openmos_fan_rpm", "openmos_shares_total", "openmos_board_hardware_errors_total"):
             assert name in metrics
+        assert "\nopenmos_figures_modelled 1.0\n" in metrics  # a simulated S21: power and temperatures too
         async with client.stream("GET", "/api/v1/stream", params={"interval": 0.2}) as resp:
             assert resp.headers["content-type"].startswith("text/event-stream")
             lines = resp.aiter_lines()

@@ -17,6 +17,8 @@ class AgentCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         v = self.view
         source = "modelled" if v.modelled else "measured"
+        yield GaugeMetricFamily("openmos_figures_modelled", "1: hashrate, power, temperatures and fans come from a "
+                                "model (simulated hardware), not from counters and sensors", value=int(v.modelled))
         rate = GaugeMetricFamily("openmos_hashrate_hashes_per_second", "Hashrate over a trailing window",
                                  labels=["window", "source"])
         for name, seconds in (("5s", 5), ("1m", 60), ("5m", 300), ("15m", 900)):

@@ -90,8 +90,8 @@ def agent_panel(agent: MiningAgent) -> Panel:
             pools.add_row(group.name, str(conn.url), ("[green]active" if active else conn.status), diff,
                           str(c.accepted), str(c.rejected), str(c.stale), f"{len(conn.outbox)}/{conn.lost_shares}")
     uptime = int(time.time() - stats.started_at)
-    source = "modelled" if tel.modelled else "measured (hash counters)"
-    return Panel(Group(rates, pools), title=f"OpenMOS agent · {tel.model} · up {uptime}s · hashrate {source}")
+    source = "figures modelled" if tel.modelled else "hashrate measured (hash counters)"
+    return Panel(Group(rates, pools), title=f"OpenMOS agent · {tel.model} · up {uptime}s · {source}")
 
 
 def pool_panel(pool: LocalPool) -> Panel:

@@ -51,7 +51,8 @@ async function drawHeatmap() {
 
 function render(s) {
   document.getElementById("hardware").textContent = `${s.device.hardware} · OpenMOS ${s.device.version}`;
-  document.getElementById("source").textContent = `hashrate ${s.device.hashrate_source}`;
+  document.getElementById("source").textContent = s.device.hashrate_source === "modelled"
+    ? "figures modelled (simulated hardware)" : `hashrate ${s.device.hashrate_source}`;
   document.getElementById("state").textContent = s.device.paused ? "paused" : "mining";
   document.getElementById("hashrate").textContent = fmt(s.hashrate_ths["1m"], 3, "TH/s");
   document.getElementById("power").textContent = fmt(s.power_w, 0, "W");
