@@ -1,24 +1,25 @@
-"""Fleet bus authentication cost: 10,000 devices polled with every reply signed by its device key and
-verified by the controller against the enrolled key (plus schema validation), against the same poll with
-signing and verification switched off, measured in the same run.
+"""Fleet bus authentication cost: 10,000 devices polled for their telemetry with every message signed by its
+device key and verified by the controller against the enrolled key (plus schema, identity, sequence and time
+checks), against the same poll with signing and verification switched off, measured in the same run.
 
 The devices run in their own process, not in the controller's (as they would run on their own machines):
-a farm of simulated devices (modelled figures), each with its own ``DeviceNode`` identity and key. The farm
-declares one queryable for ``openmos/bench/dev/*/status`` and every device answers the query in its own
-name, signed with its own key, on its own key expression (10k separate declarations in one process would
-measure zenoh's declaration bookkeeping, an artefact of simulating 10k devices in one process).
-The controller sends one wildcard query and checks every reply as it arrives (``FleetController``:
-enrolled key, identity, nonce, schema). Every mode runs the same code on both sides; only what is named
-differs:
+a farm of simulated devices (modelled figures), each with its own ``DeviceNode`` identity and key. Before
+every poll each device produces its next telemetry snapshot (``DeviceNode.refresh_snapshot``: what its
+telemetry loop does every interval, on its own CPU), so every poll reads 10k snapshots the controller has
+never seen and verifies every one. The farm declares one queryable for ``openmos/bench/dev/*/telemetry``
+and every device answers in its own name, on its own key expression, with its snapshot
+(``DeviceNode.snapshot``, exactly what ``DeviceNode.answer`` returns). The controller polls with
+``FleetController.poll`` and checks every reply as it arrives (enrolled key, identity, sequence, time,
+schema). Every mode runs the same code on both sides; only what is named differs:
 
   baseline  plain TCP, signing and signature verification switched off   (the unauthenticated run)
   tls       mutual TLS + access control, signing and verification off   (transport cost alone)
-  signed    mutual TLS + access control, every reply signed by its device (BIP340) and verified against
-            the pinned key, bound to the query's nonce                    (what ships)
+  signed    mutual TLS + access control, every snapshot signed by its device (BIP340) when produced and
+            verified against the pinned key when polled                  (what ships)
 
-On this machine the farm shares the controller's cores: the 10k signatures are computed by one farm
-process, one after the other, where a real fleet computes each on its own device in parallel. The CPU seconds
-of each side are printed so the controller's own cost can be read apart from the simulated devices'.
+The time the farm spends producing the snapshots (one process signing 10k one after the other, where a
+real fleet signs each on its own device) is printed apart; it is not part of the poll. The CPU seconds of
+controller and farm during each poll are printed so the controller's own cost can be read apart.
 
 Then one telemetry publication per device (signed + verified vs off), timed until the controller has
 believed the last one that arrived (telemetry is best-effort: zenoh may shed puts; the count is printed).
@@ -61,7 +62,6 @@ from openmos.testbed.device import SimulatedFleetDevice
 
 SITE = "bench"
 MODES = ("baseline", "tls", "signed")
-FARM_THREADS = 1  # 2 measured no faster on this 2-core machine (the controller needs the other core)
 
 
 class UnsignedKey(DeviceKey):
@@ -72,7 +72,7 @@ class UnsignedKey(DeviceKey):
 
 
 class UnverifiedChecks(DeviceVerifier):
-    """Signature verification switched off; every other check (enrolled id, identity, nonce, schema) runs."""
+    """Signature verification switched off; every other check (enrolled id, identity, sequence, time, schema) runs."""
 
     @staticmethod
     def verify_signature(signature: bytes, document: bytes, key: PublicKeyXOnly) -> None:
@@ -92,32 +92,19 @@ async def farm(mode: str, endpoint: str, devices: int) -> None:
     nodes = [DeviceNode(bus, SITE, SimulatedFleetDevice(f"d{i:05d}"), [],
                         identity=DeviceKey() if signed else UnsignedKey()) for i in range(devices)]
 
-    def answer(query: Any, share: list[DeviceNode], nonce: str | None) -> None:
-        """These devices answer in their own name on their own key (one reply each), exactly as
-        ``DeviceNode`` answers a status query."""
-        for node in share:
-            reply = node.signed("status", node.device.status(), nonce)
-            query.reply(keys.status(SITE, node.device.device_id), reply)
-
     def answer_all(query: Any) -> None:
-        """The farm's devices answer from FARM_THREADS threads (each device would sign on its own CPU;
-        threads overlap where libsecp256k1 releases the GIL). Same in every mode."""
+        """Every device answers in its own name with its last signed telemetry snapshot, exactly as
+        ``DeviceNode.answer`` answers a telemetry poll. Same in every mode."""
         try:
-            params = json.loads(query.payload.to_bytes()) if query.payload is not None else {}
-            nonce = DeviceNode._request(params) if isinstance(params, dict) else None
-            threads = [threading.Thread(target=answer, args=(query, nodes[i::FARM_THREADS], nonce), daemon=True)
-                       for i in range(FARM_THREADS)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            for node in nodes:
+                query.reply(keys.telemetry(SITE, node.device.device_id), node.snapshot())
         finally:
             query.drop()
 
     def on_query(query: Any) -> None:  # zenoh's thread hands the query over and returns at once
         threading.Thread(target=answer_all, args=(query,), daemon=True).start()
 
-    queryable = bus._session.declare_queryable(f"{keys.ROOT}/{SITE}/dev/*/status",
+    queryable = bus._session.declare_queryable(f"{keys.ROOT}/{SITE}/dev/*/telemetry",
                                                zenoh.handlers.Callback(on_query, indirect=False))
     gc.collect()
     print(json.dumps([n.public_key for n in nodes]), flush=True)
@@ -127,6 +114,11 @@ async def farm(mode: str, endpoint: str, devices: int) -> None:
             for node in nodes:
                 node.publish_telemetry()
             print("sent", flush=True)
+        elif line == "tick":  # each device's telemetry interval: a new signed snapshot (on its own CPU)
+            began = time.perf_counter()
+            for node in nodes:
+                node.refresh_snapshot()
+            print(time.perf_counter() - began, flush=True)
         elif line == "cpu":
             print(time.process_time(), flush=True)
     queryable.undeclare()
@@ -141,6 +133,7 @@ class Result:
         self.poll_s: list[float] = []
         self.controller_cpu_s: list[float] = []
         self.farm_cpu_s: list[float] = []
+        self.tick_s: list[float] = []
         self.answered = 0
         self.telemetry_s = float("nan")
         self.telemetry_got = 0
@@ -184,15 +177,23 @@ class Mode:
             await asyncio.sleep(0.5)
 
     async def _poll(self) -> int:
-        return len(await self.ctl._verified_query(f"{keys.ROOT}/{SITE}/dev/*/status", "status", timeout_s=60))
+        return len(await self.ctl.poll(SITE, timeout_s=60))
 
     async def _farm_cpu(self) -> float:
         self.stdin.write(b"cpu\n")
         await self.stdin.drain()
         return float(await self.stdout.readline())
 
+    async def tick(self) -> float:
+        """Every device produces its next telemetry snapshot (between polls, as on a real device's own CPU
+        every interval): each poll then reads snapshots the controller has never seen, verifying all of them."""
+        self.stdin.write(b"tick\n")
+        await self.stdin.drain()
+        return float(await self.stdout.readline())
+
     async def poll(self) -> None:
         r = self.result
+        r.tick_s.append(await self.tick())
         farm_before, cpu_before = await self._farm_cpu(), time.process_time()
         began = time.perf_counter()
         r.answered = await self._poll()
@@ -268,16 +269,17 @@ async def main_async(devices: int, rounds: int, modes: tuple[str, ...] = MODES) 
         if dropped:
             print(f"  {mode}: dropped by the controller: {dropped}")
     print(f"\n{devices:,} simulated devices (modelled) per mode, hosted in a separate farm process (each device with "
-          f"its own key; the farm signs every reply on its own CPU, one after the other), controller in this "
-          f"process; loopback, {os.cpu_count()} cores shared by the farms and the controller; modes polled in "
-          f"turn, median of {rounds} polls")
+          f"its own key; a new signed snapshot per device before every poll, so every poll verifies {devices:,} "
+          f"new ones), controller in this process; loopback, {os.cpu_count()} cores shared by the farms and the "
+          f"controller (load average {os.getloadavg()[0]:.1f}); modes polled in turn, median of {rounds} polls")
     for mode, r in results.items():
         poll = statistics.median(r.poll_s)
         ctl_cpu, farm_cpu = statistics.median(r.controller_cpu_s), statistics.median(r.farm_cpu_s)
         telemetry = f"{r.telemetry_s:6.2f} s = {r.telemetry_s / base_tel:4.2f}x ({r.telemetry_got:,} believed)"
         print(f"  {mode:8s} poll {poll:6.2f} s = {poll / base:4.2f}x baseline ({r.answered:,}/{devices:,} replies "
               f"believed; CPU controller {ctl_cpu:5.2f} s, farm {farm_cpu:5.2f} s) | telemetry {telemetry}")
-        print(f"           polls: {' '.join(f'{t:.2f}' for t in r.poll_s)} s")
+        print(f"           polls: {' '.join(f'{t:.2f}' for t in r.poll_s)} s; the farm produced the snapshots in "
+              f"{statistics.median(r.tick_s):.2f} s before each (median, not part of the poll)")
     signed = statistics.median(results["signed"].poll_s)
     ctl_ratio = statistics.median(results["signed"].controller_cpu_s) / statistics.median(
         results["baseline"].controller_cpu_s)

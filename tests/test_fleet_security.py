@@ -192,8 +192,8 @@ async def test_a_process_hosting_a_sites_devices_over_mtls(tmp_path: Path) -> No
                           control=True)
             rogue.publish(keys.host_events("north", "evil"), {"events": [genuine] * 101}, control=True)
             rogue.publish(keys.host_events("north", "evil"), {"events": "not a list"}, control=True)
-            await wait_for(lambda: dropped(service, "bad_batch") >= 2 and dropped(service, "replay") >= 1, 20,
-                           "the forged batches to be counted")
+            await wait_for(lambda: dropped(service, "bad_batch") >= 2 and dropped(service, "duplicate") >= 1, 20,
+                           "the forged batches to be counted")  # the genuine event's second copy: a duplicate
             assert dropped(service, "bad_signature") >= 1 and dropped(service, "unsigned") >= 1
             assert service.bus.metrics.snapshot()["accepted"].get("event", 0) == before + 1  # the genuine one, once
         finally:
@@ -372,6 +372,83 @@ async def test_replayed_telemetry_is_dropped(tmp_path: Path) -> None:
         for doc in captured[:2]:
             service.bus.publish(keys.telemetry("north", "d0"), doc)
         await wait_for(lambda: dropped(service, "replay") >= 1, 20, "the replays to be dropped")
+
+
+async def test_a_telemetry_poll_believes_only_the_latest_snapshot_signed_by_the_enrolled_key(tmp_path: Path) -> None:
+    """A poll is answered with each device's last signed snapshot (no signature per poll): an older snapshot
+    (replay), an old one never seen (stale time), another device's or another site's snapshot, and the same
+    snapshot past the re-read window are all refused and counted; none is believed."""
+    async with plain_fleet(tmp_path, {"north": ["d0"], "south": ["d0"]}) as (service, nodes):
+        ctl = service.controller
+        victim = DeviceNode(service.bus, "north", SimulatedFleetDevice("v0"), [])  # its answers are ours to choose
+        service.registry.pin("north", "v0", victim.public_key)
+        served: list[bytes] = []
+
+        async def answer(key: str, params: dict[str, Any]) -> bytes:
+            return served[-1]
+
+        service.bus.serve(keys.telemetry("north", "v0"), answer)
+
+        async def poll_with(payload: bytes, refused: str | None = None) -> dict[str, Any] | None:
+            served.append(payload)
+            before = dropped(service, refused) if refused else 0
+            found = await ctl.poll("north", timeout_s=20)
+            assert ("south", "d0") not in found  # the site polled only
+            assert ("north", "d0") in found or service.verifier.reread_s == 0  # the real device (see the end)
+            if refused:
+                assert dropped(service, refused) >= before + 1, refused
+            return found.get(("north", "v0"))
+
+        first = victim.refresh_snapshot()
+        believed = await poll_with(first)
+        assert believed is not None and believed["hashrate_ths"] > 100 and believed["site"] == "north"
+        assert await poll_with(first) == believed  # the same snapshot read again (devices re-sign every 5 s)
+        newer = victim.refresh_snapshot()
+        assert await poll_with(newer) is not None
+        assert await poll_with(first, "replay") is None  # older than what was believed
+        assert await poll_with(nodes[0].snapshot(), "bad_signature") is None  # another device's (north/d0)
+        assert await poll_with(nodes[1].snapshot(), "bad_signature") is None  # another site's (south/d0)
+
+        def signed_by_victim(**doc: Any) -> bytes:
+            return victim.identity.sign_payload({"kind": "telemetry", "site": "north", "device": "v0",
+                                                 "ts": time.time(), "seq": time.time_ns(), "body": {}, **doc})
+
+        assert await poll_with(signed_by_victim(site="south"), "identity_mismatch") is None  # its key, other site
+        assert await poll_with(signed_by_victim(ts=time.time() - 3600), "stale") is None  # an old, never-seen one
+        assert await poll_with(signed_by_victim(kind="status"), "wrong_kind") is None
+        service.verifier.reread_s = 0.0  # the window has passed: the same snapshot is a copy of a dead device's
+        assert await poll_with(newer, "stale") is None
+        service.verifier.reread_s = 15.0
+        everywhere = await ctl.poll(timeout_s=20)
+        assert {("north", "d0"), ("south", "d0")} <= set(everywhere)
+
+
+async def test_the_service_and_an_energy_link_in_one_process_believe_each_telemetry_once(tmp_path: Path) -> None:
+    """Both follow the same telemetry through one controller: each message is verified once and reaches both
+    (a second check of the same message used to refuse it, counted as a replay, and starve the other)."""
+    from openmos.fleet.energy import FleetLink
+
+    async with plain_fleet(tmp_path, {"north": ["d0", "d1"], "south": ["s0"]}) as (service, _):
+        link = FleetLink(service.controller, "north")
+        link.start()
+        await wait_for(lambda: set(link._full_w) == {"d0", "d1"}, 20, "the link's telemetry")
+        believed = service.bus.metrics.snapshot()["accepted"].get("telemetry", 0)
+        await wait_for(lambda: service.bus.metrics.snapshot()["accepted"].get("telemetry", 0) >= believed + 9, 20,
+                       "three more telemetry intervals")
+        assert {("north", "d0"), ("north", "d1"), ("south", "s0")} <= set(service.latest)
+        assert "s0" not in link._full_w  # the link follows its own site only
+        assert dropped(service, "replay") == dropped(service, "duplicate") == 0
+
+
+def test_a_device_signs_its_snapshot_when_produced_and_answers_polls_with_it() -> None:
+    node = DeviceNode(FleetBus(BusConfig()), "north", SimulatedFleetDevice("a1"), [])
+    first = node.snapshot()
+    assert node.snapshot() is first  # a poll costs no signature while the snapshot is fresh
+    node._snapshot_at -= 10  # older than SNAPSHOT_FRESH_S: the next poll gets a new one
+    second = node.snapshot()
+    assert second != first and node.snapshot() is second
+    docs = [json.loads(envelope.split_payload(p)[1]) for p in (first, second)]  # type: ignore[index]
+    assert [d["kind"] for d in docs] == ["telemetry", "telemetry"] and docs[1]["seq"] > docs[0]["seq"]
 
 
 async def test_a_reply_in_a_devices_name_is_not_recorded_as_its_result(tmp_path: Path) -> None:
@@ -667,7 +744,8 @@ def test_a_host_matches_query_key_expressions_to_its_devices_only() -> None:
 
     assert match("openmos/north/dev/a1/cmd/pause") == [("a1", "cmd/pause")]
     assert match("openmos/*/dev/*/status") == [("a1", "status"), ("a2", "status")]
-    assert len(match("openmos/north/dev/**")) == 2 * (2 + len(keys_of_actions()))
+    assert len(match("openmos/north/dev/**")) == 2 * (3 + len(keys_of_actions()))
+    assert match("openmos/north/dev/*/telemetry") == [("a1", "telemetry"), ("a2", "telemetry")]
     assert {leaf for _, leaf in match("openmos/north/dev/a2/cmd/*")} == {f"cmd/{a}" for a in keys_of_actions()}
     assert match("openmos/north/dev/a$*/inventory") == [("a1", "inventory"), ("a2", "inventory")]
     for elsewhere in ("openmos/south/dev/*/status", "openmos/north/dev/a9/status", "openmos/north/dev/a1/cmd/rm",

@@ -9,6 +9,7 @@ import itertools
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from openmos.base.files import atomic_write
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
 from openmos.fleet.enroll import EnrollmentRegistry
-from openmos.fleet.messages import MAX_EVENT_BATCH, MessageRejected
+from openmos.fleet.messages import MAX_EVENT_BATCH, DeviceDoc, DeviceStatus, MessageRejected
 from openmos.fleet.trust import DeviceVerifier
 from openmos.security.signing import sign_document
 
@@ -66,6 +67,9 @@ class ApprovalError(PermissionError):
     pass
 
 
+TelemetryListener = Callable[[DeviceDoc, DeviceStatus], None]
+
+
 class FleetController:
     def __init__(self, bus: FleetBus, signing_key_pem: bytes, audit_path: Path, approvals_needed: int = 2, *,
                  registry: EnrollmentRegistry | None = None, verifier: DeviceVerifier | None = None) -> None:
@@ -79,6 +83,8 @@ class FleetController:
         self._ids = itertools.count(1)
         self._ack_sites: set[str] = set()
         self._ack_waiters: dict[str, tuple[set[str], set[str], asyncio.Event]] = {}
+        self._telemetry_sites: set[str] = set()  # subscribed: site names, or "*"
+        self._telemetry_listeners: list[tuple[str, TelemetryListener]] = []
 
     def _audit(self, who: str, what: str, detail: dict[str, Any]) -> None:
         line = json.dumps({"time": time.time(), "who": who, "what": what, **detail})
@@ -91,26 +97,34 @@ class FleetController:
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
 
     async def _verified_query(self, selector: str, kind: str, params: dict[str, Any] | None = None,
-                              request: str | None = None, timeout_s: float = 3.0
+                              request: str | None = None, timeout_s: float = 3.0, snapshot: bool = False
                               ) -> dict[tuple[str, str], dict[str, Any]]:
-        """Replies signed by the enrolled key of the device they claim to be, answering this very query."""
-        nonce = request or secrets.token_hex(12)
+        """Replies signed by the enrolled key of the device they claim to be, answering this very query (its
+        nonce inside) -- or, with ``snapshot``, each device's latest signed telemetry (never an older one)."""
+        nonce = None if snapshot else request or secrets.token_hex(12)
 
         def check(key: str, envelope: Any) -> dict[str, Any] | None:
             """The believed reply as the plain dict kept (the models are dropped at once: 10k replies held as
             models are ~4x the objects for the garbage collector to walk while the rest arrive)."""
             try:
-                doc, body = self.verifier.check(key, envelope, (kind,), request=nonce)
+                doc, body = self.verifier.check(key, envelope, (kind,), request=nonce, snapshot=snapshot)
             except MessageRejected:
                 return None
             # site and device last: a reply's own fields (a command reply may carry extra ones) never replace them
             return {**body.model_dump(exclude_none=True), "site": doc.site, "device": doc.device}
 
         out: dict[tuple[str, str], dict[str, Any]] = {}
-        for _, row in await self.bus.query(selector, params or {"nonce": nonce}, timeout_s=timeout_s,
-                                           accept=check, raw=True):
+        query = params if params is not None else {} if nonce is None else {"nonce": nonce}
+        for _, row in await self.bus.query(selector, query, timeout_s=timeout_s, accept=check, raw=True):
             out.setdefault((row["site"], row["device"]), row)
         return out
+
+    async def poll(self, site: str = "*", timeout_s: float = 5.0) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every device's latest telemetry, as each signed it when it was produced (no signature per poll on
+        the devices): verified against its enrolled key, never older than what was already believed, the same
+        snapshot believed again only for ``SNAPSHOT_REREAD_S``. Keyed by (site, device)."""
+        return await self._verified_query(f"{keys.ROOT}/{site}/dev/*/telemetry", "telemetry", timeout_s=timeout_s,
+                                          snapshot=True)
 
     async def inventory(self, site: str = "*") -> list[dict[str, Any]]:
         """Inventory of the enrolled devices that answer (a reply not signed by its device's key is dropped)."""
@@ -157,6 +171,32 @@ class FleetController:
         replies = await self._verified_query(keys.command(site, device, action), "reply", signed,
                                              request=signed["signed"]["nonce"], timeout_s=timeout_s)
         return replies.get((site, device)) or {"ok": False, "error": "no reply signed by the device's enrolled key"}
+
+    def follow_telemetry(self, site: str, listener: TelemetryListener) -> None:
+        """``listener(document, status)`` for every telemetry message of ``site`` (``*``: every site) believed.
+
+        Each message is checked once per controller however many parts of the process follow it (the service's
+        store and an energy link): a second check of the same message would refuse it as a duplicate."""
+        if site != "*":
+            keys.site_chunk(site)
+        self._telemetry_listeners.append((site, listener))
+        if site in self._telemetry_sites or "*" in self._telemetry_sites:
+            return
+        self._telemetry_sites.add(site)
+
+        def on_telemetry(key: str, envelope: Any) -> None:
+            if site != "*" and "*" in self._telemetry_sites:
+                return  # the every-site subscription delivers this message too
+            try:
+                doc, body = self.verifier.check(key, envelope, ("telemetry",))
+            except MessageRejected:
+                return
+            assert isinstance(body, DeviceStatus)
+            for wanted, follower in self._telemetry_listeners:
+                if wanted in ("*", doc.site):
+                    follower(doc, body)
+
+        self.bus.subscribe(f"{keys.ROOT}/{site}/dev/*/telemetry", on_telemetry, raw=True)
 
     def _follow_acks(self, site: str) -> None:
         """One events subscription per site for every curtailment (a second one would see each ack as a

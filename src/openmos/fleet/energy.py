@@ -12,13 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from openmos.control import CurvePoint
 from openmos.energy.site import CurtailResult, SiteMember
-from openmos.fleet import keys
 from openmos.fleet.control import FleetController
-from openmos.fleet.messages import DeviceStatus, MessageRejected
+from openmos.fleet.messages import DeviceDoc, DeviceStatus
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +31,10 @@ class FleetLink:
 
     def start(self) -> None:
         """Follow the site's verified telemetry (full power of every device)."""
-        self.controller.bus.subscribe(f"{keys.ROOT}/{self.site}/dev/*/telemetry", self._on_telemetry, raw=True)
+        self.controller.follow_telemetry(self.site, self._on_telemetry)
 
-    def _on_telemetry(self, key: str, envelope: Any) -> None:
-        try:
-            doc, body = self.controller.verifier.check(key, envelope, ("telemetry",))
-        except MessageRejected:
-            return
-        if isinstance(body, DeviceStatus) and body.full_power_w:
+    def _on_telemetry(self, doc: DeviceDoc, body: DeviceStatus) -> None:
+        if body.full_power_w:
             self._full_w[doc.device] = body.full_power_w
 
     async def refresh(self) -> int:

@@ -24,7 +24,8 @@ def site_chunk(site: str) -> str:
 
 
 def telemetry(site: str, device: str) -> str:
-    """Published by a device node every interval: status JSON (hashrate, power, temperatures, pools)."""
+    """Published by a device node every interval: status JSON (hashrate, power, temperatures, pools), signed
+    when produced. Also a queryable: a poll is answered with the last signed snapshot (no signature per poll)."""
     _check(site, device)
     return f"{ROOT}/{site}/dev/{device}/telemetry"
 
@@ -42,7 +43,7 @@ def inventory(site: str, device: str) -> str:
 
 
 def status(site: str, device: str) -> str:
-    """Queryable: the same status document as telemetry, on demand."""
+    """Queryable: the same status document as telemetry, signed for this very query (its nonce inside)."""
     _check(site, device)
     return f"{ROOT}/{site}/dev/{device}/status"
 

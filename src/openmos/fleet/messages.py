@@ -18,6 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 MAX_PAYLOAD = 64 * 1024  # bytes: a status document is ~400 B
 MAX_EVENT_BATCH = 100  # signed device events per host publication (~350 B each: well under MAX_PAYLOAD)
+# A telemetry poll is answered with the device's last signed telemetry snapshot while it is younger than
+# SNAPSHOT_FRESH_S (device clock, else a new one is signed); the controller believes the same snapshot again for
+# SNAPSHOT_REREAD_S after it first believed it (its own clock), so a copy of a dead device's last snapshot is
+# refused from then on.
+SNAPSHOT_FRESH_S = 5.0
+SNAPSHOT_REREAD_S = 15.0
 CHUNK = r"^[A-Za-z0-9_.-]{1,64}$"
 
 Chunk = Annotated[str, Field(pattern=CHUNK)]

@@ -32,14 +32,14 @@ from openmos.base.tasks import cancel_all, cancel_and_wait
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus, Reply
 from openmos.fleet.envelope import DeviceKey, parse_command_key, verify_command
-from openmos.fleet.messages import DEVICE_ACTIONS, MAX_EVENT_BATCH, CommandDoc
+from openmos.fleet.messages import DEVICE_ACTIONS, MAX_EVENT_BATCH, SNAPSHOT_FRESH_S, CommandDoc
 from openmos.security.signing import SignatureError
 
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_AGE_S = 60.0
 ACTIONS = DEVICE_ACTIONS
-LEAVES = ("inventory", "status", *(f"cmd/{a}" for a in ACTIONS))  # what a device answers queries on
+LEAVES = ("inventory", "status", "telemetry", *(f"cmd/{a}" for a in ACTIONS))  # what a device answers queries on
 
 
 class DeviceAdapter(Protocol):
@@ -68,6 +68,8 @@ class DeviceNode:
         self._seq = time.time_ns() // 1000  # grows across restarts, so the controller can spot replays
         self._task: asyncio.Task[None] | None = None
         self._own_host: DeviceHost | None = None
+        self._snapshot: bytes | None = None  # the last signed telemetry (what a telemetry poll is answered with)
+        self._snapshot_at = 0.0  # time.monotonic() when it was signed
 
     @property
     def public_key(self) -> str:
@@ -128,9 +130,22 @@ class DeviceNode:
         if self._task is None:
             self._task = asyncio.create_task(self._publish_loop())
 
+    def refresh_snapshot(self) -> bytes:
+        """Sign the device's telemetry now (its own sequence number and time inside): the snapshot that is
+        published and that telemetry polls are answered with until the next one."""
+        self._snapshot = self.signed("telemetry", self.device.status())
+        self._snapshot_at = time.monotonic()
+        return self._snapshot
+
+    def snapshot(self) -> bytes:
+        """The last signed telemetry if younger than ``SNAPSHOT_FRESH_S``, else a new one: a poll costs the
+        device no signature while its telemetry loop keeps the snapshot fresh (signing stays off the poll)."""
+        if self._snapshot is None or time.monotonic() - self._snapshot_at >= SNAPSHOT_FRESH_S:
+            return self.refresh_snapshot()
+        return self._snapshot
+
     def publish_telemetry(self) -> None:
-        self.bus.publish(keys.telemetry(self.site, self.device.device_id),
-                         self.signed("telemetry", self.device.status()))
+        self.bus.publish(keys.telemetry(self.site, self.device.device_id), self.refresh_snapshot())
 
     async def _publish_loop(self) -> None:
         while True:
@@ -143,11 +158,14 @@ class DeviceNode:
         return nonce if isinstance(nonce, str) and 8 <= len(nonce) <= 64 else None
 
     async def answer(self, leaf: str, params: dict[str, Any]) -> bytes:
-        """The signed reply to a query on this device's ``leaf`` (inventory, status, cmd/<action>)."""
+        """The signed reply to a query on this device's ``leaf`` (inventory, status, telemetry, cmd/<action>):
+        ``status`` is signed for this very query (its nonce inside), ``telemetry`` is the last signed snapshot."""
         if leaf == "inventory":
             return self.signed("inventory", self.device.inventory(), self._request(params))
         if leaf == "status":
             return self.signed("status", self.device.status(), self._request(params))
+        if leaf == "telemetry":
+            return self.snapshot()
         return await self._command(leaf.split("/", 1)[1], params)
 
     def refuse(self, action: str, why: Exception) -> None:

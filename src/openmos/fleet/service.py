@@ -26,7 +26,7 @@ from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.control import FleetController
 from openmos.fleet.enroll import EnrollmentRefused, EnrollmentRegistry
 from openmos.fleet.envelope import parse_public, verify
-from openmos.fleet.messages import EnrollBody, MessageRejected, body_of, parse_device_doc
+from openmos.fleet.messages import DeviceDoc, DeviceStatus, EnrollBody, MessageRejected, body_of, parse_device_doc
 from openmos.fleet.pki import FleetCA
 from openmos.fleet.store import FleetStore, Sample
 from openmos.fleet.trust import MAX_SKEW_S, DeviceVerifier
@@ -70,7 +70,7 @@ class FleetService:
 
     async def start(self) -> None:
         await self.bus.open()
-        self.bus.subscribe(f"{keys.ROOT}/*/dev/*/telemetry", self._on_telemetry, raw=True)
+        self.controller.follow_telemetry("*", self._on_telemetry)
         self.bus.serve(f"{keys.ROOT}/*/enroll/*", self._on_enroll)
         self._tasks = [asyncio.create_task(self._inventory_loop()), asyncio.create_task(self._flush_loop())]
 
@@ -87,11 +87,7 @@ class FleetService:
         await asyncio.to_thread(self._db.shutdown, True)  # the last store job finishes before close
         self.store.close()
 
-    def _on_telemetry(self, key: str, envelope: Any) -> None:
-        try:
-            doc, body = self.verifier.check(key, envelope, ("telemetry",))
-        except MessageRejected:
-            return
+    def _on_telemetry(self, doc: DeviceDoc, body: DeviceStatus) -> None:
         now = time.time()
         status = body.model_dump()
         self.latest[doc.site, doc.device] = {**status, "site": doc.site, "device": doc.device, "received": now}
