@@ -28,6 +28,7 @@ from openmos.tuning import (
     TunerOptions,
     TunerState,
 )
+from openmos.tuning.measurement import hottest
 from openmos.tuning.thermal import Pid, ThermalAction, ThermalGuard, arrhenius_hazard_ratio
 
 from helpers import easy_pool_settings, wait_for
@@ -92,6 +93,33 @@ def test_guard_shuts_down_at_any_dangerous_reading(reading: float, steps: int) -
     guard = ThermalGuard(CoolingConfig(limits=ThermalLimits(65, 75, 85)))
     guard.dps_steps = steps
     assert guard.assess(reading, now=100.0) is ThermalAction.SHUTDOWN
+
+
+def test_guard_waits_for_a_plan_before_scaling_but_never_before_shutting_down() -> None:
+    guard = ThermalGuard(CoolingConfig(limits=ThermalLimits(65, 75, 85)))
+    assert guard.assess(80.0, now=10.0, can_scale=False) is ThermalAction.NONE
+    assert guard.dps_steps == 0 and guard.scale == 1.0
+    assert guard.assess(80.0, now=12.0) is ThermalAction.STEP_DOWN  # the first reading once a plan runs
+    assert guard.assess(90.0, now=14.0, can_scale=False) is ThermalAction.SHUTDOWN
+
+
+async def test_a_unit_hot_at_start_does_not_lower_the_goal_it_is_still_learning_for() -> None:
+    """Stock S21 at a 40 C inlet reads above "hot"; the tuner's first sweep (for 70 % power) is what cools
+    it. A DPS step during learning would cool nothing and leave the plan 5 % under the goal for minutes."""
+    hw, clock = rig(seed=0, t_inlet=40.0)
+    hw.oracle_view().set_fan_duty(0, 1.0)
+    hw.oracle_view().settle(1200.0, 30.0)
+    stock = Oracle(hw.oracle_view()).stock_uniform(hw.limits().stock_freq_mhz)
+    start_c = hottest(hw.telemetry())
+    seen: list[tuple[bool, float, int]] = []  # (learning, hottest sensor, DPS steps) at each progress report
+    tuner = Autotuner(hw, PerformanceTarget.power(0.7 * stock.wall_power_w), clock=clock,
+                      progress=lambda st: seen.append((tuner.plan is None, st.hottest_c, st.dps_steps)))
+    await tuner.run_for(60)  # returns once learning is over and the first plan runs
+    learning = [(hot, steps) for first, hot, steps in seen if first]
+    assert learning and start_c >= tuner.cooling.limits.hot_c  # it was hot ...
+    assert all(steps == 0 for _, steps in learning)  # ... while learning: nothing scaled
+    assert tuner.plan is not None and tuner.guard.dps_steps == 0  # and the plan it made, cooler, needs none
+    assert tuner.effective_target.value == pytest.approx(0.7 * stock.wall_power_w)
 
 
 async def test_hot_inlet_steps_down_then_recovers() -> None:

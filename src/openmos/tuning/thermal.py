@@ -130,7 +130,11 @@ class ThermalGuard:
             return hottest_c <= cfg.fan_target_c + cfg.dps_hysteresis_c and duty_pct <= 95.0
         return hottest_c < cfg.fan_target_c - cfg.dps_hysteresis_c
 
-    def assess(self, hottest_c: float, now: float, duty_pct: float | None = None) -> ThermalAction:
+    def assess(self, hottest_c: float, now: float, duty_pct: float | None = None,
+               can_scale: bool = True) -> ThermalAction:
+        """What to do about this reading. ``can_scale`` False: nothing runs at the target yet (a tuner still
+        learning its chips sets its own frequencies), so a step down would cool nothing and only lower the goal
+        planned later; hot readings then wait (counting nothing) for the first plan. Shutdown never waits."""
         cfg, lim = self.config, self.config.limits
         if self.shutdown_at is not None:
             cooled = hottest_c < lim.target_c - 10
@@ -148,6 +152,8 @@ class ThermalGuard:
         hot_limit = min(lim.hot_c, (cfg.lifetime_target_c or lim.hot_c) + cfg.dps_hysteresis_c)
         if hottest_c >= hot_limit:
             self.cool_since = None
+            if not can_scale:
+                return ThermalAction.NONE
             if self.dps_steps < self.max_steps and now - self.last_step_at >= cfg.dps_interval_s:
                 self.dps_steps += 1
                 self.last_step_at = now

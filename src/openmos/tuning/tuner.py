@@ -239,7 +239,8 @@ class Autotuner:
             await self.hw.set_fan_duty(duty)
             self._duty = duty
         self.status.fan_duty_pct = duty
-        action = self.guard.assess(hot, now, duty)
+        # Before the first plan the chips run the tuner's sweeps, not the target: a step down could cool nothing.
+        action = self.guard.assess(hot, now, duty, can_scale=self.plan is not None)
         self.status.dps_steps = self.guard.dps_steps
         if self.cooling.lifetime_target_c is not None:
             self.status.hazard_ratio = arrhenius_hazard_ratio(self.cooling.limits.target_c, hot)
