@@ -402,7 +402,18 @@ async def test_a_telemetry_poll_believes_only_the_latest_snapshot_signed_by_the_
         first = victim.refresh_snapshot()
         believed = await poll_with(first)
         assert believed is not None and believed["hashrate_ths"] > 100 and believed["site"] == "north"
-        assert await poll_with(first) == believed  # the same snapshot read again (devices re-sign every 5 s)
+        checked: list[bytes] = []
+        real_check = service.verifier.verify_signature
+
+        def counting(signature: bytes, document: bytes, key: Any) -> None:
+            checked.append(document)
+            real_check(signature, document, key)
+
+        service.verifier.verify_signature = counting  # type: ignore[method-assign]
+        assert await poll_with(first) == believed  # the same snapshot read again (devices re-sign every 5 s) ...
+        assert envelope.split_payload(first)[1] not in checked  # type: ignore[index]  # ... not verified twice
+        tampered = first.replace(b'"hashrate_ths":', b'"hashrate_ths":9')  # its signature on other bytes
+        assert tampered != first and await poll_with(tampered, "bad_signature") is None
         newer = victim.refresh_snapshot()
         assert await poll_with(newer) is not None
         assert await poll_with(first, "replay") is None  # older than what was believed
