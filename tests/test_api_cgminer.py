@@ -259,7 +259,8 @@ UNSUPPORTED_OR_BAD = [
     "ascset|0,freq,nan", "ascset|0,freq,1e400", "ascset|0,freq,-5", "ascset|0,power,1e-300", "ascset|9,freq,500",
     "ascset|x,freq,500", "ascset|0,volt,13", "ascset|", "ascset|,,", "switchpool|99", "switchpool|-1",
     "enablepool|1e9", "poolpriority|a,b", "poolpriority|5", "removepool|", "addpool|", "addpool|x,y,z",
-    "addpool|stratum+tcp://bad host:1,u,p", "check|",
+    "addpool|stratum+tcp://bad host:1,u,p", "check|", "ledset|", "ledset|0123456789abcdef,red,on",
+    "ledset|red,blink", "resetminer|", "resetminer|forged-session",
 ]
 
 

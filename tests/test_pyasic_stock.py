@@ -72,6 +72,12 @@ async def test_stock_pyasic_detects_an_openmos_device_and_reads_it() -> None:
         assert view.control.state.value == "sleeping"
         assert await miner.resume_mining()
         assert view.control.state.value == "mining"
+        # The fault light is the device's locate; restarting the backend restarts its pool connections.
+        assert await miner.fault_light_on()
+        assert view.status().locate
+        assert await miner.fault_light_off()
+        assert not view.status().locate
+        assert await miner.restart_backend()
 
 
 async def test_stock_pyasic_controls_are_refused_outside_the_allow_list() -> None:

@@ -39,6 +39,7 @@ from openmos.base.net import AllowList
 from openmos.control import (
     Command,
     Curtail,
+    Locate,
     Pause,
     Reboot,
     Resume,
@@ -47,6 +48,7 @@ from openmos.control import (
     Sleep,
     UnsupportedControl,
 )
+from openmos.control.commands import MAX_LOCATE_S
 from openmos.miner.config import ConfigError, PoolEndpoint
 from openmos.tuning.targets import PRESETS
 
@@ -379,6 +381,18 @@ class CgminerApi:
         if mode not in ("sleep", "wakeup"):
             raise BadRequest(INVALID_PARAMETER, "curtail needs sleep or wakeup")
         return await self._control(Sleep() if mode == "sleep" else Resume(), "curtail", f"curtail {mode}")
+
+    async def _w_ledset(self, p: str | None) -> dict[str, Any]:
+        """``ledset|SESSION,red,on|blink|off``: pyasic's fault light, i.e. the device's locate (off ends it)."""
+        args = [a.lower() for a in self._sessions.arguments(p, "ledset")]
+        if len(args) != 2 or args[0] != "red" or args[1] not in ("on", "blink", "off"):
+            raise BadRequest(INVALID_PARAMETER, "ledset needs red,on|blink|off")
+        return await self._control(Locate(0.0 if args[1] == "off" else MAX_LOCATE_S), "ledset", f"LED {args[1]}")
+
+    async def _w_resetminer(self, p: str | None) -> dict[str, Any]:
+        """``resetminer|SESSION``: restart mining (pool connections), like ``restart``."""
+        self._sessions.arguments(p, "resetminer")
+        return await self._control(Reboot(), "resetminer", "Restarting pool connections")
 
     async def _w_profileset(self, p: str | None) -> dict[str, Any]:
         args = self._sessions.arguments(p, "profileset")

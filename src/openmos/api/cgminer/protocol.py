@@ -23,7 +23,7 @@ READ_ONLY = ("version", "config", "summary", "pools", "devs", "edevs", "devdetai
              "fans", "temps", "tunerstatus", "coin", "check", "asccount", "power", "profiles", "atm", "session",
              "groups", "tempctrl")
 PRIVILEGED = ("addpool", "removepool", "switchpool", "enablepool", "disablepool", "poolpriority", "pause",
-              "resume", "restart", "ascset", "logon", "logoff", "curtail", "profileset")
+              "resume", "restart", "ascset", "logon", "logoff", "curtail", "profileset", "ledset", "resetminer")
 
 # Status codes (cgminer's numbering where it has one).
 CODES = {
@@ -32,7 +32,7 @@ CODES = {
     "tunerstatus": 203, "addpool": 55, "removepool": 68, "switchpool": 27, "enablepool": 47,
     "disablepool": 48, "poolpriority": 73, "pause": 204, "resume": 205, "restart": 7, "ascset": 120,
     "power": 206, "profiles": 207, "atm": 208, "session": 209, "logon": 210, "logoff": 211, "curtail": 212,
-    "profileset": 213, "groups": 214, "tempctrl": 215,
+    "profileset": 213, "groups": 214, "tempctrl": 215, "ledset": 216, "resetminer": 217,
 }
 INVALID_COMMAND = 14
 MISSING_PARAMETER = 15
