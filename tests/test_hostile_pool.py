@@ -179,7 +179,9 @@ async def test_default_suggestion_gives_a_cpu_a_share_every_few_seconds() -> Non
 async def test_pool_mixing_garbage_with_valid_messages_fails_over() -> None:
     primary = HostilePool(difficulty="0.0005")
     backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
-    async with mining(primary, backup, max_bad_messages=10) as agent:
+    # A long back-off: the primary is healthy again once the garbage stops, and falling back to it before the
+    # backup's first share (a CPU under load) left the test waiting for ever.
+    async with mining(primary, backup, max_bad_messages=10, retry_delay_s=300.0) as agent:
         session = await primary.session()
         await session.sync()
         for _ in range(12):  # never 5 bad in a row (that alone drops a connection), but 12 within a minute

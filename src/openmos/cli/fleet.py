@@ -10,7 +10,6 @@ import secrets
 import tempfile
 from pathlib import Path
 
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
@@ -18,8 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from openmos.api.auth import AuthStore, Role
-from openmos.api.server import http_config
+from openmos.api.server import HttpServer
 from openmos.base.net import free_local_port
+from openmos.cli.display import serve
 from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.enroll import EnrollmentRefused, EnrollmentRegistry, fingerprint
 from openmos.fleet.node import DeviceHost, DeviceNode
@@ -202,20 +202,16 @@ async def _demo(workdir: Path, miners: int, port: int, duration: float, console:
         admin_password, approver_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
         auth.setup_owner("admin", admin_password)
         auth.add_user("approver", approver_password, Role.OPERATOR)
-        server = uvicorn.Server(http_config(create_fleet_app(service, auth), "127.0.0.1", port))
+        server = HttpServer(create_fleet_app(service, auth), "127.0.0.1", port, name="fleet dashboard")
         console.print(f"fleet demo: {miners} simulated miners (modelled), {enrolled} enrolled with one-time tokens, "
                       f"on a zenoh bus with mutual TLS at {endpoint}")
         console.print(f"dashboard: http://127.0.0.1:{port}  ·  users: admin / {admin_password}  and  "
                       f"approver / {approver_password}", markup=False, highlight=False)
-        task = asyncio.create_task(server.serve())
+        await server.start()
         try:
-            if duration:
-                await asyncio.wait({task}, timeout=duration)
-            else:
-                await task
+            await serve(duration, None, False)
         finally:
-            server.should_exit = True
-            await task
+            await server.stop()
     finally:
         await host.stop()
         await site.stop()

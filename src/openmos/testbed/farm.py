@@ -29,7 +29,23 @@ def device_ip(index: int) -> str:
     return f"127.1.{index // 250}.{index % 250 + 1}"
 
 
-class SimulatedDevice:
+class _Responder:
+    """A cgminer-API responder built from one ``section`` per command (joined commands answered together)."""
+
+    def section(self, command: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def respond(self, raw: bytes, peer: str) -> dict[str, Any]:
+        try:
+            req = parse_request(raw)
+        except ValueError:
+            return {"STATUS": [{"STATUS": "E", "Code": 23, "Msg": "invalid request"}], "id": 1}
+        if len(req.commands) == 1:
+            return self.section(req.commands[0])
+        return {c: [self.section(c)] for c in req.commands} | {"id": 1}
+
+
+class SimulatedDevice(_Responder):
     def __init__(self, index: int, rng: np.random.Generator) -> None:
         self.index = index
         name, ths, watts, chips = MODELS[index % len(MODELS)]
@@ -63,17 +79,8 @@ class SimulatedDevice:
             return {"STATUS": [{"STATUS": "E", "Code": 14, "Msg": "Invalid command"}], "id": 1}
         return {"STATUS": status, command.upper(): rows[command], "id": 1}
 
-    async def respond(self, raw: bytes, peer: str) -> dict[str, Any]:
-        try:
-            req = parse_request(raw)
-        except ValueError:
-            return {"STATUS": [{"STATUS": "E", "Code": 23, "Msg": "invalid request"}], "id": 1}
-        if len(req.commands) == 1:
-            return self.section(req.commands[0])
-        return {c: [self.section(c)] for c in req.commands} | {"id": 1}
 
-
-class StockS9Device:
+class StockS9Device(_Responder):
     """An Antminer S9 on stock bmminer firmware (modelled figures), as a cgminer-API responder."""
 
     CHAINS = (6, 7, 8)
@@ -116,15 +123,6 @@ class StockS9Device:
                                                  "Remote Failures": 0, "User": f"site.s9-{self.index}",
                                                  "Stratum Active": True, "Diff": "65.5K"}], "id": 1}
         return {"STATUS": [{"STATUS": "E", "When": now, "Code": 14, "Msg": "Invalid command"}], "id": 1}
-
-    async def respond(self, raw: bytes, peer: str) -> dict[str, Any]:
-        try:
-            req = parse_request(raw)
-        except ValueError:
-            return {"STATUS": [{"STATUS": "E", "Code": 23, "Msg": "invalid request"}], "id": 1}
-        if len(req.commands) == 1:
-            return self.section(req.commands[0])
-        return {c: [self.section(c)] for c in req.commands} | {"id": 1}
 
 
 PERSONAS: dict[str, type[SimulatedDevice] | type[StockS9Device]] = {"openmos": SimulatedDevice,

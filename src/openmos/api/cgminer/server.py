@@ -25,6 +25,7 @@ from openmos.api.cgminer.protocol import (
     encode_reply,
     error_reply,
 )
+from openmos.base.server import StreamServer
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +85,16 @@ class CgminerServer:
         self.active = 0
         self.refused_busy = 0
         self.timed_out = 0
-        self._server: asyncio.Server | None = None
+        self._listener = StreamServer(self._handle)  # its own limits below: a busy reply, then none
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = await self._listener.start(self.host, self.port, reuse_address=True)
         allow = getattr(self.api, "allow", None)
         networks = ", ".join(str(n) for n in allow.networks) if allow is not None else ""
         log.debug("cgminer API on %s:%d (privileged for %s)", self.host, self.port, networks or "nobody")
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self._listener.stop()
 
     async def _answer(self, reader: asyncio.StreamReader, peer: str) -> dict[str, Any]:
         try:
