@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).parents[1] / "src" / "openmos"
@@ -66,3 +67,30 @@ def test_every_layer_is_listed_and_documented() -> None:
     for name in packages:
         doc = ast.get_docstring(ast.parse((SRC / name / "__init__.py").read_text()))
         assert doc and len(doc) > 40, f"openmos.{name} needs a docstring saying what it owns"
+
+
+def _doc(init: Path) -> str:
+    return ast.get_docstring(ast.parse(init.read_text())) or ""
+
+
+def test_every_layer_docstring_names_what_it_may_import() -> None:
+    """Each package's docstring says what it may import: every layer ALLOWED gives it, as ``name`` or
+    ``openmos.name`` (a layer that may import all the others may say "every other layer")."""
+    problems = []
+    for layer, allowed in ALLOWED.items():
+        doc = _doc(SRC / layer / "__init__.py")
+        if allowed == set(ALLOWED) - {layer} and "every other layer" in doc:
+            continue
+        unnamed = [name for name in sorted(allowed) if not re.search(rf"``(openmos\.)?{name}(\.\w+)*``", doc)]
+        if unnamed:
+            problems.append(f"openmos.{layer}'s docstring does not name {unnamed} (ALLOWED lets it import them)")
+    assert not problems, problems
+
+
+def test_the_package_docstring_lists_every_layer_after_what_it_imports() -> None:
+    """``src/openmos/__init__.py`` lists the layers lowest first: each after every layer it may import."""
+    listed = re.findall(r"^- ``(\w+)``", _doc(SRC / "__init__.py"), re.M)
+    assert sorted(listed) == sorted(ALLOWED), f"listed {sorted(listed)}, packages {sorted(ALLOWED)}"
+    for layer, allowed in ALLOWED.items():
+        later = [name for name in allowed if listed.index(name) > listed.index(layer)]
+        assert not later, f"{layer} is listed before {later}, which it may import"

@@ -5,6 +5,7 @@ limits). Layout: ``cgminer/`` (``protocol`` wire format, ``server`` TCP framing 
 commands), ``app`` (REST assembly) with ``deps``, ``middleware``, ``errors``, ``models`` and one router per
 resource in ``routers/``, ``auth`` (accounts, throttled logins), ``service`` (starts both next to an agent).
 Everything reads the agent through ``DeviceView`` and changes it through the device control surface
-(``openmos.control``), like the fleet and energy do. Imports ``miner``, ``control``, ``tuning``, ``hw`` and
-below; nothing imports it but the CLI and the fleet.
+(``openmos.control``), like the fleet and energy do. Imports ``base``, ``control``, ``bitcoin``, ``stratum``,
+``hw``, ``tuning``, ``security``, ``miner`` and ``maintenance``; above it: ``fleet``, ``mqtt``, ``testbed``, the
+CLI, and the HTTP and cgminer servers of ``jd`` and ``proxy``.
 """

@@ -1,1 +1,1 @@
-"""The ``mos`` command line: the top layer, may import everything below it."""
+"""The ``mos`` command line: the top layer, may import every other layer (each subcommand in its own module)."""

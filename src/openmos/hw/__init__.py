@@ -2,9 +2,9 @@
 
 Owns the work/nonce contract (``WorkItem`` in, ``NonceResult`` out), telemetry as real hardware exposes it
 (per-chip nonce/error counters, board temperatures, fans, input power) and the control surface (frequency,
-voltage, fans). Backends: ``cpu`` (really hashes with hashlib) and, later, the simulator and BM13xx driver.
-Imports ``openmos.bitcoin`` and ``openmos.control`` (its ``UnsupportedControl``) -- never the agent, pool or
-anything above.
+voltage, fans). Backends: ``cpu`` (really hashes with hashlib), ``sim`` (the modelled miner physics) and
+``bm13xx`` (BM13xx chains on Bitaxe and serial boards). Imports ``openmos.base``, ``openmos.bitcoin`` and
+``openmos.control`` (its ``UnsupportedControl``) -- never the agent, pool or anything above.
 """
 
 from openmos.hw.interface import (

@@ -4,7 +4,7 @@ Owns pool groups with failover and quota split (``PoolManager``), work generatio
 re-validation (``MiningAgent``), hashrate/share statistics, the agent's configuration, its control surface
 (``control.AgentControl``) and the safety monitor that protects hardware with sensors whether or not a tuner
 runs (``safety``). There is no fee pool anywhere: every share goes to a pool the user configured. Imports
-``control``, ``bitcoin``, ``stratum``, ``hw``, ``tuning``, ``security``.
+``base``, ``control``, ``bitcoin``, ``stratum``, ``hw``, ``tuning``, ``security`` and ``maintenance``.
 """
 
 from openmos.miner.agent import AgentStats, FoundShare, MiningAgent

@@ -7,5 +7,6 @@
 - ``farm``: a LAN of simulated miners answering the cgminer API (``python -m openmos.testbed.farm N``)
 
 The physics (chips, boards, thermals, power, fans) stays in ``openmos.hw.sim``; nothing here reads a
-hidden parameter except through the simulator's own interfaces. Imports every layer below ``cli``.
+hidden parameter except through the simulator's own interfaces. Imports ``base``, ``control``, ``bitcoin``,
+``stratum``, ``hw``, ``tuning``, ``security``, ``miner``, ``api``, ``fleet`` and ``energy``.
 """

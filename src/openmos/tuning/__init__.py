@@ -7,7 +7,7 @@ sweep), ``sweep`` (per-chip limits), ``planning`` (power model, plans), ``conver
 ``state`` (options, status, decision log); plus the
 profile store, the efficiency curve, fan control (auto PID / manual / immersion / hydro), dynamic
 performance scaling and emergency shutdown. It sees hardware only through ``openmos.hw.MiningHardware``
-(counters, sensors, power, controls): it never imports the simulator. Imports ``base`` and ``hw``.
+(counters, sensors, power, controls): it never imports the simulator. Imports ``base``, ``control`` and ``hw``.
 """
 
 from openmos.tuning.profiles import ProfileStore, TunedProfile
