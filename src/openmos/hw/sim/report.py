@@ -1,4 +1,5 @@
-"""Calibration report: modelled stock figures vs nameplate, and J/TH vs power for stock and oracle."""
+"""Calibration report: modelled stock figures vs nameplate, and J/TH vs power for stock, the best uniform
+frequency and voltage, and the oracle."""
 
 from __future__ import annotations
 
@@ -50,33 +51,50 @@ def calibrate(model: MinerModel, miners: int = 25, seed: int = 0, t_inlet: float
                                for i in range(miners)])
 
 
+@dataclass(frozen=True)
+class EfficiencyPoint:
+    """One power level: stock underclock (stock voltage), the best uniform frequency with voltage scaling (what
+    preset-based firmwares do: the fair baseline for per-chip tuning) and the oracle (per-chip frequencies)."""
+
+    fraction: float
+    stock: OperatingPoint
+    uniform: OperatingPoint
+    oracle: OperatingPoint
+
+    @property
+    def oracle_gain(self) -> float:
+        """J/TH gained by per-chip tuning over the best uniform V/F (not over the stock-voltage underclock)."""
+        return self.uniform.j_per_th / self.oracle.j_per_th - 1
+
+
 def efficiency_curves(model: MinerModel, seed: int = 0,
-                      fractions: tuple[float, ...] = POWER_FRACTIONS) -> list[tuple[float, OperatingPoint,
-                                                                                     OperatingPoint]]:
-    """(power fraction of stock, stock uniform underclock, oracle) at each power level for one miner."""
+                      fractions: tuple[float, ...] = POWER_FRACTIONS) -> list[EfficiencyPoint]:
+    """Stock underclock, best uniform V/F and oracle at each power level for one miner."""
     oracle = Oracle(FleetSim(model, miners=1, seed=seed, sample_counters=False))
     stock_w = oracle.stock_uniform(model.stock_freq_mhz).wall_power_w
     out = []
     for frac in fractions:
         try:
-            out.append((frac, oracle.stock_at_power(frac * stock_w), oracle.best_at_power(frac * stock_w)))
+            watts = frac * stock_w
+            out.append(EfficiencyPoint(frac, oracle.stock_at_power(watts), oracle.best_uniform_at_power(watts),
+                                       oracle.best_at_power(watts)))
         except ValueError:
             continue
     return out
 
 
-def plot_efficiency(model: MinerModel, curves: list[tuple[float, OperatingPoint, OperatingPoint]],
-                    path: Path) -> Path:
+def plot_efficiency(model: MinerModel, curves: list[EfficiencyPoint], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.plot([s.wall_power_w for _, s, _ in curves], [s.j_per_th for _, s, _ in curves], "o-",
-            label="stock: uniform frequency, stock voltage")
-    ax.plot([o.wall_power_w for _, _, o in curves], [o.j_per_th for _, _, o in curves], "s-",
-            label="oracle: per-chip frequency + per-board voltage")
+    for points, marker, label in (
+            ([c.stock for c in curves], "o-", "stock: uniform frequency, stock voltage"),
+            ([c.uniform for c in curves], "^-", "best uniform frequency and voltage"),
+            ([c.oracle for c in curves], "s-", "oracle: per-chip frequency + per-board voltage")):
+        ax.plot([p.wall_power_w for p in points], [p.j_per_th for p in points], marker, label=label)
     ax.axhline(model.nameplate_j_per_th, color="grey", ls=":", label="nameplate J/TH")
     ax.set_xlabel("wall power (W, modelled)")
     ax.set_ylabel("J/TH (modelled)")
