@@ -192,7 +192,8 @@ async def test_cap_loop_does_not_cut_again_on_readings_taken_while_devices_settl
     link = RecordingLink()
     site = Site(link)
     # The meter still shows the old level for a while after the first cut (refresh, ramps, supply slew).
-    ctl = CapController(site, ScriptedMeter([1000.0, 1000.0, 990.0, 700.0, 500.0]), cap_w=600.0, settle_s=3600.0)
+    ctl = CapController(site, ScriptedMeter([1000.0, 1000.0, 990.0, 700.0, 500.0, 500.0]), cap_w=600.0,
+                        settle_s=3600.0, recover_after_s=3600.0)
     await ctl.step()
     assert link.levels == [pytest.approx(0.588)] and ctl.corrections == 1
     await ctl.step()
@@ -202,7 +203,10 @@ async def test_cap_loop_does_not_cut_again_on_readings_taken_while_devices_settl
     await ctl.step()
     assert len(link.levels) == 2 and link.levels[1] == pytest.approx(0.588 * 600 * 0.98 / 700)
     site.changed_at -= 3601.0
-    await ctl.step()  # 500 W: under the cap by more than twice the margin, so it recovers one step
+    await ctl.step()  # 500 W: well under the cap, but only just (devices may still be ramping): no raise yet
+    assert len(link.levels) == 2 and ctl.low_since is not None
+    ctl.low_since -= 3601.0
+    await ctl.step()  # low for long enough: it recovers one step
     assert link.levels[-1] == pytest.approx(link.levels[1] + 0.02) and ctl.corrections == 3
 
 
@@ -264,7 +268,7 @@ async def test_fast_path_curtail_reaches_every_device() -> None:
     site = Site(link)
     result = await site.curtail_to_w(0.25 * site.nameplate_w)
     assert result.acknowledged == 200 and not result.failed
-    assert np.allclose(fractions(sim), 0.25 * 0.98)  # aims 2 % under the cap
+    assert np.allclose(fractions(sim), 0.25 * 0.96)  # aims 4 % under the cap
     link.devices["gone"] = Unreachable()  # type: ignore[assignment]
     result = await link.curtail_all(1.0)
     assert result.acknowledged == 200 and result.failed == ["gone"]

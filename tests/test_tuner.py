@@ -484,3 +484,6 @@ async def test_a_quick_ramp_down_keeps_the_planned_power_while_the_supply_slews(
         assert not np.isclose(running_v, high).all() or worst <= plan.predicted_power_w * 1.001
     assert worst <= plan.predicted_power_w * 1.001
     assert model.predict(np.full(limits.boards, high), plan.freq) > 1.05 * plan.predicted_power_w  # the old way
+    for _ in range(3):  # the first cooling tick after the supply's settling time: the plan's own clocks
+        await tuner._tick()
+    assert np.array_equal(tuner.freq, plan.freq) and tuner._bridged is None

@@ -130,11 +130,12 @@ class Site:
                         ", ".join(result.failed[:10]))
         return result
 
-    async def curtail_to_w(self, watts: float, margin: float = 0.02) -> CurtailResult:
+    async def curtail_to_w(self, watts: float, margin: float = 0.04) -> CurtailResult:
         """The fast path: "curtail to X kW now" reaches every device of the site.
 
         It aims ``margin`` below X, so that the metered power actually settles under the cap rather than
-        approaching it from above.
+        approaching it from above: each device reaches its share from its own power model (a tuner's is good
+        to ~2 % away from where it was measured) and its own meter (PSU readings are off by ~1 %).
         """
         full = self.nameplate_w
         return await self.set_fraction(watts * (1 - margin) / full if full else 0.0)
@@ -157,7 +158,9 @@ class CapController:
 
     After a new site level (its own or the fast path's), readings for ``settle_s`` may still show the old one
     (device ramps, the supply's slew, the meter's refresh): the controller does not act on them -- cutting
-    again on a stale reading overshoots, every device a second time.
+    again on a stale reading overshoots, every device a second time. It raises the level (``recover_step``)
+    only once readings have stayed well under the cap for ``recover_after_s``: devices still finishing a
+    ramp read low for a while, and raising on those overshoots the cap when they arrive.
     """
 
     site: Site
@@ -171,6 +174,8 @@ class CapController:
     on_alert: Callable[[str], None] | None = None
     last_reading_w: float | None = None
     settle_s: float = 5.0
+    recover_after_s: float = 30.0
+    low_since: float | None = None  # time.monotonic() of the first of the present run of low readings
     corrections: int = 0  # level changes made on readings (for reports)
 
     def _alert(self, text: str) -> None:
@@ -198,7 +203,10 @@ class CapController:
             self.meter_ok = True
         self.last_reading_w = measured
         fraction = self.site.fraction
-        if time.monotonic() - self.site.changed_at < self.settle_s:
+        now = time.monotonic()
+        low = measured < self.cap_w * (1 - 2 * self.margin)
+        self.low_since = (self.low_since if self.low_since is not None else now) if low else None
+        if now - self.site.changed_at < self.settle_s:
             return fraction  # the devices are still moving to the last level
         if measured > self.cap_w:
             fraction = fraction * self.cap_w * (1 - self.margin) / measured
@@ -206,7 +214,8 @@ class CapController:
             await self.site.set_fraction(fraction)
         else:
             self.last_safe_fraction = fraction
-            if measured < self.cap_w * (1 - 2 * self.margin) and fraction < 1.0:
+            if low and fraction < 1.0 and self.low_since is not None and now - self.low_since >= self.recover_after_s:
                 self.corrections += 1
+                self.low_since = None
                 await self.site.set_fraction(min(1.0, fraction + self.recover_step))
         return self.site.fraction

@@ -85,6 +85,7 @@ class Autotuner:
         self._stopped = False
         self._changed_at = -math.inf
         self._ramp_until = -math.inf  # a quick ramp down is bridging the supply's slew until then
+        self._bridged: Plan | None = None  # the plan whose clocks follow then
         self._window_mixed = False  # the last window spans a change made from outside the loop
         self._board_on = np.ones(limits.boards, dtype=bool)
         self._tuned_at_c: float | None = None
@@ -151,7 +152,9 @@ class Autotuner:
         Frequencies change at once, the board supply slews (``settle_s``): a lower plan voltage first runs
         the chips at frequencies that keep the modelled power at the *present* voltage under the plan's
         (always stable: lower clocks than the plan at a higher voltage); the power then falls further as the
-        supply comes down, and the plan's own clocks follow once it is there (``_converge``)."""
+        supply comes down, and the plan's own clocks follow once it is there (the first cooling tick after
+        ``settle_s``; the tick waits no longer than that)."""
+        self._bridged = None
         volts, freq = np.full(self.limits.boards, plan.voltage), np.where(self.dead, 0.0, plan.freq)
         power = self.knowledge.power_model
         self.plan = plan
@@ -163,6 +166,7 @@ class Autotuner:
             bridge = np.clip(freq * min(max(scale, 0.05), 1.0), self.limits.freq_min_mhz, None)
             await self._apply(volts, snap_down(self.limits, np.where(freq > 0, bridge, 0.0)))
             self._ramp_until = self.clock.now() + self.settle_s
+            self._bridged = plan
             self._decide("quick ramp", f"clocks at {min(max(scale, 0.05), 1.0):.0%} of the plan's while the "
                          f"supply slews to {plan.voltage:.2f} V")
             return
@@ -225,7 +229,15 @@ class Autotuner:
 
     async def _tick(self) -> tuple[HardwareTelemetry, float]:
         """One cooling period: sleep, read sensors, drive fans, act on temperature."""
-        await self.clock.sleep(self.options.tick_s)
+        bridged = self._bridged
+        wait = self.options.tick_s
+        if bridged is not None:
+            wait = min(wait, max(0.0, self._ramp_until - self.clock.now()))
+        await self.clock.sleep(wait)
+        if bridged is not None and bridged is self._bridged and self.clock.now() >= self._ramp_until - 1e-9:
+            self._bridged = None
+            if self.plan is bridged:
+                await self._apply_plan(bridged)  # the supply is there: the plan's own clocks
         tel = self.hw.telemetry()
         now = self.clock.now()
         hot = hottest(tel)
