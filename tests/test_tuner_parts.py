@@ -16,6 +16,8 @@ from openmos.tuning.learning import first_sweeps, lower_sweep, voltage_guess
 from openmos.tuning.measurement import Meter
 from openmos.tuning.planning import FloatArray, Plan, PowerModel, fmax_at, frequencies, plan_for
 from openmos.tuning.reference import PAIRS_KEPT, ReadingCorrection
+from openmos.tuning.state import TunerOptions
+from openmos.tuning.sweep import MAX_SWEEP_WINDOWS, Sweep
 
 
 @pytest.mark.parametrize("key", list(MODELS))
@@ -167,3 +169,30 @@ def test_array_plan_matches_the_candidate_by_candidate_definition(key: str) -> N
             assert (got.voltage, got.scale, got.predicted_power_w, got.predicted_ths) == \
                 (want.voltage, want.scale, want.predicted_power_w, want.predicted_ths)
             assert np.array_equal(got.freq, want.freq)
+
+
+@pytest.mark.parametrize("key", ["s21", "bitaxe-gamma"])
+@pytest.mark.parametrize("start_ratio", [0.7, 0.97, 1.05, 1.4])
+def test_sweep_brackets_every_limit_to_one_step_in_few_windows(key: str, start_ratio: float) -> None:
+    """Chips err past their limits (a sharp edge, like a chip's timing failing); a start far off in either
+    direction (a hot die, a chip near threshold) costs a few windows, not one per 2 % step."""
+    lim = limits_for(MODELS[key])
+    opt = TunerOptions()
+    rng = np.random.default_rng(3)
+    shape = (lim.boards, lim.chips_per_board)
+    limit = lim.stock_freq_mhz * rng.uniform(0.85, 1.15, shape)
+    dead = np.zeros(shape, dtype=bool)
+    dead.flat[0] = True
+    sweep = Sweep.start(lim, 12.0, np.full(shape, start_ratio * lim.stock_freq_mhz), dead, opt)
+    windows = 0
+    while not sweep.done.all() and windows < MAX_SWEEP_WINDOWS:
+        assert np.all(np.isin(sweep.freq[~dead], lim.freq_grid_mhz))  # only what the PLL can make
+        sweep.update(np.where(sweep.freq > limit, 0.2, 0.0), lim, opt)
+        windows += 1
+    found = sweep.result(dead)
+    assert found.flat[0] == 0.0
+    live = ~dead
+    assert np.all(found[live] <= limit[live])  # the clean end: never past a limit
+    assert np.all(found[live] >= limit[live] * (1 - opt.sweep_step) - 7.0)  # within a step (and a PLL grid step)
+    # Old 2 %-steps sweeps took one window per step: ~20 from 40 % too high, ~12 from 30 % too low.
+    assert windows <= 10, windows

@@ -432,7 +432,7 @@ class Autotuner:
     async def _sweep(self, voltage: float, start: FloatArray, span: tuple[float, float]) -> FloatArray:
         """Every chip's highest clean frequency at ``voltage`` (0 for chips that never run clean)."""
         self.status.phase = f"sweep at {voltage:.2f} V"
-        sweep = Sweep.start(self.limits, voltage, start, self.dead)
+        sweep = Sweep.start(self.limits, voltage, start, self.dead, self.options)
         await self._apply(np.full(self.limits.boards, voltage), sweep.freq)
         for _ in range(MAX_SWEEP_WINDOWS):
             if sweep.done.all():
