@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small subset (CI): 3 models, 2 inlets, 1 seed")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--minutes", type=float, default=30, help="simulated minutes per run")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per CPU)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model keys")
     parser.add_argument("--inlets", default=",".join(f"{t:g}" for t in INLETS), help="comma-separated inlet C")
     parser.add_argument("--overclock-hours", type=float, default=None, help="default 24 (2 with --quick); 0: skip")
@@ -229,9 +229,7 @@ def main() -> None:
              for kind, fracs in (("power", power), ("hashrate", rate)) for f in fracs for s in range(seeds)]
     began = time.perf_counter()
     if not args.no_matrix:
-        results = _matrix(cases, mx, args.minutes, args.jobs)
-        if args.json:
-            Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1, default=float))
+        _matrix(cases, mx, args.minutes, args.jobs, Path(args.json) if args.json else None)
     hours = args.overclock_hours if args.overclock_hours is not None else (2.0 if args.quick else 24.0)
     if hours > 0:
         ratio, hot, emerg, hottest, watts = asyncio.run(_overclock(hours, 1.15))
@@ -241,7 +239,14 @@ def main() -> None:
     print(f"benchmark wall time {time.perf_counter() - began:.0f} s")
 
 
-def _matrix(cases: list[Case], mx: Matrix, minutes: float, jobs: int) -> list[Result]:
+def _write(path: Path | None, results: list[Result]) -> None:
+    if path is not None:
+        path.write_text(json.dumps([asdict(r) for r in results], indent=1, default=float))
+
+
+def _matrix(cases: list[Case], mx: Matrix, minutes: float, jobs: int, path: Path | None = None) -> list[Result]:
+    """Every case in ``jobs`` processes; ``path`` gets the results so far every 20 runs (a long matrix can be
+    looked at midway) and all of them at the end."""
     models, inlets, power, rate, seeds = mx.models, mx.inlets, mx.power, mx.hashrate, mx.seeds
     results: list[Result] = []
     with Progress() as progress, ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -249,6 +254,9 @@ def _matrix(cases: list[Case], mx: Matrix, minutes: float, jobs: int) -> list[Re
         for result in pool.map(run_case, cases):
             results.append(result)
             progress.advance(task)
+            if len(results) % 20 == 0:
+                _write(path, results)
+    _write(path, results)
     ok = [r for r in results if not r.capped]
     print(f"\n{len(results)} runs: {len(models)} models x {len(inlets)} inlets x "
           f"{len(power) + len(rate)} targets x {seeds} seeds, {minutes:g} simulated min each; "
