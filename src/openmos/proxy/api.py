@@ -20,9 +20,8 @@ from openmos.api.cgminer.protocol import (
     API_VERSION,
     CODES,
     INVALID_COMMAND,
-    BadRequest,
+    answer,
     error_reply,
-    parse_request,
     status,
 )
 from openmos.api.cgminer.server import CgminerServer
@@ -39,15 +38,10 @@ class ProxyCgminer:
         self.proxy = proxy
 
     async def respond(self, raw: bytes, peer: str) -> dict[str, Any]:
-        try:
-            req = parse_request(raw)
-        except BadRequest as exc:
-            return error_reply(exc.code, str(exc))
-        if len(req.commands) == 1:
-            return self._one(req.commands[0])
-        out: dict[str, Any] = {c: [self._one(c)] for c in req.commands}
-        out["id"] = 1
-        return out
+        async def one(command: str, parameter: str | None) -> dict[str, Any]:
+            return self._one(command)
+
+        return await answer(raw, one)
 
     def _one(self, command: str) -> dict[str, Any]:
         if command not in self.COMMANDS:

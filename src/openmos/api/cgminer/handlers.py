@@ -30,8 +30,8 @@ from openmos.api.cgminer.protocol import (
     READ_ONLY,
     UNSUPPORTED,
     BadRequest,
+    answer,
     error_reply,
-    parse_request,
     status,
 )
 from openmos.api.view import DeviceView
@@ -69,17 +69,7 @@ class CgminerApi:
     _sessions: Sessions = field(default_factory=Sessions)
 
     async def respond(self, raw: bytes, peer: str) -> dict[str, Any]:
-        try:
-            req = parse_request(raw)
-        except BadRequest as exc:
-            return error_reply(exc.code, str(exc))
-        if len(req.commands) == 1:
-            return await self._one(req.commands[0], req.parameter, peer)
-        combined: dict[str, Any] = {}
-        for command in req.commands:
-            combined[command] = [await self._one(command, req.parameter, peer)]
-        combined["id"] = 1
-        return combined
+        return await answer(raw, lambda command, parameter: self._one(command, parameter, peer))
 
     async def _one(self, command: str, parameter: str | None, peer: str) -> dict[str, Any]:
         if command in PRIVILEGED:

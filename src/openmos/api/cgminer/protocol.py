@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,3 +162,19 @@ def encode_reply(reply: dict[str, Any]) -> bytes:
     except ValueError:
         text = json.dumps(_finite(reply), allow_nan=False, default=str)
     return text.encode() + b"\x00"
+
+
+async def answer(raw: bytes, one: Callable[[str, str | None], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Parse ``raw`` and answer it with ``one(command, parameter)``: one command's reply as it is, joined
+    commands (``summary+pools``) as ``{command: [reply], ..., "id": 1}``; a bad request is an error reply."""
+    try:
+        req = parse_request(raw)
+    except BadRequest as exc:
+        return error_reply(exc.code, str(exc))
+    if len(req.commands) == 1:
+        return await one(req.commands[0], req.parameter)
+    combined: dict[str, Any] = {}
+    for command in req.commands:
+        combined[command] = [await one(command, req.parameter)]
+    combined["id"] = 1
+    return combined
