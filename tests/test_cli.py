@@ -86,3 +86,29 @@ def test_run_pool_behaviour_options_reach_the_config() -> None:
         bad = _build_parser().parse_args(["run", "--pool", "stratum+tcp://127.0.0.1:3333", "--suggest-difficulty",
                                           "nan"])
         _with_stratum_args(_agent_config(bad), bad)
+
+
+def test_every_option_of_every_command_explains_itself() -> None:
+    """`mos <command> --help` is the manual: an option or positional without a help text showed as a bare name
+    (config init/check, energy report, fleet scan, release, keygen, mqtt... had 30 of them)."""
+    import argparse
+
+    from openmos.cli.main import COMMANDS, _build_parser, command_module
+
+    parser = _build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bare: list[str] = []
+
+    def walk(p: argparse.ArgumentParser, path: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction | argparse._VersionAction) and not action.help:
+                bare.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    for name in COMMANDS:
+        sub = commands.choices[name]
+        command_module(name).configure(sub, name)
+        walk(sub, f"mos {name}")
+    assert bare == []

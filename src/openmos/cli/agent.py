@@ -44,7 +44,7 @@ def _configure_run(run: argparse.ArgumentParser) -> None:
                      help="stratum+tcp://host:port, stratum+ssl://host:port or "
                           "stratum2+tcp://host:port/AUTHORITY_PUBKEY (repeat for failover)")
     run.add_argument("--user", default="openmos.worker", help="worker name (default: %(default)s)")
-    run.add_argument("--password", default="x")
+    run.add_argument("--password", default="x", help="pool password (default: %(default)s; most pools ignore it)")
     run.add_argument("--hardware", default=None, help=f"{HARDWARE_HELP} (default: cpu, one worker per core)")
     perf = run.add_mutually_exclusive_group()
     perf.add_argument("--power-target", type=float, metavar="W", help="autotune to this wall power")
@@ -75,20 +75,27 @@ def _configure_demo(demo: argparse.ArgumentParser) -> None:
     add_pool_args(demo, default_port=0, network_difficulty=0.02)
     demo.add_argument("--hardware", default="cpu", help=f"{HARDWARE_HELP} (default: %(default)s)")
     _add_api_args(demo)
-    demo.add_argument("--no-status", action="store_true")
+    demo.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
     demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
 
 
 def _configure_config(cfg: argparse.ArgumentParser) -> None:
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    init = cfg_sub.add_parser("init", help="write a new config (atomically)")
-    init.add_argument("path", type=Path)
-    init.add_argument("--pool", action="append", required=True, metavar="URL")
-    init.add_argument("--user", required=True)
-    init.add_argument("--password", default="x")
-    init.add_argument("--hardware", default="cpu")
-    check = cfg_sub.add_parser("check", help="validate a config file and print it")
-    check.add_argument("path", type=Path)
+    init = cfg_sub.add_parser("init", help="write a new config (atomically)",
+                              description="Write an agent config with one failover group of the given pools and "
+                                          "every other setting at its default (edit it afterwards; `mos config "
+                                          "check` validates it). Run it with `mos run --config PATH`.")
+    init.add_argument("path", type=Path, help="the TOML file to write (e.g. /etc/openmos/agent.toml)")
+    init.add_argument("--pool", action="append", required=True, metavar="URL",
+                      help="stratum+tcp://host:port, stratum+ssl://host:port or stratum2+tcp://host:port/KEY "
+                           "(repeat for failover, first = primary)")
+    init.add_argument("--user", required=True, help="worker name, usually wallet.worker or account.worker")
+    init.add_argument("--password", default="x", help="pool password (default: %(default)s)")
+    init.add_argument("--hardware", default="cpu", help=f"{HARDWARE_HELP} (default: %(default)s)")
+    check = cfg_sub.add_parser("check", help="validate a config file and print it",
+                               description="Validate an agent config and print it with every default filled in; "
+                                           "a problem is reported as section.field: what is wrong (exit code 2).")
+    check.add_argument("path", type=Path, help="the agent TOML config to check")
 
 
 def _add_api_args(parser: argparse.ArgumentParser) -> None:

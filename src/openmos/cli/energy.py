@@ -33,7 +33,7 @@ def configure(energy: argparse.ArgumentParser, command: str) -> None:
     esub = energy.add_subparsers(dest="energy_command", required=True, metavar="ACTION")
     hp = esub.add_parser("hashprice", help="hashprice and break-even electricity price")
     hp.add_argument("--btc-price", type=float, required=True, help="USD")
-    hp.add_argument("--difficulty", type=float, required=True)
+    hp.add_argument("--difficulty", type=float, required=True, help="network difficulty, e.g. 1.3e14")
     hp.add_argument("--fees", type=float, default=0.02, help="BTC of fees per block (default %(default)s)")
     hp.add_argument("--jth", type=float, action="append", default=None, help="efficiencies to price (J/TH)")
     svc = esub.add_parser(
@@ -45,11 +45,11 @@ def configure(energy: argparse.ArgumentParser, command: str) -> None:
     svc.add_argument("--config", type=Path, required=True, help="site.toml")
     svc.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
     rep = esub.add_parser("report", help="simulate a site over a synthetic price month; table and PNG")
-    rep.add_argument("--miners", type=int, default=200)
-    rep.add_argument("--days", type=int, default=30)
-    rep.add_argument("--model", default="s21")
-    rep.add_argument("--seed", type=int, default=0)
-    rep.add_argument("--plot", type=Path, default=Path("energy-report.png"))
+    rep.add_argument("--miners", type=int, default=200, help="simulated machines (default %(default)s)")
+    rep.add_argument("--days", type=int, default=30, help="days of synthetic prices (default %(default)s)")
+    rep.add_argument("--model", default="s21", help="simulated model (`mos sim list`; default %(default)s)")
+    rep.add_argument("--seed", type=int, default=0, help="random seed for machines and prices")
+    rep.add_argument("--plot", type=Path, default=Path("energy-report.png"), help="PNG to write (default %(default)s)")
 
 
 async def run_service(config: SiteConfig, base: Path, duration: float, console: Console) -> None:

@@ -20,8 +20,8 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     add_pool_args(parser)
     sv2_cli.add_pool_args(parser)
     jd_cli.add_pool_args(parser)
-    parser.add_argument("--no-status", action="store_true")
-    parser.add_argument("--duration", type=float, default=0)
+    parser.add_argument("--no-status", action="store_true", help="plain logs instead of the live worker table")
+    parser.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
 
 
 def add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333, network_difficulty: float = 0.1) -> None:

@@ -44,23 +44,23 @@ def _configure_scan(scan: argparse.ArgumentParser) -> None:
 
 
 def _configure_keygen(keys: argparse.ArgumentParser) -> None:
-    keys.add_argument("private", type=Path)
-    keys.add_argument("public", type=Path)
+    keys.add_argument("private", type=Path, help="where to write the private key (keep it offline)")
+    keys.add_argument("public", type=Path, help="where to write the public key (give it to devices: --pubkey)")
 
 
 def _configure_release(rel: argparse.ArgumentParser) -> None:
     rel_sub = rel.add_subparsers(dest="release_command", required=True, metavar="ACTION")
     init = rel_sub.add_parser("init", help="create keys and version 1 metadata")
-    init.add_argument("--repo", type=Path, required=True)
+    init.add_argument("--repo", type=Path, required=True, help="release repository directory (published)")
     init.add_argument("--keys", type=Path, required=True, help="key directory (private, keep offline)")
     sign = rel_sub.add_parser("sign", help="sign a bundle into the repository")
-    sign.add_argument("bundle", type=Path)
+    sign.add_argument("bundle", type=Path, help="the update bundle (.tar.gz) to publish")
     sign.add_argument("--version", required=True, help="bundle version, e.g. 0.2.0")
-    sign.add_argument("--repo", type=Path, required=True)
-    sign.add_argument("--keys", type=Path, required=True)
+    sign.add_argument("--repo", type=Path, required=True, help="release repository directory")
+    sign.add_argument("--keys", type=Path, required=True, help="key directory from `mos release init`")
     ts = rel_sub.add_parser("timestamp", help="re-sign the timestamp (run daily)")
-    ts.add_argument("--repo", type=Path, required=True)
-    ts.add_argument("--keys", type=Path, required=True)
+    ts.add_argument("--repo", type=Path, required=True, help="release repository directory")
+    ts.add_argument("--keys", type=Path, required=True, help="key directory from `mos release init`")
 
 
 def _configure_update(upd: argparse.ArgumentParser) -> None:

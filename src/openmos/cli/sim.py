@@ -19,7 +19,7 @@ def configure(sim: argparse.ArgumentParser, command: str) -> None:
     report = sim_sub.add_parser("report", help="stock vs nameplate, and a PNG of J/TH vs power (stock vs oracle)")
     report.add_argument("model", help=", ".join(MODELS))
     report.add_argument("--miners", type=int, default=25, help="simulated units to calibrate over")
-    report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--seed", type=int, default=0, help="which simulated units (chip-to-chip variation)")
     report.add_argument("--plot", type=Path, default=None, help="PNG path (default: sim-report-MODEL.png)")
 
 
