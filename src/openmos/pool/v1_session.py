@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_BAD_MESSAGES = 10  # a client sending this many unparseable lines is disconnected
 MAX_WORKERS_PER_CONNECTION = 64  # distinct worker names one connection may authorise
+AUTHORIZE_WITHIN_S = 30.0  # a connection with no authorised worker by then is closed (idle ones held sockets)
 MAX_WORKER_NAME = 256
 
 
@@ -183,12 +184,20 @@ class V1Frontend(Generic[S]):
     async def _serve_v1(self, session: S, reader: asyncio.StreamReader, idle_timeout: float) -> None:
         """Read and answer ``session``'s requests until it closes, idles, or sends too much garbage."""
         peer = session.peer
+        loop = asyncio.get_running_loop()
+        authorize_by = loop.time() + AUTHORIZE_WITHIN_S
         try:
             while True:
+                waiting = not session.workers  # miners authorise at once; a socket that does not is let go
+                timeout = min(idle_timeout, authorize_by - loop.time()) if waiting else idle_timeout
                 try:
-                    line = await asyncio.wait_for(read_line(reader), idle_timeout)
+                    line = await asyncio.wait_for(read_line(reader), max(timeout, 0.0))
                 except TimeoutError:
-                    log.info("%s: %s idle for %.0f s, disconnecting", self.name, peer, idle_timeout)
+                    if waiting:
+                        log.info("%s: %s authorised no worker within %.0f s, disconnecting", self.name, peer,
+                                 AUTHORIZE_WITHIN_S)
+                    else:
+                        log.info("%s: %s idle for %.0f s, disconnecting", self.name, peer, idle_timeout)
                     break
                 except ProtocolError as exc:
                     self.protocol_errors += 1
