@@ -73,32 +73,41 @@ async def test_decisions_use_the_last_price_and_settle_at_the_real_one() -> None
 
 
 @asynccontextmanager
-async def lab_on_the_bus(tmp_path: Path, agents: list[MiningAgent]) -> AsyncIterator[tuple[FleetLink, Site]]:
+async def fleet_buses(tmp_path: Path) -> AsyncIterator[tuple[FleetBus, FleetBus]]:
+    """The fleet key pair in ``tmp_path``, a device bus on loopback and a controller bus connected to it."""
     generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
     port = free_local_port()
     dev_bus = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port}"]))
     ctl_bus = FleetBus(BusConfig(connect=[f"tcp/127.0.0.1:{port}"]))
     await dev_bus.open()
     await ctl_bus.open()
-    registry = EnrollmentRegistry(None)
-    nodes = [DeviceNode(dev_bus, "lab", AgentWorker(a, f"agent-{i}"), [(tmp_path / "fleet.pub").read_bytes()],
-                        interval_s=0.3) for i, a in enumerate(agents)]
-    for node in nodes:
-        await node.start()
-        registry.pin("lab", node.device.device_id, node.public_key)
-    controller = FleetController(ctl_bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "audit.jsonl",
-                                 registry=registry)
-    link = FleetLink(controller, "lab")
-    link.start()
     try:
-        await wait_for(lambda: len(link._full_w) == len(agents), 20, "telemetry from every agent")
-        assert await link.refresh() == len(agents)
-        yield link, Site(link)
+        yield dev_bus, ctl_bus
     finally:
-        for node in nodes:
-            await node.stop()
         await ctl_bus.close()
         await dev_bus.close()
+
+
+@asynccontextmanager
+async def lab_on_the_bus(tmp_path: Path, agents: list[MiningAgent]) -> AsyncIterator[tuple[FleetLink, Site]]:
+    async with fleet_buses(tmp_path) as (dev_bus, ctl_bus):
+        registry = EnrollmentRegistry(None)
+        nodes = [DeviceNode(dev_bus, "lab", AgentWorker(a, f"agent-{i}"), [(tmp_path / "fleet.pub").read_bytes()],
+                            interval_s=0.3) for i, a in enumerate(agents)]
+        for node in nodes:
+            await node.start()
+            registry.pin("lab", node.device.device_id, node.public_key)
+        controller = FleetController(ctl_bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "audit.jsonl",
+                                     registry=registry)
+        link = FleetLink(controller, "lab")
+        link.start()
+        try:
+            await wait_for(lambda: len(link._full_w) == len(agents), 20, "telemetry from every agent")
+            assert await link.refresh() == len(agents)
+            yield link, Site(link)
+        finally:
+            for node in nodes:
+                await node.stop()
 
 
 async def test_energy_curtails_real_agents_over_the_fleet_bus(tmp_path: Path) -> None:
@@ -183,30 +192,25 @@ async def test_energy_sleeps_a_pyasic_managed_miner_over_the_fleet_bus(tmp_path:
     miner.rpc.port = mock.port
     worker = PyasicWorker(miner, "lux-1", full_power_w=3500.0)
     worker.start(interval_s=0.5)
-    generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
-    port = free_local_port()
-    dev_bus = FleetBus(BusConfig(listen=[f"tcp/127.0.0.1:{port}"]))
-    ctl_bus = FleetBus(BusConfig(connect=[f"tcp/127.0.0.1:{port}"]))
-    await dev_bus.open()
-    await ctl_bus.open()
-    node = DeviceNode(dev_bus, "lab", worker, [(tmp_path / "fleet.pub").read_bytes()], interval_s=0.3)
-    registry = EnrollmentRegistry(None)
     try:
-        await wait_for(lambda: worker.get_data().hashrate_ths > 0, 20, "the first pyasic reading")
-        await node.start()
-        registry.pin("lab", "lux-1", node.public_key)
-        link = FleetLink(FleetController(ctl_bus, (tmp_path / "fleet.pem").read_bytes(), tmp_path / "a.jsonl",
-                                         registry=registry), "lab")
-        link.start()
-        await wait_for(lambda: bool(link.members()), 20, "the miner's telemetry")
-        service = EnergyService(Site(link), PriceFeed([0.0], [2.5]), 45.0, interval_s=300, rules=FREE,
-                                clock=lambda: 600.0)
-        decision = await service.decide()
-        assert decision.planned_w == {"lux-1": 0.0} and decision.acknowledged == 1
-        assert mock.sleeping and "logon" in mock.commands  # pyasic's LuxOS session-gated sleep ran
+        async with fleet_buses(tmp_path) as (dev_bus, ctl_bus):
+            node = DeviceNode(dev_bus, "lab", worker, [(tmp_path / "fleet.pub").read_bytes()], interval_s=0.3)
+            registry = EnrollmentRegistry(None)
+            try:
+                await wait_for(lambda: worker.get_data().hashrate_ths > 0, 20, "the first pyasic reading")
+                await node.start()
+                registry.pin("lab", "lux-1", node.public_key)
+                link = FleetLink(FleetController(ctl_bus, (tmp_path / "fleet.pem").read_bytes(),
+                                                 tmp_path / "a.jsonl", registry=registry), "lab")
+                link.start()
+                await wait_for(lambda: bool(link.members()), 20, "the miner's telemetry")
+                service = EnergyService(Site(link), PriceFeed([0.0], [2.5]), 45.0, interval_s=300, rules=FREE,
+                                        clock=lambda: 600.0)
+                decision = await service.decide()
+                assert decision.planned_w == {"lux-1": 0.0} and decision.acknowledged == 1
+                assert mock.sleeping and "logon" in mock.commands  # pyasic's LuxOS session-gated sleep ran
+            finally:
+                await node.stop()
+                await worker.stop()
     finally:
-        await node.stop()
-        await worker.stop()
-        await ctl_bus.close()
-        await dev_bus.close()
         await mock.stop()
