@@ -6,6 +6,8 @@ import ast
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,22 @@ def bitaxe_hw(ports: tuple[str, str], extra: str = "") -> Bm13xxHardware:
     hw = create_hardware(f"bitaxe:{ports[0]},{ports[1]}?{FAST}{extra}")
     assert isinstance(hw, Bm13xxHardware)
     return hw
+
+
+@asynccontextmanager
+async def serial_chain(model: str, chips: int, query: str, hashrate: float = 20_000.0
+                       ) -> AsyncIterator[tuple[EmulatedSerialChain, Bm13xxHardware]]:
+    """An emulated serial chain of ``chips`` ``model`` chips and the driver on its pty (``bm13xx:PTY?query&FAST``);
+    both stopped on the way out."""
+    emu = EmulatedSerialChain(model, chips, hashrate=hashrate, diff1_shift=SHIFT)
+    path = await emu.start()
+    hw = create_hardware(f"bm13xx:{path}?{query}&{FAST}")
+    assert isinstance(hw, Bm13xxHardware)
+    try:
+        yield emu, hw
+    finally:
+        await hw.stop()
+        await emu.stop()
 
 
 def test_emulator_imports_no_driver_code() -> None:
@@ -91,12 +109,8 @@ async def test_bitaxe_one_chip_pll_readback_nonces_and_vr_fault_power_off() -> N
 
 async def test_four_chip_chain_enumerates_sets_frequencies_in_one_batch_and_survives_faults(
         caplog: pytest.LogCaptureFixture) -> None:
-    emu = EmulatedSerialChain("bm1366", 4, hashrate=20_000, diff1_shift=SHIFT)
-    path = await emu.start()
-    hw = create_hardware(f"bm13xx:{path}?chip=BM1366&chips=4&baud=1000000&{FAST}")
-    assert isinstance(hw, Bm13xxHardware)
     got: list[NonceResult] = []
-    try:
+    async with serial_chain("bm1366", 4, "chip=BM1366&chips=4&baud=1000000", hashrate=20_000) as (emu, hw):
         await hw.start(Provider(), got.append)
         chain = hw.chains[0]
         assert [c.address for c in chain.chips] == [0x00, 0x40, 0x80, 0xC0]
@@ -129,31 +143,17 @@ async def test_four_chip_chain_enumerates_sets_frequencies_in_one_batch_and_surv
         n = len(got)
         await wait_for(lambda: len(got) >= n + 2, 60, "nonces with a dead chip")
         assert hw.stats.version_errors == 0
-    finally:
-        await hw.stop()
-        await emu.stop()
 
 
 async def test_unknown_chip_ids_and_garbage_are_counted_not_fatal() -> None:
-    emu = EmulatedSerialChain("bm1368", 2, diff1_shift=SHIFT)
-    path = await emu.start()
-    hw = create_hardware(f"bm13xx:{path}?chip=BM1366&{FAST}")
-    assert isinstance(hw, Bm13xxHardware)
-    try:
+    async with serial_chain("bm1368", 2, "chip=BM1366") as (_, hw):
         with pytest.raises(ChainError, match="no BM1366 answered"):
             await hw.start(Provider(), lambda r: None)
         assert hw.chains == [] and not hw.powered
-    finally:
-        await hw.stop()
-        await emu.stop()
 
 
 async def test_garbage_on_a_live_chain_is_counted() -> None:
-    emu = EmulatedSerialChain("bm1370", 1, diff1_shift=SHIFT)
-    path = await emu.start()
-    hw = create_hardware(f"bm13xx:{path}?chip=BM1370&{FAST}")
-    assert isinstance(hw, Bm13xxHardware)
-    try:
+    async with serial_chain("bm1370", 1, "chip=BM1370") as (emu, hw):
         await hw.start(Provider(), lambda r: None)
         chain = hw.chains[0]
         assert emu.port is not None
@@ -161,9 +161,6 @@ async def test_garbage_on_a_live_chain_is_counted() -> None:
         emu.port.write(bytes(range(256)) + b"\xaa\x55\x13\x70")
         await wait_for(lambda: chain.decoder.stats.garbage_bytes >= 200, 10, "garbage counted")
         assert await chain.read_frequencies() == {0: 525.0}  # still talking
-    finally:
-        await hw.stop()
-        await emu.stop()
 
 
 async def test_missing_device_path_is_a_clear_error() -> None:
