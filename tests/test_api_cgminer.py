@@ -18,6 +18,7 @@ from openmos.api.cgminer import (
     ACCESS_DENIED,
     BUSY,
     INVALID_JSON,
+    INVALID_PARAMETER,
     TIMEOUT,
     UNSUPPORTED,
     BadRequest,
@@ -275,3 +276,24 @@ async def test_every_unsupported_or_bad_control_is_a_clean_cgminer_error(payload
     assert "internal" not in row["Msg"].lower()
     if payload in ("ascset|0,freq,500", "ascset|0,power,3000"):
         assert row["Code"] == UNSUPPORTED and ("not supported" in row["Msg"] or "no autotuner" in row["Msg"])
+
+
+async def test_poolpriority_refuses_duplicates_and_junk_and_orders_within_groups() -> None:
+    """`poolpriority|0,0,0` answered "Changed pool priorities" and moved the primary to the third place (each
+    repeat moved it again); `0,x,1` silently dropped the x. cgminer refuses a duplicate pool."""
+    pools = [{"url": f"stratum+tcp://127.0.0.1:{port}", "user": "x"} for port in (1, 2, 3)]
+    agent = MiningAgent(AgentConfig.from_dict({"groups": [{"pools": pools}]}), CpuHardware())
+    api = CgminerApi(DeviceView(agent), AllowList.parse(["127.0.0.1"]))
+
+    def order() -> list[str]:
+        return [str(c.url) for c in agent.pools.groups[0].connections]
+
+    before = order()
+    for payload in ("poolpriority|0,0,0", "poolpriority|1,1", "poolpriority|0,x,1", "poolpriority|0,-1",
+                    "poolpriority|" + ",".join(["0"] * 3000)):
+        row = (await api.respond(payload.encode(), "127.0.0.1"))["STATUS"][0]
+        assert row["STATUS"] == "E" and row["Code"] == INVALID_PARAMETER, (payload, row)
+        assert order() == before
+    row = (await api.respond(b"poolpriority|2,0", "127.0.0.1"))["STATUS"][0]
+    assert row["STATUS"] == "S"
+    assert order() == [before[2], before[0], before[1]]  # listed first in that order, the rest after

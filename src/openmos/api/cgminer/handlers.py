@@ -332,12 +332,19 @@ class CgminerApi:
         return self._ok("disablepool", f"Disabled pool {p}")
 
     async def _w_poolpriority(self, p: str | None) -> dict[str, Any]:
-        order = [int(x) for x in (p or "").split(",") if x.strip().isdigit()]
-        if not order:
+        items = [x.strip() for x in (p or "").split(",")]
+        if items == [""]:
             raise BadRequest(MISSING_PARAMETER, "poolpriority needs pool numbers in the new order")
-        conns = [self.view.agent.pools.locate(self._pool_index(str(i))) for i in order]
-        for position, (group, conn) in enumerate(conns):
+        if not all(x.isdigit() for x in items):
+            raise BadRequest(INVALID_PARAMETER, "poolpriority needs pool numbers separated by commas")
+        if len(set(items)) != len(items):
+            raise BadRequest(INVALID_PARAMETER, "poolpriority: duplicate pool specified")
+        conns = [self.view.agent.pools.locate(self._pool_index(x)) for x in items]  # all valid before moving
+        placed: dict[int, int] = {}  # per group: how many listed pools were put first
+        for group, conn in conns:
+            position = placed.get(id(group), 0)
             group.move_to(conn, position)
+            placed[id(group)] = position + 1
         return self._ok("poolpriority", "Changed pool priorities")
 
     # Device controls go through the control surface, like REST, the fleet and energy.
