@@ -78,6 +78,17 @@ MIGRATE_V1 = (
 )
 
 
+def _tag_joins(alias: str, tags: dict[str, str]) -> tuple[str, list[Any]]:
+    """SQL joining table ``alias`` (with site and device columns) to ``device_tags`` once per tag to match, and its
+    parameters (tag names and values are parameters, never SQL)."""
+    sql, params = "", []
+    for i, (tag, value) in enumerate(sorted(tags.items())):
+        sql += (f" JOIN device_tags t{i} ON t{i}.site = {alias}.site AND t{i}.device = {alias}.device "
+                f"AND t{i}.tag = ? AND t{i}.value = ?")
+        params += [tag, value]
+    return sql, params
+
+
 @dataclass(frozen=True)
 class Sample:
     site: str
@@ -172,11 +183,8 @@ class FleetStore:
     def devices(self, **tags: str) -> list[dict[str, Any]]:
         """Devices whose tags match all of ``tags`` (e.g. site="north", container="c1")."""
         sql = "SELECT d.device, d.site, d.model, d.serial, d.firmware, d.container, d.rack, d.last_seen FROM devices d"
-        params: list[Any] = []
-        for i, (tag, value) in enumerate(sorted(tags.items())):
-            sql += (f" JOIN device_tags t{i} ON t{i}.site = d.site AND t{i}.device = d.device AND t{i}.tag = ? "
-                    f"AND t{i}.value = ?")
-            params += [tag, value]
+        joins, params = _tag_joins("d", tags)
+        sql += joins
         rows = self._exec(sql + " ORDER BY d.device, d.site", params).fetchall()
         keys = ("device", "site", "model", "serial", "firmware", "container", "rack", "last_seen")
         return [dict(zip(keys, r, strict=True)) for r in rows]
@@ -230,11 +238,8 @@ class FleetStore:
     def totals_series(self, bucket_s: int, since: float, **tags: str) -> list[tuple[float, float, float]]:
         """(bucket start, total TH/s, total W) over time for every device matching ``tags``."""
         sql = "SELECT r.bucket_start, SUM(r.hashrate_ths), SUM(r.power_w) FROM rollups r"
-        params: list[Any] = []
-        for i, (tag, value) in enumerate(sorted(tags.items())):
-            sql += (f" JOIN device_tags t{i} ON t{i}.site = r.site AND t{i}.device = r.device AND t{i}.tag = ? "
-                    f"AND t{i}.value = ?")
-            params += [tag, value]
+        joins, params = _tag_joins("r", tags)
+        sql += joins
         rows = self._exec(sql + " WHERE r.bucket_s = ? AND r.bucket_start >= ? GROUP BY r.bucket_start "
                           "ORDER BY r.bucket_start", [*params, bucket_s, since]).fetchall()
         return [(float(r[0]), float(r[1] or 0), float(r[2] or 0)) for r in rows]
