@@ -243,7 +243,7 @@ async def device_stats(children: list[Any]) -> tuple[int, float]:
     for child in children:
         child.stdin.write(b"stats\n")
         await child.stdin.drain()
-        stats = json.loads(await child.stdout.readline())
+        stats = json.loads(await asyncio.wait_for(child.stdout.readline(), 120))
         acts, spent = acts + stats["acts"], spent + stats["act_s"]
     return acts, spent
 

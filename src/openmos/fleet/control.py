@@ -198,9 +198,11 @@ class FleetController:
 
         self.bus.subscribe(f"{keys.ROOT}/{site}/dev/*/telemetry", on_telemetry, raw=True)
 
-    def _follow_acks(self, site: str) -> None:
+    def follow_acks(self, site: str) -> None:
         """One events subscription per site for every curtailment (a second one would see each ack as a
-        replay of the first, since the verifier tracks each device's sequence numbers)."""
+        replay of the first, since the verifier tracks each device's sequence numbers). Follow a site well
+        before its first curtailment: a peer learns of a new subscription only after a while (longer on a busy
+        machine) and drops the acknowledgements it publishes before."""
         if site in self._ack_sites:
             return
         self._ack_sites.add(site)
@@ -245,7 +247,7 @@ class FleetController:
         acked: set[str] = set()
         done = asyncio.Event()
         if site not in self._ack_sites:
-            self._follow_acks(site)
+            self.follow_acks(site)
             await asyncio.sleep(0.2)  # let the subscription reach the peers before publishing
         self._ack_waiters[nonce] = (acked, devices, done)
         began = time.perf_counter()

@@ -30,8 +30,10 @@ class FleetLink:
         self._limit = asyncio.Semaphore(concurrency)
 
     def start(self) -> None:
-        """Follow the site's verified telemetry (full power of every device)."""
+        """Follow the site's verified telemetry (full power of every device) and, from now on, its devices'
+        acknowledgements (so that the first curtailment's acks are not published before the devices know)."""
         self.controller.follow_telemetry(self.site, self._on_telemetry)
+        self.controller.follow_acks(self.site)
 
     def _on_telemetry(self, doc: DeviceDoc, body: DeviceStatus) -> None:
         if body.full_power_w:

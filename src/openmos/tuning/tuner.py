@@ -315,7 +315,7 @@ class Autotuner:
                 c = int(np.flatnonzero(changed[board])[0])
                 await self.hw.set_chip_frequency(board, c, float(freq[board, c]))
             else:
-                await self.hw.set_chip_frequencies(board, [float(f) for f in freq[board]])
+                await self.hw.set_chip_frequencies(board, freq[board].tolist())
         if changed_any or changed.any():
             self._changed_at = self.clock.now()
         self.freq = freq.copy()

@@ -30,7 +30,7 @@ def pll_grid(chip: ChipType, lo_mhz: float = 50.0, hi_mhz: float = 1000.0) -> tu
 def snap_nearest(grid: NDArray[np.float64], mhz: NDArray[np.float64]) -> NDArray[np.float64]:
     """The grid frequency nearest each request (0 stays 0: chip off). ``grid`` ascending."""
     g = grid
-    idx = np.clip(np.searchsorted(g, mhz), 1, len(g) - 1)
+    idx = np.minimum(np.maximum(np.searchsorted(g, mhz), 1), len(g) - 1)
     lower, upper = g[idx - 1], g[idx]
     nearest = np.where(mhz - lower <= upper - mhz, lower, upper)
     return np.asarray(np.where(mhz > 0, nearest, 0.0))
