@@ -11,8 +11,9 @@ simulated clock runs ``--speed`` times faster.
 Figures: shares found / accepted / rejected / never sent (superseded block) / lost (zero expected) /
 unrecoverable because a pool lost the session (counted apart) / re-sent after a drop, duplicates (zero
 expected), old-block shares the pools accepted (zero expected), failover times after a pool kill and after a
-network stall (< 2 s expected: the agent keeps a hot standby connected and moves the work to it once a share
-stays unanswered with nothing received for ``stall_suspect_s``; measured from the kill or the stall's start
+network stall (< 2 s expected: the agent keeps a hot standby connected and moves the work to it once a share,
+or with no share at stake a liveness probe sent after ``stall_probe_s`` of silence, stays unanswered with
+nothing received for ``stall_suspect_s``; measured from the kill or the stall's start
 to the backup's job in the hash loop and to the first share sent through the backup's proxy), fallback
 time after the primary returns, RSS at
 the start and end (flat within 10 % expected). Baseline, measured in the same run: the same agent and
@@ -51,7 +52,8 @@ from openmos.stratum.difficulty import difficulty_for_interval
 from openmos.stratum.protocol import encode_notification
 
 STALL_TIMEOUT_S = 4.0  # real seconds (the agent's stall_timeout_s in this run: confirms a stalled pool dead)
-STALL_SUSPECT_S = 1.0  # real seconds (stall_suspect_s: a share unanswered and nothing received -> hot standby)
+STALL_SUSPECT_S = 1.0  # real seconds (stall_suspect_s: a request unanswered and nothing received -> hot standby)
+STALL_PROBE_S = 0.5  # real seconds (stall_probe_s: the pool silent this long, nothing at stake -> liveness probe)
 HOSTILE = ["1e400", "NaN", "0", "1e-300"]
 
 
@@ -273,6 +275,7 @@ class Figures:
     hostile_sent: int = 0
     sessions: list[Any] = field(default_factory=list)  # every pool session seen (for refusal counts)
     measuring: set[asyncio.Task[None]] = field(default_factory=set)  # background measurements still running
+    agent_seconds: float = 0.0  # real seconds the agent ran
 
     def measure(self, into: list[float], began: float, condition: Callable[[], bool], missing: bool = True) -> None:
         """Time from ``began`` until ``condition`` in the background, so the run's events are not held up."""
@@ -343,6 +346,7 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int, sch
     config = AgentConfig.from_dict({
         "hardware": "sim:s21",
         "stratum": {"stall_timeout_s": STALL_TIMEOUT_S, "stall_suspect_s": STALL_SUSPECT_S,
+                    "stall_probe_s": STALL_PROBE_S,
                     "fallback_interval_s": fallback_interval_s, "retry_delay_s": 0.5,
                     "response_timeout_s": 3.0, "suggest_difficulty": difficulty, "max_share_rate": 10.0},
         "groups": [{"name": "soak", "pools": [{"url": p_proxy.url, "user": "soak.s21"},
@@ -358,6 +362,7 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int, sch
           f"after a {baseline_real:.0f} s fault-free baseline; real hashing {rate / 1e3:.0f} kH/s, "
           f"pool difficulty {difficulty:g}")
     await agent.start()
+    agent_started = time.monotonic()
     try:
         ok = await wait_until(lambda: mining_on(agent, p_proxy), 60)
         if ok is None:
@@ -390,6 +395,7 @@ async def soak(hours: float, speed: float, baseline_share: float, seed: int, sch
         soak_rate = (credited(agent) - c1) * 2**32 / max(run.hashes1 - h1, 1.0)
         rss_end = rss_mb()
     finally:
+        figures.agent_seconds = time.monotonic() - agent_started
         await agent.stop()
         for closer in (p_proxy.stop, b_proxy.stop, primary.stop, backup.stop):
             with contextlib.suppress(Exception):
@@ -492,10 +498,14 @@ def report(agent: MiningAgent, f: Figures, primary: QuirkyPool, backup: QuirkyPo
     print(f"failover after a pool kill: backup's job in the hash loop {stat(f.failovers)}; first share sent to "
           f"the backup {stat(f.kill_first_shares)} (target < 2 s)")
     print(f"failover after a network stall: backup's job in the hash loop {stat(f.stall_failovers)}; first share "
-          f"sent to the backup {stat(f.stall_first_shares)} (target < 2 s; stall suspected once a share has been "
-          f"unanswered {STALL_SUSPECT_S:g} s, confirmed at {STALL_TIMEOUT_S:g} s); stall start -> first share sent "
-          f"into the stall (the wait for something at stake, share luck) {stat(f.stall_at_stake)}; stalls skipped "
-          f"(no pool in use) {f.stalls_skipped}")
+          f"sent to the backup {stat(f.stall_first_shares)} (target < 2 s; stall suspected once a share or a "
+          f"liveness probe (sent after {STALL_PROBE_S:g} s of silence) has been unanswered {STALL_SUSPECT_S:g} s, "
+          f"confirmed at {STALL_TIMEOUT_S:g} s); stall start -> first share sent into the stall (share luck) "
+          f"{stat(f.stall_at_stake)}; stalls skipped (no pool in use) {f.stalls_skipped}")
+    probes, answers = (sum(n) for n in zip(*(c.probe_counts() for c in conns), strict=True))
+    print(f"liveness probes sent {probes} (answered {answers}; the first of each session is the handshake's "
+          f"mining.extranonce.subscribe), {probes / max(f.agent_seconds, 1e-9):.2f}/s; stall suspicions per pool "
+          f"{[c.stall_suspicions for c in conns]}")
     print(f"fallback to the restarted primary: {stat(f.fallbacks)} (fallback_interval_s = {fallback_interval_s:g}); "
           f"stall suspicions {sum(g.stall_suspicions for g in agent.pools.groups)}")
     print(f"difficulty changes {f.difficulty_changes} (hostile values sent {f.hostile_sent}, refused {refused}; "

@@ -40,8 +40,13 @@ class HostileSession:
     received: list[dict[str, Any]] = field(default_factory=list)
     syncs: int = 0
     mute: bool = False  # stop answering anything (the TCP connection stays open): a stalled pool
-    answer_delay: float = 0.0  # answer submits this late (a slow but healthy pool)
+    answer_delay: float = 0.0  # answer submits (and probes) this late (a slow but healthy pool)
+    # How mining.extranonce.subscribe (the agent's liveness probe) is answered: None: never (as ckpool and
+    # public-pool do); else raw lines, "{id}" replaced by the request's id, taken in turn (hostile replies).
+    probe_replies: list[str] | None = None
+    probes: int = 0  # mining.extranonce.subscribe requests received
     unanswered: list[Any] = field(default_factory=list)  # submit ids received while mute
+    held_probes: list[bytes] = field(default_factory=list)  # probe answers held while mute
     _pongs: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(10_000))
 
@@ -80,6 +85,9 @@ class HostileSession:
                 if method == "mining.submit":
                     self.submits.append(Submit(msg["params"][1], msg["params"], self.syncs))
                     self.unanswered.append(msg_id)
+                elif method == "mining.extranonce.subscribe" and self.probe_replies:
+                    self.probes += 1
+                    self.held_probes.append(self._probe_reply(msg_id))
                 continue
             if method is None:
                 fut = self._pongs.pop(msg_id, None)
@@ -97,6 +105,14 @@ class HostileSession:
                 await self.set_difficulty(difficulty)
                 if send_job:
                     await self.notify(job or notify("a1"))
+            elif method == "mining.extranonce.subscribe":
+                self.probes += 1
+                if self.probe_replies:
+                    raw = self._probe_reply(msg_id)
+                    if self.answer_delay:
+                        asyncio.get_running_loop().call_later(self.answer_delay, self._answer_later, raw)
+                    else:
+                        await self.send(raw)
             elif method == "mining.submit":
                 self.submits.append(Submit(msg["params"][1], msg["params"], self.syncs))
                 error = None if accept else [23, "Low difficulty share", None]
@@ -106,16 +122,24 @@ class HostileSession:
                 else:
                     await self.send(answer)
 
-    def _answer_later(self, answer: dict[str, Any]) -> None:
+    def _probe_reply(self, msg_id: Any) -> bytes:
+        assert self.probe_replies
+        reply = self.probe_replies[(self.probes - 1) % len(self.probe_replies)]
+        return reply.replace("{id}", json.dumps(msg_id)).encode() + b"\n"
+
+    def _answer_later(self, answer: dict[str, Any] | bytes) -> None:
         if not self.writer.is_closing():
-            self.writer.write(json.dumps(answer).encode() + b"\n")
+            self.writer.write(answer if isinstance(answer, bytes) else json.dumps(answer).encode() + b"\n")
 
     async def unmute(self) -> None:
-        """Answer again: first every submit that arrived while mute (accepted), then as usual."""
+        """Answer again: first every submit (accepted) and probe that arrived while mute, then as usual."""
         self.mute = False
         for msg_id in self.unanswered:
             await self.send({"id": msg_id, "result": True, "error": None})
         self.unanswered.clear()
+        for raw in self.held_probes:
+            await self.send(raw)
+        self.held_probes.clear()
 
 
 class HostilePool:
@@ -129,6 +153,7 @@ class HostilePool:
         self.port = 0
         self.garbage = False
         self.flood = False  # after the handshake: absurd difficulties and fresh jobs as fast as the socket takes
+        self.probe_replies: list[str] | None = None  # each new session's (see HostileSession.probe_replies)
 
     @property
     def url(self) -> str:
@@ -139,7 +164,7 @@ class HostilePool:
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = HostileSession(reader, writer)
+        session = HostileSession(reader, writer, probe_replies=self.probe_replies)
         self.sessions.append(session)
         self.new_session.set()
         try:

@@ -190,3 +190,30 @@ async def test_pool_mixing_garbage_with_valid_messages_fails_over() -> None:
         await wait_for(lambda: accepted(backup, 1), 120, "shares accepted by the backup")
     conn = agent.pools.groups[0].connections[0]
     assert "bad messages" in conn.last_error and conn.quality_failures >= 1
+
+
+async def test_pool_that_hangs_up_at_once_is_down_not_bad() -> None:
+    """A listener that closes every connection without a word (a restarting pool, a proxy with no pool behind it)
+    is retried like an unreachable pool (back-off capped at fallback_interval_s), not backed off for minutes as a
+    quality failure: it used to double up to 18 s in the soak, delaying the fallback once the pool was back."""
+    accepted: list[int] = []
+
+    async def hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    url = f"stratum+tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
+    await backup.start()
+    agent = cpu_agent(agent_config(url, backup.url, retry_delay_s=0.2, fallback_interval_s=1.0))
+    await agent.start()
+    try:
+        await wait_for(lambda: len(accepted) >= 6, 120, "six connection attempts")
+    finally:
+        await agent.stop()
+        server.close()
+        await backup.stop()
+    primary = agent.pools.groups[0].connections[0]
+    assert primary.quality_failures == 0 and primary.backoff_s <= 1.0, (primary.quality_failures, primary.backoff_s)
+    assert "handshake failed" in primary.last_error

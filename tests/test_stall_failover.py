@@ -1,11 +1,14 @@
-"""Stall suspicion: a pool that stops answering (TCP open) loses the work to the hot standby at once, no share lost;
-a slow but healthy pool keeps it."""
+"""Stall suspicion: a pool that stops answering (TCP open) loses the work to the hot standby at once, no share lost,
+also with no share at stake (the liveness probe); a slow but healthy pool keeps it; hostile probe answers."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
 
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.miner import AgentConfig, MiningAgent
@@ -13,23 +16,29 @@ from openmos.miner import AgentConfig, MiningAgent
 from helpers import wait_for
 from hostile_pool import HostilePool
 
+ANSWER = '{"id":{id},"result":true,"error":null}'
+NO_SHARES = "1000"  # a pool difficulty at which a CPU finds no share during a test: nothing is at stake
 
-def two_pool_agent(primary: HostilePool, backup: HostilePool) -> MiningAgent:
+
+def two_pool_agent(primary: HostilePool, backup: HostilePool, **stratum: Any) -> MiningAgent:
     # Long confirmation timeouts: anything that moves the work within them is the stall suspicion.
     config = AgentConfig.from_dict({
         "hardware": "cpu:1",
-        "stratum": {"stall_timeout_s": 60.0, "response_timeout_s": 60.0, "stall_suspect_s": 1.0},
+        "stratum": {"stall_timeout_s": 60.0, "response_timeout_s": 60.0, "stall_suspect_s": 1.0, **stratum},
         "groups": [{"pools": [{"url": primary.url, "user": "me.rig"}, {"url": backup.url, "user": "me.rig"}]}]})
     return MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
 
 
 @contextlib.asynccontextmanager
-async def two_pools_and_agent() -> AsyncIterator[tuple[HostilePool, HostilePool, MiningAgent]]:
-    """Two scripted pools and a running agent on them (primary first); all stopped on the way out."""
-    primary, backup = HostilePool(difficulty="0.00005"), HostilePool(difficulty="0.00005")
+async def two_pools_and_agent(difficulty: str = "0.00005", probe_replies: list[str] | None = None,
+                              **stratum: Any) -> AsyncIterator[tuple[HostilePool, HostilePool, MiningAgent]]:
+    """Two scripted pools and a running agent on them (primary first); all stopped on the way out.
+    ``probe_replies``: how the primary answers the liveness probe (the backup answers it plainly)."""
+    primary, backup = HostilePool(difficulty=difficulty), HostilePool(difficulty=difficulty)
+    primary.probe_replies, backup.probe_replies = probe_replies, [ANSWER] if probe_replies else None
     await primary.start()
     await backup.start()
-    agent = two_pool_agent(primary, backup)
+    agent = two_pool_agent(primary, backup, **stratum)
     await agent.start()
     try:
         yield primary, backup, agent
@@ -71,13 +80,75 @@ async def test_pool_that_stops_answering_hands_work_to_hot_standby_without_losin
     print(f"stall -> first share on the standby {took:.2f} s; {muted} share(s) waited on the stalled pool")
 
 
-async def test_slow_but_healthy_pool_keeps_the_work() -> None:
-    async with two_pools_and_agent() as (primary, backup, agent):
+@pytest.mark.parametrize("difficulty", ["0.00005", NO_SHARES])
+async def test_slow_but_healthy_pool_keeps_the_work(difficulty: str) -> None:
+    """Shares (or, with none at stake, liveness probes) answered after 0.5 s: the pool keeps the work."""
+    async with two_pools_and_agent(difficulty, [ANSWER], stall_probe_s=0.5) as (primary, backup, agent):
         group = agent.pools.groups[0]
+        conn = group.connections[0]
         p = await primary.session()
         p.answer_delay = 0.5
         standby = await backup.session()
-        await wait_for(lambda: group.connections[0].counters.accepted >= 8, 180, "slow answers accepted")
+        if difficulty == NO_SHARES:
+            await wait_for(lambda: conn.probe_counts()[1] >= 7, 180, "slow probe answers")
+        else:
+            await wait_for(lambda: conn.counters.accepted >= 8, 180, "slow answers accepted")
     assert group.stall_suspicions == 0 and group.switches == 1
     assert not standby.submits
-    assert group.connections[0].answer_s >= 0.4  # the pool's slowness was learnt
+    if difficulty == NO_SHARES:
+        assert not p.submits
+    else:
+        assert conn.answer_s >= 0.4  # the pool's slowness was learnt
+
+
+async def test_stall_with_no_share_at_stake_is_found_by_the_liveness_probe() -> None:
+    started = time.monotonic()
+    async with two_pools_and_agent(NO_SHARES, [ANSWER], stall_probe_s=0.5) as (primary, backup, agent):
+        group = agent.pools.groups[0]
+        conn = group.connections[0]
+        p = await primary.session()
+        await backup.session()
+        await wait_for(lambda: group.connections[1].client is not None and conn.probe_counts()[1] >= 3, 60,
+                       "liveness probes answered with the hot standby ready")
+        client = conn.client
+        assert client is not None and client.probe_answered
+        p.mute = True  # the TCP connection stays open; nothing comes back any more
+        began = time.monotonic()
+        await wait_for(lambda: group.active is group.connections[1], 60, "the work on the hot standby")
+        took = time.monotonic() - began
+        assert not client.closed.is_set(), "suspected session was closed"
+        await p.unmute()  # the network is back: the probe sent into the stall is answered
+        await wait_for(lambda: group.active is conn, 120, "fallback to the answering primary")
+    elapsed = time.monotonic() - started
+    assert conn.stall_suspicions == 1 and group.stall_suspicions == 1
+    assert not p.submits, "a share was at stake: this test is about the probe"
+    assert took < 60.0, "the switch only came with the confirmation timeout"
+    # Rate-limited: one probe per stall_probe_s at most (plus the handshake's request on each session).
+    sent, answered = conn.probe_counts()
+    assert sent <= elapsed / 0.5 + len(primary.sessions) and sum(s.probes for s in primary.sessions) <= sent
+    assert answered == sent  # the one sent into the stall was answered once the network was back
+    print(f"stall with nothing at stake -> work on the standby {took:.2f} s; {sent} probes sent in {elapsed:.0f} s")
+
+
+async def test_hostile_probe_answers_are_handled() -> None:
+    """Odd but well-formed answers count (any answer says the pool is alive); unparseable ones are bad lines;
+    a duplicate answer is ignored; an answer to an id never sent answers nothing (then: a stall)."""
+    nested = '{"id":{id},"result":' + "[" * 5000 + "]" * 5000 + ',"error":null}'
+    replies = [
+        '{"id":{id},"result":1e400,"error":null}',
+        '{"id":{id},"result":NaN,"error":{"code":"x","message":[1,{"deep":[]}]}}',
+        f"{ANSWER}\n{ANSWER}",  # answered twice
+        f"{nested}\n" + '{"id":[{id}],"result":true}\n' + ANSWER,  # too deep, a list as id, then the answer
+        '{"id":999999999,"result":true,"error":null}',  # spoofed: answers a request never sent
+    ]
+    async with two_pools_and_agent(NO_SHARES, replies, stall_probe_s=0.5) as (primary, backup, agent):
+        group = agent.pools.groups[0]
+        conn = group.connections[0]
+        p = await primary.session()
+        await backup.session()
+        await wait_for(lambda: group.active is group.connections[1], 120, "the spoofed answer left unanswered")
+        client = conn.client
+        assert client is not None and not client.closed.is_set()
+    assert p.probes == 5 and client.probe_answers == 4 and conn.stall_suspicions == 1
+    assert client.bad_lines == 2  # the too-deep line and the list id, counted; the session went on
+    assert not client._pending and agent.stats.work_errors == 0

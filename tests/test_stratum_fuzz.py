@@ -79,6 +79,9 @@ class FakeWriter:
     async def drain(self) -> None:
         return None
 
+    def is_closing(self) -> bool:
+        return False
+
     def close(self) -> None:
         return None
 

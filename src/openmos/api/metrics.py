@@ -58,7 +58,8 @@ class AgentCollector(Collector):
                                     labels=["pool", "fate"])
         pool_state = GaugeMetricFamily("openmos_pool_state", "Per pool: difficulty values refused, mining "
                                        "difficulty, shares queued for their session, governor raising it (0/1), "
-                                       "back-off length and seconds left before the pool is tried again",
+                                       "back-off length and seconds left before the pool is tried again, liveness "
+                                       "probes sent and answered, stall suspicions",
                                        labels=["pool", "what"])
         for p in v.pools():
             for fate, n in (("superseded", p.superseded), ("throttled", p.throttled), ("lost", p.lost),
@@ -70,7 +71,8 @@ class AgentCollector(Collector):
                                 ("governor_active", float(p.governor_active)),
                                 ("quality_failures", p.quality_failures), ("backoff_seconds", p.backoff_s),
                                 ("bad_for_seconds", p.bad_for_s), ("resumed_sessions", p.resumed_sessions),
-                                ("queued_shares", p.queued)):
+                                ("queued_shares", p.queued), ("liveness_probes", p.liveness_probes),
+                                ("probe_answers", p.probe_answers), ("stall_suspicions", p.stall_suspicions)):
                 pool_state.add_metric([p.url, what], value)
         yield from (fates, pool_state)
         stats = v.agent.stats

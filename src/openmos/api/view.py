@@ -80,6 +80,9 @@ class PoolView:
     last_error: str = ""
     difficulty_governed: int = 0  # accepted values the share-rate governor raises (too many shares/s)
     difficulty_slow: int = 0  # accepted values meaning one share per more than slow_share_hours
+    liveness_probes: int = 0  # probes sent while the pool was silent with nothing at stake (stall_probe_s)
+    probe_answers: int = 0  # of them answered
+    stall_suspicions: int = 0  # times the work left this pool on a suspected stall
 
 
 class _Status(BaseModel):
@@ -123,6 +126,9 @@ class ShareCounts(_Status):
     governor_max_share_rate: float = 0.0
     submit_limit_refused: int = 0
     pools_backed_off: int = 0
+    liveness_probes: int = 0
+    probe_answers: int = 0
+    stall_suspicions: int = 0
 
 
 class FanReading(_Status):
@@ -206,6 +212,7 @@ class DeviceView:
                 difficulty = client.difficulty if client else 0.0
                 mining = self.agent.mining_difficulty(difficulty) if client else 0.0
                 refused, governed, slow = conn.difficulty_refused, conn.difficulty_governed, conn.difficulty_slow
+                probes, answers = conn.probe_counts()
                 if client is not None and not client.closed.is_set():
                     refused += getattr(client, "difficulty_rejections", 0)
                     governed += getattr(client, "difficulty_governed", 0)
@@ -218,7 +225,8 @@ class DeviceView:
                                     conn.stale_dropped, conn.throttled, conn.unrecoverable, conn.resent_duplicates,
                                     conn.resumed_sessions, refused, mining, mining > difficulty,
                                     conn.quality_failures, conn.backoff_s, max(0.0, conn.bad_until - now),
-                                    conn.last_error[:200], governed, slow))
+                                    conn.last_error[:200], governed, slow, probes, answers,
+                                    conn.stall_suspicions))
                 index += 1
         return out
 
@@ -243,6 +251,9 @@ class DeviceView:
             "governor_max_share_rate": self.agent.config.stratum.max_share_rate,
             "submit_limit_refused": sum(g.submit_limit.refused for g in groups),
             "pools_backed_off": sum(1 for p in pools if p.bad_for_s > 0),
+            "liveness_probes": sum(p.liveness_probes for p in pools),
+            "probe_answers": sum(p.probe_answers for p in pools),
+            "stall_suspicions": sum(p.stall_suspicions for p in pools),
         }
 
     @property

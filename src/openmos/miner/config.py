@@ -73,6 +73,16 @@ class StratumTuning(_Model):
         description="a share unanswered and nothing received from the pool for this long (at least 3x the "
                     "pool's recent slowest answer): the work moves to the hot standby at once; the session is "
                     "kept until stall_timeout_s / response_timeout_s confirm it dead (0: off)")
+    stall_probe_s: float = Field(
+        default=2.0, ge=0, le=3600, allow_inf_nan=False,
+        description="the pool in use silent this long with no request outstanding (and a hot standby ready): "
+                    "send it a liveness probe, at most one per this interval; unanswered past stall_suspect_s "
+                    "it means a stall, as an unanswered share does. Only on a pool that answers the probe "
+                    "(learnt per session) (0: off)")
+    stall_probe_method: str = Field(
+        default="mining.extranonce.subscribe", pattern=r"^[A-Za-z0-9_.]{1,64}$",
+        description="the request sent as liveness probe (no params): one without side effects that this pool "
+                    "answers; the default is the request every session already sends once")
     hot_standby: bool = Field(default=True, description="keep the next pool of the group connected and "
                                                         "authorised, ready to take the work at once")
     fallback_interval_s: float = Field(default=15.0, gt=0, le=3600,

@@ -6,8 +6,11 @@ Failover is also on *quality*: a pool that sends too many bad messages, no valid
 connecting, or rejects too many shares is marked bad for a back-off period that doubles each time it
 fails again (reset after a healthy session), and the next pool gets the work.
 A *hot standby* -- the next usable pool of the group, connected and authorised -- is kept ready. When the
-pool in use leaves a share unanswered and sends nothing at all for ``stall_suspect_s`` (at least three times
-its recent slowest answer, so a slow but healthy pool is not left), a stall is *suspected*: the work moves to
+pool in use leaves a request unanswered and sends nothing at all for ``stall_suspect_s`` (at least three times
+its recent slowest answer, so a slow but healthy pool is not left), a stall is *suspected*. The request is a
+share, or, when no share is at stake, a *liveness probe*: a pool silent for ``stall_probe_s`` with nothing
+outstanding gets one cheap request (``stall_probe_method``, at most one per interval, only while a standby is
+ready and only on a session whose pool has answered it before). On suspicion the work moves to
 the standby at once, while the suspected session is kept open, its unanswered shares still waiting for their
 answer (or re-sent if the session is resumed). If it answers again the usual fallback rules bring the work
 back; only ``stall_timeout_s`` (or ``response_timeout_s`` for a share) confirms it dead.
@@ -122,6 +125,18 @@ class PoolConnection:
     backoff_s: float = 0.0  # current back-off after a failure (doubles, reset by a healthy session)
     bad_until: float = 0.0  # monotonic time before which this pool is not tried
     answer_s: float = 0.0  # slowest recent share answer (decays 10 % per answer): how slow the pool normally is
+    probes: int = 0  # liveness probes sent over this pool's ended sessions (see probe_counts)
+    probe_answers: int = 0  # of them answered
+    last_probe: float = 0.0  # monotonic
+    stall_suspicions: int = 0  # times the work left this pool on a suspected stall
+
+    def probe_counts(self) -> tuple[int, int]:
+        """Liveness probes sent and answered over every session of this pool, the open one included (the
+        handshake's ``mining.extranonce.subscribe`` is the first of each session; see PoolGroup._maybe_probe)."""
+        c = self.client
+        live = c is not None and not c.closed.is_set()
+        return (self.probes + (getattr(c, "probes_sent", 0) if live else 0),
+                self.probe_answers + (getattr(c, "probe_answers", 0) if live else 0))
 
     def in_backoff(self, now: float) -> bool:
         return now < self.bad_until
@@ -222,6 +237,7 @@ class PoolGroup:
             version_mask=0x1FFFE000 if self.tuning.version_rolling else 0,
             suggest_difficulty=self.suggest_difficulty,
             response_timeout=self.tuning.response_timeout_s,
+            probe_method=self.tuning.stall_probe_method if self.tuning.stall_probe_s else "",
             allowed_reconnect_hosts=frozenset(self.tuning.allowed_reconnect_hosts),
             session_id=conn.session_id,
             ssl_context=ssl.create_default_context(cafile=conn.endpoint.tls_ca_file) if conn.endpoint.tls_ca_file
@@ -249,7 +265,10 @@ class PoolGroup:
             await client.connect()
         except PoolUnavailable as exc:
             conn.last_error = str(exc)
-            if client.connected_at:  # it answered the connection, then failed the handshake: a quality failure
+            # Hung up during the handshake without a word (a pool restarting, a proxy or load balancer with no
+            # pool behind it): down, not bad -- retried like an unreachable pool, not backed off for minutes.
+            down = getattr(client, "hung_up", False) and client.last_receive == client.connected_at
+            if client.connected_at and not down:  # it answered, then failed the handshake: a quality failure
                 conn.quality_failures += 1
                 self._back_off(conn, str(exc), self.tuning.max_backoff_s)
             else:  # unreachable: retry at least every fallback interval so a recovered pool is used soon
@@ -262,6 +281,8 @@ class PoolGroup:
         conn.difficulty_refused += getattr(client, "difficulty_rejections", 0)
         conn.difficulty_governed += getattr(client, "difficulty_governed", 0)
         conn.difficulty_slow += getattr(client, "difficulty_slow", 0)
+        conn.probes += getattr(client, "probes_sent", 0)
+        conn.probe_answers += getattr(client, "probe_answers", 0)
         self._wake.set()
 
     def _back_off(self, conn: PoolConnection, why: str, cap: float) -> None:
@@ -327,8 +348,23 @@ class PoolGroup:
         return None
 
     def suspect_after(self, conn: PoolConnection) -> float:
-        """How long a share may stay unanswered, with nothing received, before a stall is suspected."""
-        return max(self.tuning.stall_suspect_s, 3 * conn.answer_s)
+        """How long a request may stay unanswered, with nothing received, before a stall is suspected: at least
+        three times the pool's slowest recent share answer and its slowest probe answer of this session."""
+        probe = conn.client.probe_slowest if isinstance(conn.client, StratumClient) else 0.0
+        return max(self.tuning.stall_suspect_s, 3 * conn.answer_s, 3 * probe)
+
+    def _maybe_probe(self, conn: PoolConnection, client: PoolSession, now: float) -> None:
+        """Nothing at stake and the pool silent: ask it something cheap, so a stall shows without a share."""
+        every = self.tuning.stall_probe_s
+        if (not every or not self.tuning.stall_suspect_s or not isinstance(client, StratumClient)
+                or client.unanswered_since is not None or now - client.last_receive < every
+                or now - conn.last_probe < every):
+            return
+        if not any(self._ready(c, now) or (c.enabled and c.priority < conn.priority and not c.in_backoff(now))
+                   for c in self.connections if c is not conn):
+            return  # no standby, no better pool to try: a probe would buy nothing
+        if client.probe():
+            conn.last_probe = now
 
     def _suspected(self, conn: PoolConnection, client: PoolSession, now: float) -> bool:
         if not self.tuning.stall_suspect_s:
@@ -429,17 +465,29 @@ class PoolGroup:
                 standby = next((c for c in self.connections if c is not conn and self._ready(c, now)), None)
                 if standby is not None and standby.client is not None:
                     self.stall_suspicions += 1
-                    log.warning("group %s: %s left a share unanswered and sent nothing for %.1f s (stall "
-                                "suspected); mining on the hot standby %s, keeping the session for its answers",
-                                self.name, conn.url, now - client.last_receive, standby.url)
+                    conn.stall_suspicions += 1
+                    log.warning("group %s: %s left a request (share or liveness probe) unanswered and sent "
+                                "nothing for %.1f s (stall suspected); mining on the hot standby %s, keeping the "
+                                "session for its answers", self.name, conn.url, now - client.last_receive,
+                                standby.url)
                     self._activate(standby, standby.client)
                     conn, client = standby, standby.client
                     continue
-            if conn.priority > 0 and self._fallback_due():
+            self._maybe_probe(conn, client, now)
+            # Suspected with no standby ready (the last pool of the group is in use): try the better ones now.
+            suspected = self._suspected(conn, client, now)
+            if conn.priority > 0 and (suspected or self._fallback_due()):
                 better, better_client = await self._connect_best(conn.priority)
                 if better is not None and better_client is not None:
-                    log.info("group %s: %s is back, falling back to it", self.name, better.url)
-                    if not self.tuning.hot_standby:
+                    if suspected:
+                        self.stall_suspicions += 1
+                        conn.stall_suspicions += 1
+                        log.warning("group %s: %s stall suspected (nothing received for %.1f s); mining on the "
+                                    "better pool %s again", self.name, conn.url, time.monotonic() -
+                                    client.last_receive, better.url)
+                    else:
+                        log.info("group %s: %s is back, falling back to it", self.name, better.url)
+                    if not self.tuning.hot_standby and not suspected:
                         await client.close(f"falling back to higher-priority pool {better.url}")
                     self._activate(better, better_client)
                     conn, client = better, better_client

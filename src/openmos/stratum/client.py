@@ -99,6 +99,7 @@ class ClientOptions:
     session_id: str | None = None  # offered in mining.subscribe for session resumption
     ssl_context: ssl.SSLContext | None = None
     difficulty_range: DifficultyRange = field(default_factory=DifficultyRange)  # outside it: refused
+    probe_method: str = "mining.extranonce.subscribe"  # liveness probe (see StratumClient.probe); "": none
 
 
 def _is_stale(response: Response) -> bool:
@@ -150,12 +151,20 @@ class StratumClient(EndingSession):
         self.reconnect_target: tuple[str, int] | None = None
         self.close_reason = ""
         self.failed_quality = False  # closed because the pool sent garbage (not merely went away)
+        self.hung_up = False  # the pool (or something in front of it) closed the connection
         self.last_job: StratumJob | None = None
         self.last_receive = 0.0
         self.closed = asyncio.Event()
         self._ids = itertools.count(1)
         self._pending: dict[int | str, asyncio.Future[Response]] = {}
         self._submits: dict[object, float] = {}  # outstanding submits -> monotonic time sent
+        # Liveness probe: does this pool answer probe_method (None: not known yet), the outstanding probe
+        # (id, monotonic time sent), answers received and the slowest of them (s).
+        self.probe_answered: bool | None = None
+        self.probes_sent = 0
+        self.probe_answers = 0
+        self.probe_slowest = 0.0
+        self._probe: tuple[int, float] | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._read_task: asyncio.Task[None] | None = None
@@ -214,7 +223,10 @@ class StratumClient(EndingSession):
         self.authorized = True
         if self.options.suggest_difficulty:
             await self.send_notification_call("mining.suggest_difficulty", [self.options.suggest_difficulty])
-        await self.send_notification_call("mining.extranonce.subscribe", [])
+        if self.options.probe_method == "mining.extranonce.subscribe":
+            self.probe()  # the usual request, doubling as the first probe: whether this pool answers it is learnt
+        else:
+            await self.send_notification_call("mining.extranonce.subscribe", [])
 
     @staticmethod
     def _subscription_id(subscriptions: Any) -> str | None:
@@ -256,8 +268,41 @@ class StratumClient(EndingSession):
 
     @property
     def unanswered_since(self) -> float | None:
-        """When the oldest submit still waiting for its answer was sent (monotonic), None if none waits."""
-        return min(self._submits.values(), default=None)
+        """When the oldest request still waiting for its answer was sent (monotonic), None if none waits: the
+        submits, and the liveness probe once this pool is known to answer it."""
+        probe = self._probe[1] if self._probe is not None and self.probe_answered else None
+        return min([*self._submits.values(), *([probe] if probe is not None else [])], default=None)
+
+    def probe(self) -> bool:
+        """Send the liveness probe (``options.probe_method``, no params) unless one is outstanding or this pool
+        is known not to answer it; True if sent. It asks nothing of the pool's state: any answer, result or
+        error, says the pool is alive (some pools answer it, some never do: ckpool and public-pool ignore
+        unknown methods and ``mining.extranonce.subscribe``; that is learnt, not assumed)."""
+        if (not self.options.probe_method or self.probe_answered is False or self._probe is not None
+                or self._writer is None or self.closed.is_set() or self._writer.is_closing()):
+            return False
+        msg_id = next(self._ids)
+        self._writer.write(encode_request(msg_id, self.options.probe_method, []))  # a few bytes: no drain wait
+        self._probe = (msg_id, time.monotonic())
+        self.probes_sent += 1
+        return True
+
+    def _probe_answer(self, now: float) -> None:
+        assert self._probe is not None
+        took = now - self._probe[1]
+        self._probe = None
+        self.probe_answered = True
+        self.probe_answers += 1
+        self.probe_slowest = max(self.probe_slowest, took)
+
+    def _probe_ignored(self, now: float) -> None:
+        """A message arrives ``now`` while the probe has waited past the response timeout: this pool does not
+        answer it (no suspicion can rest on it; no more probes on this session)."""
+        if self._probe is not None and now - self._probe[1] > self.options.response_timeout:
+            self._probe = None
+            self.probe_answered = False
+            log.info("%s: the pool does not answer %s; no liveness probes on this session", self.url,
+                     self.options.probe_method)
 
     async def send_notification_call(self, method: str, params: list[Any]) -> None:
         """A request whose answer we do not wait for (pools differ in whether they answer at all)."""
@@ -297,8 +342,10 @@ class StratumClient(EndingSession):
                     log.warning("%s: %s; dropping connection", self.url, exc)
                     break
                 if line is None:
+                    self.hung_up = True
                     break
                 self.last_receive = time.monotonic()
+                self._probe_ignored(self.last_receive)
                 try:
                     await self._dispatch(parse_message(line))
                     self._consecutive_bad = 0
@@ -312,6 +359,7 @@ class StratumClient(EndingSession):
                         self.failed_quality = True
                         break
         except (ConnectionError, OSError) as exc:
+            self.hung_up = True
             reason = f"connection error: {exc}"
         except asyncio.CancelledError:
             return
@@ -322,6 +370,9 @@ class StratumClient(EndingSession):
 
     async def _dispatch(self, msg: Request | Notification | Response) -> None:
         if isinstance(msg, Response):
+            if self._probe is not None and type(msg.id) is int and msg.id == self._probe[0]:
+                self._probe_answer(self.last_receive)  # whatever it says (result or error): the pool is alive
+                return
             fut = self._pending.get(msg.id) if msg.id is not None else None
             if fut is not None and not fut.done():
                 fut.set_result(msg)

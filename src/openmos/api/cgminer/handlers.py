@@ -184,7 +184,8 @@ class CgminerApi:
             "Difficulty Governed": p.difficulty_governed, "Difficulty Slow": p.difficulty_slow,
             "Mining Difficulty": p.mining_difficulty, "Governor Active": p.governor_active,
             "Quality Failures": p.quality_failures, "Backoff": p.backoff_s, "Bad For": p.bad_for_s,
-            "Last Error": p.last_error,
+            "Last Error": p.last_error, "Liveness Probes": p.liveness_probes, "Probe Answers": p.probe_answers,
+            "Stall Suspicions": p.stall_suspicions,
         } for p in self.view.pools()]
         return self._ok("pools", f"{len(rows)} Pool(s)", "POOLS", rows)
 
