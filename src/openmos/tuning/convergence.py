@@ -4,6 +4,8 @@
   a little past its coarse swept limit) and dead-chip isolation;
 - ``correct``: one step toward the power or hashrate goal: scale every chip's clean limit, and move the board
   voltage a step when the scale leaves its useful range (the learned power model predicts the ratio);
+- ``fine_correct``: once holding, a small power error averaged over windows at one setting is taken out with
+  the supply's fine steps as well as the PLL grid (a one-chip board's grid steps are ~0.5-1 % of power);
 - ``efficiency_power``: for the profile "max hashrate at J/TH <= X", the power goal that keeps measured J/TH
   just under the ceiling.
 Each returns what it decided and why, for the tuner's decision log.
@@ -144,6 +146,70 @@ def correct(knowledge: Knowledge, plan: Plan, kind: str, goal: float, measured: 
     else:
         why += f"{min(k, 1.0):.3f}"
     return Correction(knowledge.at(volt, min(k, 1.0)), False, why)
+
+
+FINE_STEPS = 3  # supply steps either side a fine correction considers
+FINE_K = (0.0, 0.004, 0.008, 0.012)  # scale nudges above the estimate (the grid rounds frequencies down)
+FINE_NUDGE = 0.005  # how much closer to their limits a fine correction may take chips (never at a lower voltage)
+
+
+def fine_correct(knowledge: Knowledge, plan: Plan, goal: float, measured: float, v_board: FloatArray,
+                 freq: FloatArray, tolerance: float) -> Correction | None:
+    """A small power error taken out on both grids: board voltages a few supply steps either side, each with
+    the scale whose frequencies (snapped to the PLL grid) make the goal by the measured point's ratio (power
+    ~ V^2 for leakage, ~ V^2 f for the dynamic share). Of the candidates predicted within ``tolerance``, the
+    one with the most hashrate (then the lowest voltage) wins; else the one predicted closest. Chips come at
+    most ``FINE_NUDGE`` closer to their clean limits, and none at a lower voltage (a fine trim must not push a
+    hot chip into errors).
+    None when already within ``tolerance`` or nothing beats the present setting."""
+    assert knowledge.power_model is not None
+    lim = knowledge.limits
+    if measured <= 0 or goal <= 0 or lim.volt_step <= 0 or abs(measured / goal - 1) <= tolerance:
+        return None
+    share = min(max(knowledge.power_model.dynamic_share(v_board, freq), 0.6), 1.0)
+    f_now = float(freq.sum())
+    v_now = float(np.mean(v_board))
+    if f_now <= 0 or v_now <= 0:
+        return None
+    floor = max(lim.volt_min, min(knowledge.sweep_voltages) - lim.volt_step)
+
+    def predicted(v: float, f: FloatArray) -> float:
+        r2 = (v / v_now) ** 2
+        return measured * r2 * ((1 - share) + share * float(f.sum()) / f_now)
+
+    best: tuple[tuple[float, float, float], Plan] | None = None
+    for j in range(-FINE_STEPS, FINE_STEPS + 1):
+        v = plan.voltage + j * lim.volt_step
+        if v < floor - 1e-9 or v > lim.volt_max + 1e-9:
+            continue
+        top = knowledge.at(v, 1.0)
+        f_top = float(top.freq.sum())
+        if f_top <= 0:
+            continue
+        need = f_now * ((goal / measured) * (v_now / v) ** 2 - (1 - share)) / share  # total MHz for the goal
+        k0 = need / f_top
+        for dk in FINE_K:
+            k = min(k0 * (1 + dk), 1.0)
+            # Never closer to the limits at a lower voltage; at most a nudge closer at this voltage or above.
+            if k <= 0.05 or k > plan.scale + (FINE_NUDGE if j >= 0 else 0.0) + 1e-9:
+                continue
+            cand = knowledge.at(v, k)
+            err = predicted(v, cand.freq) / goal - 1
+            inside = abs(err) <= tolerance
+            key = (0.0 if inside else 1.0, -float(cand.freq.sum()) if inside else abs(err), v)
+            if best is None or key < best[0]:
+                best = (key, cand)
+    if best is None:
+        return None
+    cand = best[1]
+    now_err = measured / goal - 1
+    new_err = predicted(cand.voltage, cand.freq) / goal - 1
+    same = abs(cand.voltage - plan.voltage) < 1e-9 and np.array_equal(cand.freq, freq)
+    if same or abs(new_err) >= abs(now_err):
+        return None
+    return Correction(cand, False, f"holding {measured:,.4g} vs goal {goal:,.4g} ({now_err:+.2%}, mean of windows "
+                                   f"at one setting): {cand.voltage:.3f} V, scale {cand.scale:.3f}, predicted "
+                                   f"{new_err:+.2%}")
 
 
 def _rebalance(knowledge: Knowledge, kind: str, volt: float, v_board: FloatArray,

@@ -20,6 +20,7 @@ HASHRATE_EXPONENT = 0.29  # board voltage ~ (hashrate share / STOCK_HEADROOM)^0.
 STOCK_HEADROOM = 1.05  # stock chips run ~5 % under their efficient limit  [A]
 START_MARGIN = 0.97  # sweeps start this far under the expected limit: most chips climb 1-3 steps
 LOWER_SWEEP_SCALE = 0.97  # a plan at the lowest learned voltage with chips below this share: sweep lower
+HOLD_SWEEP_SCALE = 0.96  # the same for the plan a holding loop corrected (a sweep then interrupts a held goal)
 MAX_SWEEPS = 5  # voltages learned per unit before the tuner stops adding sweeps
 
 
@@ -60,13 +61,24 @@ def next_start(fmax: FloatArray, from_v: float, to_v: float) -> FloatArray:
     return np.asarray(fmax * (to_v / from_v) ** LIMIT_EXPONENT * START_MARGIN)
 
 
-def lower_sweep(limits: HardwareLimits, voltages: list[float], plan: Plan) -> float | None:
+def lower_sweep(limits: HardwareLimits, voltages: list[float], plan: Plan,
+                below: float = LOWER_SWEEP_SCALE) -> float | None:
     """A voltage to learn next when the plan sits at the lowest learned voltage with its chips well below their
     limits (the goal is cheaper lower down, where nothing is known yet); None when no sweep is needed."""
-    if len(voltages) >= MAX_SWEEPS or plan.scale >= LOWER_SWEEP_SCALE:
+    if len(voltages) >= MAX_SWEEPS or plan.scale >= below:
         return None
     lowest = min(voltages)
     if plan.voltage > lowest + 1e-9 or lowest - limits.volt_min < 4 * limits.volt_step - 1e-9:
         return None
     want = lowest * max(plan.scale, 0.3) ** (1 / LIMIT_EXPONENT)
     return on_volt_grid(limits, float(np.clip(want, limits.volt_min, lowest - 4 * limits.volt_step)))
+
+
+def upper_sweep(limits: HardwareLimits, voltages: list[float], plan: Plan) -> float | None:
+    """The plan's own voltage, to learn there, when the plan sits well above the highest learned voltage: its
+    chip limits are then a straight line extrapolated past the sweeps, and near the threshold voltage (a Bitaxe
+    at low power) a limit grows faster than linearly, so the plan takes a voltage it does not need. None when
+    the plan is within 4 supply steps of a learned voltage or enough voltages are known."""
+    if len(voltages) >= MAX_SWEEPS or plan.voltage <= max(voltages) + 4 * limits.volt_step + 1e-9:
+        return None
+    return on_volt_grid(limits, plan.voltage)

@@ -34,6 +34,7 @@ class TunerOptions:
     max_overshoot: float = 0.06  # how far past its swept limit a chip that never errs may climb
     start_margin: float = 0.01
     power_tolerance: float = 0.005
+    hold_tolerance: float = 0.002  # once holding: mean power of windows at one setting kept this close
     efficiency_tolerance: float = 0.004  # J/TH profile: stay this far under the ceiling
     dead_error: float = 0.5
     max_converge_windows: int = 60

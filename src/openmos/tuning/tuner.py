@@ -27,9 +27,17 @@ import numpy as np
 
 from openmos.base.clock import Clock
 from openmos.hw.interface import HardwareLimits, HardwareTelemetry, MiningHardware, UnsupportedControl
-from openmos.tuning.convergence import correct, efficiency_power, efficiency_start, step_gain, trim
+from openmos.tuning.convergence import correct, efficiency_power, efficiency_start, fine_correct, step_gain, trim
 from openmos.tuning.governor import ThermalGovernor
-from openmos.tuning.learning import expected_limits, first_sweeps, lower_sweep, next_start
+from openmos.tuning.learning import (
+    HOLD_SWEEP_SCALE,
+    LOWER_SWEEP_SCALE,
+    expected_limits,
+    first_sweeps,
+    lower_sweep,
+    next_start,
+    upper_sweep,
+)
 from openmos.tuning.measurement import Meter, Window, error_fraction, hottest
 from openmos.tuning.persistence import efficiency_curve, load_knowledge, make_profile, profile_verified, save_knowledge
 from openmos.tuning.planning import FloatArray, Knowledge, Plan, fmax_at, snap_down
@@ -41,6 +49,9 @@ from openmos.tuning.targets import PerformanceTarget, TargetKind
 from openmos.tuning.thermal import CoolingConfig, ThermalAction, ThermalGuard, arrhenius_hazard_ratio
 
 log = logging.getLogger(__name__)
+
+HELD_WINDOWS = 6  # hold windows at one setting whose mean power a fine correction acts on (at least HELD_MIN)
+HELD_MIN = 3
 
 
 
@@ -91,6 +102,8 @@ class Autotuner:
         self._tuned_at_c: float | None = None
         self._gain = 1.0  # closed-loop step gain (convergence.step_gain)
         self._last_error: float | None = None
+        self._held: list[float] = []  # power readings of hold windows at the present operating point
+        self._held_key: tuple[float, float] | None = None
 
     # -- goals ----------------------------------------------------------------------------------------
 
@@ -364,19 +377,33 @@ class Autotuner:
         self._efficiency_w, why = efficiency_start(self.knowledge, self.base_target.value, lo, hi)
         self._decide("efficiency power goal", why)
 
-    async def _extra_sweep(self) -> bool:
-        """Sweep lower when the plan sits at the lowest learned voltage with its chips well under their limits."""
+    def _sweep_wanted(self, plan: Plan | None = None,
+                      below: float = LOWER_SWEEP_SCALE) -> tuple[float, Plan] | None:
+        """A voltage to learn next (``lower_sweep``, ``upper_sweep``) for ``plan`` (default: the model's)."""
         lim, kn = self.limits, self.knowledge
-        if self.curtail_scale != 1.0:  # a curtailment is short: no sweep for it
+        if self.curtail_scale != 1.0 or not kn.ready:  # a curtailment is short: no sweep for it
+            return None
+        plan = plan or self._plan()
+        v = lower_sweep(lim, kn.sweep_voltages, plan, below)
+        v = upper_sweep(lim, kn.sweep_voltages, plan) if v is None else v
+        return None if v is None else (v, plan)
+
+    async def _extra_sweep(self, plan: Plan | None = None, below: float = LOWER_SWEEP_SCALE) -> bool:
+        """Sweep lower when ``plan`` (default: the model's) sits at the lowest learned voltage with its chips
+        well under their limits, or at the plan's voltage when it lies well above every learned one."""
+        kn = self.knowledge
+        wanted = self._sweep_wanted(plan, below)
+        if wanted is None:
             return False
-        plan = self._plan()
-        v = lower_sweep(lim, kn.sweep_voltages, plan)
-        if v is None:
-            return False
-        lowest = min(kn.sweep_voltages)
-        self._decide("extra sweep", f"the goal needs chips at {plan.scale:.1%} of their limits at {lowest:.2f} V, "
-                     f"the lowest learned: learning limits at {v:.2f} V")
-        fresh = await self._sweep(v, next_start(fmax_at(kn.sweep_voltages, kn.sweep_fmax, lowest), lowest, v),
+        v, plan = wanted
+        near = min(kn.sweep_voltages, key=lambda x: abs(x - v))
+        if v < near:
+            self._decide("extra sweep", f"the goal needs chips at {plan.scale:.1%} of their limits at {near:.3f} V, "
+                         f"the lowest learned: learning limits at {v:.3f} V")
+        else:
+            self._decide("extra sweep", f"the plan's {plan.voltage:.3f} V is above every learned voltage (highest "
+                         f"{near:.3f} V; limits there are extrapolated): learning limits at {v:.3f} V")
+        fresh = await self._sweep(v, next_start(fmax_at(kn.sweep_voltages, kn.sweep_fmax, near), near, v),
                                   (60, 70))
         kn.sweep_voltages.append(v)
         kn.sweep_fmax.append(fresh)
@@ -482,8 +509,10 @@ class Autotuner:
             self.store.put(make_profile(self.base_target.key, self.voltage, self.freq, w.power_w, w.valid_ths))
             self._save_knowledge()
 
-    async def _step(self, w: Window) -> tuple[bool, bool]:
-        """Trim chips and correct toward the goal from one window, then apply. (within goal, trimmed)"""
+    async def _step(self, w: Window, held: list[float] | None = None) -> tuple[bool, bool]:
+        """Trim chips and correct toward the goal from one window, then apply. (within goal, trimmed)
+        ``held``: power readings of the hold windows at the present setting (this one last); from three on, a
+        power goal is held on their mean to ``options.hold_tolerance`` (``fine_correct``)."""
         if self._window_mixed:
             return False, False
         kn = self.knowledge
@@ -519,6 +548,13 @@ class Autotuner:
             self.plan = kn.at(self.plan.voltage, self.plan.scale)  # same point, new per-chip margins
         if t.changed or not c.within:
             await self._apply_plan(self.plan)
+        if c.within and held is not None and len(held) >= HELD_MIN and goal.kind is TargetKind.POWER:
+            mean = float(np.mean(held[-HELD_WINDOWS:]))
+            fine = fine_correct(kn, self.plan, goal.value, mean, self.voltage, self.freq, self.options.hold_tolerance)
+            if fine is not None:
+                log.debug("tuner fine trim: %s", fine.reason)
+                self.plan = fine.plan
+                await self._apply_plan(self.plan)
         return c.within, t.changed
 
     async def _hold(self) -> None:
@@ -526,7 +562,18 @@ class Autotuner:
             self.plan = self._plan()
         w = await self._window(self.options.stable_window_s)
         self._govern(w)
-        await self._step(w)
+        # Readings at one operating point (voltage and scale; single-chip trims hardly move power) are averaged.
+        key = (round(self.plan.voltage, 6), round(self.plan.scale, 6))
+        if key != self._held_key:
+            self._held, self._held_key = [], key
+        if not self._window_mixed:
+            self._held = [*self._held[-(HELD_WINDOWS - 1):], w.power_w]
+        within, _ = await self._step(w, self._held)
+        if within and self._sweep_wanted(self.plan, HOLD_SWEEP_SCALE) is not None:
+            # The closed loop moved the plan where nothing was learned (the model's absolute power was off):
+            # learn there, then plan again from the better model.
+            await self._extra_sweep(self.plan, HOLD_SWEEP_SCALE)
+            self._replan = True
         if self._tuned_at_c is not None and abs(w.hottest_c - self._tuned_at_c) >= self.options.retune_shift_c:
             # Leakage and chip limits move with temperature: re-check every chip and the power balance.
             self._log_event(f"temperature shifted {w.hottest_c - self._tuned_at_c:+.1f} C since tuning: re-tuning")
