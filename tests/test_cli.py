@@ -112,3 +112,15 @@ def test_every_option_of_every_command_explains_itself() -> None:
         command_module(name).configure(sub, name)
         walk(sub, f"mos {name}")
     assert bare == []
+
+
+def test_ctrl_c_while_the_command_loads_is_a_quiet_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the first seconds of `mos run` (its modules still importing, 3 s on a loaded machine) printed a
+    KeyboardInterrupt traceback from parse_args."""
+    import openmos.cli.main as cli_main
+
+    def interrupted(command: str) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "command_module", interrupted)
+    assert cli_main.main(["run", "--duration", "1"]) == 130

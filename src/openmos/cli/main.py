@@ -115,7 +115,10 @@ def _error_exit_code(exc: Exception) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    try:
+        args = _build_parser().parse_args(argv)  # imports the command's module: seconds on a busy machine
+    except KeyboardInterrupt:
+        return 130
     from rich.console import Console
     from rich.logging import RichHandler
 
