@@ -286,6 +286,7 @@ async def one_size(n: int, procs: int, cap_fraction: float, baseline: bool, peri
     while len(link.members()) < n and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     setup_s = time.perf_counter() - built
+    print(f"  {n:,} devices: {len(link.members()):,} on the bus after {setup_s:.0f} s", file=sys.stderr, flush=True)
     site = Site(link)
     metered = SiteMeters(meters)
     await asyncio.sleep(1.0)  # let the meters refresh at full power
@@ -300,6 +301,8 @@ async def one_size(n: int, procs: int, cap_fraction: float, baseline: bool, peri
     result = await site.curtail_to_w(cap * site.nameplate_w / before)  # the decision: aim at the metered cap
     published = time.perf_counter() - result.seconds
     watched = await cap_loop(CapController(site, metered, cap), published, watch_s=30.0)
+    print(f"  decision acknowledged by {result.acknowledged:,} in {result.seconds:.2f} s; under the cap after "
+          f"{watched['under_s']:.2f} s", file=sys.stderr, flush=True)
     acts, act_s = await device_stats(children)
     row = {"devices": n, "seen": len(link.members()), "acked": result.acknowledged, "ack_s": result.seconds,
            "before_kw": before / 1000, "cap_kw": cap / 1000, "setup_s": setup_s, "step_s": max(steps),

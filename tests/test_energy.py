@@ -23,7 +23,7 @@ from openmos.energy.economics import (
     hashprice_usd_per_ph_day,
     revenue_usd_per_th_hour,
 )
-from openmos.energy.modbus import ModbusPowerMeter
+from openmos.energy.modbus import DeviceUnavailable, ModbusPowerMeter
 from openmos.energy.optimizer import DispatchRules, FleetCurves, FleetState, dispatch
 from openmos.energy.simulate import hindsight_optimum, run_policy
 from openmos.energy.site import CapController, CurtailResult, LocalLink, Site, SiteMember
@@ -325,3 +325,21 @@ def test_energy_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["energy", "report", "--miners", "20", "--days", "2", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert "perfect foresight" in out and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+async def test_a_meter_that_accepts_and_never_answers_is_unavailable_within_its_deadline() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)  # takes the request, never replies
+        await asyncio.sleep(3600)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    meter = ModbusPowerMeter("127.0.0.1", port)
+    meter.deadline_s = 0.5
+    try:
+        for _ in range(2):  # and again on the reconnect
+            with pytest.raises(DeviceUnavailable):
+                await asyncio.wait_for(meter.read_power_w(), 60)
+    finally:
+        meter.close()
+        server.close()

@@ -6,6 +6,7 @@ common "float32 in two holding registers, big-endian words" layout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -30,15 +31,18 @@ class ModbusDevice:
     def __init__(self, host: str, port: int = 502, device_id: int = 1, timeout_s: float = 1.0) -> None:
         self.host, self.port, self.device_id = host, port, device_id
         self._client = AsyncModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
+        self.deadline_s = 3 * timeout_s  # connect and read together: the client's own timeouts did not bound both
 
     async def read_float(self, reg: Register) -> float:
         try:
-            if not self._client.connected:
-                await self._client.connect()
-            if not self._client.connected:
-                raise DeviceUnavailable(f"no Modbus answer from {self.host}:{self.port}")
-            read = self._client.read_input_registers if reg.kind == "input" else self._client.read_holding_registers
-            rr = await read(reg.address, count=2, device_id=self.device_id)
+            async with asyncio.timeout(self.deadline_s):
+                if not self._client.connected:
+                    await self._client.connect()
+                if not self._client.connected:
+                    raise DeviceUnavailable(f"no Modbus answer from {self.host}:{self.port}")
+                read = self._client.read_input_registers if reg.kind == "input" \
+                    else self._client.read_holding_registers
+                rr = await read(reg.address, count=2, device_id=self.device_id)
         except (TimeoutError, ModbusException, OSError) as exc:
             self._client.close()
             raise DeviceUnavailable(f"Modbus read from {self.host}:{self.port} failed: {exc}") from None
