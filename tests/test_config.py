@@ -46,6 +46,10 @@ def test_load_good(tmp_path: Path) -> None:
     (GOOD + "\n[performance]\nhashrate_ths = 1e300", "performance.hashrate_ths: Input should be less than"),
     (GOOD + "\n[performance]\nmanual_fan_pct = nan", "performance.manual_fan_pct: Input should be a finite"),
     (GOOD + "\n[stratum]\nstall_timeout_s = -inf", "stratum.stall_timeout_s: Input should be a finite"),
+    # an operator may save the hardware over REST: cpu:100000 started 100,000 processes at the next restart
+    (GOOD.replace('"cpu:2"', '"cpu:100000"'), "hardware: Value error, cpu:N needs N from 1 to"),
+    (GOOD.replace('"cpu:2"', '"cpu:' + "9" * 5000 + '"'), "hardware: Value error, cpu:N needs N from 1 to"),
+    (GOOD.replace('"cpu:2"', '"cpu:0"'), "hardware: Value error, cpu:N needs N from 1 to"),
 ])
 def test_bad_configs_explain_themselves(tmp_path: Path, text: str, why: str) -> None:
     path = tmp_path / "agent.toml"

@@ -102,6 +102,20 @@ def calibrate_rate() -> float:
     return CALIBRATION_NONCES / max(time.perf_counter() - began, 1e-6)
 
 
+MAX_WORKERS_PER_CORE = 4
+
+
+def cpu_workers(arg: str) -> int:
+    """The worker count of a ``cpu:N`` spec (``""``: 0, one per core). More than ``MAX_WORKERS_PER_CORE`` per core
+    only adds processes (``cpu:100000`` in a config would start 100,000 of them): ValueError."""
+    if not arg:
+        return 0
+    limit = MAX_WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if not arg.isdigit() or len(arg) > 6 or not 1 <= int(arg) <= limit:
+        raise ValueError(f"cpu:N needs N from 1 to {limit} ({MAX_WORKERS_PER_CORE} per CPU core here)")
+    return int(arg)
+
+
 @dataclass(frozen=True)
 class CpuSettings:
     workers: int = 0  # 0: one per core

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from openmos.hw.board.factory import BM13XX_HELP, create_bitaxe, create_serial_chain
-from openmos.hw.cpu import CpuHardware, CpuSettings
+from openmos.hw.cpu import CpuHardware, CpuSettings, cpu_workers
 from openmos.hw.interface import MiningHardware
 from openmos.hw.sim.backend import SimHardware
 from openmos.hw.sim.clock import SimClock
@@ -16,9 +16,7 @@ HARDWARE_HELP = (f"cpu, cpu:N (N hashing processes), sim:MODEL with MODEL one of
 def create_hardware(spec: str, *, seed: int = 0, sim_speed: float = 1.0) -> MiningHardware:
     kind, _, arg = spec.partition(":")
     if kind == "cpu":
-        if arg and (not arg.isdigit() or int(arg) < 1):
-            raise ValueError(f"cpu worker count must be a positive integer, got {arg!r}")
-        return CpuHardware(CpuSettings(workers=int(arg) if arg else 0))
+        return CpuHardware(CpuSettings(workers=cpu_workers(arg)))
     if kind == "sim":
         if not arg:
             raise ValueError(f"sim needs a model: {HARDWARE_HELP}")

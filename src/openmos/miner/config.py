@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from openmos.base.files import atomic_write
 from openmos.base.net import AllowList
+from openmos.hw.cpu import cpu_workers
 from openmos.stratum.v2.url import parse_pool_url
 
 MAX_TARGET = 100_000  # W or TH/s: the REST API's bound for a performance target, above any one device
@@ -212,6 +213,14 @@ class AgentConfig(_Model):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+
+    @field_validator("hardware")
+    @classmethod
+    def _sane_cpu_count(cls, value: str) -> str:
+        kind, _, arg = value.partition(":")
+        if kind == "cpu":
+            cpu_workers(arg)  # checked when the config is saved or loaded, not when the agent restarts
+        return value
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
