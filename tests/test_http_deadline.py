@@ -7,6 +7,7 @@ default) while a live event stream opened normally keeps flowing past it, and th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -130,3 +131,17 @@ def test_every_http_api_is_served_with_the_deadline() -> None:
     assert "http_config(" in inspect.getsource(server.HttpServer)
     with pytest.raises(ValueError):
         server.http_config(object(), "127.0.0.1", 0, request_deadline_s=float("nan"))
+
+
+async def test_http_server_warnings_go_through_the_application_logging(caplog: pytest.LogCaptureFixture) -> None:
+    """uvicorn's own log handler printed "WARNING:  Invalid HTTP request received." on stderr, outside the
+    agent's log format (no time) and out of reach of its log buffer."""
+    with caplog.at_level(logging.WARNING):
+        async with serving(idle_agent()) as apis:
+            reader, writer = await asyncio.open_connection("127.0.0.1", apis.rest_port)
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            await writer.drain()
+            assert (await asyncio.wait_for(reader.read(), GIVE_UP_S)).startswith(b"HTTP/1.1 400")
+            writer.close()
+            await wait_for(lambda: any(r.name.startswith("uvicorn") and "Invalid HTTP request" in r.getMessage()
+                                       for r in caplog.records), 10, "uvicorn's warning in the application log")

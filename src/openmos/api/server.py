@@ -92,7 +92,10 @@ def http_config(app: Any, host: str, port: int, *, request_deadline_s: float | N
     request_deadline_s = REQUEST_DEADLINE_S if request_deadline_s is None else request_deadline_s
     if not request_deadline_s > 0:
         raise ValueError("request_deadline_s must be positive")
-    options: dict[str, Any] = {"log_level": "warning", "lifespan": "off", "timeout_keep_alive": KEEP_ALIVE_S,
+    # log_config None: uvicorn's warnings go through the application's logging (with time and level like every
+    # other line) instead of its own handler printing "WARNING:  Invalid HTTP request received." bare on stderr.
+    options: dict[str, Any] = {"log_level": "warning", "log_config": None, "lifespan": "off",
+                               "timeout_keep_alive": KEEP_ALIVE_S,
                                **extra}
     return uvicorn.Config(app, host=host, port=port, http=_protocol_class(request_deadline_s),
                           limit_concurrency=max_connections, **options)
