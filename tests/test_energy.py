@@ -343,3 +343,25 @@ async def test_a_meter_that_accepts_and_never_answers_is_unavailable_within_its_
     finally:
         meter.close()
         server.close()
+
+
+@pytest.mark.parametrize("price", [float("nan"), float("inf"), -float("inf"), 1e300, -1e300])
+def test_garbage_electricity_prices_are_refused(price: float, tmp_path: Path) -> None:
+    """A site.toml tou of nan/inf/1e300 (TOML has nan and inf) or such a line in a price CSV was accepted; a NaN
+    price makes every comparison the optimiser makes false."""
+    from openmos.energy.config import PriceConfig
+    from openmos.energy.economics import PriceFeed, TimeOfUse
+
+    with pytest.raises(ValueError, match="finite"):
+        TimeOfUse({0: 0.05, 7: price})
+    with pytest.raises(ValueError, match="finite"):
+        PriceFeed().push(1000.0, price)
+    with pytest.raises(ValueError):  # pydantic's "finite number" or the price bounds, naming price.tou
+        PriceConfig(tou={"0": 0.05, "7": price}).source(tmp_path)
+    feed = tmp_path / "prices.csv"
+    feed.write_text(f"time,usd_per_kwh\n0,0.05\n3600,{price!r}\n")
+    with pytest.raises(ValueError, match=r"prices\.csv:3"):
+        PriceFeed.from_csv(feed)
+    with pytest.raises(ValueError, match="finite"):
+        PriceFeed().push(float("nan"), 0.05)
+    assert TimeOfUse({0: 0.05, 17: -0.02}).price_usd_per_kwh(18 * 3600) == -0.02  # negative prices do happen

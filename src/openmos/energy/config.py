@@ -41,7 +41,7 @@ from openmos.energy.optimizer import DispatchRules
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # TOML has nan and inf
 
 
 class PriceConfig(_Model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +49,19 @@ class FixedPrice:
         return self.usd_per_kwh
 
 
+MIN_PRICE_USD_PER_KWH = -10.0  # negative prices happen (paid to consume); beyond these bounds a price is garbage
+MAX_PRICE_USD_PER_KWH = 100.0
+
+
+def check_price(usd_per_kwh: float) -> float:
+    """A price as given, or ValueError when it is NaN, infinite or outside the plausible bounds (a NaN price made
+    every comparison in the optimiser false)."""
+    if not math.isfinite(usd_per_kwh) or not MIN_PRICE_USD_PER_KWH <= usd_per_kwh <= MAX_PRICE_USD_PER_KWH:
+        raise ValueError(f"electricity prices must be finite, from {MIN_PRICE_USD_PER_KWH:g} to "
+                         f"{MAX_PRICE_USD_PER_KWH:g} $/kWh")
+    return usd_per_kwh
+
+
 @dataclass(frozen=True)
 class TimeOfUse:
     """Hour-of-day tariff: ``{start_hour: price}``, e.g. {0: 0.04, 7: 0.09, 17: 0.18, 21: 0.09} (UTC hours)."""
@@ -58,6 +72,8 @@ class TimeOfUse:
     def __post_init__(self) -> None:
         if not self.schedule or any(not 0 <= h < 24 for h in self.schedule):
             raise ValueError("time-of-use schedule needs start hours within 0..23")
+        for price in self.schedule.values():
+            check_price(price)
 
     def price_usd_per_kwh(self, when: float) -> float:
         hour = int(when // 3600) % 24
@@ -88,6 +104,9 @@ class PriceFeed:
         return feed
 
     def push(self, when: float, usd_per_kwh: float) -> None:
+        check_price(usd_per_kwh)
+        if not math.isfinite(when):
+            raise ValueError("price feed times must be finite")
         if self.times and when < self.times[-1]:
             raise ValueError("price feed times must not go backwards")
         self.times.append(when)
