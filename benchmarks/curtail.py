@@ -39,10 +39,9 @@ import json
 import logging
 import os
 import resource
+import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -121,34 +120,40 @@ def seed_chip_model(tuner: Autotuner, power: PowerModel) -> None:
     tuner.knowledge.power_model = power
 
 
-class MeterThread:
-    """The feeder's meter is a device of its own: its Modbus server runs on its own thread and event loop, so
-    it answers while the agents' loop is busy (the physics it reads is the shared modelled site)."""
+class FeederMeter:
+    """The feeder's meter is a device of its own: its Modbus server runs in its own process (a thread of the
+    device process was starved by thousands of agents and stopped answering), told the modelled site power
+    by the device process (a line on its stdin every 50 ms)."""
 
-    def __init__(self, read_w: Callable[[], float], seed: int) -> None:
-        self.meter = SiteMeter(read_w, period_s=0.5, seed=seed)
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+    def __init__(self, seed: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--meter", str(seed)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._done = asyncio.Event()
-        await self.meter.start()
-        self.port = self.meter.port
-        self._ready.set()
-        await self._done.wait()
-        await self.meter.stop()
-
-    def start(self) -> None:
-        self._thread.start()
-        self._ready.wait(60)
+    def feed(self, watts: float) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{watts!r}\n".encode())
+        self.proc.stdin.flush()
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._done.set)
-        self._thread.join(10)
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+async def serve_meter(seed: int) -> None:
+    watts = [0.0]
+
+    def follow() -> None:
+        for line in sys.stdin:
+            watts[0] = float(line)
+
+    meter = SiteMeter(lambda: watts[0], period_s=0.5, seed=seed)
+    await meter.start()
+    print(meter.port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, follow)  # until the device process goes
+    await meter.stop()
 
 
 async def serve_devices(first: int, count: int, endpoint: str, pub: Path, seed: int, period_s: float) -> None:
@@ -157,7 +162,7 @@ async def serve_devices(first: int, count: int, endpoint: str, pub: Path, seed: 
     began = time.perf_counter()
     site.fleet.step(0.25)
     step_s = physics_step(time.perf_counter() - began)
-    await site.start(step_s=step_s)
+    await site.start(step_s=step_s, react_s=0.25)
     bus = FleetBus(BusConfig(connect=[endpoint]))
     await bus.open()
     power = fitted_power_model("s21")
@@ -174,8 +179,14 @@ async def serve_devices(first: int, count: int, endpoint: str, pub: Path, seed: 
         agents.append(agent)
         host.add(DeviceNode(bus, SITE, TimedWorker(agent, f"m{first + i:05d}"), [pub.read_bytes()],
                             interval_s=3600.0))
-    meter = MeterThread(lambda: float(site.watts.sum()), seed)
-    meter.start()
+    meter = FeederMeter(seed)
+
+    async def feed() -> None:
+        while True:
+            meter.feed(float(site.watts.sum()))
+            await asyncio.sleep(0.05)
+
+    feeding = asyncio.create_task(feed())
     keys = {d: n.public_key for d, n in host.nodes.items()}
     print(json.dumps({"meter_port": meter.port, "keys": keys, "step_s": step_s}), flush=True)
     if not await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline):  # "go": start the agents
@@ -193,6 +204,7 @@ async def serve_devices(first: int, count: int, endpoint: str, pub: Path, seed: 
     await host.stop()
     for agent in agents:
         await agent.stop()
+    feeding.cancel()
     meter.stop()
     await site.stop()
     await bus.close()
@@ -212,8 +224,9 @@ class SiteMeters:
 
 
 def physics_step(cost_s: float) -> float:
-    """The modelled site's physics step: 0.25 s, or longer where one step of this many miners costs more
-    than a tenth of it (the physics is not what is measured, it must leave the cores to the devices)."""
+    """The modelled site's physics period: 0.25 s, or longer where one step of this many miners costs more
+    than a tenth of it (the physics is not what is measured, it must leave the cores to the devices); it also
+    steps 0.25 s after any control change, so that power follows a curtailment at once."""
     return max(0.25, round(10 * cost_s * 4) / 4)
 
 
@@ -367,7 +380,8 @@ async def run(sizes: list[int], procs: int, cap_fraction: float, baseline_max: i
           "< 5 s; includes the physics step and the 0.5 s meter refresh)\nafter: max/min: highest and lowest "
           "metered power in the 30 s after, as a share of the cap; cuts: level changes the cap loop made on "
           "readings (0: the one decision held)\ndevice ms: device-side time per curtail\nperiod s: tuner tick "
-          "and safety monitor period of every agent; step s: the modelled site's physics step\nper-device cmds s: "
+          "and safety monitor period of every agent; step s: the modelled site's physics period (it also steps "
+          "0.25 s after a control change)\nper-device cmds s: "
           "baseline, one signed command per device (500 in flight); ratio = baseline / broadcast; load: 1-min "
           "load average of the machine after the row")
     extrapolate(rows)
@@ -388,6 +402,9 @@ def extrapolate(rows: list[dict[str, float]]) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--meter":
+        asyncio.run(serve_meter(int(sys.argv[2])))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         first, count, endpoint, pub, seed, period = sys.argv[2:8]
         _raise_nofile(65536)
