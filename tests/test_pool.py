@@ -355,3 +355,33 @@ async def test_sockets_that_never_authorise_are_let_go_and_connections_are_cappe
         await miner.close()
     finally:
         await pool.stop()
+
+
+async def test_connection_churn_does_not_flood_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """19,900 connections wrote 39,807 lines ("miner connected from" / "disconnected"): a peer opening and
+    closing sockets controlled how much the pool logged. Per kind, 20 lines per 10 s, then a count."""
+    from openmos.pool.v1_session import PEER_LOG_BURST
+
+    pool = LocalPool(easy_pool_settings(start_difficulty=DIFF))
+    pool.peer_log.clock = lambda: 1000.0  # one window for the whole test, however slow the machine
+    await pool.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="openmos.pool"):
+            for _ in range(3 * PEER_LOG_BURST):
+                peer = await RawPeer.connect(pool.port)
+                await peer.send_raw(b"not json\n")
+                await peer.next_message()  # the error reply: the line was read and logged
+                await peer.close()
+            await wait_for(lambda: pool._listener.connections == 0, 30, "every connection closed")
+        lines = [r.getMessage() for r in caplog.records if r.name.startswith("openmos.pool")]
+        for kind in ("connected from", "disconnected", "bad message"):
+            assert sum(kind in line for line in lines) == PEER_LOG_BURST, kind
+        assert pool.protocol_errors == 3 * PEER_LOG_BURST  # counted, all of them
+        pool.peer_log.clock = lambda: 2000.0
+        with caplog.at_level(logging.INFO, logger="openmos.pool"):
+            peer = await RawPeer.connect(pool.port)
+            await wait_for(lambda: any("similar lines suppressed" in r.getMessage() for r in caplog.records), 30,
+                           "the next window says how many lines were held back")
+            await peer.close()
+    finally:
+        await pool.stop()

@@ -26,12 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openmos.base.logs import LogLimiter
 from openmos.base.server import StreamServer
 from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_difficulty, hash_to_int
 from openmos.bitcoin.version import BIP320_MASK
 from openmos.pool.chain import BlockTemplate, TemplateChain
-from openmos.pool.v1_session import ShareRejected, ShareStats, V1Frontend, V1Session
+from openmos.pool.v1_session import PEER_LOG_BURST, ShareRejected, ShareStats, V1Frontend, V1Session
 from openmos.pool.vardiff import VardiffSettings
 from openmos.stratum.job import StratumJob
 from openmos.stratum.protocol import (
@@ -123,6 +124,7 @@ class LocalPool(V1Frontend[_Session]):
         self.accepted: deque[AcceptedShare] = deque(maxlen=self.settings.recent_shares)
         self.rejections: dict[str, int] = {}
         self.protocol_errors = 0
+        self.peer_log = LogLimiter(log, burst=PEER_LOG_BURST)
         self.blocks_found: list[AcceptedShare] = []
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         # per job: every accepted share -> the connection serial that sent it (0: another front end)
@@ -255,7 +257,7 @@ class LocalPool(V1Frontend[_Session]):
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
         session = _Session(peer, writer, difficulty=self.settings.start_difficulty, serial=next(self._serials))
         self._sessions.add(session)
-        log.info("pool: miner connected from %s", peer)
+        self.peer_log.log(logging.INFO, "connected", "pool: miner connected from %s", peer)
         try:
             await self._serve_v1(session, reader, self.settings.idle_timeout)
         finally:
@@ -266,7 +268,7 @@ class LocalPool(V1Frontend[_Session]):
                 self._resumable[session.session_id] = (session.extranonce1, self.clock() + self.settings.resume_window)
                 self._expire_resumable()
             writer.close()
-            log.info("pool: miner %s disconnected", peer)
+            self.peer_log.log(logging.INFO, "disconnected", "pool: miner %s disconnected", peer)
 
     # -- the V1 front end's hooks -------------------------------------------------------------------
 

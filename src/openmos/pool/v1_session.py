@@ -20,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from openmos.base.logs import LogLimiter
 from openmos.bitcoin.version import apply_version_bits
 from openmos.pool.vardiff import VardiffSettings, next_difficulty
 from openmos.stratum.job import StratumJob
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_BAD_MESSAGES = 10  # a client sending this many unparseable lines is disconnected
 MAX_WORKERS_PER_CONNECTION = 64  # distinct worker names one connection may authorise
+PEER_LOG_BURST = 20  # lines of one kind about connections per 10 s; then a count of those held back
 AUTHORIZE_WITHIN_S = 30.0  # a connection with no authorised worker by then is closed (idle ones held sockets)
 MAX_WORKER_NAME = 256
 
@@ -128,6 +130,7 @@ class V1Frontend(Generic[S]):
     name: ClassVar[str]  # in log lines
     free_difficulty_range: ClassVar[tuple[float, float]]  # what a miner may suggest when there is no vardiff
     protocol_errors: int
+    peer_log: LogLimiter  # lines about connections: a peer opening thousands must not flood the log
     _jobs: OrderedDict[str, Any]
 
     # -- what the owner decides -------------------------------------------------------------------
@@ -194,14 +197,16 @@ class V1Frontend(Generic[S]):
                     line = await asyncio.wait_for(read_line(reader), max(timeout, 0.0))
                 except TimeoutError:
                     if waiting:
-                        log.info("%s: %s authorised no worker within %.0f s, disconnecting", self.name, peer,
-                                 AUTHORIZE_WITHIN_S)
+                        self.peer_log.log(logging.INFO, "unauthorised", "%s: %s authorised no worker within "
+                                          "%.0f s, disconnecting", self.name, peer, AUTHORIZE_WITHIN_S)
                     else:
-                        log.info("%s: %s idle for %.0f s, disconnecting", self.name, peer, idle_timeout)
+                        self.peer_log.log(logging.INFO, "idle", "%s: %s idle for %.0f s, disconnecting", self.name,
+                                          peer, idle_timeout)
                     break
                 except ProtocolError as exc:
                     self.protocol_errors += 1
-                    log.warning("%s: %s sent an over-long line (%s); disconnecting", self.name, peer, exc)
+                    self.peer_log.log(logging.WARNING, "over-long", "%s: %s sent an over-long line (%s); "
+                                      "disconnecting", self.name, peer, exc)
                     break
                 if line is None:
                     break
@@ -211,7 +216,8 @@ class V1Frontend(Generic[S]):
                 except ProtocolError as exc:
                     self.protocol_errors += 1
                     session.bad_messages += 1
-                    log.warning("%s: bad message from %s: %s", self.name, peer, exc)
+                    self.peer_log.log(logging.WARNING, "bad-message", "%s: bad message from %s: %s", self.name, peer,
+                                      exc)
                     session.send(encode_response(None, None, error_triple(StratumErrorCode.OTHER, str(exc))))
                     if session.bad_messages >= MAX_BAD_MESSAGES:
                         break
@@ -223,7 +229,7 @@ class V1Frontend(Generic[S]):
                 # a Response answers our client.get_version / mining.ping: nothing to do
                 await session.writer.drain()
         except (ConnectionError, OSError) as exc:
-            log.info("%s: connection to %s lost: %s", self.name, peer, exc)
+            self.peer_log.log(logging.INFO, "lost", "%s: connection to %s lost: %s", self.name, peer, exc)
 
     def _handle_request(self, session: S, req: Request, received: float = 0.0) -> None:
         before = session.difficulty

@@ -20,10 +20,11 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from openmos.base.logs import LogLimiter
 from openmos.base.server import StreamServer
 from openmos.base.tasks import cancel_and_wait
 from openmos.bitcoin import BIP320_MASK, difficulty_to_target, hash_difficulty, hash_to_int
-from openmos.pool.v1_session import ShareRejected, ShareStats, V1Frontend, V1Session
+from openmos.pool.v1_session import PEER_LOG_BURST, ShareRejected, ShareStats, V1Frontend, V1Session
 from openmos.pool.vardiff import VardiffSettings
 from openmos.proxy.upstream import ActiveJob, Upstream, UpstreamUnavailable
 from openmos.stratum.job import StratumJob
@@ -115,6 +116,7 @@ class FarmProxy(V1Frontend[_Downstream]):
         self.history: deque[DownstreamStats] = deque(maxlen=1000)  # disconnected downstreams
         self.forward_latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # seconds, submit line -> upstream
         self.protocol_errors = 0
+        self.peer_log = LogLimiter(log, burst=PEER_LOG_BURST)
         self.port = settings.port
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._seen: dict[str, set[tuple[bytes, bytes, int, int, int]]] = {}
