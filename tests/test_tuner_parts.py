@@ -12,7 +12,7 @@ from openmos.hw.sim.backend import SimHardware, limits_for
 from openmos.hw.sim.models import MODELS
 from openmos.hw.sim.oracle import Oracle
 from openmos.tuning import Autotuner, PerformanceTarget
-from openmos.tuning.convergence import FINE_NUDGE, fine_correct
+from openmos.tuning.convergence import FINE_NUDGE, correct, fine_correct
 from openmos.tuning.governor import FLOOR, RECOVER_S, ThermalGovernor
 from openmos.tuning.learning import first_sweeps, lower_sweep, on_volt_grid, upper_sweep, voltage_guess
 from openmos.tuning.measurement import Meter
@@ -285,3 +285,17 @@ async def test_one_chip_tuner_learns_where_its_plan_went(inlet: float, kind: str
         duty.append(float(fleet.duty[0]))
     best = Oracle(fleet, duty=float(np.mean(duty))).best_at_power(float(np.mean(watts)))
     assert float(np.mean(watts)) / float(np.mean(ths)) <= 1.01 * best.j_per_th
+
+
+def test_on_target_a_shorter_step_down_is_taken_when_three_would_pass_the_limits() -> None:
+    """One chip whose limit falls steeply with voltage: three supply steps down would need it past its limit,
+    one or two do not; the loop used to try three only and stayed at the higher voltage (+1.2 % J/TH)."""
+    kn = _one_chip_knowledge()
+    lim = kn.limits
+    kn.sweep_fmax = [np.array([[560.0]]), np.array([[660.0]])]
+    plan = kn.at(on_volt_grid(lim, 1.17), 0.969)
+    v = np.array([plan.voltage])
+    measured = kn.power_model.predict(v, plan.freq)  # type: ignore[union-attr]
+    c = correct(kn, plan, "power", measured, measured, v, plan.freq, TunerOptions())
+    assert not c.within and plan.voltage - 3 * lim.volt_step - 1e-9 <= c.plan.voltage < plan.voltage - 1e-9
+    assert c.plan.scale <= 0.995

@@ -116,12 +116,14 @@ def correct(knowledge: Knowledge, plan: Plan, kind: str, goal: float, measured: 
             volt = max(floor, plan.voltage - MAX_DOWN_STEPS * lim.volt_step)
         else:
             volt = plan.voltage
-        if volt < plan.voltage - 1e-9:
-            volt, k = _rebalance(knowledge, kind, volt, v_board, freq)
+        # The longest of those steps whose chips stay under their limits (one chip: a step is 0.2 % of V).
+        while volt < plan.voltage - 1e-9:
+            lower_v, k = _rebalance(knowledge, kind, volt, v_board, freq)
             if k <= 0.995:
-                return Correction(knowledge.at(volt, k), False,
-                                  f"on target with chips at {plan.scale:.1%} of their limits: {volt:.2f} V is "
+                return Correction(knowledge.at(lower_v, k), False,
+                                  f"on target with chips at {plan.scale:.1%} of their limits: {lower_v:.3f} V is "
                                   "cheaper")
+            volt += lim.volt_step
         return Correction(plan, True, f"within {opt.power_tolerance:.1%} of the goal")
     if kind == "power":
         # Dynamic power is most of a unit's draw; a power model refitted across a heat wave or a few close
