@@ -297,3 +297,24 @@ async def test_poolpriority_refuses_duplicates_and_junk_and_orders_within_groups
     row = (await api.respond(b"poolpriority|2,0", "127.0.0.1"))["STATUS"][0]
     assert row["STATUS"] == "S"
     assert order() == [before[2], before[0], before[1]]  # listed first in that order, the rest after
+
+
+async def test_pools_and_groups_are_bounded() -> None:
+    """addpool (cgminer) and POST /api/v1/pools added pools without end, and a config (PUT /api/v1/config) could
+    hold any number of groups, each mining at once with its pool and a hot standby connected."""
+    from openmos.miner.config import MAX_GROUPS, MAX_POOLS_PER_GROUP
+
+    agent = MiningAgent(AgentConfig.from_dict({"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1",
+                                                                       "user": "x"}]}]}), CpuHardware())
+    api = CgminerApi(DeviceView(agent), AllowList.parse(["127.0.0.1"]))
+    for i in range(2, MAX_POOLS_PER_GROUP + 1):
+        row = (await api.respond(f"addpool|stratum+tcp://127.0.0.1:{i},u".encode(), "127.0.0.1"))["STATUS"][0]
+        assert row["STATUS"] == "S", row
+    row = (await api.respond(b"addpool|stratum+tcp://127.0.0.1:999,u", "127.0.0.1"))["STATUS"][0]
+    assert row["STATUS"] == "E" and row["Code"] == INVALID_PARAMETER and "at most" in row["Msg"]
+    assert len(agent.pools.groups[0].connections) == MAX_POOLS_PER_GROUP
+    group = {"pools": [{"url": "stratum+tcp://127.0.0.1:1", "user": "x"}]}
+    with pytest.raises(ConfigError, match="groups: List should have at most"):
+        AgentConfig.from_dict({"groups": [group] * (MAX_GROUPS + 1)})
+    with pytest.raises(ConfigError, match="pools: List should have at most"):
+        AgentConfig.from_dict({"groups": [{"pools": group["pools"] * (MAX_POOLS_PER_GROUP + 1)}]})

@@ -15,6 +15,8 @@ from openmos.hw.cpu import cpu_workers
 from openmos.stratum.v2.url import parse_pool_url
 
 MAX_TARGET = 100_000  # W or TH/s: the REST API's bound for a performance target, above any one device
+MAX_GROUPS = 32  # pool groups mine at once (each with its pool and a hot standby connected)
+MAX_POOLS_PER_GROUP = 32
 
 
 class ConfigError(ValueError):
@@ -63,7 +65,8 @@ class PoolEndpoint(_Model):
 class PoolGroupConfig(_Model):
     name: str = Field(default="default", min_length=1, max_length=64)
     quota: int = Field(default=1, ge=1, le=1000, description="share of work relative to other groups")
-    pools: list[PoolEndpoint] = Field(min_length=1, description="in priority order: first is primary")
+    pools: list[PoolEndpoint] = Field(min_length=1, max_length=MAX_POOLS_PER_GROUP,
+                                      description="in priority order: first is primary")
 
 
 class StratumTuning(_Model):
@@ -206,7 +209,7 @@ class MqttConfig(_Model):
 
 class AgentConfig(_Model):
     hardware: str = Field(default="cpu", description="cpu, cpu:N (N workers) or sim:MODEL")
-    groups: list[PoolGroupConfig] = Field(min_length=1)
+    groups: list[PoolGroupConfig] = Field(min_length=1, max_length=MAX_GROUPS)
     stratum: StratumTuning = Field(default_factory=StratumTuning)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)

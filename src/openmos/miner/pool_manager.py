@@ -40,7 +40,13 @@ from dataclasses import dataclass, field
 
 from openmos.base.logs import LogLimiter
 from openmos.base.tasks import cancel_and_wait
-from openmos.miner.config import PoolEndpoint, PoolGroupConfig, StratumTuning
+from openmos.miner.config import (
+    MAX_POOLS_PER_GROUP,
+    ConfigError,
+    PoolEndpoint,
+    PoolGroupConfig,
+    StratumTuning,
+)
 from openmos.miner.governor import TokenBucket
 from openmos.stratum.client import ClientOptions, PoolUnavailable, ShareCounters, StratumClient, SubmitResult
 from openmos.stratum.difficulty import DifficultyRange
@@ -522,6 +528,8 @@ class PoolGroup:
         self._wake.set()
 
     def add(self, endpoint: PoolEndpoint) -> PoolConnection:
+        if len(self.connections) >= MAX_POOLS_PER_GROUP:
+            raise ConfigError(f"a pool group holds at most {MAX_POOLS_PER_GROUP} pools")
         conn = PoolConnection(endpoint, len(self.connections))
         self.connections.append(conn)
         self._reprioritise()
