@@ -116,6 +116,8 @@ async def test_tuner_with_a_wall_meter_holds_true_power_despite_a_biased_psu_rea
             await tuner.run_for(30)
             watts.append(hw.modelled_truth()[0])
         errors.append(float(np.mean(watts)) / target - 1)
+        if reference:  # what the tuner reports is the corrected reading, not the PSU's own
+            assert abs(tuner.status.power_w / hw.modelled_truth()[0] - 1) < 0.006
     assert errors[0] < -0.004  # the PSU's own error, invisible from inside
     assert abs(errors[1]) < 0.005
 

@@ -302,13 +302,13 @@ class Autotuner:
         w = await self.meter.window(seconds, settle)
         # A curtailment or a thermal step during the window: it mixes two settings; learn nothing from it.
         self._window_mixed = self._changed_at > began
+        if w.reference_w is not None and self._board_on.all() and not self._window_mixed:
+            self.correction.add(w.power_w, w.reference_w)
+        if self.correction.calibrated:  # reported and controlled on the reference's scale, mixed or not
+            w = dataclasses.replace(w, power_w=self.correction(w.power_w))
         self.status.power_w, self.status.hashrate_ths = w.power_w, w.valid_ths
         if self._window_mixed:
             return w
-        if w.reference_w is not None and self._board_on.all():
-            self.correction.add(w.power_w, w.reference_w)
-        if self.correction.calibrated:
-            w = dataclasses.replace(w, power_w=self.correction(w.power_w))
         if self._board_on.all() and w.power_w > 0:
             self.knowledge.add_sample(self.voltage, self.freq, w.power_w, self.options.samples_kept)
         return w
