@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from openmos.bitcoin import difficulty_to_target
+from openmos.bitcoin import difficulty_to_target, hash_difficulty
 from openmos.pool import LocalPool
 from openmos.pool.vardiff import VardiffSettings, next_difficulty
 from openmos.stratum import StratumJob
@@ -385,3 +385,21 @@ async def test_connection_churn_does_not_flood_the_log(caplog: pytest.LogCapture
             await peer.close()
     finally:
         await pool.stop()
+
+
+async def test_refused_shares_are_counted_by_reason_not_by_message(easy_pool: LocalPool) -> None:
+    """Every low-difficulty share added its own entry ("low difficulty share (0.00031 < 0.001)") to the pool's
+    rejection counts: random nonces grew it without bound. The miner still gets the details."""
+    peer, en1, job = await session(easy_pool)
+    en2 = b"\x00\x00\x00\x09"
+    replies = []
+    for i in range(200):
+        nonce = (i * 2654435761) & 0xFFFFFFFF
+        header = job.header(en1, en2, ntime=job.ntime, nonce=nonce, version=job.version)
+        if hash_difficulty(header.hash()) >= DIFF:
+            continue  # a real share by chance: not what this test sends
+        replies.append(await peer.call(100 + i, "mining.submit", ["alice.rig", job.job_id, en2.hex(),
+                                                                  f"{job.ntime:08x}", f"{nonce:08x}"]))
+    assert len(replies) > 150 and all(r["error"][0] == 23 and "<" in r["error"][1] for r in replies)
+    assert easy_pool.rejections == {"low difficulty share": len(replies)}
+    await peer.close()

@@ -340,10 +340,16 @@ class LocalPool(V1Frontend[_Session]):
     # -- shares -----------------------------------------------------------------------------------
 
     def _reject(self, worker: str, stats: WorkerStats | None, code: StratumErrorCode, why: str) -> ShareRejected:
-        self.rejections[why] = self.rejections.get(why, 0) + 1
+        self.count_rejection(why)
         if stats is not None:
             stats.record_refused(code)
         return ShareRejected(code, why)
+
+    def count_rejection(self, why: str) -> None:
+        """Count a refused share by its reason, without the details in parentheses (the miner gets those): keyed
+        by the whole message, every low-difficulty share added an entry of its own, for ever."""
+        key = why.split(" (", 1)[0]
+        self.rejections[key] = self.rejections.get(key, 0) + 1
 
     def _refuse_share(self, session: _Session, worker: str | None, code: StratumErrorCode,
                       why: str) -> ShareRejected:

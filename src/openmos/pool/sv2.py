@@ -370,7 +370,7 @@ class Sv2PoolServer:
             return
         job = self.pool.find_job(f"{msg.job_id:x}")
         if job is None:
-            self.pool.rejections["job not found (stale)"] = self.pool.rejections.get("job not found (stale)", 0) + 1
+            self.pool.count_rejection("job not found (stale)")
             channel.stats.stale += 1
             channel.rejected += 1
             conn.write(SubmitSharesError(msg.channel_id, msg.sequence_number, "stale-share"))

@@ -349,6 +349,6 @@ class V1Frontend(Generic[S]):
             bits = u32_field(params[5], "version bits")
             if bits & ~session.version_mask:
                 raise self._refuse_share(session, worker, StratumErrorCode.OTHER,
-                                         f"version bits {bits:08x} outside mask {session.version_mask:08x}")
+                                         f"version bits outside mask ({bits:08x} vs {session.version_mask:08x})")
             version = apply_version_bits(version, bits, session.version_mask)
         return en2, ntime, nonce, version
