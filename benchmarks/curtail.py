@@ -162,7 +162,7 @@ async def serve_devices(first: int, count: int, endpoint: str, pub: Path, seed: 
     began = time.perf_counter()
     site.fleet.step(0.25)
     step_s = physics_step(time.perf_counter() - began)
-    await site.start(step_s=step_s, react_s=0.25)
+    await site.start(step_s=step_s)
     bus = FleetBus(BusConfig(connect=[endpoint]))
     await bus.open()
     power = fitted_power_model("s21")
@@ -202,8 +202,7 @@ async def serve_devices(first: int, count: int, endpoint: str, pub: Path, seed: 
             print(json.dumps({"acts": TimedWorker.acts, "act_s": TimedWorker.spent_s}), flush=True)
             TimedWorker.acts, TimedWorker.spent_s = 0, 0.0
     await host.stop()
-    for agent in agents:
-        await agent.stop()
+    await asyncio.gather(*(agent.stop() for agent in agents))
     feeding.cancel()
     meter.stop()
     await site.stop()
@@ -225,8 +224,9 @@ class SiteMeters:
 
 def physics_step(cost_s: float) -> float:
     """The modelled site's physics period: 0.25 s, or longer where one step of this many miners costs more
-    than a tenth of it (the physics is not what is measured, it must leave the cores to the devices); it also
-    steps 0.25 s after any control change, so that power follows a curtailment at once."""
+    than a tenth of it (the physics is not what is measured, it must leave the cores to the devices): the
+    metered power follows a curtailment up to one period late. (Stepping soon after every control change
+    instead made it later: a step in a thread, contending for the GIL with thousands of agents, took seconds.)"""
     return max(0.25, round(10 * cost_s * 4) / 4)
 
 
@@ -332,8 +332,12 @@ async def one_size(n: int, procs: int, cap_fraction: float, baseline: bool, peri
     for child in children:
         assert child.stdin is not None
         child.stdin.close()
-    for child in children:
-        await child.wait()
+    for child in children:  # a child stops its agents one by one; past a minute it is killed
+        try:
+            await asyncio.wait_for(child.wait(), 60)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
     for m in meters:
         m.close()
     await bus.close()
@@ -380,8 +384,7 @@ async def run(sizes: list[int], procs: int, cap_fraction: float, baseline_max: i
           "< 5 s; includes the physics step and the 0.5 s meter refresh)\nafter: max/min: highest and lowest "
           "metered power in the 30 s after, as a share of the cap; cuts: level changes the cap loop made on "
           "readings (0: the one decision held)\ndevice ms: device-side time per curtail\nperiod s: tuner tick "
-          "and safety monitor period of every agent; step s: the modelled site's physics period (it also steps "
-          "0.25 s after a control change)\nper-device cmds s: "
+          "and safety monitor period of every agent; step s: the modelled site's physics period\nper-device cmds s: "
           "baseline, one signed command per device (500 in flight); ratio = baseline / broadcast; load: 1-min "
           "load average of the machine after the row")
     extrapolate(rows)

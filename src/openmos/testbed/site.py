@@ -50,7 +50,6 @@ class FleetSimSite:
         self.firmware = [f"openmos {__version__}"] * miners
         self._refresh()
         self._task: asyncio.Task[None] | None = None
-        self._touched = asyncio.Event()
         self.workers = [SimMinerWorker(self, i) for i in range(miners)]
 
     def _refresh(self) -> None:
@@ -58,25 +57,11 @@ class FleetSimSite:
         self.watts = self.fleet.true_wall_power()
         self.hottest = self.fleet.t_j.max(axis=(1, 2))
 
-    def touch(self) -> None:
-        """A control changed (``SlotHardware``): with ``react_s``, the physics steps soon."""
-        self._touched.set()
-
-    async def start(self, step_s: float = 2.0, react_s: float | None = None) -> None:
-        """Step the physics every ``step_s``; with ``react_s``, also ``react_s`` after a control change (for
-        large sites whose step is costly: power follows a curtailment promptly without a short period)."""
-        self._touched = asyncio.Event()
-
+    async def start(self, step_s: float = 2.0) -> None:
         async def loop() -> None:
             last = time.monotonic()
             while True:
-                if react_s is None:
-                    await asyncio.sleep(step_s)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._touched.wait(), max(0.0, step_s - (time.monotonic() - last)))
-                    await asyncio.sleep(react_s if self._touched.is_set() else 0.0)
-                    self._touched.clear()
+                await asyncio.sleep(step_s)
                 now = time.monotonic()
                 await asyncio.to_thread(self.fleet.step, now - last)
                 last = now
@@ -241,19 +226,15 @@ class SlotHardware(MiningHardware):
 
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
         self.site.fleet.set_frequency(self.index, board, chip, mhz)
-        self.site.touch()
 
     async def set_chip_frequencies(self, board: int, mhz: Sequence[float]) -> None:
         self.site.fleet.set_frequency(self.index, board, slice(None), np.asarray(mhz, dtype=np.float64))
-        self.site.touch()
 
     async def set_board_frequency(self, board: int, mhz: float) -> None:
         self.site.fleet.set_frequency(self.index, board, slice(None), mhz)
-        self.site.touch()
 
     async def set_board_voltage(self, board: int, volts: float) -> None:
         self.site.fleet.set_board_voltage(self.index, board, volts)
-        self.site.touch()
 
     async def set_fan_duty(self, duty_pct: float) -> None:
         self.site.fleet.set_fan_duty(self.index, duty_pct / 100.0)
