@@ -197,6 +197,15 @@ def test_scan_refuses_huge_networks() -> None:
     assert main(["fleet", "scan", "10.0.0.0/8"]) == 2
 
 
+@pytest.mark.parametrize("option", [["--concurrency", "0"], ["--port", "99999"], ["--port", "0"],
+                                    ["--timeout", "nan"], ["--timeout", "-1"], ["--timeout", "inf"]])
+def test_scan_refuses_absurd_options(option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--concurrency 0 waited for ever; --port 99999 ended in an OverflowError traceback; --timeout nan/-1 found
+    nothing at once."""
+    assert main(["fleet", "scan", "127.0.0.1/32", *option]) == 2
+    assert f"{option[0]} must be" in capsys.readouterr().err
+
+
 async def test_dashboard_staged_rollout_with_progress(tmp_path: Path) -> None:
     service, site, nodes = await start_site(tmp_path, 12)
     auth, bearer = accounts()

@@ -77,6 +77,14 @@ async def _scan(args: argparse.Namespace, console: Console) -> int:
     net = ipaddress.ip_network(args.network, strict=False)
     if net.num_addresses > 65536:
         raise ValueError("scan at most a /16 at a time")
+    # --concurrency 0 waited for ever, --port 99999 ended in an OverflowError traceback, --timeout nan or -1
+    # "found" nothing at once
+    if not 1 <= args.port <= 65535:
+        raise ValueError("--port must be from 1 to 65535")
+    if not 1 <= args.concurrency <= 10_000:
+        raise ValueError("--concurrency must be from 1 to 10000")
+    if not 0 < args.timeout <= 60:  # False for NaN too
+        raise ValueError("--timeout must be more than 0 and at most 60 seconds")
     ips = [str(ip) for ip in (net.hosts() if net.num_addresses > 2 else net)]
     with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[found]} found"),
                   TimeElapsedColumn(), console=console) as progress:
