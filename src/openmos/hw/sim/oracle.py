@@ -211,8 +211,29 @@ class Oracle:
         Chip limits depend on the temperatures the solution itself causes: solve, refresh, re-solve a few
         times and keep the best point (every candidate is scored exactly, so taking the best is sound).
         """
+        if self.k.size == 1:
+            return self._one_chip_at_power(wall_w)
         points = [self._solve("power", wall_w) for _ in range(REFRESHES)]
         return max(points, key=lambda p: p.hashrate_ths)
+
+    def _one_chip_at_power(self, wall_w: float) -> OperatingPoint:
+        """One chip (a Bitaxe): every supply step against every PLL frequency, exactly. On two coarse grids the
+        multiplier search only finds points on the convex hull, and which one moved by up to ~1 % of J/TH with
+        a 0.005 change of fan duty: scoring noise larger than the differences it scores."""
+        m = self.model
+        lo, hi = max(m.min_freq_mhz, 0.25 * m.stock_freq_mhz), min(m.max_freq_mhz, 1.8 * m.stock_freq_mhz)
+        grid = self.grid[(self.grid >= lo) & (self.grid <= hi)] if len(self.grid) else np.arange(lo, hi, 1.0)
+        shape = (len(self.voltages), len(grid))
+        volts = np.broadcast_to(self.voltages[:, None], shape)
+        freqs = np.broadcast_to(grid[None, :], shape)
+        wall, ths = evaluate_many(m, self.k, self.g, self.dead, volts[..., None], freqs[..., None, None], self.duty,
+                                  self.t_inlet, self.rth_scale, self.airflow)
+        score = np.where(wall <= wall_w, ths, -1.0)
+        i, j = np.unravel_index(int(np.argmax(score)), shape)
+        if score[i, j] < 0:  # below the least power the chip can run at: the cheapest point
+            i, j = np.unravel_index(int(np.argmin(wall)), shape)
+        return OperatingPoint(np.array([volts[i, j]]), np.array([[freqs[i, j]]]), float(wall[i, j]),
+                              float(ths[i, j]))
 
     def best_at_hashrate(self, ths: float) -> OperatingPoint:
         """Lowest power that still delivers ``ths`` of valid hashrate."""
