@@ -233,16 +233,23 @@ def main() -> None:
     parser.add_argument("--with-reference", action="store_true",
                         help="run the power targets again with the reference meter and print power error both ways")
     parser.add_argument("--json", default=None, help="also write every run's result to this JSON file")
+    parser.add_argument("--report", default=None, nargs="+", metavar="JSON",
+                        help="print the report of runs saved by --json (several files: one matrix run in parts, or "
+                             "stopped midway); runs nothing")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     inlets = tuple(float(t) for t in args.inlets.split(","))
     mx = QUICK if args.quick else Matrix(tuple(args.models.split(",")), inlets, POWER_FRACTIONS,
                                          HASHRATE_FRACTIONS, args.seeds)
     models, inlets, power, rate, seeds = mx.models, mx.inlets, mx.power, mx.hashrate, mx.seeds
-    cases = [Case(m, t, kind, f, s, args.minutes, args.wall_meter) for m in models for t in inlets
-             for kind, fracs in (("power", power), ("hashrate", rate)) for f in fracs for s in range(seeds)]
+    # Seed-major: a run stopped midway (its --json is written as it goes) still covers the whole matrix.
+    cases = [Case(m, t, kind, f, s, args.minutes, args.wall_meter) for s in range(seeds) for m in models
+             for t in inlets for kind, fracs in (("power", power), ("hashrate", rate)) for f in fracs]
     began = time.perf_counter()
-    if not args.no_matrix:
+    if args.report:
+        saved = [r for name in args.report for r in _load(Path(name))]
+        _report(saved, _matrix_of(saved), saved[0].case.minutes)
+    elif not args.no_matrix:
         path = Path(args.json) if args.json else None
         results = _matrix(cases, mx, args.minutes, args.jobs, path)
         if args.with_reference and not args.wall_meter:
@@ -256,7 +263,7 @@ def main() -> None:
             _power_both(results, metered)
             _write(path, results + metered)
     hours = args.overclock_hours if args.overclock_hours is not None else (2.0 if args.quick else 24.0)
-    if hours > 0:
+    if hours > 0 and not args.report:
         ratio, hot, emerg, hottest, watts = asyncio.run(_overclock(hours, 1.15))
         print(f"\noverclock: S21, 25 C inlet, 115 % of stock hashrate for {hours:g} simulated h: achieved "
               f"{ratio:.1%} of the target (mean after 30 min), {watts:,.0f} W, hottest sensor {hottest:.1f} C, "
@@ -287,7 +294,6 @@ def _write(path: Path | None, results: list[Result]) -> None:
 def _matrix(cases: list[Case], mx: Matrix, minutes: float, jobs: int, path: Path | None = None) -> list[Result]:
     """Every case in ``jobs`` processes; ``path`` gets the results so far every 20 runs (a long matrix can be
     looked at midway) and all of them at the end."""
-    models, inlets, power, rate, seeds = mx.models, mx.inlets, mx.power, mx.hashrate, mx.seeds
     results: list[Result] = []
     with Progress() as progress, ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         task = progress.add_task(f"{len(cases)} tuner runs (simulated)", total=len(cases))
@@ -297,9 +303,35 @@ def _matrix(cases: list[Case], mx: Matrix, minutes: float, jobs: int, path: Path
             if len(results) % 20 == 0:
                 _write(path, results)
     _write(path, results)
+    _report(results, mx, minutes)
+    return results
+
+
+def _load(path: Path) -> list[Result]:
+    """Results saved by ``--json``."""
+    rows = json.loads(path.read_text())
+    return [Result(**{**row, "case": Case(**row["case"])}) for row in rows]
+
+
+def _matrix_of(results: list[Result]) -> Matrix:
+    """The matrix saved results span (in the usual order)."""
+    cases = [r.case for r in results]
+    return Matrix(tuple(m for m in MODELS if any(c.model == m for c in cases)),
+                  tuple(sorted({c.inlet for c in cases})),
+                  tuple(sorted({c.fraction for c in cases if c.kind == "power"})),
+                  tuple(sorted({c.fraction for c in cases if c.kind == "hashrate"})),
+                  len({c.seed for c in cases}))
+
+
+def _report(results: list[Result], mx: Matrix, minutes: float) -> None:
+    models, inlets, power, rate, seeds = mx.models, mx.inlets, mx.power, mx.hashrate, mx.seeds
+    cases = [r.case for r in results]
+    full = len(models) * len(inlets) * (len(power) + len(rate)) * seeds
     ok = [r for r in results if not r.capped]
     print(f"\n{len(results)} runs: {len(models)} models x {len(inlets)} inlets x "
-          f"{len(power) + len(rate)} targets x {seeds} seeds, {minutes:g} simulated min each; "
+          f"{len(power) + len(rate)} targets x {seeds} seeds"
+          + (f" (incomplete: {len(results)} of {full})" if len(results) != full else "")
+          + f", {minutes:g} simulated min each; "
           f"{len(results) - len(ok)} capped by thermal/PSU/voltage limits (listed below). All modelled."
           + (" The tuner reads a modelled class-0.2 wall meter as its power reference." if cases[0].wall_meter
              else " Power from the PSU's own (PMBus-style) reading only."))
@@ -311,6 +343,8 @@ def _matrix(cases: list[Case], mx: Matrix, minutes: float, jobs: int, path: Path
                 for f in fracs:
                     rs = [r for r in results if (r.case.model, r.case.inlet, r.case.kind, r.case.fraction) ==
                           (m, t, kind, f)]
+                    if not rs:  # a matrix stopped midway
+                        continue
                     cap = sum(r.capped for r in rs)
                     print(f"{m:<13}{t:>5.0f}C {kind[0].upper()} {f:>6.0%}   "
                           f"{_fmt([r.vs_oracle for r in rs]):>24}  {min(r.vs_uniform for r in rs):>+10.1%} "
@@ -356,7 +390,6 @@ def _matrix(cases: list[Case], mx: Matrix, minutes: float, jobs: int, path: Path
             print(f"  {r.case.model} {r.case.inlet:.0f}C {r.case.kind} {r.case.fraction:.0%} seed {r.case.seed}: "
                   f"reached {r.target_error:+.1%} of target, J/TH {r.vs_oracle:+.2%} vs oracle, "
                   f"hot events {r.hot_events}")
-    return results
 
 
 if __name__ == "__main__":
