@@ -124,3 +124,25 @@ def test_ctrl_c_while_the_command_loads_is_a_quiet_exit(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(cli_main, "command_module", interrupted)
     assert cli_main.main(["run", "--duration", "1"]) == 130
+
+
+@pytest.mark.parametrize("argv", [
+    ["pool", "--port", "99999"], ["pool", "--port", "-5"], ["pool", "--difficulty", "nan"],
+    ["pool", "--difficulty", "0"],
+    ["pool", "--network-difficulty", "inf"], ["pool", "--duration", "nan"], ["pool", "--share-interval", "-1"],
+    ["run", "--sim-speed", "nan"], ["run", "--sim-speed", "1e9"], ["run", "--duration", "-1"],
+    ["demo", "--difficulty", "nan"], ["demo", "--port", "70000"],
+    ["energy", "hashprice", "--difficulty", "1e14", "--btc-price", "nan"],
+    ["energy", "hashprice", "--btc-price", "1e5", "--difficulty", "-1"],
+    ["energy", "report", "--miners", "0"], ["energy", "report", "--miners", "100000000"],
+    ["energy", "report", "--days", "1e400"],
+])
+def test_absurd_numbers_on_the_command_line_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Observed: mos pool --port 99999 and --network-difficulty inf ended in OverflowError tracebacks, --difficulty
+    nan ran a pool at "share diff nan", --sim-speed 1e9 ignored --duration, energy report --miners 0 raised
+    ZeroDivisionError and --miners 100000000 ran for ever, hashprice --btc-price nan printed a table of nan."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {argv[-2]}: " in err and "Traceback" not in err

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Group
 
 from openmos.api.service import DeviceApis
+from openmos.cli.args import DURATION, number
 from openmos.cli.display import agent_panel, pool_panel, serve
 from openmos.cli.pool import add_pool_args, pool_settings
 from openmos.hw.factory import HARDWARE_HELP, create_hardware
@@ -50,7 +51,7 @@ def _configure_run(run: argparse.ArgumentParser) -> None:
     perf.add_argument("--power-target", type=float, metavar="W", help="autotune to this wall power")
     perf.add_argument("--hashrate-target", type=float, metavar="THS", help="autotune to this valid hashrate")
     perf.add_argument("--profile", choices=["eco", "balanced", "performance"], help="autotune to a preset")
-    run.add_argument("--sim-speed", type=float, default=1.0,
+    run.add_argument("--sim-speed", type=number(0, 1000, low_open=True), default=1.0,
                      help="simulated hardware only: simulated seconds per real second (default: %(default)s)")
     run.add_argument("--seed", type=int, default=0, help="simulated hardware only: which unit")
     stratum = run.add_argument_group("pool behaviour (override the config's [stratum] section)")
@@ -66,7 +67,7 @@ def _configure_run(run: argparse.ArgumentParser) -> None:
                          help="share-rate governor: at most ~N shares/s whatever the pool difficulty (default 5)")
     _add_api_args(run)
     run.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
-    run.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
+    run.add_argument("--duration", type=DURATION, default=0, help="stop after N seconds (0: run until Ctrl-C)")
 
 
 def _configure_demo(demo: argparse.ArgumentParser) -> None:
@@ -76,7 +77,7 @@ def _configure_demo(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--hardware", default="cpu", help=f"{HARDWARE_HELP} (default: %(default)s)")
     _add_api_args(demo)
     demo.add_argument("--no-status", action="store_true", help="plain logs instead of the live status panel")
-    demo.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
+    demo.add_argument("--duration", type=DURATION, default=0, help="stop after N seconds (0: until Ctrl-C)")
 
 
 def _configure_config(cfg: argparse.ArgumentParser) -> None:

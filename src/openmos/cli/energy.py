@@ -10,6 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from openmos.cli.args import DIFFICULTY, DURATION, count, number
 from openmos.energy.config import SiteConfig
 from openmos.energy.demand import DemandResponseVen
 from openmos.energy.economics import break_even_usd_per_kwh, hashprice_usd_per_ph_day
@@ -32,10 +33,11 @@ from openmos.testbed.curves import tuned_curve_sync
 def configure(energy: argparse.ArgumentParser, command: str) -> None:
     esub = energy.add_subparsers(dest="energy_command", required=True, metavar="ACTION")
     hp = esub.add_parser("hashprice", help="hashprice and break-even electricity price")
-    hp.add_argument("--btc-price", type=float, required=True, help="USD")
-    hp.add_argument("--difficulty", type=float, required=True, help="network difficulty, e.g. 1.3e14")
-    hp.add_argument("--fees", type=float, default=0.02, help="BTC of fees per block (default %(default)s)")
-    hp.add_argument("--jth", type=float, action="append", default=None, help="efficiencies to price (J/TH)")
+    hp.add_argument("--btc-price", type=number(0, 1e9, low_open=True), required=True, help="USD")
+    hp.add_argument("--difficulty", type=DIFFICULTY, required=True, help="network difficulty, e.g. 1.3e14")
+    hp.add_argument("--fees", type=number(0, 1000), default=0.02, help="BTC of fees per block (default %(default)s)")
+    hp.add_argument("--jth", type=number(0, 1000, low_open=True), action="append", default=None,
+                    help="efficiencies to price (J/TH)")
     svc = esub.add_parser(
         "run", help="run the energy service for a fleet site (price, meter, cap, OpenADR, optimiser)",
         description="Runs the price source, the Modbus site meter, the metered cap loop, the OpenADR VEN and the "
@@ -43,10 +45,10 @@ def configure(energy: argparse.ArgumentParser, command: str) -> None:
                     "managed miners): each device is planned from the efficiency curve its tuner measured. See "
                     "openmos/energy/config.py for an annotated site.toml.")
     svc.add_argument("--config", type=Path, required=True, help="site.toml")
-    svc.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: until Ctrl-C)")
+    svc.add_argument("--duration", type=DURATION, default=0, help="stop after N seconds (0: until Ctrl-C)")
     rep = esub.add_parser("report", help="simulate a site over a synthetic price month; table and PNG")
-    rep.add_argument("--miners", type=int, default=200, help="simulated machines (default %(default)s)")
-    rep.add_argument("--days", type=int, default=30, help="days of synthetic prices (default %(default)s)")
+    rep.add_argument("--miners", type=count(1, 10_000), default=200, help="simulated machines (default %(default)s)")
+    rep.add_argument("--days", type=count(1, 366), default=30, help="days of synthetic prices (default %(default)s)")
     rep.add_argument("--model", default="s21", help="simulated model (`mos sim list`; default %(default)s)")
     rep.add_argument("--seed", type=int, default=0, help="random seed for machines and prices")
     rep.add_argument("--plot", type=Path, default=Path("energy-report.png"), help="PNG to write (default %(default)s)")

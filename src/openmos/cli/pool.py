@@ -9,6 +9,7 @@ from rich.console import Group
 
 from openmos.cli import jd as jd_cli
 from openmos.cli import sv2 as sv2_cli
+from openmos.cli.args import DIFFICULTY, DURATION, PORT, number
 from openmos.cli.display import pool_panel, serve
 from openmos.pool.server import LocalPool, PoolSettings
 from openmos.pool.vardiff import VardiffSettings
@@ -21,18 +22,18 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     sv2_cli.add_pool_args(parser)
     jd_cli.add_pool_args(parser)
     parser.add_argument("--no-status", action="store_true", help="plain logs instead of the live worker table")
-    parser.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: run until Ctrl-C)")
+    parser.add_argument("--duration", type=DURATION, default=0, help="stop after N seconds (0: run until Ctrl-C)")
 
 
 def add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333, network_difficulty: float = 0.1) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=default_port, help="0 = any free port (default: %(default)s)")
-    parser.add_argument("--difficulty", type=float, default=0.001, help="starting share difficulty")
-    parser.add_argument("--network-difficulty", type=float, default=network_difficulty,
+    parser.add_argument("--port", type=PORT, default=default_port, help="0 = any free port (default: %(default)s)")
+    parser.add_argument("--difficulty", type=DIFFICULTY, default=0.001, help="starting share difficulty")
+    parser.add_argument("--network-difficulty", type=DIFFICULTY, default=network_difficulty,
                         help="difficulty of the local chain's blocks (default: %(default)s)")
-    parser.add_argument("--share-interval", type=float, default=3.0,
+    parser.add_argument("--share-interval", type=number(0, 3600, low_open=True), default=3.0,
                         help="vardiff target seconds per share (default: %(default)s)")
-    parser.add_argument("--resume-window", type=float, default=300.0,
+    parser.add_argument("--resume-window", type=number(0, 86400), default=300.0,
                         help="seconds a dropped miner can resume its session (same extranonce1, its shares "
                              "still valid) by offering its session id in mining.subscribe (default: %(default)s)")
 
