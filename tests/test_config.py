@@ -50,6 +50,7 @@ def test_load_good(tmp_path: Path) -> None:
     (GOOD.replace('"cpu:2"', '"cpu:100000"'), "hardware: Value error, cpu:N needs N from 1 to"),
     (GOOD.replace('"cpu:2"', '"cpu:' + "9" * 5000 + '"'), "hardware: Value error, cpu:N needs N from 1 to"),
     (GOOD.replace('"cpu:2"', '"cpu:0"'), "hardware: Value error, cpu:N needs N from 1 to"),
+    (GOOD.replace('"cpu:2"', '"sim:s99"'), "hardware: Value error, unknown miner model 's99'"),
 ])
 def test_bad_configs_explain_themselves(tmp_path: Path, text: str, why: str) -> None:
     path = tmp_path / "agent.toml"

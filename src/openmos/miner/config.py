@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from openmos.base.files import atomic_write
 from openmos.base.net import AllowList
 from openmos.hw.cpu import cpu_workers
+from openmos.hw.sim.models import get_model
 from openmos.stratum.v2.url import parse_pool_url
 
 MAX_TARGET = 100_000  # W or TH/s: the REST API's bound for a performance target, above any one device
@@ -223,6 +224,8 @@ class AgentConfig(_Model):
         kind, _, arg = value.partition(":")
         if kind == "cpu":
             cpu_workers(arg)  # checked when the config is saved or loaded, not when the agent restarts
+        elif kind == "sim":
+            get_model(arg)  # likewise: "sim:s99" saved over REST stopped the agent at its next start
         return value
 
     @classmethod
