@@ -9,9 +9,10 @@ plan from its chip model, one call per board) -> ``MiningHardware``. Every agent
 its autotuner task (closed loop on measured power and per-chip counters), its safety monitor, its pool
 manager (no pool answers: this measures control, not mining). The hardware is ``testbed.SlotHardware``:
 one miner of a vectorised simulated site (modelled physics and counters, no hashing), metered by a Modbus
-TCP meter per site process (``testbed.SiteMeter``, 0.5 s refresh, modelled). The controller end is the
-production energy stack in this process: ``Site`` -> ``FleetLink`` -> ``FleetController.curtail_site``
-(one signed publication on a zenoh bus on 127.0.0.1) and ``ModbusPowerMeter`` (pymodbus client).
+TCP meter per site process, a process of its own (``testbed.SiteMeter``, 0.5 s refresh, modelled). The
+controller end is the production energy stack in this process: ``Site`` -> ``FleetLink`` ->
+``FleetController.curtail_site`` (one signed publication on a zenoh bus on 127.0.0.1) and ``ModbusPowerMeter``
+(pymodbus client).
 
 The tuners start from a chip model instead of sweeping (a sweep takes ~20 min per device): the tuner's
 own prior for the chip limits at two voltages and a power model fitted to a simulated unit measured at
