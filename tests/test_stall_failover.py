@@ -12,8 +12,9 @@ import pytest
 
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.miner import AgentConfig, MiningAgent
+from openmos.pool import LocalPool
 
-from helpers import wait_for
+from helpers import easy_pool_settings, wait_for
 from hostile_pool import HostilePool
 
 ANSWER = '{"id":{id},"result":true,"error":null}'
@@ -152,3 +153,35 @@ async def test_hostile_probe_answers_are_handled() -> None:
     assert p.probes == 5 and client.probe_answers == 4 and conn.stall_suspicions == 1
     assert client.bad_lines == 2  # the too-deep line and the list id, counted; the session went on
     assert not client._pending and agent.stats.work_errors == 0
+
+
+async def test_stall_on_the_last_pool_goes_back_to_a_better_pool_at_once() -> None:
+    """No standby below the backup: a suspected stall there tries the primary at once, not at the next fallback
+    check (60 s here)."""
+    primary = LocalPool(easy_pool_settings(start_difficulty=1000.0, network_difficulty=1e6))
+    await primary.start()
+    await primary.stop()  # down when the agent starts: it mines on the backup
+    backup = HostilePool(difficulty=NO_SHARES)
+    backup.probe_replies = [ANSWER]
+    await backup.start()
+    config = AgentConfig.from_dict({
+        "hardware": "cpu:1",
+        "stratum": {"stall_timeout_s": 120.0, "response_timeout_s": 120.0, "stall_suspect_s": 1.0,
+                    "stall_probe_s": 0.5, "fallback_interval_s": 60.0, "retry_delay_s": 0.2},
+        "groups": [{"pools": [{"url": primary.url, "user": "me.rig"}, {"url": backup.url, "user": "me.rig"}]}]})
+    agent = MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
+    await agent.start()
+    try:
+        group = agent.pools.groups[0]
+        b = await backup.session()
+        await wait_for(lambda: group.active is group.connections[1], 60, "mining on the backup")
+        await primary.start()  # back, but the next fallback check is a minute away
+        b.mute = True
+        began = time.monotonic()
+        await wait_for(lambda: group.active is group.connections[0], 50, "the work back on the primary")
+        took = time.monotonic() - began
+    finally:
+        await agent.stop()
+        await primary.stop()
+        await backup.stop()
+    assert group.connections[1].stall_suspicions == 1 and took < 50

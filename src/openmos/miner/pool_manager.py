@@ -9,9 +9,10 @@ A *hot standby* -- the next usable pool of the group, connected and authorised -
 pool in use leaves a request unanswered and sends nothing at all for ``stall_suspect_s`` (at least three times
 its recent slowest answer, so a slow but healthy pool is not left), a stall is *suspected*. The request is a
 share, or, when no share is at stake, a *liveness probe*: a pool silent for ``stall_probe_s`` with nothing
-outstanding gets one cheap request (``stall_probe_method``, at most one per interval, only while a standby is
-ready and only on a session whose pool has answered it before). On suspicion the work moves to
-the standby at once, while the suspected session is kept open, its unanswered shares still waiting for their
+outstanding gets one cheap request (``stall_probe_method``, at most one per interval, only while a standby or a
+better pool could take the work, and only on a session whose pool has answered it before). On suspicion the
+work moves to the standby at once (on the last pool of the group, the better ones are tried at once instead),
+while the suspected session is kept open, its unanswered shares still waiting for their
 answer (or re-sent if the session is resumed). If it answers again the usual fallback rules bring the work
 back; only ``stall_timeout_s`` (or ``response_timeout_s`` for a share) confirms it dead.
 A share found for a still-valid job is never silently dropped. Shares found for a session that then went
