@@ -175,6 +175,8 @@ async def test_stall_on_the_last_pool_goes_back_to_a_better_pool_at_once() -> No
         group = agent.pools.groups[0]
         b = await backup.session()
         await wait_for(lambda: group.active is group.connections[1], 60, "mining on the backup")
+        # The first fallback check comes at once; the next one a minute later.
+        await wait_for(lambda: group._last_probe > 0, 60, "the first fallback check")
         await primary.start()  # back, but the next fallback check is a minute away
         b.mute = True
         began = time.monotonic()
