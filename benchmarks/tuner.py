@@ -361,8 +361,8 @@ def _report(results: list[Result], mx: Matrix, minutes: float) -> None:
     print(f"  |target error| (truth) {_fmt([abs(r.target_error) for r in ok])}")
     print(f"  |target error| (seen)  {_fmt([abs(r.seen_error) for r in ok])}  (control error: the tuner's own mean "
           "reading / counters vs its goal)")
-    print(f"  |meter error|          {_fmt([abs(r.meter_error) for r in ok])}  (its reading vs modelled truth: the "
-          "PSU reading's per-unit gain/offset error, invisible from inside)")
+    print(f"  |meter error|          {_fmt([abs(r.meter_error) for r in ok])}  (its reading vs modelled truth; for "
+          "power goals the PSU reading's per-unit gain/offset error, invisible from inside)")
     print(f"  gain vs uniform V/F    {_fmt([-r.vs_uniform for r in ok])}  (sign flipped: max = worst)")
     print("\ngoals (worst case over uncapped runs; modelled):")
     print(f"  J/TH above oracle          {worst_oracle.vs_oracle:+.2%}  (goal <= +1.0 %)  worst: {worst_oracle.case}")
