@@ -201,3 +201,25 @@ def test_reject_reasons_stay_bounded() -> None:
     for i in range(10_000):  # a hostile pool that invents a new reason for every share
         counters.record(SubmitResult(False, f"reason {i}"), share)
     assert len(counters.reject_reasons) <= 33 and counters.rejected == 10_000
+
+
+@pytest.mark.parametrize("size", [True, 4.0, "4", 0, 17])
+def test_extranonce2_size_must_be_an_integer_1_to_16(size: object) -> None:
+    """JSON ``true`` was taken as size 1 (bool is an int in Python), in set_extranonce and in the subscribe answer."""
+    from openmos.stratum.protocol import Notification, ProtocolError, Response
+
+    async def run() -> None:
+        client = StratumClient(PoolUrl("127.0.0.1", 3333, False), "me.rig", options=ClientOptions(version_mask=0))
+        with pytest.raises(ProtocolError, match="extranonce2_size"):
+            await client._dispatch(Notification("mining.set_extranonce", ["ffff0002", size]))
+        assert (client.extranonce1, client.extranonce2_size) == (b"", 4)
+        answers = iter([Response(1, [[], "ffff0002", size], None)])
+
+        async def call(method: str, params: list[object], timeout: float | None = None) -> Response:
+            return next(answers)
+
+        client.call = call  # type: ignore[method-assign]
+        with pytest.raises(ProtocolError, match="extranonce2_size"):
+            await client._handshake()
+
+    asyncio.run(run())

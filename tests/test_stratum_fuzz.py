@@ -218,13 +218,16 @@ def client(loop: asyncio.AbstractEventLoop) -> StratumClient:
 def reached() -> Iterator[dict[str, int]]:
     """Notify cases run, and how many became a job / a validated share (the share of cases that reach the job
     path must stay large, or the fuzzing only exercises the refusals)."""
-    counts = {"cases": 0, "jobs": 0, "shares": 0, "difficulties": 0, "difficulties used": 0}
+    counts = {"cases": 0, "jobs": 0, "shares": 0, "difficulties": 0, "difficulties used": 0,
+              "session messages": 0, "session messages used": 0}
     yield counts
     if counts["cases"] >= 200:
         assert counts["jobs"] >= 0.3 * counts["cases"], counts
         assert counts["shares"] >= 0.05 * counts["cases"], counts
     if counts["difficulties"] >= 200:
         assert counts["difficulties used"] >= 0.3 * counts["difficulties"], counts
+    if counts["session messages"] >= 200:
+        assert counts["session messages used"] >= 0.3 * counts["session messages"], counts
 
 
 def deliver(loop: asyncio.AbstractEventLoop, client: StratumClient, line: bytes) -> None:
@@ -347,14 +350,80 @@ def test_fuzz_set_difficulty(loop: asyncio.AbstractEventLoop, client: StratumCli
         assert client.difficulty == before and client.difficulty_rejections == refused + 1
 
 
-@FUZZ
-@given(method=st.sampled_from(["mining.set_extranonce", "mining.set_version_mask", "client.reconnect",
+# Well-formed session messages with hostile values, each labelled whether it must be used (True) or refused.
+def labelled(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[bool, Any]]:
+    """Mostly a good value (so the message is used), else a bad one."""
+    return st.sampled_from([True, True, True, True, False]).flatmap(
+        lambda ok: (good if ok else bad).map(lambda v: (ok, v)))
+
+
+def joined(*fields: tuple[bool, Any]) -> tuple[bool, list[Any]]:
+    return all(ok for ok, _ in fields), [value for _, value in fields]
+
+
+full_extranonce = st.builds(
+    joined,
+    labelled(hex_bytes(st.one_of(st.binary(max_size=32), st.binary(min_size=32, max_size=32))),
+             st.one_of(hex_bytes(st.binary(min_size=33, max_size=40)), bad_hex(None))),
+    labelled(st.integers(1, 16), st.one_of(st.integers(-3, 0), st.integers(17, 2**70), st.booleans(),
+                                           st.floats(allow_nan=True), st.sampled_from(["4", None, [4]]))),
+)
+short_extranonce = st.lists(st.one_of(hex_bytes(st.binary(max_size=8)), st.integers(1, 16)), max_size=1)
+extranonce_cases = st.sampled_from([True] * 5 + [False]).flatmap(
+    lambda full: full_extranonce if full else short_extranonce.map(lambda p: (False, p)))
+mask_cases = st.builds(joined, labelled(hex_bytes(u32s.map(lambda v: v.to_bytes(4, "big"))), bad_hex(4)))
+ports = labelled(st.one_of(st.integers(1, 65535), st.integers(1, 65535).map(str), st.sampled_from([None, ""])),
+                 st.one_of(st.integers(-(2**70), 0), st.integers(65536, 2**70), st.sampled_from(["abc", "1e3", "0x50",
+                                                                                                 [], {}, "-1"])))
+reconnect_cases = st.builds(lambda host, port, wait: (port[0], [host, port[1], *wait]),
+                            st.sampled_from(["127.0.0.1", "", None, 5, "evil.example", "10.0.0.1", "127.0.0.1."]),
+                            ports, st.lists(st.integers(0, 2**40), max_size=1))
+SESSION_CASES = {"mining.set_extranonce": extranonce_cases, "mining.set_version_mask": mask_cases,
+                 "client.reconnect": reconnect_cases}
+
+
+def check_session_message(client: StratumClient, method: str, params: list[Any], ok: bool,
+                          before: tuple[bytes, int, int, int]) -> None:
+    """Used exactly as sent, or refused and counted with the session unchanged."""
+    en1, size, mask, bad = before
+    state = (client.extranonce1, client.extranonce2_size, client.version_mask)
+    if not ok:
+        assert state == (en1, size, mask) and client.bad_lines == bad + 1 and not client.closed.is_set()
+        return
+    assert client.bad_lines == bad
+    if method == "mining.set_extranonce":
+        assert state == (bytes.fromhex(params[0]), params[1], mask)
+    elif method == "mining.set_version_mask":
+        assert state == (en1, size, int(params[0], 16) & client.options.version_mask)
+    else:  # a reconnect is followed only to the pool's own host (no unlisted hosts here)
+        host = params[0] if isinstance(params[0], str) and params[0] else "127.0.0.1"
+        port = int(params[1]) if params[1] not in (None, "") else 3333
+        assert client.closed.is_set() == (host == "127.0.0.1")
+        assert client.reconnect_target == ((host, port) if host == "127.0.0.1" else None)
+
+
+session_or_any = st.sampled_from(["session", "session", "any"]).flatmap(
+    lambda kind: st.sampled_from(sorted(SESSION_CASES)).flatmap(
+        lambda method: st.tuples(st.just(method), SESSION_CASES[method])) if kind == "session" else
+    st.tuples(st.sampled_from(["mining.set_extranonce", "mining.set_version_mask", "client.reconnect",
                                "client.show_message", "client.get_version", "mining.ping", "x.unknown",
                                "mining.set_difficulty", "mining.notify"]),
-       params=st.one_of(st.lists(json_values, max_size=4), json_values), msg_id=st.one_of(st.none(), json_values))
-def test_fuzz_other_methods(loop: asyncio.AbstractEventLoop, client: StratumClient, method: str, params: Any,
-                            msg_id: Any) -> None:
+              st.one_of(st.lists(json_values, max_size=4), json_values).map(lambda p: (None, p))))
+
+
+@FUZZ
+@given(case=session_or_any, msg_id=st.one_of(st.none(), json_values))
+def test_fuzz_other_methods(loop: asyncio.AbstractEventLoop, client: StratumClient, reached: dict[str, int],
+                            case: tuple[str, tuple[bool | None, Any]], msg_id: Any) -> None:
+    method, (ok, params) = case
+    before = (client.extranonce1, client.extranonce2_size, client.version_mask, client.bad_lines)
+    if ok is not None:
+        msg_id = None  # a notification, as pools send them (an id is fuzzed with the garbage)
     deliver(loop, client, json.dumps({"id": msg_id, "method": method, "params": params}).encode() + b"\n")
+    if ok is not None:
+        check_session_message(client, method, params, ok, before)
+        reached["session messages"] += 1
+        reached["session messages used"] += ok
     if client.closed.is_set():  # a client.reconnect to the same host closes this session: start a fresh one
         client.closed.clear()
         client.reconnect_target = None

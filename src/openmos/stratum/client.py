@@ -102,6 +102,13 @@ class ClientOptions:
     probe_method: str = "mining.extranonce.subscribe"  # liveness probe (see StratumClient.probe); "": none
 
 
+def _extranonce2_size(value: Any) -> int:
+    """The pool's extranonce2 size: an integer 1..16 (JSON ``true`` is not 1, nor ``4.0`` 4)."""
+    if type(value) is not int or not 1 <= value <= 16:
+        raise ProtocolError(f"extranonce2_size must be an integer 1..16, got {str(value)[:40]}")
+    return value
+
+
 def _is_stale(response: Response) -> bool:
     code = response.error_code()
     text = response.error_text().lower()
@@ -212,10 +219,7 @@ class StratumClient(EndingSession):
         if not resp.ok or not isinstance(resp.result, list) or len(resp.result) < 3:
             raise ProtocolError(f"mining.subscribe refused or malformed: {resp.error_text() or resp.result!r}")
         self.extranonce1 = hex_field(resp.result[1], "extranonce1", max_size=32)
-        size = resp.result[2]
-        if not isinstance(size, int) or not 1 <= size <= 16:
-            raise ProtocolError(f"extranonce2_size must be 1..16, got {size!r}")
-        self.extranonce2_size = size
+        self.extranonce2_size = _extranonce2_size(resp.result[2])
         self.session_id = self._subscription_id(resp.result[0]) or self.extranonce1.hex()
         resp = await self.call("mining.authorize", [self.user, self.password])
         if not resp.ok or resp.result is not True:
@@ -398,10 +402,11 @@ class StratumClient(EndingSession):
             if self._on_difficulty:
                 self._on_difficulty(self, self.difficulty)
         elif method == "mining.set_extranonce":
-            if len(params) < 2 or not isinstance(params[1], int) or not 1 <= params[1] <= 16:
-                raise ProtocolError(f"mining.set_extranonce needs [extranonce1, size], got {params!r}")
+            if len(params) < 2:
+                raise ProtocolError(f"mining.set_extranonce needs [extranonce1, size], got {str(params)[:80]}")
+            size = _extranonce2_size(params[1])
             self.extranonce1 = hex_field(params[0], "extranonce1", max_size=32)
-            self.extranonce2_size = params[1]
+            self.extranonce2_size = size
         elif method == "mining.set_version_mask":
             if not params:
                 raise ProtocolError("mining.set_version_mask needs a mask")
