@@ -3,7 +3,6 @@ like any other device, the autotuner gets the chip's real PLL grid."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -122,10 +121,13 @@ async def test_regulator_fault_under_the_agent_powers_off_within_a_second() -> N
     async with bitaxe_rig() as rig:
         fast_safety(rig)
         await wait_for(lambda: len(rig.pool.accepted) >= 1, 120, "a share")
+        # "Within a second" is a property of the driver, not of this (possibly loaded) machine's clock: it reads
+        # the regulator's STATUS_WORD every poll_s and must cut the power at the first read that reports the
+        # fault. So: a poll period well under a second, and exactly one fault report before the output went off.
+        assert rig.hw.settings.poll_s <= 0.5
         rig.emu.inject_vr_fault()
-        began = time.monotonic()
-        await wait_for(lambda: bool(rig.emu.events.regulator_off_at), 5, "the regulator off")
-        assert rig.emu.events.regulator_off_at[-1] - began < 1.0
+        await wait_for(lambda: bool(rig.emu.events.regulator_off_at), 60, "the regulator off")
+        assert rig.emu.vr.fault_reports == 1, f"{rig.emu.vr.fault_reports} fault reports before the power-off"
         assert not rig.emu.reset_released and not rig.hw.telemetry().boards[0].enabled
         assert rig.hw.stats.emergency_stops == 1 and "over-current" in rig.hw.stats.last_fault
 

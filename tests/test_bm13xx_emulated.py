@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +25,8 @@ from helpers import easy_pool_settings, wait_for
 
 SHIFT = 20  # the emulator's chips treat difficulty 1 as 2**-20 so Python-speed SHA-256d finds nonces
 FAST = f"diff1_shift={SHIFT}&ticket=4&ramp_step=0.005&job_interval=1"
+# A register read-back checks what the chips hold, not how fast they answer: a loaded machine can take seconds.
+READ_BACK_S = 30.0
 
 
 class Provider:
@@ -82,23 +83,24 @@ async def test_bitaxe_one_chip_pll_readback_nonces_and_vr_fault_power_off() -> N
         await hw.start(Provider(), got.append)
         chain = hw.chains[0]
         assert len(chain.chips) == 1
-        assert await chain.read_frequencies() == {0: 525.0}
+        assert await chain.read_frequencies(timeout_s=READ_BACK_S) == {0: 525.0}
         assert emu.chain.chips[0].mhz == 525.0
         await hw.set_chain_frequencies(0, [hw.quantise_frequency(401.0)])
-        assert await chain.read_frequencies() == {0: hw.quantise_frequency(401.0)}
+        assert await chain.read_frequencies(timeout_s=READ_BACK_S) == {0: hw.quantise_frequency(401.0)}
         await wait_for(lambda: len(got) >= 3, 60, "3 nonces from the emulated BM1370")
         assert all(r.version & ~0x1FFFE000 == 0x20000000 for r in got)
         tel = hw.telemetry()
         assert tel.boards[0].chips[0].nonces >= 3 and tel.boards[0].chip_temperatures_c
         assert tel.fans and tel.fans[0].rpm > 0 and tel.input_power_w and tel.input_power_w > 0
         assert not tel.modelled
-        # A regulator fault: the chip goes into reset and the regulator off within a second.
+        # A regulator fault: the chip goes into reset and the regulator off within a second -- a property of the
+        # driver (a poll_s well under a second, power cut at the first STATUS_WORD read that reports the fault),
+        # checked as such rather than by this possibly loaded machine's clock.
+        assert hw.settings.poll_s <= 0.5
         emu.inject_vr_fault()
-        began = time.monotonic()
-        await wait_for(lambda: bool(emu.events.regulator_off_at and emu.events.reset_asserted_at), 5,
+        await wait_for(lambda: bool(emu.events.regulator_off_at and emu.events.reset_asserted_at), 60,
                        "the safe power-off")
-        assert emu.events.reset_asserted_at[-1] - began < 1.0
-        assert emu.events.regulator_off_at[-1] - began < 1.0
+        assert emu.vr.fault_reports == 1, f"{emu.vr.fault_reports} fault reports before the power-off"
         assert not emu.vr.on and not emu.reset_released and emu.emc.duty_pct == 100.0
         assert hw.stats.emergency_stops == 1 and "over-current" in hw.stats.last_fault
         assert not hw.telemetry().boards[0].enabled
@@ -120,11 +122,12 @@ async def test_four_chip_chain_enumerates_sets_frequencies_in_one_batch_and_surv
         sent_before = chain.stats.frames_sent
         set_to = await hw.set_chain_frequencies(0, wanted)
         assert set_to == [hw.quantise_frequency(f) for f in wanted]
-        assert await chain.read_frequencies() == dict(enumerate(set_to))
+        assert await chain.read_frequencies(timeout_s=READ_BACK_S) == dict(enumerate(set_to))
         assert [c.mhz for c in emu.chain.chips] == set_to
         assert chain.stats.frames_sent > sent_before
         await hw.set_board_frequency(0, 401.0)  # the safety monitor's uniform throttle: one ramp for the chain
-        assert await chain.read_frequencies() == dict.fromkeys(range(4), hw.quantise_frequency(401.0))
+        throttled = hw.quantise_frequency(401.0)
+        assert await chain.read_frequencies(timeout_s=READ_BACK_S) == dict.fromkeys(range(4), throttled)
         await hw.set_chain_frequencies(0, set_to)
         await wait_for(lambda: len({r.chip for r in got}) >= 2, 60, "nonces from two chips")
         # CRC errors and a dropped byte on the line: counted, and mining goes on.
@@ -160,7 +163,7 @@ async def test_garbage_on_a_live_chain_is_counted() -> None:
         # garbage, then a truncated reply
         emu.port.write(bytes(range(256)) + b"\xaa\x55\x13\x70")
         await wait_for(lambda: chain.decoder.stats.garbage_bytes >= 200, 10, "garbage counted")
-        assert await chain.read_frequencies() == {0: 525.0}  # still talking
+        assert await chain.read_frequencies(timeout_s=READ_BACK_S) == {0: 525.0}  # still talking
 
 
 async def test_missing_device_path_is_a_clear_error() -> None:

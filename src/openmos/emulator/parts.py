@@ -106,10 +106,13 @@ class Tps546:
             raise I2cNack(f"TPS546: command {cmd:#04x} not emulated")
 
     sticky: bool = False
+    fault_reports: int = 0  # STATUS_WORD reads that reported a fault while the output was on
 
     def read(self, count: int) -> bytes:
         cmd = self.pointer
         status = self.fault_bits | (0 if self.on else 0x0040)
+        if cmd == 0x79 and self.fault_bits and self.on:
+            self.fault_reports += 1
         words = {
             0x01: 0x80 if self.on else 0x00,
             0x20: self.exponent & 0x1F,

@@ -294,9 +294,10 @@ class Chain:
             c.frequency_mhz = r[-1]
         return [c.frequency_mhz for c in self.chips]
 
-    async def read_frequencies(self) -> dict[int, float]:
-        """PLL read-back: what each chip's register 0x08 holds, as MHz."""
-        return {i: PllSetting.from_register(v).mhz for i, v in (await self.read_registers(p.REG_PLL)).items()}
+    async def read_frequencies(self, *, timeout_s: float = 0.5) -> dict[int, float]:
+        """PLL read-back: what each chip's register 0x08 holds, as MHz (chips silent for timeout_s left out)."""
+        values = await self.read_registers(p.REG_PLL, timeout_s=timeout_s)
+        return {i: PllSetting.from_register(v).mhz for i, v in values.items()}
 
     async def read_counters(self) -> None:
         """Refresh the chips' total-hash and error counters (missing replies mark a chip not responding)."""
