@@ -1,4 +1,4 @@
-"""Atomic writes (readers see the old file or the new one, never a torn one) and the state directory."""
+"""Atomic writes (readers see the old file or the new one, never a torn one), durable appends, state directory."""
 
 from __future__ import annotations
 
@@ -21,6 +21,24 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one record durably: one write on an O_APPEND descriptor, then fsync.
+
+    An append-only log must not be rewritten per record (that costs the whole file each time: quadratic in
+    the number of records); a crash can at worst leave a torn last line, which readers skip.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        # After a torn last line, start on a fresh line so the torn one does not swallow this record.
+        lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+        os.write(fd, lead + line.rstrip(b"\n") + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 STATE_DIR_ENV = "OPENMOS_STATE_DIR"

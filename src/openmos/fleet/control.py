@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openmos.base.files import atomic_write
+from openmos.base.files import append_line
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
 from openmos.fleet.enroll import EnrollmentRegistry
@@ -88,13 +88,18 @@ class FleetController:
 
     def _audit(self, who: str, what: str, detail: dict[str, Any]) -> None:
         line = json.dumps({"time": time.time(), "who": who, "what": what, **detail})
-        existing = self.audit_path.read_bytes() if self.audit_path.exists() else b""
-        atomic_write(self.audit_path, existing + line.encode() + b"\n")
+        append_line(self.audit_path, line.encode())
 
     def audit_log(self) -> list[dict[str, Any]]:
         if not self.audit_path.exists():
             return []
-        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line]
+        entries: list[dict[str, Any]] = []
+        for line in self.audit_path.read_text(errors="replace").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:  # a torn last line after a crash mid-append
+                continue
+        return entries
 
     async def _verified_query(self, selector: str, kind: str, params: dict[str, Any] | None = None,
                               request: str | None = None, timeout_s: float = 3.0, snapshot: bool = False
