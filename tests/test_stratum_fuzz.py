@@ -5,6 +5,13 @@ dispatcher); handshake answers go through the real handshake with a scripted ``c
 parses is also turned into a header the way the agent does. The only acceptable failure is a
 ``ProtocolError`` (logged and counted by the client). ``FUZZ_EXAMPLES`` sets the total number of cases
 (CI: 10,000; ``make fuzz``: 100,000).
+
+Most cases are well-formed messages with hostile values, so they reach the paths behind the parser: a notify's
+header is compared with one built by hashlib from the raw fields, its nonce re-checked by the agent's
+validator, its share's submit fields read back; set_difficulty / set_extranonce / set_version_mask /
+client.reconnect values are checked against an oracle (used exactly as sent, or refused, counted, state kept).
+One-bad-field messages must be refused; the rest is garbage. The ``reached`` fixture fails the module if the
+share of cases reaching those paths collapses.
 """
 
 from __future__ import annotations
