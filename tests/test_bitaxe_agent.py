@@ -83,7 +83,7 @@ async def test_stuck_fan_powers_the_bitaxe_off_and_it_comes_back_after_repair() 
         emu.emc.stuck_fan = True
         await wait_for(lambda: rig.safety.tripped is not None, 30, "the safety monitor to trip")
         assert "fan" in (rig.safety.tripped or "")
-        await wait_for(lambda: not emu.vr.on and not emu.reset_released, 10, "regulator off, chip in reset")
+        await wait_for(lambda: not emu.vr.on and not emu.reset_released, 60, "regulator off, chip in reset")
         assert rig.agent.safety_hold and not rig.hw.telemetry().boards[0].enabled
         assert rig.hw.stats.emergency_stops == 0  # the safety monitor's power-off, not the regulator-fault path
         assert rig.hw.telemetry().fans, "sensors are still read while the board is off"
@@ -113,7 +113,7 @@ async def test_over_temperature_throttles_on_the_grid_then_shuts_down() -> None:
         emu.thermal.ambient_c = 95.0
         await wait_for(lambda: rig.safety.tripped is not None, 60, "the over-temperature shutdown")
         assert "dangerous" in (rig.safety.tripped or "")
-        await wait_for(lambda: not emu.vr.on and not emu.reset_released, 10, "regulator off, chip in reset")
+        await wait_for(lambda: not emu.vr.on and not emu.reset_released, 60, "regulator off, chip in reset")
         assert emu.emc.duty_pct == 100.0
 
 

@@ -64,10 +64,10 @@ async def test_jd_mines_template_provider_templates_and_falls_back() -> None:
         # Provider down: the pool's jobs; back: provider templates again, nothing rejected upstream.
         port = tp.port
         await tp.stop()
-        await wait_for(lambda: svc.status.mode == "pool", 60, "fallback to the pool's jobs")
+        await wait_for(lambda: svc.status.mode == "pool", 120, "fallback to the pool's jobs")
         tp.port = port
         await tp.start()
-        await wait_for(lambda: svc.status.mode == "own", 60, "back to the provider's templates")
+        await wait_for(lambda: svc.status.mode == "own", 180, "back to the provider's templates")
         before = pool.workers["jd.tdp"].accepted
         await wait_for(lambda: pool.workers["jd.tdp"].accepted >= before + 2, 120, "shares on provider templates")
         assert svc.mining.rejected == {}, svc.mining.rejected
