@@ -173,16 +173,19 @@ async def test_reconnect_to_unlisted_host_refused_listed_followed() -> None:
 async def test_reconnect_with_absurd_ports_is_refused_and_the_session_stays() -> None:
     async def script(conn: FakeConnection) -> None:
         await conn.handshake()
-        for port in (float("inf"), -1, 0, 70000, "abc", [1], 10**400):
+        for port in (float("inf"), -1, 0, 70000, "abc", [1], 10**400, True, 80.7, 3333.0, " 80", "0x50"):
             await conn.send({"id": None, "method": "client.reconnect", "params": [None, port]})
             await conn.send({"id": None, "method": "mining.set_difficulty", "params": [2]})  # a good one between
         await asyncio.sleep(5)
 
     pool, client, _, _closed = await run_client(script)
     await client.connect()
-    await asyncio.sleep(0.5)
+    for _ in range(600):  # generous under load: the script's lines are read in order
+        if client.bad_lines >= 12:
+            break
+        await asyncio.sleep(0.05)
     assert not client.closed.is_set() and client.reconnect_target is None
-    assert client.bad_lines == 7
+    assert client.bad_lines == 12
     await client.close()
     await pool.stop()
 
@@ -223,3 +226,12 @@ def test_extranonce2_size_must_be_an_integer_1_to_16(size: object) -> None:
             await client._handshake()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("value", ["0011 2233", "00112233\n", " 00112233", "0011\t2233"])
+def test_hex_fields_with_whitespace_inside_are_refused(value: str) -> None:
+    from openmos.stratum.protocol import ProtocolError, hex_field
+
+    with pytest.raises(ProtocolError, match="whitespace"):
+        hex_field(value, "prevhash")
+    assert hex_field("00112233", "prevhash", size=4) == bytes.fromhex("00112233")

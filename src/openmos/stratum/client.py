@@ -446,10 +446,14 @@ class StratumClient(EndingSession):
 
     async def _handle_reconnect(self, params: list[Any]) -> None:
         host = params[0] if params and isinstance(params[0], str) and params[0] else self.url.host
-        try:
-            port = int(params[1]) if len(params) > 1 and params[1] not in (None, "") else self.url.port
-        except (TypeError, ValueError, OverflowError):  # OverflowError: inf
-            raise ProtocolError(f"client.reconnect port is not a number: {str(params[1])[:40]!r}") from None
+        raw = params[1] if len(params) > 1 and params[1] not in (None, "") else self.url.port
+        # An integer or a string of digits (some pools send "3333"); true (a bool is an int) and 80.7 are refused.
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            port = raw
+        elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 5:
+            port = int(raw)
+        else:
+            raise ProtocolError(f"client.reconnect port is not a whole number: {str(raw)[:40]!r}")
         if not 0 < port < 65536:
             raise ProtocolError(f"client.reconnect port {str(port)[:40]} is out of range")
         allowed = host == self.url.host or host in self.options.allowed_reconnect_hosts

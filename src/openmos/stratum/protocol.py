@@ -169,6 +169,8 @@ def hex_field(value: Any, name: str, *, size: int | None = None, max_size: int =
         raw = bytes.fromhex(value)
     except ValueError:
         raise ProtocolError(f"{name} is not valid hex: {value[:40]!r}") from None
+    if 2 * len(raw) != len(value):  # bytes.fromhex skips whitespace: "0011 2233" is not a hex field
+        raise ProtocolError(f"{name} is not valid hex (whitespace inside): {value[:40]!r}")
     if size is not None and len(raw) != size:
         raise ProtocolError(f"{name} must be {size} bytes, got {len(raw)}")
     return raw
