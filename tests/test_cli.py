@@ -136,6 +136,13 @@ def test_ctrl_c_while_the_command_loads_is_a_quiet_exit(monkeypatch: pytest.Monk
     ["energy", "hashprice", "--btc-price", "1e5", "--difficulty", "-1"],
     ["energy", "report", "--miners", "0"], ["energy", "report", "--miners", "100000000"],
     ["energy", "report", "--days", "1e400"],
+    ["emulate", "chain", "--crc-error-every", "-1"],
+    ["emulate", "chain", "--dead-chip", "nan"],
+    ["emulate", "bitaxe-gamma", "--vr-fault-after", "nan"],
+    ["emulate", "bitaxe-gamma", "--vr-fault-after", "-1"],
+    ["emulate", "chain", "--hashrate", "inf"],
+    ["emulate", "chain", "--hashrate", "0"],
+    ["emulate", "chain", "--chips", "0"],
 ])
 def test_absurd_numbers_on_the_command_line_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Observed: mos pool --port 99999 and --network-difficulty inf ended in OverflowError tracebacks, --difficulty

@@ -10,6 +10,7 @@ import signal
 from rich.console import Console
 from rich.table import Table
 
+from openmos.cli.args import count, number
 from openmos.emulator.chip import MODELS as EMU_CHIPS
 from openmos.emulator.devices import BOARDS, EmulatedBitaxe, EmulatedSerialChain
 from openmos.hw.board.usb import find_usb_boards
@@ -34,13 +35,16 @@ def _configure_emulate(emu: argparse.ArgumentParser) -> None:
                        "and power are modelled.")
     emu.add_argument("device", choices=[*BOARDS, "chain"], help="a Bitaxe model, or a bare serial chain")
     emu.add_argument("--chip", default="bm1366", choices=list(EMU_CHIPS), help="chain only: chip type")
-    emu.add_argument("--chips", type=int, default=4, help="chain only: chips on the chain (default: %(default)s)")
-    emu.add_argument("--hashrate", type=float, default=20_000.0,
+    emu.add_argument("--chips", type=count(1, 256), default=4,
+                     help="chain only: chips on the chain (default: %(default)s)")
+    emu.add_argument("--hashrate", type=number(0, 1e12, low_open=True), default=20_000.0,
                      help="emulated hashes per second per chip at stock frequency (default: %(default)s)")
-    emu.add_argument("--diff1-shift", type=int, default=20, help="emulated difficulty scale (default: %(default)s)")
-    emu.add_argument("--crc-error-every", type=int, default=0, help="fault: corrupt every N-th reply")
-    emu.add_argument("--dead-chip", type=int, action="append", default=[], help="fault: this chip never answers")
-    emu.add_argument("--vr-fault-after", type=float, default=None,
+    emu.add_argument("--diff1-shift", type=count(0, 32), default=20,
+                     help="emulated difficulty scale (default: %(default)s)")
+    emu.add_argument("--crc-error-every", type=count(0, 1_000_000), default=0, help="fault: corrupt every N-th reply")
+    emu.add_argument("--dead-chip", type=count(0, 255), action="append", default=[],
+                     help="fault: this chip never answers")
+    emu.add_argument("--vr-fault-after", type=number(0, 86_400), default=None,
                      help="fault (Bitaxe): regulator over-current after this many seconds")
     emu.add_argument("--stuck-fan", action="store_true", help="fault (Bitaxe): the fan does not turn")
 
@@ -60,8 +64,6 @@ def run_hw(args: argparse.Namespace) -> int:
 
 
 def run_emulate(args: argparse.Namespace) -> int:
-    if not 1 <= args.chips <= 256 or not 0 <= args.diff1_shift <= 32 or not args.hashrate > 0:
-        raise ValueError("--chips must be 1..256, --diff1-shift 0..32, --hashrate positive")
     return asyncio.run(_emulate(args))
 
 
