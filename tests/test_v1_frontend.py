@@ -142,3 +142,21 @@ def barely_meeting(job: StratumJob, en1: bytes, en2: bytes, difficulty: float) -
         if hash_difficulty(digest) < 2 * difficulty:
             return nonce
     raise AssertionError("no nonce")
+
+
+def test_more_workers_on_a_connection_get_no_second_difficulty_or_job() -> None:
+    """Repeated authorizes on one connection: each answered, but the difficulty and the current job are sent
+    once (each extra name cost the pool a set_difficulty and a whole notify: a cheap amplification)."""
+    for frontend, session_type in frontends():
+        session = session_type("peer", Wire(), difficulty=0.5)
+        if isinstance(frontend, LocalPool):
+            frontend.push_job(clean=True)
+        session.subscribed = True  # (the proxy's subscribe needs an upstream: not under test here)
+        for n in range(15):
+            ask(frontend, session, "mining.authorize", [f"alice.rig{n}", "x"])
+        replies = [line for line in session.writer.lines if line.get("id") == 7]
+        assert [r["result"] for r in replies] == [True] * 15, type(frontend).__name__
+        methods = [line.get("method") for line in session.writer.lines]
+        assert methods.count("mining.set_difficulty") == 1, type(frontend).__name__
+        assert methods.count("mining.notify") <= 1
+        assert len(session.workers) == 15

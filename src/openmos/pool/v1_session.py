@@ -233,6 +233,7 @@ class V1Frontend(Generic[S]):
 
     def _handle_request(self, session: S, req: Request, received: float = 0.0) -> None:
         before = session.difficulty
+        first_worker = not session.workers
         try:
             if req.method == "mining.configure":
                 result: Any = self._on_configure(session, req.params)
@@ -260,7 +261,9 @@ class V1Frontend(Generic[S]):
             # A late suggestion (the usual order: after authorize) changes the difficulty of the jobs sent from
             # now on; unannounced, the miner would keep mining them at the old one (low-difficulty rejections).
             session.send(encode_notification("mining.set_difficulty", [session.difficulty]))
-        if req.method == "mining.authorize" and result is True:
+        if req.method == "mining.authorize" and result is True and first_worker:
+            # Only the connection's first worker: it already has both for any later one (a miner authorising
+            # worker names in a loop made the pool send a difficulty and a whole job for each: ~15x amplification).
             session.send(encode_notification("mining.set_difficulty", [session.difficulty]))
             job = self._job_after_authorize()
             if job is not None:
