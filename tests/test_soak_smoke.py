@@ -6,22 +6,14 @@ pool kill, one restart, one network stall and a difficulty change every simulate
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
-SOAK = Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
+from helpers import load_script
 
 
 def load_soak() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("openmos_soak_benchmark", SOAK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/soak.py", "openmos_soak_benchmark")
 
 
 async def test_short_soak_accepts_shares_loses_none_and_fails_over() -> None:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
-spec = importlib.util.spec_from_file_location("supply_chain", ROOT / "scripts" / "supply_chain.py")
-assert spec is not None and spec.loader is not None
-supply_chain = importlib.util.module_from_spec(spec)
-sys.modules["supply_chain"] = supply_chain
-spec.loader.exec_module(supply_chain)
+from helpers import REPO as ROOT
+from helpers import load_script
+
+supply_chain = load_script("scripts/supply_chain.py", "supply_chain")
 
 
 def test_base58_checksum_separates_addresses_from_words() -> None:
