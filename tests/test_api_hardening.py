@@ -342,3 +342,34 @@ async def test_fleet_dashboard_login_is_throttled_too() -> None:
         assert codes.count(401) <= 6 and codes[-1] == 429
         r = await client.post("/api/v1/auth/login", json={"user": "admin", "password": OWNER})
         assert r.status_code == 429 and "Retry-After" in r.headers
+
+
+async def test_not_found_replies_never_echo_the_path() -> None:
+    """A 404 said "no hashboard 9999…" / "no pool 9999…" / "no request <script>…": the path came back."""
+    from types import SimpleNamespace
+
+    from openmos.fleet.web.app import create_fleet_app
+
+    auth, token = owner_store()
+    headers = {"Authorization": f"Bearer {token}"}
+    number = "9" * 150  # a valid int that no index reaches, shorter than the 200-character reply cap
+    async with asgi_client(create_app(DeviceView(idle_agent()), auth)) as client:
+        for method, path, body in (("GET", f"/api/v1/hashboards/{number}/chips", None),
+                                   ("GET", "/api/v1/hashboards/-1234567/chips", None),
+                                   ("PATCH", f"/api/v1/pools/{number}", {"enabled": True}),
+                                   ("DELETE", f"/api/v1/pools/{number}", None),
+                                   ("POST", "/api/v1/pools", {"url": "stratum+tcp://h:1", "user": "u",
+                                                              "group": int(number)}),
+                                   ("GET", "/api/v1/hashboards/<script>alert(1)</script>/chips", None)):
+            r = await client.request(method, path, json=body, headers=headers)
+            assert r.status_code in (404, 422), (path, r.status_code, r.text[:200])
+            assert "9999" not in r.text and "1234567" not in r.text and "<script>" not in r.text, r.text[:300]
+    fleet = create_fleet_app(cast(Any, SimpleNamespace(controller=SimpleNamespace(requests={}))), auth)
+    async with asgi_client(fleet) as client:
+        for suffix in ("approve", "execute", "rollout"):
+            for rid in ("<script>alert(1)</script>", number):
+                r = await client.post(f"/api/fleet/requests/{rid}/{suffix}", headers=headers)
+                assert r.status_code == 404, (suffix, r.status_code)
+                assert "<script>" not in r.text and "9999" not in r.text, r.text[:300]
+        r = await client.post("/api/fleet/enrollments/<script>", json={}, headers=headers)
+        assert r.status_code == 422 and "<script>" not in r.text, r.text[:300]

@@ -26,7 +26,7 @@ async def add_pool(body: NewPool, ctx: Ctx, _: Operator) -> dict[str, Any]:
     endpoint = PoolEndpoint.checked(body.url, body.user, body.password)
     agent = ctx.view.agent
     if body.group >= len(agent.pools.groups):
-        raise HTTPException(404, f"no pool group {body.group}")
+        raise HTTPException(404, "no such pool group")
     conn = agent.pools.groups[body.group].add(endpoint)
     return {"url": conn.endpoint.url, "priority": conn.priority}
 
@@ -48,7 +48,7 @@ async def patch_pool(index: int, body: PoolPatch, ctx: Ctx, _: Operator) -> dict
         if body.priority is not None:
             group.move_to(conn, body.priority)
     except IndexError:
-        raise HTTPException(404, f"no pool {index}") from None
+        raise HTTPException(404, "no such pool") from None
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
     return {"index": index, "enabled": conn.enabled, "priority": conn.priority}
@@ -60,7 +60,7 @@ async def delete_pool(index: int, ctx: Ctx, _: Operator) -> dict[str, Any]:
         group, conn = ctx.view.agent.pools.locate(index)
         await group.remove(conn)
     except IndexError:
-        raise HTTPException(404, f"no pool {index}") from None
+        raise HTTPException(404, "no such pool") from None
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
     return {"removed": conn.endpoint.url}

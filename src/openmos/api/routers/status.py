@@ -54,7 +54,7 @@ async def hashboards(ctx: Ctx) -> list[dict[str, Any]]:
 async def chips(board: int, ctx: Ctx) -> list[dict[str, Any]]:
     boards = ctx.view.boards()
     if not 0 <= board < len(boards):
-        raise HTTPException(404, f"no hashboard {board}")
+        raise HTTPException(404, "no such hashboard")
     return [asdict(c) for c in boards[board].chips]
 
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from openmos.api import errors
 from openmos.api.auth import AuthError, AuthStore, TooManyAttempts
 from openmos.api.deps import Admin
 from openmos.api.middleware import HostAllowList, RequestGuard
@@ -52,6 +53,7 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
     # The device API's front door: Host allow-list, body limit, bearer token before any write body is read,
     # CSP and frame protection. Tokens travel only in the Authorization header (no cookie: no CSRF).
     app.add_middleware(RequestGuard, auth=lambda: auth, hosts=HostAllowList.default(allowed_hosts))
+    errors.install(app)  # the device API's error replies: what is wrong, never the input echoed back
     app.state.auth = auth
     app.state.audit = []
 
@@ -180,7 +182,7 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
     @app.post("/api/fleet/requests/{request_id}/approve")
     async def approve(request_id: str, s: Operator) -> dict[str, Any]:
         if request_id not in service.controller.requests:
-            raise HTTPException(404, f"no request {request_id}")
+            raise HTTPException(404, "no such request")
         try:
             req = service.controller.approve(request_id, s.user)
         except ApprovalError as exc:
@@ -190,7 +192,7 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
     @app.post("/api/fleet/requests/{request_id}/execute")
     async def execute(request_id: str, s: Operator) -> dict[str, Any]:
         if request_id not in service.controller.requests:
-            raise HTTPException(404, f"no request {request_id}")
+            raise HTTPException(404, "no such request")
         try:
             results = await service.controller.execute(request_id, s.user)
         except ApprovalError as exc:
@@ -234,7 +236,7 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
         """Run an approved ``install`` request as a staged rollout (canary, 10 %, all) with health gates."""
         req = service.controller.requests.get(request_id)
         if req is None:
-            raise HTTPException(404, f"no request {request_id}")
+            raise HTTPException(404, "no such request")
         if req.action != "install" or req.state != "ready":
             raise HTTPException(409, "a rollout needs an approved install request")
         state: dict[str, Any] = {"request_id": request_id, "version": req.args.get("version"), "progress": 0.0,
