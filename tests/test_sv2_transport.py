@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from openmos.stratum.v2.codec import Sv2CodecError
 from openmos.stratum.v2.messages import NewExtendedMiningJob, SetupConnection, SetupConnectionSuccess
 from openmos.stratum.v2.noise import CertificateError, KeyPair, NoiseError, issue_server_identity
-from openmos.stratum.v2.transport import Sv2Connection, accept_connection, open_connection
+from openmos.stratum.v2.transport import Sv2Connection, Sv2FrameRefused, accept_connection, open_connection
 
 SETUP = SetupConnection(0, 2, 2, 0, "127.0.0.1", 0, "OpenMOS", "test", "1", "")
 
@@ -83,7 +83,8 @@ async def test_oversized_frame_is_refused_before_it_is_buffered(authority: KeyPa
     conn.max_payload = 1 << 20
     await conn.send(NewExtendedMiningJob(1, 2, None, 1, True, (), b"\x01" * 5000, b""))
     err = await asyncio.wait_for(server.received.get(), 10)
-    assert isinstance(err, Sv2CodecError) and "limit" in str(err)
+    # Refused from its header, and the stream ends (its payload would follow): a NoiseError to every reader.
+    assert isinstance(err, Sv2FrameRefused) and isinstance(err, NoiseError) and "limit" in str(err)
     await conn.close()
     await server.stop()
 

@@ -70,7 +70,7 @@ class StreamServer:
             self.refused += 1
             if self._accepting and self.refused % 1000 == 1:  # the first, then one line per 1,000
                 log.warning("connection from %s refused: %d connections open (the limit); %d refused so far",
-                            _peer(writer), len(self._connections), self.refused)
+                            peer_name(writer), len(self._connections), self.refused)
             writer.close()
             return
         self._connections[task] = writer
@@ -83,6 +83,6 @@ class StreamServer:
             writer.close()
 
 
-def _peer(writer: asyncio.StreamWriter) -> str:
+def peer_name(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"

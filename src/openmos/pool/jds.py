@@ -57,6 +57,7 @@ from openmos.stratum.v2.messages import (
     SetupConnection,
     SetupConnectionError,
     SetupConnectionSuccess,
+    largest_payload,
 )
 from openmos.stratum.v2.transport import Sv2Connection
 
@@ -65,6 +66,9 @@ log = logging.getLogger(__name__)
 MAX_TOKENS = 4096  # outstanding tokens kept (oldest forgotten first)
 MAX_JOBS = 256  # declared jobs kept for SetCustomMiningJob / PushSolution
 JD_MAX_PAYLOAD = 16 << 20  # ProvideMissingTransactions.Success can carry a whole block's transactions
+# What a set-up client may send unasked (~2.2 MB: a DeclareMiningJob listing 65,535 wtxids); the whole
+# JD_MAX_PAYLOAD only while this server waits for the transactions it asked for.
+JD_REQUEST_MAX_PAYLOAD = largest_payload(AllocateMiningJobToken, DeclareMiningJob, PushSolution)
 HEADER_AND_COUNT_WEIGHT = 320 + 12
 MAX_SUPPLIED_MEMPOOL = 100_000  # supplied transactions join the pool's mempool only below this size
 
@@ -368,7 +372,7 @@ class JdsServer(Sv2Listener[_JdConnection]):
     """The Job Declaration Protocol on its own port, same authority key as the pool's Stratum V2."""
 
     name = "jds"
-    max_payload = JD_MAX_PAYLOAD
+    max_payload = JD_REQUEST_MAX_PAYLOAD
 
     def __init__(self, declarator: JobDeclarator, authority_secret: bytes, host: str = "127.0.0.1", port: int = 0,
                  setup_timeout: float = 10.0, idle_timeout: float = 600.0, max_allocations_per_minute: int = 600
@@ -388,6 +392,9 @@ class JdsServer(Sv2Listener[_JdConnection]):
 
     def _timeout(self, state: _JdConnection) -> float:
         return self.setup_timeout if state.setup is None else self.idle_timeout
+
+    def _max_payload(self, state: _JdConnection) -> int:
+        return JD_MAX_PAYLOAD if state.setup is not None and state.pending else super()._max_payload(state)
 
     def _dispatch(self, state: _JdConnection, msg: Message) -> bool:
         conn, d = state.conn, self.declarator

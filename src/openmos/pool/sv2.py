@@ -7,6 +7,9 @@ merkle root computed for the channel's extranonce prefix); extended channels (pr
 ``LocalPool.accept_share`` -- the very function V1 submits use -- so workers are counted identically on
 both protocols. Every message is hostile until validated: a malformed message is answered or counted,
 repeated garbage or a MAC failure closes the connection, and per-connection channel counts are capped.
+As on the other SV2 ports (``sv2_listener``): SetupConnection within ``setup_timeout``, no frame larger
+than the messages a miner may send (1,291 bytes before SetupConnection), large frames of all connections
+within one budget, and at most the V1 port's ``max_connections`` open.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from openmos.bitcoin.hashing import sha256d
 from openmos.bitcoin.merkle import merkle_root_from_branch
 from openmos.pool.jds import DeclarationRejected, DeclaredJob, JobDeclarator
 from openmos.pool.server import LocalPool, PoolJob, WorkerStats
+from openmos.pool.sv2_listener import SETUP_MAX_PAYLOAD, Sv2Listener
 from openmos.pool.v1_session import ShareRejected
 from openmos.pool.vardiff import next_difficulty
 from openmos.stratum.protocol import StratumErrorCode
@@ -56,15 +60,19 @@ from openmos.stratum.v2.messages import (
     SubmitSharesSuccess,
     UpdateChannel,
     UpdateChannelError,
+    largest_payload,
 )
 from openmos.stratum.v2.noise import KeyPair, NoiseError, encode_authority_key, issue_server_identity
-from openmos.stratum.v2.transport import Sv2Connection, accept_connection
+from openmos.stratum.v2.transport import PayloadBudget, Sv2Connection, Sv2FrameRefused, accept_connection
 
 log = logging.getLogger(__name__)
 
 BIP323_MASK = 0x1FFFFFE0
 MAX_CHANNELS_PER_CONNECTION = 256
 MAX_BAD_MESSAGES = 10
+# The largest message a set-up miner or proxy may send (~74 KB: a SetCustomMiningJob with 64 KiB of outputs).
+POOL_MAX_PAYLOAD = largest_payload(OpenStandardMiningChannel, OpenExtendedMiningChannel, UpdateChannel, CloseChannel,
+                                   SubmitSharesStandard, SubmitSharesExtended, SetCustomMiningJob)
 ERROR_CODES = {
     StratumErrorCode.JOB_NOT_FOUND: "stale-share",
     StratumErrorCode.DUPLICATE_SHARE: "duplicate-share",
@@ -119,7 +127,8 @@ class Sv2PoolServer:
         self.handshake_failures = 0
         self.protocol_errors = 0
         self._channel_ids = itertools.count(1)
-        self._listener = StreamServer(self._handle)
+        self.budget = PayloadBudget(Sv2Listener.budget_bytes)
+        self._listener = StreamServer(self._handle, max_connections=pool.settings.max_connections)
 
     @property
     def authority_key(self) -> str:
@@ -147,7 +156,8 @@ class Sv2PoolServer:
         try:
             try:
                 conn = await accept_connection(reader, writer, self.static, self.certificate,
-                                               timeout=self.setup_timeout)
+                                               timeout=self.setup_timeout, max_payload=SETUP_MAX_PAYLOAD,
+                                               budget=self.budget)
             except (NoiseError, TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
                 self.handshake_failures += 1
                 log.info("pool v2: handshake with %s failed: %s", peer, exc or type(exc).__name__)
@@ -167,9 +177,13 @@ class Sv2PoolServer:
 
     async def _serve(self, state: _Connection, peer: str) -> None:
         conn = state.conn
+        loop = asyncio.get_running_loop()
+        setup_by = loop.time() + self.setup_timeout  # a deadline: frames of unknown extensions do not extend it
         while True:
             try:
-                timeout = self.setup_timeout if state.setup is None else self.pool.settings.idle_timeout
+                conn.max_payload = SETUP_MAX_PAYLOAD if state.setup is None else POOL_MAX_PAYLOAD
+                timeout = (max(0.0, setup_by - loop.time()) if state.setup is None
+                           else self.pool.settings.idle_timeout)
                 msg = await asyncio.wait_for(conn.recv(), timeout)
             except Sv2CodecError as exc:
                 self.protocol_errors += 1
@@ -178,6 +192,10 @@ class Sv2PoolServer:
                 if state.bad_messages >= MAX_BAD_MESSAGES or state.setup is None:
                     return
                 continue
+            except Sv2FrameRefused as exc:  # before NoiseError, which it is
+                self.protocol_errors += 1
+                log.warning("pool v2: connection from %s closed: %s", peer, exc)
+                return
             except NoiseError as exc:
                 self.protocol_errors += 1
                 log.warning("pool v2: %s: %s; closing", peer, exc)

@@ -4,6 +4,11 @@
 the Noise handshake, and each connection's receive loop -- messages go to ``_dispatch`` until it returns False,
 malformed ones are counted in ``protocol_errors`` and end the connection after ``MAX_BAD_MESSAGES`` (or at once
 before ``SetupConnection``), a connection silent for ``_timeout`` is closed.
+
+Every peer is hostile until set up: ``SetupConnection`` must come within ``setup_timeout`` of the handshake
+(frames of unknown extensions do not extend it), no frame before it may be larger than ``SetupConnection``
+can be, later frames no larger than what the protocol lets the peer send next (``_max_payload``), large
+frames of all connections together stay within ``budget_bytes``, and at most ``max_connections`` are open.
 """
 
 from __future__ import annotations
@@ -13,15 +18,16 @@ import logging
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
-from openmos.base.server import StreamServer
+from openmos.base.server import StreamServer, peer_name
 from openmos.stratum.v2.codec import Sv2CodecError
-from openmos.stratum.v2.messages import Message, SetupConnection
+from openmos.stratum.v2.messages import Message, SetupConnection, largest_payload
 from openmos.stratum.v2.noise import KeyPair, NoiseError, issue_server_identity
-from openmos.stratum.v2.transport import Sv2Connection, accept_connection
+from openmos.stratum.v2.transport import PayloadBudget, Sv2Connection, Sv2FrameRefused, accept_connection
 
 log = logging.getLogger(__name__)
 
 MAX_BAD_MESSAGES = 10
+SETUP_MAX_PAYLOAD = largest_payload(SetupConnection)  # 1,291 bytes: all a peer may send before it is set up
 
 
 @dataclass(eq=False)
@@ -38,14 +44,17 @@ class Sv2Listener(Generic[S]):
     """``await start()``; ``await stop()``. Subclasses say how a connection starts, waits and is answered."""
 
     name: ClassVar[str]  # in log lines
-    max_payload: ClassVar[int]
+    max_payload: ClassVar[int]  # the largest payload a set-up peer may send (see _max_payload)
+    max_connections: ClassVar[int] = 1_000
+    budget_bytes: ClassVar[int] = 64 << 20  # large frames (transport.LARGE_PAYLOAD) read at once, all connections
 
     def __init__(self, authority_secret: bytes, host: str, port: int, setup_timeout: float) -> None:
         self.authority = KeyPair.from_secret(authority_secret)
         self.static, self.certificate = issue_server_identity(authority_secret, 86_400)
         self.host, self.port, self.setup_timeout = host, port, setup_timeout
         self.protocol_errors = 0
-        self._listener = StreamServer(self._handle)
+        self.budget = PayloadBudget(self.budget_bytes)
+        self._listener = StreamServer(self._handle, max_connections=self.max_connections)
 
     async def start(self) -> None:
         self.port = await self._listener.start(self.host, self.port, reuse_address=True)
@@ -68,15 +77,27 @@ class Sv2Listener(Generic[S]):
     def _closed(self, state: S) -> None:
         """The connection has ended."""
 
+    def _max_payload(self, state: S) -> int:
+        """The largest payload the peer may send next."""
+        return SETUP_MAX_PAYLOAD if state.setup is None else self.max_payload
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         state: S | None = None
+        loop = asyncio.get_running_loop()
         try:
             conn = await accept_connection(reader, writer, self.static, self.certificate,
-                                           timeout=self.setup_timeout, max_payload=self.max_payload)
+                                           timeout=self.setup_timeout, max_payload=SETUP_MAX_PAYLOAD,
+                                           budget=self.budget)
             state = self._opened(conn)
+            setup_by = loop.time() + self.setup_timeout
             while True:
+                conn.max_payload = self._max_payload(state)
+                timeout = self._timeout(state)
+                if state.setup is None:  # a deadline, not a silence: ignored frames do not extend it
+                    timeout = max(0.0, min(timeout if timeout is not None else self.setup_timeout,
+                                           setup_by - loop.time()))
                 try:
-                    msg = await asyncio.wait_for(conn.recv(), self._timeout(state))
+                    msg = await asyncio.wait_for(conn.recv(), timeout)
                 except Sv2CodecError as exc:
                     self.protocol_errors += 1
                     state.bad += 1
@@ -88,6 +109,9 @@ class Sv2Listener(Generic[S]):
                 await writer.drain()
                 if not go_on:
                     return
+        except Sv2FrameRefused as exc:
+            self.protocol_errors += 1
+            log.warning("%s: connection from %s closed: %s", self.name, peer_name(writer), exc)
         except (NoiseError, TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             log.info("%s: connection ended: %s", self.name, exc or type(exc).__name__)
         finally:

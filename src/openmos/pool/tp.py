@@ -30,6 +30,7 @@ from openmos.stratum.v2.messages import (
     SetupConnection,
     SetupConnectionError,
     SetupConnectionSuccess,
+    largest_payload,
 )
 from openmos.stratum.v2.template_distribution import (
     CoinbaseOutputConstraints,
@@ -45,7 +46,9 @@ from openmos.stratum.v2.transport import Sv2Connection
 log = logging.getLogger(__name__)
 
 MAX_TEMPLATES = 64
-TP_MAX_PAYLOAD = 1 << 20  # clients send small messages; RequestTransactionData.Success goes the other way
+# Clients send small messages (a SubmitSolution's coinbase at most 64 KiB); RequestTransactionData.Success
+# goes the other way.
+TP_MAX_PAYLOAD = largest_payload(CoinbaseOutputConstraints, RequestTransactionData, SubmitSolution)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class Codec(Generic[T]):
     """How one SV2 data type is read and written."""
 
     name = "?"
+    max_size = 0  # the most bytes one value of this type takes on the wire
 
     def read(self, r: Reader) -> T:
         raise NotImplementedError
@@ -59,6 +60,7 @@ class Codec(Generic[T]):
 class UInt(Codec[int]):
     def __init__(self, size: int, name: str) -> None:
         self.size = size
+        self.max_size = size
         self.name = name
         self.limit = 1 << (8 * size)
 
@@ -72,6 +74,7 @@ class UInt(Codec[int]):
 
 
 class Bool(Codec[bool]):
+    max_size = 1
     name = "BOOL"
 
     def read(self, r: Reader) -> bool:
@@ -84,6 +87,7 @@ class Bool(Codec[bool]):
 
 
 class F32(Codec[float]):
+    max_size = 4
     """IEEE-754 binary32, little-endian. Any bit pattern decodes (NaN included); users check ranges."""
 
     name = "F32"
@@ -103,6 +107,7 @@ class F32(Codec[float]):
 class FixedBytes(Codec[bytes]):
     def __init__(self, size: int, name: str) -> None:
         self.size = size
+        self.max_size = size
         self.name = name
 
     def read(self, r: Reader) -> bytes:
@@ -120,6 +125,7 @@ class VarBytes(Codec[bytes]):
     def __init__(self, prefix: int, maximum: int, name: str) -> None:
         self.prefix = prefix
         self.maximum = maximum
+        self.max_size = prefix + maximum
         self.name = name
 
     def read(self, r: Reader) -> bytes:
@@ -139,6 +145,7 @@ class Str0_255(Codec[str]):
     """STR0_255: UTF-8 text of at most 255 bytes (the spec recommends UTF-8; we require it)."""
 
     name = "STR0_255"
+    max_size = 1 + 255
 
     def read(self, r: Reader) -> str:
         raw = B0_255.read(r)
@@ -163,6 +170,7 @@ class Seq(Codec[tuple[T, ...]]):
         self.item = item
         self.prefix = prefix
         self.maximum = maximum
+        self.max_size = prefix + maximum * item.max_size
         self.name = f"{name}[{item.name}]"
 
     def read(self, r: Reader) -> tuple[T, ...]:
@@ -185,6 +193,7 @@ class Option(Codec[T | None]):
     def __init__(self, item: Codec[T]) -> None:
         self.seq = Seq(item, 1, 1, "OPTION")
         self.name = self.seq.name
+        self.max_size = self.seq.max_size
 
     def read(self, r: Reader) -> T | None:
         items = self.seq.read(r)

@@ -89,6 +89,12 @@ def register(msg_type: int, *, channel: bool, extension: int = 0) -> Any:
     return wrap
 
 
+def largest_payload(*classes: type[Message]) -> int:
+    """The most bytes a payload of any of these messages can take: what a peer expecting only them needs to
+    read (a frame claiming more is refused before its payload is buffered)."""
+    return max(sum(codec.max_size for _, codec in cls.FIELDS) for cls in classes)
+
+
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 

@@ -3,7 +3,10 @@
 Handshake messages travel as raw bytes (64 from the client, 234 back). Afterwards every frame is an
 encrypted 6-byte header (22 bytes on the wire) followed by the payload in <= 65,519-byte chunks, each
 with its own MAC. The header is checked against the size limit *before* the payload is read, so a peer
-cannot make us buffer more than ``max_payload``. Any MAC failure ends the connection.
+cannot make us buffer more than ``max_payload`` (a server lowers it to what the peer may send next: see
+``largest_payload``). A server's connections can also share a ``PayloadBudget``: a payload over
+``LARGE_PAYLOAD`` is only read while the bytes of all such payloads being read stay within it, so many
+connections each claiming a large frame cannot add up. Any MAC failure ends the connection.
 """
 
 from __future__ import annotations
@@ -30,17 +33,47 @@ from openmos.stratum.v2.noise import (
 )
 
 ENCRYPTED_HEADER_SIZE = HEADER_SIZE + MAC_SIZE  # 22
+LARGE_PAYLOAD = 1 << 16  # payloads above this are charged to the connection's PayloadBudget while read
+
+
+class Sv2FrameRefused(NoiseError):
+    """A frame refused from its header (its payload would follow, so the stream cannot go on): the connection
+    ends. A NoiseError so that every reader already ends the connection on it."""
+
+
+class Sv2Busy(Sv2FrameRefused):
+    """A large frame arrived while the server's budget for large frames was spent."""
+
+
+class PayloadBudget:
+    """Bytes of large payloads a server's connections may be reading at once (shared by its connections)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.in_use = 0
+        self.refused = 0
+
+    def take(self, n: int) -> bool:
+        if self.in_use + n > self.total:
+            self.refused += 1
+            return False
+        self.in_use += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.in_use -= n
 
 
 class Sv2Connection:
     """One established, encrypted SV2 connection."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: Session,
-                 max_payload: int = MAX_PAYLOAD) -> None:
+                 max_payload: int = MAX_PAYLOAD, budget: PayloadBudget | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.session = session
-        self.max_payload = max_payload
+        self.max_payload = max_payload  # the largest payload the next frame may have (a server may change it)
+        self.budget = budget
         self.bytes_sent = 0
         self.bytes_received = 0
         self.frames_sent = 0
@@ -74,9 +107,20 @@ class Sv2Connection:
         """The next frame; raises NoiseError (tampering), Sv2CodecError (malformed) or EOF/ConnectionError."""
         recv = self.session.recv
         header = recv.decrypt(b"", await self.reader.readexactly(ENCRYPTED_HEADER_SIZE))
-        ext, msg_type, channel, length = decode_header(header, self.max_payload)
+        try:
+            ext, msg_type, channel, length = decode_header(header, self.max_payload)
+        except Sv2CodecError as exc:  # larger than the peer may send now
+            raise Sv2FrameRefused(str(exc)) from None
         ct_len = ciphertext_length(length)
-        payload = decrypt_payload(recv, await self.reader.readexactly(ct_len)) if ct_len else b""
+        budget = self.budget if length > LARGE_PAYLOAD else None
+        if budget is not None and not budget.take(ct_len):
+            raise Sv2Busy(f"a frame of {length} bytes while other connections are sending large frames; "
+                          "try again later")
+        try:
+            payload = decrypt_payload(recv, await self.reader.readexactly(ct_len)) if ct_len else b""
+        finally:
+            if budget is not None:
+                budget.give(ct_len)
         if len(payload) != length:
             raise NoiseError("payload length does not match its header")
         self.bytes_received += ENCRYPTED_HEADER_SIZE + ct_len
@@ -111,10 +155,10 @@ async def open_connection(host: str, port: int, authority_xonly: bytes, *, timeo
 
 async def accept_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, static: KeyPair,
                             certificate: Certificate, *, timeout: float = 10.0,
-                            max_payload: int = MAX_PAYLOAD) -> Sv2Connection:
+                            max_payload: int = MAX_PAYLOAD, budget: PayloadBudget | None = None) -> Sv2Connection:
     """Run the NX handshake as responder on a freshly accepted stream."""
     opening = await asyncio.wait_for(reader.readexactly(ACT1_SIZE), timeout)
     reply, session = Responder(static, certificate).act2(opening)
     writer.write(reply)
     await writer.drain()
-    return Sv2Connection(reader, writer, session, max_payload)
+    return Sv2Connection(reader, writer, session, max_payload, budget)
