@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,27 @@ def test_absurd_numbers_on_the_command_line_are_refused(argv: list[str], capsys:
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"error: argument {argv[-2]}: " in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("option", ["--api-port", "--rest-port"])
+def test_run_with_a_busy_api_port_exits_before_mining(option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`mos run` started the hardware and connected to its pools (2 CPU workers, a pool session) and only then
+    found its cgminer or REST port taken: the listeners are bound first, and the one-line error says which."""
+    from openmos.miner.agent import MiningAgent
+
+    started: list[object] = []
+
+    async def no_start(self: MiningAgent) -> None:
+        started.append(self)
+
+    monkeypatch.setattr(MiningAgent, "start", no_start)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        other = "--rest-port" if option == "--api-port" else "--api-port"
+        code = main(["run", "--pool", "stratum+tcp://127.0.0.1:1", "--hardware", "sim:s21", "--no-status",
+                     "--duration", "30", "--state-dir", str(tmp_path), option, str(port), other, "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and not started, err
+    assert len(err.splitlines()) == 1 and f"127.0.0.1:{port}" in err and option in err, err
+    assert ("cgminer" if option == "--api-port" else "REST") in err and "stop" in err, err

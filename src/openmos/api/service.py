@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from openmos.api.app import create_app
@@ -21,6 +22,20 @@ log = logging.getLogger(__name__)
 
 
 ACCOUNTS_FILE = "accounts.json"
+
+
+class PortBusy(OSError):
+    """One of the device APIs could not listen on its port (another process holds it, or no permission).
+    ``api`` is ``"rest"`` or ``"cgminer"``; every listener opened before it is closed again."""
+
+    def __init__(self, api: str, host: str, port: int, cause: OSError) -> None:
+        name = "REST API" if api == "rest" else "cgminer API"
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)  # asyncio's text repeats the address
+        super().__init__(cause.errno, f"the {name} port {host}:{port} is not free ({reason.lower()})")
+        self.api, self.host, self.port = api, host, port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class DeviceApis:
@@ -49,8 +64,17 @@ class DeviceApis:
         return self.http.port
 
     async def start(self) -> None:
-        await self.http.start()
-        await self.cgminer.start()
+        """Bind both listeners (raises :class:`PortBusy` naming the one that failed, with none left open)."""
+        try:
+            await self.http.start()
+        except OSError as exc:
+            await self.http.stop()
+            raise PortBusy("rest", self.http.host, self.http.port, exc) from None
+        try:
+            await self.cgminer.start()
+        except OSError as exc:
+            await self.stop()
+            raise PortBusy("cgminer", self.cgminer.host, self.cgminer.port, exc) from None
         if not self.auth.has_owner:
             log.warning("no owner account yet: create one with POST /api/v1/auth/setup (there is no default "
                         "password; it will be kept in %s); until then every write is refused", self.accounts_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Group
 
-from openmos.api.service import DeviceApis
+from openmos.api.service import DeviceApis, PortBusy
 from openmos.cli.args import DURATION, number
 from openmos.cli.display import agent_panel, pool_panel, serve
 from openmos.cli.pool import add_pool_args, pool_settings
@@ -134,8 +134,7 @@ async def _start_apis(agent: MiningAgent, config_path: Path | None, *, any_port_
     apis = DeviceApis(agent, config_path=config_path, state=state)
     try:
         await apis.start()
-    except OSError as exc:
-        await apis.stop()
+    except PortBusy as exc:
         if any_port_if_busy:  # the demo must start anywhere: fall back to free ports and say so
             log.warning("API ports busy (%s); using free ports instead", exc)
             doc = agent.config.model_dump()
@@ -144,8 +143,9 @@ async def _start_apis(agent: MiningAgent, config_path: Path | None, *, any_port_
             apis = DeviceApis(agent, config_path=config_path, state=state)
             await apis.start()
             return apis
-        raise OSError(f"cannot start the device APIs: {exc} (choose other ports with --api-port/--rest-port, "
-                      "or --no-api)") from None
+        option = "--rest-port" if exc.api == "rest" else "--api-port"
+        raise OSError(f"{exc}: stop the process listening there, choose another port with {option} (0 = any free) "
+                      "or run with --no-api; nothing was started") from None
     return apis
 
 
@@ -186,10 +186,16 @@ def _with_stratum_args(config: AgentConfig, args: argparse.Namespace) -> AgentCo
 async def _run_agent(args: argparse.Namespace) -> int:
     config = _with_api_args(_with_stratum_args(_agent_config(args), args), args)
     agent = MiningAgent(config, create_hardware(config.hardware, seed=args.seed, sim_speed=args.sim_speed))
-    await agent.start()
-    apis, mqtt = None, agent_bridge(agent)  # MQTT / Home Assistant when [mqtt] host is set
+    # The listeners first: a busy port ends the run before any hashing, pool session or share.
+    apis = await _start_apis(agent, args.config, state=args.state_dir)
+    mqtt = agent_bridge(agent)  # MQTT / Home Assistant when [mqtt] host is set
     try:
-        apis = await _start_apis(agent, args.config, state=args.state_dir)
+        await agent.start()
+    except BaseException:
+        if apis is not None:
+            await apis.stop()
+        raise
+    try:
         if mqtt is not None:
             await mqtt.start()
         await serve(args.duration, lambda: Group(agent_panel(agent)), not args.no_status)
