@@ -11,6 +11,7 @@ many ignored frames arrive, and large frames of all connections share one budget
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -161,3 +162,26 @@ async def test_large_frames_of_all_connections_share_one_budget(ports: Ports) ->
     await third.close()
     await first.close()
     await wait_for(lambda: budget.in_use == 0, 60, "the budget to be given back")
+
+
+async def test_lines_about_connections_are_rate_limited(ports: Ports, caplog: pytest.LogCaptureFixture) -> None:
+    """300 failed handshakes on each SV2 port wrote 900 log lines (a peer decided how much the pool logs);
+    now 20 of a kind per 10 s per port, then a count of those held back. Every failure is still counted."""
+    caplog.set_level(logging.INFO)
+    errors_before = ports.jds.protocol_errors
+
+    async def junk(port: int) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(bytes(10))  # a handshake cut short
+        await writer.drain()
+        writer.close()
+
+    for port in (ports.v2.port, ports.jds.port, ports.tp.port):
+        await asyncio.gather(*(junk(port) for _ in range(300)))
+    await wait_for(lambda: ports.v2.handshake_failures >= 300 and ports.v2._listener.connections == 0
+                   and ports.jds._listener.connections == 0 and ports.tp._listener.connections == 0, 60,
+                   "every connection to end")
+    for name in ("openmos.pool.sv2", "openmos.pool.jds", "openmos.pool.tp"):
+        lines = [r for r in caplog.records if r.name == name]
+        assert len(lines) <= 3 * 20, (name, len(lines))
+    assert ports.jds.protocol_errors == errors_before  # handshake failures are not protocol errors: unchanged

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from openmos.base.logs import LogLimiter
 from openmos.bitcoin import BlockHeader, merkle_root_from_branch, sha256d
 from openmos.bitcoin.merkle import merkle_branches
 from openmos.bitcoin.tx import (
@@ -40,6 +41,7 @@ from openmos.node.template import TemplateTx
 from openmos.pool.chain import BlockTemplate
 from openmos.pool.node_rpc import SUBSIDY, PoolNode
 from openmos.pool.sv2_listener import MAX_BAD_MESSAGES, ServedConnection, Sv2Listener
+from openmos.pool.v1_session import PEER_LOG_BURST
 from openmos.stratum.v2.job_declaration import (
     AllocateMiningJobToken,
     AllocateMiningJobTokenSuccess,
@@ -117,6 +119,8 @@ class JobDeclarator:
     jobs: OrderedDict[bytes, DeclaredJob] = field(default_factory=OrderedDict)
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    # A line per declaration, accepted or refused: clients declare at will, so the lines are rate-limited.
+    peer_log: LogLimiter = field(default_factory=lambda: LogLimiter(log, burst=PEER_LOG_BURST))
 
     @property
     def pool_outputs(self) -> tuple[TxOut, ...]:
@@ -160,7 +164,7 @@ class JobDeclarator:
 
     def _reject(self, request_id: int, exc: DeclarationRejected) -> DeclareMiningJobError:
         self.rejected[exc.code] = self.rejected.get(exc.code, 0) + 1
-        log.info("jds: declared job refused: %s", exc)
+        self.peer_log.log(logging.INFO, "refused", "jds: declared job refused: %s", exc)
         return DeclareMiningJobError(request_id, exc.code, exc.details.encode()[:0xFFFF])
 
     def _finish(self, p: _Pending) -> DeclareMiningJobSuccess:
@@ -242,8 +246,9 @@ class JobDeclarator:
         while len(self.jobs) > MAX_JOBS:
             self.jobs.popitem(last=False)
         self.accepted += 1
-        log.info("jds: accepted a job declared by %s: height %d, %d transactions, %d sat verifiable fees%s", p.user,
-                 height, len(txids), fees, f" ({unverified} supplied without one)" if unverified else "")
+        self.peer_log.log(logging.INFO, "accepted", "jds: accepted a job declared by %s: height %d, %d transactions, "
+                          "%d sat verifiable fees%s", p.user, height, len(txids), fees,
+                          f" ({unverified} supplied without one)" if unverified else "")
         return DeclareMiningJobSuccess(msg.request_id, token)
 
     # -- the Mining Protocol side -----------------------------------------------------------------
@@ -413,7 +418,7 @@ class JdsServer(Sv2Listener[_JdConnection]):
             state.allocations = [t for t in state.allocations if now - t < 60] + [now]
             if len(state.allocations) > self.max_allocations:  # "rate limited to a rather slow rate"
                 self.protocol_errors += 1
-                log.warning("jds: %s allocates tokens too fast; closing", conn.peer)
+                self.peer_log.log(logging.WARNING, "too-fast", "jds: %s allocates tokens too fast; closing", conn.peer)
                 return False
             conn.write(d.allocate(msg))
         elif isinstance(msg, DeclareMiningJob):
@@ -439,11 +444,12 @@ class JdsServer(Sv2Listener[_JdConnection]):
                 return True
             result = d.push_solution(state.last_job, msg)
             self.solutions.append(result)
-            log.info("jds: PushSolution -> %s", "block accepted" if result is None else result)
+            self.peer_log.log(logging.INFO, "solution", "jds: PushSolution -> %s",
+                              "block accepted" if result is None else result)
         else:
             self.protocol_errors += 1
             state.bad += 1
-            log.info("jds: unexpected %s ignored", type(msg).__name__)
+            self.peer_log.log(logging.INFO, "unexpected", "jds: unexpected %s ignored", type(msg).__name__)
             return state.bad < MAX_BAD_MESSAGES
         return True
 

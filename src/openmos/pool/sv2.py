@@ -20,6 +20,7 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 
+from openmos.base.logs import LogLimiter
 from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, difficulty_to_target, target_to_difficulty
 from openmos.bitcoin.hashing import sha256d
@@ -27,7 +28,7 @@ from openmos.bitcoin.merkle import merkle_root_from_branch
 from openmos.pool.jds import DeclarationRejected, DeclaredJob, JobDeclarator
 from openmos.pool.server import LocalPool, PoolJob, WorkerStats
 from openmos.pool.sv2_listener import SETUP_MAX_PAYLOAD, Sv2Listener
-from openmos.pool.v1_session import ShareRejected
+from openmos.pool.v1_session import PEER_LOG_BURST, ShareRejected
 from openmos.pool.vardiff import next_difficulty
 from openmos.stratum.protocol import StratumErrorCode
 from openmos.stratum.v2.codec import Sv2CodecError, int_to_u256, u256_to_int
@@ -128,6 +129,7 @@ class Sv2PoolServer:
         self.protocol_errors = 0
         self._channel_ids = itertools.count(1)
         self.budget = PayloadBudget(Sv2Listener.budget_bytes)
+        self.peer_log = LogLimiter(log, burst=PEER_LOG_BURST)  # lines about connections: no flood from a peer
         self._listener = StreamServer(self._handle, max_connections=pool.settings.max_connections)
 
     @property
@@ -160,11 +162,12 @@ class Sv2PoolServer:
                                                budget=self.budget)
             except (NoiseError, TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
                 self.handshake_failures += 1
-                log.info("pool v2: handshake with %s failed: %s", peer, exc or type(exc).__name__)
+                self.peer_log.log(logging.INFO, "handshake-failed", "pool v2: handshake with %s failed: %s", peer,
+                                  exc or type(exc).__name__)
                 return
             state = _Connection(conn)
             self.connections.add(state)
-            log.info("pool v2: %s connected (encrypted)", peer)
+            self.peer_log.log(logging.INFO, "connected", "pool v2: %s connected (encrypted)", peer)
             await self._serve(state, peer)
         except asyncio.CancelledError:
             pass
@@ -188,23 +191,23 @@ class Sv2PoolServer:
             except Sv2CodecError as exc:
                 self.protocol_errors += 1
                 state.bad_messages += 1
-                log.warning("pool v2: malformed message from %s: %s", peer, exc)
+                self.peer_log.log(logging.WARNING, "malformed", "pool v2: malformed message from %s: %s", peer, exc)
                 if state.bad_messages >= MAX_BAD_MESSAGES or state.setup is None:
                     return
                 continue
             except Sv2FrameRefused as exc:  # before NoiseError, which it is
                 self.protocol_errors += 1
-                log.warning("pool v2: connection from %s closed: %s", peer, exc)
+                self.peer_log.log(logging.WARNING, "refused-frame", "pool v2: connection from %s closed: %s", peer, exc)
                 return
             except NoiseError as exc:
                 self.protocol_errors += 1
-                log.warning("pool v2: %s: %s; closing", peer, exc)
+                self.peer_log.log(logging.WARNING, "noise", "pool v2: %s: %s; closing", peer, exc)
                 return
             except TimeoutError:
-                log.info("pool v2: %s idle, disconnecting", peer)
+                self.peer_log.log(logging.INFO, "idle", "pool v2: %s idle, disconnecting", peer)
                 return
             except (asyncio.IncompleteReadError, ConnectionError, OSError):
-                log.info("pool v2: %s disconnected", peer)
+                self.peer_log.log(logging.INFO, "disconnected", "pool v2: %s disconnected", peer)
                 return
             if msg is None:
                 continue
@@ -232,7 +235,7 @@ class Sv2PoolServer:
         else:
             self.protocol_errors += 1
             state.bad_messages += 1
-            log.info("pool v2: unexpected %s ignored", type(msg).__name__)
+            self.peer_log.log(logging.INFO, "unexpected", "pool v2: unexpected %s ignored", type(msg).__name__)
             return state.bad_messages < MAX_BAD_MESSAGES
         return True
 
@@ -297,8 +300,8 @@ class Sv2PoolServer:
         else:
             conn.write(OpenStandardMiningChannelSuccess(msg.request_id, channel.channel_id, target,
                                                         self._prefix(channel), 0))
-        log.info("pool v2: %s channel %d for %s", "extended" if extended else "standard", channel.channel_id,
-                 channel.worker)
+        self.peer_log.log(logging.INFO, "channel", "pool v2: %s channel %d for %s",
+                          "extended" if extended else "standard", channel.channel_id, channel.worker)
         self._send_job(state, channel, self.pool.current_job(), activate_prev=True)
 
     def _prefix(self, channel: _Channel) -> bytes:
@@ -365,7 +368,8 @@ class Sv2PoolServer:
         try:
             template = self.declarator.custom_template(msg, channel.extranonce1, channel.extranonce_size)
         except DeclarationRejected as exc:
-            log.info("pool v2: custom job from %s refused: %s", channel.worker, exc)
+            self.peer_log.log(logging.INFO, "custom-refused", "pool v2: custom job from %s refused: %s", channel.worker,
+                              exc)
             state.conn.write(SetCustomMiningJobError(msg.channel_id, msg.request_id, exc.code))
             return
         job = self.pool.add_custom_job(template)

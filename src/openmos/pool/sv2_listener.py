@@ -18,7 +18,9 @@ import logging
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
+from openmos.base.logs import LogLimiter
 from openmos.base.server import StreamServer, peer_name
+from openmos.pool.v1_session import PEER_LOG_BURST
 from openmos.stratum.v2.codec import Sv2CodecError
 from openmos.stratum.v2.messages import Message, SetupConnection, largest_payload
 from openmos.stratum.v2.noise import KeyPair, NoiseError, issue_server_identity
@@ -54,6 +56,8 @@ class Sv2Listener(Generic[S]):
         self.host, self.port, self.setup_timeout = host, port, setup_timeout
         self.protocol_errors = 0
         self.budget = PayloadBudget(self.budget_bytes)
+        # Lines about connections and what peers send, in the server's own logger: no flood from a peer.
+        self.peer_log = LogLimiter(logging.getLogger(type(self).__module__), burst=PEER_LOG_BURST)
         self._listener = StreamServer(self._handle, max_connections=self.max_connections)
 
     async def start(self) -> None:
@@ -101,7 +105,8 @@ class Sv2Listener(Generic[S]):
                 except Sv2CodecError as exc:
                     self.protocol_errors += 1
                     state.bad += 1
-                    log.warning("%s: malformed message from %s: %s", self.name, conn.peer, exc)
+                    self.peer_log.log(logging.WARNING, "malformed", "%s: malformed message from %s: %s", self.name,
+                                      conn.peer, exc)
                     if state.bad >= MAX_BAD_MESSAGES or state.setup is None:
                         return
                     continue
@@ -111,9 +116,10 @@ class Sv2Listener(Generic[S]):
                     return
         except Sv2FrameRefused as exc:
             self.protocol_errors += 1
-            log.warning("%s: connection from %s closed: %s", self.name, peer_name(writer), exc)
+            self.peer_log.log(logging.WARNING, "refused-frame", "%s: connection from %s closed: %s", self.name,
+                              peer_name(writer), exc)
         except (NoiseError, TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            log.info("%s: connection ended: %s", self.name, exc or type(exc).__name__)
+            self.peer_log.log(logging.INFO, "ended", "%s: connection ended: %s", self.name, exc or type(exc).__name__)
         finally:
             if state is not None:
                 self._closed(state)

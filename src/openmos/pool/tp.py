@@ -171,5 +171,6 @@ class TemplateProvider(Sv2Listener[_TpConnection]):
         header = BlockHeader(msg.version, tpl.prev_hash, root, msg.header_timestamp, self.node.chain.bits,
                              msg.header_nonce)
         result = self.node.submit(serialize_block(header.serialize(), [msg.coinbase_tx, *(t.data for t in tpl.txs)]))
-        log.info("tp: SubmitSolution for template %d -> %s", msg.template_id, result or "block accepted")
+        self.peer_log.log(logging.INFO, "solution", "tp: SubmitSolution for template %d -> %s", msg.template_id,
+                          result or "block accepted")
         return result
