@@ -91,6 +91,11 @@ class Bm13xxSettings:
     job_interval_s: float = 1.0  # a fresh job this often (and at once on a new block)
     poll_s: float = 0.25  # sensor poll: bounds the reaction to a regulator fault
     counters_s: float = 5.0
+    # Counter reads on a loaded host: a chip silent for read_timeout_s is asked again (each wait doubled) up to
+    # read_retries times, and counts as not responding only after read_miss_limit such reads in a row.
+    read_timeout_s: float = 0.5
+    read_retries: int = 2
+    read_miss_limit: int = 3
     ramp_step_s: float = 0.1
     baud: int | None = None  # switch the chain to this UART rate after enumeration
     diff1_shift: int = 0  # emulator only: its chips treat difficulty 1 as 2**-diff1_shift
@@ -151,7 +156,8 @@ class Bm13xxHardware(MiningHardware):
         self._sink = sink
         self._provider = provider
         self._stopped.clear()
-        self._tasks = [asyncio.create_task(self._monitor_loop(), name="bm13xx-monitor")]
+        self._tasks = [asyncio.create_task(self._monitor_loop(), name="bm13xx-monitor"),
+                       asyncio.create_task(self._counters_loop(), name="bm13xx-counters")]
         self._start_jobs()
 
     def _start_jobs(self) -> None:
@@ -164,6 +170,7 @@ class Bm13xxHardware(MiningHardware):
         """Enumerate, configure, switch baud and ramp one chain (after power-up or a reset)."""
         s = self.settings
         chain.on_nonce = lambda hit: self._on_nonce(index, hit)
+        chain.miss_limit = max(1, s.read_miss_limit)
         await chain.enumerate(expected=s.chips, quiet_s=s.enumerate_quiet_s)
         chain.ticket_difficulty = ticket
         await chain.configure(version_mask=0x1FFFE000)
@@ -266,8 +273,9 @@ class Bm13xxHardware(MiningHardware):
     # -- monitoring ---------------------------------------------------------------------------------
 
     async def _monitor_loop(self) -> None:
+        """Sensors every poll_s: a regulator fault powers the board off. Nothing slow runs here (the chips'
+        counters have their own loop, whose retries may take seconds)."""
         s = self.settings
-        next_counters = time.monotonic() + s.counters_s
         while not self._stopped.is_set():
             try:
                 sensors = await self.board.sensors()
@@ -279,10 +287,13 @@ class Bm13xxHardware(MiningHardware):
             if sensors.faults:
                 await self.emergency_stop("regulator fault: " + ", ".join(sensors.faults))
                 return
-            if time.monotonic() >= next_counters:
-                next_counters = time.monotonic() + s.counters_s
-                await self._read_counters()
             await asyncio.sleep(s.poll_s)
+
+    async def _counters_loop(self) -> None:
+        while not self._stopped.is_set():
+            await asyncio.sleep(self.settings.counters_s)
+            if self.powered:
+                await self._read_counters()
 
     async def emergency_stop(self, why: str) -> None:
         self.stats.emergency_stops += 1
@@ -300,7 +311,7 @@ class Bm13xxHardware(MiningHardware):
         unit = 2.0 ** (32 - self.settings.diff1_shift)
         for index, chain in enumerate(self.chains):
             before = [(c.hash_count, c.error_count) for c in chain.chips]
-            await chain.read_counters()
+            await chain.read_counters(timeout_s=self.settings.read_timeout_s, retries=self.settings.read_retries)
             for chip, (hc, ec) in zip(chain.chips, before, strict=True):
                 counters = self._counters[index][chip.index]
                 if hc is not None and chip.hash_count is not None:

@@ -43,7 +43,9 @@ class ChainStats:
     register_replies: int = 0
     unexpected_replies: int = 0  # register replies nobody asked for (or from unknown chips)
     unknown_chip_ids: int = 0  # enumeration replies with a chip id of another type
-    read_timeouts: int = 0
+    read_timeouts: int = 0  # chip reads given up after every retry
+    read_retries: int = 0  # reads sent again because a chip had not answered in time
+    late_replies: int = 0  # answers that came after their read was retried or given up (a slow host, not a chip)
     frames_sent: int = 0
 
 
@@ -52,7 +54,8 @@ class ChipState:
     index: int
     address: int
     frequency_mhz: float = 0.0
-    responding: bool = True
+    responding: bool = True  # False after ``Chain.miss_limit`` reads in a row went unanswered
+    missed_reads: int = 0  # consecutive reads this chip left unanswered (any reply or nonce resets it)
     hash_count: int | None = None  # last raw value of the total hash counter
     error_count: int | None = None  # last raw value of the error counter
 
@@ -87,6 +90,8 @@ class Chain:
         self._write_lock = asyncio.Lock()
         self._warn = _RateLimitedLog()
         self.ticket_difficulty = 1
+        self.miss_limit = 1  # consecutive unanswered reads before a chip counts as not responding
+        self._overdue: set[tuple[int, int]] = set()  # reads retried or given up: a reply may still come
         self.closed = asyncio.Event()
 
     # -- plumbing -----------------------------------------------------------------------------------
@@ -131,7 +136,15 @@ class Chain:
         if self._enum_replies is not None and reply.register == p.REG_CHIP_ID:
             self._enum_replies.append(reply)
             return
-        fut = self._waiting.pop((reply.chip_address, reply.register), None)
+        key = (reply.chip_address, reply.register)
+        state = self._by_address.get(reply.chip_address)
+        if state is not None:
+            state.missed_reads, state.responding = 0, True  # it answers: a slow answer is not a dead chip
+        fut = self._waiting.pop(key, None)
+        if (fut is None or fut.done()) and key in self._overdue:
+            self._overdue.discard(key)  # bounded: at most one key per chip and register ever read
+            self.stats.late_replies += 1
+            return
         if fut is None or fut.done():
             self.stats.unexpected_replies += 1
             self._warn.warning("unexpected", "%s: unexpected register reply %s", self.name, reply)
@@ -149,7 +162,7 @@ class Chain:
             self._warn.warning("nochip", "%s: nonce from unknown chip address %#04x", self.name, address)
             return
         self.stats.nonces += 1
-        state.responding = True
+        state.missed_reads, state.responding = 0, True
         hit = NonceHit(self.chip.job_id_from_header(reply.result_header), state.index,
                        self.chip.core_of(nonce_be), self.chip.small_core_from_header(reply.result_header),
                        reply.nonce, reply.version_bits)
@@ -203,8 +216,13 @@ class Chain:
             await self.send(p.write_register(self.chips[chip].address, register, value))
 
     async def read_registers(self, register: int, chips: Sequence[int] | None = None, *,
-                             timeout_s: float = 0.5) -> dict[int, int]:
-        """Read one register from several chips (one batch write); chips that stay silent are left out."""
+                             timeout_s: float = 0.5, retries: int = 0) -> dict[int, int]:
+        """Read one register from several chips (one batch write); chips that stay silent are left out.
+
+        Chips silent for ``timeout_s`` are asked again up to ``retries`` times, each wait twice the last (a
+        loaded host reads its serial port late: the first answer still counts when it comes). A chip left
+        silent after every retry has missed a read; ``miss_limit`` misses in a row mark it not responding.
+        """
         self.start_reader()
         targets = [self.chips[i] for i in (range(len(self.chips)) if chips is None else chips)]
         loop = asyncio.get_running_loop()
@@ -215,23 +233,37 @@ class Chain:
             if fut is None or fut.done():
                 fut = self._waiting[key] = loop.create_future()
             futures[state.index] = fut
-        await self.send(*(p.read_register(s.address, register) for s in targets))
-        done, _ = await asyncio.wait(futures.values(), timeout=timeout_s)
+        pending = targets
+        wait_s = timeout_s
+        for attempt in range(retries + 1):
+            if attempt:
+                self.stats.read_retries += len(pending)
+                self._overdue.update((s.address, register) for s in pending)
+                wait_s *= 2
+            await self.send(*(p.read_register(s.address, register) for s in pending))
+            await asyncio.wait([futures[s.index] for s in pending], timeout=wait_s)
+            pending = [s for s in pending if not futures[s.index].done()]
+            if not pending:
+                break
         values: dict[int, int] = {}
         for index, fut in futures.items():
             state = self.chips[index]
-            if fut in done and fut.exception() is None:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
                 values[index] = fut.result()
-                state.responding = True
+                state.missed_reads, state.responding = 0, True
             else:
                 self.stats.read_timeouts += 1
-                state.responding = False
-                self._waiting.pop((state.address, register), None)
+                state.missed_reads += 1
+                if state.missed_reads >= self.miss_limit:
+                    state.responding = False
+                key = (state.address, register)
+                self._waiting.pop(key, None)
+                self._overdue.add(key)
                 fut.cancel()
         return values
 
-    async def read_register(self, chip: int, register: int, *, timeout_s: float = 0.5) -> int:
-        values = await self.read_registers(register, [chip], timeout_s=timeout_s)
+    async def read_register(self, chip: int, register: int, *, timeout_s: float = 0.5, retries: int = 0) -> int:
+        values = await self.read_registers(register, [chip], timeout_s=timeout_s, retries=retries)
         if chip not in values:
             raise ChainError(f"{self.name}: chip {chip} did not answer a read of register {register:#04x}")
         return values[chip]
@@ -299,10 +331,11 @@ class Chain:
         values = await self.read_registers(p.REG_PLL, timeout_s=timeout_s)
         return {i: PllSetting.from_register(v).mhz for i, v in values.items()}
 
-    async def read_counters(self) -> None:
-        """Refresh the chips' total-hash and error counters (missing replies mark a chip not responding)."""
+    async def read_counters(self, *, timeout_s: float = 0.5, retries: int = 0) -> None:
+        """Refresh the chips' total-hash and error counters (see ``read_registers`` for silent chips)."""
         for register, attr in ((p.REG_TOTAL_HASH_COUNT, "hash_count"), (p.REG_ERROR_COUNT, "error_count")):
-            for index, value in (await self.read_registers(register)).items():
+            for index, value in (await self.read_registers(register, timeout_s=timeout_s,
+                                                           retries=retries)).items():
                 setattr(self.chips[index], attr, value)
 
     # -- jobs ---------------------------------------------------------------------------------------

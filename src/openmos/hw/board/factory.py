@@ -4,7 +4,9 @@
 - ``bm13xx:PORT?chip=BM1366&chips=4[&...]`` or ``bm13xx:BOARD.toml`` (a board description file)
 
 Common options: ``freq`` (MHz), ``voltage`` (V), ``ticket`` (chip ticket difficulty), ``job_interval`` (s),
-``baud``, ``diff1_shift`` (emulator only; ``mos emulate`` prints the spec to use).
+``baud``, ``diff1_shift`` (emulator only; ``mos emulate`` prints the spec to use), and for the chips' counter
+reads ``read_timeout`` (s, default 0.5), ``read_retries`` (default 2, each wait doubled) and ``read_misses``
+(unanswered reads in a row before a chip counts as not responding, default 3).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from openmos.hw.board.serial_chain import BoardDescription, SerialChainBoard
 BM13XX_HELP = ("bitaxe:CONTROL_PORT,DATA_PORT[?model=gamma|supra|ultra], "
                "bm13xx:PORT?chip=BM1366&chips=4 or bm13xx:BOARD.toml")
 _FLOATS = {"freq": "frequency_mhz", "voltage": "voltage", "ticket": "ticket_difficulty",
-           "job_interval": "job_interval_s", "poll": "poll_s", "ramp_step": "ramp_step_s"}
-_INTS = {"chips": "chips", "baud": "baud", "diff1_shift": "diff1_shift"}
+           "job_interval": "job_interval_s", "poll": "poll_s", "ramp_step": "ramp_step_s",
+           "read_timeout": "read_timeout_s"}
+_INTS = {"chips": "chips", "baud": "baud", "diff1_shift": "diff1_shift", "read_retries": "read_retries",
+         "read_misses": "read_miss_limit"}
 
 
 def _options(query: str, allowed: set[str]) -> dict[str, str]:
@@ -48,6 +52,12 @@ def _settings(opts: dict[str, str], chip: str, chips: int | None = None) -> Bm13
             values[attr] = int(opts[key])
     if not 0 <= int(str(values.get("diff1_shift", 0))) <= 32:
         raise ValueError("diff1_shift must be within 0..32")
+    if float(str(values.get("read_timeout_s", 0.5))) > 10:
+        raise ValueError("read_timeout must be at most 10 s")
+    if not 0 <= int(str(values.get("read_retries", 0))) <= 5:
+        raise ValueError("read_retries must be within 0..5 (each retry doubles the wait)")
+    if not 1 <= int(str(values.get("read_miss_limit", 1))) <= 100:
+        raise ValueError("read_misses must be within 1..100")
     return Bm13xxSettings(**values)  # type: ignore[arg-type]
 
 
