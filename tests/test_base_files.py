@@ -1,4 +1,5 @@
-"""Durable appends of the fleet audit log: one record per write, nothing rewritten, torn last lines skipped."""
+"""Base file helpers: durable appends of the fleet audit log (one record per write, nothing rewritten, torn last
+lines skipped) and TOML files read with one clear error."""
 
 from __future__ import annotations
 
@@ -37,3 +38,26 @@ def test_controller_audit_appends_and_skips_a_torn_last_line(tmp_path: Path,
     entries = ctl.audit_log()
     assert [e["n"] for e in entries] == [0, 1, 2, 3]
     assert all(json.loads(line) for line in log.read_text().splitlines()[:3])
+
+
+def test_hostile_toml_files_are_one_clear_error(tmp_path: Path) -> None:
+    """Config files an operator is handed: nesting deep enough to exhaust tomllib's recursion (a RecursionError
+    traceback from mos config check, mos run and mos energy run), bytes that are not UTF-8, a huge file."""
+    from openmos.base.files import MAX_TOML_BYTES, read_toml
+    from openmos.energy.config import SiteConfig
+    from openmos.hw.board.serial_chain import BoardDescription
+    from openmos.miner.config import AgentConfig, ConfigError
+
+    cases = {"deep.toml": ("a = " + "[" * 100_000 + "]" * 100_000).encode(), "latin1.toml": b"name = '\xe9'\n",
+             "huge.toml": b"# " + b"x" * MAX_TOML_BYTES + b"\n"}
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        for load in (read_toml, SiteConfig.load, BoardDescription.load):
+            with pytest.raises(ValueError) as err:
+                load(path)
+            assert str(path) in str(err.value) and len(str(err.value)) < 300
+        with pytest.raises(ConfigError):
+            AgentConfig.load(path)
+    with pytest.raises(FileNotFoundError):
+        read_toml(tmp_path / "missing.toml")

@@ -1,11 +1,34 @@
-"""Atomic writes (readers see the old file or the new one, never a torn one), durable appends, state directory."""
+"""Atomic writes (readers see the old file or the new one, never a torn one), durable appends, state directory,
+TOML files read with one clear error for anything wrong in them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+import tomllib
 from pathlib import Path
+from typing import Any
+
+MAX_TOML_BYTES = 1 << 20  # config files are a few kB
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document in ``path``. FileNotFoundError if missing; ValueError naming the file and what is wrong
+    for anything else (not UTF-8, not TOML, over 1 MiB, nested too deep for the parser: tomllib recurses, and a
+    file of 100,000 '[' ended in a RecursionError traceback)."""
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_TOML_BYTES + 1)
+    if len(raw) > MAX_TOML_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_TOML_BYTES} bytes; not a config file")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
 
 
 def atomic_write(path: Path, data: bytes) -> None:

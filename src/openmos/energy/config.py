@@ -29,12 +29,11 @@ Example::
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from openmos.base.files import read_toml
 from openmos.energy.economics import FixedPrice, PriceFeed, PriceSource, TimeOfUse
 from openmos.energy.modbus import Register
 from openmos.energy.optimizer import DispatchRules
@@ -123,11 +122,9 @@ class SiteConfig(_Model):
     @classmethod
     def load(cls, path: Path) -> SiteConfig:
         try:
-            data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = read_toml(path)
         except FileNotFoundError:
             raise ValueError(f"{path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML: {exc}") from None
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

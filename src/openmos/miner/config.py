@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from openmos.base.files import atomic_write
+from openmos.base.files import atomic_write, read_toml
 from openmos.base.net import AllowList
 from openmos.hw.cpu import cpu_workers
 from openmos.hw.sim.models import get_model
@@ -231,11 +230,11 @@ class AgentConfig(_Model):
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = read_toml(path)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist (create one with `mos config init`)") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod

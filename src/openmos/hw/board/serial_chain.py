@@ -17,10 +17,10 @@ Without an I2C bus the board has no sensors or voltage control; the chain still 
 from __future__ import annotations
 
 import asyncio
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openmos.base.files import read_toml
 from openmos.hw.bm13xx.backend import BoardSensors
 from openmos.hw.bm13xx.chain import Chain
 from openmos.hw.bm13xx.chip import ChipType
@@ -47,10 +47,7 @@ class BoardDescription:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"board description {path} does not exist")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"board description {path}: {exc}") from exc
+        raw = read_toml(path)  # ValueError naming the file
         known = {"chip", "port", "chips", "name", "domains", "i2c_bus", "emc2101", "tps546", "baud"}
         unknown = sorted(set(raw) - known)
         if unknown:
