@@ -51,6 +51,9 @@ def test_load_good(tmp_path: Path) -> None:
     (GOOD.replace('"cpu:2"', '"cpu:' + "9" * 5000 + '"'), "hardware: Value error, cpu:N needs N from 1 to"),
     (GOOD.replace('"cpu:2"', '"cpu:0"'), "hardware: Value error, cpu:N needs N from 1 to"),
     (GOOD.replace('"cpu:2"', '"sim:s99"'), "hardware: Value error, unknown miner model 's99'"),
+    # the liveness probe is sent every few seconds: mining.subscribe there made pools hand out a new extranonce1
+    (GOOD + '\n[stratum]\nstall_probe_method = "mining.subscribe"', "stall_probe_method: Value error, mining.subscr"),
+    (GOOD + '\n[stratum]\nstall_probe_method = "mining.authorize"', "changes the pool session"),
 ])
 def test_bad_configs_explain_themselves(tmp_path: Path, text: str, why: str) -> None:
     path = tmp_path / "agent.toml"

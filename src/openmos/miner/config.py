@@ -19,6 +19,11 @@ MAX_GROUPS = 32  # pool groups mine at once (each with its pool and a hot standb
 MAX_POOLS_PER_GROUP = 32
 
 
+# Stratum V1 requests that create or change the session's state: never usable as a liveness probe.
+SESSION_METHODS = frozenset({"mining.subscribe", "mining.authorize", "mining.submit", "mining.configure",
+                             "mining.suggest_difficulty", "mining.suggest_target", "mining.multi_version"})
+
+
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message says where and why."""
 
@@ -113,6 +118,16 @@ class StratumTuning(_Model):
                                  description="a pool that sends no valid job this long after connecting fails over")
     max_reject_ratio: float = Field(default=0.5, gt=0, le=1,
                                     description="rejected/(accepted+rejected) above this (after 20 shares): failover")
+
+    @field_validator("stall_probe_method")
+    @classmethod
+    def _probe_has_no_side_effects(cls, method: str) -> str:
+        # Sent with no params every stall_probe_s: a request that changes the session (a pool answering
+        # mining.subscribe with a new extranonce1 every 2 s would have every share rejected) cannot be a probe.
+        if method in SESSION_METHODS:
+            raise ValueError(f"{method} changes the pool session; a liveness probe must not "
+                             "(e.g. mining.extranonce.subscribe or mining.get_transactions)")
+        return method
 
 
 class PerformanceConfig(_Model):
