@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,11 +24,7 @@ from collections import Counter
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from openmos.base.net import free_local_port
 
 
 async def summary_latency(port: int, count: int, errors: Counter[str] | None = None) -> list[float]:
@@ -89,7 +84,7 @@ async def huge_body(rest: int, stop: asyncio.Event, outcomes: Counter[int]) -> N
 
 
 async def run(args: argparse.Namespace) -> None:
-    cg, rest = free_port(), free_port()
+    cg, rest = free_local_port(), free_local_port()
     with tempfile.TemporaryDirectory() as state:
         env = {**os.environ, "OPENMOS_STATE_DIR": state}
         proc = subprocess.Popen([sys.executable, "-m", "openmos.cli.main", "run", "--pool", "stratum+tcp://127.0.0.1:9",

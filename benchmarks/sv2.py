@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
-import socket
 import ssl
 import statistics
 import subprocess
@@ -35,11 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
+from openmos.base.net import free_local_port
+from openmos.base.pem import self_signed_loopback
 from openmos.pool import LocalPool, PoolSettings, TemplateChain
 from openmos.pool.server import _Session
 from openmos.pool.sv2 import Sv2PoolServer, _Connection, generate_authority_key
@@ -78,25 +73,9 @@ def noise_in_process(n: int) -> list[float]:
     return times
 
 
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(
-                "127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 async def tls_loopback(n: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = self_signed(Path(tmp))
+        cert, key = self_signed_loopback(Path(tmp))
         server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         server_ctx.load_cert_chain(cert, key)
@@ -224,17 +203,11 @@ def v2_validation(n: int, tx_count: int) -> tuple[float, int]:
 # -- 3. proxy latency --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def proxy_latency(seconds: float, rate: float) -> dict[str, float]:
     """The upstream pool runs as its own ``mos pool`` process (V2 on, vardiff aiming at ``rate``), so the
     proxy's event loop only carries the proxy and the V1 test miner."""
     secret, public = generate_authority_key()
-    port = free_port()
+    port = free_local_port()
     with tempfile.TemporaryDirectory() as tmp:
         key = Path(tmp) / "authority.key"
         key.write_text(secret.hex())

@@ -1,6 +1,6 @@
 """Base utilities every layer may import: clocks, atomic file writes, allow lists, the asyncio stream server
-lifecycle (``openmos.base.server``), pool URLs and endpoints in one normalised spelling (``openmos.base.url``).
-Imports nothing above."""
+lifecycle (``openmos.base.server``), PEM keys and certificates (``openmos.base.pem``), pool URLs and endpoints
+in one normalised spelling (``openmos.base.url``). Imports nothing above."""
 
 from openmos.base.clock import Clock, WallClock
 from openmos.base.files import atomic_write

@@ -19,6 +19,7 @@ from rich.table import Table
 from openmos.api.auth import AuthStore, Role
 from openmos.api.server import HttpServer
 from openmos.base.net import free_local_port
+from openmos.base.pem import private_pem
 from openmos.cli.display import serve
 from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.enroll import EnrollmentRefused, EnrollmentRegistry, fingerprint
@@ -179,8 +180,7 @@ async def run_demo(miners: int, port: int, duration: float, console: Console) ->
 async def _demo(workdir: Path, miners: int, port: int, duration: float, console: Console) -> None:
     ca = FleetCA.create()
     command_key = Ed25519PrivateKey.generate()
-    command_pem = command_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption())
+    command_pem = private_pem(command_key)
     command_pub = command_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     bus_port = free_local_port()

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from openmos.base.files import atomic_write
+from openmos.base.pem import private_pem
 from openmos.security.signing import generate_keypair
 
 Role = Literal["controller", "device", "enrollee"]
@@ -71,11 +72,6 @@ class TlsIdentity:
     def role(self) -> str:
         cert = x509.load_pem_x509_certificate(self.cert_pem)
         return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -120,11 +116,11 @@ class FleetCA:
                                              decipher_only=False), critical=True)
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
                 .sign(key, hashes.SHA256()))
-        return cls(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+        return cls(cert.public_bytes(serialization.Encoding.PEM), private_pem(key))
 
     @property
     def key_pem(self) -> bytes:
-        return _pem_key(self._key)
+        return private_pem(self._key)
 
     def sign_csr(self, csr_pem: bytes, role: Role, site: str = "", device: str = "",
                  days: int | None = None) -> bytes:
@@ -165,7 +161,7 @@ class FleetCA:
     def issue(self, role: Role, site: str = "", device: str = "", days: int | None = None) -> TlsIdentity:
         """A fresh key and certificate for a node (the key is generated here: use for local nodes only)."""
         key = new_key()
-        return TlsIdentity(self.cert_pem, self._issue(key.public_key(), role, site, device, days), _pem_key(key))
+        return TlsIdentity(self.cert_pem, self._issue(key.public_key(), role, site, device, days), private_pem(key))
 
 
 @dataclass(frozen=True)

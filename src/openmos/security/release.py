@@ -23,6 +23,7 @@ from tuf.api.metadata import Timestamp as TimestampRole
 from tuf.api.serialization.json import JSONSerializer
 
 from openmos.base.files import atomic_write
+from openmos.base.pem import private_pem
 from openmos.security.update import parse_version
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
@@ -40,8 +41,7 @@ def generate_keys(key_dir: Path, roles: tuple[str, ...] = ROLES, per_role: int =
     for role in roles:
         for i in range(per_role):
             key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+            pem = private_pem(key)
             path = key_dir / f"{role}-{i}.pem"
             atomic_write(path, pem)
             path.chmod(0o600)

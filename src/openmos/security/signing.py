@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from openmos.base.files import atomic_write
+from openmos.base.pem import private_pem
 
 
 class SignatureError(Exception):
@@ -24,8 +25,7 @@ def canonical(doc: Any) -> bytes:
 
 def generate_keypair(private_path: Path, public_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
-    atomic_write(private_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
+    atomic_write(private_path, private_pem(key))
     private_path.chmod(0o600)
     atomic_write(public_path, key.public_key().public_bytes(serialization.Encoding.PEM,
                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
