@@ -227,3 +227,39 @@ async def test_pool_that_hangs_up_at_once_is_down_not_bad() -> None:
     primary = agent.pools.groups[0].connections[0]
     assert primary.quality_failures == 0 and primary.backoff_s <= 1.0, (primary.quality_failures, primary.backoff_s)
     assert "handshake failed" in primary.last_error
+
+
+def test_bad_messages_are_counted_in_a_sliding_window() -> None:
+    """The count used to restart every 60 s: 9 bad messages at 59 s and 9 more at 61 s (18 within 2 s, limit
+    10) never failed over. Any 60 s holding the limit fails over now; the same rate spread out does not."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from openmos.miner.config import PoolEndpoint, PoolGroupConfig, StratumTuning
+    from openmos.miner.pool_manager import BAD_MESSAGE_WINDOW_S, PoolGroup
+
+    def group() -> PoolGroup:
+        return PoolGroup(PoolGroupConfig(pools=[PoolEndpoint(url="stratum+tcp://127.0.0.1:1", user="w")]),
+                         StratumTuning(max_bad_messages=10), "agent", lambda *a: None, lambda g: None)
+
+    def pool_session() -> Any:
+        return SimpleNamespace(bad_lines=0, jobs_received=1, connected_at=0.0,
+                               counters=SimpleNamespace(accepted=0, rejected=0))
+
+    g, client = group(), pool_session()
+    verdicts = []
+    for t, bad_so_far in ((1.0, 0), (59.0, 9), (60.5, 9), (61.0, 18)):
+        client.bad_lines = bad_so_far
+        verdicts.append(g.quality_problem(cast(Any, client), now=t))
+    assert verdicts[:3] == [None, None, None] and verdicts[3] is not None and "10 bad messages" in verdicts[3]
+
+    # The limit's rate, spread out: 9 per window never fails over, in any window.
+    g, client = group(), pool_session()
+    step = BAD_MESSAGE_WINDOW_S / 9 + 0.1
+    for i in range(1, 40):
+        client.bad_lines = i
+        assert g.quality_problem(cast(Any, client), now=i * step) is None, i
+    # A flood in one check counts once per message up to the limit (memory bounded by the limit).
+    client.bad_lines += 10**9
+    assert g.quality_problem(cast(Any, client), now=40 * step) is not None
+    assert len(g._bad_times) == 10

@@ -63,7 +63,7 @@ OUTBOX_LIMIT = 1024
 HEALTHY_AFTER_S = 30.0  # a session that ran this long with valid jobs and no quality problem resets back-off
 REJECT_RATIO_MIN_SHARES = 20
 SUBMIT_BURST = 50.0  # token-bucket burst above the governed share rate
-BAD_MESSAGE_WINDOW_S = 60.0  # max_bad_messages counts within windows of this length
+BAD_MESSAGE_WINDOW_S = 60.0  # max_bad_messages within any (sliding) window of this length: failover
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,10 @@ class PoolGroup:
         self.policy = policy or SessionPolicy()
         self.submit_limit = TokenBucket(rate=3 * tuning.max_share_rate, burst=SUBMIT_BURST)
         self._log = LogLimiter(log, interval=10.0, burst=10)
-        self._bad_mark: tuple[PoolSession | None, float, int] = (None, 0.0, 0)
+        # Bad messages of the session being held: how many were seen, and when the latest ones were noticed (the
+        # last max_bad_messages times: enough to tell whether that many fell within any window).
+        self._bad_seen: tuple[PoolSession | None, int] = (None, 0)
+        self._bad_times: deque[float] = deque(maxlen=tuning.max_bad_messages)
         self.connections = [PoolConnection(ep, i) for i, ep in enumerate(config.pools)]
         self.active: PoolConnection | None = None
         self.switches = 0
@@ -337,15 +340,12 @@ class PoolGroup:
                 return conn, client
         return None, None
 
-    def quality_problem(self, client: PoolSession) -> str | None:
+    def quality_problem(self, client: PoolSession, now: float | None = None) -> str | None:
         """Why this session should be abandoned for the next pool, or None while it is fine."""
-        tuning, now = self.tuning, time.monotonic()
-        marked, since, base = self._bad_mark
-        if marked is not client or now - since >= BAD_MESSAGE_WINDOW_S:  # count bad messages per window
-            self._bad_mark = (client, now, client.bad_lines if marked is client else 0)
-            marked, since, base = self._bad_mark
-        if client.bad_lines - base >= tuning.max_bad_messages:
-            return f"{client.bad_lines - base} bad messages from the pool within {BAD_MESSAGE_WINDOW_S:.0f} s"
+        tuning = self.tuning
+        now = time.monotonic() if now is None else now
+        if self._bad_window_full(client, now):
+            return f"{tuning.max_bad_messages} bad messages from the pool within {BAD_MESSAGE_WINDOW_S:.0f} s"
         if client.jobs_received == 0 and now - client.connected_at > tuning.job_timeout_s:
             return f"no valid job within {tuning.job_timeout_s:.0f} s of connecting"
         answered = client.counters.accepted + client.counters.rejected
@@ -353,6 +353,20 @@ class PoolGroup:
             return (f"pool rejected {client.counters.rejected} of {answered} shares "
                     f"(over {tuning.max_reject_ratio:.0%})")
         return None
+
+    def _bad_window_full(self, client: PoolSession, now: float) -> bool:
+        """Whether ``max_bad_messages`` of this session's bad messages fell within the last window: a sliding
+        window, so a pool cannot send twice the limit around the boundary of fixed windows."""
+        seen_by, seen = self._bad_seen
+        limit = self.tuning.max_bad_messages
+        if seen_by is not client or self._bad_times.maxlen != limit:  # another session, or the limit changed
+            seen = 0 if seen_by is not client else seen
+            self._bad_times = deque(maxlen=limit)
+        fresh = client.bad_lines - seen
+        self._bad_seen = (client, client.bad_lines)
+        self._bad_times.extend([now] * min(max(fresh, 0), limit))
+        times = self._bad_times
+        return len(times) == times.maxlen and now - times[0] < BAD_MESSAGE_WINDOW_S
 
     def suspect_after(self, conn: PoolConnection) -> float:
         """How long a request may stay unanswered, with nothing received, before a stall is suspected: at least
