@@ -255,6 +255,23 @@ async def test_connections_beyond_the_cap_are_answered_busy() -> None:
         assert (await _reply(reader))["STATUS"][0]["STATUS"] == "S"
 
 
+async def test_one_host_holding_connections_does_not_lock_out_another() -> None:
+    """Attack: one address opens 64 idle connections (the cap) and keeps re-opening them. The fleet poller or
+    pyasic from another address was answered BUSY for as long as it went on; now one address holds at most
+    ``max_per_peer`` and its connections beyond are closed unanswered, not counted against the others."""
+    async with idle_server(max_connections=8, max_per_peer=4) as server:
+        held = [await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+                for _ in range(12)]
+        await wait_for(lambda: server.active == 4 and server.refused_busy == 8, 30, "the host's share held")
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.3", 0))
+        writer.write(b"summary")
+        assert (await _reply(reader))["STATUS"][0]["STATUS"] == "S"
+        writer.close()
+        for _, w in held:
+            w.close()
+        await wait_for(lambda: server.active == 0 and not server._per_peer, 30, "connections closed")
+
+
 UNSUPPORTED_OR_BAD = [
     "ascset|0,freq,500", "ascset|0,power,3000", "ascset|0,hashrate,100", "ascset|0,profile,eco",
     "ascset|0,freq,nan", "ascset|0,freq,1e400", "ascset|0,freq,-5", "ascset|0,power,1e-300", "ascset|9,freq,500",

@@ -4,7 +4,8 @@ One request per connection, the reply ends with a NUL byte, then the server clos
 what pyasic expects). A hostile client is bounded: a request larger than ``MAX_REQUEST_BYTES`` or nested
 deeper than ``MAX_JSON_DEPTH`` is answered with an error at once, the whole exchange has one deadline (a
 client dribbling a byte every 0.2 s is cut), and connections beyond ``max_connections`` are answered "busy"
-without being read.
+without being read. One address may hold at most ``max_per_peer`` of them (more are closed unanswered), so a
+host keeping connections open cannot lock out the fleet poller or pyasic of another.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 REQUEST_DEADLINE_S = 5.0
 WRITE_DEADLINE_S = 10.0
 MAX_CONNECTIONS = 64
+MAX_CONNECTIONS_PER_PEER = 16
 LINGER_S = 0.5
 
 
@@ -76,13 +78,16 @@ class CgminerServer:
     a simulated device)."""
 
     def __init__(self, api: Responder, host: str = "127.0.0.1", port: int = 4028, *,
-                 deadline_s: float = REQUEST_DEADLINE_S, max_connections: int = MAX_CONNECTIONS) -> None:
+                 deadline_s: float = REQUEST_DEADLINE_S, max_connections: int = MAX_CONNECTIONS,
+                 max_per_peer: int = MAX_CONNECTIONS_PER_PEER) -> None:
         self.api = api
         self.host = host
         self.port = port
         self.deadline_s = deadline_s
         self.max_connections = max_connections
+        self.max_per_peer = max_per_peer
         self.active = 0
+        self._per_peer: dict[str, int] = {}  # open connections by peer address (entries removed at 0)
         self.refused_busy = 0
         self.timed_out = 0
         self._listener = StreamServer(self._handle)  # its own limits below: a busy reply, then none
@@ -113,12 +118,15 @@ class CgminerServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str((writer.get_extra_info("peername") or ("?",))[0])
-        if self.active >= 2 * self.max_connections:  # a flood: not even a reply
+        held = self._per_peer.get(peer, 0)
+        # A flood, or one host holding its share: not even a reply (and not counted against other hosts).
+        if self.active >= 2 * self.max_connections or held >= self.max_per_peer:
             self.refused_busy += 1
             writer.transport.abort()
             return
         busy = self.active >= self.max_connections
         self.active += 1
+        self._per_peer[peer] = held + 1
         try:
             if busy:
                 self.refused_busy += 1
@@ -138,6 +146,9 @@ class CgminerServer:
             pass
         finally:
             self.active -= 1
+            left = self._per_peer.pop(peer, 1) - 1
+            if left:
+                self._per_peer[peer] = left
             writer.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
