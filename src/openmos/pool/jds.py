@@ -40,7 +40,7 @@ from openmos.bitcoin.tx import (
 from openmos.node.template import TemplateTx
 from openmos.pool.chain import BlockTemplate
 from openmos.pool.node_rpc import SUBSIDY, PoolNode
-from openmos.pool.sv2_listener import MAX_BAD_MESSAGES, ServedConnection, Sv2Listener
+from openmos.pool.sv2_listener import ServedConnection, Sv2Listener
 from openmos.pool.v1_session import PEER_LOG_BURST
 from openmos.stratum.v2.job_declaration import (
     AllocateMiningJobToken,
@@ -431,10 +431,8 @@ class JdsServer(Sv2Listener[_JdConnection]):
             conn.write(reply)
         elif isinstance(msg, ProvideMissingTransactionsSuccess):
             pend = state.pending.pop(msg.request_id, None)
-            if pend is None:
-                self.protocol_errors += 1
-                state.bad += 1
-                return state.bad < MAX_BAD_MESSAGES
+            if pend is None:  # no declaration waits for these transactions
+                return self._unexpected(state, msg)
             reply = d.provide(pend, msg)
             self._note_success(state, reply)
             conn.write(reply)
@@ -447,10 +445,7 @@ class JdsServer(Sv2Listener[_JdConnection]):
             self.peer_log.log(logging.INFO, "solution", "jds: PushSolution -> %s",
                               "block accepted" if result is None else result)
         else:
-            self.protocol_errors += 1
-            state.bad += 1
-            self.peer_log.log(logging.INFO, "unexpected", "jds: unexpected %s ignored", type(msg).__name__)
-            return state.bad < MAX_BAD_MESSAGES
+            return self._unexpected(state, msg)
         return True
 
     def _note_success(self, state: _JdConnection, reply: Message) -> None:

@@ -7,31 +7,29 @@ merkle root computed for the channel's extranonce prefix); extended channels (pr
 ``LocalPool.accept_share`` -- the very function V1 submits use -- so workers are counted identically on
 both protocols. Every message is hostile until validated: a malformed message is answered or counted,
 repeated garbage or a MAC failure closes the connection, and per-connection channel counts are capped.
-As on the other SV2 ports (``sv2_listener``): SetupConnection within ``setup_timeout``, no frame larger
-than the messages a miner may send (1,291 bytes before SetupConnection), large frames of all connections
-within one budget, and at most the V1 port's ``max_connections`` open.
+The handshake, the receive loop and the limits are those of every SV2 port (``sv2_listener``):
+SetupConnection within ``setup_timeout``, no frame larger than the messages a miner may send (1,291 bytes
+before SetupConnection), large frames of all connections within one budget, and at most the V1 port's
+``max_connections`` open.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
 
-from openmos.base.logs import LogLimiter
-from openmos.base.server import StreamServer
 from openmos.bitcoin import BlockHeader, difficulty_to_target, target_to_difficulty
 from openmos.bitcoin.hashing import sha256d
 from openmos.bitcoin.merkle import merkle_root_from_branch
 from openmos.pool.jds import DeclarationRejected, DeclaredJob, JobDeclarator
 from openmos.pool.server import LocalPool, PoolJob, WorkerStats
-from openmos.pool.sv2_listener import SETUP_MAX_PAYLOAD, Sv2Listener
-from openmos.pool.v1_session import PEER_LOG_BURST, ShareRejected
+from openmos.pool.sv2_listener import ServedConnection, Sv2Listener
+from openmos.pool.v1_session import ShareRejected
 from openmos.pool.vardiff import next_difficulty
 from openmos.stratum.protocol import StratumErrorCode
-from openmos.stratum.v2.codec import Sv2CodecError, int_to_u256, u256_to_int
+from openmos.stratum.v2.codec import int_to_u256, u256_to_int
 from openmos.stratum.v2.messages import (
     PROTOCOL_MINING,
     REQUIRES_FIXED_VERSION,
@@ -63,14 +61,13 @@ from openmos.stratum.v2.messages import (
     UpdateChannelError,
     largest_payload,
 )
-from openmos.stratum.v2.noise import KeyPair, NoiseError, encode_authority_key, issue_server_identity
-from openmos.stratum.v2.transport import PayloadBudget, Sv2Connection, Sv2FrameRefused, accept_connection
+from openmos.stratum.v2.noise import KeyPair, encode_authority_key
+from openmos.stratum.v2.transport import Sv2Connection
 
 log = logging.getLogger(__name__)
 
 BIP323_MASK = 0x1FFFFFE0
 MAX_CHANNELS_PER_CONNECTION = 256
-MAX_BAD_MESSAGES = 10
 # The largest message a set-up miner or proxy may send (~74 KB: a SetCustomMiningJob with 64 KiB of outputs).
 POOL_MAX_PAYLOAD = largest_payload(OpenStandardMiningChannel, OpenExtendedMiningChannel, UpdateChannel, CloseChannel,
                                    SubmitSharesStandard, SubmitSharesExtended, SetCustomMiningJob)
@@ -103,34 +100,26 @@ class _Channel:
 
 
 @dataclass(eq=False)
-class _Connection:
-    conn: Sv2Connection
-    setup: SetupConnection | None = None
+class _Connection(ServedConnection):
     channels: dict[int, _Channel] = field(default_factory=dict)
-    bad_messages: int = 0
 
 
-class Sv2PoolServer:
+class Sv2PoolServer(Sv2Listener[_Connection]):
     """Stratum V2 beside a running ``LocalPool``. ``await start()``; ``await stop()``."""
+
+    name = "pool v2"
+    max_payload = POOL_MAX_PAYLOAD
 
     def __init__(self, pool: LocalPool, authority_secret: bytes, host: str = "127.0.0.1", port: int = 0,
                  cert_validity_s: int = 86_400, setup_timeout: float = 10.0,
                  declarator: JobDeclarator | None = None) -> None:
+        super().__init__(authority_secret, host, port, setup_timeout, cert_validity_s=cert_validity_s,
+                         max_connections=pool.settings.max_connections)
         self.pool = pool
         self.declarator = declarator  # set: custom jobs (SetCustomMiningJob) on extended channels
         self._custom: dict[str, tuple[DeclaredJob, _Channel]] = {}
-        self.authority = KeyPair.from_secret(authority_secret)
-        self.static, self.certificate = issue_server_identity(authority_secret, cert_validity_s)
-        self.host = host
-        self.port = port
-        self.setup_timeout = setup_timeout
         self.connections: set[_Connection] = set()
-        self.handshake_failures = 0
-        self.protocol_errors = 0
         self._channel_ids = itertools.count(1)
-        self.budget = PayloadBudget(Sv2Listener.budget_bytes)
-        self.peer_log = LogLimiter(log, burst=PEER_LOG_BURST)  # lines about connections: no flood from a peer
-        self._listener = StreamServer(self._handle, max_connections=pool.settings.max_connections)
 
     @property
     def authority_key(self) -> str:
@@ -142,79 +131,28 @@ class Sv2PoolServer:
 
     async def start(self) -> None:
         self.pool.job_listeners.append(self._on_job)
-        self.port = await self._listener.start(self.host, self.port, reuse_address=True)
+        await super().start()
         log.info("local pool speaks Stratum V2 on %s", self.url)
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.pool.job_listeners.remove(self._on_job)
-        await self._listener.stop()
+        await super().stop()
 
     # -- connections ------------------------------------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
-        state: _Connection | None = None
-        try:
-            try:
-                conn = await accept_connection(reader, writer, self.static, self.certificate,
-                                               timeout=self.setup_timeout, max_payload=SETUP_MAX_PAYLOAD,
-                                               budget=self.budget)
-            except (NoiseError, TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
-                self.handshake_failures += 1
-                self.peer_log.log(logging.INFO, "handshake-failed", "pool v2: handshake with %s failed: %s", peer,
-                                  exc or type(exc).__name__)
-                return
-            state = _Connection(conn)
-            self.connections.add(state)
-            self.peer_log.log(logging.INFO, "connected", "pool v2: %s connected (encrypted)", peer)
-            await self._serve(state, peer)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            if state is not None:
-                self.connections.discard(state)
-                for channel in state.channels.values():
-                    self.pool.release_extranonce1(channel.extranonce1)
-            writer.close()
+    def _opened(self, conn: Sv2Connection) -> _Connection:
+        state = _Connection(conn)
+        self.connections.add(state)
+        return state
 
-    async def _serve(self, state: _Connection, peer: str) -> None:
-        conn = state.conn
-        loop = asyncio.get_running_loop()
-        setup_by = loop.time() + self.setup_timeout  # a deadline: frames of unknown extensions do not extend it
-        while True:
-            try:
-                conn.max_payload = SETUP_MAX_PAYLOAD if state.setup is None else POOL_MAX_PAYLOAD
-                timeout = (max(0.0, setup_by - loop.time()) if state.setup is None
-                           else self.pool.settings.idle_timeout)
-                msg = await asyncio.wait_for(conn.recv(), timeout)
-            except Sv2CodecError as exc:
-                self.protocol_errors += 1
-                state.bad_messages += 1
-                self.peer_log.log(logging.WARNING, "malformed", "pool v2: malformed message from %s: %s", peer, exc)
-                if state.bad_messages >= MAX_BAD_MESSAGES or state.setup is None:
-                    return
-                continue
-            except Sv2FrameRefused as exc:  # before NoiseError, which it is
-                self.protocol_errors += 1
-                self.peer_log.log(logging.WARNING, "refused-frame", "pool v2: connection from %s closed: %s", peer, exc)
-                return
-            except NoiseError as exc:
-                self.protocol_errors += 1
-                self.peer_log.log(logging.WARNING, "noise", "pool v2: %s: %s; closing", peer, exc)
-                return
-            except TimeoutError:
-                self.peer_log.log(logging.INFO, "idle", "pool v2: %s idle, disconnecting", peer)
-                return
-            except (asyncio.IncompleteReadError, ConnectionError, OSError):
-                self.peer_log.log(logging.INFO, "disconnected", "pool v2: %s disconnected", peer)
-                return
-            if msg is None:
-                continue
-            if not self._dispatch(state, msg):
-                await conn.writer.drain()
-                return
-            await conn.writer.drain()
+    def _timeout(self, state: _Connection) -> float:
+        return self.pool.settings.idle_timeout
+
+    def _closed(self, state: _Connection) -> None:
+        self.connections.discard(state)
+        for channel in state.channels.values():
+            self.pool.release_extranonce1(channel.extranonce1)
 
     def _dispatch(self, state: _Connection, msg: Message) -> bool:
         """Handle one message; False closes the connection."""
@@ -233,10 +171,7 @@ class Sv2PoolServer:
         elif isinstance(msg, SetCustomMiningJob):
             self._on_custom_job(state, msg)
         else:
-            self.protocol_errors += 1
-            state.bad_messages += 1
-            self.peer_log.log(logging.INFO, "unexpected", "pool v2: unexpected %s ignored", type(msg).__name__)
-            return state.bad_messages < MAX_BAD_MESSAGES
+            return self._unexpected(state, msg)
         return True
 
     def _on_setup(self, state: _Connection, msg: Message) -> bool:

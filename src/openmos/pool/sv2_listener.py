@@ -1,9 +1,11 @@
-"""The server side of the pool's encrypted Stratum V2 sub-protocol ports (job declaration, template distribution).
+"""The server side of the pool's encrypted Stratum V2 ports (mining, job declaration, template distribution).
 
 ``Sv2Listener`` owns what those servers share: the identity signed by the pool's authority key, the listener,
-the Noise handshake, and each connection's receive loop -- messages go to ``_dispatch`` until it returns False,
-malformed ones are counted in ``protocol_errors`` and end the connection after ``MAX_BAD_MESSAGES`` (or at once
-before ``SetupConnection``), a connection silent for ``_timeout`` is closed.
+the Noise handshake (failures counted in ``handshake_failures``), and each connection's receive loop --
+messages go to ``_dispatch`` until it returns False; malformed ones, and those the port does not take
+(``_unexpected``), are counted in ``protocol_errors`` and end the connection after ``MAX_BAD_MESSAGES`` (a
+malformed one at once before ``SetupConnection``); a MAC failure or a refused frame ends it at once; a
+connection silent for ``_timeout`` is closed.
 
 Every peer is hostile until set up: ``SetupConnection`` must come within ``setup_timeout`` of the handshake
 (frames of unknown extensions do not extend it), no frame before it may be larger than ``SetupConnection``
@@ -50,15 +52,17 @@ class Sv2Listener(Generic[S]):
     max_connections: ClassVar[int] = 1_000
     budget_bytes: ClassVar[int] = 64 << 20  # large frames (transport.LARGE_PAYLOAD) read at once, all connections
 
-    def __init__(self, authority_secret: bytes, host: str, port: int, setup_timeout: float) -> None:
+    def __init__(self, authority_secret: bytes, host: str, port: int, setup_timeout: float, *,
+                 cert_validity_s: int = 86_400, max_connections: int | None = None) -> None:
         self.authority = KeyPair.from_secret(authority_secret)
-        self.static, self.certificate = issue_server_identity(authority_secret, 86_400)
+        self.static, self.certificate = issue_server_identity(authority_secret, cert_validity_s)
         self.host, self.port, self.setup_timeout = host, port, setup_timeout
+        self.handshake_failures = 0
         self.protocol_errors = 0
         self.budget = PayloadBudget(self.budget_bytes)
         # Lines about connections and what peers send, in the server's own logger: no flood from a peer.
         self.peer_log = LogLimiter(logging.getLogger(type(self).__module__), burst=PEER_LOG_BURST)
-        self._listener = StreamServer(self._handle, max_connections=self.max_connections)
+        self._listener = StreamServer(self._handle, max_connections=max_connections or self.max_connections)
 
     async def start(self) -> None:
         self.port = await self._listener.start(self.host, self.port, reuse_address=True)
@@ -85,15 +89,36 @@ class Sv2Listener(Generic[S]):
         """The largest payload the peer may send next."""
         return SETUP_MAX_PAYLOAD if state.setup is None else self.max_payload
 
+    def _unexpected(self, state: S, msg: Message) -> bool:
+        """A message this port does not take (now): counted, logged, ignored; what ``_dispatch`` returns."""
+        self.protocol_errors += 1
+        state.bad += 1
+        self.peer_log.log(logging.INFO, "unexpected", "%s: unexpected %s ignored", self.name, type(msg).__name__)
+        return state.bad < MAX_BAD_MESSAGES
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        state: S | None = None
-        loop = asyncio.get_running_loop()
+        peer = peer_name(writer)
         try:
             conn = await accept_connection(reader, writer, self.static, self.certificate,
                                            timeout=self.setup_timeout, max_payload=SETUP_MAX_PAYLOAD,
                                            budget=self.budget)
-            state = self._opened(conn)
-            setup_by = loop.time() + self.setup_timeout
+        except (NoiseError, TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
+            self.handshake_failures += 1
+            self.peer_log.log(logging.INFO, "handshake-failed", "%s: handshake with %s failed: %s", self.name, peer,
+                              exc or type(exc).__name__)
+            return
+        state = self._opened(conn)
+        self.peer_log.log(logging.INFO, "connected", "%s: %s connected (encrypted)", self.name, peer)
+        try:
+            await self._serve(state, peer)
+        finally:
+            self._closed(state)
+
+    async def _serve(self, state: S, peer: str) -> None:
+        conn = state.conn
+        loop = asyncio.get_running_loop()
+        setup_by = loop.time() + self.setup_timeout
+        try:
             while True:
                 conn.max_payload = self._max_payload(state)
                 timeout = self._timeout(state)
@@ -106,20 +131,26 @@ class Sv2Listener(Generic[S]):
                     self.protocol_errors += 1
                     state.bad += 1
                     self.peer_log.log(logging.WARNING, "malformed", "%s: malformed message from %s: %s", self.name,
-                                      conn.peer, exc)
+                                      peer, exc)
                     if state.bad >= MAX_BAD_MESSAGES or state.setup is None:
                         return
                     continue
                 go_on = msg is None or self._dispatch(state, msg)
-                await writer.drain()
+                await conn.writer.drain()
                 if not go_on:
                     return
-        except Sv2FrameRefused as exc:
+        except Sv2FrameRefused as exc:  # before NoiseError, which it is
             self.protocol_errors += 1
-            self.peer_log.log(logging.WARNING, "refused-frame", "%s: connection from %s closed: %s", self.name,
-                              peer_name(writer), exc)
-        except (NoiseError, TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            self.peer_log.log(logging.INFO, "ended", "%s: connection ended: %s", self.name, exc or type(exc).__name__)
-        finally:
-            if state is not None:
-                self._closed(state)
+            self.peer_log.log(logging.WARNING, "refused-frame", "%s: connection from %s closed: %s", self.name, peer,
+                              exc)
+        except NoiseError as exc:
+            self.protocol_errors += 1
+            self.peer_log.log(logging.WARNING, "noise", "%s: %s: %s; closing", self.name, peer, exc)
+        except TimeoutError:
+            if state.setup is None:
+                self.peer_log.log(logging.INFO, "no-setup", "%s: %s sent no SetupConnection within %g s, closing",
+                                  self.name, peer, self.setup_timeout)
+            else:
+                self.peer_log.log(logging.INFO, "idle", "%s: %s idle, disconnecting", self.name, peer)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            self.peer_log.log(logging.INFO, "disconnected", "%s: %s disconnected", self.name, peer)

@@ -154,9 +154,7 @@ class TemplateProvider(Sv2Listener[_TpConnection]):
         elif isinstance(msg, SubmitSolution):
             self.solutions.append(self._solution(state, msg))
         else:
-            self.protocol_errors += 1
-            state.bad += 1
-            return state.bad < 10
+            return self._unexpected(state, msg)
         return True
 
     def _solution(self, state: _TpConnection, msg: SubmitSolution) -> str | None:
