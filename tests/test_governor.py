@@ -82,3 +82,34 @@ def test_range_edges_follow_the_hashrate_and_the_governor() -> None:
         check_difficulty(edges.low / 2, edges)
     fast = DifficultyRange.for_hashrate(200e12, max_share_rate=5.0)
     assert fast.low == 1.0  # difficulty 1, the Stratum default, is never refused
+
+
+def test_governor_floor_and_range_use_one_hashrate_figure() -> None:
+    """The floor the hardware mines at followed the live rate while the range that counts and logs "mining at
+    X instead" kept the start-up calibration: with the CPU measuring itself 4x faster than calibrated, a pool
+    difficulty was silently raised 4x with no count, or counted as governed while mined at the pool's value."""
+    from openmos.hw.cpu import CpuHardware, CpuSettings
+    from openmos.miner import AgentConfig, MiningAgent
+
+    rate = [1e6]
+    hw = CpuHardware(CpuSettings(workers=1))
+    hw.expected_hashrate = lambda: rate[0]  # type: ignore[method-assign]
+    agent = MiningAgent(AgentConfig.from_dict({"groups": [{"pools": [{"url": "stratum+tcp://127.0.0.1:1",
+                                                                       "user": "w"}]}]}), hw)
+    max_rate = agent.config.stratum.max_share_rate
+
+    def consistent() -> None:
+        governed_below = agent.policy.difficulty_range.governed_below
+        assert governed_below == pytest.approx(difficulty_for_interval(agent.governor_hashrate or 0, 1 / max_rate))
+        for pool_difficulty in (governed_below / 3, governed_below * 3):  # one governed, one not
+            assert agent.mining_difficulty(pool_difficulty) == pytest.approx(max(pool_difficulty, governed_below))
+        options = agent.pools.groups[0]._options(agent.pools.groups[0].connections[0])
+        assert options.difficulty_range == agent.policy.difficulty_range
+
+    consistent()
+    rate[0] = 4e6  # the workers' measured rate replaces the calibration
+    assert agent.refresh_governor() and agent.governor_hashrate == 4e6
+    consistent()
+    rate[0] = 4.2e6  # within the hysteresis: nothing moves
+    assert not agent.refresh_governor() and agent.governor_hashrate == 4e6
+    consistent()

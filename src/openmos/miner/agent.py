@@ -59,6 +59,7 @@ def _cooling(perf: PerformanceConfig) -> CoolingConfig:
 
 WORK_HISTORY = 8192  # issued work items remembered for validating late nonces
 MAX_PENDING_SUBMITS = 256  # shares waiting for a pool answer; beyond this new shares are dropped and counted
+GOVERNOR_HYSTERESIS = 0.2  # the governor follows the hashrate once it moved by more than this fraction
 
 
 @dataclass
@@ -119,7 +120,10 @@ class MiningAgent:
         self.found: deque[FoundShare] = deque(maxlen=10_000)
         self.hashrate = HashrateMeter()
         self.expected_hashrate = hardware.expected_hashrate()
-        self.policy = self._session_policy(self.expected_hashrate, config)
+        # The share-rate governor's one hashrate figure (see share_hashrate): its difficulty floor, the range the
+        # pool sessions judge difficulties by and the suggested start difficulty all come from it.
+        self.governor_hashrate = self.expected_hashrate
+        self.policy = self._session_policy(self.governor_hashrate, config)
         self.pools = PoolManager(config.groups, config.stratum, f"openmos/{__version__}",
                                  self._on_job, self._on_switch, self.policy)
         self._generation = 0
@@ -292,6 +296,7 @@ class MiningAgent:
             now = self.hardware.clock.now()
             tel = self.hardware.telemetry()
             self.hashrate.add(now, tel.hashes)
+            self.refresh_governor()
             if self.maintenance.due(now):
                 self.maintenance.observe(tel, now)
             await asyncio.sleep(1.0)
@@ -362,20 +367,33 @@ class MiningAgent:
         return item
 
     def mining_difficulty(self, pool_difficulty: float) -> float:
-        """The difficulty the hardware mines at for this pool difficulty (the share-rate governor's floor)."""
-        return governed_difficulty(pool_difficulty, self.share_hashrate(), self.config.stratum.max_share_rate)
+        """The difficulty the hardware mines at for this pool difficulty (the share-rate governor's floor),
+        from ``governor_hashrate``: the same figure the sessions' ``governed_below`` was computed from."""
+        return governed_difficulty(pool_difficulty, self.governor_hashrate, self.config.stratum.max_share_rate)
 
     def share_hashrate(self) -> float | None:
-        """Hashes/s behind the reported nonces: the backend's own figure, else the measured rate."""
+        """Hashes/s behind the reported nonces: the backend's own figure, else the measured 60 s rate."""
         expected = self.hardware.expected_hashrate()
         if expected:
             return expected
         measured = self.hashrate.rate(60.0)
         return measured or None
 
+    def refresh_governor(self) -> bool:
+        """Follow ``share_hashrate`` once it moved by more than GOVERNOR_HYSTERESIS from ``governor_hashrate``
+        (a CPU's calibration replaced by its measured rate, a measured rate where the backend gives none):
+        floor, difficulty range and suggested difficulty change together. True when it changed."""
+        current, held = self.share_hashrate(), self.governor_hashrate
+        if not current or (held and abs(current / held - 1.0) <= GOVERNOR_HYSTERESIS):
+            return False
+        self.governor_hashrate = current
+        self.policy = self._session_policy(current, self.config)
+        self.pools.set_policy(self.policy)
+        return True
+
     def difficulty_advice(self, difficulty: float) -> str | None:
         """A hint for the operator when the pool's difficulty means a very long wait between shares."""
-        rate = self.share_hashrate()
+        rate = self.governor_hashrate
         wait = seconds_per_share(rate, difficulty) if rate else 0.0
         if wait > 3600:
             return (f"pool difficulty {difficulty:g} means one share every {wait / 3600:.1f} h on this hardware; "

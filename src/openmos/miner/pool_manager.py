@@ -683,6 +683,15 @@ class PoolManager:
         for group in self.groups:
             group.start()
 
+    def set_policy(self, policy: SessionPolicy) -> None:
+        """A new hardware-derived policy: for the next sessions, and the difficulty range of the live ones."""
+        for group in self.groups:
+            group.policy = policy
+        for conn in self.connections():
+            client = conn.client
+            if isinstance(client, StratumClient):
+                client.options = dataclasses.replace(client.options, difficulty_range=policy.difficulty_range)
+
     async def stop(self) -> None:
         for group in self.groups:
             await group.stop()
