@@ -42,6 +42,7 @@ import statistics
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,11 @@ from openmos.fleet import keys
 from openmos.fleet.bus import BusConfig, FleetBus
 from openmos.fleet.control import FleetController
 from openmos.fleet.enroll import EnrollmentRegistry
-from openmos.fleet.envelope import DeviceKey
+from openmos.fleet.envelope import DeviceKey, split_payload
 from openmos.fleet.messages import MessageRejected
 from openmos.fleet.node import DeviceNode
 from openmos.fleet.pki import FleetCA, TlsIdentity
+from openmos.fleet.sigworker import SignatureBatches, SignatureWorkers, record, verify_records
 from openmos.fleet.trust import DeviceVerifier
 from openmos.testbed.device import SimulatedFleetDevice
 
@@ -71,12 +73,32 @@ class UnsignedKey(DeviceKey):
         return bytes(64)
 
 
+class NoSignatureBatches(SignatureBatches):
+    """Every batch answered "verifies" at once: no hashing, no worker process, no signature verification."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._counts: deque[int] = deque()
+
+    def send(self, items: list[tuple[bytes, bytes, bytes]], last: bool = False) -> None:
+        self._counts.append(len(items))
+
+    def ready(self) -> bool:
+        return bool(self._counts)
+
+    def receive(self) -> bytes:
+        return b"\x01" * self._counts.popleft()
+
+
 class UnverifiedChecks(DeviceVerifier):
     """Signature verification switched off; every other check (enrolled id, identity, sequence, time, schema) runs."""
 
     @staticmethod
     def verify_signature(signature: bytes, document: bytes, key: PublicKeyXOnly) -> None:
         return None
+
+    def batches(self, workers: SignatureWorkers | None) -> SignatureBatches:
+        return NoSignatureBatches()
 
 
 # -- the device farm (child process) ----------------------------------------------------------------------
@@ -128,6 +150,31 @@ async def farm(mode: str, endpoint: str, devices: int) -> None:
 # -- the controller (this process) ------------------------------------------------------------------------
 
 
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes (Linux /proc; 0 where unreadable)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def verify_cost_us(count: int = 2000) -> float:
+    """CPU microseconds per BIP340 verification (as the workers run it: ``verify_records``), here and now."""
+    key, doc = DeviceKey(), b'{"body":{},"device":"d00000","kind":"telemetry","seq":1,"site":"bench","ts":1}'
+    compact = split_payload(key.sign_payload(json.loads(doc)))
+    assert compact is not None
+    signature, document = compact
+    records = record(base64.b64decode(key.public_b64), signature, document) * count
+    began = time.process_time()
+    answers = verify_records(records)
+    spent = time.process_time() - began
+    if answers != b"\x01" * count:
+        raise RuntimeError("the verification cost probe did not verify")
+    return spent / count * 1e6
+
+
 class Result:
     def __init__(self) -> None:
         self.poll_s: list[float] = []
@@ -135,6 +182,8 @@ class Result:
         self.farm_cpu_s: list[float] = []
         self.tick_s: list[float] = []
         self.reread_s: list[float] = []
+        self.worker_cpu_s: list[float] = []  # the signature worker processes' CPU during the poll
+        self.verified: list[int] = []  # signatures verified during the poll
         self.answered = 0
         self.telemetry_s = float("nan")
         self.telemetry_got = 0
@@ -196,10 +245,14 @@ class Mode:
         r = self.result
         r.tick_s.append(await self.tick())
         farm_before, cpu_before = await self._farm_cpu(), time.process_time()
+        workers, verified = self.bus.signatures.pids(), self.bus.signatures.verified
+        workers_before = cpu_of(workers)
         began = time.perf_counter()
         r.answered = await self._poll()
         r.poll_s.append(time.perf_counter() - began)
         r.controller_cpu_s.append(time.process_time() - cpu_before)
+        r.worker_cpu_s.append(cpu_of(workers) - workers_before)
+        r.verified.append(self.bus.signatures.verified - verified)
         r.farm_cpu_s.append(await self._farm_cpu() - farm_before)
         began = time.perf_counter()  # again, before the devices' next interval: the same snapshots, re-read
         if await self._poll() != self.devices:
@@ -251,11 +304,13 @@ async def main_async(devices: int, rounds: int, modes: tuple[str, ...] = MODES) 
             await run.start()
         gc.collect()
         order = list(runs.values())
+        verify_us: list[float] = []
         for i in range(rounds):  # the modes take turns (each round starts with another), so a change of load
             turn = order[i % len(order):] + order[:i % len(order)]  # on the machine hits them alike
             print(f"round {i + 1}/{rounds}: " + ", ".join(run.mode for run in turn), flush=True)
             for run in turn:
                 await run.poll()
+            verify_us.append(verify_cost_us())
         for run in runs.values():
             await run.telemetry()
     finally:
@@ -295,6 +350,21 @@ async def main_async(devices: int, rounds: int, modes: tuple[str, ...] = MODES) 
     total = {m: statistics.median(r.controller_cpu_s) + statistics.median(r.farm_cpu_s) for m, r in results.items()}
     print(f"CPU per poll, signed/baseline: controller {ctl_ratio:4.2f}x, controller + farm "
           f"{total['signed'] / total['baseline']:4.2f}x")
+    # The floor: what signing cannot go below on this machine, from figures measured in this run.
+    v_us, cores = statistics.median(verify_us), os.cpu_count() or 1
+    processes = runs["signed"].bus.signatures.processes
+    verify_s = v_us * devices / 1e6
+    sig = results["signed"]
+    print(f"signatures verified per signed poll: {min(sig.verified):,} to {max(sig.verified):,} (every reply, "
+          f"fresh snapshots: none matched the bytes of one already verified); worker processes' CPU "
+          f"{statistics.median(sig.worker_cpu_s):.2f} s per poll ({processes} processes)")
+    floor_cpu = (statistics.median(results["tls"].controller_cpu_s) + verify_s) / cores
+    floor = max(base, verify_s / processes, floor_cpu)
+    print(f"floor: one verification costs {v_us:.0f} us of CPU here (median, measured between the rounds), "
+          f"{verify_s:.2f} s for {devices:,}; over {processes} worker processes >= {verify_s / processes:.2f} s; "
+          f"with the TLS poll's own controller CPU on {cores} cores >= {floor_cpu:.2f} s; so the signed poll "
+          f"cannot beat {floor:.2f} s = {floor / base:.2f}x the baseline's {base:.2f} s "
+          f"(1.5x would be {1.5 * base:.2f} s: {'within' if floor <= 1.5 * base else 'out of'} reach on this machine)")
     fastest = {m: min(r.poll_s) for m, r in results.items()}
     print(f"fastest poll of each mode (least disturbed by other load on the machine): signed {fastest['signed']:.2f} s"
           f" = {fastest['signed'] / min(fastest['baseline'], fastest['tls']):4.2f}x the fastest unauthenticated one")

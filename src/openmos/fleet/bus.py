@@ -22,21 +22,20 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import zenoh
 
 from openmos.fleet.keys import ROOT, site_chunk
 from openmos.fleet.messages import BusMetrics, MessageRejected, check_size, decode
 from openmos.fleet.pki import TlsIdentity, common_name
+from openmos.fleet.sigworker import SignatureWorkers
 
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 50_000  # messages handed to the loop but not yet handled
-CHECK_THREADS = 2  # threads that check query replies (``accept``) while more arrive
-CHECK_BATCH = 64  # replies handed to a checking thread at once
 
 # (message, key expression) a device may send to a controller, and a controller to a device.
 DEVICE_SENDS = [("put", "openmos/*/dev/*/telemetry"), ("put", "openmos/*/dev/*/events"),
@@ -51,6 +50,17 @@ ENROLLEE_SENDS = [("query", "openmos/*/enroll/*")]
 ENROLLEE_RECEIVES = [("declare_queryable", "openmos/*/enroll/*"), ("reply", "openmos/*/enroll/*")]
 
 Role = Literal["controller", "device", "enrollee"]
+T = TypeVar("T")
+
+
+class ReplyCheck(Protocol[T]):
+    """Checks a query's replies as they arrive (``FleetBus.query_checked``)."""
+
+    def feed(self, key: str, payload: bytes) -> list[T]: ...  # what is believed so far (may be none yet)
+
+    def finish(self) -> list[T]: ...  # the rest, once every reply has arrived
+
+    def close(self) -> None: ...
 
 
 def _rules(prefix: str, flow: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -151,11 +161,13 @@ class FleetBus:
         self._closing = threading.Event()
         self._backlog = 0
         self._backlog_lock = threading.Lock()
-        self._checkers: concurrent.futures.ThreadPoolExecutor | None = None
+        self.signatures = SignatureWorkers()  # worker processes verifying device signatures (started on use)
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._closing.clear()
+        if self.signatures.closed:  # opened again after close()
+            self.signatures = SignatureWorkers()
         self._session = await asyncio.to_thread(zenoh.open, self.config.to_zenoh())
 
     async def close(self) -> None:
@@ -164,15 +176,13 @@ class FleetBus:
         declared, self._declared = self._declared, []
         session, self._session = self._session, None
 
-        checkers, self._checkers = self._checkers, None
 
         def shut() -> None:
             for obj in declared:
                 obj.undeclare()
             if session is not None:
                 session.close()
-            if checkers is not None:
-                checkers.shutdown(wait=True)
+            self.signatures.close()
 
         await asyncio.to_thread(shut)
 
@@ -303,62 +313,63 @@ class FleetBus:
 
         self._declared.append(self._session.declare_queryable(key, _direct(on_query)))
 
-    async def query(self, selector: str, params: Reply | None = None, timeout_s: float = 3.0,
-                    max_replies: int = 200_000, accept: Callable[[str, Any], Any] | None = None, raw: bool = False
-                    ) -> list[tuple[str, Any]]:
-        """Replies to ``selector`` (which may match many devices), decoded; bad ones dropped and counted.
-
-        ``accept(key, doc)``, if given, runs on each reply as it arrives (off the event loop, overlapping with
-        the replies still in flight, in batches on ``CHECK_THREADS`` threads: signature verification releases
-        the GIL); a reply for which it returns None is left out, else its result is kept, in arrival order.
-        With ``raw`` replies are handed over as payload bytes (size-checked only), not decoded."""
-        payload = _payload(params or {})
+    def _replies(self, selector: str, params: Reply | None, timeout_s: float, max_replies: int
+                 ) -> Iterator[tuple[str, bytes]]:
+        """(key, payload) of each reply as it arrives (on the calling thread), size-checked; at most
+        ``max_replies`` (the rest dropped and counted)."""
         session = self._session
         if session is None:
-            return []
+            return
+        received = 0
+        replies = session.get(selector, payload=_payload(params or {}), timeout=timeout_s,
+                              target=zenoh.QueryTarget.ALL, consolidation=zenoh.ConsolidationMode.NONE)
+        for reply in replies:
+            if reply.ok is None:
+                continue
+            if received >= max_replies:
+                self.metrics.drop("too_many_replies")
+                continue
+            try:
+                data = check_size(reply.ok.payload.to_bytes())
+            except MessageRejected as exc:
+                self.metrics.drop(exc.reason)
+                continue
+            received += 1
+            yield str(reply.ok.key_expr), data
 
-        checkers = None
-        if accept is not None:
-            if self._checkers is None:
-                self._checkers = concurrent.futures.ThreadPoolExecutor(CHECK_THREADS, "fleet-bus-check")
-            checkers = self._checkers
-
-        def checked(batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-            assert accept is not None
-            return [(key, result) for key, doc in batch if (result := accept(key, doc)) is not None]
+    async def query(self, selector: str, params: Reply | None = None, timeout_s: float = 3.0,
+                    max_replies: int = 200_000, raw: bool = False) -> list[tuple[str, Any]]:
+        """Replies to ``selector`` (which may match many devices), decoded; bad ones dropped and counted.
+        With ``raw`` replies are handed over as payload bytes (size-checked only), not decoded."""
 
         def run() -> list[tuple[str, Any]]:
             out: list[tuple[str, Any]] = []
-            batches: list[concurrent.futures.Future[list[tuple[str, Any]]]] = []
-            batch: list[tuple[str, Any]] = []
-            received = 0
-            replies = session.get(selector, payload=payload, timeout=timeout_s, target=zenoh.QueryTarget.ALL,
-                                  consolidation=zenoh.ConsolidationMode.NONE)
-            for reply in replies:
-                if reply.ok is None:
+            for key, data in self._replies(selector, params, timeout_s, max_replies):
+                if raw:
+                    out.append((key, data))
                     continue
-                if received >= max_replies:
-                    self.metrics.drop("too_many_replies")
-                    continue
-                key = str(reply.ok.key_expr)
                 try:
-                    data = reply.ok.payload.to_bytes()
-                    doc = check_size(data) if raw else decode(data)
+                    out.append((key, decode(data)))
                 except MessageRejected as exc:
                     self.metrics.drop(exc.reason)
-                    continue
-                received += 1
-                if checkers is None:
-                    out.append((key, doc))
-                    continue
-                batch.append((key, doc))
-                if len(batch) >= CHECK_BATCH:
-                    batches.append(checkers.submit(checked, batch))
-                    batch = []
-            if batch and checkers is not None:
-                batches.append(checkers.submit(checked, batch))
-            for done in batches:  # in arrival order
-                out.extend(done.result())
+            return out
+
+        return await asyncio.to_thread(run)
+
+    async def query_checked(self, selector: str, check: ReplyCheck[T], params: Reply | None = None,
+                            timeout_s: float = 3.0, max_replies: int = 200_000) -> list[T]:
+        """Replies to ``selector``, each handed to ``check`` as it arrives (payload bytes, size-checked) on
+        one thread off the event loop; what ``check`` believes, in arrival order. ``check`` may hand work
+        elsewhere (signatures to ``signatures``' worker processes) and return results later."""
+
+        def run() -> list[T]:
+            out: list[T] = []
+            try:
+                for key, data in self._replies(selector, params, timeout_s, max_replies):
+                    out.extend(check.feed(key, data))
+                out.extend(check.finish())
+            finally:
+                check.close()
             return out
 
         return await asyncio.to_thread(run)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from openmos.base.files import append_line
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
@@ -108,19 +110,16 @@ class FleetController:
         nonce inside) -- or, with ``snapshot``, each device's latest signed telemetry (never an older one)."""
         nonce = None if snapshot else request or secrets.token_hex(12)
 
-        def check(key: str, envelope: Any) -> dict[str, Any] | None:
+        def keep(doc: DeviceDoc, body: BaseModel) -> dict[str, Any]:
             """The believed reply as the plain dict kept (the models are dropped at once: 10k replies held as
             models are ~4x the objects for the garbage collector to walk while the rest arrive)."""
-            try:
-                doc, body = self.verifier.check(key, envelope, (kind,), request=nonce, snapshot=snapshot)
-            except MessageRejected:
-                return None
             # site and device last: a reply's own fields (a command reply may carry extra ones) never replace them
             return {**body.model_dump(exclude_none=True), "site": doc.site, "device": doc.device}
 
         out: dict[tuple[str, str], dict[str, Any]] = {}
         query = params if params is not None else {} if nonce is None else {"nonce": nonce}
-        for _, row in await self.bus.query(selector, query, timeout_s=timeout_s, accept=check, raw=True):
+        check = self.verifier.replies((kind,), keep, request=nonce, snapshot=snapshot, workers=self.bus.signatures)
+        for row in await self.bus.query_checked(selector, check, query, timeout_s=timeout_s):
             out.setdefault((row["site"], row["device"]), row)
         return out
 

@@ -16,6 +16,7 @@ changes. Token secrets are stored only as SHA-256 hashes.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -116,7 +117,7 @@ class EnrollmentRegistry:
         self.max_pending = max_pending
         self.limiter = TokenBucket(requests_per_s, burst)
         self._state = _State()
-        self._keys: dict[str, PublicKeyXOnly] = {}
+        self._keys: dict[str, tuple[PublicKeyXOnly, bytes]] = {}  # parsed key, its 32 bytes
         self._raw: dict[str, str] = {}
         self._mtime = 0.0
         self._checked = 0.0
@@ -146,14 +147,14 @@ class EnrollmentRegistry:
 
     def _sync_keys(self) -> None:
         """Parsed key objects for the enrolled entries (only new or changed ones are parsed)."""
-        keys: dict[str, PublicKeyXOnly] = {}
+        keys: dict[str, tuple[PublicKeyXOnly, bytes]] = {}
         for name, entry in self._state.enrolled.items():
             known = self._keys.get(name)
             if known is not None and self._raw.get(name) == entry.public_key:
                 keys[name] = known
                 continue
             with contextlib.suppress(SignatureError):
-                keys[name] = parse_public(entry.public_key)
+                keys[name] = (parse_public(entry.public_key), base64.b64decode(entry.public_key))
         self._keys = keys
         self._raw = {name: entry.public_key for name, entry in self._state.enrolled.items()}
 
@@ -183,6 +184,11 @@ class EnrollmentRegistry:
     # -- queries -----------------------------------------------------------------------------------
 
     def key_for(self, site: str, device: str) -> PublicKeyXOnly | None:
+        found = self._keys.get(_name(site, device))
+        return found[0] if found is not None else None
+
+    def enrolled_key(self, site: str, device: str) -> tuple[PublicKeyXOnly, bytes] | None:
+        """The pinned key, parsed and as its 32 bytes (both from the same entry)."""
         return self._keys.get(_name(site, device))
 
     def is_enrolled(self, site: str, device: str) -> bool:

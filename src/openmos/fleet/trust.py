@@ -18,7 +18,10 @@ verify the same way (every other check still runs)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from coincurve import PublicKeyXOnly
 from pydantic import BaseModel
@@ -35,10 +38,33 @@ from openmos.fleet.messages import (
     decode,
     parse_device_doc,
 )
+from openmos.fleet.sigworker import SignatureBatches, SignatureWorkers
 from openmos.security.signing import SignatureError
 
 MAX_SKEW_S = 300.0  # a device's clock may be this far from the controller's
 STREAMED = ("telemetry", "event")  # kinds with a per-device sequence (replies are bound to a query nonce)
+T = TypeVar("T")
+
+
+CHECK_BATCH = 64  # replies of a query checked together: their signatures go to a worker process at once
+
+
+@dataclass(slots=True)
+class _Arrived:
+    """A message that passed the checks before its signature's (its key expression names an enrolled device)."""
+
+    site: str
+    device: str
+    public: PublicKeyXOnly
+    raw_key: bytes  # the same enrolled key, as its 32 bytes
+    envelope: Any  # the payload bytes, or decoded JSON (an envelope in another layout than the compact one)
+    compact: tuple[bytes, bytes] | None  # (signature, document bytes) of a compact payload
+    known: bool  # these very bytes were believed before under this very key: not verified a second time
+
+    @property
+    def batched(self) -> bool:
+        """Verified in a batch (else here, by ``verify``: the parsed layout, or a signature of a wrong size)."""
+        return self.compact is not None and not self.known and len(self.compact[0]) == 64
 
 
 class DeviceVerifier:
@@ -61,13 +87,24 @@ class DeviceVerifier:
         ``envelope`` is the payload as received (bytes) or already decoded JSON; ``snapshot``: a reply to a
         telemetry poll (the device's last snapshot may be read again)."""
         try:
-            return self._check(key, envelope, kinds, request, snapshot)
+            arrived = self._arrive(key, envelope)
+            return self._believe(arrived, self._verify(arrived), kinds, request, snapshot)
         except MessageRejected as exc:
             self.metrics.drop(exc.reason)
             raise
 
-    def _check(self, key: str, envelope: Any, kinds: tuple[str, ...], request: str | None, snapshot: bool
-               ) -> tuple[DeviceDoc, BaseModel]:
+    def replies(self, kinds: tuple[str, ...], keep: Callable[[DeviceDoc, BaseModel], T], *,
+                request: str | None = None, snapshot: bool = False, workers: SignatureWorkers | None = None
+                ) -> CheckedReplies[T]:
+        """A query's replies checked as they arrive, exactly as ``check`` checks one (``keep`` turns a believed
+        one into what the query returns); their signatures verified in batches by ``workers``."""
+        return CheckedReplies(self, kinds, keep, request, snapshot, self.batches(workers))
+
+    def batches(self, workers: SignatureWorkers | None) -> SignatureBatches:
+        """Where a query's signatures are verified."""
+        return SignatureBatches(workers)
+
+    def _arrive(self, key: str, envelope: Any) -> _Arrived:
         try:
             site, device, _ = keys.parse_device_key(key)
         except ValueError:
@@ -81,19 +118,32 @@ class DeviceVerifier:
             except SignatureError:
                 raise MessageRejected("unsigned") from None
         self.registry.refresh()  # at most one stat() a second: revocations reach a running controller
-        public = self.registry.key_for(site, device)
-        if public is None:
+        enrolled = self.registry.enrolled_key(site, device)
+        if enrolled is None:
             raise MessageRejected("not_enrolled", f"{site}/{device}")
+        public, raw_key = enrolled
+        seen = self._verified.get((site, device)) if compact is not None else None
+        known = seen is not None and seen[0] is public and seen[1] == envelope
+        return _Arrived(site, device, public, raw_key, envelope, compact, known)
+
+    def _verify(self, arrived: _Arrived, valid: bool | None = None) -> dict[str, Any] | bytes:
+        """The signed document (bytes of a compact payload, else parsed) if its signature verifies against the
+        enrolled key; ``valid``: the answer of a batch that verified it already."""
         try:
-            if compact is None:
-                raw: dict[str, Any] | bytes = verify(envelope, public)
-            else:
-                seen = self._verified.get((site, device))
-                if seen is None or seen[0] is not public or seen[1] != envelope:  # else: these very bytes verified
-                    self.verify_signature(*compact, public)
-                raw = compact[1]
+            if arrived.compact is None:
+                return verify(arrived.envelope, arrived.public)
+            if not arrived.known:
+                if valid is None or not arrived.batched:
+                    self.verify_signature(*arrived.compact, arrived.public)
+                elif not valid:
+                    raise SignatureError("signature does not verify against the enrolled key")
+            return arrived.compact[1]
         except SignatureError:
-            raise MessageRejected("bad_signature", f"{site}/{device}") from None
+            raise MessageRejected("bad_signature", f"{arrived.site}/{arrived.device}") from None
+
+    def _believe(self, arrived: _Arrived, raw: dict[str, Any] | bytes, kinds: tuple[str, ...],
+                 request: str | None, snapshot: bool) -> tuple[DeviceDoc, BaseModel]:
+        site, device = arrived.site, arrived.device
         doc = parse_device_doc(raw)
         if (doc.site, doc.device) != (site, device):
             raise MessageRejected("identity_mismatch", f"{doc.site}/{doc.device} on {site}/{device}")
@@ -106,8 +156,8 @@ class DeviceVerifier:
         if doc.kind in STREAMED:
             self._sequence(site, device, doc, snapshot)
         body = body_of(doc)
-        if doc.kind == "telemetry" and compact is not None:
-            self._verified[site, device] = (public, envelope)
+        if doc.kind == "telemetry" and arrived.compact is not None:
+            self._verified[site, device] = (arrived.public, arrived.envelope)
         self.metrics.accept(doc.kind)
         return doc, body
 
@@ -131,3 +181,70 @@ class DeviceVerifier:
         if not bucket.take():
             raise MessageRejected("rate_limited", f"{site}/{device}")
         self._last_seq[seq_key] = (doc.seq, now)
+
+
+class CheckedReplies(Generic[T]):
+    """One query's replies, checked as they arrive, in arrival order (``FleetBus.query_checked``).
+
+    What needs no signature is checked at once (key expression, layout, enrolled device); the signatures of
+    every ``CHECK_BATCH`` replies go to a worker process together, and while it verifies them the next replies
+    arrive and are read; a batch is finished (document, identity, kind, request, time, sequence, schema, as
+    ``DeviceVerifier.check``) when its answer is in. Nothing is believed before its signature verified."""
+
+    def __init__(self, verifier: DeviceVerifier, kinds: tuple[str, ...], keep: Callable[[DeviceDoc, BaseModel], T],
+                 request: str | None, snapshot: bool, batches: SignatureBatches) -> None:
+        self._verifier, self._kinds, self._keep = verifier, kinds, keep
+        self._request, self._snapshot = request, snapshot
+        self._batches = batches
+        self._arrived: list[_Arrived | MessageRejected] = []
+        self._sent: deque[tuple[list[_Arrived | MessageRejected], bool]] = deque()  # (batch, answer due)
+
+    def feed(self, key: str, payload: bytes) -> list[T]:
+        """Take one reply; the replies believed since the last call (of batches whose answers are in)."""
+        try:
+            self._arrived.append(self._verifier._arrive(key, payload))
+        except MessageRejected as exc:
+            self._arrived.append(exc)
+        if len(self._arrived) < CHECK_BATCH:
+            return []
+        self._send(last=False)
+        return self._collect(wait=False)
+
+    def finish(self) -> list[T]:
+        """Every reply not returned yet (waiting for the last answers)."""
+        self._send(last=True)
+        return self._collect(wait=True)
+
+    def close(self) -> None:
+        self._batches.close()
+
+    def _send(self, last: bool) -> None:
+        batch, self._arrived = self._arrived, []
+        if not batch:
+            return
+        items = [(a.raw_key, *a.compact) for a in batch if isinstance(a, _Arrived) and a.batched
+                 and a.compact is not None]
+        if items:
+            self._batches.send(items, last=last)
+        self._sent.append((batch, bool(items)))
+
+    def _collect(self, wait: bool) -> list[T]:
+        out: list[T] = []
+        while self._sent:
+            batch, due = self._sent[0]
+            if due and not wait and not self._batches.ready():
+                break
+            answers = iter(self._batches.receive() if due else b"")
+            self._sent.popleft()
+            for arrived in batch:
+                try:
+                    if isinstance(arrived, MessageRejected):
+                        raise arrived
+                    valid = bool(next(answers)) if arrived.batched else None
+                    raw = self._verifier._verify(arrived, valid)
+                    doc, body = self._verifier._believe(arrived, raw, self._kinds, self._request, self._snapshot)
+                except MessageRejected as exc:
+                    self._verifier.metrics.drop(exc.reason)
+                    continue
+                out.append(self._keep(doc, body))
+        return out
