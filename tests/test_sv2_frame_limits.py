@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from openmos.base.server import ByteBudget
 from openmos.pool import LocalPool
 from openmos.pool.jds import JD_REQUEST_MAX_PAYLOAD, JdsServer, JobDeclarator
 from openmos.pool.node_rpc import PoolNode, SyntheticMempool
@@ -32,7 +33,7 @@ from openmos.stratum.v2.messages import (
     SetupConnectionSuccess,
 )
 from openmos.stratum.v2.noise import KeyPair, ciphertext_length
-from openmos.stratum.v2.transport import PayloadBudget, Sv2Connection, open_connection
+from openmos.stratum.v2.transport import Sv2Connection, open_connection
 
 from helpers import easy_pool_settings, wait_for
 
@@ -147,7 +148,7 @@ async def test_ignored_frames_do_not_extend_the_setup_deadline(ports: Ports) -> 
 async def test_large_frames_of_all_connections_share_one_budget(ports: Ports) -> None:
     """Each set-up JDS client may send a ~2.2 MB DeclareMiningJob unasked; many at once used to add up (20 x
     16 MiB: +320 MB). One connection filling the budget makes the next large frame a clean refusal."""
-    ports.jds.budget = budget = PayloadBudget(3 << 20)
+    ports.jds.budget = budget = ByteBudget(3 << 20)
     first = await hostile(ports, PROTOCOL_JOB_DECLARATION, set_up=True)
     # The first connection is allowed its 2 MB frame and sends half of it (the server holds it while reading).
     claim(first, 2 << 20, msg_type=0x57)

@@ -23,6 +23,27 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 CLOSE_TIMEOUT_S = 2.0
 
 
+class ByteBudget:
+    """Bytes a server's connections may be buffering at once for large messages, shared by all of them: each
+    connection's own limit bounds one message, this bounds their sum (many peers each sending one large
+    message must not add up). ``take(n)`` before reading, ``give(n)`` after; False: refuse the message."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.in_use = 0
+        self.refused = 0
+
+    def take(self, n: int) -> bool:
+        if self.in_use + n > self.total:
+            self.refused += 1
+            return False
+        self.in_use += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.in_use -= n
+
+
 class StreamServer:
     """``port = await server.start(host, port, **start_server_options)``; ``await server.stop()``."""
 

@@ -22,6 +22,13 @@ class HttpError(Exception):
 
 async def read_message(reader: asyncio.StreamReader, max_body: int) -> tuple[str, dict[str, str], bytes]:
     """(start line, lower-cased headers, body) of one HTTP message; HttpError if it breaks a limit."""
+    start, headers, length = await read_head(reader, max_body)
+    return start, headers, await reader.readexactly(length)
+
+
+async def read_head(reader: asyncio.StreamReader, max_body: int) -> tuple[str, dict[str, str], int]:
+    """(start line, lower-cased headers, body length) of one HTTP message, the body not read yet (a server
+    checks who is asking before it buffers a large body); HttpError if it breaks a limit."""
     start = await reader.readuntil(b"\n")
     if len(start) > MAX_HEADER_LINE:
         raise HttpError(431, "start line too long")
@@ -44,10 +51,11 @@ async def read_message(reader: asyncio.StreamReader, max_body: int) -> tuple[str
         length = int(headers.get("content-length", "0"))
     except ValueError:
         raise HttpError(400, "bad Content-Length") from None
-    if length < 0 or length > max_body:
-        raise HttpError(413, f"body of {length} bytes exceeds {max_body}")
-    body = await reader.readexactly(length)
-    return start.decode("latin-1").strip(), headers, body
+    if length < 0:
+        raise HttpError(400, "bad Content-Length")
+    if length > max_body:  # the number is not repeated back: it is the peer's input, up to a header line long
+        raise HttpError(413, f"body larger than {max_body} bytes")
+    return start.decode("latin-1").strip(), headers, length
 
 
 def basic_auth(user: str, password: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from openmos.base.server import StreamServer
+from openmos.base.server import ByteBudget, StreamServer
 from openmos.bitcoin import BlockHeader, merkle_root
 from openmos.bitcoin.target import bits_to_target
 from openmos.bitcoin.tx import (
@@ -35,7 +35,7 @@ from openmos.bitcoin.tx import (
     tx_hash_hex,
     witness_commitment,
 )
-from openmos.node.http import HttpError, basic_auth, read_message, response
+from openmos.node.http import HttpError, basic_auth, read_head, response
 from openmos.node.template import TemplateTx
 from openmos.pool.chain import TemplateChain
 
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 SUBSIDY = 312_500_000
 MAX_REQUEST = 32 << 20  # a 4 MWU block as hex is at most 8 MB; room for JSON around it
 MAX_CONNECTIONS = 64
+LARGE_REQUEST = 1 << 20  # larger bodies (blocks) share one budget across connections
+LARGE_REQUESTS_BUDGET = 64 << 20
 
 
 @dataclass
@@ -328,6 +330,7 @@ class NodeRpcServer:
         self.auth = basic_auth(user, password) if user or password else ""
         self.timeout = timeout
         self.errors = 0
+        self.budget = ByteBudget(LARGE_REQUESTS_BUDGET)
         self._listener = StreamServer(self._handle, max_connections=MAX_CONNECTIONS)
 
     @property
@@ -345,18 +348,17 @@ class NodeRpcServer:
         try:
             while True:
                 try:
-                    start, headers, body = await asyncio.wait_for(read_message(reader, MAX_REQUEST), self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        start, headers, length = await read_head(reader, MAX_REQUEST)
+                        # Who is asking, before the body is buffered (it may be 32 MiB).
+                        if not start.startswith("POST "):
+                            raise HttpError(405, "JSON-RPC needs POST")
+                        if self.auth and headers.get("authorization") != self.auth:
+                            raise HttpError(401, "Unauthorized")
+                        body = await self._read_body(reader, length)
                 except HttpError as exc:
                     self.errors += 1
                     writer.write(response(exc.status, exc.reason, orjson.dumps({"error": exc.reason})))
-                    await writer.drain()
-                    return
-                if not start.startswith("POST "):
-                    writer.write(response(405, "Method Not Allowed", b'{"error": "JSON-RPC needs POST"}'))
-                    await writer.drain()
-                    return
-                if self.auth and headers.get("authorization") != self.auth:
-                    writer.write(response(401, "Unauthorized", b""))
                     await writer.drain()
                     return
                 status, reply = self._reply(body)
@@ -366,6 +368,18 @@ class NodeRpcServer:
             pass
         finally:
             writer.close()
+
+    async def _read_body(self, reader: asyncio.StreamReader, length: int) -> bytes:
+        """A body over LARGE_REQUEST (a submitblock) is read only while such bodies of all connections stay
+        within the budget: 64 connections x 32 MiB must not add up."""
+        if length <= LARGE_REQUEST:
+            return await reader.readexactly(length)
+        if not self.budget.take(length):
+            raise HttpError(503, "busy with other large requests; retry")
+        try:
+            return await reader.readexactly(length)
+        finally:
+            self.budget.give(length)
 
     def _reply(self, body: bytes) -> tuple[int, bytes]:
         req_id: Any = None

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from openmos.base.logs import LogLimiter
-from openmos.base.server import StreamServer, peer_name
+from openmos.base.server import ByteBudget, StreamServer, peer_name
 from openmos.pool.v1_session import PEER_LOG_BURST
 from openmos.stratum.v2.codec import Sv2CodecError
 from openmos.stratum.v2.messages import Message, SetupConnection, largest_payload
 from openmos.stratum.v2.noise import KeyPair, NoiseError, issue_server_identity
-from openmos.stratum.v2.transport import PayloadBudget, Sv2Connection, Sv2FrameRefused, accept_connection
+from openmos.stratum.v2.transport import Sv2Connection, Sv2FrameRefused, accept_connection
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Sv2Listener(Generic[S]):
         self.host, self.port, self.setup_timeout = host, port, setup_timeout
         self.handshake_failures = 0
         self.protocol_errors = 0
-        self.budget = PayloadBudget(self.budget_bytes)
+        self.budget = ByteBudget(self.budget_bytes)
         # Lines about connections and what peers send, in the server's own logger: no flood from a peer.
         self.peer_log = LogLimiter(logging.getLogger(type(self).__module__), burst=PEER_LOG_BURST)
         self._listener = StreamServer(self._handle, max_connections=max_connections or self.max_connections)

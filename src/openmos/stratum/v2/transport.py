@@ -4,7 +4,7 @@ Handshake messages travel as raw bytes (64 from the client, 234 back). Afterward
 encrypted 6-byte header (22 bytes on the wire) followed by the payload in <= 65,519-byte chunks, each
 with its own MAC. The header is checked against the size limit *before* the payload is read, so a peer
 cannot make us buffer more than ``max_payload`` (a server lowers it to what the peer may send next: see
-``largest_payload``). A server's connections can also share a ``PayloadBudget``: a payload over
+``largest_payload``). A server's connections can also share a ``ByteBudget``: a payload over
 ``LARGE_PAYLOAD`` is only read while the bytes of all such payloads being read stay within it, so many
 connections each claiming a large frame cannot add up. Any MAC failure ends the connection.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from openmos.base.server import ByteBudget
 from openmos.stratum.v2.codec import Sv2CodecError
 from openmos.stratum.v2.framing import HEADER_SIZE, MAX_PAYLOAD, Frame, decode_header, frame_of
 from openmos.stratum.v2.messages import Message
@@ -33,7 +34,7 @@ from openmos.stratum.v2.noise import (
 )
 
 ENCRYPTED_HEADER_SIZE = HEADER_SIZE + MAC_SIZE  # 22
-LARGE_PAYLOAD = 1 << 16  # payloads above this are charged to the connection's PayloadBudget while read
+LARGE_PAYLOAD = 1 << 16  # payloads above this are charged to the connection's ByteBudget while read
 
 
 class Sv2FrameRefused(NoiseError):
@@ -45,30 +46,11 @@ class Sv2Busy(Sv2FrameRefused):
     """A large frame arrived while the server's budget for large frames was spent."""
 
 
-class PayloadBudget:
-    """Bytes of large payloads a server's connections may be reading at once (shared by its connections)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.in_use = 0
-        self.refused = 0
-
-    def take(self, n: int) -> bool:
-        if self.in_use + n > self.total:
-            self.refused += 1
-            return False
-        self.in_use += n
-        return True
-
-    def give(self, n: int) -> None:
-        self.in_use -= n
-
-
 class Sv2Connection:
     """One established, encrypted SV2 connection."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: Session,
-                 max_payload: int = MAX_PAYLOAD, budget: PayloadBudget | None = None) -> None:
+                 max_payload: int = MAX_PAYLOAD, budget: ByteBudget | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.session = session
@@ -155,7 +137,7 @@ async def open_connection(host: str, port: int, authority_xonly: bytes, *, timeo
 
 async def accept_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, static: KeyPair,
                             certificate: Certificate, *, timeout: float = 10.0,
-                            max_payload: int = MAX_PAYLOAD, budget: PayloadBudget | None = None) -> Sv2Connection:
+                            max_payload: int = MAX_PAYLOAD, budget: ByteBudget | None = None) -> Sv2Connection:
     """Run the NX handshake as responder on a freshly accepted stream."""
     opening = await asyncio.wait_for(reader.readexactly(ACT1_SIZE), timeout)
     reply, session = Responder(static, certificate).act2(opening)
