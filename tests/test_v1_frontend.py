@@ -4,12 +4,14 @@ behaviour for both, tested on each without a network (the requests go straight t
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from openmos.bitcoin import difficulty_to_target, hash_difficulty
 from openmos.pool.server import LocalPool, PoolSettings, _Session
+from openmos.pool.vardiff import VardiffSettings
 from openmos.proxy.server import FarmProxy, ProxySettings, _Downstream
 from openmos.stratum import StratumJob
 from openmos.stratum.protocol import encode_request, parse_message
@@ -160,3 +162,24 @@ def test_more_workers_on_a_connection_get_no_second_difficulty_or_job() -> None:
         assert methods.count("mining.set_difficulty") == 1, type(frontend).__name__
         assert methods.count("mining.notify") <= 1
         assert len(session.workers) == 15
+
+
+def test_late_suggestion_restarts_the_vardiff_window_on_both() -> None:
+    """Shares (or none) found at the old difficulty stayed in the vardiff window: 14 s without a share at 0.5,
+    a suggestion of 0.01, and the retarget one second later cut it to 0.0025 (4x below what the miner asked
+    for, from history at another difficulty). Now the window restarts with the suggestion."""
+    vd = VardiffSettings(target_interval=5.0, retarget_after=15.0)
+    pool = LocalPool(PoolSettings(port=0, vardiff=vd))
+    url = f"stratum2+tcp://127.0.0.1:1/{encode_authority_key(KeyPair.generate().xonly)}"
+    proxy = FarmProxy(ProxySettings(upstreams=(url,), port=0, vardiff=vd))
+    for frontend, session_type in ((pool, _Session), (proxy, _Downstream)):
+        name = type(frontend).__name__
+        for shares in (0, 30):  # a miner with no share yet, and one that found many at the old difficulty
+            now = time.time()
+            session = session_type("peer", Wire(), difficulty=0.5, subscribed=True, workers={"rig"},
+                                   window_start=now - 14.0, window_shares=shares)
+            late_suggest(frontend, session, 0.01)
+            assert session.difficulty == 0.01 and session.window_shares == 0, name
+            assert session.window_start >= now, name
+            frontend._maybe_retarget(session, now + 1.0)  # the next share, a second later
+            assert session.difficulty == 0.01, (name, shares, session.difficulty)

@@ -275,6 +275,9 @@ class LocalPool(V1Frontend[_Session]):
     def _vardiff(self) -> VardiffSettings | None:
         return self.settings.vardiff
 
+    def _now(self) -> float:
+        return self.clock()
+
     def _max_jobs(self) -> int:
         return self.settings.max_jobs
 

@@ -138,6 +138,10 @@ class V1Frontend(Generic[S]):
     def _vardiff(self) -> VardiffSettings | None:
         raise NotImplementedError
 
+    def _now(self) -> float:
+        """The clock of the vardiff window (``_maybe_retarget`` is given the same clock's time)."""
+        return time.time()
+
     def _max_jobs(self) -> int:
         raise NotImplementedError
 
@@ -297,6 +301,9 @@ class V1Frontend(Generic[S]):
         if new == session.difficulty:
             return True
         session.difficulty = new
+        # Vardiff measures this difficulty from now on: shares found at the old one say nothing about it (left in
+        # the window, the next retarget undid the suggestion, e.g. 4x below it after 15 s without a share).
+        session.window_start, session.window_shares = self._now(), 0
         if session.workers:  # after authorize the miner holds a difficulty: it is told (after this answer)
             self._difficulty_changed(session, new)
         return True
