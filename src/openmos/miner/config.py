@@ -86,7 +86,8 @@ class StratumTuning(_Model):
         default=2.0, ge=0, le=3600, allow_inf_nan=False,
         description="the pool in use silent this long with no request outstanding (and a hot standby ready): "
                     "send it a liveness probe, at most one per this interval; unanswered past stall_suspect_s "
-                    "it means a stall, as an unanswered share does. Only on a pool that answers the probe "
+                    "it means a stall, as an unanswered share does. Stratum V1 only (V2 has no request "
+                    "that is always answered and free of side effects). Only on a pool that answers the probe "
                     "(learnt per session) (0: off)")
     stall_probe_method: str = Field(
         default="mining.extranonce.subscribe", pattern=r"^[A-Za-z0-9_.]{1,64}$",

@@ -375,7 +375,10 @@ class PoolGroup:
         return max(self.tuning.stall_suspect_s, 3 * conn.answer_s, 3 * probe)
 
     def _maybe_probe(self, conn: PoolConnection, client: PoolSession, now: float) -> None:
-        """Nothing at stake and the pool silent: ask it something cheap, so a stall shows without a share."""
+        """Nothing at stake and the pool silent: ask it something cheap, so a stall shows without a share.
+        Stratum V1 only: the V2 mining protocol has no request that is always answered and free of side effects
+        (UpdateChannel is answered only when invalid, RequestExtensions only right after SetupConnection, a
+        channel open allocates a channel), so a V2 stall with nothing at stake waits for a share."""
         every = self.tuning.stall_probe_s
         if (not every or not self.tuning.stall_suspect_s or not isinstance(client, StratumClient)
                 or client.unanswered_since is not None or now - client.last_receive < every
