@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Protocol
 
+from openmos.hw.cpu import CpuHardware, CpuSettings
+from openmos.hw.interface import MiningHardware
+from openmos.miner import AgentConfig, MiningAgent
 from openmos.pool import PoolSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,3 +45,47 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+# Quick reconnects for tests that drop pools on purpose: a retry after 0.2 s, a fallback check every 0.5 s.
+QUICK_RETRY: dict[str, Any] = {"retry_delay_s": 0.2, "fallback_interval_s": 0.5}
+
+
+class Service(Protocol):
+    """Anything a test starts and stops: pools, V2 front ends, proxies, agents, API servers."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def agent_config(*urls: str, user: str = "me.rig", **stratum: Any) -> AgentConfig:
+    """One failover group on ``urls`` (in that order), every pool with worker ``user``; ``stratum`` settings.
+
+    The agent asks for no difficulty unless ``suggest_difficulty`` is given: the pool's start difficulty (a share
+    in a fraction of a second, see ``easy_pool_settings``) rules, not the default suggestion of a share every ~5 s
+    that the pools honour -- which made every share-counting test wait seconds per share."""
+    stratum.setdefault("suggest_difficulty", 0)
+    return AgentConfig.from_dict({"hardware": "cpu:1", "stratum": stratum,
+                                  "groups": [{"name": "main", "pools": [{"url": u, "user": user} for u in urls]}]})
+
+
+def cpu_agent(*urls: str, user: str = "me.rig", hardware: MiningHardware | None = None,
+              **stratum: Any) -> MiningAgent:
+    """An agent (not started) mining real SHA-256d on ``urls`` with one CPU worker (or ``hardware``)."""
+    return MiningAgent(agent_config(*urls, user=user, **stratum),
+                       hardware or CpuHardware(CpuSettings(workers=1, chunk_seconds=0.2)))
+
+
+@contextlib.asynccontextmanager
+async def running(*services: Service) -> AsyncIterator[None]:
+    """Start ``services`` in order (pools before the agents mining on them); stop those started, in reverse."""
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        yield
+    finally:
+        for service in reversed(started):
+            await service.stop()

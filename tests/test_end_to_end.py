@@ -6,19 +6,9 @@ import asyncio
 import time
 
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_to_int, sha256d
-from openmos.hw.cpu import CpuHardware, CpuSettings
-from openmos.miner import AgentConfig, MiningAgent
 from openmos.pool import LocalPool
 
-from helpers import easy_pool_settings, wait_for
-
-
-def agent_for(*urls: str, **stratum: object) -> MiningAgent:
-    config = AgentConfig.from_dict({
-        "groups": [{"name": "main", "pools": [{"url": u, "user": "e2e.cpu"} for u in urls]}],
-        "stratum": {"retry_delay_s": 0.2, "fallback_interval_s": 0.5, **stratum},
-    })
-    return MiningAgent(config, CpuHardware(CpuSettings(workers=1, chunk_seconds=0.2)))
+from helpers import QUICK_RETRY, cpu_agent, easy_pool_settings, running, wait_for
 
 
 def share_key(en1: bytes, en2: bytes, nonce: int, version: int) -> tuple[bytes, bytes, int, int]:
@@ -27,14 +17,10 @@ def share_key(en1: bytes, en2: bytes, nonce: int, version: int) -> tuple[bytes, 
 
 async def test_agent_mines_real_shares_verified_by_pool() -> None:
     pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
-    await pool.start()
-    agent = agent_for(pool.url)
-    await agent.start()
-    try:
-        await wait_for(lambda: len(pool.accepted) >= 5, 90, "5 accepted shares")
-    finally:
-        await agent.stop()
-        await pool.stop()
+    async with running(pool):
+        agent = cpu_agent(pool.url, user="e2e.cpu", **QUICK_RETRY)
+        async with running(agent):
+            await wait_for(lambda: len(pool.accepted) >= 5, 90, "5 accepted shares")
     # The pool verified each share itself; re-verify from the header it hashed, independently again.
     for share in pool.accepted:
         assert sha256d(share.header) == share.hash
@@ -59,29 +45,23 @@ async def test_agent_mines_real_shares_verified_by_pool() -> None:
 async def test_failover_within_5s_and_no_found_share_lost() -> None:
     primary = LocalPool(easy_pool_settings(start_difficulty=0.0001))
     backup = LocalPool(easy_pool_settings(start_difficulty=0.0001))
-    await primary.start()
-    await backup.start()
-    agent = agent_for(primary.url, backup.url)
-    group = agent.pools.groups[0]
-    await agent.start()
-    try:
-        await wait_for(lambda: len(primary.accepted) >= 2, 90, "shares on the primary")
-        primary_en1 = group.connections[0].client.extranonce1  # type: ignore[union-attr]
-        killed_at = time.monotonic()
-        await primary.stop()  # the pool dies mid-job
-        await wait_for(lambda: group.active is group.connections[1], 10, "failover to the backup")
-        failover_s = time.monotonic() - killed_at
-        assert failover_s < 5, f"failover took {failover_s:.1f} s"
-        await wait_for(lambda: len(backup.accepted) >= 1, 60, "a share on the backup")
-        # The primary comes back: the agent falls back to it and resumes the same session.
-        await primary.start()
-        await wait_for(lambda: group.active is group.connections[0], 15, "fallback to the primary")
-        await wait_for(lambda: not group.connections[0].outbox, 10, "queued shares re-sent")
-        await asyncio.sleep(0.5)
-    finally:
-        await agent.stop()
-        await primary.stop()
-        await backup.stop()
+    async with running(primary, backup):
+        agent = cpu_agent(primary.url, backup.url, user="e2e.cpu", **QUICK_RETRY)
+        group = agent.pools.groups[0]
+        async with running(agent):
+            await wait_for(lambda: len(primary.accepted) >= 2, 90, "shares on the primary")
+            primary_en1 = group.connections[0].client.extranonce1  # type: ignore[union-attr]
+            killed_at = time.monotonic()
+            await primary.stop()  # the pool dies mid-job
+            await wait_for(lambda: group.active is group.connections[1], 10, "failover to the backup")
+            failover_s = time.monotonic() - killed_at
+            assert failover_s < 5, f"failover took {failover_s:.1f} s"
+            await wait_for(lambda: len(backup.accepted) >= 1, 60, "a share on the backup")
+            # The primary comes back: the agent falls back to it and resumes the same session.
+            await primary.start()
+            await wait_for(lambda: group.active is group.connections[0], 15, "fallback to the primary")
+            await wait_for(lambda: not group.connections[0].outbox, 10, "queued shares re-sent")
+            await asyncio.sleep(0.5)
     assert group.connections[0].client is not None
     assert group.connections[0].client.extranonce1 == primary_en1, "session was resumed"
     assert group.connections[0].lost_shares == 0

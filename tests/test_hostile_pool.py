@@ -8,37 +8,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from openmos.hw.cpu import CpuHardware, CpuSettings
-from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner import MiningAgent
 from openmos.pool import LocalPool
 from openmos.stratum.difficulty import difficulty_for_interval
 
-from helpers import easy_pool_settings, wait_for
+from helpers import cpu_agent, easy_pool_settings, running, wait_for
 from hostile_pool import PREV_A, PREV_B, HostilePool, notify
-
-
-def agent_config(*urls: str, **stratum: object) -> AgentConfig:
-    return AgentConfig.from_dict({"hardware": "cpu:1", "stratum": stratum,
-                                  "groups": [{"pools": [{"url": u, "user": "me.rig"} for u in urls]}]})
-
-
-def cpu_agent(config: AgentConfig) -> MiningAgent:
-    return MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
 
 
 @contextlib.asynccontextmanager
 async def mining(*pools: HostilePool | LocalPool, **stratum: object) -> AsyncIterator[MiningAgent]:
     """Start ``pools``, then a one-worker CPU agent on them in that order; stop it, then them, on the way out."""
-    for pool in pools:
-        await pool.start()
-    agent = cpu_agent(agent_config(*(pool.url for pool in pools), **stratum))
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.stop()
-        for pool in pools:
-            await pool.stop()
+    async with running(*pools):
+        agent = cpu_agent(*(pool.url for pool in pools), **stratum)
+        async with running(agent):
+            yield agent
 
 
 def accepted(pool: LocalPool, shares: int) -> bool:
@@ -72,7 +56,7 @@ async def test_non_clean_update_on_same_block_reaches_the_hash_loop() -> None:
 
 
 async def test_hostile_difficulties_refused_and_counted_mining_continues() -> None:
-    pool = HostilePool(difficulty="0.0005")
+    pool = HostilePool(difficulty="0.0001")
     async with mining(pool) as agent:
         session = await pool.session()
         await wait_for(lambda: session.jobs_submitted("a1") >= 1, 120, "first share")
@@ -82,7 +66,7 @@ async def test_hostile_difficulties_refused_and_counted_mining_continues() -> No
         await session.sync()
         client = agent.pools.groups[0].active.client  # type: ignore[union-attr]
         assert client is not None
-        assert client.difficulty == 0.0005, "a hostile value replaced the difficulty"
+        assert client.difficulty == 0.0001, "a hostile value replaced the difficulty"
         assert client.difficulty_rejections == 8
         # The governor follows the measured rate (a loaded CPU swings): held still while the edges are tested.
         agent.refresh_governor = lambda: False  # type: ignore[method-assign]
@@ -90,7 +74,7 @@ async def test_hostile_difficulties_refused_and_counted_mining_continues() -> No
         # may mean it); more shares than the governor allows is used (the pool credits at its value) while the
         # hardware mines at the governor's floor; 200 times that is refused.
         allowed = agent.policy.difficulty_range
-        assert 0 < allowed.low < allowed.governed_below < 0.0005 < allowed.slow_above < 1e18
+        assert 0 < allowed.low < allowed.governed_below < 0.0001 < allowed.slow_above < 1e18
         for raw in (repr(allowed.slow_above * 2), repr(allowed.governed_below / 2), repr(allowed.low / 2)):
             await session.set_difficulty(raw)
             await session.notify(notify("a1"))
@@ -105,7 +89,7 @@ async def test_hostile_difficulties_refused_and_counted_mining_continues() -> No
         assert floor == pytest.approx(allowed.governed_below)
         assert agent.mining_difficulty(client.difficulty) == pytest.approx(floor)
         assert agent.mining_difficulty(floor / 100) == pytest.approx(floor)
-        await session.set_difficulty("0.0005")
+        await session.set_difficulty("0.0001")
         await session.sync()
         before = len(session.submits)
         await wait_for(lambda: len(session.submits) >= before + 2, 120, "shares after the hostile values")
@@ -114,7 +98,7 @@ async def test_hostile_difficulties_refused_and_counted_mining_continues() -> No
 
 
 async def test_flood_difficulty_is_governed_and_bounded() -> None:
-    pool = HostilePool(difficulty="0.0005")
+    pool = HostilePool(difficulty="0.0001")
     async with mining(pool, max_share_rate=2.0) as agent:
         session = await pool.session()
         await wait_for(lambda: len(session.submits) >= 1, 120, "first share")
@@ -138,7 +122,7 @@ async def test_flood_difficulty_is_governed_and_bounded() -> None:
 async def test_garbage_primary_is_backed_off_and_backup_mines() -> None:
     garbage = HostilePool()
     garbage.garbage = True
-    backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
+    backup = LocalPool(easy_pool_settings(start_difficulty=0.00005))
     async with mining(garbage, backup, retry_delay_s=1.0) as agent:
         await wait_for(lambda: accepted(backup, 3), 120, "shares accepted by the backup")
         await asyncio.sleep(3)
@@ -150,7 +134,7 @@ async def test_garbage_primary_is_backed_off_and_backup_mines() -> None:
 
 async def test_pool_without_a_valid_job_fails_over() -> None:
     silent = HostilePool(send_job=False)
-    backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
+    backup = LocalPool(easy_pool_settings(start_difficulty=0.00005))
     async with mining(silent, backup, job_timeout_s=1.0) as agent:
         await wait_for(lambda: accepted(backup, 1), 120, "shares accepted by the backup")
     assert "no valid job" in agent.pools.groups[0].connections[0].last_error
@@ -158,8 +142,8 @@ async def test_pool_without_a_valid_job_fails_over() -> None:
 
 async def test_rejecting_pool_fails_over() -> None:
     rejecting = HostilePool(difficulty="0.00005", accept=False)
-    backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
-    async with mining(rejecting, backup, max_share_rate=20.0) as agent:
+    backup = LocalPool(easy_pool_settings(start_difficulty=0.00005))
+    async with mining(rejecting, backup, max_share_rate=20.0, reject_ratio_min_shares=5) as agent:
         await wait_for(lambda: accepted(backup, 1), 180, "shares accepted by the backup")
     assert "rejected" in agent.pools.groups[0].connections[0].last_error
 
@@ -177,7 +161,7 @@ async def test_suggest_difficulty_sent_from_config_and_in_username() -> None:
 
 async def test_default_suggestion_gives_a_cpu_a_share_every_few_seconds() -> None:
     pool = HostilePool(difficulty="0.0005")
-    async with mining(pool) as agent:
+    async with mining(pool, suggest_difficulty=None) as agent:  # None: the default, derived from the hashrate
         session = await pool.session()
         await wait_for(lambda: any(m.get("method") == "mining.suggest_difficulty" for m in session.received), 30,
                        "mining.suggest_difficulty")
@@ -190,7 +174,7 @@ async def test_default_suggestion_gives_a_cpu_a_share_every_few_seconds() -> Non
 
 async def test_pool_mixing_garbage_with_valid_messages_fails_over() -> None:
     primary = HostilePool(difficulty="0.0005")
-    backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
+    backup = LocalPool(easy_pool_settings(start_difficulty=0.00005))
     # A long back-off: the primary is healthy again once the garbage stops, and falling back to it before the
     # backup's first share (a CPU under load) left the test waiting for ever.
     async with mining(primary, backup, max_bad_messages=10, retry_delay_s=300.0) as agent:
@@ -216,16 +200,14 @@ async def test_pool_that_hangs_up_at_once_is_down_not_bad() -> None:
 
     server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
     url = f"stratum+tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    backup = LocalPool(easy_pool_settings(start_difficulty=0.0005))
-    await backup.start()
-    agent = cpu_agent(agent_config(url, backup.url, retry_delay_s=0.2, fallback_interval_s=1.0))
-    await agent.start()
+    backup = LocalPool(easy_pool_settings(start_difficulty=0.00005))
     try:
-        await wait_for(lambda: len(accepted) >= 6, 120, "six connection attempts")
+        async with running(backup):
+            agent = cpu_agent(url, backup.url, retry_delay_s=0.2, fallback_interval_s=1.0)
+            async with running(agent):
+                await wait_for(lambda: len(accepted) >= 6, 120, "six connection attempts")
     finally:
-        await agent.stop()
         server.close()
-        await backup.stop()
     primary = agent.pools.groups[0].connections[0]
     assert primary.quality_failures == 0 and primary.backoff_s <= 1.0, (primary.quality_failures, primary.backoff_s)
     assert "handshake failed" in primary.last_error

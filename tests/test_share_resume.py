@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import time
 
-from openmos.hw.cpu import CpuHardware, CpuSettings
-from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner import MiningAgent
 from openmos.miner.pool_manager import PendingShare
 from openmos.pool import LocalPool
 from openmos.stratum.job import Share
 
-from helpers import easy_pool_settings, wait_for
+from helpers import QUICK_RETRY, cpu_agent, easy_pool_settings, wait_for
 
 
 def agent_for(url: str) -> MiningAgent:
-    config = AgentConfig.from_dict({
-        "groups": [{"name": "main", "pools": [{"url": url, "user": "resume.cpu"}]}],
-        "stratum": {"retry_delay_s": 0.2, "fallback_interval_s": 0.5},
-    })
-    return MiningAgent(config, CpuHardware(CpuSettings(workers=1, chunk_seconds=0.2)))
+    return cpu_agent(url, user="resume.cpu", **QUICK_RETRY)
 
 
 async def test_drops_resume_the_session_and_never_mine_a_share_twice() -> None:
-    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.00002))  # 12+ shares: a few a second on one CPU
     await pool.start()
     agent = agent_for(pool.url)
     conn = agent.pools.groups[0].connections[0]

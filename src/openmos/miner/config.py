@@ -118,7 +118,11 @@ class StratumTuning(_Model):
     job_timeout_s: float = Field(default=30.0, gt=0, le=3600,
                                  description="a pool that sends no valid job this long after connecting fails over")
     max_reject_ratio: float = Field(default=0.5, gt=0, le=1,
-                                    description="rejected/(accepted+rejected) above this (after 20 shares): failover")
+                                    description="rejected/(accepted+rejected) above this (after "
+                                                "reject_ratio_min_shares answers): failover")
+    reject_ratio_min_shares: int = Field(default=20, ge=1, le=100_000,
+                                         description="answered shares of a session before max_reject_ratio is "
+                                                     "judged (fewer: a few unlucky stale shares fail over)")
 
     @field_validator("stall_probe_method")
     @classmethod

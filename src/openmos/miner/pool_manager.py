@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1024
 HEALTHY_AFTER_S = 30.0  # a session that ran this long with valid jobs and no quality problem resets back-off
-REJECT_RATIO_MIN_SHARES = 20
 SUBMIT_BURST = 50.0  # token-bucket burst above the governed share rate
 BAD_MESSAGE_WINDOW_S = 60.0  # max_bad_messages within any (sliding) window of this length: failover
 
@@ -349,7 +348,7 @@ class PoolGroup:
         if client.jobs_received == 0 and now - client.connected_at > tuning.job_timeout_s:
             return f"no valid job within {tuning.job_timeout_s:.0f} s of connecting"
         answered = client.counters.accepted + client.counters.rejected
-        if answered >= REJECT_RATIO_MIN_SHARES and client.counters.rejected / answered > tuning.max_reject_ratio:
+        if answered >= tuning.reject_ratio_min_shares and client.counters.rejected / answered > tuning.max_reject_ratio:
             return (f"pool rejected {client.counters.rejected} of {answered} shares "
                     f"(over {tuning.max_reject_ratio:.0%})")
         return None
