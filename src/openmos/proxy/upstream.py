@@ -42,7 +42,7 @@ from openmos.stratum.v2.messages import (
     UpdateChannel,
 )
 from openmos.stratum.v2.noise import NoiseError
-from openmos.stratum.v2.transport import Sv2Connection, open_connection
+from openmos.stratum.v2.transport import Sv2Connection, open_session
 from openmos.stratum.v2.url import Sv2PoolUrl
 
 log = logging.getLogger(__name__)
@@ -106,19 +106,9 @@ class Upstream:
         self._task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        try:
-            self.conn = await open_connection(self.url.host, self.url.port, self.url.authority_key,
-                                              timeout=self.timeout)
-        except NoiseError as exc:
-            raise UpstreamUnavailable(f"{self.url}: {exc}") from None
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            raise UpstreamUnavailable(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
-        try:
-            await asyncio.wait_for(self._setup(self.conn), self.timeout)
-        except (Sv2CodecError, NoiseError, UpstreamUnavailable, TimeoutError, OSError,
-                asyncio.IncompleteReadError) as exc:
-            await self.close(f"setup failed: {exc or type(exc).__name__}")
-            raise UpstreamUnavailable(f"{self.url}: setup failed: {exc or type(exc).__name__}") from None
+        self.conn = await open_session(self.url, self._setup, handshake_timeout=self.timeout,
+                                       setup_timeout=self.timeout, unavailable=UpstreamUnavailable,
+                                       on_setup_failed=self.close)
         self.last_receive = time.monotonic()
         self._task = asyncio.create_task(self._read_loop(self.conn), name=f"proxy-upstream {self.url}")
 

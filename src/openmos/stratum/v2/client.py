@@ -52,7 +52,7 @@ from openmos.stratum.v2.messages import (
     SubmitSharesSuccess,
 )
 from openmos.stratum.v2.noise import NoiseError
-from openmos.stratum.v2.transport import Sv2Connection, open_connection
+from openmos.stratum.v2.transport import Sv2Connection, open_session
 from openmos.stratum.v2.url import Sv2PoolUrl
 
 log = logging.getLogger(__name__)
@@ -127,24 +127,13 @@ class Sv2Client(EndingSession):
 
     async def connect(self) -> None:
         """Handshake (certificate checked), SetupConnection, open a standard channel; else PoolUnavailable."""
-        timeout = self.options.connect_timeout
-        try:
-            self.conn = await open_connection(self.url.host, self.url.port, self.url.authority_key,
-                                              timeout=max(timeout, self.options.response_timeout))
-        except NoiseError as exc:
-            raise PoolUnavailable(f"{self.url}: {exc}") from None
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            raise PoolUnavailable(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
-        self.last_receive = self.connected_at = time.monotonic()
-        try:
-            await asyncio.wait_for(self._setup(self.conn), self.options.response_timeout)
-        except (Sv2CodecError, NoiseError, PoolUnavailable, TimeoutError, OSError,
-                asyncio.IncompleteReadError) as exc:
-            await self.close(f"setup failed: {exc or type(exc).__name__}")
-            raise PoolUnavailable(f"{self.url}: setup failed: {exc or type(exc).__name__}") from None
+        self.conn = await open_session(
+            self.url, self._setup, handshake_timeout=max(self.options.connect_timeout, self.options.response_timeout),
+            setup_timeout=self.options.response_timeout, unavailable=PoolUnavailable, on_setup_failed=self.close)
         self._read_task = asyncio.create_task(self._read_loop(self.conn), name=f"sv2-read {self.url}")
 
     async def _setup(self, conn: Sv2Connection) -> None:
+        self.last_receive = self.connected_at = time.monotonic()  # the handshake is done
         want_rolling = self.options.version_mask != 0
         flags = REQUIRES_STANDARD_JOBS | (REQUIRES_VERSION_ROLLING if want_rolling else 0)
         await conn.send(SetupConnection(PROTOCOL_MINING, 2, 2, flags, self.url.host, self.url.port,

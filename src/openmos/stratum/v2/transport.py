@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from openmos.base.server import ByteBudget
 from openmos.stratum.v2.codec import Sv2CodecError
@@ -32,6 +33,7 @@ from openmos.stratum.v2.noise import (
     decrypt_payload,
     encrypt_payload,
 )
+from openmos.stratum.v2.url import Sv2PoolUrl
 
 ENCRYPTED_HEADER_SIZE = HEADER_SIZE + MAC_SIZE  # 22
 LARGE_PAYLOAD = 1 << 16  # payloads above this are charged to the connection's ByteBudget while read
@@ -133,6 +135,30 @@ async def open_connection(host: str, port: int, authority_xonly: bytes, *, timeo
         writer.close()
         raise
     return Sv2Connection(reader, writer, session, max_payload)
+
+
+async def open_session(url: Sv2PoolUrl, set_up: Callable[[Sv2Connection], Awaitable[None]], *,
+                       handshake_timeout: float, setup_timeout: float,
+                       unavailable: Callable[[str], ConnectionError],
+                       on_setup_failed: Callable[[str], Awaitable[None]]) -> Sv2Connection:
+    """A client's connection to a pool: connect, handshake (the certificate checked against ``url``'s authority
+    key), then ``set_up`` (SetupConnection, open a channel) within ``setup_timeout``. A failure raises
+    ``unavailable(message)``; one during set-up first closes the connection and calls ``on_setup_failed(reason)``
+    (``set_up`` raises a ``ConnectionError`` when the pool refuses)."""
+    try:
+        conn = await open_connection(url.host, url.port, url.authority_key, timeout=handshake_timeout)
+    except NoiseError as exc:
+        raise unavailable(f"{url}: {exc}") from None
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise unavailable(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
+    try:
+        await asyncio.wait_for(set_up(conn), setup_timeout)
+    except (Sv2CodecError, NoiseError, TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+        reason = f"setup failed: {exc or type(exc).__name__}"
+        await conn.close()
+        await on_setup_failed(reason)
+        raise unavailable(f"{url}: {reason}") from None
+    return conn
 
 
 async def accept_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, static: KeyPair,
