@@ -204,6 +204,20 @@ async def test_hostile_payloads(broker: Broker) -> None:
             assert agent.paused, bridge.stats
 
 
+async def test_oversize_messages_are_not_even_delivered(broker: Broker) -> None:
+    """A 1 MB command was delivered whole (MQTT 3.1.1 brokers pass up to 256 MB) and buffered by the client
+    before the bridge dropped it: 5 x 50 MB took the process to 350 MB. The bridge connects with MQTT 5 and a
+    Maximum Packet Size, so the broker drops such messages for it; commands still arrive."""
+    async with Watcher(broker.port) as ha:
+        agent = idle_agent()
+        bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [agent_source(agent, "rig-5")], node="rig-5")
+        async with running(bridge):
+            await ha.send("openmos/rig-5/locate/set", b"x" * (1 << 20))
+            await ha.send("openmos/rig-5/power_target/set", b"NaN")
+            await wait_for(lambda: bridge.stats["commands_refused"] >= 1, 30, "the small command")
+            assert bridge.stats["dropped_oversize"] == 0 and bridge.connected.is_set()
+
+
 async def test_last_will_marks_a_killed_agent_offline(broker: Broker, tmp_path: Path) -> None:
     """`mos run` with [mqtt]: killed with SIGKILL, the broker publishes its will (offline)."""
     pool = LocalPool(easy_pool_settings())

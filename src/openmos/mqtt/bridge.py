@@ -1,7 +1,8 @@
 """One MQTT connection (aiomqtt) that publishes devices to Home Assistant and obeys their command topics.
 
 Every message on a command topic is hostile until proven otherwise: retained commands are ignored (they
-would replay at every reconnect), payloads over ``MAX_PAYLOAD`` bytes or not UTF-8 are dropped, a token
+would replay at every reconnect), packets over ``MAX_PACKET`` bytes are not even sent to us (MQTT 5's Maximum
+Packet Size, so the broker drops them), payloads over ``MAX_PAYLOAD`` bytes or not UTF-8 are dropped, a token
 bucket bounds how many commands per second are looked at, the incoming queue is bounded, and each command
 is parsed into a typed command of the control surface (which validates ranges) and only then executed.
 The bridge acts with one role (``readonly`` or ``operator``), checked with the same ``Role`` rules as the
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from openmos.api.auth import Role
 from openmos.control import (
@@ -44,6 +47,7 @@ from openmos.mqtt.topics import CONTROLS, PROFILES, Topics, discovery_documents,
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 256
+MAX_PACKET = 4096  # the largest MQTT packet the broker may send us (commands are <= MAX_PAYLOAD plus a topic)
 MAX_QUEUE = 1000
 COMMANDS_PER_S = 5.0
 BURST = 20
@@ -133,12 +137,18 @@ class MqttBridge:
     def _client(self) -> aiomqtt.Client:
         cfg = self.cfg
         password = Path(cfg.password_file).read_text().strip() if cfg.password_file else None
+        # MQTT 5 lets a client state the largest packet it accepts: the broker then drops bigger messages for
+        # us instead of sending them (MQTT 3.1.1 brokers deliver up to 256 MB, which the client would buffer
+        # whole before the bridge could drop it: 5 x 50 MB on a command topic took the process to 350 MB).
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect.MaximumPacketSize = MAX_PACKET
         return aiomqtt.Client(
             cfg.host or "", cfg.port, username=cfg.username, password=password,
             identifier=f"openmos-{self.topics.node}", keepalive=30, timeout=10,
             will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
             tls_context=tls_context(cfg), max_queued_incoming_messages=MAX_QUEUE,
-            max_queued_outgoing_messages=MAX_QUEUE, logger=log)
+            max_queued_outgoing_messages=MAX_QUEUE, logger=log,
+            protocol=aiomqtt.ProtocolVersion.V5, properties=connect)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="mqtt-bridge")
