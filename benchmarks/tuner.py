@@ -40,6 +40,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import Progress
@@ -93,6 +94,21 @@ class Result:
     capped: bool  # the tuner held back for thermal / PSU / voltage limits
     hot_events: int
     wall_s: float
+    run: Run | None = None  # what the run did, kept so that a saved run can be scored again (``--rescore``)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run's record apart from its score: the goal, the modelled truth every SAMPLE_S and the tuner's own
+    (power W, TH/s) readings at the same instants. Enough to score it again against a changed oracle: the
+    hidden chip parameters follow from the case (model, seed, inlet; no ageing or random faults here)."""
+
+    goal: float
+    trace: list[tuple[float, float, float, float]]  # (t, true wall W, valid TH/s, fan duty)
+    seen: list[tuple[float, float]]
+    capped: bool
+    hot_events: int
+    wall_s: float
 
 
 SAMPLE_S = 10.0  # truth sampled this often (simulated seconds)
@@ -125,13 +141,28 @@ async def _run(case: Case) -> Result:
 
     clock.on_advance(sample)
     await tuner.run_for(case.minutes * 60)
+    hot = sum(1 for e in tuner.status.events if e.startswith("hot") or "EMERGENCY" in e)
+    decisions = " ".join(d.action for d in tuner.status.decisions)
+    over_psu = case.kind == "power" and tuner.power_cap_w is not None and goal > tuner.power_cap_w
+    capped = over_psu or tuner.governor < 1.0 or "cap at PSU" in decisions or tuner.guard.dps_steps > 0 or \
+        (tuner.plan is not None and tuner.plan.scale >= 0.999 and
+         tuner.plan.voltage >= hw.limits().volt_max - 1e-6)
+    run = Run(goal, trace, seen, bool(capped), hot, time.perf_counter() - began)
+    return score(case, run, fleet)
+
+
+def score(case: Case, run: Run, fleet: FleetSim | None = None) -> Result:
+    """A run's figures against the baselines, computed from the hidden parameters of its unit (``fleet``; by
+    default a fresh unit of the case's model, seed and inlet: the same hidden parameters)."""
+    if fleet is None:
+        fleet = SimHardware(case.model, seed=case.seed, clock=SimClock(speed=0), t_inlet=case.inlet).oracle_view()
+    trace = run.trace
     scored = [i for i, row in enumerate(trace) if row[0] > trace[-1][0] - SCORE_S]
     tail = np.array([trace[i] for i in scored])
     watts, ths, duty = (float(x) for x in tail[:, 1:].mean(axis=0))
-    hot = sum(1 for e in tuner.status.events if e.startswith("hot") or "EMERGENCY" in e)
     if ths <= 0 or tail[-1, 2] <= 0:  # shut down (thermal emergency): a failed run, reported as such
         return Result(case, float("inf"), -1.0, float("nan"), float("nan"), float("inf"), -1.0, -1.0, 0.0, True,
-                      hot, time.perf_counter() - began)
+                      run.hot_events, run.wall_s, run)
     oracle = Oracle(fleet, duty=duty)  # at the inlet the run ended with and its mean fan duty
     best = oracle.best_at_power(watts)
     uniform = oracle.best_uniform_at_power(watts)
@@ -139,18 +170,13 @@ async def _run(case: Case) -> Result:
     tuned = watts / ths
     index = 1 if case.kind == "power" else 2
     minutes = _converged_at(np.array(trace), best.j_per_th, (watts, ths)[index - 1], index) / 60
-    decisions = " ".join(d.action for d in tuner.status.decisions)
-    over_psu = case.kind == "power" and tuner.power_cap_w is not None and goal > tuner.power_cap_w
-    capped = over_psu or tuner.governor < 1.0 or "cap at PSU" in decisions or tuner.guard.dps_steps > 0 or \
-        (tuner.plan is not None and tuner.plan.scale >= 0.999 and
-         tuner.plan.voltage >= hw.limits().volt_max - 1e-6)
     actual = (watts, ths)[index - 1]
-    seen_mean = float(np.mean([seen[i][index - 1] for i in scored]))
+    seen_mean = float(np.mean([run.seen[i][index - 1] for i in scored]))
     stock_gain = stock_now.j_per_th / tuned - 1 if case.fraction <= 1.0 else float("nan")
     return Result(case, tuned / best.j_per_th - 1, uniform.j_per_th / tuned - 1, uniform.j_per_th / best.j_per_th - 1,
                   stock_gain, minutes,
-                  actual / goal - 1, seen_mean / goal - 1, seen_mean / actual - 1, capped, hot,
-                  time.perf_counter() - began)
+                  actual / run.goal - 1, seen_mean / run.goal - 1, seen_mean / actual - 1, run.capped, run.hot_events,
+                  run.wall_s, run)
 
 
 def _stock_fans(fleet: FleetSim, target_c: float = 65.0) -> None:
@@ -232,7 +258,13 @@ def main() -> None:
                         help="give the tuner a modelled class-0.2 wall meter as the reference for its PMBus reading")
     parser.add_argument("--with-reference", action="store_true",
                         help="run the power targets again with the reference meter and print power error both ways")
-    parser.add_argument("--json", default=None, help="also write every run's result to this JSON file")
+    parser.add_argument("--json", default=None, help="also write every run's result to this JSON file (as it goes)")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="run the cases in a fixed random order: a run stopped midway is then a random sample "
+                             "of the whole matrix (every model, inlet, target and seed equally likely)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="with --report: score the saved runs again against today's oracle and baselines "
+                             "(runs saved with their traces)")
     parser.add_argument("--report", default=None, nargs="+", metavar="JSON",
                         help="print the report of runs saved by --json (several files: one matrix run in parts, or "
                              "stopped midway); runs nothing")
@@ -245,9 +277,13 @@ def main() -> None:
     # Seed-major: a run stopped midway (its --json is written as it goes) still covers the whole matrix.
     cases = [Case(m, t, kind, f, s, args.minutes, args.wall_meter) for s in range(seeds) for m in models
              for t in inlets for kind, fracs in (("power", power), ("hashrate", rate)) for f in fracs]
+    if args.shuffle:
+        cases = [cases[i] for i in np.random.default_rng(20261125).permutation(len(cases))]
     began = time.perf_counter()
     if args.report:
         saved = [r for name in args.report for r in _load(Path(name))]
+        if args.rescore:
+            saved = _rescore(saved, args.jobs)
         _report(saved, _matrix_of(saved), saved[0].case.minutes)
     elif not args.no_matrix:
         path = Path(args.json) if args.json else None
@@ -292,25 +328,50 @@ def _write(path: Path | None, results: list[Result]) -> None:
 
 
 def _matrix(cases: list[Case], mx: Matrix, minutes: float, jobs: int, path: Path | None = None) -> list[Result]:
-    """Every case in ``jobs`` processes; ``path`` gets the results so far every 20 runs (a long matrix can be
-    looked at midway) and all of them at the end."""
+    """Every case in ``jobs`` processes; ``path`` gets the results so far every 5 runs (a long matrix can be
+    looked at midway, or stopped and reported with ``--report``) and all of them at the end."""
     results: list[Result] = []
     with Progress() as progress, ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         task = progress.add_task(f"{len(cases)} tuner runs (simulated)", total=len(cases))
         for result in pool.map(run_case, cases):
             results.append(result)
             progress.advance(task)
-            if len(results) % 20 == 0:
+            if len(results) % 5 == 0:
                 _write(path, results)
     _write(path, results)
     _report(results, mx, minutes)
     return results
 
 
+def _rescore_one(result: Result) -> Result:
+    return score(result.case, result.run) if result.run is not None else result
+
+
+def _rescore(results: list[Result], jobs: int) -> list[Result]:
+    """Saved runs scored again (runs saved without a trace keep their old score)."""
+    if any(r.run is None for r in results):
+        print(f"{sum(r.run is None for r in results)} saved runs have no trace: their old scores are kept")
+    out = []
+    with Progress() as progress, ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        task = progress.add_task(f"scoring {len(results)} saved runs again", total=len(results))
+        for r in pool.map(_rescore_one, results):
+            out.append(r)
+            progress.advance(task)
+    return out
+
+
 def _load(path: Path) -> list[Result]:
     """Results saved by ``--json``."""
     rows = json.loads(path.read_text())
-    return [Result(**{**row, "case": Case(**row["case"])}) for row in rows]
+    return [Result(**{**row, "case": Case(**row["case"]), "run": _run_of(row.get("run"))}) for row in rows]
+
+
+def _run_of(row: dict[str, Any] | None) -> Run | None:
+    if row is None:
+        return None
+    trace = [(float(t), float(w), float(h), float(d)) for t, w, h, d in row["trace"]]
+    seen = [(float(w), float(h)) for w, h in row["seen"]]
+    return Run(float(row["goal"]), trace, seen, bool(row["capped"]), int(row["hot_events"]), float(row["wall_s"]))
 
 
 def _matrix_of(results: list[Result]) -> Matrix:

@@ -294,6 +294,50 @@ def test_power_meter_is_biased_per_unit_but_stable() -> None:
     assert np.std(errors) > 0.001  # each unit's meter has its own error: not unbiased white noise
 
 
+def test_each_model_and_seed_has_its_own_psu_meter_errors() -> None:
+    """The S21 and the S19j Pro of seed 0 are two PSUs: their reading errors differ (they were one shared draw:
+    a 5-seed matrix over six models sampled five meter errors). Fixed per unit: the same model and seed again
+    carries the same error."""
+    def gains(key: str, seed: int) -> tuple[float, float]:
+        fleet = FleetSim(get_model(key), miners=1, seed=seed, sample_counters=False)
+        return float(fleet._meter_gain[0]), float(fleet._pout_gain[0])
+
+    draws = [gains(key, seed) for key in ("s21", "s19jpro", "s21xp") for seed in range(3)]
+    assert len({d[0] for d in draws}) == len(draws)
+    assert gains("s21", 1) == draws[1]
+    for g_in, g_out in draws:
+        assert g_in != g_out  # READ_PIN and READ_POUT: two sensing paths, two errors
+        assert abs(g_in - 1) <= 2.5 * get_model("s21").meter_gain_sigma + 1e-12
+
+
+def test_psu_output_reading_has_its_own_gain_and_offset_error() -> None:
+    """READ_POUT was the true DC power with noise only while READ_PIN carried gain and offset errors: the
+    efficiency a maintenance tool reads (output / input) then carried only the input's error. Now each
+    reading has its own error (modelled), the same lag and LINEAR11 steps; the ideal simulator keeps both
+    unbiased."""
+    fleet = FleetSim(get_model("s21"), miners=400, seed=3, sample_counters=False)
+    fleet.settle(60, dt=10)
+    out = np.mean([fleet.read_output_power() for _ in range(20)], axis=0)
+    inp = np.mean([fleet.read_wall_power() for _ in range(20)], axis=0)
+    out_err = out / fleet.dc_power() - 1
+    in_err = inp / fleet.true_wall_power() - 1
+    sigma = fleet.model.meter_gain_sigma
+    assert 0.6 * sigma < np.std(out_err) < 2 * sigma and np.abs(out_err).max() < 0.015
+    assert abs(np.corrcoef(out_err, in_err)[0, 1]) < 0.2  # independent sensing paths
+    _, psu_w = fleet.wear.read_psu(fleet)
+    assert np.all(np.abs(psu_w / fleet.dc_power() - 1) < 0.03)
+    ideal = FleetSim(get_model("s21"), miners=400, seed=3, sample_counters=False, realism=Realism.ideal())
+    ideal_err = np.mean([ideal.read_output_power() for _ in range(20)], axis=0) / ideal.dc_power() - 1
+    assert abs(float(np.mean(ideal_err))) < 0.001 and np.std(ideal_err) < 0.002
+
+
+def test_reference_wall_meter_is_not_the_psu_meter() -> None:
+    """The modelled wall meter's error comes from its own stream: not the PSU's, not another model's."""
+    a = SimHardware("s21", seed=0).wall_meter(0.002)
+    b = SimHardware("s19jpro", seed=0).wall_meter(0.002)
+    assert a._gain != b._gain and abs(a._gain - 1) <= 0.002 and abs(b._gain - 1) <= 0.002
+
+
 def test_psu_efficiency_varies_with_load_and_temperature() -> None:
     model = get_model("s21")
     eff = physics.psu_efficiency(model, np.array([0.2, 0.5, 0.8, 1.0]) * model.psu_max_w * 0.94, 25.0)

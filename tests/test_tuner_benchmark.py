@@ -38,3 +38,27 @@ def test_saved_runs_read_back_and_report_even_when_incomplete(tmp_path: Path,
     capped = [dataclasses.replace(results[0], capped=True), *results[1:]]
     bench._report(capped, mx, 15.0)
     assert "capped runs" in capsys.readouterr().out
+
+
+def test_saved_runs_keep_their_trace_and_score_again(tmp_path: Path) -> None:
+    """A run saved with its trace is scored again from it (``--rescore``): a unit held at the oracle's own best
+    point scores 0 % above the oracle, and the score survives the JSON round trip."""
+    bench = load_bench()
+    from openmos.hw.sim.oracle import Oracle
+
+    case = bench.Case("bitaxe-gamma", 25.0, "power", 0.7, seed=1, minutes=15.0)
+    fleet = bench.SimHardware(case.model, seed=case.seed, clock=bench.SimClock(speed=0),
+                              t_inlet=case.inlet).oracle_view()
+    best = Oracle(fleet, duty=0.5).best_at_power(15.0)
+    trace = [(10.0 * i, best.wall_power_w, best.hashrate_ths, 0.5) for i in range(91)]
+    seen = [(best.wall_power_w * 1.003, best.hashrate_ths)] * len(trace)
+    run = bench.Run(best.wall_power_w, trace, seen, False, 0, 1.0)
+    result = bench.score(case, run)
+    assert abs(result.vs_oracle) < 1e-4 and result.minutes_to_2pct <= 1.0  # (a mean rounds a last bit)
+    assert abs(result.target_error) < 1e-12 and abs(result.seen_error - 0.003) < 1e-9
+    assert result.oracle_vs_uniform >= 0
+    path = tmp_path / "runs.json"
+    bench._write(path, [result])
+    back = bench._load(path)
+    assert back == [result]
+    assert bench._rescore_one(back[0]) == result

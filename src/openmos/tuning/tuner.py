@@ -346,6 +346,9 @@ class Autotuner:
             self._decide("cap at PSU rating", f"{goal} needs ~{plan.predicted_power_w:,.0f} W, over the "
                          f"{cap:,.0f} W the PSU allows: planning at the cap")
             plan = self.knowledge.plan("power", cap)
+        elif cap is not None and goal.kind is TargetKind.POWER and goal.value >= cap:
+            self._decide("cap at PSU rating", f"the power goal is above the {cap:,.0f} W the PSU allows (its rating "
+                         "less headroom, on its own reading): planning at the cap")
         return plan
 
     # -- tuning phases --------------------------------------------------------------------------------

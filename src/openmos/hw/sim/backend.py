@@ -29,7 +29,7 @@ from openmos.hw.interface import (
 )
 from openmos.hw.sim.clock import SimClock
 from openmos.hw.sim.faults import FaultEvent
-from openmos.hw.sim.fleet import FleetSim
+from openmos.hw.sim.fleet import FleetSim, meter_rng
 from openmos.hw.sim.models import MinerModel, get_model
 from openmos.hw.sim.pll import pll_grid
 from openmos.hw.sim.realism import Realism
@@ -215,7 +215,8 @@ class SimWallMeter:
 
     def __init__(self, hw: SimHardware, accuracy: float) -> None:
         self._hw = hw
-        self._rng = np.random.default_rng(hw.oracle_view().seed + 3_000_017)
+        fleet = hw.oracle_view()
+        self._rng = meter_rng(fleet.model.key, fleet.seed, "wall")
         self._gain = 1.0 + float(self._rng.uniform(-accuracy, accuracy))
 
     async def read_power_w(self) -> float:

@@ -10,6 +10,7 @@ supply's steps); what the chips run at follows with the PLL ramp and the supply'
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,10 +31,20 @@ SIGMA_K, SIGMA_G, RHO_KG = 0.03, 0.30, 0.5  # chip-to-chip variation  [A]
 WEAK_FRACTION = (0.01, 0.03)  # share of weak chips per miner  [A]
 WEAK_K_FACTOR = (0.60, 0.80)  # weak chips' K multiplier  [A]
 POWER_NOISE = 0.005  # relative noise of the ideal simulator's power reading  [A]
+METER_STREAM = 4_000_037  # the power meters' own random stream (see ``meter_rng``)
 SENSOR_NOISE_C = 0.5  # temperature sensor noise  [A]
 HASHES_PER_DIFF1 = 2.0**32
 BOLTZMANN_EV = 8.617e-5
 AGEING_REF_K = 343.15  # 70 C
+
+
+def meter_rng(model_key: str, seed: int, meter: str) -> np.random.Generator:
+    """The random stream of one kind of power meter on one unit: a function of the model, the seed and the meter.
+
+    Seeds number the units of one model; keyed by the seed alone, the S21 and the S19 of seed 0 would carry the
+    very same meter error, and a 5-seed matrix over six models would sample only five meter errors.  [A]"""
+    tags = [seed, zlib.crc32(model_key.encode()), zlib.crc32(meter.encode()), METER_STREAM]
+    return np.random.default_rng(tags)
 
 
 def linear11(value: Array) -> Array:
@@ -102,12 +113,18 @@ class FleetSim:
         n_sensors = model.sensors_per_board
         self._stuck = np.zeros((miners, model.boards, n_sensors), dtype=bool)
         self._stuck_value = np.zeros((miners, model.boards, n_sensors))
-        # The power meter: per-unit gain and offset errors, and its lagging state.
+        # The PSU's two power readings, READ_PIN (input) and READ_POUT (output): each a separate sensing path
+        # with its own per-unit gain and offset error [A], drawn from a stream of their own per model and seed
+        # (the same seed on another model is another PSU, not the same one: see ``meter_rng``).
         if self.realism.meter_errors:
-            self._meter_gain = 1 + np.clip(self._noise.standard_normal(miners), -2.5, 2.5) * model.meter_gain_sigma
-            self._meter_offset = self._noise.standard_normal(miners) * model.meter_offset_w
+            meters = meter_rng(model.key, seed, "psu")
+            gain_in, gain_out = 1 + np.clip(meters.standard_normal((2, miners)), -2.5, 2.5) * model.meter_gain_sigma
+            offset_in, offset_out = meters.standard_normal((2, miners)) * model.meter_offset_w
+            self._meter_gain, self._meter_offset = gain_in, offset_in
+            self._pout_gain, self._pout_offset = gain_out, offset_out
         else:
             self._meter_gain, self._meter_offset = np.ones(miners), np.zeros(miners)
+            self._pout_gain, self._pout_offset = np.ones(miners), np.zeros(miners)
         # Counters (what hardware reports).
         self.nonces = np.zeros(shape, dtype=np.int64)
         self.errors = np.zeros(shape, dtype=np.int64)
@@ -121,6 +138,7 @@ class FleetSim:
         self.t_sink = self.t_j - JUNCTION_SHARE * physics.r_th(model.chip, self.duty)[:, None, None] * self.chip_w
         self._p: Array | None = None
         self._meter_w = self.true_wall_power()
+        self._meter_out_w = self.dc_power()
 
     # -- hidden truth -------------------------------------------------------------------------------
 
@@ -291,6 +309,7 @@ class FleetSim:
         if self.realism.meter_errors:
             a_m = 1.0 - np.exp(-dt / model.meter_tau_s)
             self._meter_w = self._meter_w + (self.true_wall_power() - self._meter_w) * a_m
+            self._meter_out_w = self._meter_out_w + (self.dc_power() - self._meter_out_w) * a_m
         if self.realism.ageing_speedup > 0:
             self._age(dt)
         if self.realism.fault_speedup > 0:
@@ -318,6 +337,16 @@ class FleetSim:
             return np.asarray(true * (1 + POWER_NOISE * self._noise.standard_normal(self.miners)))
         noisy = self._meter_w * (1 + self.model.meter_noise * self._noise.standard_normal(self.miners))
         return linear11(noisy * self._meter_gain + self._meter_offset)
+
+    def read_output_power(self, miner: int | slice = slice(None)) -> Array:
+        """PSU output power (PMBus READ_POUT), W: the same lag, noise and LINEAR11 steps as the input reading,
+        with its own gain and offset error (the output is sensed on the DC side, by another circuit)."""
+        if not self.realism.meter_errors:
+            dc = self.dc_power()[miner]
+            return np.asarray(dc * (1 + POWER_NOISE * self._noise.standard_normal(np.shape(dc))))
+        lagged = self._meter_out_w[miner]
+        noisy = lagged * (1 + self.model.meter_noise * self._noise.standard_normal(np.shape(lagged)))
+        return linear11(noisy * self._pout_gain[miner] + self._pout_offset[miner])
 
     def _sensor_chips(self) -> NDArray[np.int64]:
         n = self.model.sensors_per_board

@@ -36,7 +36,6 @@ VR_TEMP_OVER_SINK_C = 12.0  # the board's regulator runs this much above the hea
 VR_READ_NOISE_V = 0.003  # regulator output voltage reading noise  [A]
 VR_BASE_RIPPLE = 0.0015  # healthy ripple, relative, as seen by a slow ADC  [A]
 PSU_VOUT_NOISE_V = 0.01  # [A]
-PSU_POUT_NOISE = 0.004  # relative noise of the PSU's output power reading  [A]
 FAN_JITTER = 0.01  # healthy fan RPM reading noise, relative  [A]
 
 
@@ -236,9 +235,10 @@ class Wear:
         return np.asarray(temp), np.asarray(np.where(on, volts, 0.0))
 
     def read_psu(self, fleet: FleetSim, miner: int | slice = slice(None)) -> tuple[Array, Array]:
-        """(PSU output V, PSU output W): the output drifts as the PSU ages; both read 0 once it tripped."""
+        """(PSU output V, PSU output W): the output drifts as the PSU ages; both read 0 once it tripped.
+        The output power carries the PSU's READ_POUT errors (``FleetSim.read_output_power``)."""
         v_set = fleet.v_board[miner].mean(axis=-1)
         volts = v_set * (1 + self.psu_drift[miner]) + PSU_VOUT_NOISE_V * self._rng.standard_normal(np.shape(v_set))
-        out_w = fleet.dc_power()[miner] * (1 + PSU_POUT_NOISE * self._rng.standard_normal(np.shape(v_set)))
+        out_w = fleet.read_output_power(miner)
         dead = self.psu_failed[miner]
         return np.asarray(np.where(dead, 0.0, volts)), np.asarray(np.where(dead, 0.0, out_w))
