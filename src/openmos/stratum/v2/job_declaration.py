@@ -7,47 +7,41 @@ validity, output rules, transaction lists) are checked by the Job Declarator Ser
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from openmos.stratum.v2.codec import B0_16M, B0_32, B0_64K, B0_255, SEQ0_64K, STR0_255, U16, U32, U256
-from openmos.stratum.v2.messages import Message, register
+from openmos.stratum.v2.messages import Message, message
 
 # SetupConnection.flags for the Job Declaration Protocol (client -> server)
 DECLARE_TX_DATA = 1 << 0
 
 
-@register(0x50, channel=False)
-@dataclass(frozen=True)
+@message(0x50, channel=False)
 class AllocateMiningJobToken(Message):
     user_identifier: Annotated[str, STR0_255]
     request_id: Annotated[int, U32]
 
 
-@register(0x51, channel=False)
-@dataclass(frozen=True)
+@message(0x51, channel=False)
 class AllocateMiningJobTokenSuccess(Message):
     request_id: Annotated[int, U32]
     mining_job_token: Annotated[bytes, B0_255]
     coinbase_tx_outputs: Annotated[bytes, B0_64K]  # CompactSize-prefixed array of serialized outputs
 
 
-@register(0x55, channel=False)
-@dataclass(frozen=True)
+@message(0x55, channel=False)
 class ProvideMissingTransactions(Message):
     request_id: Annotated[int, U32]
     unknown_tx_position_list: Annotated[tuple[int, ...], SEQ0_64K(U16)]
 
 
-@register(0x56, channel=False)
-@dataclass(frozen=True)
+@message(0x56, channel=False)
 class ProvideMissingTransactionsSuccess(Message):
     request_id: Annotated[int, U32]
     transaction_list: Annotated[tuple[bytes, ...], SEQ0_64K(B0_16M)]
 
 
-@register(0x57, channel=False)
-@dataclass(frozen=True)
+@message(0x57, channel=False)
 class DeclareMiningJob(Message):
     request_id: Annotated[int, U32]
     mining_job_token: Annotated[bytes, B0_255]
@@ -58,23 +52,20 @@ class DeclareMiningJob(Message):
     excess_data: Annotated[bytes, B0_64K]
 
 
-@register(0x58, channel=False)
-@dataclass(frozen=True)
+@message(0x58, channel=False)
 class DeclareMiningJobSuccess(Message):
     request_id: Annotated[int, U32]
     new_mining_job_token: Annotated[bytes, B0_255]
 
 
-@register(0x59, channel=False)
-@dataclass(frozen=True)
+@message(0x59, channel=False)
 class DeclareMiningJobError(Message):
     request_id: Annotated[int, U32]
     error_code: Annotated[str, STR0_255]
     error_details: Annotated[bytes, B0_64K]
 
 
-@register(0x60, channel=False)
-@dataclass(frozen=True)
+@message(0x60, channel=False)
 class PushSolution(Message):
     extranonce: Annotated[bytes, B0_32]  # the full extranonce
     prev_hash: Annotated[bytes, U256]

@@ -1,7 +1,8 @@
 """Every Common and Mining sub-protocol message (sv2-spec sections 3.6 and 5.3), as frozen dataclasses.
 
-Each field is annotated with its SV2 data type; ``encode_payload`` / ``decode_payload`` walk those
-annotations, so the field order here *is* the wire order. ``MESSAGES`` maps (extension type, message type)
+Each message is a class under ``@message(type, channel=...)`` whose fields are annotated with their SV2 data
+types; ``encode_payload`` / ``decode_payload`` walk those annotations, so the field order here *is* the wire
+order. ``MESSAGES`` maps (extension type, message type)
 to the class; Job Declaration and Template Distribution messages can be registered the same way.
 """
 
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, TypeVar, get_type_hints
+from typing import Annotated, Any, ClassVar, TypeVar, dataclass_transform, get_type_hints
 
 from openmos.stratum.v2.codec import (
     B0_32,
@@ -66,10 +68,13 @@ M = TypeVar("M", bound=type[Message])
 MESSAGES: dict[tuple[int, int], type[Message]] = {}
 
 
-def register(msg_type: int, *, channel: bool, extension: int = 0) -> Any:
-    """Class decorator: record the wire identity and the field codecs of a message dataclass."""
+@dataclass_transform(frozen_default=True)
+def message(msg_type: int, *, channel: bool, extension: int = 0) -> Callable[[M], M]:
+    """Class decorator: the class becomes a frozen dataclass, registered in ``MESSAGES`` under its wire identity
+    with the codecs of its annotated fields (in wire order)."""
 
     def wrap(cls: M) -> M:
+        dataclass(frozen=True)(cls)  # in place: the same class object comes back
         hints = get_type_hints(cls, include_extras=True)
         fields = []
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -153,8 +158,7 @@ def decode_payload(cls: type[Message], payload: bytes) -> Message:
 # -- Common protocol (3.6) ------------------------------------------------------------------------------
 
 
-@register(0x00, channel=False)
-@dataclass(frozen=True)
+@message(0x00, channel=False)
 class SetupConnection(Message):
     protocol: Annotated[int, U8]
     min_version: Annotated[int, U16]
@@ -168,28 +172,24 @@ class SetupConnection(Message):
     device_id: Annotated[str, STR0_255]
 
 
-@register(0x01, channel=False)
-@dataclass(frozen=True)
+@message(0x01, channel=False)
 class SetupConnectionSuccess(Message):
     used_version: Annotated[int, U16]
     flags: Annotated[int, U32]
 
 
-@register(0x02, channel=False)
-@dataclass(frozen=True)
+@message(0x02, channel=False)
 class SetupConnectionError(Message):
     flags: Annotated[int, U32]
     error_code: Annotated[str, STR0_255]
 
 
-@register(0x03, channel=True)
-@dataclass(frozen=True)
+@message(0x03, channel=True)
 class ChannelEndpointChanged(Message):
     channel_id: Annotated[int, U32]
 
 
-@register(0x04, channel=False)
-@dataclass(frozen=True)
+@message(0x04, channel=False)
 class Reconnect(Message):
     new_host: Annotated[str, STR0_255]
     new_port: Annotated[int, U16]
@@ -198,8 +198,7 @@ class Reconnect(Message):
 # -- Mining protocol (5.3) ------------------------------------------------------------------------------
 
 
-@register(0x10, channel=False)
-@dataclass(frozen=True)
+@message(0x10, channel=False)
 class OpenStandardMiningChannel(Message):
     request_id: Annotated[int, U32]
     user_identity: Annotated[str, STR0_255]
@@ -207,8 +206,7 @@ class OpenStandardMiningChannel(Message):
     max_target: Annotated[bytes, U256]
 
 
-@register(0x11, channel=False)
-@dataclass(frozen=True)
+@message(0x11, channel=False)
 class OpenStandardMiningChannelSuccess(Message):
     request_id: Annotated[int, U32]
     channel_id: Annotated[int, U32]
@@ -217,15 +215,13 @@ class OpenStandardMiningChannelSuccess(Message):
     group_channel_id: Annotated[int, U32]
 
 
-@register(0x12, channel=False)
-@dataclass(frozen=True)
+@message(0x12, channel=False)
 class OpenMiningChannelError(Message):
     request_id: Annotated[int, U32]
     error_code: Annotated[str, STR0_255]
 
 
-@register(0x13, channel=False)
-@dataclass(frozen=True)
+@message(0x13, channel=False)
 class OpenExtendedMiningChannel(Message):
     request_id: Annotated[int, U32]
     user_identity: Annotated[str, STR0_255]
@@ -234,8 +230,7 @@ class OpenExtendedMiningChannel(Message):
     min_extranonce_size: Annotated[int, U16]
 
 
-@register(0x14, channel=False)
-@dataclass(frozen=True)
+@message(0x14, channel=False)
 class OpenExtendedMiningChannelSuccess(Message):
     request_id: Annotated[int, U32]
     channel_id: Annotated[int, U32]
@@ -245,8 +240,7 @@ class OpenExtendedMiningChannelSuccess(Message):
     group_channel_id: Annotated[int, U32]
 
 
-@register(0x15, channel=True)
-@dataclass(frozen=True)
+@message(0x15, channel=True)
 class NewMiningJob(Message):
     channel_id: Annotated[int, U32]
     job_id: Annotated[int, U32]
@@ -255,37 +249,32 @@ class NewMiningJob(Message):
     merkle_root: Annotated[bytes, U256]
 
 
-@register(0x16, channel=True)
-@dataclass(frozen=True)
+@message(0x16, channel=True)
 class UpdateChannel(Message):
     channel_id: Annotated[int, U32]
     nominal_hash_rate: Annotated[float, FLOAT32]
     maximum_target: Annotated[bytes, U256]
 
 
-@register(0x17, channel=True)
-@dataclass(frozen=True)
+@message(0x17, channel=True)
 class UpdateChannelError(Message):
     channel_id: Annotated[int, U32]
     error_code: Annotated[str, STR0_255]
 
 
-@register(0x18, channel=True)
-@dataclass(frozen=True)
+@message(0x18, channel=True)
 class CloseChannel(Message):
     channel_id: Annotated[int, U32]
     reason_code: Annotated[str, STR0_255]
 
 
-@register(0x19, channel=True)
-@dataclass(frozen=True)
+@message(0x19, channel=True)
 class SetExtranoncePrefix(Message):
     channel_id: Annotated[int, U32]
     extranonce_prefix: Annotated[bytes, B0_32]
 
 
-@register(0x1A, channel=True)
-@dataclass(frozen=True)
+@message(0x1A, channel=True)
 class SubmitSharesStandard(Message):
     channel_id: Annotated[int, U32]
     sequence_number: Annotated[int, U32]
@@ -295,8 +284,7 @@ class SubmitSharesStandard(Message):
     version: Annotated[int, U32]
 
 
-@register(0x1B, channel=True)
-@dataclass(frozen=True)
+@message(0x1B, channel=True)
 class SubmitSharesExtended(Message):
     channel_id: Annotated[int, U32]
     sequence_number: Annotated[int, U32]
@@ -307,8 +295,7 @@ class SubmitSharesExtended(Message):
     extranonce: Annotated[bytes, B0_32]
 
 
-@register(0x1C, channel=True)
-@dataclass(frozen=True)
+@message(0x1C, channel=True)
 class SubmitSharesSuccess(Message):
     channel_id: Annotated[int, U32]
     last_sequence_number: Annotated[int, U32]
@@ -316,16 +303,14 @@ class SubmitSharesSuccess(Message):
     new_shares_sum: Annotated[int, U64]
 
 
-@register(0x1D, channel=True)
-@dataclass(frozen=True)
+@message(0x1D, channel=True)
 class SubmitSharesError(Message):
     channel_id: Annotated[int, U32]
     sequence_number: Annotated[int, U32]
     error_code: Annotated[str, STR0_255]
 
 
-@register(0x1F, channel=True)
-@dataclass(frozen=True)
+@message(0x1F, channel=True)
 class NewExtendedMiningJob(Message):
     channel_id: Annotated[int, U32]
     job_id: Annotated[int, U32]
@@ -337,8 +322,7 @@ class NewExtendedMiningJob(Message):
     coinbase_tx_suffix: Annotated[bytes, B0_64K]
 
 
-@register(0x20, channel=True)
-@dataclass(frozen=True)
+@message(0x20, channel=True)
 class SetNewPrevHash(Message):
     channel_id: Annotated[int, U32]
     job_id: Annotated[int, U32]
@@ -347,15 +331,13 @@ class SetNewPrevHash(Message):
     nbits: Annotated[int, U32]
 
 
-@register(0x21, channel=True)
-@dataclass(frozen=True)
+@message(0x21, channel=True)
 class SetTarget(Message):
     channel_id: Annotated[int, U32]
     maximum_target: Annotated[bytes, U256]
 
 
-@register(0x22, channel=True)
-@dataclass(frozen=True)
+@message(0x22, channel=True)
 class SetCustomMiningJob(Message):
     channel_id: Annotated[int, U32]
     request_id: Annotated[int, U32]
@@ -372,24 +354,21 @@ class SetCustomMiningJob(Message):
     merkle_path: Annotated[tuple[bytes, ...], SEQ0_255(U256)]
 
 
-@register(0x23, channel=True)
-@dataclass(frozen=True)
+@message(0x23, channel=True)
 class SetCustomMiningJobSuccess(Message):
     channel_id: Annotated[int, U32]
     request_id: Annotated[int, U32]
     job_id: Annotated[int, U32]
 
 
-@register(0x24, channel=True)
-@dataclass(frozen=True)
+@message(0x24, channel=True)
 class SetCustomMiningJobError(Message):
     channel_id: Annotated[int, U32]
     request_id: Annotated[int, U32]
     error_code: Annotated[str, STR0_255]
 
 
-@register(0x25, channel=False)
-@dataclass(frozen=True)
+@message(0x25, channel=False)
 class SetGroupChannel(Message):
     group_channel_id: Annotated[int, U32]
     channel_ids: Annotated[tuple[int, ...], SEQ0_64K(U32)]

@@ -8,22 +8,19 @@ unlike the Job Declaration and SetCustomMiningJob fields of the same name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from openmos.stratum.v2.codec import B0_16M, B0_64K, B0_255, BOOL, SEQ0_64K, SEQ0_255, STR0_255, U16, U32, U64, U256
-from openmos.stratum.v2.messages import Message, register
+from openmos.stratum.v2.messages import Message, message
 
 
-@register(0x70, channel=False)
-@dataclass(frozen=True)
+@message(0x70, channel=False)
 class CoinbaseOutputConstraints(Message):
     coinbase_output_max_additional_size: Annotated[int, U32]
     coinbase_output_max_additional_sigops: Annotated[int, U16]
 
 
-@register(0x71, channel=False)
-@dataclass(frozen=True)
+@message(0x71, channel=False)
 class NewTemplate(Message):
     template_id: Annotated[int, U64]
     future_template: Annotated[bool, BOOL]
@@ -38,8 +35,7 @@ class NewTemplate(Message):
     merkle_path: Annotated[tuple[bytes, ...], SEQ0_255(U256)]
 
 
-@register(0x72, channel=False)
-@dataclass(frozen=True)
+@message(0x72, channel=False)
 class TdpSetNewPrevHash(Message):
     template_id: Annotated[int, U64]
     prev_hash: Annotated[bytes, U256]
@@ -48,29 +44,25 @@ class TdpSetNewPrevHash(Message):
     target: Annotated[bytes, U256]
 
 
-@register(0x73, channel=False)
-@dataclass(frozen=True)
+@message(0x73, channel=False)
 class RequestTransactionData(Message):
     template_id: Annotated[int, U64]
 
 
-@register(0x74, channel=False)
-@dataclass(frozen=True)
+@message(0x74, channel=False)
 class RequestTransactionDataSuccess(Message):
     template_id: Annotated[int, U64]
     excess_data: Annotated[bytes, B0_64K]
     transaction_list: Annotated[tuple[bytes, ...], SEQ0_64K(B0_16M)]
 
 
-@register(0x75, channel=False)
-@dataclass(frozen=True)
+@message(0x75, channel=False)
 class RequestTransactionDataError(Message):
     template_id: Annotated[int, U64]
     error_code: Annotated[str, STR0_255]
 
 
-@register(0x76, channel=False)
-@dataclass(frozen=True)
+@message(0x76, channel=False)
 class SubmitSolution(Message):
     template_id: Annotated[int, U64]
     version: Annotated[int, U32]
