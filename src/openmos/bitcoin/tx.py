@@ -53,6 +53,11 @@ class ByteReader:
         self.pos += n
         return out
 
+    def end(self, what: str) -> None:
+        """Nothing may follow ``what``: trailing bytes are an error."""
+        if self.remaining():
+            raise TxError(f"{self.remaining()} trailing bytes after {what}")
+
     def u32(self, what: str) -> int:
         value: int = struct.unpack("<I", self.take(4, what))[0]
         return value
@@ -182,8 +187,7 @@ def parse_tx(data: bytes) -> Transaction:
     """Exactly one transaction, nothing after it."""
     r = ByteReader(data)
     tx = read_tx(r)
-    if r.remaining():
-        raise TxError(f"{r.remaining()} trailing bytes after the transaction")
+    r.end("the transaction")
     return tx
 
 
@@ -195,8 +199,7 @@ def serialize_outputs(outputs: Sequence[TxOut]) -> bytes:
 def parse_outputs(data: bytes) -> tuple[TxOut, ...]:
     r = ByteReader(data)
     outs = read_outputs(r)
-    if r.remaining():
-        raise TxError(f"{r.remaining()} trailing bytes after the outputs")
+    r.end("the outputs")
     return outs
 
 
@@ -288,8 +291,7 @@ def parse_block(data: bytes) -> Block:
     if n == 0:
         raise TxError("a block needs a coinbase transaction")
     txs = tuple(read_tx(r) for _ in range(n))
-    if r.remaining():
-        raise TxError(f"{r.remaining()} trailing bytes after the block")
+    r.end("the block")
     return Block(data[:80], txs)
 
 

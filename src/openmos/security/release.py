@@ -102,13 +102,17 @@ class ReleaseRepository:
     def _load(self, name: str) -> Metadata[Any]:
         return Metadata.from_file(str(self.meta_dir / name))
 
+    def _next_version(self, name: str, first: Snapshot | TimestampRole) -> Metadata[Any]:
+        """The role's metadata one version up, or ``first`` (version 1) if there is none yet."""
+        if not (self.meta_dir / name).exists():
+            return Metadata(first)
+        md = self._load(name)
+        md.signed.version += 1
+        return md
+
     def _publish_snapshot(self) -> None:
         targets = self._load("targets.json")
-        if (self.meta_dir / "snapshot.json").exists():
-            snapshot = self._load("snapshot.json")
-            snapshot.signed.version += 1
-        else:
-            snapshot = Metadata(Snapshot(expires=_now()))
+        snapshot = self._next_version("snapshot.json", Snapshot(expires=_now()))
         assert isinstance(snapshot.signed, Snapshot)
         snapshot.signed.meta["targets.json"] = MetaFile(version=targets.signed.version)
         snapshot.signed.expires = _now() + EXPIRY["snapshot"]
@@ -118,11 +122,7 @@ class ReleaseRepository:
     def refresh_timestamp(self, expires_in: timedelta | None = None) -> None:
         """Re-sign the timestamp (a release server does this daily so devices can spot a frozen mirror)."""
         snapshot = self._load("snapshot.json")
-        if (self.meta_dir / "timestamp.json").exists():
-            ts = self._load("timestamp.json")
-            ts.signed.version += 1
-        else:
-            ts = Metadata(TimestampRole(expires=_now()))
+        ts = self._next_version("timestamp.json", TimestampRole(expires=_now()))
         assert isinstance(ts.signed, TimestampRole)
         ts.signed.snapshot_meta = MetaFile(version=snapshot.signed.version)
         ts.signed.expires = _now() + (expires_in or EXPIRY["timestamp"])
