@@ -180,3 +180,26 @@ async def test_hostile_downstream_is_answered_and_dropped(upstream: tuple[LocalP
         writer.close()
     finally:
         await proxy.stop()
+
+
+async def test_connections_past_the_cap_are_refused_quietly(upstream: tuple[LocalPool, Sv2PoolServer],
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Attack: connections past max_downstreams. Each was refused with its own warning (904 connections over the
+    cap wrote 904 lines); now they are closed at once, counted, and logged once per 1,000."""
+    _pool, v2 = upstream
+    proxy = proxy_for(v2.url, max_downstreams=3)
+    await proxy.start()
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", proxy.port) for _ in range(3)]
+        await wait_for(lambda: len(proxy.downstreams) == 3, 30, "three downstreams")
+        for _ in range(200):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            assert await asyncio.wait_for(reader.read(), 30) == b""  # closed unanswered
+            writer.close()
+        assert proxy._listener.refused == 200 and len(proxy.downstreams) == 3
+        lines = [r for r in caplog.records if "refused" in r.getMessage() or "refusing" in r.getMessage()]
+        assert len(lines) <= 1
+        for _, w in held:
+            w.close()
+    finally:
+        await proxy.stop()

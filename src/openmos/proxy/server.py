@@ -124,7 +124,9 @@ class FarmProxy(V1Frontend[_Downstream]):
         self._free_ids: list[int] = []
         self._next_id = itertools.count(1)
         self._generation = itertools.count(1)
-        self._listener = StreamServer(self._handle)
+        # Beyond max_downstreams connections are closed at once, counted and logged once per 1,000 (a line per
+        # refused connection let a flood past the cap write 904 lines for 904 connections).
+        self._listener = StreamServer(self._handle, max_connections=self.settings.max_downstreams)
         self._supervisor: asyncio.Task[None] | None = None
         self._upstream_ready = asyncio.Event()
 
@@ -253,10 +255,6 @@ class FarmProxy(V1Frontend[_Downstream]):
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
         d = _Downstream(peer, writer, difficulty=self.settings.start_difficulty)
-        if len(self.downstreams) >= self.settings.max_downstreams:
-            log.warning("proxy: refusing %s: %d downstreams already", peer, len(self.downstreams))
-            writer.close()
-            return
         self.downstreams.add(d)
         try:
             await self._serve_v1(d, reader, self.settings.idle_timeout)
