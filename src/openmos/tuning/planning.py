@@ -6,7 +6,7 @@ swept, wall power samples); nothing assumes the simulator's hidden parameters or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,11 +55,19 @@ def fmax_at(voltages: list[float], fmax: list[FloatArray], v: float) -> FloatArr
 def fmax_over(voltages: list[float], fmax: list[FloatArray], vs_query: FloatArray) -> FloatArray:
     """``fmax_at`` for many board voltages at once: (len(vs_query), boards, chips), linear in V through the
     swept points (the two lowest below them, the two highest above them)."""
-    if len(voltages) == 1:
-        return np.repeat(fmax[0][None], len(vs_query), axis=0)
+    return _interpolate(*_by_voltage(voltages, fmax), vs_query)
+
+
+def _by_voltage(voltages: list[float], fmax: list[FloatArray]) -> tuple[FloatArray, FloatArray]:
+    """The swept voltages ascending and their limits stacked in that order: (n,), (n, boards, chips)."""
     order = np.argsort(voltages)
-    vs = np.asarray(voltages)[order]
-    fs = np.stack([fmax[i] for i in order])
+    return np.asarray(voltages, dtype=np.float64)[order], np.stack([fmax[i] for i in order])
+
+
+def _interpolate(vs: FloatArray, fs: FloatArray, vs_query: FloatArray) -> FloatArray:
+    """``fmax_over`` on limits already ordered by voltage (``_by_voltage``)."""
+    if len(vs) == 1:
+        return np.repeat(fs[:1], len(vs_query), axis=0)
     lo = np.minimum(np.maximum(np.searchsorted(vs, vs_query) - 1, 0), len(vs) - 2)
     hi = lo + 1
     w = ((vs_query - vs[lo]) / (vs[hi] - vs[lo]))[:, None, None]
@@ -126,41 +134,127 @@ def plan_for(limits: HardwareLimits, voltages: list[float], fmax: list[FloatArra
     threshold voltage, so extrapolating down would run chips past their limits. Lower targets are met by
     scaling frequency at that voltage instead (always safe), or by sweeping lower first.
 
-    The candidate voltages are evaluated as arrays (limits, snapping to the PLL grid and reach for every chip
-    at every candidate at once) in blocks of 1, 2, 4, ... from the lowest (a curtailment's answer is usually
-    the first); the first that reaches the target wins, the highest if none does.
+    A power plan never predicts more than its target: clocks rounded down to the PLL grid at a scale can add
+    up to more than the scale of the rounded full-speed clocks; the scale is then lowered until they do not.
+    (``Levels`` keeps the arrays between plans; this builds them for one plan.)
     """
-    floor = max(limits.volt_min, min(voltages) - limits.volt_step)
-    grid = np.arange(floor, limits.volt_max + 1e-9, limits.volt_step)
-    boards = limits.boards
-    if not len(grid):
-        raise ValueError(f"no board voltage between {floor} and {limits.volt_max} V")
-    start, size = 0, 1
-    while True:
-        vs = grid[start:start + size]
-        limit = fmax_over(voltages, fmax, vs)
-        sums = frequencies(limits, limit, margin, 1.0).reshape(len(vs), -1).sum(axis=1)
+    return Levels(limits, voltages, fmax, margin).plan(power, target_kind, target)
+
+
+class Levels:
+    """The per-level plan arrays of one chip model, kept between plans.
+
+    The candidates are the board voltages from the lowest swept one (less one step) to the supply's maximum,
+    in steps; a level's reach is what every chip's clean limit at that voltage (on the PLL grid, less its
+    margin) adds up to. Levels are evaluated as arrays in blocks of 1, 2, 4, ... from the lowest and kept, so
+    the next plan of the same chip model (a curtailment, the closed loop's next window, a curve point) looks
+    its level up instead of evaluating it again; the first that reaches the target wins, the highest if none
+    does. ``matches`` tells whether the arrays still describe a chip model (any trim, sweep or dead chip
+    makes new ones).
+    """
+
+    def __init__(self, limits: HardwareLimits, voltages: list[float], fmax: list[FloatArray], margin: FloatArray,
+                 dead: NDArray[np.bool_] | None = None) -> None:
+        floor = max(limits.volt_min, min(voltages) - limits.volt_step)
+        self.grid: FloatArray = np.arange(floor, limits.volt_max + 1e-9, limits.volt_step)
+        if not len(self.grid):
+            raise ValueError(f"no board voltage between {floor} and {limits.volt_max} V")
+        self.limits = limits
+        self.voltages, self.fmax = list(voltages), list(fmax)
+        self.margin = np.array(margin, dtype=np.float64)
+        self.dead = np.zeros(self.margin.shape, dtype=bool) if dead is None else dead.copy()
+        live = fmax if dead is None else [np.where(dead, 0.0, f) for f in fmax]
+        self._vs, self._fs = _by_voltage(voltages, live)
+        self._v2 = self.grid**2
+        self.sums: FloatArray = np.zeros(0)  # full-speed clock sum (MHz) of the first len(sums) candidates
+
+    def matches(self, voltages: list[float], fmax: list[FloatArray], margin: FloatArray,
+                dead: NDArray[np.bool_]) -> bool:
+        """Built from these inputs (the limit arrays by identity: sweeps append new ones, never edit them)."""
+        return (len(fmax) == len(self.fmax) and all(a is b for a, b in zip(fmax, self.fmax, strict=True))
+                and voltages == self.voltages and np.array_equal(margin, self.margin)
+                and np.array_equal(dead, self.dead))
+
+    def limit_at(self, k: int) -> FloatArray:
+        """Every chip's clean limit at candidate ``k`` (boards, chips)."""
+        one: FloatArray = _interpolate(self._vs, self._fs, self.grid[k:k + 1])[0]
+        return one
+
+    def _extend(self) -> None:
+        start = len(self.sums)
+        vs = self.grid[start:start + max(1, start)]  # blocks of 1, 1, 2, 4, ... (each as long as all before)
+        top = frequencies(self.limits, _interpolate(self._vs, self._fs, vs), self.margin, 1.0)
+        self.sums = np.concatenate([self.sums, top.reshape(len(vs), -1).sum(axis=1)])
+
+    def _reach(self, power: PowerModel, target_kind: str, n: int) -> tuple[FloatArray, FloatArray]:
+        """(reach, fixed watts) of the first ``n`` candidates."""
+        sums = self.sums[:n]
         if target_kind == "power":
-            dyn = power.a * vs**2 * sums
-            fixed = power.b * boards * vs**2 + power.c
-            reach = dyn + fixed
+            v2 = self._v2[:n]
+            fixed = power.b * self.limits.boards * v2 + power.c
+            return power.a * v2 * sums + fixed, fixed
+        return sums * self.limits.hashes_per_mhz / 1e12, np.zeros(n)
+
+    def plan(self, power: PowerModel, target_kind: str, target: float) -> Plan:
+        lim = self.limits
+        while True:
+            n = len(self.sums)
+            reach, fixed = self._reach(power, target_kind, n)
+            hits = np.flatnonzero(reach >= target)
+            if hits.size or n == len(self.grid):
+                break
+            self._extend()
+        k = int(hits[0]) if hits.size else n - 1  # out of reach: the highest voltage, full clean speed
+        v = float(self.grid[k])
+        if target_kind == "power":
+            dyn = power.a * self._v2[k] * self.sums[k]
+            scale = (target - fixed[k]) / dyn if dyn > 0 else 0.0
         else:
-            reach = sums * limits.hashes_per_mhz / 1e12
-        hits = np.flatnonzero(reach >= target)
-        last = start + len(vs) >= len(grid)
-        if hits.size or last:
-            k = int(hits[0]) if hits.size else len(vs) - 1  # out of reach: the highest voltage, full clean speed
-            break
-        start, size = start + size, 2 * size
-    v = float(vs[k])
-    if target_kind == "power":
-        scale = (target - fixed[k]) / dyn[k] if dyn[k] > 0 else 0.0
-    else:
-        scale = target / reach[k] if reach[k] > 0 else 0.0
-    plan_scale = min(max(float(scale), 0.05), 1.0)
-    freq = frequencies(limits, limit[k], margin, plan_scale)
-    return Plan(v, plan_scale, freq, power.predict(np.full(boards, v), freq),
-                float(freq.sum() * limits.hashes_per_mhz / 1e12))
+            scale = target / reach[k] if reach[k] > 0 else 0.0
+        plan_scale = min(max(float(scale), 0.05), 1.0)
+        limit = self.limit_at(k)
+        freq = frequencies(lim, limit, self.margin, plan_scale)
+        volts = np.full(lim.boards, v)
+        predicted = power.predict(volts, freq)
+        if target_kind == "power" and predicted > target and plan_scale > 0.05:
+            plan_scale, freq, predicted = self._under(power, target, float(fixed[k]), limit, volts, plan_scale,
+                                                      predicted)
+        return Plan(v, plan_scale, freq, predicted, float(freq.sum() * lim.hashes_per_mhz / 1e12))
+
+    def _under(self, power: PowerModel, target: float, fixed: float, limit: FloatArray, volts: FloatArray,
+               scale: float, predicted: float) -> tuple[float, FloatArray, float]:
+        """Clocks rounded down to the grid at ``scale`` predict more than ``target``: a lower scale whose clocks
+        do not. Rounding down never adds, so the scale at which the clocks *before* rounding (clamped to the
+        PLL's range) add up to the allowed sum is under the target once rounded; that clamped sum is piecewise
+        linear in the scale, solved from the chips it does not clamp (a step or two; bisection if not).
+        Returns (scale, clocks, predicted W)."""
+        lim = self.limits
+        top = limit * (1.0 - self.margin)
+        top = top[limit > 0]
+        n = top.size
+        allowed = (target - fixed) / (power.a * float(volts[0]) ** 2) - 1e-6 * n if power.a > 0 else 0.0
+
+        def clamped(s: float) -> FloatArray:
+            return np.minimum(np.maximum(top * s, lim.freq_min_mhz), lim.freq_max_mhz)
+
+        s = scale
+        for _ in range(4):
+            f = clamped(s)
+            free = (f > lim.freq_min_mhz) & (f < lim.freq_max_mhz)
+            slope = float(top[free].sum())
+            if slope <= 0:
+                break
+            s = min(max((allowed - float(f[~free].sum())) / slope * (1 - 1e-9), 0.05), s)  # (rounding)
+            if float(clamped(s).sum()) <= allowed:
+                break
+        else:
+            lo, hi = 0.05, s
+            for _ in range(30):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if float(clamped(mid).sum()) <= allowed else (lo, mid)
+            s = lo
+        freq = frequencies(lim, limit, self.margin, s)
+        return s, freq, power.predict(volts, freq)
 
 
 @dataclass
@@ -177,6 +271,7 @@ class Knowledge:
     sweep_fmax: list[FloatArray]
     power_model: PowerModel | None = None
     samples: list[tuple[float, float, float]] | None = None  # (sum V^2 F, sum V^2, wall W) per window
+    levels: Levels | None = field(default=None, repr=False, compare=False)  # kept plan arrays (``Levels``)
 
     @classmethod
     def empty(cls, limits: HardwareLimits, start_margin: float) -> Knowledge:
@@ -198,9 +293,12 @@ class Knowledge:
             self.power_model = PowerModel.fit(self.samples)
 
     def plan(self, target_kind: str, target: float) -> Plan:
+        """``plan_for`` on what is known, with the level arrays kept until it changes (``Levels``)."""
         assert self.power_model is not None
-        live = [np.where(self.dead, 0.0, f) for f in self.sweep_fmax]
-        return plan_for(self.limits, self.sweep_voltages, live, self.margin, self.power_model, target_kind, target)
+        levels = self.levels
+        if levels is None or not levels.matches(self.sweep_voltages, self.sweep_fmax, self.margin, self.dead):
+            levels = self.levels = Levels(self.limits, self.sweep_voltages, self.sweep_fmax, self.margin, self.dead)
+        return levels.plan(self.power_model, target_kind, target)
 
     def at(self, voltage: float, scale: float = 1.0) -> Plan:
         """The plan at a given board voltage and scale of every chip's clean limit."""

@@ -128,14 +128,18 @@ class Autotuner:
     @property
     def effective_target(self) -> PerformanceTarget:
         """What the closed loop aims at now: a power or hashrate goal after DPS, curtailment and governor."""
+        return self._goal()[0]
+
+    def _goal(self) -> tuple[PerformanceTarget, PerformanceTarget | None]:
+        """(``effective_target``, the power goal it replaced when that was over the PSU's rating, else None)."""
         base = self.base_target
         if base.kind is TargetKind.EFFICIENCY:
             base = PerformanceTarget.power(self._efficiency_w or self._nameplate_w())
         goal = base.scaled(self.guard.scale * self.curtail_scale * self.governor)
         cap = self.power_cap_w
         if cap is not None and goal.kind is TargetKind.POWER and goal.value > cap:
-            return PerformanceTarget.power(cap)
-        return goal
+            return PerformanceTarget.power(cap), goal
+        return goal, None
 
     def _nameplate_w(self) -> float:
         return self.limits.nameplate_power_w or 1000.0
@@ -339,9 +343,11 @@ class Autotuner:
         await self._apply(np.full(self.limits.boards, plan.voltage), np.where(self.dead, 0.0, plan.freq))
 
     def _plan(self) -> Plan:
-        goal = self.effective_target
-        plan = self.knowledge.plan(goal.kind.value, goal.value)
+        goal, over = self._goal()
         cap = self.power_cap_w
+        if over is not None and cap is not None:
+            self._decide("cap at PSU rating", f"{over} is over the {cap:,.0f} W the PSU allows: planning at the cap")
+        plan = self.knowledge.plan(goal.kind.value, goal.value)
         if cap is not None and plan.predicted_power_w > cap:
             self._decide("cap at PSU rating", f"{goal} needs ~{plan.predicted_power_w:,.0f} W, over the "
                          f"{cap:,.0f} W the PSU allows: planning at the cap")
