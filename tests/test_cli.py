@@ -133,6 +133,8 @@ def test_ctrl_c_while_the_command_loads_is_a_quiet_exit(monkeypatch: pytest.Monk
     ["pool", "--network-difficulty", "inf"], ["pool", "--duration", "nan"], ["pool", "--share-interval", "-1"],
     ["run", "--sim-speed", "nan"], ["run", "--sim-speed", "1e9"], ["run", "--duration", "-1"],
     ["demo", "--difficulty", "nan"], ["demo", "--port", "70000"],
+    ["proxy", "--difficulty", "nan"], ["proxy", "--port", "70000"], ["jd", "--difficulty", "inf"],
+    ["jd", "--port", "-1"],
     ["energy", "hashprice", "--difficulty", "1e14", "--btc-price", "nan"],
     ["energy", "hashprice", "--btc-price", "1e5", "--difficulty", "-1"],
     ["energy", "report", "--miners", "0"], ["energy", "report", "--miners", "100000000"],

@@ -48,3 +48,13 @@ def count(low: int, high: int) -> Callable[[str], int]:
 PORT = count(0, 65535)  # 0: any free port
 DURATION = number(0, 10 * 365 * 86400)  # seconds, 0: until Ctrl-C
 DIFFICULTY = number(0, 1e18, low_open=True)
+
+
+def add_miner_port_args(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """``--host``, ``--port`` and ``--difficulty`` of a Stratum V1 port miners connect to (``mos pool``,
+    ``mos proxy``, ``mos jd``)."""
+    parser.add_argument("--host", default="127.0.0.1", help="listen address for miners (default: %(default)s)")
+    parser.add_argument("--port", type=PORT, default=default_port,
+                        help="Stratum V1 port for miners, 0 = any free port (default: %(default)s)")
+    parser.add_argument("--difficulty", type=DIFFICULTY, default=0.001,
+                        help="starting share difficulty (default: %(default)s)")

@@ -14,6 +14,7 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 
+from openmos.cli.args import add_miner_port_args
 from openmos.cli.display import serve
 from openmos.jd.service import JdService
 from openmos.jd.tdp import TdpNode
@@ -115,9 +116,7 @@ def configure(p: argparse.ArgumentParser, command: str) -> None:
                    help="the pool's Stratum V2 endpoint, stratum2+tcp://host:port/AUTHORITY_PUBKEY")
     p.add_argument("--jds", required=True, metavar="HOST:PORT", help="the pool's Job Declarator Server")
     p.add_argument("--user", default="openmos.jd", help="account on the pool (default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="listen address for miners (default: %(default)s)")
-    p.add_argument("--port", type=int, default=3335, help="Stratum V1 port for miners (default: %(default)s)")
-    p.add_argument("--difficulty", type=float, default=0.001, help="starting downstream share difficulty")
+    add_miner_port_args(p, 3335)
     policy = p.add_argument_group("template policy (what goes into your blocks)")
     policy.add_argument("--min-fee-rate", type=float, default=0.0, metavar="SAT_PER_VB",
                         help="leave out transactions paying less (and those spending them)")

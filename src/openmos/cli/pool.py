@@ -9,7 +9,7 @@ from rich.console import Group
 
 from openmos.cli import jd as jd_cli
 from openmos.cli import sv2 as sv2_cli
-from openmos.cli.args import DIFFICULTY, DURATION, PORT, number
+from openmos.cli.args import DIFFICULTY, DURATION, add_miner_port_args, number
 from openmos.cli.display import pool_panel, serve
 from openmos.pool.server import LocalPool, PoolSettings
 from openmos.pool.vardiff import VardiffSettings
@@ -26,9 +26,7 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def add_pool_args(parser: argparse.ArgumentParser, default_port: int = 3333, network_difficulty: float = 0.1) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
-    parser.add_argument("--port", type=PORT, default=default_port, help="0 = any free port (default: %(default)s)")
-    parser.add_argument("--difficulty", type=DIFFICULTY, default=0.001, help="starting share difficulty")
+    add_miner_port_args(parser, default_port)
     parser.add_argument("--network-difficulty", type=DIFFICULTY, default=network_difficulty,
                         help="difficulty of the local chain's blocks (default: %(default)s)")
     parser.add_argument("--share-interval", type=number(0, 3600, low_open=True), default=3.0,

@@ -12,6 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from openmos.base.files import atomic_write
+from openmos.cli.args import add_miner_port_args
 from openmos.cli.display import MAX_ROWS, literal, more_rows, serve, si
 from openmos.pool.server import LocalPool
 from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
@@ -85,9 +86,7 @@ def configure(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--upstream", action="append", required=True, metavar="URL",
                    help="stratum2+tcp://host:port/AUTHORITY_PUBKEY (repeat for failover, first = primary)")
     p.add_argument("--user", default="openmos.proxy", help="account on the upstream pool (default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="listen address for miners (default: %(default)s)")
-    p.add_argument("--port", type=int, default=3334, help="Stratum V1 port for miners (default: %(default)s)")
-    p.add_argument("--difficulty", type=float, default=0.001, help="starting downstream share difficulty")
+    add_miner_port_args(p, 3334)
     p.add_argument("--share-interval", type=float, default=5.0,
                    help="per-miner vardiff target seconds per share (0 disables vardiff; default: %(default)s)")
     p.add_argument("--api-port", type=int, default=4029, help="cgminer API port (0 = any free; default: %(default)s)")
