@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -365,3 +366,36 @@ def test_garbage_electricity_prices_are_refused(price: float, tmp_path: Path) ->
     with pytest.raises(ValueError, match="finite"):
         PriceFeed().push(float("nan"), 0.05)
     assert TimeOfUse({0: 0.05, 17: -0.02}).price_usd_per_kwh(18 * 3600) == -0.02  # negative prices do happen
+
+
+async def test_hostile_openadr_events_are_not_acted_on() -> None:
+    """Events come from the network. A SIMPLE payload of NaN or 1e400 raised out of the handler (int(nan));
+    an unknown level (7) or a negative / NaN load curtailed the whole site to 0 %; every event was kept
+    forever. Now such events are opted out of, naive or bogus times are taken as now / one hour, and only the
+    last MAX_EVENTS events are kept."""
+    from openmos.energy.demand import MAX_EVENTS
+
+    sim = FleetSimSite(4, seed=1)
+    site = Site(LocalLink(sim.workers))
+    ven = DemandResponseVen(site, ModbusPowerMeter("127.0.0.1", 1), "http://127.0.0.1:1/OpenADR2/Simple/2.0b")
+
+    def event(name: str, payload: object, **period: object) -> dict[str, Any]:
+        return {"event_signals": [{"signal_name": name, "intervals": [{"signal_payload": payload}]}],
+                "active_period": period}
+
+    for name, payload in [("simple", float("nan")), ("simple", 1e400), ("simple", 7), ("simple", 1.5),
+                          ("simple", -1), ("simple", True), ("simple", "2; rm"), ("load_dispatch", float("nan")),
+                          ("load_dispatch", -5.0), ("load_dispatch", float("-inf")), ("load_dispatch", [1])]:
+        assert ven.fraction_for(event(name, payload)) is None, (name, payload)
+        assert await ven._on_event(event(name, payload)) == "optOut"
+    assert ven.fraction_for(event("simple", 2.0)) == 0.5
+    assert ven.fraction_for(event("load_dispatch", 1e400)) is None
+    assert ven.fraction_for(event("load_dispatch", 1e300)) == 1.0
+    # Naive and bogus times: acted on now, for an hour (a naive dtstart raised TypeError).
+    assert await ven._on_event(event("simple", 1, dtstart=datetime(2030, 1, 1), duration="forever")) == "optIn"
+    await wait_for(lambda: site.fraction == 0.75, 20, "the site at 75 %")
+    for _ in range(3 * MAX_EVENTS):
+        await ven._on_event(event("simple", 9))
+    assert len(ven.events) == MAX_EVENTS
+    if ven._restore is not None:
+        ven._restore.cancel()

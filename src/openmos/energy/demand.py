@@ -3,12 +3,17 @@
 Signal mapping: SIMPLE level 0/1/2/3 (normal / moderate / high / emergency) -> run at 100/75/50/0 % of the
 site; LOAD_DISPATCH -> run at that many kW. The VEN opts in unless the operator's policy says otherwise
 (e.g. refuse moderate events while hashprice is high), and reports measured site power every interval.
+Events come from the network: a payload that is not a finite number, a SIMPLE level other than 0-3 or a
+negative load is not acted on (opt out, logged), times that are not aware datetimes/durations are taken as
+"now" / one hour, and only the last ``MAX_EVENTS`` events are kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +25,17 @@ from openmos.energy.site import PowerMeter, Site
 log = logging.getLogger(__name__)
 
 SIMPLE_LEVELS = {0: 1.0, 1: 0.75, 2: 0.5, 3: 0.0}
+MAX_EVENTS = 100
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class DemandResponseVen:
@@ -28,7 +44,7 @@ class DemandResponseVen:
         self.site = site
         self.meter = meter
         self.opt_in = opt_in or (lambda event: True)
-        self.events: list[dict[str, Any]] = []
+        self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)  # the most recent, for inspection
         self.last_load_w: float | None = None
         self._restore: asyncio.TimerHandle | None = None
         self.client = OpenADRClient(ven_name=ven_name, vtn_url=vtn_url)
@@ -54,24 +70,32 @@ class DemandResponseVen:
             payload = intervals[0].get("signal_payload")
             if payload is None:
                 continue
-            if name == "SIMPLE":
-                return SIMPLE_LEVELS.get(int(payload), 0.0)
+            value = _finite(payload)
+            if name == "SIMPLE":  # an unknown level (7, 1.5, NaN: int() raised on it) is not acted on
+                return SIMPLE_LEVELS.get(int(value)) if value is not None and value.is_integer() else None
             if name == "LOAD_DISPATCH" and self.site.nameplate_w:
-                return min(1.0, max(0.0, float(payload) * 1000.0 / self.site.nameplate_w))
+                if value is None or value < 0:
+                    return None
+                return min(1.0, value * 1000.0 / self.site.nameplate_w)
         return None
 
     async def _on_event(self, event: dict[str, Any]) -> str:
         self.events.append(event)
         fraction = self.fraction_for(event)
         if fraction is None:
-            log.warning("OpenADR event %s has no signal we act on; opting out", event.get("event_descriptor"))
+            log.warning("OpenADR event has no signal we act on (SIMPLE level 0-3 or a LOAD_DISPATCH in kW); "
+                        "opting out")
             return "optOut"
         if not self.opt_in(event):
             log.info("OpenADR event opted out by policy")
             return "optOut"
-        period = event.get("active_period", {})
-        start = period.get("dtstart") or datetime.now(UTC)
-        duration = period.get("duration") or timedelta(hours=1)
+        period = event.get("active_period") or {}
+        start = period.get("dtstart") if isinstance(period, dict) else None
+        if not isinstance(start, datetime) or start.tzinfo is None:  # a naive time cannot be compared with ours
+            start = datetime.now(UTC)
+        duration = period.get("duration") if isinstance(period, dict) else None
+        if not isinstance(duration, timedelta) or duration <= timedelta(0):
+            duration = timedelta(hours=1)
         delay = max(0.0, (start - datetime.now(UTC)).total_seconds())
         loop = asyncio.get_running_loop()
         loop.call_later(delay, lambda: loop.create_task(self._apply(fraction)))
