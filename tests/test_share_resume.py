@@ -12,6 +12,8 @@ from openmos.stratum.job import Share
 
 from helpers import QUICK_RETRY, cpu_agent, easy_pool_settings, wait_for
 
+NO_SHARES = 1000.0  # a pool difficulty at which a CPU finds no share during a test
+
 
 def agent_for(url: str) -> MiningAgent:
     return cpu_agent(url, user="resume.cpu", **QUICK_RETRY)
@@ -42,7 +44,8 @@ async def test_drops_resume_the_session_and_never_mine_a_share_twice() -> None:
 
 
 async def test_shares_of_a_session_the_pool_lost_are_counted_unrecoverable() -> None:
-    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001, resume_window=0.0))
+    # No real share is found at this difficulty: the queued share below is the only one in the outbox.
+    pool = LocalPool(easy_pool_settings(start_difficulty=NO_SHARES, network_difficulty=1e6, resume_window=0.0))
     await pool.start()
     agent = agent_for(pool.url)
     conn = agent.pools.groups[0].connections[0]
@@ -66,7 +69,7 @@ async def test_shares_of_a_session_the_pool_lost_are_counted_unrecoverable() -> 
 
 
 async def test_shares_queued_when_the_pool_configuration_is_replaced_are_counted_lost() -> None:
-    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    pool = LocalPool(easy_pool_settings(start_difficulty=NO_SHARES, network_difficulty=1e6))  # only the queued one
     await pool.start()
     agent = agent_for(pool.url)
     await agent.start()

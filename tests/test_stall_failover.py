@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from openmos.hw.cpu import CpuHardware, CpuSettings
-from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner import MiningAgent
 from openmos.pool import LocalPool
 
-from helpers import easy_pool_settings, wait_for
+from helpers import cpu_agent, easy_pool_settings, running, wait_for
 from hostile_pool import HostilePool
 
 ANSWER = '{"id":{id},"result":true,"error":null}'
@@ -23,11 +22,8 @@ NO_SHARES = "1000"  # a pool difficulty at which a CPU finds no share during a t
 
 def two_pool_agent(primary: HostilePool, backup: HostilePool, **stratum: Any) -> MiningAgent:
     # Long confirmation timeouts: anything that moves the work within them is the stall suspicion.
-    config = AgentConfig.from_dict({
-        "hardware": "cpu:1",
-        "stratum": {"stall_timeout_s": 60.0, "response_timeout_s": 60.0, "stall_suspect_s": 1.0, **stratum},
-        "groups": [{"pools": [{"url": primary.url, "user": "me.rig"}, {"url": backup.url, "user": "me.rig"}]}]})
-    return MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
+    return cpu_agent(primary.url, backup.url, **{"stall_timeout_s": 60.0, "response_timeout_s": 60.0,
+                                                 "stall_suspect_s": 1.0, **stratum})
 
 
 @contextlib.asynccontextmanager
@@ -37,20 +33,15 @@ async def two_pools_and_agent(difficulty: str = "0.00005", probe_replies: list[s
     ``probe_replies``: how the primary answers the liveness probe (the backup answers it plainly)."""
     primary, backup = HostilePool(difficulty=difficulty), HostilePool(difficulty=difficulty)
     primary.probe_replies, backup.probe_replies = probe_replies, [ANSWER] if probe_replies else None
-    await primary.start()
-    await backup.start()
-    agent = two_pool_agent(primary, backup, **stratum)
-    await agent.start()
-    try:
-        yield primary, backup, agent
-    finally:
-        await agent.stop()
-        await primary.stop()
-        await backup.stop()
+    async with running(primary, backup):
+        agent = two_pool_agent(primary, backup, **stratum)
+        async with running(agent):
+            yield primary, backup, agent
 
 
 async def test_pool_that_stops_answering_hands_work_to_hot_standby_without_losing_shares() -> None:
-    async with two_pools_and_agent() as (primary, backup, agent):
+    # A fallback check every second (a suspected session is not fallen back to before it answers again).
+    async with two_pools_and_agent(fallback_interval_s=1.0) as (primary, backup, agent):
         group = agent.pools.groups[0]
         p = await primary.session()
         await wait_for(lambda: len(p.submits) >= 2, 120, "shares on the primary")
@@ -104,7 +95,8 @@ async def test_slow_but_healthy_pool_keeps_the_work(difficulty: str) -> None:
 
 async def test_stall_with_no_share_at_stake_is_found_by_the_liveness_probe() -> None:
     started = time.monotonic()
-    async with two_pools_and_agent(NO_SHARES, [ANSWER], stall_probe_s=0.5) as (primary, backup, agent):
+    async with two_pools_and_agent(NO_SHARES, [ANSWER], stall_probe_s=0.5, fallback_interval_s=1.0) as (
+            primary, backup, agent):
         group = agent.pools.groups[0]
         conn = group.connections[0]
         p = await primary.session()
@@ -164,12 +156,8 @@ async def test_stall_on_the_last_pool_goes_back_to_a_better_pool_at_once() -> No
     backup = HostilePool(difficulty=NO_SHARES)
     backup.probe_replies = [ANSWER]
     await backup.start()
-    config = AgentConfig.from_dict({
-        "hardware": "cpu:1",
-        "stratum": {"stall_timeout_s": 120.0, "response_timeout_s": 120.0, "stall_suspect_s": 1.0,
-                    "stall_probe_s": 0.5, "fallback_interval_s": 60.0, "retry_delay_s": 0.2},
-        "groups": [{"pools": [{"url": primary.url, "user": "me.rig"}, {"url": backup.url, "user": "me.rig"}]}]})
-    agent = MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
+    agent = cpu_agent(primary.url, backup.url, stall_timeout_s=120.0, response_timeout_s=120.0, stall_suspect_s=1.0,
+                      stall_probe_s=0.5, fallback_interval_s=60.0, retry_delay_s=0.2)
     await agent.start()
     try:
         group = agent.pools.groups[0]

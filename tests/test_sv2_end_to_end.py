@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from openmos.bitcoin import BlockHeader, difficulty_to_target, hash_to_int, sha256d
-from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.hw.interface import MiningHardware
 from openmos.hw.sim.backend import SimHardware
 from openmos.hw.sim.clock import SimClock
-from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner import MiningAgent
 from openmos.pool import LocalPool
 from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
 from openmos.stratum.client import PoolUnavailable
@@ -24,20 +23,18 @@ from openmos.stratum.v2.messages import Reconnect
 from openmos.stratum.v2.noise import KeyPair, encode_authority_key, issue_server_identity
 from openmos.stratum.v2.url import Sv2PoolUrl
 
-from helpers import easy_pool_settings, wait_for
+from helpers import QUICK_RETRY, cpu_agent, easy_pool_settings, wait_for
+
+SHARE_DIFF = 0.00003  # a share every fraction of a second on one CPU worker
 
 
-def agent_for(url: str, hardware: MiningHardware, user: str = "e2e.v2", **stratum: object) -> MiningAgent:
-    config = AgentConfig.from_dict({
-        "groups": [{"name": "main", "pools": [{"url": url, "user": user}]}],
-        "stratum": {"retry_delay_s": 0.2, "fallback_interval_s": 0.5, **stratum},
-    })
-    return MiningAgent(config, hardware)
+def agent_for(url: str, hardware: MiningHardware | None = None, user: str = "e2e.v2") -> MiningAgent:
+    return cpu_agent(url, user=user, hardware=hardware, **QUICK_RETRY)
 
 
 @pytest.fixture
 async def pools() -> AsyncIterator[tuple[LocalPool, Sv2PoolServer]]:
-    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    pool = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFF))
     await pool.start()
     secret, _ = generate_authority_key()
     v2 = Sv2PoolServer(pool, secret)
@@ -50,7 +47,7 @@ async def pools() -> AsyncIterator[tuple[LocalPool, Sv2PoolServer]]:
 async def test_sim_s21_mines_over_v2_and_shares_are_counted_like_v1(pools: tuple[LocalPool, Sv2PoolServer]) -> None:
     pool, v2 = pools
     v2_agent = agent_for(v2.url, SimHardware("s21", seed=3, clock=SimClock(1.0)), user="rig.v2")
-    v1_agent = agent_for(pool.url, CpuHardware(CpuSettings(workers=1, chunk_seconds=0.2)), user="rig.v1")
+    v1_agent = agent_for(pool.url, user="rig.v1")
     await v2_agent.start()
     await v1_agent.start()
     try:
@@ -87,7 +84,7 @@ async def test_set_target_drives_difficulty(pools: tuple[LocalPool, Sv2PoolServe
     client = Sv2Client(url_of(v2), "diff.test")
     await client.connect()
     try:
-        assert client.difficulty == pytest.approx(0.0001, rel=1e-6)
+        assert client.difficulty == pytest.approx(SHARE_DIFF, rel=1e-6)
         state = next(iter(v2.connections))
         channel = next(iter(state.channels.values()))
         v2._retarget(state, channel, 0.5)
@@ -106,7 +103,7 @@ async def test_wrong_authority_key_is_refused_by_the_agent(pools: tuple[LocalPoo
     _pool, v2 = pools
     impostor_key = encode_authority_key(KeyPair.generate().xonly)
     url = f"stratum2+tcp://127.0.0.1:{v2.port}/{impostor_key}"
-    agent = agent_for(url, CpuHardware(CpuSettings(workers=1, chunk_seconds=0.2)))
+    agent = agent_for(url)
     await agent.start()
     conn = agent.pools.groups[0].connections[0]
     try:

@@ -15,15 +15,15 @@ import httpx
 import pytest
 
 from openmos.bitcoin import BlockHeader, sha256d
-from openmos.hw.cpu import CpuHardware, CpuSettings
-from openmos.miner import AgentConfig, MiningAgent
 from openmos.pool import LocalPool
 from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
 from openmos.proxy import FarmProxy, ProxySettings
 from openmos.proxy.api import ProxyApis
 from openmos.stratum.v2.noise import KeyPair, encode_authority_key
 
-from helpers import easy_pool_settings, wait_for
+from helpers import QUICK_RETRY, cpu_agent, easy_pool_settings, wait_for
+
+SHARE_DIFF = 0.00003  # a share every fraction of a second per CPU miner, upstream and at the proxy
 
 
 async def cgminer(port: int, request: bytes) -> dict[str, Any]:
@@ -36,16 +36,8 @@ async def cgminer(port: int, request: bytes) -> dict[str, Any]:
     return result
 
 
-def cpu_agent(url: str, user: str) -> MiningAgent:
-    config = AgentConfig.from_dict({
-        "groups": [{"name": "main", "pools": [{"url": url, "user": user}]}],
-        "stratum": {"retry_delay_s": 0.2, "fallback_interval_s": 0.5},
-    })
-    return MiningAgent(config, CpuHardware(CpuSettings(workers=1, chunk_seconds=0.2)))
-
-
 async def v2_pool() -> tuple[LocalPool, Sv2PoolServer]:
-    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    pool = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFF))
     await pool.start()
     secret, _ = generate_authority_key()
     v2 = Sv2PoolServer(pool, secret)
@@ -62,7 +54,7 @@ async def upstream() -> AsyncIterator[tuple[LocalPool, Sv2PoolServer]]:
 
 
 def proxy_for(*urls: str, **kw: object) -> FarmProxy:
-    settings = ProxySettings(upstreams=urls, user="farm.proxy", port=0, start_difficulty=0.0001, vardiff=None,
+    settings = ProxySettings(upstreams=urls, user="farm.proxy", port=0, start_difficulty=SHARE_DIFF, vardiff=None,
                              retry_delay=0.2, **kw)  # type: ignore[arg-type]
     return FarmProxy(settings)
 
@@ -74,7 +66,7 @@ async def test_v1_cpu_miners_through_the_proxy_to_the_v2_pool(upstream: tuple[Lo
     apis = ProxyApis(proxy, cgminer_port=0, rest_port=0)
     await apis.start()
     await proxy.wait_upstream(20)
-    miners = [cpu_agent(proxy.url, f"rig{i}") for i in range(2)]
+    miners = [cpu_agent(proxy.url, user=f"rig{i}", **QUICK_RETRY) for i in range(2)]
     for m in miners:
         await m.start()
     try:
@@ -123,7 +115,7 @@ async def test_proxy_fails_over_to_the_next_v2_pool(upstream: tuple[LocalPool, S
     proxy = proxy_for(v2.url, backup_v2.url)
     await proxy.start()
     await proxy.wait_upstream(20)
-    miner = cpu_agent(proxy.url, "rig")
+    miner = cpu_agent(proxy.url, user="rig", **QUICK_RETRY)
     await miner.start()
     try:
         await wait_for(lambda: pool.workers.get("farm.proxy") is not None
