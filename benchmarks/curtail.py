@@ -39,7 +39,6 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -50,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from openmos.base.net import free_local_port
+from openmos.base.net import free_local_port, raise_open_files
 from openmos.energy.modbus import DeviceUnavailable, ModbusPowerMeter
 from openmos.energy.site import CapController, Site
 from openmos.fleet.bus import BusConfig, FleetBus
@@ -70,11 +69,6 @@ from openmos.tuning.planning import PowerModel
 
 SITE = "bench"
 POOLS = [{"name": "main", "pools": [{"url": "stratum+tcp://127.0.0.1:9", "user": "bench.w"}]}]
-
-
-def _raise_nofile(n: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, n)), hard))
 
 
 # -- the site end: one process holds many devices -----------------------------------------------------
@@ -353,7 +347,7 @@ def default_period(n: int) -> float:
 
 
 async def run(sizes: list[int], procs: int, cap_fraction: float, baseline_max: int, period: float | None) -> None:
-    _raise_nofile(65536)
+    raise_open_files(65536)
     print("curtail on production code: decision -> signed zenoh publication -> DeviceHost -> DeviceNode -> "
           "AgentWorker -> AgentControl -> running autotuner quick ramp -> hardware clocks;\nsite power modelled "
           "(vectorised simulator with per-chip counters), metered over Modbus TCP (0.5 s refresh), device "
@@ -411,7 +405,7 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         first, count, endpoint, pub, seed, period = sys.argv[2:8]
-        _raise_nofile(65536)
+        raise_open_files(65536)
         asyncio.run(serve_devices(int(first), int(count), endpoint, Path(pub), int(seed), float(period)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

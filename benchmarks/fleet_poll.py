@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import resource
 import sys
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from pyasic.miners.antminer.bmminer.X9.S9 import BMMinerS9
 from pyasic.miners.data import DataOptions
 
+from openmos.base.net import raise_open_files
 from openmos.fleet.poller import DeviceSnapshot, poll_all
 from openmos.testbed.farm import device_ip
 
@@ -74,8 +74,7 @@ async def stop(child: asyncio.subprocess.Process) -> None:
 
 
 async def run(devices: int, big: int, concurrency: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, concurrency * 4 + 512)), hard))
+    raise_open_files(concurrency * 4 + 512)
     child = await farm(devices, "stock-s9")
     ips = [device_ip(i) for i in range(devices)]
     await poll_all(ips[:50], concurrency=concurrency, dialect="bmminer")  # warm both paths up alike

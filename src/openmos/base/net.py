@@ -1,8 +1,10 @@
-"""Address allow lists (``W:10.0.0.5/32`` style), shared by config validation and the APIs."""
+"""Address allow lists (``W:10.0.0.5/32`` style), shared by config validation and the APIs; free ports and the
+open-files limit of processes that hold many sockets."""
 
 from __future__ import annotations
 
 import ipaddress
+import resource
 import socket
 from dataclasses import dataclass
 
@@ -46,3 +48,14 @@ def free_local_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def raise_open_files(wanted: int) -> int:
+    """Raise this process's soft limit of open files to ``wanted`` (at most the hard limit, never lower it), for a
+    process holding thousands of sockets; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    return new

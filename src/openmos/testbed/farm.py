@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import sys
 import time
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 
 from openmos import __version__
 from openmos.api.cgminer import CgminerServer, parse_request
+from openmos.base.net import raise_open_files
 
 MODELS = (("Antminer S21 (simulated)", 200.0, 3500.0, 108), ("Antminer S19j Pro (simulated)", 104.0, 3068.0, 126))
 
@@ -141,8 +141,7 @@ async def serve(count: int, port: int = 4028, persona: str = "openmos") -> list[
 
 
 async def _main(count: int, persona: str) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * count + 512)), hard))
+    raise_open_files(2 * count + 512)
     servers = await serve(count, persona=persona)
     print(json.dumps({"devices": count, "persona": persona}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
