@@ -17,6 +17,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_READ = 1 << 20
 MAX_ENTRIES = 50_000
@@ -71,17 +72,22 @@ class RootFS:
         except (OSError, ValueError):
             return None
 
-    def read(self, rel: str, limit: int = MAX_READ) -> bytes | None:
-        """The first ``limit`` bytes of a regular file; None for links, FIFOs, devices, directories."""
+    @contextlib.contextmanager
+    def _regular(self, rel: str) -> Iterator[BinaryIO | None]:
+        """``rel`` opened for reading if it is a regular file reached without following links, else None."""
         try:
             with self._parent(rel) as (dfd, leaf):
                 fd = os.open(leaf, _OPEN_FILE, dir_fd=dfd)
         except (OSError, ValueError):
-            return None
+            yield None
+            return
         with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            return fh.read(limit)
+            yield fh if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+    def read(self, rel: str, limit: int = MAX_READ) -> bytes | None:
+        """The first ``limit`` bytes of a regular file; None for links, FIFOs, devices, directories."""
+        with self._regular(rel) as fh:
+            return None if fh is None else fh.read(limit)
 
     def text(self, rel: str) -> str | None:
         data = self.read(rel)
@@ -89,14 +95,9 @@ class RootFS:
 
     def sha256(self, rel: str) -> str | None:
         """Hex SHA-256 of a regular file (read in chunks, whole file), None for anything else."""
-        try:
-            with self._parent(rel) as (dfd, leaf):
-                fd = os.open(leaf, _OPEN_FILE, dir_fd=dfd)
-        except (OSError, ValueError):
-            return None
         h = hashlib.sha256()
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+        with self._regular(rel) as fh:
+            if fh is None:
                 return None
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
