@@ -3,6 +3,7 @@ result for the same command (curtail 0 is sleep, an operator pause holds against
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from openmos.base.tasks import cancel_and_wait
 from openmos.control import (
     ControlSurface,
     Curtail,
@@ -29,6 +31,8 @@ from openmos.miner.control import AgentControl
 from openmos.testbed.device import SimulatedFleetDevice
 from openmos.testbed.site import FleetSimSite
 from openmos.tuning import TunerState
+
+from helpers import wait_for
 
 POOLS = [{"name": "main", "pools": [{"url": "stratum+tcp://127.0.0.1:3333", "user": "t.1"}]}]
 
@@ -188,3 +192,43 @@ async def test_fleet_edge_energy_and_the_surface_give_the_same_result() -> None:
         assert direct.state is fleet.state is energy.state is state
         assert clocks(direct) == clocks(fleet) == clocks(energy)
         assert direct.agent.paused == fleet.agent.paused == energy.agent.paused == (fraction == 0.0)
+
+
+async def test_a_site_slot_reads_its_sensors_once_per_physics_step_and_the_agent_samples_counters_only() -> None:
+    """Thousands of agents in one process: a ``SlotHardware`` snapshot is taken once per physics step or control
+    change (not once per reader), and the agent's once-a-second hashrate sample reads the hash counters alone
+    (a whole snapshot only when the health model wants one)."""
+    from openmos.testbed.site import SlotHardware
+
+    site = FleetSimSite(2, counters=True)
+    hw = SlotHardware(site, 0)
+    first = hw.telemetry()
+    assert hw.telemetry() is first  # nothing changed: the same readings
+    await hw.set_fan_duty(60.0)
+    after_control = hw.telemetry()
+    assert after_control is not first and after_control.fans[0].duty_pct == pytest.approx(60.0)
+    site.fleet.step(0.5)
+    assert hw.telemetry() is not after_control  # a physics step: new readings
+    assert hw.hash_count() == hw.telemetry().hashes == 0.0  # it has no hash counter
+
+    snapshots = 0
+
+    class Counting(SlotHardware):
+        def telemetry(self) -> Any:
+            nonlocal snapshots
+            snapshots += 1
+            return super().telemetry()
+
+        def hash_count(self) -> float:
+            return 7.0
+
+    agent = MiningAgent(AgentConfig.from_dict({"groups": [{"name": "g", "pools": [
+        {"url": "stratum+tcp://127.0.0.1:9", "user": "u"}]}]}), Counting(site, 1))
+    snapshots = 0  # (building the agent reads one: its safety monitor looks for sensors)
+    sampler = asyncio.create_task(agent._sample_loop())
+    try:
+        await wait_for(lambda: len(agent.hashrate._samples) >= 3, 60, "three hashrate samples")
+    finally:
+        await cancel_and_wait(sampler)
+    assert snapshots == 1 and agent.maintenance.samples == 1  # the health model's first sample only
+    assert [h for _, h in agent.hashrate._samples][1:] == [7.0] * (len(agent.hashrate._samples) - 1)

@@ -181,6 +181,18 @@ class RecordingLink:
         raise AssertionError("not used")
 
 
+class ApplyingLink(RecordingLink):
+    """Devices that acknowledge a level at once (accepted) and report it applied later (``still``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.still = 0
+
+    async def curtail_all(self, fraction: float) -> CurtailResult:
+        self.levels.append(fraction)
+        return CurtailResult(1000.0 * fraction, 1, [], 0.0, applying=lambda: self.still)
+
+
 class ScriptedMeter:
     def __init__(self, readings: list[float]) -> None:
         self.readings = readings
@@ -209,6 +221,26 @@ async def test_cap_loop_does_not_cut_again_on_readings_taken_while_devices_settl
     ctl.low_since -= 3601.0
     await ctl.step()  # low for long enough: it recovers one step
     assert link.levels[-1] == pytest.approx(link.levels[1] + 0.02) and ctl.corrections == 3
+
+
+async def test_cap_loop_waits_while_acknowledged_devices_still_apply_the_level() -> None:
+    """An acknowledgement means accepted: while devices still report applying it, a reading over the cap is not
+    acted upon (another cut would overshoot when they arrive) -- for ``apply_timeout_s`` at most."""
+    link = ApplyingLink()
+    site = Site(link)
+    ctl = CapController(site, ScriptedMeter([1000.0] * 4), cap_w=600.0, settle_s=0.0, apply_timeout_s=3600.0,
+                        recover_after_s=3600.0)
+    await ctl.step()
+    assert len(link.levels) == 1 and site.applying() == 0
+    link.still = 1
+    await ctl.step()
+    assert len(link.levels) == 1  # one device still applying: hold
+    site.changed_at -= 3601.0  # ... but not for ever
+    await ctl.step()
+    assert len(link.levels) == 2
+    link.still = 0
+    await ctl.step()  # all applied, settle_s over: a reading over the cap is acted upon at once
+    assert len(link.levels) == 3
 
 
 async def test_openadr_event_reduces_load_and_reports_are_sent() -> None:

@@ -172,6 +172,8 @@ async def test_a_process_hosting_a_sites_devices_over_mtls(tmp_path: Path) -> No
         assert [d["device"] for d in await ctl.inventory("north")] == names
         acked, _ = await ctl.curtail_site("north", 0.5, set(names), "grid-operator", timeout_s=30)
         assert acked == set(names) and dropped(service, "bad_batch") == 0
+        broadcast = ctl.last_broadcast["north"]  # acknowledged = accepted; each device then reports it applied
+        assert await broadcast.wait_applied(30) and broadcast.applied == set(names) and broadcast.applying() == 0
         assert all(isinstance(n.device, SimulatedFleetDevice) and n.device.fraction == 0.5 for n in fleet.nodes)
         assert (await ctl.command("north", "a3", "pause", {}, "alice"))["ok"]
         assert [isinstance(n.device, SimulatedFleetDevice) and n.device.paused for n in fleet.nodes] == \

@@ -304,6 +304,7 @@ async def test_site_curtail_fast_path_over_the_bus(tmp_path: Path) -> None:
         devices = {w.device_id for w in site.workers}
         acked, seconds = await service.controller.curtail_site(site.site, 0.5, devices, "grid-operator")
         assert acked == devices and seconds < 2.0
+        assert await service.controller.last_broadcast[site.site].wait_applied(30)
         await asyncio.sleep(1.5)  # the stepper applies the new frequencies
         assert float(site.watts.sum()) < 0.65 * before
         # A forged curtail (not signed by the fleet key) is ignored by every device.

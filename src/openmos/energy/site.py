@@ -38,6 +38,9 @@ class CurtailResult:
     acknowledged: int
     failed: list[str]
     seconds: float
+    # Devices that acknowledged (accepted) the level but have not reported it applied yet; None where an
+    # acknowledgement already means applied (a control surface in this process, a command's reply).
+    applying: Callable[[], int] | None = None
 
 
 class SiteLink(Protocol):
@@ -114,6 +117,11 @@ class Site:
         self.link = link
         self.fraction = 1.0
         self.changed_at = -math.inf  # time.monotonic() when the devices last acknowledged a new level
+        self.last: CurtailResult | None = None  # of the last site-wide level
+
+    def applying(self) -> int:
+        """Devices that acknowledged the last site-wide level and are still applying it."""
+        return self.last.applying() if self.last is not None and self.last.applying is not None else 0
 
     @property
     def nameplate_w(self) -> float:
@@ -123,7 +131,7 @@ class Site:
         """Send every device the same fraction at once and wait for the acknowledgements."""
         fraction = min(max(fraction, 0.0), 1.0) if math.isfinite(fraction) else 0.0
         self.fraction = fraction
-        result = await self.link.curtail_all(fraction)
+        result = self.last = await self.link.curtail_all(fraction)
         self.changed_at = time.monotonic()
         if result.failed:
             log.warning("curtail: %d device(s) did not acknowledge: %s", len(result.failed),
@@ -158,7 +166,9 @@ class CapController:
 
     After a new site level (its own or the fast path's), readings for ``settle_s`` may still show the old one
     (device ramps, the supply's slew, the meter's refresh): the controller does not act on them -- cutting
-    again on a stale reading overshoots, every device a second time. It raises the level (``recover_step``)
+    again on a stale reading overshoots, every device a second time. Nor while devices that acknowledged the
+    level still report applying it (for up to ``apply_timeout_s``: a device that never reports must not
+    freeze the loop). It raises the level (``recover_step``)
     only once readings have stayed well under the cap for ``recover_after_s``: devices still finishing a
     ramp read low for a while, and raising on those overshoots the cap when they arrive.
     """
@@ -174,6 +184,7 @@ class CapController:
     on_alert: Callable[[str], None] | None = None
     last_reading_w: float | None = None
     settle_s: float = 5.0
+    apply_timeout_s: float = 30.0
     recover_after_s: float = 30.0
     low_since: float | None = None  # time.monotonic() of the first of the present run of low readings
     corrections: int = 0  # level changes made on readings (for reports)
@@ -206,7 +217,8 @@ class CapController:
         now = time.monotonic()
         low = measured < self.cap_w * (1 - 2 * self.margin)
         self.low_since = (self.low_since if self.low_since is not None else now) if low else None
-        if now - self.site.changed_at < self.settle_s:
+        since = now - self.site.changed_at
+        if since < self.settle_s or (since < self.apply_timeout_s and self.site.applying()):
             return fraction  # the devices are still moving to the last level
         if measured > self.cap_w:
             fraction = fraction * self.cap_w * (1 - self.margin) / measured

@@ -20,7 +20,7 @@ from openmos.base.files import append_line
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
 from openmos.fleet.enroll import EnrollmentRegistry
-from openmos.fleet.messages import MAX_EVENT_BATCH, DeviceDoc, DeviceStatus, MessageRejected
+from openmos.fleet.messages import MAX_EVENT_BATCH, DeviceDoc, DeviceEvent, DeviceStatus, MessageRejected
 from openmos.fleet.trust import DeviceVerifier
 from openmos.security.signing import sign_document
 
@@ -69,6 +69,64 @@ class ApprovalError(PermissionError):
     pass
 
 
+MAX_BROADCASTS = 64  # site commands whose acknowledgements the controller still follows
+
+
+@dataclass
+class Broadcast:
+    """One signed site-wide command as the controller follows it, from its devices' signed events: which
+    devices *accepted* it (verified, valid, queued on their control surface: the acknowledgement), which
+    report it *applied*, and which did not apply it (their control surface failed, or a newer command
+    replaced it before it ran). Only the devices it was meant for count."""
+
+    site: str
+    nonce: str
+    fraction: float
+    devices: frozenset[str]
+    published: float = field(default_factory=time.perf_counter)
+    accepted: set[str] = field(default_factory=set)
+    applied: set[str] = field(default_factory=set)
+    not_applied: set[str] = field(default_factory=set)
+    accepted_s: float | None = None  # from publication to the last expected acknowledgement
+    applied_s: float | None = None  # ... to the last expected "applied" (or "not applied")
+    all_accepted: asyncio.Event = field(default_factory=asyncio.Event)
+    all_applied: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._update()
+
+    def record(self, device: str, stage: str | None, ok: bool | None) -> None:
+        """A believed event of ``device`` about this command (``stage`` None: an acknowledgement sent once
+        applied, by a device that does not report the stages)."""
+        if device not in self.devices:
+            return
+        self.accepted.add(device)  # "applied" implies accepted (its acknowledgement may have been lost)
+        if stage in (None, "applied"):
+            (self.applied if ok is not False else self.not_applied).add(device)
+        elif stage == "superseded":
+            self.not_applied.add(device)
+        self._update()
+
+    def applying(self) -> int:
+        """Devices that accepted the command and have not reported yet whether they applied it."""
+        return len(self.accepted - self.applied - self.not_applied)
+
+    def _update(self) -> None:
+        now = time.perf_counter() - self.published
+        if not self.all_accepted.is_set() and self.devices <= self.accepted:
+            self.accepted_s = now
+            self.all_accepted.set()
+        if not self.all_applied.is_set() and self.devices <= self.applied | self.not_applied:
+            self.applied_s = now
+            self.all_applied.set()
+
+    async def wait_applied(self, timeout_s: float) -> bool:
+        """True once every device reported (applied or not), False after ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.all_applied.wait(), timeout_s)
+        return self.all_applied.is_set()
+
+
 TelemetryListener = Callable[[DeviceDoc, DeviceStatus], None]
 
 
@@ -84,7 +142,8 @@ class FleetController:
         self.requests: dict[str, ActionRequest] = {}
         self._ids = itertools.count(1)
         self._ack_sites: set[str] = set()
-        self._ack_waiters: dict[str, tuple[set[str], set[str], asyncio.Event]] = {}
+        self._broadcasts: dict[str, Broadcast] = {}  # by nonce, the newest MAX_BROADCASTS
+        self.last_broadcast: dict[str, Broadcast] = {}  # by site
         self._telemetry_sites: set[str] = set()  # subscribed: site names, or "*"
         self._telemetry_listeners: list[tuple[str, TelemetryListener]] = []
 
@@ -216,12 +275,10 @@ class FleetController:
                 doc, body = self.verifier.check(key, envelope, ("event",))
             except MessageRejected:
                 return
-            waiter = self._ack_waiters.get(str(getattr(body, "ack", "")))
-            if waiter is not None:
-                acked, devices, done = waiter
-                acked.add(doc.device)
-                if devices <= acked:
-                    done.set()
+            assert isinstance(body, DeviceEvent)
+            broadcast = self._broadcasts.get(body.ack) if body.ack is not None else None
+            if broadcast is not None and broadcast.site == doc.site:
+                broadcast.record(doc.device, body.stage, body.ok)
 
         def on_batch(key: str, doc: Any) -> None:
             """A host's batch: each event is checked as if it came on its own device's key (its signature by
@@ -245,23 +302,25 @@ class FleetController:
 
     async def curtail_site(self, site: str, fraction: float, devices: set[str], user: str,
                            timeout_s: float = 5.0) -> tuple[set[str], float]:
-        """The fast path: one signed publication to every device of ``site``; returns (acknowledged, seconds)."""
+        """The fast path: one signed publication to every device of ``site``; returns (acknowledged, seconds)
+        once every device in ``devices`` acknowledged it (accepted: it will apply it) or after ``timeout_s``.
+        ``last_broadcast[site]`` keeps following it: which devices report it applied, and when."""
+        if isinstance(fraction, bool) or not (isinstance(fraction, int | float) and 0.0 <= fraction <= 1.0):
+            raise ValueError(f"a site curtailment is a fraction within 0..1, not {fraction!r}")
         signed = self._signed(site, "*", "curtail", {"fraction": fraction})
         nonce = signed["signed"]["nonce"]
-        acked: set[str] = set()
-        done = asyncio.Event()
         if site not in self._ack_sites:
             self.follow_acks(site)
             await asyncio.sleep(0.2)  # let the subscription reach the peers before publishing
-        self._ack_waiters[nonce] = (acked, devices, done)
-        began = time.perf_counter()
-        try:
-            self.bus.publish(keys.site_curtail(site), signed, control=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), timeout_s)
-        finally:
-            del self._ack_waiters[nonce]
-        elapsed = time.perf_counter() - began
+        broadcast = Broadcast(site, nonce, fraction, frozenset(devices))
+        self._broadcasts[nonce] = self.last_broadcast[site] = broadcast
+        while len(self._broadcasts) > MAX_BROADCASTS:
+            del self._broadcasts[next(iter(self._broadcasts))]
+        self.bus.publish(keys.site_curtail(site), signed, control=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(broadcast.all_accepted.wait(), timeout_s)
+        elapsed = time.perf_counter() - broadcast.published
+        acked = set(broadcast.accepted)
         self._audit(user, "curtail", {"site": site, "fraction": fraction, "acknowledged": len(acked)})
         return acked, elapsed
 

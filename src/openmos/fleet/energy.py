@@ -3,7 +3,8 @@ bus (OpenMOS agents and pyasic-managed miners alike).
 
 Members come from the devices' own signed inventory (efficiency curve from their tuner) and telemetry
 (full power); the site-wide fast path is one signed ``curtail`` publication acknowledged on each device's
-events; the optimiser's per-device powers are signed ``curtail`` commands with watts, sent concurrently.
+events (accepted, then applied: the site's cap loop waits for the second); the optimiser's per-device
+powers are signed ``curtail`` commands with watts, sent concurrently.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class FleetLink:
         acked, seconds = await self.controller.curtail_site(self.site, fraction, devices, self.user,
                                                             timeout_s=self.timeout_s)
         requested = fraction * sum(self._full_w.get(d, 0.0) for d in devices)
-        return CurtailResult(requested, len(acked & devices), sorted(devices - acked), seconds)
+        return CurtailResult(requested, len(acked & devices), sorted(devices - acked), seconds,
+                             applying=self.controller.last_broadcast[self.site].applying)
 
     async def set_watts(self, watts: Mapping[str, float]) -> CurtailResult:
         began = time.perf_counter()

@@ -137,6 +137,9 @@ class DeviceEvent(_Strict):
     ack: Nonce | None = None
     fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     ok: bool | None = None
+    # of an acknowledgement: "accepted" (verified, valid, queued), then "applied" (the control surface ran it,
+    # ``ok`` says how) or "superseded" (a newer one came first); none: an older device's ack, sent once applied
+    stage: Literal["accepted", "applied", "superseded"] | None = None
     event: Text | None = None
     message: Annotated[str, Field(max_length=500)] | None = None
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import zenoh
 from pydantic import ValidationError
 
-from openmos.base.tasks import cancel_all, cancel_and_wait
+from openmos.base.tasks import cancel_all
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus, Reply
 from openmos.fleet.envelope import DeviceKey, parse_command_key, verify_command
@@ -70,6 +70,8 @@ class DeviceNode:
         self._own_host: DeviceHost | None = None
         self._snapshot: bytes | None = None  # the last signed telemetry (what a telemetry poll is answered with)
         self._snapshot_at = 0.0  # time.monotonic() when it was signed
+        self._wanted: tuple[float, str] | None = None  # the accepted site curtailment not yet applied (its nonce)
+        self._applier: asyncio.Task[None] | None = None  # applies the accepted site curtailments, newest first
 
     @property
     def public_key(self) -> str:
@@ -120,11 +122,13 @@ class DeviceNode:
         if self._own_host is not None:
             host, self._own_host = self._own_host, None
             await host.stop()
-        await self.stop_telemetry()
+        await self.halt()
 
-    async def stop_telemetry(self) -> None:
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
+    async def halt(self) -> None:
+        """Stop publishing telemetry and applying site curtailments (the host stops each of its devices so)."""
+        tasks = [t for t in (self._task, self._applier) if t is not None]
+        self._task = self._applier = None
+        await cancel_all(tasks)
 
     def start_telemetry(self) -> None:
         if self._task is None:
@@ -214,22 +218,41 @@ class DeviceNode:
         """The fraction of a site curtailment this device accepts (None: refused, and the refusal kept)."""
         try:
             self.admit(doc, "curtail")
-            fraction = float(doc.args["fraction"])
-            if not 0.0 <= fraction <= 1.0:
-                raise ValueError(f"fraction {fraction} outside 0..1")
+            fraction = doc.args["fraction"]
+            if isinstance(fraction, bool) or not isinstance(fraction, int | float) \
+                    or not 0.0 <= fraction <= 1.0:  # NaN fails the range too
+                raise ValueError(f"fraction {fraction!r} is not a number within 0..1")
         except (SignatureError, KeyError, TypeError, ValueError) as exc:
             self.refuse("curtail", exc)
             return None
-        return fraction
+        return float(fraction)
 
-    async def curtail(self, fraction: float, nonce: str) -> dict[str, Any]:
-        """Run a site curtailment on the device; its signed acknowledgement."""
-        try:
-            result = await self.device.act("curtail", {"fraction": fraction})
-        except Exception as exc:  # the device failed: say so in the ack rather than stay silent
-            log.warning("fleet: curtail on %s failed: %s", self.device.device_id, exc)
-            result = {"ok": False}
-        return self.sign("event", {"ack": nonce, "fraction": fraction, "ok": bool(result.get("ok", True))})
+    def accept_curtail(self, fraction: float, nonce: str) -> dict[str, Any]:
+        """Queue an admitted site curtailment for the device's control surface; the signed acknowledgement
+        ("accepted": verified, valid and queued, it will be applied). The device reports it "applied" (or
+        not ``ok``) in a second signed event once its control surface has run it. Only the newest queued
+        level runs: one that arrives while the device is still applying an older one replaces the wait."""
+        superseded = self._wanted
+        self._wanted = (fraction, nonce)
+        if superseded is not None and self.host is not None:  # never ran: say so, it will not be "applied"
+            self.host.emit(self, self.sign("event", {"ack": superseded[1], "fraction": superseded[0],
+                                                     "stage": "superseded", "ok": False}))
+        if self._applier is None or self._applier.done():
+            self._applier = asyncio.get_running_loop().create_task(self._apply_curtails())
+        return self.sign("event", {"ack": nonce, "fraction": fraction, "stage": "accepted", "ok": True})
+
+    async def _apply_curtails(self) -> None:
+        while self._wanted is not None:
+            (fraction, nonce), self._wanted = self._wanted, None
+            try:
+                result = await self.device.act("curtail", {"fraction": fraction})
+            except Exception as exc:  # the device failed: say so in the event rather than stay silent
+                log.warning("fleet: curtail on %s failed: %s", self.device.device_id, exc)
+                result = {"ok": False}
+            event = self.sign("event", {"ack": nonce, "fraction": fraction, "stage": "applied",
+                                        "ok": bool(result.get("ok", True))})
+            if self.host is not None:
+                self.host.emit(self, event)
 
     async def _command(self, action: str, params: dict[str, Any]) -> bytes:
         nonce = None
@@ -264,7 +287,6 @@ class DeviceHost:
         self.nodes: dict[str, DeviceNode] = {}
         self._acks: list[tuple[DeviceNode, dict[str, Any]]] = []
         self._flush: asyncio.Handle | None = None
-        self._pending: set[asyncio.Task[None]] = set()
         self._started = False
 
     def add(self, node: DeviceNode) -> None:
@@ -292,10 +314,7 @@ class DeviceHost:
             node.start_telemetry()
 
     async def stop(self) -> None:
-        tasks = list(self._pending)
-        await cancel_all(tasks)
-        for node in self.nodes.values():
-            await node.stop_telemetry()
+        await asyncio.gather(*(node.halt() for node in self.nodes.values()))
         self._send()
 
     # -- queries ------------------------------------------------------------------------------------------
@@ -333,9 +352,9 @@ class DeviceHost:
 
     def _on_curtail(self, key: str, envelope: Any) -> None:
         """One signed publication for every device of the site: the signature is checked once per set of
-        trusted keys, then each device admits it (site, address, age, nonce) and acknowledges on its own."""
+        trusted keys, then each device admits it (site, address, age, nonce), acknowledges it on its own as
+        accepted, and applies it after: every acknowledgement leaves before the first device's control work."""
         checked: dict[tuple[bytes, ...], CommandDoc | SignatureError] = {}
-        loop = asyncio.get_running_loop()
         for node in self.nodes.values():
             doc = checked.get(node.trust)
             if doc is None:
@@ -348,15 +367,10 @@ class DeviceHost:
                 continue
             fraction = node.curtail_from(doc)
             if fraction is not None:
-                task = loop.create_task(self._curtail(node, fraction, doc.nonce))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
+                self.emit(node, node.accept_curtail(fraction, doc.nonce))
         if any(isinstance(d, SignatureError) for d in checked.values()):
             log.warning("fleet: refused a site curtailment on %s: %s", self.site,
                         next(d for d in checked.values() if isinstance(d, SignatureError)))
-
-    async def _curtail(self, node: DeviceNode, fraction: float, nonce: str) -> None:
-        self.emit(node, await node.curtail(fraction, nonce))
 
     def emit(self, node: DeviceNode, event: dict[str, Any]) -> None:
         """Queue a device's signed event; what is queued in one pass of the loop leaves together."""

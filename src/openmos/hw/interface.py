@@ -119,6 +119,11 @@ class MiningHardware(abc.ABC):
     def telemetry(self) -> HardwareTelemetry:
         """A snapshot of counters and sensors."""
 
+    def hash_count(self) -> float:
+        """Hashes done so far by every chip (their hash counters): what the agent's hashrate estimate reads
+        every second. Backends that can read the counters alone override this (a whole snapshot costs more)."""
+        return self.telemetry().hashes
+
     def record_error(self, board: int, chip: int) -> None:  # noqa: B027 - optional hook
         """The agent found a nonce from this chip invalid (a hardware error)."""
 

@@ -293,12 +293,15 @@ class MiningAgent:
     async def _sample_loop(self) -> None:
         while True:
             # Hash counters advance in the hardware's time (a simulator may run faster than real time).
+            # A whole snapshot only when the health model wants one (every few minutes), else the counters alone.
             now = self.hardware.clock.now()
-            tel = self.hardware.telemetry()
-            self.hashrate.add(now, tel.hashes)
-            self.refresh_governor()
             if self.maintenance.due(now):
+                tel = self.hardware.telemetry()
+                self.hashrate.add(now, tel.hashes)
                 self.maintenance.observe(tel, now)
+            else:
+                self.hashrate.add(now, self.hardware.hash_count())
+            self.refresh_governor()
             await asyncio.sleep(1.0)
 
     def telemetry(self) -> HardwareTelemetry:

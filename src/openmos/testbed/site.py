@@ -48,11 +48,13 @@ class FleetSimSite:
         self.per_container = per_container
         self.paused = np.zeros(miners, dtype=bool)
         self.firmware = [f"openmos {__version__}"] * miners
+        self.refreshes = 0  # times the site's readings (watts, hashrate) were taken from the model
         self._refresh()
         self._task: asyncio.Task[None] | None = None
         self.workers = [SimMinerWorker(self, i) for i in range(miners)]
 
     def _refresh(self) -> None:
+        self.refreshes += 1
         self.ths = self.fleet.valid_hashrate_ths()
         self.watts = self.fleet.true_wall_power()
         self.hottest = self.fleet.t_j.max(axis=(1, 2))
@@ -201,6 +203,8 @@ class SlotHardware(MiningHardware):
     def __init__(self, site: FleetSimSite, index: int) -> None:
         self.site, self.index = site, index
         self.model = f"{site.model.name} (simulated)"
+        self._changes = 0  # control changes made through this miner
+        self._read: tuple[tuple[float, int, int], HardwareTelemetry] | None = None  # last snapshot and when
 
     async def start(self, provider: WorkProvider, sink: NonceSink) -> None:
         return None
@@ -211,8 +215,22 @@ class SlotHardware(MiningHardware):
     def limits(self) -> HardwareLimits:
         return self.site.limits
 
+    def hash_count(self) -> float:
+        return 0.0  # no hash counter (its chips report no hashes): the same as a snapshot's
+
     def telemetry(self) -> HardwareTelemetry:
-        """Clocks, counters (with ``FleetSimSite(counters=True)``), sensors, fans and power (modelled)."""
+        """Clocks, counters (with ``FleetSimSite(counters=True)``), sensors, fans and power (modelled).
+
+        Readings are those of the last physics step: read again before the next step and with no control change
+        in between, the same snapshot is returned (its sensors sampled once per step, not once per reader)."""
+        at = (self.site.fleet.time, self.site.refreshes, self._changes)
+        if self._read is not None and self._read[0] == at:
+            return self._read[1]
+        tel = self._snapshot()
+        self._read = (at, tel)
+        return tel
+
+    def _snapshot(self) -> HardwareTelemetry:
         f, i, m = self.site.fleet, self.index, self.site.model
         pcb, chip_t = f.read_board_temps(i)
         freq, nonces, errors = f.freq[i].tolist(), f.nonces[i].tolist(), f.errors[i].tolist()
@@ -225,19 +243,25 @@ class SlotHardware(MiningHardware):
         return HardwareTelemetry(self.model, boards, fans, float(self.site.watts[i]), m.nominal_ths, modelled=True)
 
     async def set_chip_frequency(self, board: int, chip: int, mhz: float) -> None:
+        self._changes += 1
         self.site.fleet.set_frequency(self.index, board, chip, mhz)
 
     async def set_chip_frequencies(self, board: int, mhz: Sequence[float]) -> None:
+        self._changes += 1
         self.site.fleet.set_frequency(self.index, board, slice(None), np.asarray(mhz, dtype=np.float64))
 
     async def set_board_frequency(self, board: int, mhz: float) -> None:
+        self._changes += 1
         self.site.fleet.set_frequency(self.index, board, slice(None), mhz)
 
     async def set_board_voltage(self, board: int, volts: float) -> None:
+        self._changes += 1
         self.site.fleet.set_board_voltage(self.index, board, volts)
 
     async def set_fan_duty(self, duty_pct: float) -> None:
+        self._changes += 1
         self.site.fleet.set_fan_duty(self.index, duty_pct / 100.0)
 
     async def set_board_enabled(self, board: int, enabled: bool) -> None:
+        self._changes += 1
         self.site.fleet.board_enabled[self.index, board] = enabled
