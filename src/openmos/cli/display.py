@@ -33,8 +33,8 @@ def more_rows(table: Table, hidden: int, what: str) -> None:
         table.add_row(Text(f"... {hidden:,} more {what}", style="dim"))
 
 
-async def serve(duration: float, live: Callable[[], Group] | None, show: bool) -> None:
-    """Wait for Ctrl-C / SIGTERM or the duration, refreshing the live panel."""
+def stop_event(duration: float = 0) -> asyncio.Event:
+    """An event set by Ctrl-C / SIGTERM, or after ``duration`` seconds (0: no time limit)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -42,6 +42,12 @@ async def serve(duration: float, live: Callable[[], Group] | None, show: bool) -
             loop.add_signal_handler(sig, stop.set)
     if duration:
         loop.call_later(duration, stop.set)
+    return stop
+
+
+async def serve(duration: float, live: Callable[[], Group] | None, show: bool) -> None:
+    """Wait for Ctrl-C / SIGTERM or the duration, refreshing the live panel."""
+    stop = stop_event(duration)
     if live is not None and show:
         with Live(live(), refresh_per_second=2, console=Console(stderr=True)) as panel:
             while not stop.is_set():

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 
 from rich.console import Console
 from rich.table import Table
 
 from openmos.cli.args import count, number
+from openmos.cli.display import stop_event
 from openmos.emulator.chip import MODELS as EMU_CHIPS
 from openmos.emulator.devices import BOARDS, EmulatedBitaxe, EmulatedSerialChain
 from openmos.hw.board.usb import find_usb_boards
@@ -69,11 +68,7 @@ def run_emulate(args: argparse.Namespace) -> int:
 
 async def _emulate(args: argparse.Namespace) -> int:
     console = Console()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     opts = f"diff1_shift={args.diff1_shift}"
     device: EmulatedBitaxe | EmulatedSerialChain
     if args.device == "chain":
@@ -94,7 +89,7 @@ async def _emulate(args: argparse.Namespace) -> int:
                   f"{args.hashrate:g} H/s per chip, modelled thermals). Mine with:\n"
                   f"  mos run --hardware '{spec}' --pool stratum+tcp://127.0.0.1:3333\nCtrl-C to stop.")
     if args.vr_fault_after is not None and isinstance(device, EmulatedBitaxe):
-        loop.call_later(args.vr_fault_after, device.inject_vr_fault)
+        asyncio.get_running_loop().call_later(args.vr_fault_after, device.inject_vr_fault)
     await stop.wait()
     await device.stop()
     return 0

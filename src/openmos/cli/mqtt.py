@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 from pathlib import Path
 
+from openmos.cli.display import stop_event
 from openmos.miner.config import MqttConfig
 from openmos.mqtt.bridge import DeviceSource, MqttBridge
 from openmos.mqtt.topics import slug
@@ -63,15 +62,8 @@ async def _serve(args: argparse.Namespace) -> int:
         raise ValueError("none of the --miner addresses answered")
     bridge = MqttBridge(cfg, [DeviceSource(w) for w in workers], node=args.node)
     await bridge.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    if args.duration:
-        loop.call_later(args.duration, stop.set)
     try:
-        await stop.wait()
+        await stop_event(args.duration).wait()
     finally:
         await bridge.stop()
         for w in workers:
