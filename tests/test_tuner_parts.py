@@ -197,8 +197,9 @@ def _same_plan(got: Plan, want: Plan) -> None:
 
 
 def test_kept_level_arrays_plan_as_a_fresh_build_after_every_change() -> None:
-    """``Knowledge.plan`` keeps the per-level arrays between plans; whatever changes in the chip model (a trim,
-    a chip found dead in place, a new sweep, a refitted power model), its plans stay those of a fresh build."""
+    """``Knowledge.plan`` keeps the per-level arrays between plans; whatever changes in the chip model (trims,
+    one after another, a chip found dead in place, a new sweep, a refitted power model), its plans stay exactly
+    those of a fresh build."""
     limits = limits_for(MODELS["s21"])
     shape = (limits.boards, limits.chips_per_board)
     rng = np.random.default_rng(11)
@@ -221,8 +222,18 @@ def test_kept_level_arrays_plan_as_a_fresh_build_after_every_change() -> None:
     kept = kn.levels
     check()
     assert kn.levels is kept  # nothing changed: the arrays were kept
-    kn.margin = np.where(np.arange(shape[1]) == 5, kn.margin + 0.01, kn.margin)  # a trim (a new array)
+    for i in range(30):  # trims of a few chips (new arrays): the kept sums are updated, not rebuilt
+        kn.margin = kn.margin.copy()
+        kn.margin.flat[rng.integers(0, kn.margin.size, 3)] += rng.choice([0.01, -0.004, 0.1])
+        if i % 10 == 0:
+            check()
+        else:
+            kn.plan("power", full * rng.uniform(0.3, 1.2))
     check()
+    assert kn.levels is kept
+    kn.margin = kn.margin + 0.01  # every chip at once: built again
+    check()
+    assert kn.levels is not kept
     kn.dead[1, 7] = True  # a chip isolated (in place)
     check()
     kn.sweep_voltages.append(on_volt_grid(limits, 11.6))  # a lower sweep

@@ -70,7 +70,7 @@ def _interpolate(vs: FloatArray, fs: FloatArray, vs_query: FloatArray) -> FloatA
         return np.repeat(fs[:1], len(vs_query), axis=0)
     lo = np.minimum(np.maximum(np.searchsorted(vs, vs_query) - 1, 0), len(vs) - 2)
     hi = lo + 1
-    w = ((vs_query - vs[lo]) / (vs[hi] - vs[lo]))[:, None, None]
+    w = ((vs_query - vs[lo]) / (vs[hi] - vs[lo])).reshape((-1,) + (1,) * (fs.ndim - 1))
     out = fs[lo] + w * (fs[hi] - fs[lo])
     return np.where((fs[lo] > 0) & (fs[hi] > 0), np.maximum(out, 0.0), 0.0)
 
@@ -149,8 +149,9 @@ class Levels:
     margin) adds up to. Levels are evaluated as arrays in blocks of 1, 2, 4, ... from the lowest and kept, so
     the next plan of the same chip model (a curtailment, the closed loop's next window, a curve point) looks
     its level up instead of evaluating it again; the first that reaches the target wins, the highest if none
-    does. ``matches`` tells whether the arrays still describe a chip model (any trim, sweep or dead chip
-    makes new ones).
+    does. ``same_model`` tells whether the arrays still describe a chip model (a sweep or a dead chip makes new
+    ones); a trim of a few chips' margins (``retrim``) updates the kept sums for those chips only, and the level a
+    plan picks is then evaluated again in full, so a plan is always the one a fresh build would make.
     """
 
     def __init__(self, limits: HardwareLimits, voltages: list[float], fmax: list[FloatArray], margin: FloatArray,
@@ -167,24 +168,52 @@ class Levels:
         self._vs, self._fs = _by_voltage(voltages, live)
         self._v2 = self.grid**2
         self.sums: FloatArray = np.zeros(0)  # full-speed clock sum (MHz) of the first len(sums) candidates
+        self._exact = np.zeros(0, dtype=bool)  # which of them were evaluated in full (not updated by a trim)
 
-    def matches(self, voltages: list[float], fmax: list[FloatArray], margin: FloatArray,
-                dead: NDArray[np.bool_]) -> bool:
-        """Built from these inputs (the limit arrays by identity: sweeps append new ones, never edit them)."""
+    def same_model(self, voltages: list[float], fmax: list[FloatArray], dead: NDArray[np.bool_]) -> bool:
+        """Built from these limits (the arrays by identity: sweeps append new ones, never edit them)."""
         return (len(fmax) == len(self.fmax) and all(a is b for a, b in zip(fmax, self.fmax, strict=True))
-                and voltages == self.voltages and np.array_equal(margin, self.margin)
-                and np.array_equal(dead, self.dead))
+                and voltages == self.voltages and np.array_equal(dead, self.dead))
+
+    def retrim(self, margin: FloatArray) -> bool:
+        """Take new margins: the kept sums move by what the changed chips' clocks change (False, nothing
+        taken, when more than a quarter of the chips changed: a fresh build costs about the same then)."""
+        changed = np.flatnonzero(margin.ravel() != self.margin.ravel())
+        if not changed.size:
+            return True
+        if changed.size * 4 > margin.size:
+            return False
+        n = len(self.sums)
+        if n:
+            lim = self.limits
+            limit = _interpolate(self._vs, self._fs.reshape(len(self._vs), -1)[:, changed], self.grid[:n])
+            before = frequencies(lim, limit, self.margin.ravel()[changed], 1.0)
+            after = frequencies(lim, limit, margin.ravel()[changed], 1.0)
+            self.sums = self.sums + (after - before).sum(axis=1)
+            self._exact[:] = False
+        self.margin = np.array(margin, dtype=np.float64)
+        return True
 
     def limit_at(self, k: int) -> FloatArray:
         """Every chip's clean limit at candidate ``k`` (boards, chips)."""
         one: FloatArray = _interpolate(self._vs, self._fs, self.grid[k:k + 1])[0]
         return one
 
+    def _evaluate(self, vs: FloatArray) -> FloatArray:
+        """Full-speed clock sums at board voltages ``vs``, in full."""
+        top = frequencies(self.limits, _interpolate(self._vs, self._fs, vs), self.margin, 1.0)
+        sums: FloatArray = top.reshape(len(vs), -1).sum(axis=1)
+        return sums
+
     def _extend(self) -> None:
         start = len(self.sums)
         vs = self.grid[start:start + max(1, start)]  # blocks of 1, 1, 2, 4, ... (each as long as all before)
-        top = frequencies(self.limits, _interpolate(self._vs, self._fs, vs), self.margin, 1.0)
-        self.sums = np.concatenate([self.sums, top.reshape(len(vs), -1).sum(axis=1)])
+        self.sums = np.concatenate([self.sums, self._evaluate(vs)])
+        self._exact = np.concatenate([self._exact, np.ones(len(vs), dtype=bool)])
+
+    def _make_exact(self, rows: NDArray[np.intp]) -> None:
+        self.sums[rows] = self._evaluate(self.grid[rows])
+        self._exact[rows] = True
 
     def _reach(self, power: PowerModel, target_kind: str, n: int) -> tuple[FloatArray, FloatArray]:
         """(reach, fixed watts) of the first ``n`` candidates."""
@@ -202,9 +231,17 @@ class Levels:
             reach, fixed = self._reach(power, target_kind, n)
             hits = np.flatnonzero(reach >= target)
             if hits.size or n == len(self.grid):
-                break
+                k = int(hits[0]) if hits.size else n - 1  # out of reach: the highest voltage, full clean speed
+                # Sums a trim updated may be off by rounding: the level picked, and any below it that come
+                # within rounding of the target, are evaluated in full before they decide.
+                near = np.flatnonzero(~self._exact[:k + 1] & (reach[:k + 1] >= target - 1e-6 * max(abs(target), 1)))
+                if not self._exact[k]:
+                    near = np.union1d(near, [k])
+                if not near.size:
+                    break
+                self._make_exact(near)
+                continue
             self._extend()
-        k = int(hits[0]) if hits.size else n - 1  # out of reach: the highest voltage, full clean speed
         v = float(self.grid[k])
         if target_kind == "power":
             dyn = power.a * self._v2[k] * self.sums[k]
@@ -296,7 +333,8 @@ class Knowledge:
         """``plan_for`` on what is known, with the level arrays kept until it changes (``Levels``)."""
         assert self.power_model is not None
         levels = self.levels
-        if levels is None or not levels.matches(self.sweep_voltages, self.sweep_fmax, self.margin, self.dead):
+        if levels is None or not levels.same_model(self.sweep_voltages, self.sweep_fmax, self.dead) \
+                or not levels.retrim(self.margin):
             levels = self.levels = Levels(self.limits, self.sweep_voltages, self.sweep_fmax, self.margin, self.dead)
         return levels.plan(self.power_model, target_kind, target)
 

@@ -180,7 +180,7 @@ class Autotuner:
             v2 = self.voltage**2
             dynamic = power.a * float((v2 * freq.sum(axis=1)).sum())
             scale = (plan.predicted_power_w - power.b * float(v2.sum()) - power.c) / dynamic if dynamic > 0 else 1.0
-            bridge = np.clip(freq * min(max(scale, 0.05), 1.0), self.limits.freq_min_mhz, None)
+            bridge = np.maximum(freq * min(max(scale, 0.05), 1.0), self.limits.freq_min_mhz)
             await self._apply(volts, snap_down(self.limits, np.where(freq > 0, bridge, 0.0)))
             self._ramp_until = self.clock.now() + self.settle_s
             self._bridged = plan
@@ -321,22 +321,27 @@ class Autotuner:
 
     async def _apply(self, voltage: FloatArray, freq: FloatArray) -> None:
         changed_any = False
-        for b in range(self.limits.boards):
-            if abs(voltage[b] - self.voltage[b]) > 1e-6:
-                await self.hw.set_board_voltage(b, float(voltage[b]))
-                self.voltage[b] = voltage[b]
+        for b, (new, old) in enumerate(zip(voltage.tolist(), self.voltage.tolist(), strict=True)):
+            if abs(new - old) > 1e-6:
+                await self.hw.set_board_voltage(b, new)
+                self.voltage[b] = new
                 changed_any = True
         changed = np.abs(freq - self.freq) > 0.05
-        for board in (int(i) for i in np.flatnonzero(changed.any(axis=1))):  # one call per board (one ramp)
-            if changed[board].sum() == 1:
-                c = int(np.flatnonzero(changed[board])[0])
-                await self.hw.set_chip_frequency(board, c, float(freq[board, c]))
-            else:
-                await self.hw.set_chip_frequencies(board, freq[board].tolist())
-        if changed_any or changed.any():
+        counts = changed.sum(axis=1).tolist()
+        if any(counts):
+            rows = freq.tolist()
+            for board, count in enumerate(counts):  # one call per board (one ramp)
+                if count == 1:
+                    c = int(np.flatnonzero(changed[board])[0])
+                    await self.hw.set_chip_frequency(board, c, rows[board][c])
+                elif count:
+                    await self.hw.set_chip_frequencies(board, rows[board])
+            changed_any = True
+        if changed_any:
             self._changed_at = self.clock.now()
+        if changed_any or not self.status.board_voltage:
+            self.status.board_voltage = [round(v, 3) for v in self.voltage.tolist()]
         self.freq = freq.copy()
-        self.status.board_voltage = [round(float(v), 3) for v in self.voltage]
 
     async def _apply_plan(self, plan: Plan) -> None:
         self.plan = plan
