@@ -21,6 +21,15 @@ The time the farm spends producing the snapshots (one process signing 10k one af
 real fleet signs each on its own device) is printed apart; it is not part of the poll. The CPU seconds of
 controller and farm during each poll are printed so the controller's own cost can be read apart.
 
+The controller verifies the signatures in worker processes (``fleet.sigworker``, one per core up to 4) while
+the replies arrive; their CPU is printed with the controller's, with the number of signatures verified in
+each signed poll (every reply: the snapshots are new) and the floor computed from the cost of one
+verification measured between the rounds: the verifications spread over the cores beside the poll's own
+work. On a machine busy with other work every CPU second is shared and the wall-time ratio tends to the CPU
+ratio; Linux shares CPU between sessions (autogroups), so for a figure closer to an idle machine run it in
+a session of its own with a raised priority (root):
+``setsid sh -c 'echo -19 > /proc/self/autogroup; exec python benchmarks/bus_auth.py'``.
+
 Then one telemetry publication per device (signed + verified vs off), timed until the controller has
 believed the last one that arrived (telemetry is best-effort: zenoh may shed puts; the count is printed).
 Goal: the signed poll of 10k devices < 10 s and <= 1.5x the fastest unauthenticated run.
@@ -362,18 +371,20 @@ async def main_async(devices: int, rounds: int, modes: tuple[str, ...] = MODES) 
           f"{statistics.median(sig.worker_cpu_s):.2f} s per poll ({processes} processes)")
     floor_cpu = (statistics.median(results["tls"].controller_cpu_s) + statistics.median(sig.farm_cpu_s)
                  + verify_s) / cores
-    floor = max(base, verify_s / processes, floor_cpu)
+    strongest = min(base, statistics.median(results["tls"].poll_s))  # the faster unauthenticated run (median)
+    quiet = min(min(results["baseline"].poll_s), min(results["tls"].poll_s))  # its least disturbed poll
+    floor = max(verify_s / processes, floor_cpu)
     print(f"floor: one verification costs {v_us:.0f} us of CPU here (median, measured between the rounds), "
           f"{verify_s:.2f} s for {devices:,}: over {processes} worker processes >= {verify_s / processes:.2f} s; "
-          f"with the TLS poll's own controller and farm CPU, on {cores} idle cores >= {floor_cpu:.2f} s. So on this "
-          f"machine idle the signed poll cannot beat {floor:.2f} s = {floor / base:.2f}x the baseline's {base:.2f} s "
-          f"(1.5x: {1.5 * base:.2f} s, {'within' if floor <= 1.5 * base else 'out of'} reach); busy with other "
-          f"work it tends to the CPU ratio above, {total['signed'] / total['baseline']:.2f}x")
+          f"with the TLS poll's own controller and farm CPU, on {cores} idle cores >= {floor_cpu:.2f} s = "
+          f"{floor / strongest:.2f}x the median unauthenticated poll ({strongest:.2f} s), {floor / quiet:.2f}x its "
+          f"fastest ({quiet:.2f} s): 1.5x is {'within' if floor <= 1.5 * strongest else 'out of'} reach on idle "
+          f"cores only; on cores busy with other work the ratio tends to the CPU ratio above, "
+          f"{total['signed'] / total['baseline']:.2f}x")
     fastest = {m: min(r.poll_s) for m, r in results.items()}
     print(f"fastest poll of each mode (least disturbed by other load on the machine): signed {fastest['signed']:.2f} s"
           f" = {fastest['signed'] / min(fastest['baseline'], fastest['tls']):4.2f}x the fastest unauthenticated one")
     # The strongest baseline: the faster of the two unauthenticated runs (plain TCP or TLS, signing off).
-    strongest = min(base, statistics.median(results["tls"].poll_s))
     ok = signed < 10 and signed <= 1.5 * strongest and results["signed"].answered == devices
     print(f"goal (signed+verified poll of {devices:,} < 10 s and <= 1.5x the fastest unauthenticated run, wall "
           f"time): {'met' if ok else 'NOT met'} ({signed:.2f} s, {signed / strongest:.2f}x)")

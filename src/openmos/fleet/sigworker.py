@@ -10,7 +10,7 @@ arriving and being checked on one thread while another core verifies.
 A record is the enrolled key (32 bytes, x-only), the signature (64 bytes) and the digest it signs (32 bytes:
 SHA-256 of the domain tag and the document bytes exactly as they arrived, computed by the controller); the
 answer is one byte per record, 1 if the signature verifies. Nothing is cached but parsed public keys (by
-their 32 bytes): every record is verified. A worker that dies, hangs or answers wrongly sized is killed and
+their 32 bytes): every record is verified. A worker that dies, hangs (10 s) or answers wrongly is killed and
 its batches are verified in the controller's own process: a failure never lets a message through.
 
 Run as ``python -m openmos.fleet.sigworker`` (by ``SignatureWorkers``): requests on stdin, answers on stdout.
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 RECORD = 128  # 32-byte x-only key | 64-byte signature | 32-byte digest
 MAX_BATCH = 4096  # records per request (512 KiB)
 MAX_KEYS = 200_000  # parsed public keys a worker keeps (by their bytes)
-ANSWER_TIMEOUT_S = 30.0  # a worker silent this long is taken for hung: killed, its batches verified here
+ANSWER_TIMEOUT_S = 10.0  # a worker silent this long is taken for hung: killed, its batches verified here
 RESTART_AFTER_S = 60.0  # a worker that failed is not started again before this
 
 
