@@ -11,10 +11,10 @@ from typing import Any
 from openmos.api.service import DeviceApis
 from openmos.hw.sim import SimClock
 from openmos.hw.sim.backend import SimHardware
-from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner import MiningAgent
 from openmos.pool import LocalPool
 
-from helpers import easy_pool_settings, wait_for
+from helpers import cpu_agent, easy_pool_settings, running, wait_for
 
 
 @dataclass
@@ -38,23 +38,14 @@ async def running_device(allow: list[str] | None = None, performance: dict[str, 
                          auth_file: str | None = None, cgminer_host: str = "127.0.0.1",
                          cgminer_port: int = 0) -> AsyncIterator[Stack]:
     pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
-    await pool.start()
     hw = SimHardware("s21", seed=21, clock=SimClock(speed=30.0), tick_s=0.1)
-    config = AgentConfig.from_dict({
-        "groups": [{"name": "main", "pools": [{"url": pool.url, "user": "api.s21"}]}],
-        "performance": performance or {},
-        "api": {"cgminer_host": cgminer_host, "cgminer_port": cgminer_port, "rest_port": 0,
-                "cgminer_allow": allow or [], "auth_file": auth_file},
-    })
-    agent = MiningAgent(config, hw)
-    await agent.start()
-    apis = DeviceApis(agent)
-    await apis.start()
-    try:
-        await wait_for(lambda: agent.pools.groups[0].active is not None, 10, "pool connection")
-        await wait_for(lambda: agent.hashrate.rate(60) > 0, 10, "hashrate samples")
-        yield Stack(pool, agent, apis, hw)
-    finally:
-        await apis.stop()
-        await agent.stop()
-        await pool.stop()
+    async with running(pool):
+        agent = cpu_agent(pool.url, user="api.s21", hardware=hw, sections={
+            "performance": performance or {},
+            "api": {"cgminer_host": cgminer_host, "cgminer_port": cgminer_port, "rest_port": 0,
+                    "cgminer_allow": allow or [], "auth_file": auth_file}})
+        apis = DeviceApis(agent)
+        async with running(agent, apis):
+            await wait_for(lambda: agent.pools.groups[0].active is not None, 10, "pool connection")
+            await wait_for(lambda: agent.hashrate.rate(60) > 0, 10, "hashrate samples")
+            yield Stack(pool, agent, apis, hw)

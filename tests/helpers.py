@@ -59,21 +59,26 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-def agent_config(*urls: str, user: str = "me.rig", **stratum: Any) -> AgentConfig:
-    """One failover group on ``urls`` (in that order), every pool with worker ``user``; ``stratum`` settings.
+def agent_config(*urls: str, user: str = "me.rig", pool_options: dict[str, Any] | None = None,
+                 sections: dict[str, Any] | None = None, **stratum: Any) -> AgentConfig:
+    """One failover group on ``urls`` (in that order), every pool with worker ``user`` (and ``pool_options``);
+    ``stratum`` settings; ``sections``: other parts of the config (``performance``, ``api``, ...).
 
     The agent asks for no difficulty unless ``suggest_difficulty`` is given: the pool's start difficulty (a share
     in a fraction of a second, see ``easy_pool_settings``) rules, not the default suggestion of a share every ~5 s
     that the pools honour -- which made every share-counting test wait seconds per share."""
     stratum.setdefault("suggest_difficulty", 0)
-    return AgentConfig.from_dict({"hardware": "cpu:1", "stratum": stratum,
-                                  "groups": [{"name": "main", "pools": [{"url": u, "user": user} for u in urls]}]})
+    pools = [{"url": u, "user": user, **(pool_options or {})} for u in urls]
+    return AgentConfig.from_dict({"hardware": "cpu:1", "stratum": stratum, **(sections or {}),
+                                  "groups": [{"name": "main", "pools": pools}]})
 
 
 def cpu_agent(*urls: str, user: str = "me.rig", hardware: MiningHardware | None = None,
+              pool_options: dict[str, Any] | None = None, sections: dict[str, Any] | None = None,
               **stratum: Any) -> MiningAgent:
-    """An agent (not started) mining real SHA-256d on ``urls`` with one CPU worker (or ``hardware``)."""
-    return MiningAgent(agent_config(*urls, user=user, **stratum),
+    """An agent (not started) mining real SHA-256d on ``urls`` with one CPU worker (or ``hardware``); the
+    arguments as for ``agent_config``."""
+    return MiningAgent(agent_config(*urls, user=user, pool_options=pool_options, sections=sections, **stratum),
                        hardware or CpuHardware(CpuSettings(workers=1, chunk_seconds=0.2)))
 
 

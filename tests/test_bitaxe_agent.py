@@ -17,12 +17,12 @@ from openmos.emulator.devices import EmulatedBitaxe
 from openmos.hw.bm13xx.backend import Bm13xxHardware
 from openmos.hw.bm13xx.bm1370 import BM1370
 from openmos.hw.factory import create_hardware
-from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner import MiningAgent
 from openmos.miner.safety import SafetyMonitor, SafetyOptions
 from openmos.pool import LocalPool
 from openmos.tuning.planning import snap_down
 
-from helpers import easy_pool_settings, wait_for
+from helpers import cpu_agent, easy_pool_settings, running, wait_for
 
 SHIFT = 20
 FAST = f"diff1_shift={SHIFT}&ticket=4&ramp_step=0.005&job_interval=1"
@@ -52,17 +52,13 @@ async def bitaxe_rig(performance: dict[str, Any] | None = None, api: dict[str, A
     hw = create_hardware(f"bitaxe:{ctl},{data}?{FAST}")
     assert isinstance(hw, Bm13xxHardware)
     pool = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFFICULTY))
-    await pool.start()
-    config = AgentConfig.from_dict({"groups": [{"name": "main", "pools": [{"url": pool.url, "user": "rig.bitaxe"}]}],
-                                    "stratum": {"retry_delay_s": 0.2}, "performance": performance or {},
-                                    "api": api or {}})
-    agent = MiningAgent(config, hw)
-    await agent.start()
     try:
-        yield Rig(emu, hw, agent, pool)
+        async with running(pool):
+            agent = cpu_agent(pool.url, user="rig.bitaxe", hardware=hw, retry_delay_s=0.2,
+                              sections={"performance": performance or {}, "api": api or {}})
+            async with running(agent):
+                yield Rig(emu, hw, agent, pool)
     finally:
-        await agent.stop()
-        await pool.stop()
         await emu.stop()
 
 

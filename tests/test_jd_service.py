@@ -17,10 +17,9 @@ import httpx
 import pytest
 
 from openmos.bitcoin.tx import TxOut, bip34_height, hex_hash, parse_tx, synthetic_tx, tx_hash_hex
-from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.jd.api import JdApi
 from openmos.jd.service import JdService
-from openmos.miner import AgentConfig, MiningAgent
+from openmos.miner import MiningAgent
 from openmos.node import NodeRpcClient, NodeTemplate, TemplatePolicy
 from openmos.node.http import read_message, response
 from openmos.pool import LocalPool
@@ -30,7 +29,7 @@ from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
 from openmos.stratum.v2.job_declaration import DeclareMiningJob
 from openmos.stratum.v2.noise import KeyPair
 
-from helpers import easy_pool_settings, wait_for
+from helpers import cpu_agent, easy_pool_settings, wait_for
 
 SHARE_DIFF = 0.00005
 NET_DIFF = 0.0002
@@ -68,8 +67,7 @@ async def farm() -> AsyncIterator[Farm]:
                         policy=TemplatePolicy(min_fee_rate=MIN_FEE_RATE),
                         downstream=easy_pool_settings(start_difficulty=SHARE_DIFF), retry=0.5)
     await service.start()
-    agent = MiningAgent(AgentConfig.from_dict({"hardware": "cpu:1", "groups": [
-        {"pools": [{"url": service.url, "user": "farm.rig1"}]}]}), CpuHardware(CpuSettings(workers=1)))
+    agent = cpu_agent(service.url, user="farm.rig1")
     await agent.start()
     yield Farm(pool, node, rpc, decl, v2, jds, service, agent)
     await agent.stop()

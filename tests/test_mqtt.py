@@ -26,7 +26,7 @@ from openmos.mqtt.agent import agent_source
 from openmos.mqtt.bridge import MqttBridge
 from openmos.pool import LocalPool
 
-from helpers import easy_pool_settings, wait_for
+from helpers import cpu_agent, easy_pool_settings, running, wait_for
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="Debian mosquitto not installed (make browser)")
 
@@ -82,15 +82,10 @@ def broker(tmp_path: Path) -> Any:
 @contextlib.asynccontextmanager
 async def mining_agent(hardware: str = "cpu") -> AsyncIterator[MiningAgent]:
     pool = LocalPool(easy_pool_settings())
-    await pool.start()
-    config = AgentConfig.from_dict({"hardware": "cpu:1", "groups": [{"pools": [{"url": pool.url, "user": "ha.rig"}]}]})
-    agent = MiningAgent(config, CpuHardware(CpuSettings(workers=1)))
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.stop()
-        await pool.stop()
+    async with running(pool):
+        agent = cpu_agent(pool.url, user="ha.rig")
+        async with running(agent):
+            yield agent
 
 
 def idle_agent() -> MiningAgent:
@@ -105,7 +100,8 @@ def mqtt_config(port: int, **kw: Any) -> MqttConfig:
 
 
 @contextlib.asynccontextmanager
-async def running(bridge: MqttBridge) -> AsyncIterator[MqttBridge]:
+async def connected(bridge: MqttBridge) -> AsyncIterator[MqttBridge]:
+    """Start ``bridge``, wait until it is connected to the broker, stop it on the way out."""
     await bridge.start()
     try:
         await asyncio.wait_for(bridge.connected.wait(), 30)
@@ -117,7 +113,7 @@ async def running(bridge: MqttBridge) -> AsyncIterator[MqttBridge]:
 async def test_discovery_state_and_commands_through_the_control_surface(broker: Broker) -> None:
     async with Watcher(broker.port) as ha, mining_agent() as agent:
         bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [agent_source(agent, "rig-1")], node="rig-1")
-        async with running(bridge):
+        async with connected(bridge):
             avail = "openmos/bridge/rig-1/availability"
             await wait_for(lambda: ha.last.get(avail) == b"online", 30, "availability online")
             configs = {t: json.loads(p) for t, p in ha.last.items() if t.startswith("homeassistant/")}
@@ -154,7 +150,7 @@ async def test_readonly_role_publishes_but_obeys_nothing(broker: Broker) -> None
     agent = idle_agent()
     async with Watcher(broker.port) as ha:
         bridge = MqttBridge(mqtt_config(broker.port), [agent_source(agent, "rig-2")], node="rig-2")  # readonly
-        async with running(bridge):
+        async with connected(bridge):
             await wait_for(lambda: "openmos/rig-2/state" in ha.last, 30, "state")
             assert not any("/switch/" in t or "/button/" in t or "/number/" in t for t in ha.last)
             await ha.send("openmos/rig-2/mining/set", b"OFF")
@@ -168,7 +164,7 @@ async def test_hostile_payloads(broker: Broker) -> None:
         # A retained "OFF" waiting on the broker must not pause the agent at every (re)connect.
         await ha.send("openmos/rig-3/mining/set", b"OFF", retain=True)
         bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [agent_source(agent, "rig-3")], node="rig-3")
-        async with running(bridge):
+        async with connected(bridge):
             await wait_for(lambda: bridge.stats["dropped_retained"] >= 1, 30, "retained command dropped")
             assert not agent.paused
             bad = [b"\xff\xfe\x00", b"NaN", b"1e400", b"-5", b"inf", b"0", b"abc", b"9" * 300, b"{}" * 100,
@@ -211,7 +207,7 @@ async def test_oversize_messages_are_not_even_delivered(broker: Broker) -> None:
     async with Watcher(broker.port) as ha:
         agent = idle_agent()
         bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [agent_source(agent, "rig-5")], node="rig-5")
-        async with running(bridge):
+        async with connected(bridge):
             await ha.send("openmos/rig-5/locate/set", b"x" * (1 << 20))
             await ha.send("openmos/rig-5/power_target/set", b"NaN")
             await wait_for(lambda: bridge.stats["commands_refused"] >= 1, 30, "the small command")
@@ -257,7 +253,7 @@ async def test_broker_credentials(tmp_path: Path) -> None:
         (tmp_path / "right").write_text("s3cret-pass\n")
         good = MqttBridge(mqtt_config(broker.port, username="openmos", password_file=str(tmp_path / "right")),
                           [agent_source(agent, "rig-4")], node="rig-4")
-        async with running(good), Watcher(broker.port, username="openmos", password="s3cret-pass") as ha:
+        async with connected(good), Watcher(broker.port, username="openmos", password="s3cret-pass") as ha:
             await wait_for(lambda: "openmos/rig-4/state" in ha.last, 30, "state with credentials")
     finally:
         broker.stop()
@@ -309,7 +305,7 @@ async def test_tls_broker_is_verified(tmp_path: Path) -> None:
         await untrusted.stop()
         trusted = MqttBridge(mqtt_config(broker.port, tls=True, ca_file=str(ca)), [agent_source(agent, "rig-5")],
                              node="rig-5")
-        async with running(trusted):
+        async with connected(trusted):
             assert trusted.connected.is_set()
     finally:
         broker.stop()
@@ -328,7 +324,7 @@ async def test_power_target_and_profile_reach_the_autotuner(broker: Broker) -> N
         async with Watcher(broker.port) as ha:
             bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [agent_source(agent, "sim-1")],
                                 node="sim-1")
-            async with running(bridge):
+            async with connected(bridge):
                 number = "homeassistant/number/openmos_sim-1/power_target/config"
                 await wait_for(lambda: number in ha.last, 30, "power target entity")
                 assert ha.json(number)["max"] > 1000  # the simulated S21's nameplate power
@@ -365,7 +361,7 @@ async def test_a_third_party_miner_through_pyasic_is_published_and_obeys(broker:
         await worker.refresh()
         async with Watcher(broker.port) as ha:
             bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [DeviceSource(worker)], node="site-a")
-            async with running(bridge):
+            async with connected(bridge):
                 state = "openmos/lux-1/state"
                 await wait_for(lambda: state in ha.last and (ha.json(state)["hashrate_ths"] or 0) > 190, 30,
                                "the LuxOS miner's readings")

@@ -327,12 +327,11 @@ class GateEnv:
     """A release repository, a local pool and the device's agent config pointing at it."""
 
     def __init__(self, env: Env, pool_url: str) -> None:
-        from openmos.miner import AgentConfig
+        from helpers import agent_config
 
         self.env = env
         self.config = env.tmp / "agent.toml"
-        AgentConfig.from_dict({"hardware": "cpu:1", "groups": [{"name": "main", "pools": [
-            {"url": pool_url, "user": "owner.rig1"}]}]}).save(self.config)
+        agent_config(pool_url, user="owner.rig1").save(self.config)
         self.pool_url = pool_url
 
     def publish(self, version: str, script: str | None = None) -> str:
@@ -353,7 +352,7 @@ async def test_health_gate_commits_a_slot_whose_agent_hashes_and_reaches_its_poo
 
     from helpers import easy_pool_settings
 
-    pool = LocalPool(easy_pool_settings())
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.00003))
     await pool.start()
     try:
         genv = GateEnv(env, pool.url)
@@ -410,14 +409,15 @@ async def test_health_gate_reverts_an_agent_that_mines_for_another_pool(env: Env
 
     from helpers import easy_pool_settings
 
-    owner, thief = LocalPool(easy_pool_settings()), LocalPool(easy_pool_settings())
+    owner, thief = (LocalPool(easy_pool_settings(start_difficulty=0.00003)) for _ in range(2))
     await owner.start()
     await thief.start()
     try:
         genv = GateEnv(env, owner.url)
         # Ignores the device config; keeps the API port the gate gave it ($5) so it looks fine there.
         script = ('#!/bin/sh\nPYTHONPATH="$(dirname "$0")/../lib" exec ' + sys.executable + " -m openmos.cli.main run "
-                  f'--hardware cpu:1 --pool {thief.url} --user thief.1 --api-port "$5" --rest-port 0 --no-status\n')
+                  f'--hardware cpu:1 --suggest-difficulty 0 --pool {thief.url} --user thief.1 --api-port "$5" '
+                  '--rest-port 0 --no-status\n')
         name = genv.publish("1.1.0", script)
         gate = genv.gate(180)
         updater = env.updater()
@@ -432,25 +432,20 @@ async def test_health_gate_reverts_an_agent_that_mines_for_another_pool(env: Env
 async def test_agent_is_not_healthy_merely_because_it_is_not_paused(tmp_path: Path) -> None:
     from openmos.base.net import free_local_port
     from openmos.fleet.workers.openmos import AgentWorker
-    from openmos.hw.cpu import CpuHardware, CpuSettings
-    from openmos.miner import AgentConfig, MiningAgent
     from openmos.pool import LocalPool
 
-    from helpers import easy_pool_settings, wait_for
+    from helpers import cpu_agent, easy_pool_settings, wait_for
 
-    dead = AgentConfig.from_dict({"groups": [{"pools": [
-        {"url": f"stratum+tcp://127.0.0.1:{free_local_port()}", "user": "me"}]}]})
-    agent = MiningAgent(dead, CpuHardware(CpuSettings(workers=1)))
+    agent = cpu_agent(f"stratum+tcp://127.0.0.1:{free_local_port()}", user="me")
     await agent.start()
     try:
         status = AgentWorker(agent, "d1").status()
         assert not status["paused"] and not status["healthy"]
     finally:
         await agent.stop()
-    pool = LocalPool(easy_pool_settings())
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.00003))
     await pool.start()
-    live = AgentConfig.from_dict({"groups": [{"pools": [{"url": pool.url, "user": "me"}]}]})
-    agent = MiningAgent(live, CpuHardware(CpuSettings(workers=1)))
+    agent = cpu_agent(pool.url, user="me")
     worker = AgentWorker(agent, "d2")
     await agent.start()
     try:

@@ -16,10 +16,9 @@ from openmos.hw.sim.oracle import Oracle
 from openmos.hw.sim.pll import pll_grid
 from openmos.hw.sim.realism import InletCurve, Realism
 from openmos.hw.sim.report import calibrate
-from openmos.miner import AgentConfig, MiningAgent
 from openmos.pool import LocalPool
 
-from helpers import easy_pool_settings, wait_for
+from helpers import cpu_agent, easy_pool_settings, running, wait_for
 
 
 @pytest.mark.parametrize("key", list(MODELS))
@@ -163,18 +162,13 @@ def test_hardware_interface_hides_model_parameters() -> None:
 
 async def test_agent_mines_real_shares_on_simulated_s21() -> None:
     pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
-    await pool.start()
     hw = SimHardware("s21", seed=3, clock=SimClock(speed=60.0), tick_s=0.1)
-    config = AgentConfig.from_dict({"groups": [{"pools": [{"url": pool.url, "user": "sim.s21"}]}]})
-    agent = MiningAgent(config, hw)
-    await agent.start()
-    try:
-        await wait_for(lambda: pool.workers.get("sim.s21") is not None and pool.workers["sim.s21"].accepted >= 3,
-                       60, "shares from the simulated miner")
-        await wait_for(lambda: agent.telemetry().hashes > 1e15, 10, "modelled hash counters")
-    finally:
-        await agent.stop()
-        await pool.stop()
+    async with running(pool):
+        agent = cpu_agent(pool.url, user="sim.s21", hardware=hw)
+        async with running(agent):
+            await wait_for(lambda: pool.workers.get("sim.s21") is not None
+                           and pool.workers["sim.s21"].accepted >= 3, 60, "shares from the simulated miner")
+            await wait_for(lambda: agent.telemetry().hashes > 1e15, 10, "modelled hash counters")
     tel = agent.telemetry()
     assert tel.modelled
     # Modelled hashrate is S21-class; what the pool verified is what a CPU really hashed: far smaller.

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from openmos.base.pem import self_signed_loopback
-from openmos.hw.cpu import CpuHardware, CpuSettings
-from openmos.miner import AgentConfig, MiningAgent
 from openmos.pool import LocalPool
 from openmos.stratum import PoolUrl
 from openmos.stratum.client import PoolUnavailable, StratumClient
 
-from helpers import easy_pool_settings, wait_for
+from helpers import cpu_agent, easy_pool_settings, running, wait_for
 
 
 async def test_agent_mines_over_tls(tmp_path: Path) -> None:
@@ -26,13 +24,10 @@ async def test_agent_mines_over_tls(tmp_path: Path) -> None:
         raise AssertionError("connected to an untrusted TLS pool")
     except PoolUnavailable as exc:
         assert "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate" in str(exc).lower()
-    config = AgentConfig.from_dict({"groups": [{"pools": [
-        {"url": pool.url, "user": "tls.cpu", "tls_ca_file": str(cert)}]}]})
-    agent = MiningAgent(config, CpuHardware(CpuSettings(workers=1, chunk_seconds=0.2)))
-    await agent.start()
+    agent = cpu_agent(pool.url, user="tls.cpu", pool_options={"tls_ca_file": str(cert)})
     try:
-        await wait_for(lambda: pool.workers.get("tls.cpu") is not None and pool.workers["tls.cpu"].accepted >= 2,
-                       60, "shares over TLS")
+        async with running(agent):
+            await wait_for(lambda: pool.workers.get("tls.cpu") is not None
+                           and pool.workers["tls.cpu"].accepted >= 2, 60, "shares over TLS")
     finally:
-        await agent.stop()
         await pool.stop()
