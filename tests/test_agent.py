@@ -96,8 +96,9 @@ async def test_invalid_nonces_are_hardware_errors_never_submitted() -> None:
 
 
 async def test_quota_split_between_groups() -> None:
-    a = LocalPool(easy_pool_settings(start_difficulty=0.00002))
-    b = LocalPool(easy_pool_settings(start_difficulty=0.00002))
+    # 80 work items are counted: a nonce found in ~20,000 hashes each, in this process, keeps that short.
+    a = LocalPool(easy_pool_settings(start_difficulty=0.000005))
+    b = LocalPool(easy_pool_settings(start_difficulty=0.000005))
     await a.start()
     await b.start()
     agent = MiningAgent(config(("big", 3, a.url), ("small", 1, b.url)), LyingHardware())
