@@ -232,6 +232,8 @@ class Levels:
             hits = np.flatnonzero(reach >= target)
             if hits.size or n == len(self.grid):
                 k = int(hits[0]) if hits.size else n - 1  # out of reach: the highest voltage, full clean speed
+                if self._exact.all():
+                    break
                 # Sums a trim updated may be off by rounding: the level picked, and any below it that come
                 # within rounding of the target, are evaluated in full before they decide.
                 near = np.flatnonzero(~self._exact[:k + 1] & (reach[:k + 1] >= target - 1e-6 * max(abs(target), 1)))
