@@ -198,12 +198,19 @@ class Reconnect(Message):
 # -- Mining protocol (5.3) ------------------------------------------------------------------------------
 
 
-@message(0x10, channel=False)
-class OpenStandardMiningChannel(Message):
+@dataclass(frozen=True)
+class _OpenMiningChannel(Message):
+    """The fields both channel requests begin with (not a message: no wire identity)."""
+
     request_id: Annotated[int, U32]
     user_identity: Annotated[str, STR0_255]
     nominal_hash_rate: Annotated[float, FLOAT32]
     max_target: Annotated[bytes, U256]
+
+
+@message(0x10, channel=False)
+class OpenStandardMiningChannel(_OpenMiningChannel):
+    pass
 
 
 @message(0x11, channel=False)
@@ -222,11 +229,9 @@ class OpenMiningChannelError(Message):
 
 
 @message(0x13, channel=False)
-class OpenExtendedMiningChannel(Message):
-    request_id: Annotated[int, U32]
-    user_identity: Annotated[str, STR0_255]
-    nominal_hash_rate: Annotated[float, FLOAT32]
-    max_target: Annotated[bytes, U256]
+class OpenExtendedMiningChannel(_OpenMiningChannel):
+    """OpenStandardMiningChannel's fields, then the smallest extranonce the client can work with."""
+
     min_extranonce_size: Annotated[int, U16]
 
 
@@ -274,24 +279,27 @@ class SetExtranoncePrefix(Message):
     extranonce_prefix: Annotated[bytes, B0_32]
 
 
-@message(0x1A, channel=True)
-class SubmitSharesStandard(Message):
+@dataclass(frozen=True)
+class _SubmitShares(Message):
+    """The fields both share submissions begin with (not a message: no wire identity)."""
+
     channel_id: Annotated[int, U32]
     sequence_number: Annotated[int, U32]
     job_id: Annotated[int, U32]
     nonce: Annotated[int, U32]
     ntime: Annotated[int, U32]
     version: Annotated[int, U32]
+
+
+@message(0x1A, channel=True)
+class SubmitSharesStandard(_SubmitShares):
+    pass
 
 
 @message(0x1B, channel=True)
-class SubmitSharesExtended(Message):
-    channel_id: Annotated[int, U32]
-    sequence_number: Annotated[int, U32]
-    job_id: Annotated[int, U32]
-    nonce: Annotated[int, U32]
-    ntime: Annotated[int, U32]
-    version: Annotated[int, U32]
+class SubmitSharesExtended(_SubmitShares):
+    """SubmitSharesStandard's fields, then the extranonce: the spec defines it as that message plus one field."""
+
     extranonce: Annotated[bytes, B0_32]
 
 
