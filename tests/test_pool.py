@@ -109,6 +109,29 @@ async def test_bad_shares_rejected_with_reasons(easy_pool: LocalPool) -> None:
     await peer.close()
 
 
+async def test_error_replies_never_echo_the_peers_input(easy_pool: LocalPool) -> None:
+    """A reply that quotes the request reflects whatever a peer wrote (markup, terminal escapes, a secret pasted
+    by mistake) back to it and into logs: every error names the field and the position, never the text."""
+    peer = await RawPeer.connect(easy_pool.port)
+    marker = "zzMARKER<script>"
+    cases = [
+        (1, "mining.configure", [["version-rolling"], {"version-rolling.mask": marker}]),
+        (2, "mining.configure", [["version-rolling"], {"version-rolling.mask": "ab cd ef"}]),
+        (3, "mining." + marker * 50, []),
+    ]
+    for msg_id, method, params in cases:
+        resp = await peer.call(msg_id, method, params)
+        assert resp["error"] is not None
+        text = json.dumps(resp)
+        assert "MARKER" not in text and "ab cd" not in text, resp
+    assert "version-rolling.mask is not valid hex (character 1 of 16)" in (await peer.call(
+        4, "mining.configure", [["version-rolling"], {"version-rolling.mask": marker}]))["error"][1]
+    await peer.send_raw(json.dumps({"id": 5, "method": marker, "params": marker}).encode() + b"\n")
+    resp = await peer.response(None)  # a message that does not parse is answered with id null
+    assert "must be a JSON array" in resp["error"][1] and "MARKER" not in json.dumps(resp)
+    await peer.close()
+
+
 async def test_garbage_and_unknown_methods_do_not_kill_the_pool(easy_pool: LocalPool) -> None:
     peer, _en1, _job = await session(easy_pool)
     await peer.send_raw(b"this is not json\n")

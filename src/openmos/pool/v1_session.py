@@ -253,7 +253,7 @@ class V1Frontend(Generic[S]):
                 session.extranonce_updates = True
                 result = True
             else:
-                raise ShareRejected(StratumErrorCode.OTHER, f"unknown method {req.method}")
+                raise ShareRejected(StratumErrorCode.OTHER, "unknown method")  # the reply never echoes the name
         except ShareRejected as exc:
             session.send(encode_response(req.id, None, error_triple(exc.code, str(exc))))
             return

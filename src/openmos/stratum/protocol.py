@@ -113,7 +113,7 @@ def parse_message(line: bytes | str) -> Message:
         if params is None:
             params = []
         if not isinstance(params, list):
-            raise ProtocolError(f"params of {method} must be a JSON array, got {type(params).__name__}")
+            raise ProtocolError(f"params must be a JSON array, got {type(params).__name__}")
         if msg_id is None:
             return Notification(method, params)
         return Request(msg_id, method, params)
@@ -159,18 +159,25 @@ async def read_line(reader: asyncio.StreamReader) -> bytes | None:
     return line
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 def hex_field(value: Any, name: str, *, size: int | None = None, max_size: int = 1 << 16) -> bytes:
     """Validate a hex-string parameter and return its bytes."""
     if not isinstance(value, str):
         raise ProtocolError(f"{name} must be a hex string, got {type(value).__name__}")
     if len(value) > 2 * max_size:
         raise ProtocolError(f"{name} is too long ({len(value) // 2} bytes)")
+    # Errors name the field and the position, never the text: replies and logs must not echo a peer's input.
     try:
         raw = bytes.fromhex(value)
     except ValueError:
-        raise ProtocolError(f"{name} is not valid hex: {value[:40]!r}") from None
-    if 2 * len(raw) != len(value):  # bytes.fromhex skips whitespace: "0011 2233" is not a hex field
-        raise ProtocolError(f"{name} is not valid hex (whitespace inside): {value[:40]!r}")
+        raw = b""
+    if 2 * len(raw) != len(value):  # bytes.fromhex skips whitespace: "0011 2233" is not a hex field either
+        bad = next((i for i, ch in enumerate(value) if ch not in _HEX_DIGITS), None)
+        if bad is not None:
+            raise ProtocolError(f"{name} is not valid hex (character {bad + 1} of {len(value)})")
+        raise ProtocolError(f"{name} is not valid hex (odd number of digits: {len(value)})")
     if size is not None and len(raw) != size:
         raise ProtocolError(f"{name} must be {size} bytes, got {len(raw)}")
     return raw
