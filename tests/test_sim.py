@@ -437,3 +437,36 @@ def test_one_chip_oracle_is_the_exact_best_on_both_grids() -> None:
         for dv in (-fleet.model.volt_step, fleet.model.volt_step):
             other = oracle._evaluate(best.board_voltage + dv, best.freq)
             assert other.wall_power_w > watts or other.hashrate_ths <= best.hashrate_ths + 1e-12
+
+
+def test_multi_chip_oracle_is_the_exact_best_against_brute_force_on_a_small_board() -> None:
+    """A modelled six-chip board (S21 chips, one voltage domain each) on a cut-down PLL grid and supply steps:
+    every setting (7^6 chip settings x 6 supply steps) is scored exactly and the oracle must find the best.
+    The multiplier search alone stops at convex-hull points (up to 0.2 % short here); the exact polish that
+    follows it spends the rest of the budget and trades PLL steps between chips."""
+    import dataclasses
+    import itertools
+
+    from openmos.hw.sim.oracle import evaluate_many
+
+    s21, n = get_model("s21"), 6
+    toy = dataclasses.replace(s21, key="toy", name="toy board", boards=1, chips_per_board=n, domains=n,
+                              stock_board_voltage=s21.stock_chip_voltage * n, nameplate_w=60.0, fans=1,
+                              fan_max_w=1.0, overhead_w=1.0, air_columns=3, sensors_per_board=1,
+                              airflow_full_kg_s=0.01)
+    for seed, frac, step in ((2, 0.8, 1), (3, 0.9, 2), (4, 0.8, 1)):
+        oracle = Oracle(FleetSim(toy, seed=seed), duty=0.7)
+        budget = frac * oracle.stock_uniform(toy.stock_freq_mhz).wall_power_w
+        oracle.voltages = oracle.voltages[::8][:6]
+        i = int(np.searchsorted(oracle.grid, 0.9 * toy.stock_freq_mhz))
+        oracle.grid = oracle.grid[i - 3 * step:i + 3 * step:step]  # a window holding the optimum
+        best = oracle.best_at_power(budget)
+        settings = np.array(list(itertools.product([0.0, *oracle.grid], repeat=n))).reshape(-1, 1, n)
+        brute = -1.0
+        for v in oracle.voltages:
+            wall, ths = evaluate_many(toy, oracle.k, oracle.g, oracle.dead, np.full((len(settings), 1), v), settings,
+                                      oracle.duty, oracle.t_inlet, oracle.rth_scale, oracle.airflow)
+            brute = max(brute, float(np.where(wall <= budget, ths, -1.0).max()))
+        assert best.wall_power_w <= budget
+        assert best.hashrate_ths >= brute * (1 - 1e-9)
+        assert oracle.upper_bound_at_power(best, budget) >= best.hashrate_ths * (1 - 1e-9)
