@@ -8,7 +8,7 @@ import math
 import pytest
 
 from openmos.base.logs import LogLimiter
-from openmos.miner.governor import TokenBucket, governed_difficulty
+from openmos.miner.governor import governed_difficulty
 from openmos.stratum.difficulty import (
     ABS_MAX_DIFFICULTY,
     BadDifficulty,
@@ -51,13 +51,6 @@ def test_governor_raises_difficulty_only_when_it_would_flood() -> None:
     assert governed_difficulty(0.01, rate, 5.0) == pytest.approx(20.0)  # 5 shares/s instead of 10,000
     assert governed_difficulty(50.0, rate, 5.0) == 50.0  # already slower than 5/s: untouched
     assert governed_difficulty(0.01, None, 5.0) == 0.01  # unknown hashrate: the bucket still limits
-
-
-def test_token_bucket_limits_a_burst_then_refills() -> None:
-    bucket = TokenBucket(rate=2.0, burst=5.0)
-    assert sum(bucket.take(100.0) for _ in range(50)) == 5
-    assert bucket.refused == 45
-    assert bucket.take(100.6) and not bucket.take(100.6)  # 1.2 tokens back after 0.6 s
 
 
 def test_log_limiter_bounds_lines_and_says_how_many_it_held(caplog: pytest.LogCaptureFixture) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 from coincurve import PublicKeyXOnly
 
 from openmos.base.files import atomic_write
+from openmos.base.ratelimit import TokenBucket
 from openmos.fleet.envelope import parse_public
 from openmos.security.signing import SignatureError
 
@@ -89,23 +90,6 @@ class _State:
 
 def _name(site: str, device: str) -> str:
     return f"{site}/{device}"
-
-
-class TokenBucket:
-    """``rate`` events per second on average, bursts of ``burst``."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._level, self._at = burst, time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._level = min(self.burst, self._level + (now - self._at) * self.rate)
-        self._at = now
-        if self._level < 1:
-            return False
-        self._level -= 1
-        return True
 
 
 class EnrollmentRegistry:

@@ -26,8 +26,9 @@ from typing import Any, Generic, TypeVar
 from coincurve import PublicKeyXOnly
 from pydantic import BaseModel
 
+from openmos.base.ratelimit import TokenBucket
 from openmos.fleet import keys
-from openmos.fleet.enroll import EnrollmentRegistry, TokenBucket
+from openmos.fleet.enroll import EnrollmentRegistry
 from openmos.fleet.envelope import signed_part, split_payload, verify, verify_bytes
 from openmos.fleet.messages import (
     SNAPSHOT_REREAD_S,

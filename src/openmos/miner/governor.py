@@ -3,13 +3,13 @@
 Two layers. The *floor* raises the difficulty the hardware mines at so the expected share rate stays at or
 below ``max_share_rate`` -- a share that meets a harder target is still valid at the pool's easier one, so
 nothing is lost but pointless submits. The *bucket* is a hard limit on submits per second (burst allowed)
-for whatever luck or a lying backend produces on top; shares over it are dropped and counted.
+for whatever luck or a lying backend produces on top; shares over it are dropped and counted
+(``openmos.base.ratelimit.TokenBucket``, built by the pool manager).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from openmos.stratum.difficulty import difficulty_for_interval
 
@@ -21,25 +21,3 @@ def governed_difficulty(pool_difficulty: float, hashrate_hps: float | None, max_
     return max(pool_difficulty, difficulty_for_interval(hashrate_hps, 1.0 / max_share_rate))
 
 
-@dataclass
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; :meth:`take` says whether one is available."""
-
-    rate: float
-    burst: float
-    tokens: float = field(init=False)
-    updated: float = field(default=0.0, init=False)
-    refused: int = field(default=0, init=False)
-
-    def __post_init__(self) -> None:
-        self.tokens = self.burst
-
-    def take(self, now: float) -> bool:
-        if self.updated:
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        self.refused += 1
-        return False

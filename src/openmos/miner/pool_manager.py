@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from openmos.base.logs import LogLimiter
+from openmos.base.ratelimit import TokenBucket
 from openmos.base.tasks import cancel_and_wait
 from openmos.miner.config import (
     MAX_POOLS_PER_GROUP,
@@ -48,7 +49,6 @@ from openmos.miner.config import (
     PoolGroupConfig,
     StratumTuning,
 )
-from openmos.miner.governor import TokenBucket
 from openmos.stratum.client import ClientOptions, PoolUnavailable, ShareCounters, StratumClient, SubmitResult
 from openmos.stratum.difficulty import DifficultyRange
 from openmos.stratum.job import Share, StratumJob

@@ -18,7 +18,6 @@ import json
 import logging
 import socket
 import ssl
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from openmos.api.auth import Role
+from openmos.base.ratelimit import TokenBucket
 from openmos.control import (
     Command,
     DeviceControl,
@@ -88,22 +88,6 @@ def parse_command(control: str, payload: str) -> Command:
             raise InvalidCommand("locate takes PRESS")
         return Locate(60.0)
     raise InvalidCommand("unknown control")
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
