@@ -373,3 +373,30 @@ async def test_not_found_replies_never_echo_the_path() -> None:
                 assert "<script>" not in r.text and "9999" not in r.text, r.text[:300]
         r = await client.post("/api/fleet/enrollments/<script>", json={}, headers=headers)
         assert r.status_code == 422 and "<script>" not in r.text, r.text[:300]
+
+
+async def test_performance_bounds_have_one_source() -> None:
+    """``power_w`` 1e-300 used to pass the schema (gt=0, max 100,000) and be refused by the command as 'must be within
+    [1, 1e+06]': two bounds that disagreed. Schema, agent config, REST answer and command now share the constants."""
+    from openmos.control import SetTarget
+    from openmos.control.commands import MAX_THS, MAX_WATTS, MIN_TARGET_THS, MIN_TARGET_W
+    from openmos.miner.config import PerformanceConfig
+
+    auth, token = owner_store()
+    async with asgi_client(create_app(DeviceView(idle_agent()), auth)) as client:
+        schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["PerformanceRequest"]
+        power = next(v for v in schema["properties"]["power_w"]["anyOf"] if v.get("type") == "number")
+        ths = next(v for v in schema["properties"]["hashrate_ths"]["anyOf"] if v.get("type") == "number")
+        assert (power["minimum"], power["maximum"]) == (MIN_TARGET_W, MAX_WATTS)
+        assert (ths["minimum"], ths["maximum"]) == (MIN_TARGET_THS, MAX_THS)
+        headers = {"Authorization": f"Bearer {token}"}
+        for body in ({"power_w": 1e-300}, {"power_w": 0.5}, {"power_w": MAX_WATTS * 1.001}, {"hashrate_ths": 1e-300}):
+            r = await client.put("/api/v1/performance", json=body, headers=headers)
+            assert r.status_code == 422, (body, r.text)
+            assert "1e+06" not in r.text and "1000000" not in r.text, r.text
+    for field, lo, hi in (("power_w", MIN_TARGET_W, MAX_WATTS), ("hashrate_ths", MIN_TARGET_THS, MAX_THS)):
+        for edge in (lo, hi):  # what the schema admits, the command and the agent config admit too
+            SetTarget(**{field: edge})
+            PerformanceConfig.model_validate({field: edge})
+        with pytest.raises(ValueError, match=r"within \["):
+            SetTarget(**{field: hi * 1.001})

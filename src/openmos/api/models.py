@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from openmos.miner.config import MAX_TARGET
+from openmos.control.commands import MAX_THS, MAX_WATTS, MIN_TARGET_THS, MIN_TARGET_W
 
 
 class Body(BaseModel):
@@ -36,8 +36,8 @@ class PoolPatch(Body):
 
 
 class PerformanceRequest(Body):
-    power_w: float | None = Field(default=None, gt=0, le=MAX_TARGET, allow_inf_nan=False)
-    hashrate_ths: float | None = Field(default=None, gt=0, le=MAX_TARGET, allow_inf_nan=False)
+    power_w: float | None = Field(default=None, ge=MIN_TARGET_W, le=MAX_WATTS, allow_inf_nan=False)
+    hashrate_ths: float | None = Field(default=None, ge=MIN_TARGET_THS, le=MAX_THS, allow_inf_nan=False)
     profile: Literal["eco", "balanced", "performance"] | None = None
     step_percent: float | None = Field(default=None, ge=-50, le=50, allow_inf_nan=False,
                                        description="relative step, e.g. -10")
@@ -53,7 +53,7 @@ class PerformanceRequest(Body):
 class CurtailRequest(Body):
     fraction: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False,
                                    description="share of the target to run at (1 = full, 0 = sleep)")
-    watts: float | None = Field(default=None, ge=0, le=1e6, allow_inf_nan=False,
+    watts: float | None = Field(default=None, ge=0, le=MAX_WATTS, allow_inf_nan=False,
                                 description="wall power to run at (0 = sleep)")
 
     @model_validator(mode="after")

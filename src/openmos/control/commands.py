@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 
 from openmos.control.errors import InvalidCommand
 
-MAX_WATTS = 1e6  # far above any single device; rejects 1e400-style inputs before they reach hardware
-MAX_THS = 1e5
+# The one source of the bounds of a device's performance target (commands, REST schema, agent config, cgminer and
+# MQTT parsers all read these): far above any single device, so 1e400-style inputs stop before reaching hardware.
+MAX_WATTS = 100_000.0
+MIN_TARGET_W = 1.0
+MAX_THS = 100_000.0
+MIN_TARGET_THS = 1e-9
 MAX_LOCATE_S = 3600.0
 MAX_POOLS = 8
 MAX_TEXT = 256
@@ -26,9 +30,9 @@ def _number(value: object, name: str, lo: float, hi: float) -> float:
     try:
         x = float(value)
     except (ValueError, OverflowError):
-        raise InvalidCommand(f"{name} must be a number, got {str(value)[:32]!r}") from None
+        raise InvalidCommand(f"{name} must be a number") from None  # errors never echo the input
     if not math.isfinite(x) or not lo <= x <= hi:
-        raise InvalidCommand(f"{name} must be within [{lo:g}, {hi:g}], got {x!r}")
+        raise InvalidCommand(f"{name} must be within [{lo:g}, {hi:g}]")
     return x
 
 
@@ -91,9 +95,10 @@ class SetTarget:
         if len(given) != 1:
             raise InvalidCommand("a target needs exactly one of power_w, hashrate_ths or profile")
         if self.power_w is not None:
-            object.__setattr__(self, "power_w", _number(self.power_w, "power_w", 1.0, MAX_WATTS))
+            object.__setattr__(self, "power_w", _number(self.power_w, "power_w", MIN_TARGET_W, MAX_WATTS))
         if self.hashrate_ths is not None:
-            object.__setattr__(self, "hashrate_ths", _number(self.hashrate_ths, "hashrate_ths", 1e-9, MAX_THS))
+            ths = _number(self.hashrate_ths, "hashrate_ths", MIN_TARGET_THS, MAX_THS)
+            object.__setattr__(self, "hashrate_ths", ths)
         if self.profile is not None:
             _text(self.profile, "profile")
 
@@ -184,11 +189,11 @@ def command_from_wire(action: str, args: Mapping[str, object] | None = None) -> 
     if action == "curtail":
         return Curtail(fraction=_opt(a, "fraction", 0.0, 1.0), watts=_opt(a, "watts", 0.0, MAX_WATTS))
     if action == "set_power":
-        return SetTarget(power_w=_number(a.get("watts"), "watts", 1.0, MAX_WATTS))
+        return SetTarget(power_w=_number(a.get("watts"), "watts", MIN_TARGET_W, MAX_WATTS))
     if action == "set_target":
         profile = a.get("profile")
-        return SetTarget(power_w=_opt(a, "power_w", 1.0, MAX_WATTS),
-                         hashrate_ths=_opt(a, "hashrate_ths", 1e-9, MAX_THS),
+        return SetTarget(power_w=_opt(a, "power_w", MIN_TARGET_W, MAX_WATTS),
+                         hashrate_ths=_opt(a, "hashrate_ths", MIN_TARGET_THS, MAX_THS),
                          profile=None if profile is None else _text(profile, "profile"))
     if action == "set_pools":
         raw = a.get("pools")

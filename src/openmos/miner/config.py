@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from openmos.base.files import atomic_write, read_toml
 from openmos.base.net import AllowList
+from openmos.control.commands import MAX_THS, MAX_WATTS, MIN_TARGET_THS, MIN_TARGET_W
 from openmos.hw.cpu import cpu_workers
 from openmos.hw.sim.models import get_model
 from openmos.stratum.v2.url import parse_pool_url
 
-MAX_TARGET = 100_000  # W or TH/s: the REST API's bound for a performance target, above any one device
 MAX_GROUPS = 32  # pool groups mine at once (each with its pool and a hot standby connected)
 MAX_POOLS_PER_GROUP = 32
 
@@ -138,8 +138,9 @@ class StratumTuning(_Model):
 class PerformanceConfig(_Model):
     """Autotuning target and cooling. Only for hardware with tunable clocks (not the CPU backend)."""
 
-    power_w: float | None = Field(default=None, gt=0, le=MAX_TARGET, description="wall power target")
-    hashrate_ths: float | None = Field(default=None, gt=0, le=MAX_TARGET, description="valid hashrate target")
+    power_w: float | None = Field(default=None, ge=MIN_TARGET_W, le=MAX_WATTS, description="wall power target")
+    hashrate_ths: float | None = Field(default=None, ge=MIN_TARGET_THS, le=MAX_THS,
+                                       description="valid hashrate target")
     profile: Literal["eco", "balanced", "performance"] | None = None
     cooling: Literal["auto", "manual", "immersion", "hydro"] = "auto"
     manual_fan_pct: float = Field(default=70.0, ge=0, le=100)

@@ -41,6 +41,7 @@ from openmos.control import (
     UnsupportedControl,
     command_from_wire,
 )
+from openmos.control.commands import MAX_WATTS, MIN_TARGET_W
 from openmos.miner.config import MqttConfig
 from openmos.mqtt.topics import CONTROLS, PROFILES, Topics, discovery_documents, slug, state_document
 
@@ -78,7 +79,8 @@ def parse_command(control: str, payload: str) -> Command:
         try:
             return command_from_wire("set_power", {"watts": text})
         except InvalidCommand:
-            raise InvalidCommand("power_target takes a number of watts between 1 and 1e6") from None
+            raise InvalidCommand(f"power_target takes a number of watts between {MIN_TARGET_W:g} and "
+                                 f"{MAX_WATTS:g}") from None
     if control == "profile":
         if text not in PROFILES:
             raise InvalidCommand(f"profile takes one of {', '.join(PROFILES)}")

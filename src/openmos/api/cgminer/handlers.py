@@ -48,7 +48,7 @@ from openmos.control import (
     Sleep,
     UnsupportedControl,
 )
-from openmos.control.commands import MAX_LOCATE_S
+from openmos.control.commands import MAX_LOCATE_S, MAX_THS, MAX_WATTS
 from openmos.miner.config import ConfigError, PoolEndpoint
 from openmos.tuning.targets import PRESETS
 
@@ -418,9 +418,9 @@ class CgminerApi:
                 raise BadRequest(INVALID_PARAMETER, "ascset freq needs a board number")
             command = SetFrequency(int(board), _number(value, "frequency (MHz)", 10_000))
         elif option == "power":
-            command = SetTarget(power_w=_number(value, "power (W)", 1e6))
+            command = SetTarget(power_w=_number(value, "power (W)", MAX_WATTS))
         elif option == "hashrate":
-            command = SetTarget(hashrate_ths=_number(value, "hashrate (TH/s)", 1e5))
+            command = SetTarget(hashrate_ths=_number(value, "hashrate (TH/s)", MAX_THS))
         elif option == "profile":
             command = SetTarget(profile=value)
         elif option == "curtail":
