@@ -431,3 +431,67 @@ async def test_hostile_openadr_events_are_not_acted_on() -> None:
     assert len(ven.events) == MAX_EVENTS
     if ven._restore is not None:
         ven._restore.cancel()
+
+
+async def test_a_hostile_modbus_meter_never_moves_the_site() -> None:
+    """A real pymodbus server as a broken or hostile meter: NaN, inf, negative and 1e38 W words and exception
+    answers. Before, one 1e38 W reading cut the whole site to ~0 % (and the recovery took ~25 minutes) and an
+    inf cooler capacity lifted a container's limit to inf. Now each is a meter fault: the level is held, an
+    alert says so, and control resumes on the next sane reading."""
+    from pymodbus.client.mixin import ModbusClientMixin
+    from pymodbus.constants import ExcCodes
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import DataType, SimData, SimDevice
+
+    from openmos.energy.modbus import ContainerController
+
+    state: dict[str, Any] = {"values": [700.0] * 4, "refuse": False}
+
+    async def action(fc: int, start: int, address: int, count: int, regs: list[int], _: object) -> ExcCodes | None:
+        if state["refuse"]:
+            return ExcCodes.DEVICE_FAILURE
+        for i, value in enumerate(state["values"]):
+            for j, w in enumerate(ModbusClientMixin.convert_to_registers(value, ModbusClientMixin.DATATYPE.FLOAT32)):
+                if 0 <= 2 * i + j - start < len(regs):
+                    regs[2 * i + j - start] = w
+        return None
+
+    port = free_local_port()
+    server = ModbusTcpServer(SimDevice(id=1, simdata=[SimData(0, count=8, values=0, datatype=DataType.REGISTERS)],
+                                       action=action), address=("127.0.0.1", port))
+    task = asyncio.create_task(server.serve_forever())
+    meter = ModbusPowerMeter("127.0.0.1", port)
+    container = ContainerController("127.0.0.1", port)
+    try:
+        for _ in range(100):  # the server is up once it answers
+            try:
+                assert await meter.read_power_w() == pytest.approx(700.0)
+                break
+            except DeviceUnavailable:
+                await asyncio.sleep(0.1)
+        link = RecordingLink()  # one 1 kW device
+        alerts: list[str] = []
+        ctl = CapController(Site(link), meter, cap_w=800.0, settle_s=0.0, on_alert=alerts.append)
+        for hostile in (1e38, float("nan"), float("inf"), -5.0, 3e5, "refuse"):
+            if hostile == "refuse":
+                state["refuse"] = True
+            else:
+                state["values"][0] = hostile
+            assert await ctl.step() == 1.0, hostile
+            assert not ctl.meter_ok and link.levels == [], (hostile, link.levels)
+        assert len(alerts) == 1 and "holding the last safe level" in alerts[0]
+        state.update(refuse=False, values=[900.0] * 4)  # sane again, and over the cap: acted on
+        await ctl.step()
+        assert ctl.meter_ok and "resumed" in alerts[-1] and link.levels == [pytest.approx(800 * 0.98 / 900)]
+        state["values"] = [50.0, 52.0, 30.0, 60.0]  # supply, return (C), flow (m3/h), cooler capacity (kW)
+        assert await container.power_limit_w() == pytest.approx(60_000 * (1 - 0.08 * 5))
+        for field, bad in ((3, float("inf")), (0, float("nan")), (2, float("nan"))):
+            state["values"] = [40.0, 52.0, 30.0, 60.0]
+            state["values"][field] = bad
+            with pytest.raises(DeviceUnavailable, match="no finite number"):
+                await container.power_limit_w()
+    finally:
+        meter.close()
+        container.close()
+        await server.shutdown()  # type: ignore[no-untyped-call]
+        task.cancel()

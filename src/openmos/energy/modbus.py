@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -49,7 +50,10 @@ class ModbusDevice:
         if rr.isError():
             raise DeviceUnavailable(f"{self.host}:{self.port} register {reg.address}: {rr}")
         value = self._client.convert_from_registers(rr.registers, data_type=self._client.DATATYPE.FLOAT32)
-        return float(value) * reg.scale  # type: ignore[arg-type]
+        scaled = float(value) * reg.scale  # type: ignore[arg-type]
+        if not math.isfinite(scaled):  # NaN / inf words: a meter fault, never a value (inf capacity lifted limits)
+            raise DeviceUnavailable(f"{self.host}:{self.port} register {reg.address} holds no finite number")
+        return scaled
 
     def close(self) -> None:
         self._client.close()

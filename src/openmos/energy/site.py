@@ -187,6 +187,9 @@ class CapController:
     apply_timeout_s: float = 30.0
     recover_after_s: float = 30.0
     low_since: float | None = None  # time.monotonic() of the first of the present run of low readings
+    # A reading above this multiple of max(cap, nameplate) is a meter fault, not a load: one 1e38 W glitch cut
+    # the whole site to ~0 % and the 2 %-per-30 s recovery took ~25 minutes to undo it.
+    plausible_factor: float = 10.0
     corrections: int = 0  # level changes made on readings (for reports)
 
     def _alert(self, text: str) -> None:
@@ -200,7 +203,11 @@ class CapController:
         try:
             measured = await self.meter.read_power_w()
             if not math.isfinite(measured) or measured < 0:
-                raise DeviceUnavailable(f"meter reading {measured!r} is not a power")
+                raise DeviceUnavailable("meter reading is not a power (not finite, or negative)")
+            ceiling = self.plausible_factor * max(self.cap_w, self.site.nameplate_w)
+            if measured > ceiling:
+                raise DeviceUnavailable(f"meter reading {measured:.3g} W is over {ceiling:.3g} W, "
+                                        f"{self.plausible_factor:g}x the cap or the nameplate: not plausible")
         except DeviceUnavailable as exc:
             if self.meter_ok:
                 self._alert(f"meter stopped answering ({exc}); holding the last safe level "
