@@ -320,3 +320,45 @@ async def test_site_curtail_fast_path_over_the_bus(tmp_path: Path) -> None:
         assert any(e["what"] == "curtail" for e in service.controller.audit_log())
     finally:
         await stop_site(service, site, nodes)
+
+
+async def test_an_approved_request_runs_once(tmp_path: Path) -> None:
+    """Replays of an approved action through the dashboard: a second execute (a double click) ran every device's
+    command again, a late approval of a done request set it back to "ready" (one more vote re-ran it), and two
+    rollout POSTs started two rollouts of one install. Hostile soak/days figures (NaN, inf, <0) were accepted."""
+    service, site, nodes = await start_site(tmp_path, 3, stepping=False)
+    auth, bearer = accounts()
+    app = create_fleet_app(service, auth)
+    try:
+        await wait_for(lambda: len(service.inventory) == 3, 20, "inventory")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
+            alice, bob = bearer("alice"), bearer("bob")
+            rid = (await c.post("/api/fleet/requests", json={"action": "locate", "args": {"seconds": 1},
+                                                              "site": "sim-site"}, headers=alice)).json()["request_id"]
+            await c.post(f"/api/fleet/requests/{rid}/approve", headers=bob)
+            await c.post(f"/api/fleet/requests/{rid}/approve", headers=bearer("carol"))
+            first, second = await asyncio.gather(c.post(f"/api/fleet/requests/{rid}/execute", headers=alice),
+                                                 c.post(f"/api/fleet/requests/{rid}/execute", headers=alice))
+            assert sorted((first.status_code, second.status_code)) == [200, 409], (first.text, second.text)
+            late = await c.post(f"/api/fleet/requests/{rid}/approve", headers=bearer("eve"))
+            assert late.status_code in (403, 409)  # eve is read-only; an operator's late vote is refused below
+            service.controller.requests[rid].approvals.remove("carol")
+            assert (await c.post(f"/api/fleet/requests/{rid}/approve", headers=bearer("carol"))).status_code == 409
+            assert (await c.post(f"/api/fleet/requests/{rid}/execute", headers=alice)).status_code == 409
+            assert service.controller.requests[rid].state == "done"
+
+            rid = (await c.post("/api/fleet/requests", json={"action": "install", "args": {"version": "openmos 0.3.0"},
+                                                              "site": "sim-site"}, headers=alice)).json()["request_id"]
+            await c.post(f"/api/fleet/requests/{rid}/approve", headers=bob)
+            await c.post(f"/api/fleet/requests/{rid}/approve", headers=bearer("carol"))
+            for bad in ("nan", "inf", "-1", "1e400"):
+                r = await c.post(f"/api/fleet/requests/{rid}/rollout", params={"soak_s": bad}, headers=alice)
+                assert r.status_code == 422 and bad not in r.text, (bad, r.text)
+                assert (await c.get("/api/fleet/series", params={"days": bad})).status_code == 422
+            started = [await c.post(f"/api/fleet/requests/{rid}/rollout", params={"soak_s": 0}, headers=alice)
+                       for _ in range(2)]
+            assert [r.status_code for r in started] == [202, 409]
+            await wait_for(lambda: all(s["done"] for s in app.state.rollouts.values()), 60, "rollout")
+            assert len(app.state.rollouts) == 1
+    finally:
+        await stop_site(service, site, nodes)

@@ -61,7 +61,7 @@ class ActionRequest:
     requested_by: str
     approvals_needed: int
     approvals: list[str] = field(default_factory=list)
-    state: str = "voting"  # voting -> ready -> done
+    state: str = "voting"  # voting -> ready -> running (execute or a rollout) -> done; never back
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # by "site/device"
 
 
@@ -210,6 +210,8 @@ class FleetController:
 
     def approve(self, request_id: str, user: str) -> ActionRequest:
         req = self.requests[request_id]
+        if req.state not in ("voting", "ready"):  # a late vote re-armed a done request: it could run twice
+            raise ApprovalError(f"{request_id} is {req.state}: it takes no more approvals")
         if user == req.requested_by:
             raise ApprovalError("the requester cannot approve their own action")
         if user in req.approvals:
@@ -329,8 +331,11 @@ class FleetController:
         ``site/device``."""
         req = self.requests[request_id]
         if req.state != "ready":
-            self._audit(user, "refused", {"request": request_id, "why": "not approved"})
+            self._audit(user, "refused", {"request": request_id, "why": f"state {req.state}"})
+            if req.state in ("running", "done"):
+                raise ApprovalError(f"{request_id} is {req.state}: an approved request runs once")
             raise ApprovalError(f"{request_id} needs {req.approvals_needed} approvals, has {len(req.approvals)}")
+        req.state = "running"  # before the first await: a second execute (a double click) is refused
         targets = [inv for inv in await self.inventory() if req.target.matches(inv)]
         for inv in targets:
             site, device = inv["site"], inv["device"]

@@ -148,7 +148,8 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
         return {**row, "series": [{"time": t, "hashrate_ths": h, "power_w": w} for t, h, w in history]}
 
     @app.get("/api/fleet/series")
-    async def series(bucket: Literal[300, 3600, 86400] = 300, days: float = 1.0, site: str | None = None
+    async def series(bucket: Literal[300, 3600, 86400] = 300,
+                     days: Annotated[float, Query(gt=0, le=3660, allow_inf_nan=False)] = 1.0, site: str | None = None
                      ) -> list[dict[str, float]]:
         """Fleet totals over time from the store's rollups (history that survives a page reload)."""
         tags = {"site": site} if site else {}
@@ -232,13 +233,16 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
     app.state.tasks = set()
 
     @app.post("/api/fleet/requests/{request_id}/rollout", status_code=202)
-    async def start_rollout(request_id: str, s: Operator, soak_s: float = 30.0) -> dict[str, Any]:
+    async def start_rollout(request_id: str, s: Operator,
+                            soak_s: Annotated[float, Query(ge=0, le=86400, allow_inf_nan=False)] = 30.0
+                            ) -> dict[str, Any]:
         """Run an approved ``install`` request as a staged rollout (canary, 10 %, all) with health gates."""
         req = service.controller.requests.get(request_id)
         if req is None:
             raise HTTPException(404, "no such request")
         if req.action != "install" or req.state != "ready":
-            raise HTTPException(409, "a rollout needs an approved install request")
+            raise HTTPException(409, "a rollout needs an approved install request that has not run yet")
+        req.state = "running"  # before any await: a second POST (a double click) starts no second rollout
         state: dict[str, Any] = {"request_id": request_id, "version": req.args.get("version"), "progress": 0.0,
                                  "messages": [], "done": False}
         rollouts[request_id] = state
@@ -248,12 +252,15 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
             state["progress"] = fraction
 
         async def run() -> None:
-            report = await rollout(service.controller, req.target, str(req.args["version"]), s.user, req.approvals,
-                                   soak_s=soak_s, progress=progress,
-                                   package={k: str(v) for k, v in req.args.items() if k in ("target", "sha256")})
-            state.update(done=True, halted=report.halted, reason=report.reason, updated=report.updated,
-                         failed=report.failed, rolled_back=report.rolled_back)
-            req.state = "done"
+            try:
+                report = await rollout(service.controller, req.target, str(req.args["version"]), s.user,
+                                       req.approvals, soak_s=soak_s, progress=progress,
+                                       package={k: str(v) for k, v in req.args.items() if k in ("target", "sha256")})
+                state.update(halted=report.halted, reason=report.reason, updated=report.updated,
+                             failed=report.failed, rolled_back=report.rolled_back)
+            finally:
+                state["done"] = True
+                req.state = "done"
 
         task = asyncio.get_running_loop().create_task(run())
         app.state.tasks.add(task)
