@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from openmos.hw.cpu import CpuHardware, CpuSettings
 from openmos.hw.interface import MiningHardware
 from openmos.miner import AgentConfig, MiningAgent
-from openmos.pool import PoolSettings
+from openmos.pool import LocalPool, PoolSettings
+from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,3 +95,12 @@ async def running(*services: Service) -> AsyncIterator[None]:
     finally:
         for service in reversed(started):
             await service.stop()
+
+
+@contextlib.asynccontextmanager
+async def v2_pool(difficulty: float) -> AsyncIterator[tuple[LocalPool, Sv2PoolServer]]:
+    """A local pool at start ``difficulty`` and its Stratum V2 front end (a fresh authority key), both running."""
+    pool = LocalPool(easy_pool_settings(start_difficulty=difficulty))
+    v2 = Sv2PoolServer(pool, generate_authority_key()[0])
+    async with running(pool, v2):
+        yield pool, v2

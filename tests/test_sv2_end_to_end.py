@@ -16,14 +16,14 @@ from openmos.hw.sim.backend import SimHardware
 from openmos.hw.sim.clock import SimClock
 from openmos.miner import MiningAgent
 from openmos.pool import LocalPool
-from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
+from openmos.pool.sv2 import Sv2PoolServer
 from openmos.stratum.client import PoolUnavailable
 from openmos.stratum.v2.client import Sv2Client
 from openmos.stratum.v2.messages import Reconnect
 from openmos.stratum.v2.noise import KeyPair, encode_authority_key, issue_server_identity
 from openmos.stratum.v2.url import Sv2PoolUrl
 
-from helpers import QUICK_RETRY, cpu_agent, easy_pool_settings, wait_for
+from helpers import QUICK_RETRY, cpu_agent, v2_pool, wait_for
 
 SHARE_DIFF = 0.00003  # a share every fraction of a second on one CPU worker
 
@@ -34,14 +34,8 @@ def agent_for(url: str, hardware: MiningHardware | None = None, user: str = "e2e
 
 @pytest.fixture
 async def pools() -> AsyncIterator[tuple[LocalPool, Sv2PoolServer]]:
-    pool = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFF))
-    await pool.start()
-    secret, _ = generate_authority_key()
-    v2 = Sv2PoolServer(pool, secret)
-    await v2.start()
-    yield pool, v2
-    await v2.stop()
-    await pool.stop()
+    async with v2_pool(SHARE_DIFF) as both:
+        yield both
 
 
 async def test_sim_s21_mines_over_v2_and_shares_are_counted_like_v1(pools: tuple[LocalPool, Sv2PoolServer]) -> None:

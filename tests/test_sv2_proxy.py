@@ -16,12 +16,12 @@ import pytest
 
 from openmos.bitcoin import BlockHeader, sha256d
 from openmos.pool import LocalPool
-from openmos.pool.sv2 import Sv2PoolServer, generate_authority_key
+from openmos.pool.sv2 import Sv2PoolServer
 from openmos.proxy import FarmProxy, ProxySettings
 from openmos.proxy.api import ProxyApis
 from openmos.stratum.v2.noise import KeyPair, encode_authority_key
 
-from helpers import QUICK_RETRY, cpu_agent, easy_pool_settings, wait_for
+from helpers import QUICK_RETRY, cpu_agent, running, v2_pool, wait_for
 
 SHARE_DIFF = 0.00003  # a share every fraction of a second per CPU miner, upstream and at the proxy
 
@@ -36,21 +36,10 @@ async def cgminer(port: int, request: bytes) -> dict[str, Any]:
     return result
 
 
-async def v2_pool() -> tuple[LocalPool, Sv2PoolServer]:
-    pool = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFF))
-    await pool.start()
-    secret, _ = generate_authority_key()
-    v2 = Sv2PoolServer(pool, secret)
-    await v2.start()
-    return pool, v2
-
-
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[LocalPool, Sv2PoolServer]]:
-    pool, v2 = await v2_pool()
-    yield pool, v2
-    await v2.stop()
-    await pool.stop()
+    async with v2_pool(SHARE_DIFF) as both:
+        yield both
 
 
 def proxy_for(*urls: str, **kw: object) -> FarmProxy:
@@ -111,26 +100,20 @@ async def test_v1_cpu_miners_through_the_proxy_to_the_v2_pool(upstream: tuple[Lo
 
 async def test_proxy_fails_over_to_the_next_v2_pool(upstream: tuple[LocalPool, Sv2PoolServer]) -> None:
     pool, v2 = upstream
-    backup_pool, backup_v2 = await v2_pool()
-    proxy = proxy_for(v2.url, backup_v2.url)
-    await proxy.start()
-    await proxy.wait_upstream(20)
-    miner = cpu_agent(proxy.url, user="rig", **QUICK_RETRY)
-    await miner.start()
-    try:
-        await wait_for(lambda: pool.workers.get("farm.proxy") is not None
-                       and pool.workers["farm.proxy"].accepted >= 1, 120, "a share on the primary")
-        await v2.stop()
-        await pool.stop()
-        await wait_for(lambda: proxy.upstream_index == 1 and proxy.upstream is not None
-                       and not proxy.upstream.closed.is_set(), 30, "failover to the backup pool")
-        await wait_for(lambda: backup_pool.workers.get("farm.proxy") is not None
-                       and backup_pool.workers["farm.proxy"].accepted >= 1, 120, "a share on the backup")
-    finally:
-        await miner.stop()
-        await proxy.stop()
-        await backup_v2.stop()
-        await backup_pool.stop()
+    async with v2_pool(SHARE_DIFF) as (backup_pool, backup_v2):
+        proxy = proxy_for(v2.url, backup_v2.url)
+        async with running(proxy):
+            await proxy.wait_upstream(20)
+            miner = cpu_agent(proxy.url, user="rig", **QUICK_RETRY)
+            async with running(miner):
+                await wait_for(lambda: pool.workers.get("farm.proxy") is not None
+                               and pool.workers["farm.proxy"].accepted >= 1, 120, "a share on the primary")
+                await v2.stop()
+                await pool.stop()
+                await wait_for(lambda: proxy.upstream_index == 1 and proxy.upstream is not None
+                               and not proxy.upstream.closed.is_set(), 30, "failover to the backup pool")
+                await wait_for(lambda: backup_pool.workers.get("farm.proxy") is not None
+                               and backup_pool.workers["farm.proxy"].accepted >= 1, 120, "a share on the backup")
     assert proxy.upstream_switches >= 1
 
 
