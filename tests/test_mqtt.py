@@ -110,6 +110,20 @@ async def connected(bridge: MqttBridge) -> AsyncIterator[MqttBridge]:
         await bridge.stop()
 
 
+async def test_a_bridge_stopped_right_after_connecting_says_goodbye(broker: Broker) -> None:
+    """Stopped at once: the state loop used to go on publishing (the cancellation was lost in a publish) until
+    the 10 s goodbye timeout cancelled the whole session, so no "offline" was published and, the disconnect being
+    clean, no will either: Home Assistant kept showing the device online."""
+    bridge = MqttBridge(mqtt_config(broker.port), [agent_source(idle_agent(), "rig-9")], node="rig-9")
+    async with connected(bridge):
+        pass
+    assert bridge._task is not None and bridge._task.done() and not bridge._task.cancelled()
+    async with Watcher(broker.port) as ha:
+        avail = "openmos/bridge/rig-9/availability"
+        await wait_for(lambda: avail in ha.last, 30, "the retained availability")
+        assert ha.last[avail] == b"offline"
+
+
 async def test_discovery_state_and_commands_through_the_control_surface(broker: Broker) -> None:
     async with Watcher(broker.port) as ha, mining_agent() as agent:
         bridge = MqttBridge(mqtt_config(broker.port, role="operator"), [agent_source(agent, "rig-1")], node="rig-1")

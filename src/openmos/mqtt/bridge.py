@@ -141,6 +141,7 @@ class MqttBridge:
 
     async def stop(self) -> None:
         self._stop.set()
+        self._wake.set()  # the state loop ends at once
         if self._task is not None and not self.connected.is_set():
             self._task.cancel()  # still connecting (or waiting to retry): nothing to say goodbye to
         if self._task is not None:
@@ -214,10 +215,12 @@ class MqttBridge:
         self.stats["state"] += 1
 
     async def _state_loop(self, client: aiomqtt.Client) -> None:
-        while True:
+        # Until stop, not merely until cancelled: a cancellation that lands in a publish can be swallowed there
+        # (stop right after connecting then waited out its whole 10 s goodbye timeout while this loop went on).
+        while not self._stop.is_set():
+            self._wake.clear()  # before publishing: a change (or stop) during the publish is not missed
             for name in self.devices:
                 await self._publish_state(client, name)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.interval_s)
 
