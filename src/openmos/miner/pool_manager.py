@@ -369,9 +369,12 @@ class PoolGroup:
 
     def suspect_after(self, conn: PoolConnection) -> float:
         """How long a request may stay unanswered, with nothing received, before a stall is suspected: at least
-        three times the pool's slowest recent share answer and its slowest probe answer of this session."""
-        probe = conn.client.probe_slowest if isinstance(conn.client, StratumClient) else 0.0
-        return max(self.tuning.stall_suspect_s, 3 * conn.answer_s, 3 * probe)
+        three times the pool's slowest recent share answer and its slowest probe answer of this session (V1), or
+        its slowest recent batch of acknowledgements (V2: how long the oldest share of a batch waited)."""
+        client = conn.client
+        probe = client.probe_slowest if isinstance(client, StratumClient) else 0.0
+        batch = client.ack_wait_s if isinstance(client, Sv2Client) else 0.0
+        return max(self.tuning.stall_suspect_s, 3 * conn.answer_s, 3 * probe, 3 * batch)
 
     def _maybe_probe(self, conn: PoolConnection, client: PoolSession, now: float) -> None:
         """Nothing at stake and the pool silent: ask it something cheap, so a stall shows without a share.

@@ -11,13 +11,20 @@ The handshake, the receive loop and the limits are those of every SV2 port (``sv
 SetupConnection within ``setup_timeout``, no frame larger than the messages a miner may send (1,291 bytes
 before SetupConnection), large frames of all connections within one budget, and at most the V1 port's
 ``max_connections`` open.
+
+Successful submits are acknowledged one by one unless ``ack_every``/``ack_after_s`` are given: then one
+``SubmitShares.Success`` covers a batch (every ``ack_every`` accepted submits, or ``ack_after_s`` seconds after
+the oldest unacknowledged one), as the specification allows ("acknowledges every 10 successful submissions").
+Errors are always sent at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
+import math
 from dataclasses import dataclass, field
 
 from openmos.bitcoin import BlockHeader, difficulty_to_target, target_to_difficulty
@@ -97,6 +104,12 @@ class _Channel:
     window_shares: int = 0
     accepted: int = 0
     rejected: int = 0
+    # Accepted submits not yet acknowledged (batched acknowledgements): count, difficulty sum, newest sequence
+    # number, and the timer that acknowledges them after ``ack_after_s``.
+    unacked: int = 0
+    unacked_sum: float = 0.0
+    last_sequence: int = 0
+    ack_timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False)
@@ -112,7 +125,12 @@ class Sv2PoolServer(Sv2Listener[_Connection]):
 
     def __init__(self, pool: LocalPool, authority_secret: bytes, host: str = "127.0.0.1", port: int = 0,
                  cert_validity_s: int = 86_400, setup_timeout: float = 10.0,
-                 declarator: JobDeclarator | None = None) -> None:
+                 declarator: JobDeclarator | None = None, ack_every: int = 1, ack_after_s: float = 0.0) -> None:
+        if not 1 <= ack_every <= 1_000_000:
+            raise ValueError(f"ack_every must be 1..1000000 submits, not {ack_every}")
+        if not (math.isfinite(ack_after_s) and 0.0 <= ack_after_s <= 3600.0):
+            raise ValueError(f"ack_after_s must be 0..3600 s, not {ack_after_s}")
+        self.ack_every, self.ack_after_s = ack_every, ack_after_s
         super().__init__(authority_secret, host, port, setup_timeout, cert_validity_s=cert_validity_s,
                          max_connections=pool.settings.max_connections)
         self.pool = pool
@@ -152,6 +170,8 @@ class Sv2PoolServer(Sv2Listener[_Connection]):
     def _closed(self, state: _Connection) -> None:
         self.connections.discard(state)
         for channel in state.channels.values():
+            if channel.ack_timer is not None:
+                channel.ack_timer.cancel()
             self.pool.release_extranonce1(channel.extranonce1)
 
     def _dispatch(self, state: _Connection, msg: Message) -> bool:
@@ -167,6 +187,7 @@ class Sv2PoolServer(Sv2Listener[_Connection]):
         elif isinstance(msg, CloseChannel):
             channel = state.channels.pop(msg.channel_id, None)
             if channel is not None:
+                self._acknowledge(state, channel)  # what was accepted is still acknowledged
                 self.pool.release_extranonce1(channel.extranonce1)
         elif isinstance(msg, SetCustomMiningJob):
             self._on_custom_job(state, msg)
@@ -362,9 +383,26 @@ class Sv2PoolServer(Sv2Listener[_Connection]):
             self.declarator.record_block(custom[0], BlockHeader.parse(share.header), channel.extranonce1 + en2)
         channel.accepted += 1
         channel.window_shares += 1
-        conn.write(SubmitSharesSuccess(msg.channel_id, msg.sequence_number, 1, max(0, round(required))))
+        channel.unacked += 1
+        channel.unacked_sum += required
+        channel.last_sequence = msg.sequence_number
+        if channel.unacked >= self.ack_every:
+            self._acknowledge(state, channel)
+        elif self.ack_after_s and channel.ack_timer is None:
+            channel.ack_timer = asyncio.get_running_loop().call_later(self.ack_after_s, self._acknowledge, state,
+                                                                      channel)
         if not share.is_block:
             self._maybe_vardiff(state, channel)
+
+    def _acknowledge(self, state: _Connection, channel: _Channel) -> None:
+        """One ``SubmitShares.Success`` for every accepted submit not yet acknowledged on ``channel``."""
+        if channel.ack_timer is not None:
+            channel.ack_timer.cancel()
+            channel.ack_timer = None
+        if channel.unacked and state in self.connections:
+            state.conn.write(SubmitSharesSuccess(channel.channel_id, channel.last_sequence, channel.unacked,
+                                                 max(0, round(channel.unacked_sum))))
+        channel.unacked, channel.unacked_sum = 0, 0.0
 
     def _maybe_vardiff(self, state: _Connection, channel: _Channel) -> None:
         vd = self.pool.settings.vardiff

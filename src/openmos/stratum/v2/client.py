@@ -8,6 +8,12 @@ negotiates (0x1fffe000) and the agent's extranonce2 counter walks the remaining 
 ``Reconnect`` is followed only to the present host or an operator-listed host, and only with the same
 authority key. Malformed or unexpected messages are counted and logged; tampering (a MAC failure) or a
 certificate problem ends the session with the reason in ``close_reason``.
+
+A pool may acknowledge shares in batches (one ``SubmitShares.Success`` up to a sequence number; the
+specification's example acknowledges every 10). The client learns the pool's batching from its answers --
+the most submits one acknowledgement covered (``ack_batch``) and how long the oldest of them waited
+(``ack_wait_s``) -- and ``unanswered_since`` only reports a submit the pool's batching does not explain, so a
+quiet batching pool is not suspected of a stall while a pool that stops answering still is.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ EXTRA_VERSION_MASK = BIP323_MASK & ~BIP320_MASK  # 0x00001fe0: rolled by the age
 MAX_PENDING_JOBS = 64
 MAX_CONSECUTIVE_BAD = 5
 STALE_CODES = ("stale", "invalid-job-id", "job-not-found")
+# Submits a pool may hold for one batch before its first acknowledgement shows how it batches: the
+# specification's example batch ("acknowledges every 10 successful submissions", sv2-spec 5.3.13).
+SPEC_EXAMPLE_BATCH = 10
+MAX_ACK_BATCH = 100  # the most submits a learned batch may count (a hostile pool cannot blind the agent longer)
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,8 @@ class Sv2Client(EndingSession):
         self._seq = itertools.count(1)
         self._pending: dict[int, asyncio.Future[SubmitResult]] = {}
         self._sent_at: dict[int, float] = {}  # outstanding submits -> monotonic time sent
+        self.ack_batch = 0  # most outstanding submits one SubmitShares.Success covered (0: none seen yet)
+        self.ack_wait_s = 0.0  # oldest submit's wait in an acknowledgement: slowest recent, -10 % per acknowledgement
         self._read_task: asyncio.Task[None] | None = None
         self._consecutive_bad = 0
 
@@ -209,7 +221,12 @@ class Sv2Client(EndingSession):
 
     def _acknowledge(self, msg: SubmitSharesSuccess) -> None:
         # Success may acknowledge a batch: every outstanding submit up to last_sequence_number was accepted.
-        for seq in sorted(s for s in self._pending if s <= msg.last_sequence_number):
+        covered = sorted(s for s in self._pending if s <= msg.last_sequence_number)
+        if covered:  # learn the pool's batching (bounded by the submits that were waiting, not by its numbers)
+            self.ack_batch = min(max(self.ack_batch, len(covered)), MAX_ACK_BATCH)
+            oldest = min((self._sent_at[s] for s in covered if s in self._sent_at), default=time.monotonic())
+            self.ack_wait_s = max(time.monotonic() - oldest, 0.9 * self.ack_wait_s)
+        for seq in covered:
             fut = self._pending.pop(seq)
             if not fut.done():
                 fut.set_result(SubmitResult(True))
@@ -222,8 +239,17 @@ class Sv2Client(EndingSession):
 
     @property
     def unanswered_since(self) -> float | None:
-        """When the oldest submit still waiting for its answer was sent (monotonic), None if none waits."""
-        return min(self._sent_at.values(), default=None)
+        """When the oldest submit still waiting for an answer the pool owes was sent (monotonic), None if none.
+
+        A batching pool owes nothing while fewer submits wait than its largest batch seen (the specification's
+        example batch before its first acknowledgement) -- unless it has acknowledged before, then the oldest
+        counts (its batches also end on time; ``ack_wait_s`` tells the stall check how long they take). With a
+        full batch waiting, the submit that completed it counts."""
+        waiting = sorted(self._sent_at.values())
+        batch = self.ack_batch or SPEC_EXAMPLE_BATCH
+        if len(waiting) >= batch:
+            return waiting[batch - 1]
+        return waiting[0] if waiting and self.ack_batch else None
 
     @property
     def bad_lines(self) -> int:
