@@ -69,6 +69,8 @@ class ApprovalError(PermissionError):
     pass
 
 
+MAX_REQUESTS = 512  # action requests held (open ones, then the newest finished): 3000 operator POSTs of 60 KB
+# args held 3000 requests and +1.1 GB of RSS for ever
 MAX_BROADCASTS = 64  # site commands whose acknowledgements the controller still follows
 
 
@@ -200,6 +202,12 @@ class FleetController:
         return found.get((site, device))
 
     def request(self, action: str, args: dict[str, Any], target: TargetQuery, user: str) -> ActionRequest:
+        if len(self.requests) >= MAX_REQUESTS:  # forget the oldest finished requests first
+            for old in [k for k, r in self.requests.items() if r.state == "done"][: len(self.requests) -
+                                                                                   MAX_REQUESTS + 1]:
+                del self.requests[old]
+        if len(self.requests) >= MAX_REQUESTS:
+            raise ApprovalError(f"{MAX_REQUESTS} requests are still open: approve, run or let them finish first")
         needed = self.approvals_needed if action in DANGEROUS else 0
         req = ActionRequest(f"req-{next(self._ids)}", action, args, target, user, needed)
         req.state = "ready" if needed == 0 else "voting"

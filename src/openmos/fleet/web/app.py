@@ -4,6 +4,7 @@ time, alerts, and an action sidebar with approvals. Writes use the device API's 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import asdict
 from importlib import resources
@@ -11,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from openmos.api import errors
 from openmos.api.auth import AuthError, AuthStore, TooManyAttempts
@@ -25,15 +26,25 @@ from openmos.fleet.messages import CHUNK
 from openmos.fleet.rollout import rollout
 from openmos.fleet.service import FleetService
 
+MAX_ROLLOUTS = 64  # rollout progress records kept (finished ones go first)
+MAX_ARGS_BYTES = 16 * 1024  # an action's arguments as JSON: eight pools with long URLs fit several times over
+
 
 class ActionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["pause", "resume", "set_power", "set_pools", "reboot", "locate", "install", "scan"]
     args: dict[str, Any] = Field(default_factory=dict)
-    site: str | None = None
-    model: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-    devices: list[str] = Field(default_factory=list)
+    site: Annotated[str, Field(max_length=256)] | None = None
+    model: Annotated[str, Field(max_length=256)] | None = None
+    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
+    devices: list[str] = Field(default_factory=list, max_length=20_000)
+
+    @field_validator("args")
+    @classmethod
+    def _small_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(args)) > MAX_ARGS_BYTES:  # each request holds them in memory and the audit log
+            raise ValueError(f"args take at most {MAX_ARGS_BYTES} bytes of JSON")
+        return args
 
 
 class EnrollmentDecision(BaseModel):
@@ -177,7 +188,10 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
             raise HTTPException(422, "name devices as SITE/DEVICE (or give the site): a device id is unique only "
                                      "within its site")
         target = TargetQuery(site=body.site, model=body.model, tags=body.tags, devices=tuple(body.devices))
-        req = service.controller.request(body.action, body.args, target, s.user)
+        try:
+            req = service.controller.request(body.action, body.args, target, s.user)
+        except ApprovalError as exc:
+            raise HTTPException(429, str(exc)) from None
         return {"request_id": req.request_id, "state": req.state, "needed": req.approvals_needed}
 
     @app.post("/api/fleet/requests/{request_id}/approve")
@@ -246,6 +260,8 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
         state: dict[str, Any] = {"request_id": request_id, "version": req.args.get("version"), "progress": 0.0,
                                  "messages": [], "done": False}
         rollouts[request_id] = state
+        for old in [k for k, v in rollouts.items() if v["done"]][: max(0, len(rollouts) - MAX_ROLLOUTS)]:
+            del rollouts[old]  # the newest finished ones stay for the page
 
         def progress(message: str, fraction: float) -> None:
             state["messages"].append(message)
