@@ -10,13 +10,15 @@ from openmos.pool import LocalPool
 
 from helpers import QUICK_RETRY, cpu_agent, easy_pool_settings, running, wait_for
 
+SHARE_DIFF = 0.00003  # a share every fraction of a second on one CPU worker
+
 
 def share_key(en1: bytes, en2: bytes, nonce: int, version: int) -> tuple[bytes, bytes, int, int]:
     return (en1, en2, nonce, version)
 
 
 async def test_agent_mines_real_shares_verified_by_pool() -> None:
-    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    pool = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFF))
     async with running(pool):
         agent = cpu_agent(pool.url, user="e2e.cpu", **QUICK_RETRY)
         async with running(agent):
@@ -43,8 +45,8 @@ async def test_agent_mines_real_shares_verified_by_pool() -> None:
 
 
 async def test_failover_within_5s_and_no_found_share_lost() -> None:
-    primary = LocalPool(easy_pool_settings(start_difficulty=0.0001))
-    backup = LocalPool(easy_pool_settings(start_difficulty=0.0001))
+    primary = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFF))
+    backup = LocalPool(easy_pool_settings(start_difficulty=SHARE_DIFF))
     async with running(primary, backup):
         agent = cpu_agent(primary.url, backup.url, user="e2e.cpu", **QUICK_RETRY)
         group = agent.pools.groups[0]

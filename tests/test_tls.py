@@ -14,7 +14,7 @@ from helpers import cpu_agent, easy_pool_settings, running, wait_for
 
 async def test_agent_mines_over_tls(tmp_path: Path) -> None:
     cert, key = self_signed_loopback(tmp_path, hours=1)
-    pool = LocalPool(easy_pool_settings(start_difficulty=0.0001, tls_cert=str(cert), tls_key=str(key)))
+    pool = LocalPool(easy_pool_settings(start_difficulty=0.00003, tls_cert=str(cert), tls_key=str(key)))
     await pool.start()
     assert pool.url.startswith("stratum+ssl://")
     # Without the CA the certificate is not trusted: the connection is refused, not silently downgraded.
