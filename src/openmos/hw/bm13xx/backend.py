@@ -31,6 +31,7 @@ from openmos.hw.interface import (
     UnsupportedControl,
     WorkProvider,
 )
+from openmos.hw.transport.patience import MissStreak
 from openmos.hw.work import NonceResult, WorkItem
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class Bm13xxStats:
     emergency_stops: int = 0
     last_fault: str = ""
     nonce_seconds: float = 0.0  # driver CPU time spent on nonces
+    sensor_misses: int = 0  # sensor polls that failed (reported only after read_miss_limit in a row)
 
 
 class Bm13xxHardware(MiningHardware):
@@ -276,13 +278,21 @@ class Bm13xxHardware(MiningHardware):
         """Sensors every poll_s: a regulator fault powers the board off. Nothing slow runs here (the chips'
         counters have their own loop, whose retries may take seconds)."""
         s = self.settings
+        misses = MissStreak(s.read_miss_limit)
         while not self._stopped.is_set():
             try:
                 sensors = await self.board.sensors()
             except Exception as exc:  # a failed sensor read must not kill the monitor
-                log.warning("%s: sensor read failed: %s", self.model, exc)
+                self.stats.sensor_misses += 1
+                if misses.miss():
+                    log.warning("%s: sensor read failed %d times in a row (last: %s); check the board's control "
+                                "connection", self.model, misses.in_a_row, exc)
+                else:
+                    log.debug("%s: sensor read failed (%d in a row): %s", self.model, misses.in_a_row, exc)
                 await asyncio.sleep(s.poll_s)
                 continue
+            if misses.hit():
+                log.info("%s: sensors answer again", self.model)
             self._sensors = sensors
             if sensors.faults:
                 await self.emergency_stop("regulator fault: " + ", ".join(sensors.faults))

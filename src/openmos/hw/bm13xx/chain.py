@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from openmos.base.tasks import cancel_and_wait
 from openmos.hw.bm13xx import protocol as p
 from openmos.hw.bm13xx.chip import ChipType, PllSetting
+from openmos.hw.transport.patience import retry_waits
 from openmos.hw.transport.serial import ByteStream
 
 log = logging.getLogger(__name__)
@@ -234,12 +235,10 @@ class Chain:
                 fut = self._waiting[key] = loop.create_future()
             futures[state.index] = fut
         pending = targets
-        wait_s = timeout_s
-        for attempt in range(retries + 1):
+        for attempt, wait_s in enumerate(retry_waits(timeout_s, retries)):
             if attempt:
                 self.stats.read_retries += len(pending)
                 self._overdue.update((s.address, register) for s in pending)
-                wait_s *= 2
             await self.send(*(p.read_register(s.address, register) for s in pending))
             await asyncio.wait([futures[s.index] for s in pending], timeout=wait_s)
             pending = [s for s in pending if not futures[s.index].done()]

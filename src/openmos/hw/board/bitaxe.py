@@ -26,13 +26,14 @@ BITAXE_CHIPS = {"gamma": "BM1370", "supra": "BM1368", "ultra": "BM1366"}
 
 class BitaxeBoard:
     def __init__(self, control_path: str, data_path: str, chip: ChipType, *, voltage: float | None = None,
-                 fan_duty_pct: float = 100.0, name: str = "Bitaxe") -> None:
+                 fan_duty_pct: float = 100.0, name: str = "Bitaxe", read_retries: int = 2) -> None:
         self.control_path = control_path
         self.data_path = data_path
         self.chip = chip
         self.voltage = voltage or chip.stock_voltage
         self.fan_duty_pct = fan_duty_pct
         self.name = name
+        self.read_retries = read_retries  # control-port requests asked again when unanswered (see bitaxe_raw)
         self._control_stream: SerialStream | None = None
         self._data_stream: SerialStream | None = None
         self.control: BitaxeRawControl | None = None
@@ -46,7 +47,7 @@ class BitaxeBoard:
         except BaseException:
             self._control_stream.close()
             raise
-        control = self.control = BitaxeRawControl(self._control_stream)
+        control = self.control = BitaxeRawControl(self._control_stream, retries=self.read_retries)
         await control.gpio_set(GPIO_ASIC_RESET, False)
         self.emc = Emc2101(control)
         self.vr = Tps546(control, vmin=self.chip.volt_range[0], vmax=self.chip.volt_range[1])

@@ -5,8 +5,9 @@
 
 Common options: ``freq`` (MHz), ``voltage`` (V), ``ticket`` (chip ticket difficulty), ``job_interval`` (s),
 ``baud``, ``diff1_shift`` (emulator only; ``mos emulate`` prints the spec to use), and for the chips' counter
-reads ``read_timeout`` (s, default 0.5), ``read_retries`` (default 2, each wait doubled) and ``read_misses``
-(unanswered reads in a row before a chip counts as not responding, default 3).
+reads ``read_timeout`` (s, default 0.5), ``read_retries`` (default 2, each wait doubled; also the Bitaxe control
+port's requests, whose first wait is 1 s) and ``read_misses`` (unanswered reads in a row before a chip counts as
+not responding, and failed sensor polls in a row before the board's sensors are reported failing; default 3).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def create_bitaxe(arg: str) -> Bm13xxHardware:
         raise ValueError(f"unknown Bitaxe model {model!r}: one of {', '.join(BITAXE_CHIPS)}")
     chip = opts.get("chip", BITAXE_CHIPS[model])
     settings = _settings(opts, chip, 1)
-    board = BitaxeBoard(control, data, settings.chip, voltage=settings.voltage, name=f"Bitaxe {model.title()}")
+    board = BitaxeBoard(control, data, settings.chip, voltage=settings.voltage, name=f"Bitaxe {model.title()}",
+                        read_retries=settings.read_retries)
     return Bm13xxHardware(board, settings)
 
 

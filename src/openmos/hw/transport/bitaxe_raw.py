@@ -5,14 +5,21 @@ Request ``LEN u16 LE (whole packet) | ID | BUS=0 | PAGE | CMD | DATA``; response
 ``[addr, bytes...]``, 0x30 read ``[addr, n]``, 0x40 write-read ``[addr, bytes..., n]``), 0x06 GPIO (the
 command byte is the pin; data ``[level]`` sets, no data reads; pin 0 is the active-low ASIC reset), 0x07 ADC
 (0x50 reads VDD in mV), 0x09 fan (0x10 set duty %, 0x20 read tach RPM). One request is outstanding at a time.
+
+A request left unanswered for ``timeout_s`` is sent again (new id, each wait doubled, up to ``retries`` times;
+see ``patience``): a loaded host reads the port late, and the late answer to an earlier attempt still counts.
+Answers that come after their request was repeated or given up are counted (``late_responses``), not taken for
+the answer to another request. Every request here is a read or sets a value, so asking twice is harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
+from openmos.hw.transport.patience import retry_waits
 from openmos.hw.transport.serial import ByteStream
 
 log = logging.getLogger(__name__)
@@ -40,15 +47,19 @@ class ControlError(RuntimeError):
 class ControlStats:
     requests: int = 0
     errors: int = 0
-    timeouts: int = 0
+    timeouts: int = 0  # requests given up after every retry
+    retries: int = 0  # requests sent again because no answer had come in time
+    late_responses: int = 0  # answers to an attempt already repeated or given up (a slow host, not a fault)
     garbage_bytes: int = 0
     stray_responses: int = 0
 
 
 class BitaxeRawControl:
-    def __init__(self, stream: ByteStream, *, timeout_s: float = 1.0) -> None:
+    def __init__(self, stream: ByteStream, *, timeout_s: float = 1.0, retries: int = 2) -> None:
         self.stream = stream
         self.timeout_s = timeout_s
+        self.retries = retries
+        self._overdue: set[int] = set()  # ids of attempts repeated or given up: their answer may still come
         self.stats = ControlStats()
         self._lock = asyncio.Lock()
         self._next_id = 0
@@ -56,20 +67,31 @@ class BitaxeRawControl:
 
     async def request(self, page: int, command: int, data: bytes = b"") -> bytes:
         async with self._lock:
-            self._next_id = (self._next_id + 1) & 0xFF
-            ident = self._next_id
-            packet = bytes((ident, 0, page, command)) + data
             self.stats.requests += 1
-            await self.stream.write((len(packet) + 2).to_bytes(2, "little") + packet)
-            try:
-                return await asyncio.wait_for(self._response(ident), self.timeout_s)
-            except TimeoutError:
-                self.stats.timeouts += 1
-                self._buf.clear()
-                raise ControlError(f"control port: no answer to page {page:#04x} command {command:#04x} "
-                                   f"within {self.timeout_s:g} s") from None
+            waits = retry_waits(self.timeout_s, self.retries)
+            idents: set[int] = set()
+            for attempt, wait_s in enumerate(waits):
+                if attempt:
+                    self.stats.retries += 1
+                    self._overdue |= idents
+                self._next_id = (self._next_id + 1) & 0xFF
+                ident = self._next_id
+                idents.add(ident)
+                self._overdue.discard(ident)  # ids wrap after 256: this one is asked anew
+                packet = bytes((ident, 0, page, command)) + data
+                await self.stream.write((len(packet) + 2).to_bytes(2, "little") + packet)
+                with contextlib.suppress(TimeoutError):
+                    reply = await asyncio.wait_for(self._response(idents), wait_s)
+                    if attempt:  # the answers to the other attempts may still come
+                        self._overdue |= idents
+                    return reply
+            self.stats.timeouts += 1
+            self._overdue |= idents
+            self._buf.clear()
+            raise ControlError(f"control port: no answer to page {page:#04x} command {command:#04x} "
+                               f"within {sum(waits):g} s ({len(waits)} tries)")
 
-    async def _response(self, ident: int) -> bytes:
+    async def _response(self, idents: set[int]) -> bytes:
         while True:
             while len(self._buf) >= 3:
                 length = int.from_bytes(self._buf[:2], "little")
@@ -82,8 +104,12 @@ class BitaxeRawControl:
                     break
                 packet = bytes(self._buf[:length])
                 del self._buf[:length]
-                if packet[2] != ident:
-                    self.stats.stray_responses += 1
+                if packet[2] not in idents:
+                    if packet[2] in self._overdue:
+                        self._overdue.discard(packet[2])  # bounded: at most 256 ids
+                        self.stats.late_responses += 1
+                    else:
+                        self.stats.stray_responses += 1
                     continue
                 payload = packet[3:]
                 if len(payload) >= 2 and payload[0] == 0xFF:
