@@ -429,8 +429,8 @@ async def test_hostile_openadr_events_are_not_acted_on() -> None:
     for _ in range(3 * MAX_EVENTS):
         await ven._on_event(event("simple", 9))
     assert len(ven.events) == MAX_EVENTS
-    if ven._restore is not None:
-        ven._restore.cancel()
+    for event_id in list(ven._timers):
+        ven._forget(event_id)
 
 
 async def test_a_hostile_modbus_meter_never_moves_the_site() -> None:
@@ -495,3 +495,43 @@ async def test_a_hostile_modbus_meter_never_moves_the_site() -> None:
         container.close()
         await server.shutdown()  # type: ignore[no-untyped-call]
         task.cancel()
+
+
+async def test_openadr_cancellations_overlaps_and_floods() -> None:
+    """A cancelled event (openleadr hands it to on_update_event, which was not handled) still curtailed the
+    site; one shared restore timer let a later event's end stand for an earlier one's (the site stayed at 50 %
+    for the later event's whole window); every event held its timers for ever. Now each event has its own
+    window, the lowest level in force applies, a cancellation lifts it, and at most MAX_EVENTS are scheduled."""
+    from openmos.energy.demand import MAX_EVENTS
+
+    link = RecordingLink()
+    site = Site(link)
+    ven = DemandResponseVen(site, ModbusPowerMeter("127.0.0.1", 1), "http://127.0.0.1:1/OpenADR2/Simple/2.0b")
+    assert ven.client.on_update_event == ven._on_event  # openleadr hands modifications and cancellations here
+
+    def event(event_id: str, level: int, status: str = "active", **period: object) -> dict[str, Any]:
+        return {"event_descriptor": {"event_id": event_id, "event_status": status},
+                "event_signals": [{"signal_name": "simple", "intervals": [{"signal_payload": level}]}],
+                "active_period": period}
+
+    now = datetime.now(UTC)
+    assert await ven._on_event(event("a", 2, dtstart=now, duration=timedelta(hours=1))) == "optIn"
+    await wait_for(lambda: site.fraction == 0.5, 20, "event a in force")
+    # b starts in an hour: before, its restore timer replaced a's, so a's 50 % stayed until b's end.
+    assert await ven._on_event(event("b", 1, dtstart=now + timedelta(hours=1), duration=timedelta(hours=1)))
+    assert await ven._on_event(event("a", 2, status="cancelled")) == "optIn"
+    await wait_for(lambda: site.fraction == 1.0, 20, "a cancelled: the site back to 100 %")
+    assert set(ven._timers) == {"b"} and not ven._active
+    # Two overlapping events in force: the lower level applies, and the other one's end does not lift it.
+    await ven._on_event(event("c", 3, dtstart=now, duration=timedelta(hours=1)))
+    await ven._on_event(event("d", 1, dtstart=now, duration=timedelta(hours=1)))
+    await wait_for(lambda: ven._active == {"c": 0.0, "d": 0.75}, 20, "both in force")
+    await wait_for(lambda: site.fraction == 0.0, 20, "the lowest level")
+    await ven._on_event(event("d", 1, status="completed"))
+    await asyncio.sleep(0)
+    assert site.fraction == 0.0
+    for i in range(3 * MAX_EVENTS):  # a flood of far-future events (year 9999 and beyond: capped)
+        await ven._on_event(event(f"f{i}", 1, dtstart=datetime(9999, 1, 1, tzinfo=UTC), duration=timedelta(days=9e5)))
+    assert len(ven._timers) == MAX_EVENTS
+    for event_id in list(ven._timers):
+        ven._forget(event_id)
