@@ -392,5 +392,27 @@ async def test_an_operator_flood_of_requests_is_bounded(tmp_path: Path) -> None:
                 assert r.status_code == 201
             assert len(service.controller.requests) == MAX_REQUESTS
             assert all(r.state != "done" for r in service.controller.requests.values())
+
+    finally:
+        await stop_site(service, site, nodes)
+
+
+async def test_the_open_request_list_masks_pool_passwords(tmp_path: Path) -> None:
+    """GET /api/fleet/requests needs no login (the dashboard's reads are open on the LAN) and listed set_pools
+    args verbatim, pool passwords included; the device API masks them ("***") and so does the fleet now."""
+    service, site, nodes = await start_site(tmp_path, 1, stepping=False)
+    auth, bearer = accounts()
+    app = create_fleet_app(service, auth)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
+            pools = [{"url": "stratum+tcp://127.0.0.1:3333", "user": "w", "password": "hunter2-secret"}, "odd"]
+            r = await c.post("/api/fleet/requests", json={"action": "set_pools", "args": {"pools": pools},
+                                                           "site": "s"}, headers=bearer("bob"))
+            assert r.status_code == 201
+            listed = await c.get("/api/fleet/requests")
+            assert listed.status_code == 200 and "hunter2" not in listed.text
+            assert listed.json()[0]["args"]["pools"] == [{**pools[0], "password": "***"}, "odd"]
+            rid = r.json()["request_id"]
+            assert service.controller.requests[rid].args["pools"][0]["password"] == "hunter2-secret"  # still sent
     finally:
         await stop_site(service, site, nodes)

@@ -57,6 +57,16 @@ class EnrollmentDecision(BaseModel):
     fingerprint: Annotated[str, Field(pattern=r"^[0-9a-f]{4}(:[0-9a-f]{4}){3}$")]
 
 
+def masked(args: dict[str, Any]) -> dict[str, Any]:
+    """An action's arguments as the (unauthenticated) request list shows them: pool passwords masked, as the
+    device API's config read does."""
+    pools = args.get("pools")
+    if not isinstance(pools, list):
+        return args
+    return {**args, "pools": [{**p, "password": "***"} if isinstance(p, dict) and "password" in p else p
+                              for p in pools]}
+
+
 def create_fleet_app(service: FleetService, auth: AuthStore, *,
                      allowed_hosts: list[str] | tuple[str, ...] = ()) -> FastAPI:
     app = FastAPI(title="OpenMOS fleet", description="Fleet overview, devices, alerts and approved bulk actions.",
@@ -178,7 +188,7 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
 
     @app.get("/api/fleet/requests")
     async def requests() -> list[dict[str, Any]]:
-        return [{"request_id": r.request_id, "action": r.action, "args": r.args, "state": r.state,
+        return [{"request_id": r.request_id, "action": r.action, "args": masked(r.args), "state": r.state,
                  "requested_by": r.requested_by, "approvals": r.approvals, "needed": r.approvals_needed,
                  "results": r.results} for r in service.controller.requests.values()]
 
