@@ -110,6 +110,52 @@ class UnverifiedChecks(DeviceVerifier):
         return NoSignatureBatches()
 
 
+class Phases:
+    """When each phase of one poll ended (perf_counter), recorded around the controller's reply check (which
+    is used unchanged): first reply, last reply, end of the replies (the query's final), last verdict."""
+
+    def __init__(self) -> None:
+        self.first = self.last = self.end = self.done = float("nan")
+        self.feed_s = 0.0  # spent checking the replies as they arrived (on the thread reading them)
+        self.believed_by_end = 0  # replies believed before the query ended (the rest wait for their batch)
+
+    def wrap(self, check: Any) -> Any:
+        phases = self
+
+        class Timed:
+            def feed(self, key: str, payload: bytes) -> list[Any]:
+                now = time.perf_counter()
+                if phases.first != phases.first:  # nan: the first reply
+                    phases.first = now
+                phases.last = now
+                out: list[Any] = check.feed(key, payload)
+                phases.believed_by_end += len(out)
+                phases.feed_s += time.perf_counter() - now
+                return out
+
+            def finish(self) -> list[Any]:
+                phases.end = time.perf_counter()
+                out: list[Any] = check.finish()
+                phases.done = time.perf_counter()
+                return out
+
+            def close(self) -> None:
+                check.close()
+
+        return Timed()
+
+
+def timed_replies(verifier: DeviceVerifier, phases: list[Phases]) -> None:
+    """Record the phases of each query ``verifier`` checks (appended to ``phases``)."""
+    replies = verifier.replies
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        phases.append(Phases())
+        return phases[-1].wrap(replies(*args, **kwargs))
+
+    verifier.replies = wrapped  # type: ignore[method-assign]
+
+
 # -- the device farm (child process) ----------------------------------------------------------------------
 
 
@@ -193,6 +239,7 @@ class Result:
         self.reread_s: list[float] = []
         self.worker_cpu_s: list[float] = []  # the signature worker processes' CPU during the poll
         self.verified: list[int] = []  # signatures verified during the poll
+        self.phases: list[tuple[float, float, float, float, float, int, float]] = []  # per timed poll, from its start
         self.answered = 0
         self.telemetry_s = float("nan")
         self.telemetry_got = 0
@@ -230,6 +277,8 @@ class Mode:
         checks = DeviceVerifier if self.signed else UnverifiedChecks
         self.verifier = checks(registry, self.bus.metrics, rate_per_s=100, burst=100)
         self.ctl = FleetController(self.bus, b"", Path(os.devnull), registry=registry, verifier=self.verifier)
+        self.phases: list[Phases] = []
+        timed_replies(self.verifier, self.phases)
         deadline = time.monotonic() + 120
         while (seen := await self._poll()) < self.devices and time.monotonic() < deadline:  # all declared to us
             print(f"  {self.mode}: {seen:,}/{self.devices:,} devices answer so far", flush=True)
@@ -258,7 +307,11 @@ class Mode:
         workers_before = cpu_of(workers)
         began = time.perf_counter()
         r.answered = await self._poll()
-        r.poll_s.append(time.perf_counter() - began)
+        ended = time.perf_counter()
+        r.poll_s.append(ended - began)
+        p = self.phases[-1]
+        r.phases.append((p.first - began, p.last - began, p.end - began, p.done - began, ended - began,
+                         p.believed_by_end, p.feed_s))
         r.controller_cpu_s.append(time.process_time() - cpu_before)
         r.worker_cpu_s.append(cpu_of(workers) - workers_before)
         r.verified.append(self.bus.signatures.verified - verified)
@@ -330,6 +383,9 @@ async def main_async(devices: int, rounds: int, modes: tuple[str, ...] = MODES) 
     if set(modes) != set(MODES):  # a partial run (profiling): times only
         for mode, r in results.items():
             print(f"  {mode}: polls {', '.join(f'{t:.2f}' for t in r.poll_s)} s")
+            for p in r.phases:
+                print(f"    first {p[0]:.3f} last {p[1]:.3f} ended {p[2]:.3f} verdict {p[3]:.3f} "
+                      f"returned {p[4]:.3f} believed-early {p[5]} checking {p[6]:.3f}")
         return
     base = statistics.median(results["baseline"].poll_s)
     base_tel = results["baseline"].telemetry_s
@@ -349,6 +405,13 @@ async def main_async(devices: int, rounds: int, modes: tuple[str, ...] = MODES) 
               f"believed; CPU controller {ctl_cpu:5.2f} s, farm {farm_cpu:5.2f} s) | telemetry {telemetry}")
         print(f"           polls: {' '.join(f'{t:.2f}' for t in r.poll_s)} s; the farm produced the snapshots in "
               f"{statistics.median(r.tick_s):.2f} s before each (median, not part of the poll)")
+    print("phases of each poll (median, s from the poll's start): first reply | last reply | replies ended "
+          "(query final) | last verdict | poll returned; replies believed before the query ended; time spent checking "
+          "replies as they arrived (on the thread reading them)")
+    for mode, r in results.items():
+        cols = [statistics.median(p[i] for p in r.phases) for i in range(7)]
+        print(f"  {mode:8s} {cols[0]:5.3f} | {cols[1]:5.3f} | {cols[2]:5.3f} | {cols[3]:5.3f} | {cols[4]:5.3f}; "
+              f"{cols[5]:,.0f}; {cols[6]:5.3f} s")
     reread = {m: statistics.median(r.reread_s) for m, r in results.items()}
     print(f"poll again within the devices' interval (the same snapshots: matched byte for byte against the "
           f"messages already verified, not verified twice): baseline {reread['baseline']:.2f} s, tls "
@@ -368,7 +431,8 @@ async def main_async(devices: int, rounds: int, modes: tuple[str, ...] = MODES) 
     sig = results["signed"]
     print(f"signatures verified per signed poll: {min(sig.verified):,} to {max(sig.verified):,} (every reply, "
           f"fresh snapshots: none matched the bytes of one already verified); worker processes' CPU "
-          f"{statistics.median(sig.worker_cpu_s):.2f} s per poll ({processes} processes)")
+          f"{statistics.median(sig.worker_cpu_s):.2f} s per poll ({processes} processes; the verifications alone "
+          f"{verify_s:.2f} s, see the floor below: the rest is the workers' reading, waking and answering)")
     floor_cpu = (statistics.median(results["tls"].controller_cpu_s) + statistics.median(sig.farm_cpu_s)
                  + verify_s) / cores
     strongest = min(base, statistics.median(results["tls"].poll_s))  # the faster unauthenticated run (median)
