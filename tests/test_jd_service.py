@@ -220,7 +220,10 @@ async def test_dashboard_shows_whose_template_its_fees_and_the_policy(farm: Farm
     api = JdApi(svc, port=0)
     await api.start()
     try:
-        async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        # A new connection per request: the browser check can outlast the server's keep-alive, and a request
+        # sent on a connection the server is closing fails with "Server disconnected".
+        no_reuse = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=api.url, timeout=30, limits=no_reuse) as http:
             await wait_for(lambda: svc.status.templates >= 1, 60, "an own template")
             r = await http.get("/api/v1/jd")
             assert r.status_code == 200 and "script-src 'self'" in r.headers["content-security-policy"]
