@@ -44,7 +44,7 @@ async def test_auth_rules_and_validation(tmp_path: Path) -> None:
         auth = {"Authorization": f"Bearer {token}"}
         # Schema validation: 422 with messages that say what is wrong.
         r = await client.put("/api/v1/performance", json={"power_w": -5}, headers=auth)
-        assert r.status_code == 422 and "greater than 0" in r.text
+        assert r.status_code == 422 and "greater than or equal to 1" in r.text
         r = await client.put("/api/v1/performance", json={"power_w": 3000, "profile": "eco"}, headers=auth)
         assert r.status_code == 422 and "exactly one" in r.text
         r = await client.post("/api/v1/pools", json={"url": "http://nope:1", "user": "x"}, headers=auth)
