@@ -59,6 +59,12 @@ async def test_a_healthy_pool_acknowledging_in_batches_keeps_the_work() -> None:
         assert all(w.accepted == 0 for w in backup.workers.values()), "work went to the standby"
         print(f"{acked_shares(agent)} shares acknowledged in batches of up to {client.ack_batch}, "
               f"slowest batch wait {client.ack_wait_s:.2f} s, no stall suspected")
+        learnt = client.ack_batch
+        await client.close("test: the pool's connection dropped")  # the next session starts from what was learnt
+        conn = group.connections[0]
+        await wait_for(lambda: conn.client is not client and conn.client is not None, 60, "a new session")
+        again = conn.client
+        assert isinstance(again, Sv2Client) and again.ack_batch >= learnt
 
 
 async def test_a_batching_pool_that_stops_answering_still_loses_the_work_at_once() -> None:
@@ -89,8 +95,10 @@ async def test_what_one_acknowledgement_teaches_is_bounded_by_the_submits_waitin
         client._pending[seq] = loop.create_future()
         client._sent_at[seq] = now - 10 + seq
     client._acknowledge(SubmitSharesSuccess(1, covered, covered, 0))
-    assert client.ack_batch == min(covered, 5)
-    assert 9.0 <= client.ack_wait_s < 60.0
+    assert client.ack_batch == min(covered, 5) and client.ack_wait_s == 0.0  # a full batch: no timer seen
+    if 1 < covered < 5:  # one more submit acknowledged alone: a partial batch, closed on time after 5 s
+        client._acknowledge(SubmitSharesSuccess(1, covered + 1, 1, 0))
+        assert 5.0 <= client.ack_wait_s < 60.0 and client.ack_batch == min(covered, 5)
 
 
 @pytest.mark.parametrize(("every", "after"), [(0, 0.0), (-1, 0.0), (1, float("nan")), (1, -1.0), (1, 1e400)])

@@ -36,6 +36,12 @@ def add_pool_args(parser: argparse.ArgumentParser) -> None:
                          "serve: without it a throw-away key is used and the pool URL changes every start)")
     v2.add_argument("--cert-validity", type=float, default=24.0, metavar="HOURS",
                     help="validity of the server certificate signed at start (default: %(default)s h)")
+    v2.add_argument("--sv2-ack-every", type=int, default=1, metavar="N",
+                    help="acknowledge accepted V2 shares in batches of N (one SubmitShares.Success for N submits, "
+                         "as the specification allows; default: %(default)s, each share at once)")
+    v2.add_argument("--sv2-ack-after", type=float, default=0.0, metavar="SECONDS",
+                    help="with --sv2-ack-every: acknowledge a partial batch this long after its oldest share "
+                         "(default: 0, only full batches)")
 
 
 def keygen(args: argparse.Namespace) -> int:
@@ -70,7 +76,8 @@ async def start_pool_v2(pool: LocalPool, args: argparse.Namespace) -> Sv2PoolSer
     if not 0 < args.cert_validity <= 24 * 365:
         raise ValueError("--cert-validity must be between 0 and 8760 hours")
     server = Sv2PoolServer(pool, secret, host=pool.settings.host, port=args.sv2_port,
-                           cert_validity_s=int(args.cert_validity * 3600))
+                           cert_validity_s=int(args.cert_validity * 3600), ack_every=args.sv2_ack_every,
+                           ack_after_s=args.sv2_ack_after)
     await server.start()
     log.info("Stratum V2 pool URL: %s (authority %s)", server.url, encode_authority_key(server.authority.xonly))
     return server

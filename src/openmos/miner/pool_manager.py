@@ -135,6 +135,10 @@ class PoolConnection:
     probe_answers: int = 0  # of them answered
     last_probe: float = 0.0  # monotonic
     stall_suspicions: int = 0  # times the work left this pool on a suspected stall
+    # V2 batched acknowledgements seen on the last session (Sv2Client.ack_batch / ack_wait_s): the next session
+    # starts from them, so a pool's batching is learnt once, not again after every reconnect
+    ack_batch: int = 0
+    ack_wait_s: float = 0.0
 
     def probe_counts(self) -> tuple[int, int]:
         """Liveness probes sent and answered over every session of this pool, the open one included (the
@@ -263,6 +267,7 @@ class PoolGroup:
             client = Sv2Client(url2, user, password, self._options(conn),
                                on_job=lambda c, job: self._job(conn, c, job),
                                on_close=lambda c, reason: self._closed(conn, c))
+            client.ack_batch, client.ack_wait_s = conn.ack_batch, conn.ack_wait_s
         else:
             url = PoolUrl(target[0], target[1], conn.url.tls) if target else conn.url
             client = StratumClient(
@@ -292,6 +297,8 @@ class PoolGroup:
         conn.difficulty_slow += getattr(client, "difficulty_slow", 0)
         conn.probes += getattr(client, "probes_sent", 0)
         conn.probe_answers += getattr(client, "probe_answers", 0)
+        if isinstance(client, Sv2Client):
+            conn.ack_batch, conn.ack_wait_s = client.ack_batch, client.ack_wait_s
         self._wake.set()
 
     def _back_off(self, conn: PoolConnection, why: str, cap: float) -> None:
@@ -370,7 +377,7 @@ class PoolGroup:
     def suspect_after(self, conn: PoolConnection) -> float:
         """How long a request may stay unanswered, with nothing received, before a stall is suspected: at least
         three times the pool's slowest recent share answer and its slowest probe answer of this session (V1), or
-        its slowest recent batch of acknowledgements (V2: how long the oldest share of a batch waited)."""
+        its slowest recent batch closed on time (V2: how long the oldest share of a partial batch waited)."""
         client = conn.client
         probe = client.probe_slowest if isinstance(client, StratumClient) else 0.0
         batch = client.ack_wait_s if isinstance(client, Sv2Client) else 0.0

@@ -11,9 +11,11 @@ certificate problem ends the session with the reason in ``close_reason``.
 
 A pool may acknowledge shares in batches (one ``SubmitShares.Success`` up to a sequence number; the
 specification's example acknowledges every 10). The client learns the pool's batching from its answers --
-the most submits one acknowledgement covered (``ack_batch``) and how long the oldest of them waited
-(``ack_wait_s``) -- and ``unanswered_since`` only reports a submit the pool's batching does not explain, so a
-quiet batching pool is not suspected of a stall while a pool that stops answering still is.
+the most submits one acknowledgement covered (``ack_batch``), and, from acknowledgements of fewer (a batch
+closed on a timer), how long the oldest of them waited (``ack_wait_s``) -- and ``unanswered_since`` only
+reports a submit the pool's batching does not explain, so a quiet batching pool is not suspected of a stall
+while a pool that stops answering still is. A pool seen to close only full batches owes nothing while fewer
+submits wait: its answer waits for the miner's next shares, so there only ``stall_timeout_s`` confirms a stall.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ class Sv2Client(EndingSession):
         self._pending: dict[int, asyncio.Future[SubmitResult]] = {}
         self._sent_at: dict[int, float] = {}  # outstanding submits -> monotonic time sent
         self.ack_batch = 0  # most outstanding submits one SubmitShares.Success covered (0: none seen yet)
-        self.ack_wait_s = 0.0  # oldest submit's wait in an acknowledgement: slowest recent, -10 % per acknowledgement
+        self.ack_wait_s = 0.0  # oldest submit's wait in a partial (timed) batch: slowest recent, -10 % per one
         self._read_task: asyncio.Task[None] | None = None
         self._consecutive_bad = 0
 
@@ -223,9 +225,10 @@ class Sv2Client(EndingSession):
         # Success may acknowledge a batch: every outstanding submit up to last_sequence_number was accepted.
         covered = sorted(s for s in self._pending if s <= msg.last_sequence_number)
         if covered:  # learn the pool's batching (bounded by the submits that were waiting, not by its numbers)
+            if len(covered) < self.ack_batch:  # a partial batch: the pool closes batches on time as well
+                oldest = min((self._sent_at[s] for s in covered if s in self._sent_at), default=time.monotonic())
+                self.ack_wait_s = max(time.monotonic() - oldest, 0.9 * self.ack_wait_s)
             self.ack_batch = min(max(self.ack_batch, len(covered)), MAX_ACK_BATCH)
-            oldest = min((self._sent_at[s] for s in covered if s in self._sent_at), default=time.monotonic())
-            self.ack_wait_s = max(time.monotonic() - oldest, 0.9 * self.ack_wait_s)
         for seq in covered:
             fut = self._pending.pop(seq)
             if not fut.done():
@@ -241,15 +244,15 @@ class Sv2Client(EndingSession):
     def unanswered_since(self) -> float | None:
         """When the oldest submit still waiting for an answer the pool owes was sent (monotonic), None if none.
 
-        A batching pool owes nothing while fewer submits wait than its largest batch seen (the specification's
-        example batch before its first acknowledgement) -- unless it has acknowledged before, then the oldest
-        counts (its batches also end on time; ``ack_wait_s`` tells the stall check how long they take). With a
-        full batch waiting, the submit that completed it counts."""
+        With a full batch waiting (its largest seen; the specification's example batch before the first
+        acknowledgement), the submit that completed it counts. With fewer, the oldest counts if the pool has
+        closed a batch on time before (``ack_wait_s`` tells the stall check how long it takes), else none: the
+        pool waits for more shares."""
         waiting = sorted(self._sent_at.values())
         batch = self.ack_batch or SPEC_EXAMPLE_BATCH
         if len(waiting) >= batch:
             return waiting[batch - 1]
-        return waiting[0] if waiting and self.ack_batch else None
+        return waiting[0] if waiting and self.ack_wait_s > 0 else None
 
     @property
     def bad_lines(self) -> int:
