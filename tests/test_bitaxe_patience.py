@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from openmos.emulator.devices import EmulatedBitaxe
+from openmos.hw.bm13xx import chip_type
 from openmos.hw.bm13xx.backend import Bm13xxHardware, BoardSensors
 from openmos.hw.board.bitaxe import BitaxeBoard
 from openmos.hw.factory import create_hardware
-from openmos.hw.transport.bitaxe_raw import FAN_TACH, PAGE_FAN, BitaxeRawControl, ControlError
+from openmos.hw.transport.bitaxe_raw import BitaxeRawControl, ControlError
 from openmos.hw.transport.patience import MissStreak, retry_waits
 
 from helpers import wait_for
@@ -34,7 +35,7 @@ class SlowPeer:
         self.out: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def write(self, data: bytes) -> None:
-        assert int.from_bytes(data[:2], "little") == len(data) and data[4:6] == bytes((PAGE_FAN, FAN_TACH))
+        assert int.from_bytes(data[:2], "little") == len(data)
         ident = data[2]
         self.asked.append(ident)
         payload = bytes((ident,)) + self.rpm.to_bytes(2, "little")
@@ -72,6 +73,14 @@ async def test_a_port_that_never_answers_fails_after_every_retry() -> None:
     with pytest.raises(ControlError, match=r"within 0.07 s \(3 tries\)"):
         await control.fan_rpm()
     assert len(peer.asked) == 3 and control.stats.timeouts == 1 and control.stats.retries == 2
+
+
+async def test_the_emergency_power_off_is_sent_once_not_retried_on_a_dead_port() -> None:
+    peer = SlowPeer(answer_after=10**6)
+    board = BitaxeBoard("/dev/null", "/dev/null", chip_type("BM1370"))
+    board.control = BitaxeRawControl(peer, timeout_s=0.01, retries=2)
+    await board.emergency_off("test")
+    assert len(peer.asked) == 1 and board.control.retries == 2  # one try; the patience is back afterwards
 
 
 def test_the_patience_is_the_one_the_chip_reads_use() -> None:

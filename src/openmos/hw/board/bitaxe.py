@@ -69,15 +69,20 @@ class BitaxeBoard:
         control = self.control
         if control is None:
             return
-        # Each step on its own: a failing one must not skip the others.
-        with contextlib.suppress(Exception):
-            await control.gpio_set(GPIO_ASIC_RESET, False)
-        if self.vr is not None:
+        # Each step on its own: a failing one must not skip the others. Sent once each: the board acts on the
+        # command whether or not its answer is read in time, and a dead port must not hold the power-off up.
+        retries, control.retries = control.retries, 0
+        try:
             with contextlib.suppress(Exception):
-                await self.vr.enable(False)
-        if self.emc is not None:
-            with contextlib.suppress(Exception):
-                await self.emc.set_duty(100.0)
+                await control.gpio_set(GPIO_ASIC_RESET, False)
+            if self.vr is not None:
+                with contextlib.suppress(Exception):
+                    await self.vr.enable(False)
+            if self.emc is not None:
+                with contextlib.suppress(Exception):
+                    await self.emc.set_duty(100.0)
+        finally:
+            control.retries = retries
 
     async def set_power(self, on: bool) -> None:
         assert self.control is not None and self.vr is not None
