@@ -176,8 +176,7 @@ def hex_field(value: Any, name: str, *, size: int | None = None, max_size: int =
     if 2 * len(raw) != len(value):  # bytes.fromhex skips whitespace: "0011 2233" is not a hex field either
         bad = next((i for i, ch in enumerate(value) if ch not in _HEX_DIGITS), None)
         if bad is not None:
-            what = "whitespace at character" if value[bad].isspace() else "character"
-            raise ProtocolError(f"{name} is not valid hex ({what} {bad + 1} of {len(value)})")
+            raise ProtocolError(f"{name} is not valid hex (character {bad + 1} of {len(value)})")
         raise ProtocolError(f"{name} is not valid hex (odd number of digits: {len(value)})")
     if size is not None and len(raw) != size:
         raise ProtocolError(f"{name} must be {size} bytes, got {len(raw)}")
