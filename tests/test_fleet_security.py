@@ -290,6 +290,8 @@ def attacker_telemetry(attacker: DeviceKey, site: str, device: str, body: dict[s
 async def test_spoofed_and_ghost_telemetry_never_reaches_the_dashboard(tmp_path: Path) -> None:
     async with plain_fleet(tmp_path, {"north": [f"d{i}" for i in range(5)]}) as (service, _):
         await wait_for(lambda: len(service.latest) == 5, 20, "real telemetry")
+        # the inventory (announcements) arrives apart from telemetry: wait for all five there too
+        await wait_for(lambda: service.overview()["devices"] == 5, 20, "every device in the inventory")
         before = service.overview()
         attacker = DeviceKey()
         evil = {"hashrate_ths": 9_999.0, "power_w": 1.0, "pools": [{"url": "stratum+tcp://evil.example:3333",
