@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from openmos.base.files import append_line
+from openmos.base.files import RotatingLog, append_line
 from openmos.fleet.control import FleetController
 
 
@@ -28,6 +28,7 @@ def test_controller_audit_appends_and_skips_a_torn_last_line(tmp_path: Path,
     log = tmp_path / "audit.jsonl"
     ctl = FleetController.__new__(FleetController)  # only the audit log is exercised: no bus needed
     ctl.audit_path = log
+    ctl.audit = RotatingLog(log)
     # The audit log must never read the whole file back to add a line (quadratic in commands).
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("audit read the log back"))
     for i in range(3):
@@ -38,6 +39,35 @@ def test_controller_audit_appends_and_skips_a_torn_last_line(tmp_path: Path,
     entries = ctl.audit_log()
     assert [e["n"] for e in entries] == [0, 1, 2, 3]
     assert all(json.loads(line) for line in log.read_text().splitlines()[:3])
+
+
+def test_a_flood_of_audit_records_rotates_within_bounds_keeping_every_record_whole(tmp_path: Path) -> None:
+    """Each request may add ~16 kB to the audit log: a flood must not fill the disk. Past the limit the log
+    rotates (audit.jsonl.1 .. .N), the total stays bounded, no record is split, and the reader gives the newest
+    records in order across the files."""
+    log = tmp_path / "audit.jsonl"
+    ctl = FleetController.__new__(FleetController)  # only the audit log is exercised: no bus needed
+    ctl.audit_path = log
+    ctl.audit = RotatingLog(log, max_bytes=RotatingLog.MIN_BYTES, keep=2)
+    big = "x" * 16_000
+    n = 40  # ~640 kB written, ten times the limit
+    for i in range(n):
+        ctl._audit("ops", "request", {"n": i, "args": big})
+    files = ctl.audit.files()
+    assert files == [tmp_path / "audit.jsonl.2", tmp_path / "audit.jsonl.1", log]
+    assert not (tmp_path / "audit.jsonl.3").exists()
+    assert all(p.stat().st_size <= RotatingLog.MIN_BYTES for p in files)
+    for p in files:  # every file holds whole records only
+        assert p.read_bytes().endswith(b"\n")
+        assert all(json.loads(line)["args"] == big for line in p.read_text().splitlines())
+    kept = [e["n"] for e in ctl.audit_log()]
+    assert len(kept) >= 6 and kept == list(range(n - len(kept), n))  # the newest, contiguous, oldest first
+
+
+@pytest.mark.parametrize(("max_bytes", "keep"), [(0, 5), (-1, 5), (1 << 40, 5), (1 << 20, 0), (1 << 20, 10_000)])
+def test_absurd_audit_rotation_settings_are_refused(tmp_path: Path, max_bytes: int, keep: int) -> None:
+    with pytest.raises(ValueError, match="log"):
+        RotatingLog(tmp_path / "audit.jsonl", max_bytes, keep)
 
 
 def test_hostile_toml_files_are_one_clear_error(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ import contextlib
 import os
 import tempfile
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,66 @@ def append_line(path: Path, line: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class RotatingLog:
+    """An append-only log of whole lines bounded in size: ``path`` plus at most ``keep`` older files
+    ``path.1`` (newest) .. ``path.<keep>`` (oldest), each about ``max_bytes`` (one record over if a single record
+    is bigger). Before an append that would take ``path`` past ``max_bytes``, the files shift by one with
+    ``os.replace`` (atomic renames: a record is never split, only whole files move; the oldest falls off). A crash
+    mid-rotation can leave a gap in the numbers, never a torn or reordered record: :meth:`lines` skips gaps."""
+
+    path: Path
+    max_bytes: int = 8 << 20
+    keep: int = 5
+
+    MIN_BYTES = 64 << 10  # a record may be ~16 kB: a smaller file would hold a handful
+    MAX_BYTES = 1 << 30
+    MAX_KEEP = 99
+
+    def __post_init__(self) -> None:
+        if not self.MIN_BYTES <= self.max_bytes <= self.MAX_BYTES:
+            raise ValueError(f"log size limit must be {self.MIN_BYTES}..{self.MAX_BYTES} bytes, not {self.max_bytes}")
+        if not 1 <= self.keep <= self.MAX_KEEP:
+            raise ValueError(f"rotated log files to keep must be 1..{self.MAX_KEEP}, not {self.keep}")
+
+    def _rotated(self, i: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{i}")
+
+    def files(self) -> list[Path]:
+        """The existing files, oldest first."""
+        return [p for p in (*(self._rotated(i) for i in range(self.keep, 0, -1)), self.path) if p.exists()]
+
+    def append(self, line: bytes) -> None:
+        record = line.rstrip(b"\n") + b"\n"
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size and size + len(record) + 1 > self.max_bytes:  # +1: the newline append_line may lead with
+            self._rotate()
+        append_line(self.path, record)
+
+    def _rotate(self) -> None:
+        for i in range(self.keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self._rotated(i), self._rotated(i + 1))
+        os.replace(self.path, self._rotated(1))
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the renames survive a power cut
+        finally:
+            os.close(dir_fd)
+
+    def lines(self) -> Iterator[str]:
+        """Every line, oldest file first (a file vanishing under a concurrent rotation is skipped)."""
+        for p in self.files():
+            try:
+                text = p.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            yield from text.splitlines()
 
 
 STATE_DIR_ENV = "OPENMOS_STATE_DIR"

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from openmos.base.files import append_line
+from openmos.base.files import RotatingLog
 from openmos.fleet import keys
 from openmos.fleet.bus import FleetBus
 from openmos.fleet.enroll import EnrollmentRegistry
@@ -134,12 +134,14 @@ TelemetryListener = Callable[[DeviceDoc, DeviceStatus], None]
 
 class FleetController:
     def __init__(self, bus: FleetBus, signing_key_pem: bytes, audit_path: Path, approvals_needed: int = 2, *,
-                 registry: EnrollmentRegistry | None = None, verifier: DeviceVerifier | None = None) -> None:
+                 registry: EnrollmentRegistry | None = None, verifier: DeviceVerifier | None = None,
+                 audit_max_bytes: int = RotatingLog.max_bytes, audit_keep: int = RotatingLog.keep) -> None:
         self.bus = bus
         self.registry = registry or EnrollmentRegistry(None)
         self.verifier = verifier or DeviceVerifier(self.registry, bus.metrics)
         self.signing_key = signing_key_pem
         self.audit_path = audit_path
+        self.audit = RotatingLog(audit_path, audit_max_bytes, audit_keep)  # a request flood cannot fill the disk
         self.approvals_needed = approvals_needed
         self.requests: dict[str, ActionRequest] = {}
         self._ids = itertools.count(1)
@@ -151,13 +153,12 @@ class FleetController:
 
     def _audit(self, who: str, what: str, detail: dict[str, Any]) -> None:
         line = json.dumps({"time": time.time(), "who": who, "what": what, **detail})
-        append_line(self.audit_path, line.encode())
+        self.audit.append(line.encode())
 
     def audit_log(self) -> list[dict[str, Any]]:
-        if not self.audit_path.exists():
-            return []
+        """Every record kept, oldest first, across the rotated files."""
         entries: list[dict[str, Any]] = []
-        for line in self.audit_path.read_text(errors="replace").splitlines():
+        for line in self.audit.lines():
             try:
                 entries.append(json.loads(line))
             except ValueError:  # a torn last line after a crash mid-append

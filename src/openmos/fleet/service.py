@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from openmos.base.files import RotatingLog
 from openmos.base.tasks import cancel_all
 from openmos.fleet import keys
 from openmos.fleet.alerts import AlertEngine, AlertRules
@@ -42,7 +43,8 @@ class FleetService:
                  *, rules: AlertRules | None = None, webhooks: list[str] | None = None, approvals_needed: int = 2,
                  inventory_interval_s: float = 30.0, flush_interval_s: float = 2.0,
                  registry: EnrollmentRegistry | None = None, ca: FleetCA | None = None,
-                 command_key_pem: bytes | None = None) -> None:
+                 command_key_pem: bytes | None = None, audit_max_bytes: int = RotatingLog.max_bytes,
+                 audit_keep: int = RotatingLog.keep) -> None:
         self.registry = registry or EnrollmentRegistry(None)
         if bus_config.tls is not None and bus_config.role == "controller":  # the registry's sites are let in
             bus_config = replace(bus_config, sites=tuple(sorted(set(bus_config.sites) | self.registry.sites())))
@@ -50,7 +52,8 @@ class FleetService:
         self.store = FleetStore(store_url)
         self.verifier = DeviceVerifier(self.registry, self.bus.metrics)
         self.controller = FleetController(self.bus, signing_key_pem, audit_path, approvals_needed,
-                                          registry=self.registry, verifier=self.verifier)
+                                          registry=self.registry, verifier=self.verifier,
+                                          audit_max_bytes=audit_max_bytes, audit_keep=audit_keep)
         self.ca = ca
         self.command_key_pem = command_key_pem
         self.alerts = AlertEngine(rules or AlertRules(), webhooks or [])
