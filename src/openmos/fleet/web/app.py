@@ -179,7 +179,9 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
 
     @app.get("/api/fleet/by-tag")
     async def by_tag(tag: str = "site", bucket: Literal[300, 3600, 86400] = 3600) -> dict[str, Any]:
-        return service.store.aggregate_by_tag(tag, bucket, since=time.time() - 86400)
+        # An SQL aggregation over the whole fleet: on a thread (the store serialises its connection with a lock
+        # and allows other threads), so the event loop keeps serving the bus and other requests meanwhile.
+        return await asyncio.to_thread(service.store.aggregate_by_tag, tag, bucket, since=time.time() - 86400)
 
     @app.get("/api/fleet/alerts")
     async def alerts() -> dict[str, Any]:
