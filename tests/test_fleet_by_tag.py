@@ -66,3 +66,23 @@ async def test_by_tag_runs_off_the_event_loop(tmp_path: Path) -> None:
         await asyncio.wait_for(other, 30)
     finally:
         store.close()
+
+
+async def test_bucket_sizes_from_the_query_string_are_accepted_and_others_refused(tmp_path: Path) -> None:
+    """``?bucket=300`` is text: the dashboard's own history chart asks for it; anything but a rollup size is 422."""
+    generate_keypair(tmp_path / "fleet.pem", tmp_path / "fleet.pub")
+    service = FleetService(BusConfig(listen=[f"tcp/127.0.0.1:{free_local_port()}"]),
+                           f"sqlite:///{tmp_path / 'fleet.db'}", (tmp_path / "fleet.pem").read_bytes(),
+                           tmp_path / "audit.jsonl")
+    app = create_fleet_app(service, AuthStore(None))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
+            for bucket in ("300", "3600", "86400"):
+                assert (await c.get("/api/fleet/series", params={"bucket": bucket})).status_code == 200
+                assert (await c.get("/api/fleet/by-tag", params={"bucket": bucket})).status_code == 200
+            for bad in ("1", "-300", "0", "1e400", "nan", "300.5", "x" * 10_000, "9" * 5000):
+                for path in ("/api/fleet/series", "/api/fleet/by-tag"):
+                    reply = await c.get(path, params={"bucket": bad})
+                    assert reply.status_code == 422 and len(reply.text) < 2000
+    finally:
+        service.store.close()

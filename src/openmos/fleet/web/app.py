@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from openmos.api import errors
 from openmos.api.auth import AuthError, AuthStore, TooManyAttempts
@@ -25,6 +25,7 @@ from openmos.fleet.enroll import EnrollmentRefused, fingerprint
 from openmos.fleet.messages import CHUNK
 from openmos.fleet.rollout import rollout
 from openmos.fleet.service import FleetService
+from openmos.fleet.store import ROLLUPS
 
 MAX_ROLLOUTS = 64  # rollout progress records kept (finished ones go first)
 MAX_ARGS_BYTES = 16 * 1024  # an action's arguments as JSON: eight pools with long URLs fit several times over
@@ -65,6 +66,17 @@ def masked(args: dict[str, Any]) -> dict[str, Any]:
         return args
     return {**args, "pools": [{**p, "password": "***"} if isinstance(p, dict) and "password" in p else p
                               for p in pools]}
+
+
+def _rollup_bucket(seconds: int) -> int:
+    if seconds not in ROLLUPS:
+        raise ValueError(f"bucket must be one of {', '.join(map(str, ROLLUPS))} seconds")
+    return seconds
+
+
+# A query string is text: ``Literal[300, ...]`` refused "300" itself (every ?bucket= was a 422, the dashboard's
+# history chart included). An int, converted as usual, then checked against the store's rollup sizes.
+Bucket = Annotated[int, AfterValidator(_rollup_bucket)]
 
 
 def create_fleet_app(service: FleetService, auth: AuthStore, *,
@@ -159,7 +171,7 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
     @app.get("/api/fleet/devices/{site}/{device}")
     async def device_detail(site: Annotated[str, Path(pattern=CHUNK)],
                             device: Annotated[str, Path(pattern=CHUNK)],
-                            bucket: Literal[300, 3600, 86400] = 300) -> dict[str, Any]:
+                            bucket: Bucket = 300) -> dict[str, Any]:
         """One device of one site: its row and its history from the store's rollups."""
         if (site, device) not in service.inventory and (site, device) not in service.latest:
             raise HTTPException(404, "no such device at that site")
@@ -169,7 +181,7 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
         return {**row, "series": [{"time": t, "hashrate_ths": h, "power_w": w} for t, h, w in history]}
 
     @app.get("/api/fleet/series")
-    async def series(bucket: Literal[300, 3600, 86400] = 300,
+    async def series(bucket: Bucket = 300,
                      days: Annotated[float, Query(gt=0, le=3660, allow_inf_nan=False)] = 1.0, site: str | None = None
                      ) -> list[dict[str, float]]:
         """Fleet totals over time from the store's rollups (history that survives a page reload)."""
@@ -178,7 +190,7 @@ def create_fleet_app(service: FleetService, auth: AuthStore, *,
         return [{"time": t, "hashrate_ths": h, "power_w": w} for t, h, w in rows]
 
     @app.get("/api/fleet/by-tag")
-    async def by_tag(tag: str = "site", bucket: Literal[300, 3600, 86400] = 3600) -> dict[str, Any]:
+    async def by_tag(tag: str = "site", bucket: Bucket = 3600) -> dict[str, Any]:
         # An SQL aggregation over the whole fleet: on a thread (the store serialises its connection with a lock
         # and allows other threads), so the event loop keeps serving the bus and other requests meanwhile.
         return await asyncio.to_thread(service.store.aggregate_by_tag, tag, bucket, since=time.time() - 86400)
