@@ -36,7 +36,9 @@ async def test_drops_resume_the_session_and_never_mine_a_share_twice() -> None:
         await agent.stop()
         await pool.stop()
     assert "duplicate share" not in pool.rejections, "the same header was mined again after a resume"
-    assert pool.replayed_shares == 0, "a share was sent again on the resumed session"
+    # A share the pool accepted just as it dropped the connection is unanswered for the agent, so it is sent
+    # again on the resumed session (nothing may be lost); the pool acknowledges it without crediting it twice.
+    assert pool.replayed_shares <= conn.resubmitted, "the pool saw a share again that the agent never re-sent"
     assert conn.resent_duplicates == 0
     assert len({(s.extranonce2, s.nonce, s.ntime, s.version) for s in pool.accepted}) == len(pool.accepted)
     assert len({s.extranonce1 for s in pool.accepted}) == 1
